@@ -1,0 +1,148 @@
+"""File helpers: atomic writes, append-only JSONL, safetensors weights, ADM-style .npz, PNG.
+
+Nothing here overwrites a finished file in place: every write goes to a temporary file in the same
+folder and is renamed over the target, so a crash leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from noisesearch.errors import UserError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomically write ``obj`` as indented JSON with sorted keys (byte-stable for equal objects)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    """Append one row to a JSONL file and flush it to disk."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def read_jsonl_tolerant(path: Path) -> list[dict]:
+    """Rows of an append-only JSONL file, repairing a half-written last line left by a crash.
+
+    A last line without its newline that is not valid JSON is cut off the file (it was never a
+    finished row). A broken line anywhere else is an error naming the line.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    rows = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines):  # no newline after it: an interrupted append
+                with open(path, "r+b") as f:
+                    f.truncate(len(data) - len(line))
+                break
+            raise UserError(f"{str(path)!r} line {n} is not valid JSON; fix or remove that line") from None
+    return rows
+
+
+def ensure_out_dir(path: Path) -> Path:
+    """Create the output folder ``path`` (and parents); a clear error if it is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {str(path)!r} is a file; give a folder (it is created if missing)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def images_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Images (B, C, H, W) in [0, 1] -> uint8 array (B, H, W, C), as ADM-style .npz files hold."""
+    arr = (images.clamp(0, 1) * 255).round().to(torch.uint8)  # (B, C, H, W)
+    return arr.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_npz(path: Path, images: torch.Tensor, labels) -> None:
+    """Write an ADM-style sample file: ``arr_0`` uint8 (N, H, W, C), ``arr_1`` int64 labels (N,)."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, images_to_uint8(images), np.asarray(labels, dtype=np.int64))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_png(path: Path, image: torch.Tensor, *, scale: int = 1) -> None:
+    """Write one image (C, H, W) in [0, 1] as PNG, enlarged ``scale`` times (nearest neighbour)."""
+    import io
+
+    from PIL import Image
+
+    arr = images_to_uint8(image[None])[0]  # (H, W, C)
+    if scale > 1:
+        arr = arr.repeat(scale, axis=0).repeat(scale, axis=1)
+    mode_arr = arr[:, :, 0] if arr.shape[2] == 1 else arr
+    buf = io.BytesIO()
+    Image.fromarray(mode_arr).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Save tensors as safetensors with string metadata."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write_bytes(path, data)
+
+
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load a safetensors file; a clear error for a missing file or any other format.
+
+    Weights never load through pickle here: a ``.pt``/``.ckpt`` file is refused.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(
+            f"weights file {str(path)!r} is not a safetensors file ({e}); "
+            "only safetensors weights are accepted"
+        ) from None
+    return tensors, metadata

@@ -1,0 +1,63 @@
+"""The one accounting point: every denoiser and verifier call of a search goes through here.
+
+NFE = one denoiser evaluation for one sample. A ``denoise`` call on a batch of B rows costs
+``model.nfe_per_call(guidance)`` NFEs for each row (2 with classifier-free guidance, 1 without or
+for guidance-distilled models), charged to the search that owns the row. Verifier calls are
+counted separately, as images scored. Budgets are hard limits: the driver refuses a round whose
+planned cost would overspend, and the accountant raises ``BudgetExceeded`` the moment an actual
+call takes any search past its budget (so a wrong cost formula cannot hide).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from noisesearch.errors import BudgetExceeded
+from noisesearch.models.base import Model
+
+
+class Accountant:
+    """Counts NFEs and verifier calls per search and enforces each search's NFE budget.
+
+    Args:
+        budgets: NFE budget per search (index = search id).
+    """
+
+    def __init__(self, budgets: list[int]):
+        self.budgets = torch.tensor(budgets, dtype=torch.int64)
+        self.nfe = torch.zeros(len(budgets), dtype=torch.int64)
+        self.verifier_calls = torch.zeros(len(budgets), dtype=torch.int64)
+        self.denoise_calls = 0  # batched forward calls, for benchmarks
+
+    def left(self, search: int) -> int:
+        """NFEs that search ``search`` may still spend."""
+        return int(self.budgets[search] - self.nfe[search])
+
+    def _charge(self, counter: torch.Tensor, owners: torch.Tensor, cost: int) -> None:
+        counter += torch.bincount(owners, minlength=len(counter)) * cost
+
+    def denoiser(self, model: Model, cond, owners: torch.Tensor, *, guidance: float, grad: bool = False):
+        """A ``denoise(x, sigma)`` for the samplers that charges each row of ``owners`` per call."""
+        cost = model.nfe_per_call(guidance)
+        fn = model.denoise_grad if grad else model.denoise
+
+        def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
+            self._charge(self.nfe, owners, cost)
+            self.denoise_calls += 1
+            over = (self.nfe > self.budgets).nonzero()
+            if len(over):
+                i = int(over[0, 0])
+                raise BudgetExceeded(
+                    f"search {i} spent {int(self.nfe[i])} NFEs, over its budget of {int(self.budgets[i])}"
+                )
+            return fn(x, sigma, cond, guidance=guidance)
+
+        return denoise
+
+    def verify(self, verifier, images: torch.Tensor, targets: list, owners: torch.Tensor, *, previews=None) -> torch.Tensor:
+        """Scores (B,) from ``verifier``, counting one verifier call per image for its owner."""
+        self._charge(self.verifier_calls, owners, 1)
+        scores = verifier(images, targets, previews=previews)
+        if scores.shape != (len(images),):
+            raise RuntimeError(f"verifier {verifier.name!r} returned shape {tuple(scores.shape)}, expected ({len(images)},)")
+        return scores.detach().float().cpu()

@@ -1,0 +1,182 @@
+"""The ``noisesearch`` command line: a thin layer over ``generate``, ``study`` and the registries.
+
+User mistakes (``UserError``) print one line ``error: ...`` on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from noisesearch.errors import BudgetExceeded, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Inference-time scaling for diffusion and flow models: search for better noises.")
+train_app = typer.Typer(no_args_is_help=True, help="Retrain built-in models.")
+app.add_typer(train_app, name="train")
+console = Console(stderr=True)
+
+
+def friendly(fn):
+    """Turn ``UserError`` and ``BudgetExceeded`` into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (UserError, BudgetExceeded) as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[extra]}"), console=console, transient=True)
+
+
+def parse_params(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> dict; values read as JSON where they parse (numbers, true, null)."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param {pair!r} is not KEY=VALUE")
+        try:
+            params[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.replace("-", "_")] = value
+    return params
+
+
+def check_params(algorithm: str, params: dict) -> None:
+    """Refuse parameters that the algorithm does not take, naming the ones it does."""
+    from noisesearch.generate import pick
+    from noisesearch.search import ALGORITHMS
+
+    factory = pick(ALGORITHMS, algorithm, "algorithm")
+    accepted = [p for p in inspect.signature(factory).parameters if p != "self"]
+    for key in params:
+        if key not in accepted:
+            raise UserError(f"algorithm {algorithm!r} takes no parameter {key!r}; "
+                            f"accepted: {', '.join(accepted) or 'none'}")
+
+
+@app.command()
+@friendly
+def generate(
+    target: str = typer.Option(..., help="Class id (digits: 0-9) or prompt to generate."),
+    out: Path = typer.Option(..., help="Folder for best.png and record.json (created if missing)."),
+    budget: int = typer.Option(..., help="Hard NFE limit for the whole search."),
+    model: str = typer.Option("digits", help="Registered model (see `noisesearch list`)."),
+    model_path: Optional[str] = typer.Option(None, help="Weights file or folder for the model."),
+    verifier: str = typer.Option("classifier", help="Registered verifier."),
+    verifier_path: Optional[str] = typer.Option(None, help="Weights for the verifier."),
+    algorithm: str = typer.Option("random", help="Registered search algorithm."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps per candidate (default: the model's)."),
+    sampler: str = typer.Option("euler", help="euler or heun."),
+    guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale (1.0 = none)."),
+    seed: int = typer.Option(0, help="Seed of the search; candidate noises derive from it."),
+    neighbours: Optional[int] = typer.Option(None, help="zero-order: neighbours per iteration (default 4)."),
+    step_size: Optional[float] = typer.Option(None, help="zero-order: neighbourhood size lambda (default 1.0)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Other algorithm parameter, KEY=VALUE."),
+    max_batch: int = typer.Option(4096, help="Most candidates in one denoiser batch."),
+):
+    """Search for the best sample of one target within a budget; write best.png and record.json."""
+    from noisesearch.generate import generate as run
+
+    params = parse_params(param)
+    for key, value in (("neighbours", neighbours), ("step_size", step_size)):
+        if value is not None:
+            params[key] = value
+    check_params(algorithm, params)
+    with _progress() as bar:
+        task = bar.add_task("searching", total=budget, extra="")
+
+        def progress(spent, total, best):
+            bar.update(task, completed=spent, extra=f"best {best:.4g}")
+
+        result, record = run(model=model, target=target, verifier=verifier, algorithm=algorithm,
+                             algorithm_params=params, budget=budget, steps=steps, sampler=sampler,
+                             guidance=guidance, seed=seed, model_path=model_path, verifier_path=verifier_path,
+                             out=out, max_batch=max_batch, progress=progress)
+    best = "none (every score was NaN)" if record["best_score"] is None else f"{record['best_score']:.4f}"
+    print(f"{len(record['candidates'])} candidates, {record['nfe_used']}/{budget} NFEs, best {verifier} score "
+          f"{best} -> {out / 'best.png'}, {out / 'record.json'}")
+
+
+@app.command()
+@friendly
+def demo(
+    out: Path = typer.Option(Path("demo-out"), help="Output folder (reruns skip finished configurations)."),
+    quick: bool = typer.Option(False, help="Fewer samples and budgets: under a minute."),
+    seed: int = typer.Option(0, help="Seed for every configuration's per-target noises."),
+):
+    """More denoising steps vs noise search on the built-in digits model: rows, samples, plot, table."""
+    from noisesearch.demo import demo_configs
+    from noisesearch.plots import results_table, scaling_plot
+    from noisesearch.study import run_study
+
+    configs = demo_configs(quick=quick, seed=seed)
+    with _progress() as bar:
+        task = bar.add_task("demo", total=len(configs), extra="")
+        rows = run_study(configs, out, progress=lambda c: bar.update(task, advance=1, extra=c.slug))
+    scaling_plot(rows, out / "scaling.png", metrics=("fid", "is"),
+                 title="digits: more steps vs noise search (FID/IS from the evaluation network)")
+    Console(width=max(Console().width, 110)).print(
+        results_table(rows, title=f"noisesearch demo ({'quick' if quick else 'full'})"))
+    print(f"rows: {out / 'results.jsonl'}  plot: {out / 'scaling.png'}  samples: {out / 'samples'}")
+
+
+@app.command("list")
+def list_registered():
+    """Show the registered models, verifiers, algorithms and samplers, one line each."""
+    from noisesearch.models import MODELS
+    from noisesearch.samplers import SAMPLERS
+    from noisesearch.search import ALGORITHMS
+    from noisesearch.verifiers import VERIFIERS
+
+    def summary(obj) -> str:
+        return (inspect.getdoc(obj) or "").splitlines()[0]
+
+    for title, registry in (("models", MODELS), ("verifiers", VERIFIERS), ("algorithms", ALGORITHMS)):
+        print(f"{title}:")
+        for name, factory in registry.items():
+            print(f"  {name:20s} {summary(factory)}")
+    print("samplers:")
+    for name, s in SAMPLERS.items():
+        print(f"  {name:20s} {s.summary}")
+
+
+@train_app.command("digits")
+@friendly
+def train_digits(
+    out: Path = typer.Option(Path("digits-weights"), help="Folder for the retrained safetensors files."),
+    seed: int = typer.Option(0, help="Training seed (the shipped weights use 0)."),
+):
+    """Retrain every network of the digits world reproducibly from a seed (about a minute)."""
+    from noisesearch._io import ensure_out_dir
+    from noisesearch.digits.train import train_world
+
+    out = ensure_out_dir(out)
+    files = train_world(out, seed=seed, progress=lambda name: console.print(f"training {name}"))
+    print("wrote " + ", ".join(str(f) for f in files))
+    print(f"use them with --model-path {out / 'flow.safetensors'} (and --verifier-path for verifiers)")
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,197 @@
+"""The one driver loop: batching, budgeting, stopping and recording for every search algorithm.
+
+``run_search`` runs one independent search per target, all in lock step, and stands for this loop::
+
+    states = [algorithm.init(problem_i) for each target i]
+    while any search is active:
+        jobs = {i: algorithm.ask(states[i]) for each active i}     # empty list: search i is done
+        refuse the round if any search's jobs cost more than its NFEs left  (BudgetExceeded)
+        for each group of jobs that share a sigma schedule, in batches of at most max_batch rows
+        (rows from different searches mixed):
+            x = sampler(accountant.denoiser(...), stacked starting states, sigmas)
+            scores = accountant.verify(verifier, decode(x or last x0-prediction), targets)
+        algorithm.tell(states[i], outcomes of i, in job order) for each i
+        record every candidate; keep each search's best finished candidate (NaN never ranks)
+
+Candidates are never generated one by one: on a CPU a batch of 32 is over ten times faster than
+32 single calls, and on a GPU the gap is larger.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from noisesearch.accounting import Accountant
+from noisesearch.errors import BudgetExceeded, UserError
+from noisesearch.models.base import Model, index_cond
+from noisesearch.samplers import get_sampler
+from noisesearch.search.base import Job, Outcome, Problem, SearchAlgorithm, noise_hash, rank_key
+from noisesearch.verifiers.base import Verifier
+
+
+@dataclass
+class SearchResult:
+    """The answer of one search and how it was reached.
+
+    ``best_image`` (C, H, W) in [0, 1] and ``best_noise`` (*noise_shape, the starting state of the
+    best job) are None only if no finished candidate got a real score. ``candidates`` holds one
+    flat dict per evaluated job, in evaluation order.
+    """
+
+    target: Any
+    seed: int
+    budget: int
+    nfe_used: int
+    verifier_calls: int
+    best_score: float
+    best_index: int
+    best_image: torch.Tensor | None
+    best_noise: torch.Tensor | None
+    nan_scores: int
+    candidates: list[dict] = field(default_factory=list)
+
+
+def _preview_step(sigmas: tuple[float, ...], preview_sigma: float | None) -> int | None:
+    """Index of the first step with sigma <= preview_sigma (the last step if none is)."""
+    if preview_sigma is None:
+        return None
+    for i, s in enumerate(sigmas[:-1]):
+        if s <= preview_sigma:
+            return i
+    return len(sigmas) - 2
+
+
+def run_search(
+    model: Model,
+    verifier: Verifier,
+    algorithm: SearchAlgorithm,
+    targets: Sequence,
+    *,
+    seeds: Sequence[int],
+    budget: int,
+    steps: int,
+    sampler: str = "euler",
+    guidance: float | None = None,
+    max_batch: int = 4096,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> list[SearchResult]:
+    """Run one search per target within ``budget`` NFEs each (see the module docstring).
+
+    Args:
+        targets: one target per search (class ids or prompts); ``seeds``: one seed per search.
+        budget: hard NFE limit per search; ``steps``: sampling steps of a full candidate.
+        sampler: a name in ``noisesearch.samplers.SAMPLERS``; ``guidance``: CFG scale
+            (default: the model's).
+        max_batch: most rows in one denoiser batch.
+        progress: called after every batch with (NFEs spent, NFEs budgeted, best score so far).
+
+    Returns:
+        One ``SearchResult`` per target, in order.
+    """
+    if len(seeds) != len(targets):
+        raise ValueError(f"{len(targets)} targets but {len(seeds)} seeds")
+    if not isinstance(budget, int) or budget < 1:
+        raise UserError(f"budget must be a positive integer number of NFEs, got {budget!r}")
+    if not isinstance(max_batch, int) or max_batch < 1:
+        raise UserError(f"max batch must be a positive integer, got {max_batch!r}")
+    sampler_fn = get_sampler(sampler).fn
+    guidance = model.default_guidance if guidance is None else float(guidance)
+    sigmas = model.schedule(steps)
+    targets = [model.check_target(t) for t in targets]
+    cond_all = model.encode(targets)  # encoded once per target, reused for every candidate
+    problems = [
+        Problem(t, int(s), budget, tuple(model.noise_shape), sigmas, sampler, model.nfe_per_call(guidance))
+        for t, s in zip(targets, seeds)
+    ]
+    states = [algorithm.init(p) for p in problems]
+    acct = Accountant([budget] * len(targets))
+    results = [
+        SearchResult(t, int(s), budget, 0, 0, -math.inf, -1, None, None, 0) for t, s in zip(targets, seeds)
+    ]
+    active = list(range(len(targets)))
+    preview_sigma = getattr(verifier, "preview_sigma", None)
+
+    while active:
+        asked: dict[int, list[Job]] = {}
+        for i in active:
+            jobs = algorithm.ask(states[i])
+            if jobs:
+                asked[i] = jobs
+                planned = sum(problems[i].cost(j.sigmas) for j in jobs)
+                if planned > acct.left(i):
+                    raise BudgetExceeded(
+                        f"algorithm {algorithm.name!r} asked for {planned} NFEs in search {i} "
+                        f"with {acct.left(i)} of {budget} left"
+                    )
+        active = list(asked)
+        if not active:
+            break
+        outcomes: dict[int, list[Outcome | None]] = {i: [None] * len(asked[i]) for i in active}
+        groups: dict[tuple[float, ...], list[tuple[int, int]]] = {}
+        for i in active:
+            for k, job in enumerate(asked[i]):
+                groups.setdefault(tuple(job.sigmas), []).append((i, k))
+        for group_sigmas, members in groups.items():
+            for start in range(0, len(members), max_batch):
+                chunk = members[start:start + max_batch]
+                _run_batch(model, verifier, acct, sampler_fn, cond_all, problems, asked, outcomes, chunk,
+                           group_sigmas, guidance, preview_sigma, results)
+                if progress:
+                    best = max((r.best_score for r in results), default=-math.inf)
+                    progress(int(acct.nfe.sum()), budget * len(targets), best)
+        for i in active:
+            algorithm.tell(states[i], outcomes[i])
+            _record(results[i], outcomes[i])
+
+    for i, r in enumerate(results):
+        r.nfe_used, r.verifier_calls = int(acct.nfe[i]), int(acct.verifier_calls[i])
+    return results
+
+
+def _run_batch(model, verifier, acct, sampler_fn, cond_all, problems, asked, outcomes, chunk, sigmas, guidance,
+               preview_sigma, results):
+    """Integrate one batch of jobs that share ``sigmas``, score them, and file their outcomes."""
+    owners = torch.tensor([i for i, _ in chunk], dtype=torch.int64)
+    x_start = torch.stack([asked[i][k].x for i, k in chunk])  # (B, *noise_shape)
+    preview_at = _preview_step(sigmas, preview_sigma)
+    seen: dict[str, torch.Tensor] = {}
+
+    def callback(step, sigma, x, denoised):
+        seen["last"] = denoised
+        if step == preview_at:
+            seen["preview"] = denoised
+
+    denoise = acct.denoiser(model, index_cond(cond_all, owners), owners, guidance=guidance)
+    x_end = sampler_fn(denoise, x_start, sigmas, callback=callback)  # (B, *noise_shape)
+    last = x_end if sigmas[-1] == 0 else seen["last"]
+    images = model.decode(last)  # (B, C, H, W)
+    previews = model.decode(seen["preview"]) if "preview" in seen else None
+    scores = acct.verify(verifier, images, [problems[i].target for i, _ in chunk], owners, previews=previews)
+    for row, (i, k) in enumerate(chunk):
+        outcomes[i][k] = Outcome(asked[i][k], x_end[row], last[row], images[row], float(scores[row]),
+                                 problems[i].cost(sigmas), len(results[i].candidates) + k)
+
+
+def _record(result: SearchResult, outcomes: list[Outcome]) -> None:
+    for o in outcomes:
+        nan = math.isnan(o.score)
+        result.nan_scores += nan
+        result.candidates.append({
+            "index": o.index,
+            "noise_seed": o.job.noise_seed,
+            "noise_sha256": noise_hash(o.job.x),
+            "sigma_start": o.job.sigmas[0],
+            "sigma_end": o.job.sigmas[-1],
+            "nfe": o.nfe,
+            "score": None if nan else o.score,
+            **({"info": o.job.info} if o.job.info else {}),
+        })
+        if o.job.final and not nan and rank_key(o.score) > result.best_score:
+            result.best_score, result.best_index = o.score, o.index
+            result.best_image, result.best_noise = o.image, o.job.x

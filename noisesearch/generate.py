@@ -1,0 +1,116 @@
+"""``generate``: one target, one verifier, one algorithm, one budget -> the best sample and its record."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from noisesearch._io import ensure_out_dir, save_png, write_json
+from noisesearch.driver import SearchResult, run_search
+from noisesearch.errors import UserError
+from noisesearch.models import MODELS
+from noisesearch.search import ALGORITHMS
+from noisesearch.verifiers import VERIFIERS
+
+PNG_SCALE = {"digits": 8}  # 8x8 digits are written enlarged 8x (nearest neighbour) to be visible
+
+
+def pick(registry: dict, name: str, what: str):
+    """The factory registered as ``name``, or a clear error listing the accepted names."""
+    if name not in registry:
+        raise UserError(f"unknown {what} {name!r}; accepted: {', '.join(registry)}")
+    return registry[name]
+
+
+def build(model: str, verifier: str, algorithm: str, *, model_path=None, verifier_path=None,
+          algorithm_params: dict | None = None):
+    """Model, verifier and algorithm objects from registry names (checked against each other)."""
+    model_factory = pick(MODELS, model, "model")
+    verifier_factory = pick(VERIFIERS, verifier, "verifier")
+    algorithm_factory = pick(ALGORITHMS, algorithm, "algorithm")
+    algo = algorithm_factory(**(algorithm_params or {}))  # validate cheap knobs before loading weights
+    m = model_factory(path=model_path)
+    domain = getattr(verifier_factory, "domain", None)
+    if domain is not None and domain != getattr(m, "domain", None):
+        raise UserError(f"verifier {verifier!r} scores {domain} images only; model {model!r} makes other images")
+    return m, verifier_factory(path=verifier_path), algo
+
+
+def versions() -> dict[str, str]:
+    """Versions that a record needs to be redone."""
+    from noisesearch import __version__
+
+    return {"noisesearch": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def generate(
+    *,
+    model: str = "digits",
+    target: Any,
+    verifier: str = "classifier",
+    algorithm: str = "random",
+    algorithm_params: dict | None = None,
+    budget: int,
+    steps: int | None = None,
+    sampler: str = "euler",
+    guidance: float | None = None,
+    seed: int = 0,
+    model_path: str | None = None,
+    verifier_path: str | None = None,
+    out: Path | str | None = None,
+    max_batch: int = 4096,
+    progress=None,
+) -> tuple[SearchResult, dict]:
+    """Search for the best sample of ``target`` within ``budget`` NFEs; write it if ``out`` is given.
+
+    Returns the ``SearchResult`` and the record (a JSON-ready dict). With ``out``, writes
+    ``out/best.png`` and ``out/record.json``. The same arguments give a byte-identical record
+    apart from ``wall_time_s``.
+
+    Example::
+
+        result, record = generate(target=7, budget=64, steps=8, seed=0)
+    """
+    out_dir = ensure_out_dir(Path(out)) if out is not None else None
+    m, v, algo = build(model, verifier, algorithm, model_path=model_path, verifier_path=verifier_path,
+                       algorithm_params=algorithm_params)
+    steps = m.default_steps if steps is None else steps
+    guidance = m.default_guidance if guidance is None else guidance
+    started = time.perf_counter()
+    (result,) = run_search(m, v, algo, [target], seeds=[seed], budget=budget, steps=steps, sampler=sampler,
+                           guidance=guidance, max_batch=max_batch, progress=progress)
+    wall = time.perf_counter() - started
+    record = {
+        "model": model,
+        "model_path": str(model_path) if model_path else None,
+        "target": result.target,
+        "verifier": verifier,
+        "verifier_path": str(verifier_path) if verifier_path else None,
+        "algorithm": algorithm,
+        "algorithm_params": algo.params(),
+        "seed": seed,
+        "budget": budget,
+        "steps": steps,
+        "sampler": sampler,
+        "guidance": guidance,
+        "nfe_per_candidate": result.candidates[0]["nfe"] if result.candidates else None,
+        "nfe_used": result.nfe_used,
+        "verifier_calls": result.verifier_calls,
+        "best_score": None if result.best_image is None else result.best_score,
+        "best_index": result.best_index,
+        "nan_scores": result.nan_scores,
+        "candidates": result.candidates,
+        "wall_time_s": round(wall, 4),
+        "versions": versions(),
+    }
+    if out_dir is not None:
+        if result.best_image is not None:
+            scale = PNG_SCALE.get(model, 1)
+            save_png(out_dir / "best.png", result.best_image, scale=scale)
+            record["image"] = {"path": "best.png", "scale": scale}
+        write_json(out_dir / "record.json", record)
+    return result, record

@@ -1,0 +1,137 @@
+"""The search-algorithm contract: explicit state and ask/tell, driven by ``noisesearch.driver``.
+
+An algorithm object holds only its hyperparameters. Everything that changes lives in a state
+object that ``init`` creates for one search problem (one target, one seed, one budget)::
+
+    state = algorithm.init(problem)
+    while jobs := algorithm.ask(state):          # a list of Jobs; empty when the search is done
+        outcomes = [run and score each job]      # the driver does this, batched across searches
+        algorithm.tell(state, outcomes)          # outcomes in the order of the jobs
+
+A ``Job`` is one candidate: a starting state ``x`` at ``sigmas[0]`` (fresh noise at sigma = 1,
+or an intermediate state) integrated along ``sigmas``. A job that ends at sigma = 0 is a finished
+sample and may become the search's answer; one that ends earlier is scored on the decoded
+x0-prediction of its last step (a preview). Noise is drawn by the algorithm from explicit
+generators (``Problem.noise``), one seed per draw, so each candidate is reproducible on its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from noisesearch.errors import UserError
+from noisesearch.samplers import get_sampler
+
+
+def derive_seed(seed: int, *path: int) -> int:
+    """A 63-bit seed derived from ``seed`` and a path of non-negative integers (NumPy SeedSequence)."""
+    state = np.random.SeedSequence([int(seed), *map(int, path)]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
+
+
+def gaussian(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Standard normal noise of ``shape`` from its own generator seeded with ``seed``."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def noise_hash(x: torch.Tensor) -> str:
+    """First 16 hex digits of the SHA-256 of a tensor's float32 bytes (identifies a noise)."""
+    return hashlib.sha256(x.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One search: find a good noise for ``target`` within ``budget`` NFEs.
+
+    ``sigmas`` is the full sampling schedule of one finished candidate; ``nfe_per_call`` is what
+    one denoiser evaluation costs per sample (2 with classifier-free guidance).
+    """
+
+    target: Any
+    seed: int
+    budget: int
+    noise_shape: tuple[int, ...]
+    sigmas: tuple[float, ...]
+    sampler: str
+    nfe_per_call: int
+
+    def cost(self, sigmas: tuple[float, ...] | None = None) -> int:
+        """Exact NFEs of one job integrated along ``sigmas`` (default: a full candidate)."""
+        return get_sampler(self.sampler).nfe(sigmas or self.sigmas) * self.nfe_per_call
+
+    def noise(self, *path: int) -> tuple[int, torch.Tensor]:
+        """(seed, noise) for the draw named by ``path``: the same path always gives the same noise."""
+        seed = derive_seed(self.seed, *path)
+        return seed, gaussian(self.noise_shape, seed)
+
+    def require_budget(self, needed: int, what: str) -> None:
+        """Raise a clear ``UserError`` when the budget cannot pay for ``needed`` NFEs."""
+        if self.budget < needed:
+            raise UserError(
+                f"budget {self.budget} is smaller than {what} ({needed} NFEs: {len(self.sigmas) - 1} "
+                f"{self.sampler} steps at {self.nfe_per_call} NFE(s) per evaluation); "
+                f"give --budget >= {needed} or fewer --steps"
+            )
+
+
+@dataclass
+class Job:
+    """A candidate to run: start state ``x`` (*noise_shape) at ``sigmas[0]``, integrated along ``sigmas``."""
+
+    x: torch.Tensor
+    sigmas: tuple[float, ...]
+    noise_seed: int | None = None
+    info: dict = field(default_factory=dict)  # the algorithm's own notes, JSON-serialisable; recorded
+
+    @property
+    def final(self) -> bool:
+        """True when the job ends at sigma = 0, i.e. produces a finished sample."""
+        return self.sigmas[-1] == 0
+
+
+@dataclass
+class Outcome:
+    """What the driver reports back for one job.
+
+    ``x``: end state; ``denoised``: x0-prediction of the last step (equal to ``x`` for a final
+    job); ``image``: decoded (C, H, W) in [0, 1]; ``score``: the verifier's score (NaN if it
+    failed); ``nfe``: NFEs charged; ``index``: candidate number within its search.
+    """
+
+    job: Job
+    x: torch.Tensor
+    denoised: torch.Tensor
+    image: torch.Tensor
+    score: float
+    nfe: int
+    index: int
+
+
+def rank_key(score: float) -> float:
+    """Sort key that ranks a NaN score below every real one."""
+    return -math.inf if math.isnan(score) else score
+
+
+@runtime_checkable
+class SearchAlgorithm(Protocol):
+    """Proposes candidates for one problem at a time through explicit state (see module docstring)."""
+
+    name: str
+
+    def params(self) -> dict:
+        """Hyperparameters, as recorded."""
+
+    def init(self, problem: Problem) -> Any:
+        """Fresh state for ``problem``; raises ``UserError`` if the budget cannot pay one round."""
+
+    def ask(self, state: Any) -> list[Job]:
+        """The next jobs; an empty list ends the search."""
+
+    def tell(self, state: Any, outcomes: list[Outcome]) -> None:
+        """Update ``state`` with the outcomes of the last ``ask``, in the same order."""

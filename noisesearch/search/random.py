@@ -1,0 +1,52 @@
+"""Random search (best-of-N): N independent noises, keep the one the verifier likes best.
+
+Ma et al. 2025, Sec. 3.2 "Random Search". With ``candidates=None`` N is as many full candidates
+as the budget pays for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from noisesearch.errors import UserError
+from noisesearch.search.base import Job, Outcome, Problem
+
+
+@dataclass
+class RandomState:
+    problem: Problem
+    candidates: int
+    asked: bool = False
+
+
+class RandomSearch:
+    """Best-of-N over independent Gaussian noises (candidate k uses the draw ``(k,)``)."""
+
+    name = "random"
+
+    def __init__(self, *, candidates: int | None = None):
+        if candidates is not None and (not isinstance(candidates, int) or candidates < 1):
+            raise UserError(f"candidates must be a positive integer, got {candidates!r}")
+        self.candidates = candidates
+
+    def params(self) -> dict:
+        return {"candidates": self.candidates}
+
+    def init(self, problem: Problem) -> RandomState:
+        cost = problem.cost()
+        n = self.candidates if self.candidates is not None else problem.budget // cost
+        problem.require_budget(max(n, 1) * cost, f"{max(n, 1)} candidate(s)")
+        return RandomState(problem, n)
+
+    def ask(self, state: RandomState) -> list[Job]:
+        if state.asked:
+            return []
+        state.asked = True
+        jobs = []
+        for k in range(state.candidates):
+            seed, noise = state.problem.noise(k)
+            jobs.append(Job(noise, state.problem.sigmas, noise_seed=seed))
+        return jobs
+
+    def tell(self, state: RandomState, outcomes: list[Outcome]) -> None:
+        pass  # the driver keeps the best finished candidate; nothing to adapt

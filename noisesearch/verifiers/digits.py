@@ -1,0 +1,64 @@
+"""The digits world's verifiers, analogues of the paper's ImageNet verifiers (Ma et al. 2025, Sec. 4).
+
+- ``classifier``: log p(target | image) from a pixel MLP trained with labels on 80% of the digits
+  (the supervised verifier; the paper uses CLIP / DINO classification logits);
+- ``feature-similarity``: cosine similarity between a label-free encoder's features of the
+  x0-prediction at ``preview_sigma`` and of the final sample (the self-supervised verifier; it
+  ignores the target);
+- ``oracle-is``: log p(target | image) from the evaluation network itself, the network behind
+  FID and IS (the paper's oracle Inception Score verifier).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from noisesearch.digits.train import WEIGHTS_DIR
+from noisesearch.verifiers.base import check_images
+
+
+def _load(path, default: str, kind: str):
+    from noisesearch.models.digits import load_net
+
+    return load_net(Path(path) if path else WEIGHTS_DIR / default, kind)
+
+
+def _targets(targets: list) -> torch.Tensor:
+    return torch.as_tensor([int(t) for t in targets], dtype=torch.int64)
+
+
+class ClassifierVerifier:
+    """Log-probability of the target class under a classifier (supervised verifier)."""
+
+    preview_sigma = None
+
+    def __init__(self, *, path: Path | str | None = None, kind: str = "classifier", name: str = "classifier"):
+        self.name = name
+        default = "classifier.safetensors" if kind == "classifier" else "evalnet.safetensors"
+        self.net = _load(path, default, kind)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
+        check_images(images, channels=1)
+        logp = self.net(images * 2 - 1).log_softmax(dim=1)  # (B, 10)
+        return logp.gather(1, _targets(targets)[:, None])[:, 0]
+
+
+class FeatureSimilarityVerifier:
+    """Cosine similarity of label-free features: early x0-preview vs final sample (self-supervised)."""
+
+    def __init__(self, *, path: Path | str | None = None, preview_sigma: float = 0.5):
+        self.name = "feature-similarity"
+        self.preview_sigma = preview_sigma
+        self.encoder = _load(path, "encoder.safetensors", "encoder")
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
+        check_images(images, channels=1)
+        if previews is None:
+            raise ValueError("feature-similarity needs the x0-previews of the candidates (previews=...)")
+        check_images(previews, channels=1)
+        final, early = self.encoder(images * 2 - 1), self.encoder(previews * 2 - 1)  # (B, latent) each
+        return torch.nn.functional.cosine_similarity(final, early, dim=1)
