@@ -17,7 +17,7 @@ from rich.console import Console
 
 from noisesearch.errors import BudgetExceeded, UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Inference-time scaling for diffusion and flow models: search for better noises.")
 train_app = typer.Typer(no_args_is_help=True, help="Retrain built-in models.")
 app.add_typer(train_app, name="train")
@@ -42,7 +42,8 @@ def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[extra]}"), console=console, transient=True)
+                    TextColumn("{task.fields[extra]}"), console=console, transient=True,
+                    disable=not console.is_terminal)  # a log file gets the summary lines only
 
 
 def parse_params(pairs: list[str]) -> dict:

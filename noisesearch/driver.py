@@ -173,9 +173,10 @@ def _run_batch(model, verifier, acct, sampler_fn, cond_all, problems, asked, out
     images = model.decode(last)  # (B, C, H, W)
     previews = model.decode(seen["preview"]) if "preview" in seen else None
     scores = acct.verify(verifier, images, [problems[i].target for i, _ in chunk], owners, previews=previews)
-    for row, (i, k) in enumerate(chunk):
-        outcomes[i][k] = Outcome(asked[i][k], x_end[row], last[row], images[row], float(scores[row]),
-                                 problems[i].cost(sigmas), len(results[i].candidates) + k)
+    cost = problems[chunk[0][0]].cost(sigmas)  # same sampler and guidance for every search of a run
+    rows = zip(chunk, x_end.unbind(0), last.unbind(0), images.unbind(0), scores.tolist())
+    for (i, k), x, denoised, image, score in rows:
+        outcomes[i][k] = Outcome(asked[i][k], x, denoised, image, score, cost, len(results[i].candidates) + k)
 
 
 def _record(result: SearchResult, outcomes: list[Outcome]) -> None:
@@ -185,7 +186,8 @@ def _record(result: SearchResult, outcomes: list[Outcome]) -> None:
         result.candidates.append({
             "index": o.index,
             "noise_seed": o.job.noise_seed,
-            "noise_sha256": noise_hash(o.job.x),
+            # a seeded draw is identified by its seed; any other start state by a hash of it
+            "noise_sha256": None if o.job.noise_seed is not None else noise_hash(o.job.x),
             "sigma_start": o.job.sigmas[0],
             "sigma_end": o.job.sigmas[-1],
             "nfe": o.nfe,

@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
 from noisesearch.errors import UserError
@@ -30,9 +29,13 @@ from noisesearch.samplers import get_sampler
 
 
 def derive_seed(seed: int, *path: int) -> int:
-    """A 63-bit seed derived from ``seed`` and a path of non-negative integers (NumPy SeedSequence)."""
-    state = np.random.SeedSequence([int(seed), *map(int, path)]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
+    """A 63-bit seed derived from ``seed`` and a path of integers (BLAKE2b of their 8-byte forms).
+
+    Different paths give independent-looking seeds; the same path always gives the same seed, on
+    every platform.
+    """
+    data = b"".join(int(v).to_bytes(8, "little", signed=True) for v in (seed, *path))
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
 
 
 def gaussian(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -82,7 +85,12 @@ class Problem:
 
 @dataclass
 class Job:
-    """A candidate to run: start state ``x`` (*noise_shape) at ``sigmas[0]``, integrated along ``sigmas``."""
+    """A candidate to run: start state ``x`` (*noise_shape) at ``sigmas[0]``, integrated along ``sigmas``.
+
+    ``noise_seed`` is set only when ``x`` is exactly ``gaussian(noise_shape, noise_seed)``; for
+    any other start state (a neighbour, an intermediate state) it is None and the record carries
+    a hash of ``x`` instead.
+    """
 
     x: torch.Tensor
     sigmas: tuple[float, ...]

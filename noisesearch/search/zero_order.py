@@ -69,8 +69,8 @@ class ZeroOrderSearch:
         for j in range(n):
             seed, eps = p.noise(state.iteration, j)
             x = (state.pivot + self.step_size * eps) * scale
-            info = {"role": "neighbour", "iteration": state.iteration, "pivot": state.pivot_index}
-            jobs.append(Job(x, p.sigmas, noise_seed=seed, info=info))
+            info = {"role": "neighbour", "iteration": state.iteration, "pivot": state.pivot_index, "eps_seed": seed}
+            jobs.append(Job(x, p.sigmas, info=info))
         return jobs
 
     def tell(self, state: ZeroOrderState, outcomes: list[Outcome]) -> None:

@@ -1,0 +1,1 @@
+"""The built-in digits world: networks, data, training and shipped weights."""

@@ -1,0 +1,40 @@
+"""Shared fixtures. Nothing here touches the network: every model and verifier is built in code or
+loaded from the weights that ship inside the package."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from noisesearch.models import MODELS
+
+    return MODELS["digits"]()
+
+
+@pytest.fixture(scope="session")
+def classifier():
+    from noisesearch.verifiers import VERIFIERS
+
+    return VERIFIERS["classifier"]()
+
+
+@pytest.fixture(scope="session")
+def toy():
+    from noisesearch.models import MODELS
+
+    return MODELS["toy"]()
+
+
+@pytest.fixture(scope="session")
+def toy_verifier():
+    from noisesearch.verifiers import VERIFIERS
+
+    return VERIFIERS["toy-distance"]()

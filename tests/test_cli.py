@@ -1,0 +1,176 @@
+"""The command line end to end: generate, demo, list, and one clear line for every bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from noisesearch.cli import app
+from noisesearch.search import gaussian
+
+runner = CliRunner()
+GENERATE = ["generate", "--model", "digits", "--target", "7", "--verifier", "classifier", "--algorithm", "random",
+            "--budget", "256", "--steps", "16", "--seed", "0"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def without_wall_time(path: Path) -> str:
+    record = json.loads(path.read_text())
+    record.pop("wall_time_s")
+    return json.dumps(record, sort_keys=True)
+
+
+def test_generate_writes_best_png_and_a_full_record(tmp_path):
+    result = invoke(*GENERATE, "--out", tmp_path / "a")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "a" / "record.json").read_text())
+    for key in ("model", "target", "verifier", "algorithm", "algorithm_params", "seed", "budget", "nfe_used",
+                "verifier_calls", "best_score", "candidates", "wall_time_s", "versions"):
+        assert key in record, key
+    assert record["target"] == 7 and record["budget"] == 256 and record["nfe_used"] == 256
+    assert record["verifier_calls"] == len(record["candidates"]) == 16
+    assert record["versions"]["torch"] == torch.__version__
+    for c in record["candidates"]:
+        assert {"noise_seed", "noise_sha256", "score", "nfe"} <= set(c) and c["nfe"] == 16
+        assert torch.equal(gaussian((1, 8, 8), c["noise_seed"]), gaussian((1, 8, 8), c["noise_seed"]))
+    assert record["best_score"] == max(c["score"] for c in record["candidates"])
+    from PIL import Image
+
+    assert Image.open(tmp_path / "a" / "best.png").size == (64, 64)
+
+
+def test_generate_twice_gives_byte_identical_records_and_other_seeds_differ(tmp_path):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        assert invoke(*GENERATE[:-1], seed, "--out", tmp_path / name).exit_code == 0
+    a, b, c = (without_wall_time(tmp_path / n / "record.json") for n in "abc")
+    assert a == b
+    assert a != c
+    assert (tmp_path / "a" / "best.png").read_bytes() == (tmp_path / "b" / "best.png").read_bytes()
+
+
+def test_generate_zero_order_takes_its_parameters(tmp_path):
+    result = invoke(*GENERATE[:8], "zero-order", "--budget", "96", "--steps", "8", "--neighbours", "3",
+                    "--step-size", "0.4", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["algorithm_params"] == {"neighbours": 3, "step_size": 0.4, "iterations": None}
+    assert record["nfe_used"] == 96
+    roles = [c["info"]["role"] for c in record["candidates"]]
+    assert roles == ["pivot"] + ["neighbour"] * 11
+
+
+def test_list_shows_every_registered_name():
+    from noisesearch.models import MODELS
+    from noisesearch.search import ALGORITHMS
+    from noisesearch.verifiers import VERIFIERS
+
+    result = invoke("list")
+    assert result.exit_code == 0
+    for name in [*MODELS, *VERIFIERS, *ALGORITHMS]:
+        assert f"  {name} " in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "sdxl"], "unknown model 'sdxl'; accepted: digits, digits-large, toy"),
+    (["--verifier", "clip"], "unknown verifier 'clip'; accepted: classifier"),
+    (["--algorithm", "beam"], "unknown algorithm 'beam'; accepted: random, zero-order"),
+    (["--budget", "8"], "budget 8 is smaller than 1 candidate(s) (16 NFEs"),
+    (["--budget", "0"], "budget must be a positive integer"),
+    (["--steps", "0"], "steps must be a positive integer, got 0"),
+    (["--steps", "-3"], "steps must be a positive integer, got -3"),
+    (["--algorithm", "zero-order", "--neighbours", "0"], "neighbours must be a positive integer, got 0"),
+    (["--algorithm", "zero-order", "--step-size", "0"], "step size must be a positive number, got 0.0"),
+    (["--algorithm", "zero-order", "--step-size", "-1"], "step size must be a positive number, got -1.0"),
+    (["--neighbours", "3"], "algorithm 'random' takes no parameter 'neighbours'; accepted: candidates"),
+    (["--param", "foo"], "--param 'foo' is not KEY=VALUE"),
+    (["--target", "11"], "target '11' is not a digits class; accepted: integers 0 to 9"),
+    (["--target", "cat"], "target 'cat' is not a digits class"),
+    (["--sampler", "ddim"], "unknown sampler 'ddim'; accepted: euler, heun"),
+    (["--verifier", "toy-distance"], "verifier 'toy-distance' scores toy images only"),
+    (["--model-path", "/nonexistent/flow.safetensors"], "weights file '/nonexistent/flow.safetensors' does not exist"),
+])
+def test_bad_input_gets_one_clear_line_and_exit_code_2(tmp_path, args, message):
+    base = dict(zip(GENERATE[1::2], GENERATE[2::2]))
+    for key, value in zip(args[::2], args[1::2]):
+        base[key] = value
+    flat = [x for kv in base.items() for x in kv]
+    result = invoke("generate", *flat, "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert message in lines[0]
+
+
+def test_out_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    result = invoke(*GENERATE, "--out", target)
+    assert result.exit_code == 2 and "is a file; give a folder" in result.output
+    assert target.read_text() == "keep me"
+
+
+def test_pickled_weights_are_refused_and_earlier_results_survive(tmp_path):
+    out = tmp_path / "out"
+    assert invoke(*GENERATE, "--out", out).exit_code == 0
+    before = (out / "record.json").read_bytes()
+    pickled = tmp_path / "flow.pt"
+    torch.save({"weight": torch.zeros(2)}, pickled)
+    result = invoke(*GENERATE, "--model-path", pickled, "--out", out)
+    assert result.exit_code == 2
+    assert "is not a safetensors file" in result.output and "only safetensors weights are accepted" in result.output
+    assert (out / "record.json").read_bytes() == before
+
+
+def test_weights_of_the_wrong_network_are_refused(tmp_path):
+    from noisesearch.digits.train import WEIGHTS_DIR
+
+    result = invoke(*GENERATE, "--model-path", WEIGHTS_DIR / "classifier.safetensors", "--out", tmp_path)
+    assert result.exit_code == 2 and "holds a 'classifier' network, expected 'flow'" in result.output
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    exe = Path(sys.executable).with_name("noisesearch")
+    proc = subprocess.run([str(exe), "generate", "--target", "12", "--budget", "64", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: target '12' is not a digits class; accepted: integers 0 to 9"
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    result = invoke("demo", "--quick", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    from noisesearch.demo import demo_configs
+
+    assert len(rows) == len(demo_configs(quick=True))
+    assert (out / "scaling.png").stat().st_size > 10_000
+    for row in rows:
+        for key in ("algorithm", "nfe_per_sample", "fid", "is", "precision", "recall", "accuracy", "samples"):
+            assert key in row
+        with np.load(out / row["samples"]) as npz:
+            images, labels = npz["arr_0"], npz["arr_1"]
+        assert images.dtype == np.uint8 and images.shape == (300, 8, 8, 1)
+        assert labels.shape == (300,) and set(labels.tolist()) == set(range(10))
+    by = {(r["algorithm"], r["nfe_per_sample"]): r for r in rows}
+    # the paper's finding in miniature: steps plateau, search keeps improving at matched NFEs
+    assert by[("none", 32)]["fid"] > by[("none", 8)]["fid"] - 5
+    assert by[("random", 32)]["fid"] < by[("none", 32)]["fid"] - 8
+    assert by[("random", 128)]["is"] > by[("none", 32)]["is"] + 1
+    assert "FID" in result.output and "zero-order" in result.output
+    # rerunning resumes: nothing is recomputed, nothing duplicated
+    mtime = (out / rows[0]["samples"]).stat().st_mtime_ns
+    assert invoke("demo", "--quick", "--out", out).exit_code == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+    assert (out / rows[0]["samples"]).stat().st_mtime_ns == mtime

@@ -1,0 +1,115 @@
+"""Contract tests run over every registry entry: models, verifiers, search algorithms."""
+
+import math
+
+import pytest
+import torch
+
+from noisesearch.driver import run_search
+from noisesearch.models import MODELS
+from noisesearch.models.base import Model
+from noisesearch.search import ALGORITHMS, SearchAlgorithm
+from noisesearch.verifiers import VERIFIERS, Verifier
+
+
+def targets_for(model):
+    return [0, 1, 1] if model.domain == "toy" else [0, 7, 3]
+
+
+def matching_model(verifier_name):
+    domain = VERIFIERS[verifier_name].domain
+    return {"digits": "digits", "toy": "toy"}[domain]
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def model(request):
+    return MODELS[request.param]()
+
+
+def test_model_contract(model):
+    assert isinstance(model, Model)
+    cond = model.encode(targets_for(model))
+    x = torch.randn(3, *model.noise_shape, generator=torch.Generator().manual_seed(0))
+    for sigma in model.schedule(4)[:-1]:
+        d = model.denoise(x, sigma, cond, guidance=model.default_guidance)
+        assert d.shape == x.shape and torch.isfinite(d).all()
+    images = model.decode(d)
+    assert images.dim() == 4 and images.shape[0] == 3
+    assert images.min() >= 0 and images.max() <= 1
+    assert model.nfe_per_call(model.default_guidance) >= 1
+    sigmas = model.schedule(5)
+    assert len(sigmas) == 6 and sigmas[0] == 1.0 and sigmas[-1] == 0.0
+
+
+def test_model_rows_are_independent(model):
+    """Row i's denoised output does not depend on the other rows of the batch."""
+    cond = model.encode(targets_for(model))
+    x = torch.randn(3, *model.noise_shape, generator=torch.Generator().manual_seed(1))
+    full = model.denoise(x, 0.5, cond, guidance=model.default_guidance)
+    alone = model.denoise(x[1:2], 0.5, cond[1:2], guidance=model.default_guidance)
+    torch.testing.assert_close(full[1:2], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(VERIFIERS))
+def test_verifier_contract(name):
+    verifier = VERIFIERS[name]()
+    assert isinstance(verifier, Verifier)
+    model = MODELS[matching_model(name)]()
+    gen = torch.Generator().manual_seed(2)
+    targets = targets_for(model)
+    images = model.decode(torch.randn(3, *model.noise_shape, generator=gen))
+    previews = model.decode(torch.randn(3, *model.noise_shape, generator=gen))
+    kwargs = {"previews": previews} if verifier.preview_sigma is not None else {}
+    scores = verifier(images, targets, **kwargs)
+    assert scores.shape == (3,) and scores.dtype.is_floating_point and torch.isfinite(scores).all()
+    again = verifier(images, targets, **kwargs)
+    assert torch.equal(scores, again), "a verifier must be deterministic"
+    kwargs1 = {"previews": previews[1:2]} if kwargs else {}
+    alone = verifier(images[1:2], targets[1:2], **kwargs1)
+    torch.testing.assert_close(alone, scores[1:2], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in VERIFIERS if VERIFIERS[n].domain == "digits"])
+def test_digits_verifiers_reject_images_out_of_range(name):
+    from noisesearch.errors import UserError
+
+    verifier = VERIFIERS[name]()
+    bad = torch.full((2, 1, 8, 8), 2.0)
+    with pytest.raises(UserError, match=r"values in \[0, 1\]"):
+        verifier(bad, [1, 2], previews=bad)
+    with pytest.raises(UserError, match=r"\(B, C, H, W\)"):
+        verifier(torch.zeros(2, 8, 8), [1, 2], previews=bad)
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+@pytest.mark.parametrize("model_name,verifier_name", [("digits", "classifier"), ("toy", "toy-distance")])
+def test_algorithm_contract(name, model_name, verifier_name):
+    """Every algorithm: ask/tell protocol, within budget, reproducible, seed-sensitive, finishes."""
+    model, verifier = MODELS[model_name](), VERIFIERS[verifier_name]()
+    algorithm = ALGORITHMS[name]()
+    assert isinstance(algorithm, SearchAlgorithm)
+    assert isinstance(algorithm.params(), dict)
+
+    def run(seed):
+        return run_search(model, verifier, ALGORITHMS[name](), [1, 1], seeds=[seed, seed + 1], budget=64, steps=4)
+
+    first, again, other = run(0), run(0), run(10)
+    for a, b in zip(first, again):
+        assert a.candidates == b.candidates and a.best_score == b.best_score
+    def identities(result):
+        return [(c["noise_seed"], c["noise_sha256"]) for c in result.candidates]
+
+    assert identities(first[0]) != identities(other[0])
+    for c in first[0].candidates:  # every candidate is identified by its seed or by a hash of its noise
+        assert (c["noise_seed"] is None) != (c["noise_sha256"] is None)
+    for r in first:
+        assert 0 < r.nfe_used <= 64
+        assert r.best_image is not None and math.isfinite(r.best_score)
+        assert r.best_score == max(c["score"] for c in r.candidates if c["sigma_end"] == 0)
+
+
+def test_registries_are_plain_dicts_of_factories():
+    for registry in (MODELS, VERIFIERS, ALGORITHMS):
+        assert type(registry) is dict
+        for name, factory in registry.items():
+            assert callable(factory) and factory.__doc__, name

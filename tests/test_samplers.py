@@ -1,0 +1,94 @@
+"""Samplers against analytic answers, and their declared NFE costs against real call counts."""
+
+import pytest
+import torch
+
+from noisesearch.errors import UserError
+from noisesearch.samplers import SAMPLERS, get_sampler, schedule
+
+
+def gaussian_denoiser(c: float):
+    """Exact x0-prediction for data ~ N(0, c^2) under x = (1 - s) x0 + s noise."""
+
+    def denoise(x, s):
+        return (1 - s) * c**2 * x / ((1 - s) ** 2 * c**2 + s**2)
+
+    return denoise
+
+
+def test_schedule_runs_from_one_to_zero():
+    s = schedule(4)
+    assert s == (1.0, 0.75, 0.5, 0.25, 0.0)
+    shifted = schedule(4, shift=3.0)
+    assert shifted[0] == 1.0 and shifted[-1] == 0.0 and shifted[2] > 0.5  # more steps at high noise
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "8"])
+def test_schedule_rejects_bad_steps(bad):
+    with pytest.raises(UserError, match="steps must be a positive integer"):
+        schedule(bad)
+
+
+def test_euler_is_exact_for_a_single_point():
+    """With one data point the denoiser is constant and the ODE path is a straight line."""
+    point = torch.tensor([[0.3, -0.7]])
+    noise = torch.tensor([[1.5, 0.2]])
+    out = SAMPLERS["euler"].fn(lambda x, s: point.expand_as(x), noise, schedule(3))
+    torch.testing.assert_close(out, point)
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_gaussian_flow_maps_noise_to_scaled_noise(name):
+    """For N(0, c^2) data the probability-flow ODE is linear: x(0) = c * noise."""
+    c = 0.5
+    noise = torch.linspace(-2, 2, 9, dtype=torch.float64)[:, None]
+    out = get_sampler(name).fn(gaussian_denoiser(c), noise, schedule(256))
+    torch.testing.assert_close(out, c * noise, atol=1e-2, rtol=0)
+
+
+@pytest.mark.parametrize("name,order", [("euler", 1), ("heun", 2)])
+def test_convergence_order(name, order):
+    """Doubling the steps divides the error by about 2**order."""
+    c, noise = 0.5, torch.tensor([[2.0]], dtype=torch.float64)
+    errors = [float((get_sampler(name).fn(gaussian_denoiser(c), noise, schedule(n)) - c * noise).abs())
+              for n in (64, 128)]
+    assert 2 ** (order - 0.3) < errors[0] / errors[1] < 2 ** (order + 0.3)
+
+
+def test_heun_is_more_accurate_than_euler_at_equal_steps():
+    c, noise = 0.5, torch.tensor([[1.7]], dtype=torch.float64)
+    err = {n: float((get_sampler(n).fn(gaussian_denoiser(c), noise, schedule(8)) - c * noise).abs()) for n in SAMPLERS}
+    assert err["heun"] < err["euler"] / 4
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("sigmas", [schedule(1), schedule(5), (1.0, 0.6, 0.3), (0.5, 0.25, 0.0)])
+def test_declared_nfe_equals_real_calls(name, sigmas):
+    calls = []
+
+    def denoise(x, s):
+        calls.append(s)
+        return torch.zeros_like(x)
+
+    get_sampler(name).fn(denoise, torch.ones(2, 1), sigmas)
+    assert len(calls) == get_sampler(name).nfe(sigmas)
+
+
+def test_callback_sees_every_step_and_the_preview():
+    seen = []
+    SAMPLERS["heun"].fn(lambda x, s: x * 0, torch.ones(1, 1), schedule(4),
+                        callback=lambda i, s, x, d: seen.append((i, s)))
+    assert seen == [(0, 1.0), (1, 0.75), (2, 0.5), (3, 0.25)]
+
+
+def test_unknown_sampler_names_the_accepted_ones():
+    with pytest.raises(UserError, match="unknown sampler 'ddim'; accepted: euler, heun"):
+        get_sampler("ddim")
+
+
+def test_samplers_never_draw_noise():
+    """The global RNG is untouched by sampling: noise is always an argument."""
+    state = torch.random.get_rng_state()
+    for s in SAMPLERS.values():
+        s.fn(gaussian_denoiser(0.5), torch.ones(3, 2), schedule(4))
+    assert torch.equal(state, torch.random.get_rng_state())
