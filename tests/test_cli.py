@@ -174,3 +174,23 @@ def test_demo_quick_end_to_end(tmp_path):
     assert invoke("demo", "--quick", "--out", out).exit_code == 0
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
     assert (out / rows[0]["samples"]).stat().st_mtime_ns == mtime
+
+
+def test_train_digits_writes_weights_that_generate_can_use(tmp_path, monkeypatch):
+    """`train digits` (shortened here) writes loadable safetensors; --model-path/--verifier-path use them."""
+    from noisesearch.digits import train
+
+    short = {name: (kind, config, 20, offset) for name, (kind, config, _, offset) in train.WORLD.items()}
+    monkeypatch.setattr(train, "WORLD", short)
+    weights = tmp_path / "w"
+    result = invoke("train", "digits", "--seed", "3", "--out", weights)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in weights.iterdir()) == sorted(short)
+    result = invoke(*GENERATE, "--model-path", weights / "flow.safetensors",
+                    "--verifier-path", weights / "classifier.safetensors", "--out", tmp_path / "g")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "g" / "record.json").read_text())
+    assert record["model_path"] == str(weights / "flow.safetensors")
+    assert invoke(*GENERATE, "--out", tmp_path / "s").exit_code == 0
+    shipped = json.loads((tmp_path / "s" / "record.json").read_text())
+    assert record["best_score"] != shipped["best_score"]  # the retrained weights were really used
