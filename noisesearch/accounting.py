@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from noisesearch.errors import BudgetExceeded
+from noisesearch.errors import BudgetExceeded, UserError
 from noisesearch.models.base import Model
 
 
@@ -36,28 +36,49 @@ class Accountant:
     def _charge(self, counter: torch.Tensor, owners: torch.Tensor, cost: int) -> None:
         counter += torch.bincount(owners, minlength=len(counter)) * cost
 
+    def _check(self) -> None:
+        over = (self.nfe > self.budgets).nonzero()
+        if len(over):
+            i = int(over[0, 0])
+            raise BudgetExceeded(f"search {i} spent {int(self.nfe[i])} NFEs, over its budget of {int(self.budgets[i])}")
+
+    def charge_backward(self, owners: torch.Tensor, cost: int) -> None:
+        """Charge a backward pass through the sampler, ``cost`` NFE-equivalents per row of ``owners``."""
+        self._charge(self.nfe, owners, cost)
+        self._check()
+
     def denoiser(self, model: Model, cond, owners: torch.Tensor, *, guidance: float, grad: bool = False):
         """A ``denoise(x, sigma)`` for the samplers that charges each row of ``owners`` per call."""
         cost = model.nfe_per_call(guidance)
-        fn = model.denoise_grad if grad else model.denoise
+        fn = model.denoise
+        if grad:
+            fn = getattr(model, "denoise_grad", None)
+            if fn is None:
+                raise UserError(f"model {model.name!r} cannot be differentiated (no denoise_grad)")
 
         def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
             self._charge(self.nfe, owners, cost)
             self.denoise_calls += 1
-            over = (self.nfe > self.budgets).nonzero()
-            if len(over):
-                i = int(over[0, 0])
-                raise BudgetExceeded(
-                    f"search {i} spent {int(self.nfe[i])} NFEs, over its budget of {int(self.budgets[i])}"
-                )
+            self._check()
             return fn(x, sigma, cond, guidance=guidance)
 
         return denoise
 
-    def verify(self, verifier, images: torch.Tensor, targets: list, owners: torch.Tensor, *, previews=None) -> torch.Tensor:
-        """Scores (B,) from ``verifier``, counting one verifier call per image for its owner."""
+    def verify(self, verifier, images: torch.Tensor, targets: list, owners: torch.Tensor, *, previews=None,
+               grad: bool = False) -> torch.Tensor:
+        """Scores (B,) from ``verifier``, counting one verifier call per image for its owner.
+
+        With ``grad`` the scores keep their autograd graph (the verifier's differentiable ``score``).
+        """
         self._charge(self.verifier_calls, owners, 1)
-        scores = verifier(images, targets, previews=previews)
+        if grad:
+            score = getattr(verifier, "score", None)
+            if score is None:
+                raise UserError(f"verifier {verifier.name!r} is not differentiable; first-order search needs "
+                                "one with a score() method (the digits and toy verifiers have one)")
+            scores = score(images, targets, previews=previews)
+        else:
+            scores = verifier(images, targets, previews=previews)
         if scores.shape != (len(images),):
             raise RuntimeError(f"verifier {verifier.name!r} returned shape {tuple(scores.shape)}, expected ({len(images)},)")
-        return scores.detach().float().cpu()
+        return scores.float() if grad else scores.detach().float().cpu()

@@ -100,7 +100,7 @@ def run_search(
         raise UserError(f"budget must be a positive integer number of NFEs, got {budget!r}")
     if not isinstance(max_batch, int) or max_batch < 1:
         raise UserError(f"max batch must be a positive integer, got {max_batch!r}")
-    sampler_fn = get_sampler(sampler).fn
+    get_sampler(sampler)  # a clear error for an unknown name before any work
     guidance = model.default_guidance if guidance is None else float(guidance)
     sigmas = model.schedule(steps)
     targets = [model.check_target(t) for t in targets]
@@ -123,7 +123,7 @@ def run_search(
             jobs = algorithm.ask(states[i])
             if jobs:
                 asked[i] = jobs
-                planned = sum(problems[i].cost(j.sigmas) for j in jobs)
+                planned = sum(problems[i].job_cost(j) for j in jobs)
                 if planned > acct.left(i):
                     raise BudgetExceeded(
                         f"algorithm {algorithm.name!r} asked for {planned} NFEs in search {i} "
@@ -133,15 +133,15 @@ def run_search(
         if not active:
             break
         outcomes: dict[int, list[Outcome | None]] = {i: [None] * len(asked[i]) for i in active}
-        groups: dict[tuple[float, ...], list[tuple[int, int]]] = {}
+        groups: dict[tuple, list[tuple[int, int]]] = {}
         for i in active:
             for k, job in enumerate(asked[i]):
-                groups.setdefault(tuple(job.sigmas), []).append((i, k))
-        for group_sigmas, members in groups.items():
+                groups.setdefault(job.group_key(), []).append((i, k))
+        for members in groups.values():
             for start in range(0, len(members), max_batch):
                 chunk = members[start:start + max_batch]
-                _run_batch(model, verifier, acct, sampler_fn, cond_all, problems, asked, outcomes, chunk,
-                           group_sigmas, guidance, preview_sigma, results)
+                _run_batch(model, verifier, acct, cond_all, problems, asked, outcomes, chunk, guidance,
+                           preview_sigma, results, algorithm.name)
                 if progress:
                     best = max((r.best_score for r in results), default=-math.inf)
                     progress(int(acct.nfe.sum()), budget * len(targets), best)
@@ -154,11 +154,19 @@ def run_search(
     return results
 
 
-def _run_batch(model, verifier, acct, sampler_fn, cond_all, problems, asked, outcomes, chunk, sigmas, guidance,
-               preview_sigma, results):
-    """Integrate one batch of jobs that share ``sigmas``, score them, and file their outcomes."""
+def _run_batch(model, verifier, acct, cond_all, problems, asked, outcomes, chunk, guidance, preview_sigma, results,
+               algorithm_name):
+    """Integrate one batch of jobs that share a group key, score them, and file their outcomes."""
+    jobs = [asked[i][k] for i, k in chunk]
+    first = jobs[0]
+    sigmas = first.sigmas
+    sampler = get_sampler(first.sampler or problems[chunk[0][0]].sampler)
+    if sampler.stochastic != (first.noises is not None):
+        need = "needs per-step noises" if sampler.stochastic else "is deterministic and takes no noises"
+        raise ValueError(f"algorithm {algorithm_name!r} gave a job whose sampler {need}")
     owners = torch.tensor([i for i, _ in chunk], dtype=torch.int64)
-    x_start = torch.stack([asked[i][k].x for i, k in chunk])  # (B, *noise_shape)
+    x_start = torch.stack([j.x for j in jobs])  # (B, *noise_shape)
+    extra = {"noises": torch.stack([j.noises for j in jobs], dim=1)} if sampler.stochastic else {}  # (n, B, ...)
     preview_at = _preview_step(sigmas, preview_sigma)
     seen: dict[str, torch.Tensor] = {}
 
@@ -167,16 +175,44 @@ def _run_batch(model, verifier, acct, sampler_fn, cond_all, problems, asked, out
         if step == preview_at:
             seen["preview"] = denoised
 
-    denoise = acct.denoiser(model, index_cond(cond_all, owners), owners, guidance=guidance)
-    x_end = sampler_fn(denoise, x_start, sigmas, callback=callback)  # (B, *noise_shape)
-    last = x_end if sigmas[-1] == 0 else seen["last"]
-    images = model.decode(last)  # (B, C, H, W)
-    previews = model.decode(seen["preview"]) if "preview" in seen else None
-    scores = acct.verify(verifier, images, [problems[i].target for i, _ in chunk], owners, previews=previews)
-    cost = problems[chunk[0][0]].cost(sigmas)  # same sampler and guidance for every search of a run
-    rows = zip(chunk, x_end.unbind(0), last.unbind(0), images.unbind(0), scores.tolist())
-    for (i, k), x, denoised, image, score in rows:
-        outcomes[i][k] = Outcome(asked[i][k], x, denoised, image, score, cost, len(results[i].candidates) + k)
+    denoise = acct.denoiser(model, index_cond(cond_all, owners), owners, guidance=guidance, grad=first.grad)
+    if first.denoised is not None:
+        denoise = _first_call_known(denoise, torch.stack([j.denoised for j in jobs]))
+    with torch.enable_grad() if first.grad else torch.no_grad():
+        if first.grad:
+            x_start.requires_grad_(True)
+        x_end = sampler.fn(denoise, x_start, sigmas, callback=callback, **extra)  # (B, *noise_shape)
+        if first.final:
+            end_denoised = x_end
+        elif first.score_end:
+            end_denoised = denoise(x_end, sigmas[-1])
+        else:
+            end_denoised = seen["last"]
+        images = model.decode(end_denoised)  # (B, C, H, W)
+        previews = model.decode(seen["preview"]) if "preview" in seen else None
+        targets = [problems[i].target for i, _ in chunk]
+        scores = acct.verify(verifier, images, targets, owners, previews=previews, grad=first.grad)
+        grads = [None] * len(jobs)
+        if first.grad:
+            (g,) = torch.autograd.grad(scores.nan_to_num(0.0).sum(), x_start)  # rows are independent
+            acct.charge_backward(owners, problems[chunk[0][0]].job_costs(first)[1])
+    cost = problems[chunk[0][0]].job_cost(first)  # same rules for every search of a run
+    rows = zip(chunk, x_end.detach().unbind(0), end_denoised.detach().unbind(0), images.detach().unbind(0),
+               scores.detach().tolist(), (g.unbind(0) if first.grad else grads))
+    for (i, k), x, denoised, image, score, grad in rows:
+        outcomes[i][k] = Outcome(asked[i][k], x, denoised, image, score, cost, len(results[i].candidates) + k, grad)
+
+
+def _first_call_known(denoise, known: torch.Tensor):
+    """A denoiser whose first call returns ``known`` (already computed and paid for) without a new call."""
+    state = {"first": True}
+
+    def wrapped(x, sigma):
+        if state.pop("first", False):
+            return known
+        return denoise(x, sigma)
+
+    return wrapped
 
 
 def _record(result: SearchResult, outcomes: list[Outcome]) -> None:

@@ -10,11 +10,16 @@ batch ``x`` (B, ...) at one float ``sigma``. The ODE direction ``(x - denoised) 
 the velocity ``noise - x0`` (and equals the probability-flow ODE of any other model family once its
 states are rescaled to this convention, which model adapters do).
 
-A sampler is a free function ``sampler(denoise, x, sigmas, *, callback=None) -> x`` that takes
-the starting state as an argument (noise is never drawn here) and integrates from ``sigmas[0]``
-to ``sigmas[-1]``. ``callback(i, sigma, x, denoised)`` sees every denoiser result, so an
-x0-preview at any step costs nothing extra. Each sampler declares its exact NFE cost per sample
-for a schedule through ``nfe(sigmas)``.
+A sampler is a free function ``sampler(denoise, x, sigmas, *, callback=None, noises=None) -> x``
+that takes the starting state as an argument and integrates from ``sigmas[0]`` to
+``sigmas[-1]``. Noise is never drawn here: a stochastic sampler takes the noise it injects at each
+step as ``noises`` (n_steps, B, ...), so a stochastic trajectory is as reproducible and as
+searchable as a starting noise. ``callback(i, sigma, x, denoised)`` sees every denoiser result,
+so an x0-preview at any step costs nothing extra. Each sampler declares its exact NFE cost per
+sample for a schedule through ``nfe(sigmas)``, and whether it needs ``noises``.
+
+The model's forward process in this convention is ``renoise``: it takes a state at ``sigma_from``
+to a noisier ``sigma_to`` with fresh noise (used by search over paths).
 """
 
 from __future__ import annotations
@@ -43,8 +48,15 @@ def schedule(steps: int, *, shift: float = 1.0) -> tuple[float, ...]:
     return tuple(float(s) for s in sigmas)
 
 
-def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None) -> torch.Tensor:
+def _deterministic(noises) -> None:
+    if noises is not None:
+        raise ValueError("this sampler is deterministic and takes no noises; use a stochastic sampler")
+
+
+def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None,
+                 noises=None) -> torch.Tensor:
     """Euler method on the probability-flow ODE (Karras et al. 2022, Alg. 1 with one stage)."""
+    _deterministic(noises)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(x, sigma)
@@ -54,8 +66,10 @@ def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callba
     return x
 
 
-def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None) -> torch.Tensor:
+def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None,
+                noises=None) -> torch.Tensor:
     """Heun's second-order method (Karras et al. 2022, Alg. 1); the step to sigma = 0 is Euler."""
+    _deterministic(noises)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(x, sigma)
@@ -71,13 +85,62 @@ def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callbac
     return x
 
 
+def sample_euler_sde(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None,
+                     noises: torch.Tensor, eta: float = 0.5) -> torch.Tensor:
+    """Stochastic sampler: DDIM with noise level ``eta`` (Song et al. 2021, Eq. 12) in this convention.
+
+    Each step from sigma to sigma' < sigma draws from a Gaussian around the x0-prediction:
+
+        x' = (1 - sigma') * denoised + sqrt(sigma'^2 - c^2) * eps_hat + c * noises[i],
+        eps_hat = (x - (1 - sigma) * denoised) / sigma,    c = eta * std of q(x_sigma' | x_sigma, x0)
+
+    where q is the forward process's posterior (``c^2 = sigma'^2 * (sigma^2 - a^2 sigma'^2) / sigma^2``,
+    ``a = (1 - sigma) / (1 - sigma')``). ``eta = 0`` is deterministic DDIM (= Euler here), ``eta = 1``
+    is DDPM's ancestral sampler; every eta keeps the data marginals under an exact denoiser.
+    ``noises`` is (n_steps, B, ...); the step to sigma = 0 injects nothing.
+    """
+    if noises is None or len(noises) != len(sigmas) - 1:
+        raise ValueError(f"stochastic sampler needs noises for {len(sigmas) - 1} steps")
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoise(x, sigma)
+        if callback is not None:
+            callback(i, sigma, x, denoised)
+        eps_hat = (x - (1 - sigma) * denoised) / sigma
+        a = (1 - sigma) / (1 - sigma_next)
+        c = eta * sigma_next * max(sigma**2 - (a * sigma_next) ** 2, 0.0) ** 0.5 / sigma
+        x = (1 - sigma_next) * denoised + (sigma_next**2 - c**2) ** 0.5 * eps_hat + c * noises[i]
+    return x
+
+
+def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None,
+                           noises: torch.Tensor) -> torch.Tensor:
+    """``sample_euler_sde`` with ``eta = 1``: DDPM's ancestral sampler (Ho et al. 2020)."""
+    return sample_euler_sde(denoise, x, sigmas, callback=callback, noises=noises, eta=1.0)
+
+
+def renoise(x: torch.Tensor, sigma_from: float, sigma_to: float, noise: torch.Tensor) -> torch.Tensor:
+    """The forward process from ``sigma_from`` to a noisier ``sigma_to``, with ``noise`` ~ N(0, I).
+
+    ``x_to = a * x_from + sqrt(sigma_to^2 - (a * sigma_from)^2) * noise`` with
+    ``a = (1 - sigma_to) / (1 - sigma_from)``: exactly the conditional law of x_sigma_to given
+    x_sigma_from under x_sigma = (1 - sigma) x0 + sigma noise.
+    """
+    if not 0 <= sigma_from <= sigma_to <= 1 or sigma_from == 1:
+        raise ValueError(f"renoise needs 0 <= sigma_from <= sigma_to <= 1, sigma_from < 1; got {sigma_from}, {sigma_to}")
+    a = (1 - sigma_to) / (1 - sigma_from)
+    return a * x + max(sigma_to**2 - (a * sigma_from) ** 2, 0.0) ** 0.5 * noise
+
+
 @dataclass(frozen=True)
 class Sampler:
-    """A sampler function and its exact cost: ``nfe(sigmas)`` denoiser evaluations per sample."""
+    """A sampler function, its exact cost (``nfe(sigmas)`` denoiser evaluations per sample), and
+    whether it injects noise per step (then it takes ``noises``)."""
 
     fn: Callable[..., torch.Tensor]
     nfe: Callable[[tuple[float, ...]], int]
     summary: str
+    stochastic: bool = False
 
 
 SAMPLERS: dict[str, Sampler] = {
@@ -87,6 +150,10 @@ SAMPLERS: dict[str, Sampler] = {
         lambda s: 2 * (len(s) - 1) - (1 if s[-1] == 0 else 0),
         "second-order Heun; 2 NFEs per step, 1 for the final step to sigma = 0",
     ),
+    "euler-sde": Sampler(sample_euler_sde, lambda s: len(s) - 1,
+                         "stochastic DDIM, eta 0.5 (half of DDPM's noise per step); 1 NFE per step", stochastic=True),
+    "euler-ancestral": Sampler(sample_euler_ancestral, lambda s: len(s) - 1,
+                               "stochastic, DDPM ancestral (DDIM eta 1); 1 NFE per step", stochastic=True),
 }
 
 

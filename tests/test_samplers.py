@@ -4,7 +4,19 @@ import pytest
 import torch
 
 from noisesearch.errors import UserError
-from noisesearch.samplers import SAMPLERS, get_sampler, schedule
+from noisesearch.samplers import SAMPLERS, get_sampler, renoise, sample_euler, sample_euler_sde, schedule
+
+DETERMINISTIC = [n for n, s in SAMPLERS.items() if not s.stochastic]
+STOCHASTIC = [n for n, s in SAMPLERS.items() if s.stochastic]
+
+
+def run(name, denoise, x, sigmas, *, seed=0, **kwargs):
+    """Run a registered sampler, giving a stochastic one seeded per-step noises."""
+    sampler = get_sampler(name)
+    if sampler.stochastic:
+        gen = torch.Generator().manual_seed(seed)
+        kwargs["noises"] = torch.randn((len(sigmas) - 1, *x.shape), generator=gen, dtype=x.dtype)
+    return sampler.fn(denoise, x, sigmas, **kwargs)
 
 
 def gaussian_denoiser(c: float):
@@ -37,13 +49,51 @@ def test_euler_is_exact_for_a_single_point():
     torch.testing.assert_close(out, point)
 
 
-@pytest.mark.parametrize("name", list(SAMPLERS))
+@pytest.mark.parametrize("name", DETERMINISTIC)
 def test_gaussian_flow_maps_noise_to_scaled_noise(name):
     """For N(0, c^2) data the probability-flow ODE is linear: x(0) = c * noise."""
     c = 0.5
     noise = torch.linspace(-2, 2, 9, dtype=torch.float64)[:, None]
     out = get_sampler(name).fn(gaussian_denoiser(c), noise, schedule(256))
     torch.testing.assert_close(out, c * noise, atol=1e-2, rtol=0)
+
+
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_stochastic_samplers_keep_the_data_marginal(name):
+    """Under the exact denoiser of N(0, c^2) data, stochastic sampling still ends with std c."""
+    c = 0.5
+    x = torch.randn(20000, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    out = run(name, gaussian_denoiser(c), x, schedule(512), seed=4)  # first order: error ~ 1/steps
+    assert abs(float(out.std()) - c) < 0.015
+    assert abs(float(out.mean())) < 0.02
+
+
+def test_sde_with_eta_zero_is_euler_and_noises_are_arguments():
+    c, x = 0.5, torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noises = torch.randn(8, 5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises, eta=0.0),
+                               sample_euler(gaussian_denoiser(c), x, schedule(8)))
+    a = sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises)
+    b = sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=-noises))
+    with pytest.raises(ValueError, match="needs noises for 8 steps"):
+        sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises[:3])
+    with pytest.raises(ValueError, match="deterministic and takes no noises"):
+        sample_euler(gaussian_denoiser(c), x, schedule(8), noises=noises)
+
+
+def test_renoise_is_the_forward_process():
+    """Re-noising x_a to sigma_b gives exactly the marginal (1 - b) x0 + b noise."""
+    x0 = torch.full((40000, 1), 0.8, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x_a = 0.7 * x0 + 0.3 * torch.randn(x0.shape, generator=gen, dtype=torch.float64)
+    x_b = renoise(x_a, 0.3, 0.6, torch.randn(x0.shape, generator=gen, dtype=torch.float64))
+    assert abs(float(x_b.mean()) - 0.4 * 0.8) < 0.01
+    assert abs(float(x_b.std()) - 0.6) < 0.01
+    assert torch.equal(renoise(x_a, 0.3, 0.3, torch.ones_like(x_a)), x_a)
+    with pytest.raises(ValueError, match="sigma_from <= sigma_to"):
+        renoise(x_a, 0.6, 0.3, x_a)
 
 
 @pytest.mark.parametrize("name,order", [("euler", 1), ("heun", 2)])
@@ -57,7 +107,8 @@ def test_convergence_order(name, order):
 
 def test_heun_is_more_accurate_than_euler_at_equal_steps():
     c, noise = 0.5, torch.tensor([[1.7]], dtype=torch.float64)
-    err = {n: float((get_sampler(n).fn(gaussian_denoiser(c), noise, schedule(8)) - c * noise).abs()) for n in SAMPLERS}
+    err = {n: float((get_sampler(n).fn(gaussian_denoiser(c), noise, schedule(8)) - c * noise).abs())
+           for n in DETERMINISTIC}
     assert err["heun"] < err["euler"] / 4
 
 
@@ -70,7 +121,7 @@ def test_declared_nfe_equals_real_calls(name, sigmas):
         calls.append(s)
         return torch.zeros_like(x)
 
-    get_sampler(name).fn(denoise, torch.ones(2, 1), sigmas)
+    run(name, denoise, torch.ones(2, 1), sigmas)
     assert len(calls) == get_sampler(name).nfe(sigmas)
 
 
@@ -82,13 +133,15 @@ def test_callback_sees_every_step_and_the_preview():
 
 
 def test_unknown_sampler_names_the_accepted_ones():
-    with pytest.raises(UserError, match="unknown sampler 'ddim'; accepted: euler, heun"):
+    with pytest.raises(UserError, match="unknown sampler 'ddim'; accepted: euler, heun, euler-sde"):
         get_sampler("ddim")
 
 
 def test_samplers_never_draw_noise():
     """The global RNG is untouched by sampling: noise is always an argument."""
     state = torch.random.get_rng_state()
-    for s in SAMPLERS.values():
-        s.fn(gaussian_denoiser(0.5), torch.ones(3, 2), schedule(4))
+    for name in DETERMINISTIC:
+        SAMPLERS[name].fn(gaussian_denoiser(0.5), torch.ones(3, 2), schedule(4))
+    for name in STOCHASTIC:
+        SAMPLERS[name].fn(gaussian_denoiser(0.5), torch.ones(3, 2), schedule(4), noises=torch.zeros(4, 3, 2))
     assert torch.equal(state, torch.random.get_rng_state())

@@ -77,6 +77,10 @@ class ToyDistanceVerifier:
         self.points = torch.tensor([[-1.0], [1.0]]) if points is None else points.float()
 
     def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
+        return self.score(images, targets, previews=previews)
+
+    def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
+        """Differentiable score (plain torch arithmetic)."""
         x = images.reshape(len(images), -1) * 2 - 1  # (B, D) back in [-1, 1]
         goal = self.points[torch.as_tensor([int(t) for t in targets])]  # (B, D)
         return -((x - goal) ** 2).sum(1)

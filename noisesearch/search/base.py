@@ -48,12 +48,16 @@ def noise_hash(x: torch.Tensor) -> str:
     return hashlib.sha256(x.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
 
 
+STEP_NOISES = 2**40  # path marker: draws under it are a stochastic sampler's per-step noises
+
+
 @dataclass(frozen=True)
 class Problem:
     """One search: find a good noise for ``target`` within ``budget`` NFEs.
 
-    ``sigmas`` is the full sampling schedule of one finished candidate; ``nfe_per_call`` is what
-    one denoiser evaluation costs per sample (2 with classifier-free guidance).
+    ``sigmas`` is the full sampling schedule of one finished candidate and ``sampler`` the run's
+    sampler; ``nfe_per_call`` is what one denoiser evaluation costs per sample (2 with
+    classifier-free guidance).
     """
 
     target: Any
@@ -65,13 +69,41 @@ class Problem:
     nfe_per_call: int
 
     def cost(self, sigmas: tuple[float, ...] | None = None) -> int:
-        """Exact NFEs of one job integrated along ``sigmas`` (default: a full candidate)."""
+        """Exact NFEs of one plain job along ``sigmas`` (default: a full candidate) with the run's sampler."""
         return get_sampler(self.sampler).nfe(sigmas or self.sigmas) * self.nfe_per_call
+
+    def job_cost(self, job: Job) -> int:
+        """Exact NFEs that ``job`` will be charged (see ``Job`` for what each option costs)."""
+        return sum(self.job_costs(job))
+
+    def job_costs(self, job: Job) -> tuple[int, int]:
+        """(forward NFEs, backward-pass NFE-equivalents) of ``job``."""
+        evals = get_sampler(job.sampler or self.sampler).nfe(job.sigmas)
+        evals -= job.denoised is not None  # the first evaluation is already known
+        evals += job.score_end and job.sigmas[-1] > 0  # one more evaluation at the end state
+        forward = evals * self.nfe_per_call
+        return forward, (math.ceil(job.backward_cost * forward) if job.grad else 0)
 
     def noise(self, *path: int) -> tuple[int, torch.Tensor]:
         """(seed, noise) for the draw named by ``path``: the same path always gives the same noise."""
         seed = derive_seed(self.seed, *path)
         return seed, gaussian(self.noise_shape, seed)
+
+    def step_noises(self, n_steps: int, *path: int) -> torch.Tensor:
+        """Per-step noises (n_steps, *noise_shape) for a stochastic sampler: step i is the draw
+        ``(*path, STEP_NOISES, i)``."""
+        return torch.stack([self.noise(*path, STEP_NOISES, i)[1] for i in range(n_steps)])
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the run's sampler injects noise at every step."""
+        return get_sampler(self.sampler).stochastic
+
+    def fresh_job(self, *path: int, info: dict | None = None) -> Job:
+        """A full candidate from the draw ``path`` (and, for a stochastic sampler, its per-step noises)."""
+        seed, noise = self.noise(*path)
+        noises = self.step_noises(len(self.sigmas) - 1, *path) if self.stochastic else None
+        return Job(noise, self.sigmas, noise_seed=seed, info=info or {}, noises=noises)
 
     def require_budget(self, needed: int, what: str) -> None:
         """Raise a clear ``UserError`` when the budget cannot pay for ``needed`` NFEs."""
@@ -89,27 +121,51 @@ class Job:
 
     ``noise_seed`` is set only when ``x`` is exactly ``gaussian(noise_shape, noise_seed)``; for
     any other start state (a neighbour, an intermediate state) it is None and the record carries
-    a hash of ``x`` instead.
+    a hash of ``x`` instead. Options, each with its exact cost (``Problem.job_cost``):
+
+    - ``sampler``: run this job with another registered sampler than the run's (same cost rules);
+    - ``noises`` (n_steps, *noise_shape): the per-step noises of a stochastic sampler (required by
+      one, refused by a deterministic one);
+    - ``denoised``: the already-computed x0-prediction of ``x`` at ``sigmas[0]`` (from an earlier
+      ``score_end``), so the first evaluation is not paid twice;
+    - ``score_end``: for a job ending at sigma > 0, evaluate the denoiser once more at the end state
+      (+1 evaluation) and score that x0-prediction; without it an unfinished job is scored on the
+      x0-prediction of its last evaluated step (free);
+    - ``grad``: also return the gradient of the score with respect to ``x`` (first-order search),
+      charged ``ceil(backward_cost * forward NFEs)`` extra NFEs for the backward pass.
     """
 
     x: torch.Tensor
     sigmas: tuple[float, ...]
     noise_seed: int | None = None
     info: dict = field(default_factory=dict)  # the algorithm's own notes, JSON-serialisable; recorded
+    sampler: str | None = None
+    noises: torch.Tensor | None = None
+    denoised: torch.Tensor | None = None
+    score_end: bool = False
+    grad: bool = False
+    backward_cost: float = 0.0
 
     @property
     def final(self) -> bool:
         """True when the job ends at sigma = 0, i.e. produces a finished sample."""
         return self.sigmas[-1] == 0
 
+    def group_key(self) -> tuple:
+        """Jobs with equal keys run in one batch."""
+        return (tuple(self.sigmas), self.sampler, self.noises is not None, self.denoised is not None,
+                self.score_end, self.grad, self.backward_cost)
+
 
 @dataclass
 class Outcome:
     """What the driver reports back for one job.
 
-    ``x``: end state; ``denoised``: x0-prediction of the last step (equal to ``x`` for a final
-    job); ``image``: decoded (C, H, W) in [0, 1]; ``score``: the verifier's score (NaN if it
-    failed); ``nfe``: NFEs charged; ``index``: candidate number within its search.
+    ``x``: end state; ``denoised``: x0-prediction at the end state when the job ended at sigma = 0
+    (then equal to ``x``) or asked ``score_end``, else that of its last evaluated step;
+    ``image``: decoded (C, H, W) in [0, 1], what was scored; ``score``: the verifier's score (NaN if
+    it failed); ``nfe``: NFEs charged; ``index``: candidate number within its search; ``grad``:
+    d score / d ``job.x`` for ``grad`` jobs.
     """
 
     job: Job
@@ -119,6 +175,7 @@ class Outcome:
     score: float
     nfe: int
     index: int
+    grad: torch.Tensor | None = None
 
 
 def rank_key(score: float) -> float:

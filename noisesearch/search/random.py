@@ -42,11 +42,7 @@ class RandomSearch:
         if state.asked:
             return []
         state.asked = True
-        jobs = []
-        for k in range(state.candidates):
-            seed, noise = state.problem.noise(k)
-            jobs.append(Job(noise, state.problem.sigmas, noise_seed=seed))
-        return jobs
+        return [state.problem.fresh_job(k) for k in range(state.candidates)]
 
     def tell(self, state: RandomState, outcomes: list[Outcome]) -> None:
         pass  # the driver keeps the best finished candidate; nothing to adapt

@@ -30,6 +30,7 @@ class ZeroOrderState:
     pivot: torch.Tensor | None = None
     pivot_score: float = -math.inf
     pivot_index: int = -1
+    pivot_noises: torch.Tensor | None = None  # a stochastic sampler's per-step noises, kept fixed
     told: int = 0  # candidates told so far (their indices in this search)
 
 
@@ -58,8 +59,7 @@ class ZeroOrderSearch:
         p = state.problem
         cost = p.cost()
         if state.told == 0:  # first round: the pivot itself
-            seed, noise = p.noise(0)
-            return [Job(noise, p.sigmas, noise_seed=seed, info={"role": "pivot", "iteration": 0})]
+            return [p.fresh_job(0, info={"role": "pivot", "iteration": 0})]
         n = min(self.neighbours, (p.budget - state.spent) // cost)
         if n < 1 or (self.iterations is not None and state.iteration >= self.iterations):
             return []
@@ -70,7 +70,7 @@ class ZeroOrderSearch:
             seed, eps = p.noise(state.iteration, j)
             x = (state.pivot + self.step_size * eps) * scale
             info = {"role": "neighbour", "iteration": state.iteration, "pivot": state.pivot_index, "eps_seed": seed}
-            jobs.append(Job(x, p.sigmas, info=info))
+            jobs.append(Job(x, p.sigmas, info=info, noises=state.pivot_noises))  # same per-step noises
         return jobs
 
     def tell(self, state: ZeroOrderState, outcomes: list[Outcome]) -> None:
@@ -79,3 +79,4 @@ class ZeroOrderSearch:
             state.told += 1
             if state.pivot is None or rank_key(o.score) > rank_key(state.pivot_score):
                 state.pivot, state.pivot_score, state.pivot_index = o.job.x, o.score, o.index
+                state.pivot_noises = o.job.noises

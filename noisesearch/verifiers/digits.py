@@ -41,6 +41,10 @@ class ClassifierVerifier:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
+        return self.score(images, targets, previews=previews)
+
+    def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
+        """``__call__`` with autograd (for first-order search)."""
         check_images(images, channels=1)
         logp = self.net(images * 2 - 1).log_softmax(dim=1)  # (B, 10)
         return logp.gather(1, _targets(targets)[:, None])[:, 0]
@@ -56,6 +60,10 @@ class FeatureSimilarityVerifier:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
+        return self.score(images, targets, previews=previews)
+
+    def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
+        """``__call__`` with autograd (for first-order search)."""
         check_images(images, channels=1)
         if previews is None:
             raise ValueError("feature-similarity needs the x0-previews of the candidates (previews=...)")
