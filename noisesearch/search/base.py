@@ -106,10 +106,14 @@ class Problem:
         return Job(noise, self.sigmas, noise_seed=seed, info=info or {}, noises=noises)
 
     def require_budget(self, needed: int, what: str) -> None:
-        """Raise a clear ``UserError`` when the budget cannot pay for ``needed`` NFEs."""
+        """Raise a clear ``UserError`` when the budget cannot pay for ``needed`` NFEs.
+
+        Every algorithm refuses a too-small budget through here, so the message always ends with
+        ``give --budget >= N ...`` (the smallest budget that works).
+        """
         if self.budget < needed:
             raise UserError(
-                f"budget {self.budget} is smaller than {what} ({needed} NFEs: {len(self.sigmas) - 1} "
+                f"budget {self.budget} is smaller than {what} ({needed} NFEs with {len(self.sigmas) - 1} "
                 f"{self.sampler} steps at {self.nfe_per_call} NFE(s) per evaluation); "
                 f"give --budget >= {needed} or fewer --steps"
             )
