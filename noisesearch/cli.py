@@ -134,9 +134,50 @@ def demo(
         rows = run_study(configs, out, progress=lambda c: bar.update(task, advance=1, extra=c.slug))
     scaling_plot(rows, out / "scaling.png", metrics=("fid", "is"),
                  title="digits: more steps vs noise search (FID/IS from the evaluation network)")
+    from noisesearch._io import atomic_write_bytes
+    from noisesearch.plots import markdown_table
+
+    atomic_write_bytes(out / "table.md", markdown_table(rows).encode())
     Console(width=max(Console().width, 110)).print(
         results_table(rows, title=f"noisesearch demo ({'quick' if quick else 'full'})"))
     print(f"rows: {out / 'results.jsonl'}  plot: {out / 'scaling.png'}  samples: {out / 'samples'}")
+
+
+@app.command()
+@friendly
+def compare(
+    model: str = typer.Option("digits", help="Built-in digits model: digits or digits-large."),
+    budgets: str = typer.Option("64,128,256,512,1024", help="NFE budgets per sample, comma-separated."),
+    seeds: int = typer.Option(3, help="Seeds per configuration (the spread in plots and tables)."),
+    verifier: str = typer.Option("classifier", help="Verifier every algorithm searches with."),
+    algorithms: Optional[str] = typer.Option(None, help="Comma-separated subset (default: every registered one)."),
+    out: Path = typer.Option(Path("compare-out"), help="Output folder (reruns skip finished configurations)."),
+    quick: bool = typer.Option(False, help="Fewer samples and budgets up to 256: about two minutes."),
+):
+    """Every search algorithm vs more denoising steps at matched NFE budgets, over several seeds."""
+    from noisesearch.compare import compare_configs, parse_budgets
+    from noisesearch.plots import markdown_table, results_table, scaling_plot
+    from noisesearch.study import run_study
+
+    if model not in ("digits", "digits-large"):
+        raise UserError(f"compare runs on the built-in digits models; got --model {model!r}, accepted: digits, digits-large")
+    names = [a.strip() for a in algorithms.split(",")] if algorithms else None
+    configs = compare_configs(model=model, budgets=parse_budgets(budgets), seeds=seeds, verifier=verifier,
+                              algorithms=names, quick=quick)
+    skipped: list = []
+    with _progress() as bar:
+        task = bar.add_task("compare", total=len(configs), extra="")
+        rows = run_study(configs, out, skipped=skipped,
+                         progress=lambda c: bar.update(task, advance=1, extra=c.slug))
+    scaling_plot(rows, out / "scaling.png", metrics=("fid", "is", "diversity"),
+                 title=f"{model}: search algorithms vs more steps at matched NFEs ({verifier} verifier)")
+    from noisesearch._io import atomic_write_bytes
+
+    atomic_write_bytes(out / "table.md", markdown_table(rows).encode())
+    Console(width=max(Console().width, 150)).print(results_table(rows, title=f"noisesearch compare ({model})"))
+    for config, reason in skipped:
+        print(f"skipped {config.slug}: {reason}")
+    print(f"rows: {out / 'results.jsonl'}  table: {out / 'table.md'}  plot: {out / 'scaling.png'}")
 
 
 @app.command("list")

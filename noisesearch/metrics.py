@@ -1,4 +1,4 @@
-"""Sample-set metrics from the digits evaluation network: FID, IS, precision/recall, accuracy.
+"""Sample-set metrics from the digits evaluation network: FID, IS, precision/recall, accuracy, diversity.
 
 The maths is torch-fidelity's (FID from feature statistics, IS from logits, precision/recall of
 Kynkaenniemi et al. 2019 with k = 3); only the feature extractor is ours: the penultimate layer
@@ -50,5 +50,27 @@ class DigitsEvaluator:
         precision, recall = calculate_precision_recall_full(feats.float(), ref_feats.float(), neighborhood=3)
         labels = torch.as_tensor(labels)
         accuracy = float((logits.argmax(1) == labels).double().mean())
+        diversity = within_class_spread(feats, labels) / self.reference_spread
         return {"fid": float(fid), "is": float(inception), "precision": float(precision),
-                "recall": float(recall), "accuracy": accuracy}
+                "recall": float(recall), "accuracy": accuracy, "diversity": diversity}
+
+    @cached_property
+    def reference_spread(self) -> float:
+        from noisesearch.digits.train import load_data
+
+        return within_class_spread(self.reference[0], load_data().labels)
+
+
+def within_class_spread(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean pairwise feature distance between samples of the same class, averaged over classes.
+
+    Divided by the real digits' value it is the ``diversity`` metric: 1.0 is as varied as the data,
+    lower means the samples of a class look alike (a search collapsing onto its verifier's favourite).
+    """
+    spreads = []
+    for c in labels.unique():
+        f = features[labels == c]  # (n_c, d)
+        if len(f) > 1:
+            d = torch.cdist(f, f)  # (n_c, n_c)
+            spreads.append(float(d.sum() / (len(f) * (len(f) - 1))))
+    return sum(spreads) / len(spreads)

@@ -1,11 +1,17 @@
-"""Scaling-curve plots and tables, computed only from flat result rows (``results.jsonl``)."""
+"""Scaling-curve plots and tables, computed only from flat result rows (``results.jsonl``).
+
+Rows that differ only in their seed are one point: the mean, with the standard deviation over
+seeds as the spread (error bars in plots, ``mean ± std`` in tables).
+"""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
-METRIC_LABELS = {"fid": "FID (lower is better)", "is": "IS (higher is better)",
-                 "precision": "precision", "recall": "recall", "accuracy": "class accuracy"}
+METRICS = ("fid", "is", "precision", "recall", "accuracy", "diversity")
+METRIC_LABELS = {"fid": "FID (lower is better)", "is": "IS (higher is better)", "precision": "precision",
+                 "recall": "recall", "accuracy": "class accuracy", "diversity": "diversity (1 = real data)"}
 
 
 def series_label(row: dict) -> str:
@@ -15,16 +21,29 @@ def series_label(row: dict) -> str:
     return f"{row['algorithm']} search, {row['verifier']} verifier"
 
 
-def group_series(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows grouped by line label, each line sorted by NFEs per sample."""
-    series: dict[str, list[dict]] = {}
+def aggregate(rows: list[dict]) -> dict[str, list[dict]]:
+    """Series label -> points sorted by budget; each point holds ``metric`` (mean over seeds),
+    ``metric_std`` and ``seeds`` for every metric present, plus ``nfe_per_sample``."""
+    points: dict[tuple, list[dict]] = {}
     for row in rows:
-        series.setdefault(series_label(row), []).append(row)
-    return {k: sorted(v, key=lambda r: r["nfe_per_sample"]) for k, v in series.items()}
+        key = (series_label(row), row["algorithm"], row.get("verifier"), row["steps"], row["budget"])
+        points.setdefault(key, []).append(row)
+    series: dict[str, list[dict]] = {}
+    for (label, algorithm, verifier, steps, budget), group in points.items():
+        point = {"algorithm": algorithm, "verifier": verifier, "steps": steps, "budget": budget,
+                 "seeds": len(group), "nfe_per_sample": statistics.fmean(r["nfe_per_sample"] for r in group)}
+        for metric in METRICS:
+            values = [r[metric] for r in group if r.get(metric) is not None]
+            if values:
+                point[metric] = statistics.fmean(values)
+                point[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        series.setdefault(label, []).append(point)
+    return {k: sorted(v, key=lambda p: p["budget"]) for k, v in series.items()}
 
 
 def scaling_plot(rows: list[dict], path: Path, *, metrics=("fid", "is"), title: str | None = None) -> None:
-    """One panel per metric: metric against NFEs per sample (log2 axis), one line per series."""
+    """One panel per metric: metric against NFEs per sample (log2 axis), one line per series,
+    error bars over seeds where there are several."""
     import io
 
     import matplotlib
@@ -34,17 +53,19 @@ def scaling_plot(rows: list[dict], path: Path, *, metrics=("fid", "is"), title: 
 
     from noisesearch._io import atomic_write_bytes
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.4))
     axes = [axes] if len(metrics) == 1 else list(axes)
     for ax, metric in zip(axes, metrics):
-        for label, line in group_series(rows).items():
+        for label, line in aggregate(rows).items():
             style = {"linestyle": "--", "color": "black"} if label.startswith("more denoising") else {}
-            ax.plot([r["nfe_per_sample"] for r in line], [r[metric] for r in line], marker="o", label=label, **style)
+            ax.errorbar([p["nfe_per_sample"] for p in line], [p[metric] for p in line],
+                        yerr=[p[f"{metric}_std"] for p in line], marker="o", markersize=4, capsize=2,
+                        label=label, **style)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFEs per sample")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -54,16 +75,38 @@ def scaling_plot(rows: list[dict], path: Path, *, metrics=("fid", "is"), title: 
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def _cell(point: dict, metric: str, digits: int) -> str:
+    if metric not in point:
+        return "-"
+    value = f"{point[metric]:.{digits}f}"
+    return value + (f" ± {point[f'{metric}_std']:.{digits}f}" if point["seeds"] > 1 else "")
+
+
+COLUMNS = [("FID", "fid", 2), ("IS", "is", 2), ("prec.", "precision", 3), ("recall", "recall", 3),
+           ("acc.", "accuracy", 3), ("div.", "diversity", 3)]
+
+
 def results_table(rows: list[dict], *, title: str = "results"):
-    """A rich Table of the rows: one line per configuration, a section per series."""
+    """A rich Table: one line per configuration (mean ± std over seeds), a section per series."""
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("algorithm", "verifier", "steps", "NFE/sample", "FID", "IS", "prec.", "recall", "acc."):
+    for col in ("algorithm", "verifier", "steps", "NFE/sample", "seeds", *(c[0] for c in COLUMNS)):
         table.add_column(col, justify="left" if col in ("algorithm", "verifier") else "right")
-    for line in group_series(rows).values():
-        for n, r in enumerate(line):
-            table.add_row(r["algorithm"], r.get("verifier") or "-", str(r["steps"]), f"{r['nfe_per_sample']:g}",
-                          f"{r['fid']:.2f}", f"{r['is']:.2f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}",
-                          f"{r['accuracy']:.3f}", end_section=n == len(line) - 1)
+    for line in aggregate(rows).values():
+        for n, p in enumerate(line):
+            table.add_row(p["algorithm"], p["verifier"] or "-", str(p["steps"]), f"{p['nfe_per_sample']:g}",
+                          str(p["seeds"]), *(_cell(p, m, d) for _, m, d in COLUMNS), end_section=n == len(line) - 1)
     return table
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The same table as GitHub markdown (for docs/RESULTS.md)."""
+    head = ["algorithm", "verifier", "steps", "NFE/sample", "seeds", *(c[0] for c in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for line in aggregate(rows).values():
+        for p in line:
+            cells = [p["algorithm"], p["verifier"] or "-", str(p["steps"]), f"{p['nfe_per_sample']:g}",
+                     str(p["seeds"]), *(_cell(p, m, d) for _, m, d in COLUMNS)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

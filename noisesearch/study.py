@@ -19,6 +19,7 @@ import torch
 
 from noisesearch._io import append_jsonl, ensure_out_dir, read_jsonl_tolerant, save_npz
 from noisesearch.driver import run_search
+from noisesearch.errors import UserError
 from noisesearch.generate import build, versions
 from noisesearch.search import RandomSearch, derive_seed
 
@@ -90,8 +91,12 @@ def run_config(config: Config, evaluator, *, max_batch: int = 4096) -> tuple[tor
 
 
 def run_study(configs: list[Config], out: Path, *, progress: Callable[[Config], None] | None = None,
-              max_batch: int = 4096) -> list[dict]:
-    """Run every configuration not yet in ``out/results.jsonl``; return the rows of ``configs``."""
+              max_batch: int = 4096, skipped: list | None = None) -> list[dict]:
+    """Run every configuration not yet in ``out/results.jsonl``; return the rows of ``configs``.
+
+    With a ``skipped`` list, a configuration whose budget its algorithm cannot use (``UserError``
+    from the algorithm) is appended there as (config, reason) instead of stopping the study.
+    """
     from noisesearch.metrics import DigitsEvaluator
 
     out = ensure_out_dir(out)
@@ -103,7 +108,15 @@ def run_study(configs: list[Config], out: Path, *, progress: Callable[[Config], 
     for config in configs:
         row = done.get(config.key)
         if row is None or not (out / row["samples"]).is_file():
-            images, labels, row = run_config(config, evaluator, max_batch=max_batch)
+            try:
+                images, labels, row = run_config(config, evaluator, max_batch=max_batch)
+            except UserError as e:
+                if skipped is None:
+                    raise
+                skipped.append((config, str(e)))
+                if progress:
+                    progress(config)
+                continue
             row["samples"] = f"samples/{config.slug}.npz"
             row["config_key"] = config.key
             row["versions"] = versions()
