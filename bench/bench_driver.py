@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import Timed, inside_share, write_section  # noqa: E402
 
 from noisesearch.driver import run_search
 from noisesearch.models import MODELS
@@ -25,21 +28,6 @@ from noisesearch.samplers import sample_euler
 from noisesearch.search import RandomSearch, derive_seed, gaussian
 from noisesearch.verifiers import VERIFIERS
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-class Timed:
-    """Wraps a callable and accumulates the wall time spent inside it."""
-
-    def __init__(self, fn):
-        self.fn, self.seconds = fn, 0.0
-
-    def __call__(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return self.fn(*args, **kwargs)
-        finally:
-            self.seconds += time.perf_counter() - start
 
 
 def measure(model_name: str, targets: int, candidates: int, steps: int, loop_sample: int, repeats: int) -> dict:
@@ -84,18 +72,6 @@ def measure(model_name: str, targets: int, candidates: int, steps: int, loop_sam
             "candidates": n, "driver_cps": n / best["total"], "loop_cps": len(jobs) / best_loop}
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    start, end = "<!-- bench_driver:start -->", "<!-- bench_driver:end -->"
-    body = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{text}\n{end}"
-    if start in body:
-        body = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, body, flags=re.S)
-    else:
-        body = body.rstrip() + "\n\n" + block + "\n"
-    path.write_text(body)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=int, default=64)
@@ -128,7 +104,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("bench_driver", text)
 
 
 if __name__ == "__main__":

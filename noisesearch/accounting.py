@@ -10,6 +10,8 @@ call takes any search past its budget (so a wrong cost formula cannot hide).
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from noisesearch.errors import BudgetExceeded, UserError
@@ -28,6 +30,9 @@ class Accountant:
         self.nfe = torch.zeros(len(budgets), dtype=torch.int64)
         self.verifier_calls = torch.zeros(len(budgets), dtype=torch.int64)
         self.denoise_calls = 0  # batched forward calls, for benchmarks
+        self.denoise_seconds = 0.0  # wall time inside the model's denoise (forward, and autograd's tape)
+        self.verify_seconds = 0.0  # wall time inside the verifier
+        self.backward_seconds = 0.0  # wall time in backward passes (first-order search)
 
     def left(self, search: int) -> int:
         """NFEs that search ``search`` may still spend."""
@@ -60,7 +65,11 @@ class Accountant:
             self._charge(self.nfe, owners, cost)
             self.denoise_calls += 1
             self._check()
-            return fn(x, sigma, cond, guidance=guidance)
+            start = time.perf_counter()
+            try:
+                return fn(x, sigma, cond, guidance=guidance)
+            finally:
+                self.denoise_seconds += time.perf_counter() - start
 
         return denoise
 
@@ -71,14 +80,21 @@ class Accountant:
         With ``grad`` the scores keep their autograd graph (the verifier's differentiable ``score``).
         """
         self._charge(self.verifier_calls, owners, 1)
+        start = time.perf_counter()
+        try:
+            scores = self._verify(verifier, images, targets, previews, grad)
+        finally:
+            self.verify_seconds += time.perf_counter() - start
+        if scores.shape != (len(images),):
+            raise RuntimeError(f"verifier {verifier.name!r} returned shape {tuple(scores.shape)}, expected ({len(images)},)")
+        return scores.float() if grad else scores.detach().float().cpu()
+
+    @staticmethod
+    def _verify(verifier, images, targets, previews, grad):
         if grad:
             score = getattr(verifier, "score", None)
             if score is None:
                 raise UserError(f"verifier {verifier.name!r} is not differentiable; first-order search needs "
                                 "one with a score() method (the digits and toy verifiers have one)")
-            scores = score(images, targets, previews=previews)
-        else:
-            scores = verifier(images, targets, previews=previews)
-        if scores.shape != (len(images),):
-            raise RuntimeError(f"verifier {verifier.name!r} returned shape {tuple(scores.shape)}, expected ({len(images)},)")
-        return scores.float() if grad else scores.detach().float().cpu()
+            return score(images, targets, previews=previews)
+        return verifier(images, targets, previews=previews)

@@ -80,6 +80,7 @@ def run_search(
     guidance: float | None = None,
     max_batch: int = 4096,
     progress: Callable[[int, int, float], None] | None = None,
+    stats: dict | None = None,
 ) -> list[SearchResult]:
     """Run one search per target within ``budget`` NFEs each (see the module docstring).
 
@@ -90,6 +91,9 @@ def run_search(
             (default: the model's).
         max_batch: most rows in one denoiser batch.
         progress: called after every batch with (NFEs spent, NFEs budgeted, best score so far).
+        stats: if given, filled with ``wall_seconds``, ``denoise_seconds``, ``verify_seconds`` and
+            ``backward_seconds`` (time inside the model, the verifier and autograd's backward pass,
+            measured at the accountant) and ``denoise_calls``.
 
     Returns:
         One ``SearchResult`` per target, in order.
@@ -100,6 +104,7 @@ def run_search(
         raise UserError(f"budget must be a positive integer number of NFEs, got {budget!r}")
     if not isinstance(max_batch, int) or max_batch < 1:
         raise UserError(f"max batch must be a positive integer, got {max_batch!r}")
+    started = time.perf_counter()
     get_sampler(sampler)  # a clear error for an unknown name before any work
     guidance = model.default_guidance if guidance is None else float(guidance)
     sigmas = model.schedule(steps)
@@ -151,6 +156,10 @@ def run_search(
 
     for i, r in enumerate(results):
         r.nfe_used, r.verifier_calls = int(acct.nfe[i]), int(acct.verifier_calls[i])
+    if stats is not None:
+        stats.update(wall_seconds=time.perf_counter() - started, denoise_seconds=acct.denoise_seconds,
+                     verify_seconds=acct.verify_seconds, backward_seconds=acct.backward_seconds,
+                     denoise_calls=acct.denoise_calls)
     return results
 
 
@@ -194,7 +203,9 @@ def _run_batch(model, verifier, acct, cond_all, problems, asked, outcomes, chunk
         scores = acct.verify(verifier, images, targets, owners, previews=previews, grad=first.grad)
         grads = [None] * len(jobs)
         if first.grad:
+            started = time.perf_counter()
             (g,) = torch.autograd.grad(scores.nan_to_num(0.0).sum(), x_start)  # rows are independent
+            acct.backward_seconds += time.perf_counter() - started
             acct.charge_backward(owners, problems[chunk[0][0]].job_costs(first)[1])
     cost = problems[chunk[0][0]].job_cost(first)  # same rules for every search of a run
     rows = zip(chunk, x_end.detach().unbind(0), end_denoised.detach().unbind(0), images.detach().unbind(0),

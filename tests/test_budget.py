@@ -137,3 +137,11 @@ def test_nan_scores_are_recorded_and_never_ranked(digits):
     assert [c["score"] is None for c in r.candidates] == [True, False] * 4
     assert r.best_index % 2 == 1
     assert r.best_score == max(c["score"] for c in r.candidates if c["score"] is not None)
+
+
+def test_stats_time_the_model_and_verifier_at_the_accountant(digits, classifier):
+    stats = {}
+    run_search(digits, classifier, RandomSearch(), [1, 2], seeds=[0, 1], budget=32, steps=4, stats=stats)
+    assert stats["denoise_calls"] == 4
+    assert 0 < stats["denoise_seconds"] + stats["verify_seconds"] <= stats["wall_seconds"]
+    assert stats["backward_seconds"] == 0

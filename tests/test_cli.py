@@ -194,3 +194,35 @@ def test_train_digits_writes_weights_that_generate_can_use(tmp_path, monkeypatch
     assert invoke(*GENERATE, "--out", tmp_path / "s").exit_code == 0
     shipped = json.loads((tmp_path / "s" / "record.json").read_text())
     assert record["best_score"] != shipped["best_score"]  # the retrained weights were really used
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--budgets", "64,abc"], "--budgets '64,abc' is not a comma-separated list of integers"),
+    (["--budgets", "0,64"], "must list positive NFE budgets"),
+    (["--algorithms", "random,beam"], "unknown algorithm 'beam'"),
+    (["--verifier", "clip"], "unknown verifier 'clip'"),
+    (["--seeds", "0"], "--seeds must be a positive integer, got 0"),
+    (["--model", "toy"], "compare runs on the built-in digits models"),
+])
+def test_compare_bad_input(tmp_path, args, message):
+    result = invoke("compare", *args, "--out", tmp_path)
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: ") and message in result.output
+
+
+@pytest.mark.slow
+def test_compare_quick_rows_spread_and_skips(tmp_path):
+    """A two-algorithm compare: one row per (configuration, seed), plot and table with spreads."""
+    out = tmp_path / "cmp"
+    result = invoke("compare", "--quick", "--budgets", "16,64", "--seeds", "2", "--algorithms", "random,paths",
+                    "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    keys = {(r["algorithm"], r["budget"], r["seed"]) for r in rows}
+    # paths cannot run at 16 NFEs (one path costs 26): skipped with its reason, everything else ran
+    assert keys == {(a, b, s) for a in ("none", "random") for b in (16, 64) for s in (0, 1)} | {
+        ("paths", 64, 0), ("paths", 64, 1)}
+    assert "skipped" in result.output and "give --budget >= 26" in result.output
+    table = (out / "table.md").read_text()
+    assert "| random | classifier | 8 | 64 | 2 |" in table and " ± " in table
+    assert (out / "scaling.png").stat().st_size > 10_000
