@@ -85,7 +85,7 @@ def generate(
     verifier_path: Optional[str] = typer.Option(None, help="Weights for the verifier."),
     algorithm: str = typer.Option("random", help="Registered search algorithm."),
     steps: Optional[int] = typer.Option(None, help="Sampling steps per candidate (default: the model's)."),
-    sampler: str = typer.Option("euler", help="euler or heun."),
+    sampler: str = typer.Option("euler", help="euler, heun, euler-sde or euler-ancestral (see `list`)."),
     guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale (1.0 = none)."),
     seed: int = typer.Option(0, help="Seed of the search; candidate noises derive from it."),
     neighbours: Optional[int] = typer.Option(None, help="zero-order: neighbours per iteration (default 4)."),

@@ -198,7 +198,8 @@ def _run_batch(model, verifier, acct, cond_all, problems, asked, outcomes, chunk
         else:
             end_denoised = seen["last"]
         images = model.decode(end_denoised)  # (B, C, H, W)
-        previews = model.decode(seen["preview"]) if "preview" in seen else None
+        # a job too short to reach the preview sigma shows its end state's x0-prediction instead
+        previews = model.decode(seen.get("preview", end_denoised)) if preview_sigma is not None else None
         targets = [problems[i].target for i, _ in chunk]
         scores = acct.verify(verifier, images, targets, owners, previews=previews, grad=first.grad)
         grads = [None] * len(jobs)

@@ -13,6 +13,7 @@ from noisesearch._io import ensure_out_dir, save_png, write_json
 from noisesearch.driver import SearchResult, run_search
 from noisesearch.errors import UserError
 from noisesearch.models import MODELS
+from noisesearch.samplers import get_sampler
 from noisesearch.search import ALGORITHMS
 from noisesearch.verifiers import VERIFIERS
 
@@ -97,7 +98,7 @@ def generate(
         "steps": steps,
         "sampler": sampler,
         "guidance": guidance,
-        "nfe_per_candidate": result.candidates[0]["nfe"] if result.candidates else None,
+        "nfe_per_full_candidate": get_sampler(sampler).nfe(m.schedule(steps)) * m.nfe_per_call(guidance),
         "nfe_used": result.nfe_used,
         "verifier_calls": result.verifier_calls,
         "best_score": None if result.best_image is None else result.best_score,

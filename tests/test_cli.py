@@ -83,7 +83,7 @@ def test_list_shows_every_registered_name():
     (["--model", "sdxl"], "unknown model 'sdxl'; accepted: digits, digits-large, toy"),
     (["--verifier", "clip"], "unknown verifier 'clip'; accepted: classifier"),
     (["--algorithm", "beam"], "unknown algorithm 'beam'; accepted: random, zero-order"),
-    (["--budget", "8"], "budget 8 is smaller than 1 candidate(s) (16 NFEs with 16 euler steps"),
+    (["--budget", "8"], "budget 8 is smaller than 1 candidate(s) (16 NFEs with 16 steps"),
     (["--budget", "0"], "budget must be a positive integer"),
     (["--steps", "0"], "steps must be a positive integer, got 0"),
     (["--steps", "-3"], "steps must be a positive integer, got -3"),

@@ -1,19 +1,32 @@
-"""Search-algorithm registry: name -> factory ``(**keyword hyperparameters) -> SearchAlgorithm``."""
+"""Search-algorithm registry: name -> factory ``(**keyword hyperparameters) -> SearchAlgorithm``.
+
+The paper's set first (Ma et al. 2025: random, zero-order, paths, first-order), then published
+alternatives (SMC / FK steering, epsilon-greedy noise-trajectory search, evolution / CEM), then
+successive halving over noises.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from noisesearch.search.base import Job, Outcome, Problem, SearchAlgorithm, derive_seed, gaussian, noise_hash
+from noisesearch.search.epsilon_greedy import EpsilonGreedySearch
+from noisesearch.search.evolution import EvolutionSearch
+from noisesearch.search.first_order import FirstOrderSearch
 from noisesearch.search.halving import HalvingSearch
 from noisesearch.search.paths import PathsSearch
 from noisesearch.search.random import RandomSearch
+from noisesearch.search.smc import SMCSearch
 from noisesearch.search.zero_order import ZeroOrderSearch
 
 ALGORITHMS: dict[str, Callable[..., SearchAlgorithm]] = {
     "random": RandomSearch,
     "zero-order": ZeroOrderSearch,
     "paths": PathsSearch,
+    "first-order": FirstOrderSearch,
+    "smc": SMCSearch,
+    "epsilon-greedy": EpsilonGreedySearch,
+    "evolution": EvolutionSearch,
     "halving": HalvingSearch,
 }
 

@@ -114,7 +114,7 @@ class Problem:
         if self.budget < needed:
             raise UserError(
                 f"budget {self.budget} is smaller than {what} ({needed} NFEs with {len(self.sigmas) - 1} "
-                f"{self.sampler} steps at {self.nfe_per_call} NFE(s) per evaluation); "
+                f"steps at {self.nfe_per_call} NFE(s) per evaluation); "
                 f"give --budget >= {needed} or fewer --steps"
             )
 

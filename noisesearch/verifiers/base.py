@@ -43,6 +43,6 @@ def check_images(images: torch.Tensor, *, channels: int | None = None) -> None:
         raise UserError(f"images must be a float tensor (B, C, H, W) in [0, 1], got {shape}")
     if channels is not None and images.shape[1] != channels:
         raise UserError(f"images must have {channels} channel(s), got shape {tuple(images.shape)}")
-    lo, hi = float(images.min()), float(images.max())
+    lo, hi = float(images.detach().min()), float(images.detach().max())
     if lo < 0 or hi > 1:
         raise UserError(f"images must have values in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")

@@ -1,0 +1,310 @@
+"""First-order search (gradient ascent on the noise) and evolution search (CEM on previews)."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from noisesearch.digits import nets
+from noisesearch.driver import run_search
+from noisesearch.errors import UserError
+from noisesearch.models.toy import ToyDistanceVerifier, ToyModel
+from noisesearch.samplers import sample_euler, schedule
+from noisesearch.search.base import Job, Outcome, Problem
+from noisesearch.search.evolution import EvolutionSearch
+from noisesearch.search.first_order import FirstOrderSearch
+
+
+def problem(shape=(1, 8, 8), steps=8, budget=10**6, sampler="euler"):
+    return Problem(0, 0, budget, shape, schedule(steps), sampler, 1)
+
+
+def outcome(job, score, grad=None, index=0):
+    return Outcome(job, job.x, job.x, job.x, score, 1, index, grad)
+
+
+def roles(result):
+    return [c["info"]["role"] for c in result.candidates]
+
+
+class OneGradJob:
+    """Asks for one gradient job on the draw (0,) in float64 and keeps its outcome."""
+
+    name = "one-grad-job"
+
+    def params(self):
+        return {}
+
+    def init(self, p):
+        self.state = {"p": p, "outcome": None}
+        return self.state
+
+    def ask(self, state):
+        if state["outcome"] is not None:
+            return []
+        return [Job(state["p"].noise(0)[1].double(), state["p"].sigmas, grad=True, backward_cost=3.0)]
+
+    def tell(self, state, outcomes):
+        (state["outcome"],) = outcomes
+
+
+# ---- first-order ---------------------------------------------------------------------------------
+
+
+def test_driver_gradient_matches_central_differences_in_float64(digits, classifier, monkeypatch):
+    """The gradient of a grad job is d score / d noise through 8 Euler steps and the classifier.
+
+    Float64 copies of both networks: central differences with h = 1e-4 have truncation error
+    ~h^2 |f'''| and rounding error ~1e-16 / h, both far below the 1e-6 relative tolerance; a wrong
+    gradient (another row's, a missing step, the x0-prediction's) is off by order one.
+    """
+    timestep_features = nets.timestep_features
+    monkeypatch.setattr(nets, "timestep_features", lambda s, d: timestep_features(s, d).double())
+    model, verifier = copy.deepcopy(digits), copy.deepcopy(classifier)
+    model.net.double(), verifier.net.double()
+    algorithm = OneGradJob()
+    (r,) = run_search(model, verifier, algorithm, [7], seeds=[3], budget=32, steps=8)
+    o = algorithm.state["outcome"]
+    assert o.grad.dtype == torch.float64 and o.grad.shape == (1, 8, 8)
+    assert r.nfe_used == o.nfe == 8 + 24  # forward + ceil(3 * forward)
+
+    cond = model.encode([7])
+
+    def score(x):
+        with torch.no_grad():
+            x_end = sample_euler(lambda y, s: model.denoise(y, s, cond, guidance=1.0), x[None], schedule(8))
+            return float(verifier.score(model.decode(x_end), [7])[0])
+
+    x = o.job.x
+    assert score(x) == pytest.approx(o.score, rel=1e-6)
+    gen, h = torch.Generator().manual_seed(0), 1e-4
+    for _ in range(4):
+        u = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        u /= u.norm()
+        fd = (score(x + h * u) - score(x - h * u)) / (2 * h)
+        assert float((o.grad * u).sum()) == pytest.approx(fd, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("budget,starts,guidance", [(32, 1, 1.0), (40, 1, 1.0), (100, 2, 1.0), (257, 1, 1.0),
+                                                    (300, 3, 2.0)])
+def test_first_order_budget_is_exact_with_backward_charges(digits, classifier, budget, starts, guidance):
+    results = run_search(digits, classifier, FirstOrderSearch(starts=starts), [1, 2], seeds=[5, 6], budget=budget,
+                         steps=8, guidance=guidance)
+    forward = 8 * (1 if guidance == 1.0 else 2)
+    for r in results:
+        assert r.nfe_used <= budget and budget - r.nfe_used < forward  # within one plain candidate
+        assert r.nfe_used == sum(c["nfe"] for c in r.candidates)
+        for c in r.candidates:
+            assert c["nfe"] == (forward + 3 * forward if c["info"]["role"] == "gradient" else forward)
+        assert roles(r)[:starts] == ["gradient"] * starts
+        assert r.best_score == max(c["score"] for c in r.candidates)
+
+
+def test_backward_cost_is_rounded_up_per_candidate(digits, classifier):
+    (r,) = run_search(digits, classifier, FirstOrderSearch(backward_cost=2.5), [4], seeds=[0], budget=60, steps=5)
+    assert [c["nfe"] for c in r.candidates] == [5 + 13, 5 + 13, 5 + 13, 5]  # 5 + ceil(12.5); then one plain run
+    assert r.nfe_used == 59
+
+
+def test_first_order_improves_on_its_start_and_is_reproducible(digits, classifier):
+    targets, seeds = list(range(10)), list(range(10))
+    def run(s):
+        return run_search(digits, classifier, FirstOrderSearch(), targets, seeds=s, budget=128, steps=8)
+
+    first, again, other = run(seeds), run(seeds), run([s + 100 for s in seeds])
+    for a, b in zip(first, again):
+        assert a.candidates == b.candidates and torch.equal(a.best_noise, b.best_noise)
+    assert [c["score"] for c in first[0].candidates] != [c["score"] for c in other[0].candidates]
+    start = sum(r.candidates[0]["score"] for r in first) / 10  # the unsearched draw (0,) of each seed
+    best = sum(r.best_score for r in first) / 10
+    assert best > start + 0.05  # gradient steps raise log p(target | image) well above the start
+
+
+def test_update_turns_the_noise_by_atan_of_the_learning_rate_on_the_shell():
+    p = problem(steps=4)
+    algorithm = FirstOrderSearch(learning_rate=0.4)
+    state = algorithm.init(p)
+    (job,) = algorithm.ask(state)
+    grad = torch.randn(p.noise_shape, generator=torch.Generator().manual_seed(1))
+    algorithm.tell(state, [outcome(job, -1.0, grad)])
+    (job,) = algorithm.ask(state)  # now on the shell
+    assert float(job.x.norm()) == pytest.approx(8.0, rel=1e-5)  # sqrt(64)
+    grad = torch.randn(p.noise_shape, generator=torch.Generator().manual_seed(2))
+    algorithm.tell(state, [outcome(job, -1.0, grad)])
+    (nxt,) = algorithm.ask(state)
+    x, y, g = job.x.flatten(), nxt.x.flatten(), grad.flatten()
+    assert float(y.norm()) == pytest.approx(8.0, rel=1e-5)
+    angle = math.acos(float(x @ y / (x.norm() * y.norm())))
+    assert angle == pytest.approx(math.atan(0.4), rel=1e-4)
+    tangent = g - (g @ x) / (x @ x) * x
+    move = y - (y @ x) / (x @ x) * x  # the move is all along the tangential gradient
+    assert float(move @ tangent) == pytest.approx(float(move.norm() * tangent.norm()), rel=1e-5)
+    assert nxt.noise_seed is None and state.starts[0].seed is None
+
+
+def test_step_noises_stay_fixed_and_a_vanishing_gradient_restarts():
+    p = problem(steps=4, sampler="euler-sde")
+    algorithm = FirstOrderSearch(starts=2)
+    state = algorithm.init(p)
+    jobs = algorithm.ask(state)
+    grads = [torch.ones(p.noise_shape), torch.zeros(p.noise_shape)]  # start 1 sits on a plateau
+    algorithm.tell(state, [outcome(j, -1.0, g, k) for k, (j, g) in enumerate(zip(jobs, grads))])
+    moved, restarted = algorithm.ask(state)
+    assert torch.equal(moved.noises, jobs[0].noises) and not torch.equal(moved.x, jobs[0].x)
+    assert restarted.noise_seed == p.noise(1, 1)[0] and torch.equal(restarted.noises, p.step_noises(4, 1, 1))
+
+
+def test_first_order_climbs_a_smooth_toy_to_its_optimum():
+    """Ideal denoiser over 21 points in [-1, 1]: after 8 Euler steps the sample is a smooth increasing
+    function of the noise, so minus the squared distance to 0.5 has a useful gradient (optimum 0)."""
+    model, verifier = ToyModel(torch.linspace(-1, 1, 21)[:, None]), ToyDistanceVerifier(torch.tensor([[0.5]]))
+    means, worst = [], []
+    for budget in (32, 96, 256):
+        results = run_search(model, verifier, FirstOrderSearch(learning_rate=0.5, shell=False), [0] * 100,
+                             seeds=list(range(100)), budget=budget, steps=8)
+        means.append(sum(r.best_score for r in results) / len(results))
+        worst.append(min(r.best_score for r in results))
+    assert means[0] < means[1] < means[2]
+    assert worst[2] > -0.01  # every search within 0.1 of the target
+
+
+# ---- evolution -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget,sampler,guidance", [(20, "euler", 1.0), (40, "euler", 1.0), (257, "euler", 1.0),
+                                                     (300, "heun", 2.0), (100, "euler-ancestral", 1.0)])
+def test_evolution_budget_generations_and_finals(digits, classifier, budget, sampler, guidance):
+    results = run_search(digits, classifier, EvolutionSearch(), [3, 8], seeds=[0, 1], budget=budget, steps=8,
+                         sampler=sampler, guidance=guidance)
+    per_eval = 1 if guidance == 1.0 else 2
+    preview = per_eval * (3 if sampler == "heun" else 2)  # one step to sigma 0.5, then its x0-prediction
+    full = per_eval * (15 if sampler == "heun" else 8)
+    for r in results:
+        previews = [c for c in r.candidates if c["info"]["role"] == "preview"]
+        finals = [c for c in r.candidates if c["info"]["role"] == "final"]
+        assert len(finals) == 2 and r.candidates[-2:] == finals
+        assert {c["sigma_end"] for c in previews} == {0.5} and {c["nfe"] for c in previews} == {preview}
+        assert {c["nfe"] for c in finals} == {full}
+        assert r.nfe_used <= budget and budget - r.nfe_used < preview  # within one preview
+        assert r.nfe_used == sum(c["nfe"] for c in r.candidates) == len(previews) * preview + 2 * full
+        generations = [c["info"]["generation"] for c in previews]
+        sizes = [generations.count(g) for g in range(generations[-1] + 1)]
+        assert all(s == 16 for s in sizes[:-1]) and 0 < sizes[-1] <= 16
+        best_previews = sorted((c["score"] for c in previews), reverse=True)[:2]
+        assert sorted(c["info"]["preview_score"] for c in finals) == sorted(best_previews)
+        assert r.best_score == max(c["score"] for c in finals)  # the answer is the best final
+
+
+def test_evolution_is_reproducible_and_seed_sensitive(digits, classifier):
+    def run(s):
+        return run_search(digits, classifier, EvolutionSearch(), [5], seeds=[s], budget=80, steps=8)[0]
+
+    first, again, other = run(0), run(0), run(1)
+    assert first.candidates == again.candidates and torch.equal(first.best_noise, again.best_noise)
+    assert [c["noise_sha256"] for c in first.candidates] != [c["noise_sha256"] for c in other.candidates]
+
+
+def test_evolution_reaches_the_toy_optimum(toy, toy_verifier):
+    """On the +-1 toy a standardised 1-d noise is +-1; the preview tells the signs apart."""
+    means = []
+    for budget in (20, 24, 64):  # 2, 4 and 24 previews before 2 full runs
+        results = run_search(toy, toy_verifier, EvolutionSearch(), [0] * 200, seeds=list(range(200)),
+                             budget=budget, steps=8)
+        means.append(sum(r.best_score for r in results) / len(results))
+    assert means[0] < means[1] < means[2]
+    assert means[2] > -1e-3  # a miss scores -4
+
+
+def test_evolution_refits_mean_and_floored_std_on_the_elites():
+    p = problem()
+    algorithm = EvolutionSearch(population=8, elites=3, std_floor=0.2)
+    state = algorithm.init(p)
+    jobs = algorithm.ask(state)
+    scores = [0.5, -1.0, 3.0, float("nan"), 2.0, -2.0, 1.0, 0.0]
+    algorithm.tell(state, [outcome(j, s, index=k) for k, (j, s) in enumerate(zip(jobs, scores))])
+    elites = torch.stack([jobs[2].x, jobs[4].x, jobs[6].x])
+    torch.testing.assert_close(state.mean, elites.mean(0))
+    torch.testing.assert_close(state.std, elites.std(0, unbiased=False).clamp_min(0.2))
+    assert state.std.min() == 0.2 and [c.path for c in state.top] == [(0, 2), (0, 4)]
+    for job in jobs + algorithm.ask(state):
+        assert abs(float(job.x.mean())) < 1e-5 and float(job.x.pow(2).mean()) == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("fraction", [None, 0.3, 0.6])
+def test_low_frequency_mode_moves_only_the_low_band(fraction):
+    shape = (2, 8, 12)
+    p = problem(shape)
+    algorithm = EvolutionSearch(population=6, elites=2, low_frequency=fraction)
+    state = algorithm.init(p)
+    first = algorithm.ask(state)
+    algorithm.tell(state, [outcome(j, float(k), index=k) for k, j in enumerate(first)])
+    jobs = first + algorithm.ask(state)  # generation 0 and, after a refit, generation 1
+    fy, fx = torch.fft.fftfreq(8), torch.fft.rfftfreq(12)
+    radius = (fy[:, None] ** 2 + fx[None, :] ** 2).sqrt()  # (8, 7)
+    band = radius <= (fraction or 0.3) * radius.max() + 1e-6
+    for job in jobs[1:]:
+        change = torch.fft.rfft2(job.x - first[0].x).abs()  # (2, 8, 7)
+        assert change[:, band].max() > 0.1
+        if fraction is None:
+            assert change[:, ~band].max() > 0.1  # the check can fail: here the whole noise moves
+        else:
+            assert change[:, ~band].max() < 1e-4
+        assert abs(float(job.x.mean())) < 1e-5 and float(job.x.pow(2).mean()) == pytest.approx(1.0, rel=1e-5)
+    if fraction is not None:
+        standardised = p.noise(0, 0)[1] - p.noise(0, 0)[1].mean()
+        torch.testing.assert_close(first[0].x, standardised / standardised.pow(2).mean().sqrt())  # the first sample
+
+
+def test_evolution_finals_use_their_members_step_noises():
+    p = problem(steps=4, sampler="euler-sde", budget=2 * 4 + 8 * 3)  # 8 previews of 3 NFEs: two generations
+    algorithm = EvolutionSearch(population=4, elites=2, preview_steps=3)
+    state = algorithm.init(p)
+    jobs = algorithm.ask(state)
+    assert jobs[1].sigmas == schedule(3)[:-1] and jobs[1].score_end
+    assert torch.equal(jobs[1].noises, p.step_noises(2, 0, 1))  # the member's own step noises
+    algorithm.tell(state, [outcome(j, float(k == 1), index=k) for k, j in enumerate(jobs)])
+    while (jobs := algorithm.ask(state))[0].info["role"] == "preview":
+        algorithm.tell(state, [outcome(j, -5.0, index=k) for k, j in enumerate(jobs)])
+    final = jobs[0]
+    assert final.sigmas == p.sigmas and torch.equal(final.noises, p.step_noises(4, 0, 1))
+
+
+# ---- errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factory,kwargs,message", [
+    (FirstOrderSearch, {"learning_rate": 0}, "learning rate must be a positive number, got 0"),
+    (FirstOrderSearch, {"learning_rate": float("nan")}, "learning rate must be a positive number, got nan"),
+    (FirstOrderSearch, {"starts": 0}, "starts must be a positive integer, got 0"),
+    (FirstOrderSearch, {"backward_cost": -1}, "backward cost must be a non-negative number .* got -1"),
+    (FirstOrderSearch, {"shell": "yes"}, "shell must be true or false, got 'yes'"),
+    (EvolutionSearch, {"elites": 5, "population": 4}, r"elites must be at most the population \(4\), got 5"),
+    (EvolutionSearch, {"preview_steps": 0}, "preview steps must be a positive integer, got 0"),
+    (EvolutionSearch, {"low_frequency": 1.5}, r"low frequency must be a fraction in \(0, 1\] or unset, got 1.5"),
+    (EvolutionSearch, {"low_frequency": 0}, r"low frequency must be a fraction in \(0, 1\] or unset, got 0"),
+    (EvolutionSearch, {"std_floor": 0}, "std floor must be a positive number, got 0"),
+    (EvolutionSearch, {"final": 0}, "final must be a positive integer, got 0"),
+])
+def test_bad_parameters_give_one_line_errors(factory, kwargs, message):
+    with pytest.raises(UserError, match=f"^{message}$"):
+        factory(**kwargs)
+
+
+@pytest.mark.parametrize("algorithm,budget,needed", [
+    (FirstOrderSearch(), 31, 32), (FirstOrderSearch(starts=2), 63, 64), (EvolutionSearch(), 19, 20),
+])
+def test_budget_below_one_round_names_the_smallest_budget(digits, classifier, algorithm, budget, needed):
+    with pytest.raises(UserError, match=rf"^budget {budget} is smaller than .* give --budget >= {needed} or fewer"):
+        run_search(digits, classifier, algorithm, [1], seeds=[0], budget=budget, steps=8)
+    run_search(digits, classifier, algorithm, [1], seeds=[0], budget=needed, steps=8)
+
+
+@pytest.mark.parametrize("kwargs,shape,steps,message", [
+    ({"preview_steps": 4}, (1, 8, 8), 4, "preview steps must be fewer than the run's 4 steps, got 4"),
+    ({"low_frequency": 0.5}, (1,), 8, r"low frequency needs a noise with 2 spatial dimensions, got .* \(1,\)"),
+    ({"low_frequency": 0.05}, (1, 8, 8), 8, "low frequency 0.05 keeps only the mean"),
+])
+def test_evolution_refuses_settings_the_problem_cannot_take(kwargs, shape, steps, message):
+    with pytest.raises(UserError, match=message):
+        EvolutionSearch(**kwargs).init(problem(shape, steps))

@@ -1,0 +1,282 @@
+"""SMC (FK steering) and epsilon-greedy search: hand-computed maths, exact budgets, seeds, known answers."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from noisesearch.driver import run_search
+from noisesearch.errors import UserError
+from noisesearch.samplers import schedule
+from noisesearch.search import ALGORITHMS
+from noisesearch.search.base import Outcome, Problem
+from noisesearch.search.epsilon_greedy import EpsilonGreedySearch
+from noisesearch.search.random import RandomSearch
+from noisesearch.search.smc import (SMCSearch, effective_sample_size, log_potentials, resampling_weights,
+                                    systematic_resample)
+
+NAMES = ["smc", "epsilon-greedy"]
+
+
+# --- the pure maths of SMC, against numbers computed by hand ---------------------------------------
+
+def test_log_potentials_by_hand():
+    r = torch.tensor([[0.1, 0.3, 0.2]])
+    expected = {"difference": [0.2, 0.4, -0.2], "max": [0.2, 0.6, 0.6], "sum": [0.2, 0.8, 1.2]}
+    for kind, values in expected.items():
+        torch.testing.assert_close(log_potentials(r, kind, 2.0), torch.tensor([values], dtype=torch.float64))
+
+
+def test_resampling_weights_by_hand():
+    r = torch.tensor([[1.0, 0.0], [0.0, 0.0]])  # particle 0 looked good at step 0, then as good as particle 1
+    lam = math.log(2.0)
+
+    def w(since, kind):
+        return resampling_weights(r, since, kind, lam).tolist()
+
+    # from the start: difference telescopes to exp(lam r_1) = (1, 1); max and sum weigh particle 0 by 2
+    assert w(-1, "difference") == pytest.approx([1 / 2, 1 / 2])
+    assert w(-1, "max") == pytest.approx([2 / 3, 1 / 3])
+    assert w(-1, "sum") == pytest.approx([2 / 3, 1 / 3])
+    # since a resampling after step 0: difference exp(lam (r_1 - r_0)) = (1/2, 1); G_1 / G_0 = (1, 1)
+    assert w(0, "difference") == pytest.approx([1 / 3, 2 / 3])
+    assert w(0, "max") == pytest.approx([1 / 2, 1 / 2])
+    assert w(0, "sum") == pytest.approx([1 / 2, 1 / 2])
+
+
+def test_nan_rewards_get_zero_weight():
+    for kind in ("difference", "max", "sum"):
+        r = torch.tensor([[float("nan")], [0.0], [0.5]])
+        w = resampling_weights(r, -1, kind, 1.0)
+        assert w[0] == 0 and float(w.sum()) == pytest.approx(1.0)
+        all_nan = resampling_weights(torch.full((4, 1), float("nan")), -1, kind, 1.0)
+        assert all_nan.tolist() == [0.25] * 4
+
+
+def test_effective_sample_size_by_hand():
+    assert effective_sample_size(torch.tensor([0.1, 0.2, 0.3, 0.4])) == pytest.approx(1 / 0.3)
+    assert effective_sample_size(torch.tensor([1.0, 0.0, 0.0, 0.0])) == pytest.approx(1.0)
+    assert effective_sample_size(torch.full((5,), 0.2)) == pytest.approx(5.0)
+    assert effective_sample_size(torch.tensor([3.0, 3.0])) == pytest.approx(2.0)  # unnormalised is fine
+
+
+def test_systematic_resample_by_hand():
+    w = torch.tensor([0.1, 0.2, 0.3, 0.4])  # cumulative 0.1, 0.3, 0.6, 1.0
+    # u = 0.5: positions 0.125, 0.375, 0.625, 0.875
+    assert systematic_resample(w, 0.5).tolist() == [1, 2, 3, 3]
+    # u = 0: positions 0, 0.25, 0.5, 0.75
+    assert systematic_resample(w, 0.0).tolist() == [0, 1, 2, 3]
+    # zero weights are never picked, even when a position falls on their (empty) slice's edge
+    gaps = torch.tensor([0.5, 0.0, 0.5, 0.0])
+    assert systematic_resample(gaps, 0.0).tolist() == [0, 0, 2, 2]
+    assert systematic_resample(gaps, 0.999).tolist() == [0, 0, 2, 2]
+    assert systematic_resample(torch.full((4,), 0.25), 0.3).tolist() == [0, 1, 2, 3]
+
+
+# --- budgets -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("budget,sampler,guidance", [
+    (16, "euler", 1.0), (40, "euler", 1.0), (100, "heun", 1.0), (100, "euler", 3.0), (53, "euler-ancestral", 1.0),
+])
+def test_budget_kept_and_used_to_within_one_trajectory(digits, classifier, name, budget, sampler, guidance):
+    steps = 8
+    per_eval = digits.nfe_per_call(guidance)
+    results = run_search(digits, classifier, ALGORITHMS[name](), [1, 2], seeds=[5, 6], budget=budget, steps=steps,
+                         sampler=sampler, guidance=guidance)
+    for r in results:
+        assert r.nfe_used <= budget
+        assert budget - r.nfe_used < steps * per_eval  # one trajectory with one candidate per step
+        assert r.nfe_used == sum(c["nfe"] for c in r.candidates)  # the declared costs are the real calls
+        for c in r.candidates:  # first step pays its own evaluation, later ones reuse the cached x0
+            step = c["info"]["step"]
+            assert c["nfe"] == per_eval * (2 if step == 0 else 0 if step == steps - 1 else 1)
+
+
+def test_smc_particles_default_to_what_the_budget_pays_for(toy, toy_verifier):
+    (r,) = run_search(toy, toy_verifier, SMCSearch(), [1], seeds=[0], budget=44, steps=4)
+    finals = [c for c in r.candidates if c["sigma_end"] == 0]
+    assert len(finals) == 11 and r.nfe_used == 44
+
+
+def test_epsilon_greedy_plans_paths_from_the_exact_cost():
+    def widths(budget, **kw):
+        problem = Problem(1, 0, budget, (1,), schedule(8), "euler", 1)
+        return EpsilonGreedySearch(**kw).init(problem).widths
+
+    # one trajectory with K candidates per step costs 2K + 6K + 0 = 8K
+    assert widths(16) == [2]  # a narrower trajectory when the budget cannot pay K = 4
+    assert widths(40) == [4, 1]  # 32 + 8
+    assert widths(100) == [4, 4, 4]  # 96, 4 left: less than one more candidate per step
+    assert widths(100, paths=2) == [4, 4]
+    assert widths(100, candidates=3) == [3, 3, 3, 3]
+
+
+# --- seeds ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_result_other_seed_other_result(toy, toy_verifier, name):
+    def run(seed):
+        return run_search(toy, toy_verifier, ALGORITHMS[name](), [1, 1], seeds=[seed, seed + 1], budget=48, steps=6)
+
+    first, again, other = run(3), run(3), run(4)
+    for a, b in zip(first, again):
+        assert a.candidates == b.candidates and a.best_score == b.best_score
+    assert [c["score"] for c in first[0].candidates] != [c["score"] for c in other[0].candidates]
+    assert first[1].candidates == other[0].candidates  # a search depends on its own seed only
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_draw_has_its_own_path(toy, toy_verifier, name):
+    (r,) = run_search(toy, toy_verifier, ALGORITHMS[name](), [1], seeds=[0], budget=96, steps=6)
+    step_seeds = [c["info"]["step_noise_seed"] for c in r.candidates]
+    start_seeds = {c["noise_seed"] for c in r.candidates} - {None}
+    assert len(set(step_seeds)) == len(step_seeds)
+    assert not start_seeds & set(step_seeds)
+
+
+def test_smc_without_resampling_is_random_search_with_the_same_stochastic_sampler(toy, toy_verifier):
+    """Particle j follows candidate j's trajectory (draws (j,) and (j, STEP_NOISES, i))."""
+    kw = dict(seeds=[7], budget=40, steps=5, sampler="euler-sde")
+    (smc,) = run_search(toy, toy_verifier, SMCSearch(ess_threshold=1e-9), [1], **kw)
+    (rnd,) = run_search(toy, toy_verifier, RandomSearch(), [1], **kw)
+    finals = [c["score"] for c in smc.candidates if c["sigma_end"] == 0]
+    assert finals == pytest.approx([c["score"] for c in rnd.candidates], abs=1e-5)
+    assert len(set(finals)) > 1
+
+
+# --- known answers on the analytic toy -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_toy_best_score_improves_with_budget_and_reaches_the_optimum(toy, toy_verifier, name):
+    n = 100
+    means = []
+    for budget in (16, 128):
+        results = run_search(toy, toy_verifier, ALGORITHMS[name](), [1] * n, seeds=list(range(n)), budget=budget,
+                             steps=8)
+        means.append(sum(r.best_score for r in results) / n)
+    assert means[0] < means[1]
+    assert means[1] > -0.1  # a miss scores -4: at least 97.5% of the searches reach the target point
+
+
+def test_smc_always_resampling_concentrates_particles_on_the_preferred_point(toy, toy_verifier):
+    """Target point +1; without steering half of the particles end at -1."""
+    n, k = 60, 8
+
+    def share_at_target(ess_threshold):
+        results = run_search(toy, toy_verifier, SMCSearch(particles=k, ess_threshold=ess_threshold), [1] * n,
+                             seeds=list(range(n)), budget=8 * k, steps=8)
+        finals = [c["score"] for r in results for c in r.candidates if c["sigma_end"] == 0]
+        assert len(finals) == n * k
+        return sum(s > -1e-2 for s in finals) / len(finals)
+
+    assert share_at_target(1.0) > 0.95
+    assert 0.35 < share_at_target(1e-9) < 0.65
+
+
+# --- epsilon-greedy choices, with made-up scores --------------------------------------------------
+
+def choices_made(epsilon, seeds, score=float):
+    """Drive epsilon-greedy by hand; candidate c scores ``score(c)``.
+
+    Returns (choices before the last one, whether each explored, the last choices)."""
+    algorithm = EpsilonGreedySearch(candidates=4, epsilon=epsilon, paths=2)
+    choices, explored, last = [], [], []
+    for seed in seeds:
+        state = algorithm.init(Problem(1, seed, 10**6, (1,), schedule(8), "euler", 1))
+        while jobs := algorithm.ask(state):
+            algorithm.tell(state, [Outcome(j, j.x, j.x, j.x, score(j.info["candidate"]), 0, i)
+                                   for i, j in enumerate(jobs)])
+        assert [len(path) for path in state.choices] == [7, 7]  # 8 steps: 7 choices, then one free final job
+        choices += [c for path in state.choices for c in path[:-1]]
+        explored += [e for path in state.explored for e in path[:-1]]
+        last += [path[-1] for path in state.choices]
+        assert not any(path[-1] for path in state.explored)  # the last choice is always greedy
+    return choices, explored, last
+
+
+def test_epsilon_zero_is_greedy_and_nan_never_wins():
+    choices, explored, last = choices_made(0.0, range(5))
+    assert set(choices) == set(last) == {3} and not any(explored)
+    choices, _, last = choices_made(0.0, range(5), score=lambda c: float("nan") if c in (0, 3) else float(c))
+    assert set(choices) == set(last) == {2}
+
+
+def test_epsilon_explores_at_its_rate_and_uniformly():
+    choices, explored, last = choices_made(1.0, range(40))  # 40 searches x 2 paths x 6 choices = 480
+    assert all(explored) and set(last) == {3}
+    for c in range(4):
+        assert 0.18 < choices.count(c) / len(choices) < 0.32
+    choices, explored, _ = choices_made(0.3, range(40))
+    assert abs(sum(explored) / len(explored) - 0.3) < 4 * (0.3 * 0.7 / len(explored)) ** 0.5
+    assert sum(c != 3 for c in choices) > 0
+
+
+def test_epsilon_greedy_continues_from_the_kept_candidate_and_its_cached_x0():
+    algorithm = EpsilonGreedySearch(candidates=3, epsilon=0.0, paths=1)
+    state = algorithm.init(Problem(1, 0, 10**6, (2,), schedule(4), "euler", 1))
+    jobs = algorithm.ask(state)
+    assert [j.denoised is None for j in jobs] == [True] * 3
+    kept = 1
+    outcomes = [Outcome(j, j.x + c, j.x - 10 * c, j.x, float(c == kept), 2, c) for c, j in enumerate(jobs)]
+    algorithm.tell(state, outcomes)
+    for job in algorithm.ask(state):
+        assert torch.equal(job.x, outcomes[kept].x) and torch.equal(job.denoised, outcomes[kept].denoised)
+
+
+def test_smc_resampling_copies_state_cached_x0_and_reward_history_together():
+    """With a high temperature every slot becomes a copy of the best particle."""
+    algorithm = SMCSearch(particles=4, lmbda=50.0, potential="max", ess_threshold=1.0)
+    state = algorithm.init(Problem(1, 0, 10**6, (2,), schedule(4), "euler", 1))
+    jobs = algorithm.ask(state)
+    outcomes = [Outcome(j, j.x + 1, j.x - 1, j.x, float(j.info["particle"]), 2, i) for i, j in enumerate(jobs)]
+    algorithm.tell(state, outcomes)
+    assert state.resamplings[0]["indices"] == [3, 3, 3, 3]
+    assert state.rewards[:, 0].tolist() == [3.0] * 4 and state.ancestors == [3] * 4
+    for job in algorithm.ask(state):
+        assert torch.equal(job.x, outcomes[3].x) and torch.equal(job.denoised, outcomes[3].denoised)
+        assert job.info["parent"] == job.info["ancestor"] == 3
+    assert len({j.info["step_noise_seed"] for j in algorithm.ask(state)}) == 4  # the copies then diverge
+
+
+# --- parameters ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("factory,kwargs,message", [
+    (SMCSearch, {"particles": 1}, "particles must be an integer >= 2, got 1"),
+    (SMCSearch, {"particles": 0}, "particles must be an integer >= 2, got 0"),
+    (SMCSearch, {"potential": "mean"}, "unknown potential 'mean'; accepted: difference, max, sum"),
+    (SMCSearch, {"ess_threshold": 0}, r"ess_threshold must be a number in \(0, 1\], got 0"),
+    (SMCSearch, {"ess_threshold": 1.5}, r"ess_threshold must be a number in \(0, 1\], got 1.5"),
+    (SMCSearch, {"lmbda": -1.0}, "lmbda must be a finite number >= 0, got -1.0"),
+    (SMCSearch, {"resample_every": 0}, "resample_every must be a positive integer, got 0"),
+    (SMCSearch, {"sampler": "euler"},
+     r"sampler must be a stochastic sampler \(euler-sde, euler-ancestral\), got 'euler'"),
+    (SMCSearch, {"sampler": "rk4"}, "unknown sampler 'rk4'; accepted: "),
+    (EpsilonGreedySearch, {"epsilon": 1.5}, r"epsilon must be a number in \[0, 1\], got 1.5"),
+    (EpsilonGreedySearch, {"epsilon": -0.1}, r"epsilon must be a number in \[0, 1\], got -0.1"),
+    (EpsilonGreedySearch, {"candidates": 0}, "candidates must be a positive integer, got 0"),
+    (EpsilonGreedySearch, {"paths": 0}, "paths must be a positive integer, got 0"),
+    (EpsilonGreedySearch, {"sampler": "heun"}, "sampler must be a stochastic sampler"),
+])
+def test_bad_parameters_are_one_line_user_errors(factory, kwargs, message):
+    with pytest.raises(UserError, match=message) as info:
+        factory(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("algorithm,budget,needed", [
+    (SMCSearch(), 15, 16),  # at least 2 particles of 8 NFEs
+    (SMCSearch(particles=4), 31, 32),
+    (EpsilonGreedySearch(), 7, 8),  # one trajectory with one candidate per step
+    (EpsilonGreedySearch(paths=3), 95, 96),
+])
+def test_budget_too_small_for_one_round_is_a_clear_error(digits, classifier, algorithm, budget, needed):
+    with pytest.raises(UserError, match=rf"budget {budget} is smaller than .*\({needed} NFEs.*--budget >= {needed}"):
+        run_search(digits, classifier, algorithm, [1], seeds=[0], budget=budget, steps=8)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_params_are_json_and_rebuild_the_algorithm(name):
+    params = ALGORITHMS[name]().params()
+    assert ALGORITHMS[name](**json.loads(json.dumps(params))).params() == params
