@@ -46,13 +46,13 @@ def _progress():
                     disable=not console.is_terminal)  # a log file gets the summary lines only
 
 
-def parse_params(pairs: list[str]) -> dict:
+def parse_params(pairs: list[str], flag: str) -> dict:
     """``KEY=VALUE`` strings -> dict; values read as JSON where they parse (numbers, true, null)."""
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UserError(f"--param {pair!r} is not KEY=VALUE")
+            raise UserError(f"{flag} {pair!r} is not KEY=VALUE")
         try:
             params[key.replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:
@@ -60,29 +60,21 @@ def parse_params(pairs: list[str]) -> dict:
     return params
 
 
-def check_params(algorithm: str, params: dict) -> None:
-    """Refuse parameters that the algorithm does not take, naming the ones it does."""
-    from noisesearch.generate import pick
-    from noisesearch.search import ALGORITHMS
-
-    factory = pick(ALGORITHMS, algorithm, "algorithm")
-    accepted = [p for p in inspect.signature(factory).parameters if p != "self"]
-    for key in params:
-        if key not in accepted:
-            raise UserError(f"algorithm {algorithm!r} takes no parameter {key!r}; "
-                            f"accepted: {', '.join(accepted) or 'none'}")
-
-
 @app.command()
 @friendly
 def generate(
-    target: str = typer.Option(..., help="Class id (digits: 0-9) or prompt to generate."),
     out: Path = typer.Option(..., help="Folder for best.png and record.json (created if missing)."),
     budget: int = typer.Option(..., help="Hard NFE limit for the whole search."),
+    target: Optional[str] = typer.Option(None, help="Class to generate (digits: 0-9) for class-conditional models."),
+    prompt: Optional[str] = typer.Option(None, help="Prompt to generate, for text-conditioned models."),
     model: str = typer.Option("digits", help="Registered model (see `noisesearch list`)."),
-    model_path: Optional[str] = typer.Option(None, help="Weights file or folder for the model."),
+    model_path: Optional[str] = typer.Option(None, help="Weights file, local folder or hub id for the model."),
+    dtype: Optional[str] = typer.Option(None, help="Model dtype, e.g. float32, bfloat16 (models that take it)."),
+    device: Optional[str] = typer.Option(None, help="Model device, e.g. cpu, cuda (models that take it)."),
+    model_param: list[str] = typer.Option([], "--model-param", help="Other model option, KEY=VALUE."),
     verifier: str = typer.Option("classifier", help="Registered verifier."),
-    verifier_path: Optional[str] = typer.Option(None, help="Weights for the verifier."),
+    verifier_path: Optional[str] = typer.Option(None, help="Weights for the verifier (file, folder or hub id)."),
+    verifier_param: list[str] = typer.Option([], "--verifier-param", help="Other verifier option, KEY=VALUE."),
     algorithm: str = typer.Option("random", help="Registered search algorithm."),
     steps: Optional[int] = typer.Option(None, help="Sampling steps per candidate (default: the model's)."),
     sampler: str = typer.Option("euler", help="euler, heun, euler-sde or euler-ancestral (see `list`)."),
@@ -96,20 +88,27 @@ def generate(
     """Search for the best sample of one target within a budget; write best.png and record.json."""
     from noisesearch.generate import generate as run
 
-    params = parse_params(param)
+    if (target is None) == (prompt is None):
+        raise UserError("give exactly one of --target (class-conditional models) and --prompt (text models)")
+    params = parse_params(param, "--param")
     for key, value in (("neighbours", neighbours), ("step_size", step_size)):
         if value is not None:
             params[key] = value
-    check_params(algorithm, params)
+    model_options = parse_params(model_param, "--model-param")
+    for key, value in (("dtype", dtype), ("device", device)):
+        if value is not None:
+            model_options[key] = value
     with _progress() as bar:
         task = bar.add_task("searching", total=budget, extra="")
 
         def progress(spent, total, best):
             bar.update(task, completed=spent, extra=f"best {best:.4g}")
 
-        result, record = run(model=model, target=target, verifier=verifier, algorithm=algorithm,
-                             algorithm_params=params, budget=budget, steps=steps, sampler=sampler,
-                             guidance=guidance, seed=seed, model_path=model_path, verifier_path=verifier_path,
+        result, record = run(model=model, target=target if prompt is None else prompt, verifier=verifier,
+                             algorithm=algorithm, algorithm_params=params, budget=budget, steps=steps,
+                             sampler=sampler, guidance=guidance, seed=seed, model_path=model_path,
+                             verifier_path=verifier_path, model_options=model_options,
+                             verifier_options=parse_params(verifier_param, "--verifier-param"),
                              out=out, max_batch=max_batch, progress=progress)
     best = "none (every score was NaN)" if record["best_score"] is None else f"{record['best_score']:.4f}"
     print(f"{len(record['candidates'])} candidates, {record['nfe_used']}/{budget} NFEs, best {verifier} score "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import platform
 import time
 from pathlib import Path
@@ -27,18 +28,37 @@ def pick(registry: dict, name: str, what: str):
     return registry[name]
 
 
+def check_options(factory, options: dict, what: str, name: str) -> None:
+    """Refuse keyword options that ``factory`` does not take, naming the ones it does."""
+    params = inspect.signature(factory).parameters
+    accepted = [p for p, v in params.items() if p != "self" and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)]
+    for key in options:
+        if key not in accepted:
+            raise UserError(f"{what} {name!r} takes no parameter {key!r}; accepted: {', '.join(accepted) or 'none'}")
+
+
 def build(model: str, verifier: str, algorithm: str, *, model_path=None, verifier_path=None,
-          algorithm_params: dict | None = None):
-    """Model, verifier and algorithm objects from registry names (checked against each other)."""
+          algorithm_params: dict | None = None, model_options: dict | None = None,
+          verifier_options: dict | None = None):
+    """Model, verifier and algorithm objects from registry names (checked against each other).
+
+    ``model_options`` / ``verifier_options`` are keyword arguments of the factories (``device``,
+    ``dtype``, ...); ``path`` is passed only when given.
+    """
     model_factory = pick(MODELS, model, "model")
     verifier_factory = pick(VERIFIERS, verifier, "verifier")
     algorithm_factory = pick(ALGORITHMS, algorithm, "algorithm")
+    model_kwargs = {**(model_options or {}), **({"path": model_path} if model_path is not None else {})}
+    verifier_kwargs = {**(verifier_options or {}), **({"path": verifier_path} if verifier_path is not None else {})}
+    check_options(algorithm_factory, algorithm_params or {}, "algorithm", algorithm)
+    check_options(model_factory, model_kwargs, "model", model)
+    check_options(verifier_factory, verifier_kwargs, "verifier", verifier)
     algo = algorithm_factory(**(algorithm_params or {}))  # validate cheap knobs before loading weights
-    m = model_factory(path=model_path)
+    m = model_factory(**model_kwargs)
     domain = getattr(verifier_factory, "domain", None)
     if domain is not None and domain != getattr(m, "domain", None):
         raise UserError(f"verifier {verifier!r} scores {domain} images only; model {model!r} makes other images")
-    return m, verifier_factory(path=verifier_path), algo
+    return m, verifier_factory(**verifier_kwargs), algo
 
 
 def versions() -> dict[str, str]:
@@ -62,6 +82,8 @@ def generate(
     seed: int = 0,
     model_path: str | None = None,
     verifier_path: str | None = None,
+    model_options: dict | None = None,
+    verifier_options: dict | None = None,
     out: Path | str | None = None,
     max_batch: int = 4096,
     progress=None,
@@ -78,7 +100,8 @@ def generate(
     """
     out_dir = ensure_out_dir(Path(out)) if out is not None else None
     m, v, algo = build(model, verifier, algorithm, model_path=model_path, verifier_path=verifier_path,
-                       algorithm_params=algorithm_params)
+                       algorithm_params=algorithm_params, model_options=model_options,
+                       verifier_options=verifier_options)
     steps = m.default_steps if steps is None else steps
     guidance = m.default_guidance if guidance is None else guidance
     started = time.perf_counter()
@@ -88,9 +111,11 @@ def generate(
     record = {
         "model": model,
         "model_path": str(model_path) if model_path else None,
+        "model_options": model_options or {},
         "target": result.target,
         "verifier": verifier,
         "verifier_path": str(verifier_path) if verifier_path else None,
+        "verifier_options": verifier_options or {},
         "algorithm": algorithm,
         "algorithm_params": algo.params(),
         "seed": seed,
@@ -110,7 +135,7 @@ def generate(
     }
     if out_dir is not None:
         if result.best_image is not None:
-            scale = PNG_SCALE.get(model, 1)
+            scale = PNG_SCALE.get(model, 1)  # real models' images are written at their own size
             save_png(out_dir / "best.png", result.best_image, scale=scale)
             record["image"] = {"path": "best.png", "scale": scale}
         write_json(out_dir / "record.json", record)

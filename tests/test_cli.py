@@ -97,6 +97,10 @@ def test_list_shows_every_registered_name():
     (["--sampler", "ddim"], "unknown sampler 'ddim'; accepted: euler, heun"),
     (["--verifier", "toy-distance"], "verifier 'toy-distance' scores toy images only"),
     (["--model-path", "/nonexistent/flow.safetensors"], "weights file '/nonexistent/flow.safetensors' does not exist"),
+    (["--device", "cuda"], "model 'digits' takes no parameter 'device'; accepted: path"),
+    (["--model-param", "foo=1"], "model 'digits' takes no parameter 'foo'"),
+    (["--verifier-param", "temperature=2"], "verifier 'classifier' takes no parameter 'temperature'; accepted: path"),
+    (["--verifier-param", "nokey"], "--verifier-param 'nokey' is not KEY=VALUE"),
 ])
 def test_bad_input_gets_one_clear_line_and_exit_code_2(tmp_path, args, message):
     base = dict(zip(GENERATE[1::2], GENERATE[2::2]))
@@ -108,6 +112,20 @@ def test_bad_input_gets_one_clear_line_and_exit_code_2(tmp_path, args, message):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert message in lines[0]
+
+
+@pytest.mark.parametrize("extra", [["--prompt", "a red cube"], []])
+def test_exactly_one_of_target_and_prompt(tmp_path, extra):
+    args = [a for a in GENERATE if a not in ("--target", "7")]
+    result = invoke(*args, *extra, *(["--target", "7"] if extra else []), "--out", tmp_path)
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: give exactly one of --target (class-conditional models) and --prompt (text models)"
+
+
+def test_a_prompt_for_a_class_conditional_model_is_refused(tmp_path):
+    args = [a for a in GENERATE if a not in ("--target", "7")]
+    result = invoke(*args, "--prompt", "a red cube", "--out", tmp_path)
+    assert result.exit_code == 2 and "target 'a red cube' is not a digits class" in result.output
 
 
 def test_out_that_is_a_file_is_refused(tmp_path):
