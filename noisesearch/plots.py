@@ -9,9 +9,10 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-METRICS = ("fid", "is", "precision", "recall", "accuracy", "diversity")
+METRICS = ("fid", "is", "precision", "recall", "accuracy", "diversity", "mean_best_score")
 METRIC_LABELS = {"fid": "FID (lower is better)", "is": "IS (higher is better)", "precision": "precision",
-                 "recall": "recall", "accuracy": "class accuracy", "diversity": "diversity (1 = real data)"}
+                 "recall": "recall", "accuracy": "class accuracy", "diversity": "diversity (1 = real data)",
+                 "mean_best_score": "mean best verifier score"}
 
 
 def series_label(row: dict) -> str:
@@ -83,7 +84,7 @@ def _cell(point: dict, metric: str, digits: int) -> str:
 
 
 COLUMNS = [("FID", "fid", 2), ("IS", "is", 2), ("prec.", "precision", 3), ("recall", "recall", 3),
-           ("acc.", "accuracy", 3), ("div.", "diversity", 3)]
+           ("acc.", "accuracy", 3), ("div.", "diversity", 3), ("verifier", "mean_best_score", 4)]
 
 
 def results_table(rows: list[dict], *, title: str = "results"):

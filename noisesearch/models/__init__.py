@@ -28,6 +28,44 @@ def toy(*, path=None) -> Model:
     return ToyModel(path=path)
 
 
-MODELS: dict[str, Callable[..., Model]] = {"digits": digits, "digits-large": digits_large, "toy": toy}
+def flux(*, path=None, device="cpu", dtype="float32", height=None, width=None, max_sequence_length=512,
+         decode_batch=4) -> Model:
+    """FLUX.1 text-to-image rectified flow via diffusers (default black-forest-labs/FLUX.1-dev; 1 NFE per step)."""
+    from noisesearch.models.flux import FluxModel
+
+    return FluxModel(path=path, device=device, dtype=dtype, height=height, width=width,
+                     max_sequence_length=max_sequence_length, decode_batch=decode_batch)
+
+
+def sd(*, path=None, device="cpu", dtype="float32", height=None, width=None, decode_batch=4) -> Model:
+    """Stable Diffusion 1.x/2.x via diffusers, DDIM in the RF convention, CFG 2 NFEs per step (default SD 1.5)."""
+    from noisesearch.models.sd import StableDiffusionModel
+
+    return StableDiffusionModel("sd", path=path, device=device, dtype=dtype, height=height, width=width,
+                                decode_batch=decode_batch)
+
+
+def sdxl(*, path=None, device="cpu", dtype="float32", height=None, width=None, decode_batch=4) -> Model:
+    """Stable Diffusion XL base via diffusers, DDIM in the RF convention, CFG 2 NFEs per step."""
+    from noisesearch.models.sd import StableDiffusionModel
+
+    return StableDiffusionModel("sdxl", path=path, device=device, dtype=dtype, height=height, width=width,
+                                decode_batch=decode_batch)
+
+
+def pixart_sigma(*, path=None, device="cpu", dtype="float32", height=None, width=None, max_sequence_length=300,
+                 decode_batch=4) -> Model:
+    """PixArt-Sigma text-to-image DiT via diffusers, DDIM in the RF convention, CFG 2 NFEs per step."""
+    from noisesearch.models.pixart import PixArtSigmaModel
+
+    return PixArtSigmaModel(path=path, device=device, dtype=dtype, height=height, width=width,
+                            max_sequence_length=max_sequence_length, decode_batch=decode_batch)
+
+
+for _factory in (flux, sd, sdxl, pixart_sigma):
+    _factory.needs_weights = True  # loads a pipeline (hub id or --model-path); not built from nothing
+
+MODELS: dict[str, Callable[..., Model]] = {"digits": digits, "digits-large": digits_large, "toy": toy, "flux": flux,
+                                           "sd": sd, "sdxl": sdxl, "pixart-sigma": pixart_sigma}
 
 __all__ = ["MODELS", "Model", "index_cond"]

@@ -1,7 +1,8 @@
-"""Verifier registry: name -> factory ``(*, path=None) -> Verifier`` (see ``noisesearch.verifiers.base``).
+"""Verifier registry: name -> factory ``(*, path=None, ...) -> Verifier`` (see ``noisesearch.verifiers.base``).
 
 Each factory carries ``domain``: the model family whose images it understands (``"digits"``), or
-None for any.
+None for any. Factories with ``needs_path = True`` load weights that are not shipped (a folder
+written by ``save_pretrained``, or a hub id) and raise ``UserError`` without ``path``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,70 @@ def toy_distance(*, path=None) -> Verifier:
     return ToyDistanceVerifier(path=path)
 
 
+def clipscore(*, path=None, device="cpu", dtype="float32") -> Verifier:
+    """Text-image: raw cosine of CLIP image and prompt embeddings (CLIPScore, Hessel et al. 2021)."""
+    from noisesearch.verifiers.clip import ClipScoreVerifier
+
+    return ClipScoreVerifier(path=path, device=device, dtype=dtype)
+
+
+def clip_zeroshot(*, path=None, device="cpu", dtype="float32", classes=None, templates=None) -> Verifier:
+    """Supervised: log p(target class | image) from CLIP zero-shot logits over ImageNet's 80 templates."""
+    from noisesearch.verifiers.clip import ClipZeroShotVerifier
+
+    return ClipZeroShotVerifier(path=path, device=device, dtype=dtype, classes=classes, templates=templates)
+
+
+def feature_similarity_real(*, path=None, device="cpu", dtype="float32", backbone="auto",
+                            preview_sigma=0.4) -> Verifier:
+    """Self-supervised: cosine of CLIP/SigLIP/DINOv2 features, x0-preview at sigma 0.4 vs final sample."""
+    from noisesearch.verifiers.features import FeatureSimilarityVerifier
+
+    return FeatureSimilarityVerifier(path=path, device=device, dtype=dtype, backbone=backbone,
+                                     preview_sigma=preview_sigma)
+
+
+def dino_linear(*, path=None, device="cpu", dtype="float32", head=None) -> Verifier:
+    """Supervised: log p(target class | image) from DINOv2 features and a linear head file."""
+    from noisesearch.verifiers.features import DinoLinearVerifier
+
+    return DinoLinearVerifier(path=path, device=device, dtype=dtype, head=head)
+
+
+def aesthetic(*, path=None, device="cpu", dtype="float32", head=None, activation="none") -> Verifier:
+    """Aesthetic: LAION predictor head on unit CLIP ViT-L/14 image embeddings (1-10 scale)."""
+    from noisesearch.verifiers.aesthetic import AestheticVerifier
+
+    return AestheticVerifier(path=path, device=device, dtype=dtype, head=head, activation=activation)
+
+
+def ensemble(*, members="", weights=None, mode="rank", standardize=True, device="cpu") -> Verifier:
+    """Ensemble: mean within-batch rank (or weighted sum) of member verifiers; batch-dependent (Ma et al. Sec. 5.1)."""
+    from noisesearch.verifiers.ensemble import EnsembleVerifier
+
+    return EnsembleVerifier(members=members, weights=weights, mode=mode, standardize=standardize, device=device)
+
+
+def llm_grader(*, url=None, model=None, key_env="OPENAI_API_KEY", metric="overall_score", cache_dir=None,
+               workers=8, timeout=60.0, retries=3, backoff=1.0, max_tokens=1024) -> Verifier:
+    """Text-image: a multimodal chat model's 0-10 grading (5 aspects + overall) over an OpenAI-compatible API."""
+    from noisesearch.verifiers.llm_grader import LLMGrader
+
+    return LLMGrader(url=url, model=model, key_env=key_env, metric=metric, cache_dir=cache_dir, workers=workers,
+                     timeout=timeout, retries=retries, backoff=backoff, max_tokens=max_tokens)
+
+
+llm_grader.domain = None
+llm_grader.needs_path = True  # needs url=... and model=...; has no path
+
+ensemble.domain = None  # the members' domains apply
+ensemble.needs_path = True  # needs members=...; has no path of its own
+
+REAL = (clipscore, clip_zeroshot, feature_similarity_real, dino_linear, aesthetic)
+for _factory in REAL:
+    _factory.domain = None  # any RGB (or grey) images in [0, 1]
+    _factory.needs_path = True  # weights are not shipped: construction without path raises UserError
+
 for _factory in (classifier, feature_similarity, oracle_is):
     _factory.domain = "digits"
 toy_distance.domain = "toy"
@@ -48,6 +113,13 @@ VERIFIERS: dict[str, Callable[..., Verifier]] = {
     "feature-similarity": feature_similarity,
     "oracle-is": oracle_is,
     "toy-distance": toy_distance,
+    "clipscore": clipscore,
+    "clip-zeroshot": clip_zeroshot,
+    "feature-similarity-real": feature_similarity_real,
+    "dino-linear": dino_linear,
+    "aesthetic": aesthetic,
+    "ensemble": ensemble,
+    "llm-grader": llm_grader,
 }
 
 __all__ = ["VERIFIERS", "Verifier", "check_images"]

@@ -1,0 +1,1 @@
+"""Shipped data files (ImageNet class names, CLIP templates); see README.md here for sources and licences."""

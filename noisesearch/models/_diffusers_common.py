@@ -1,0 +1,180 @@
+"""Shared plumbing for the diffusers adapters: loading, dtype/device parsing, prompt caching, VAE decoding.
+
+Loading follows diffusers' ``DiffusionPipeline.from_pretrained`` (https://huggingface.co/docs/diffusers/
+api/pipelines/overview) with ``trust_remote_code=False`` and safetensors only: a local folder must
+hold ``model_index.json`` and every component it lists; anything else that looks like ``owner/name``
+is a hub id. Every mistake becomes a one-line ``UserError``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from noisesearch.errors import UserError
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def parse_dtype(dtype) -> torch.dtype:
+    """``torch.dtype`` from a name such as ``"float32"`` or ``"bf16"`` (or a dtype itself)."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.lower() in DTYPES:
+        return DTYPES[dtype.lower()]
+    raise UserError(f"unknown dtype {dtype!r}; accepted: float32, float16, bfloat16")
+
+
+def parse_device(device) -> torch.device:
+    """``torch.device`` from a name such as ``"cpu"`` or ``"cuda:0"``, refused if not available here."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r}; accepted: cpu, cuda, cuda:N, mps") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"device {device!r} is not available on this machine")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {device!r} is not available on this machine")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unsupported device {device!r}; accepted: cpu, cuda, cuda:N, mps")
+    return dev
+
+
+def check_folder(folder: Path, classes: tuple[str, ...]) -> None:
+    """Refuse a local pipeline folder without ``model_index.json``, of another class, or missing a component."""
+    if not folder.is_dir():
+        raise UserError(f"model folder {str(folder)!r} is not a folder")
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise UserError(f"model folder {str(folder)!r} has no model_index.json")
+    try:
+        index = json.loads(index_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"model folder {str(folder)!r} has an unreadable model_index.json") from None
+    found = index.get("_class_name")
+    if found not in classes:
+        raise UserError(f"model folder {str(folder)!r} holds a {found}, expected {' or '.join(classes)}")
+    for name, spec in index.items():
+        if not name.startswith("_") and isinstance(spec, list) and spec[0] is not None and not (folder / name).is_dir():
+            raise UserError(f"model folder {str(folder)!r} is incomplete: no {name}/ component")
+
+
+@contextmanager
+def _quiet_loading():
+    """diffusers' and transformers' loading progress bars off for the duration (a CLI error stays one line)."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    was = [(log, log.is_progress_bar_enabled()) for log in (dlog, tlog)]
+    for log, _ in was:
+        log.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for log, enabled in was:
+            if enabled:
+                log.enable_progress_bar()
+
+
+def load_pipeline(pipeline_cls, path, *, default: str, device, dtype, **kwargs):
+    """A diffusers pipeline of ``pipeline_cls`` from a local folder or hub id, in eval mode, without grads.
+
+    ``path`` None means the hub id ``default``. Local folders are checked first (``check_folder``);
+    loading never runs remote code and reads safetensors only.
+    """
+    dev, dt = parse_device(device), parse_dtype(dtype)
+    source = default if path is None else str(path)
+    local = Path(source).expanduser()
+    if local.exists():
+        check_folder(local, (pipeline_cls.__name__, *kwargs.pop("also_accept", ())))
+        source = str(local)
+    elif path is not None and not _HUB_ID.match(source):
+        raise UserError(f"model folder {source!r} does not exist (nor is it a hub id owner/name)")
+    kwargs.pop("also_accept", None)
+    try:
+        with _quiet_loading():
+            pipe = pipeline_cls.from_pretrained(source, dtype=dt, trust_remote_code=False, use_safetensors=True,
+                                                **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load {pipeline_cls.__name__} from {source!r}: {first}") from None
+    pipe.set_progress_bar_config(disable=True)
+    for part in pipe.components.values():
+        if isinstance(part, torch.nn.Module):
+            part.eval().requires_grad_(False)
+    return pipe.to(dev)
+
+
+def check_prompt(target) -> str:
+    """A prompt as a non-empty string, else ``UserError``."""
+    if not isinstance(target, str) or not target.strip():
+        raise UserError("prompt must be a non-empty string")
+    return target
+
+
+class PromptCache:
+    """Embeddings per distinct prompt, computed once by ``embed(prompts) -> dict of (N, ...)`` and reused."""
+
+    def __init__(self, embed: Callable[[list[str]], dict[str, torch.Tensor]]):
+        self.embed = embed
+        self.cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Batch-first embeddings for ``prompts`` (duplicates encoded once)."""
+        new = list(dict.fromkeys(p for p in prompts if p not in self.cache))
+        if new:
+            with torch.no_grad():
+                fresh = self.embed(new)
+            for i, p in enumerate(new):
+                self.cache[p] = {k: v[i] for k, v in fresh.items()}
+        keys = self.cache[prompts[0]].keys()
+        return {k: torch.stack([self.cache[p][k] for p in prompts]) for k in keys}  # each (B, ...)
+
+
+def decode_slices(decode_one: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int) -> torch.Tensor:
+    """``decode_one`` over slices of at most ``batch`` rows, concatenated (VAE memory grows with the batch)."""
+    return torch.cat([decode_one(x[i:i + batch]) for i in range(0, len(x), batch)])  # (B, 3, H, W)
+
+
+def check_positive_int(value, what: str) -> int:
+    """``value`` as a positive int, else ``UserError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+class VPTable:
+    """A discrete VP schedule (``alphas_cumprod``) seen in the package's sigma convention.
+
+    A VP state ``x_vp = alpha x0 + sigma_vp noise`` is ``x_rf = x_vp / (alpha + sigma_vp)`` at
+    ``sigma_rf = sigma_vp / (alpha + sigma_vp)`` (the DDIM-Euler equivalence of Song et al. 2021,
+    arXiv 2010.02502, Sec. 4.3). Sigmas outside the trained range are clamped to it.
+    """
+
+    def __init__(self, alphas_cumprod: torch.Tensor):
+        acp = alphas_cumprod.double()  # (T,)
+        self.sigmas = ((1 - acp).sqrt() / (acp.sqrt() + (1 - acp).sqrt())).tolist()  # increasing in t
+        self.exact = {s: t for t, s in enumerate(self.sigmas)}
+
+    def sigma(self, t: int) -> float:
+        """RF sigma of integer timestep ``t``."""
+        return self.sigmas[int(t)]
+
+    def at(self, sigma: float) -> tuple[float, float, float]:
+        """(timestep, alpha, sigma_vp) for an RF ``sigma``; grid sigmas map to their integer timestep."""
+        sigma = min(max(float(sigma), self.sigmas[0]), self.sigmas[-1])
+        t = self.exact.get(sigma)
+        if t is None:
+            import numpy as np
+
+            t = float(np.interp(sigma, self.sigmas, np.arange(len(self.sigmas))))
+        ratio = sigma / (1 - sigma)  # sigma_vp / alpha
+        alpha = (1 + ratio**2) ** -0.5
+        return t, alpha, ratio * alpha

@@ -1,0 +1,101 @@
+"""PixArt-Sigma through diffusers: an eps-prediction DiT on a VP schedule, rescaled like ``sd``.
+
+PixArt-Sigma (Chen et al. 2024, arXiv 2403.04692) predicts ``eps`` and, in its released weights, a
+learned variance in the second half of its output channels; only the ``eps`` half is used (as the
+pipeline does). Conversion, schedule (DDIM timesteps as RF sigmas, then 0) and CFG (2 NFEs per
+call) follow ``noisesearch.models.sd``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from noisesearch.errors import UserError
+from noisesearch.models._diffusers_common import (
+    PromptCache, VPTable, check_positive_int, check_prompt, decode_slices, load_pipeline,
+)
+from noisesearch.models.sd import vae_decode
+
+DEFAULT_ID = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
+
+
+class PixArtSigmaModel:
+    """PixArt-Sigma text-to-image adapter: prompts in, images (B, 3, H, W) in [0, 1] out."""
+
+    domain = "rgb"
+
+    def __init__(self, *, path=None, device="cpu", dtype="float32", height: int | None = None,
+                 width: int | None = None, max_sequence_length: int = 300, decode_batch: int = 4):
+        from diffusers import DDIMScheduler, PixArtSigmaPipeline
+
+        self.name = "pixart-sigma"
+        self.pipe = load_pipeline(PixArtSigmaPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype)
+        net = self.pipe.transformer
+        self.device, self.dtype = net.device, net.dtype
+        self.decode_batch = check_positive_int(decode_batch, "decode_batch")
+        self.max_sequence_length = check_positive_int(max_sequence_length, "max_sequence_length")
+        self.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)  # timesteps only; we step ourselves
+        self.vp = VPTable(self.scheduler.alphas_cumprod)
+        factor, patch = self.pipe.vae_scale_factor, net.config.patch_size
+        native = net.config.sample_size * factor
+        self.height, self.width = (native if height is None else height), (native if width is None else width)
+        for what, size in (("height", self.height), ("width", self.width)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < factor * patch or size % (factor * patch):
+                raise UserError(f"{what} {size!r} is not a positive multiple of {factor * patch} "
+                                f"(the VAE's {factor}x downsampling times the {patch}x{patch} patches)")
+        self.channels = net.config.in_channels
+        self.noise_shape = (self.channels, self.height // factor, self.width // factor)
+        self.default_steps, self.default_guidance = 20, 4.5  # the pipeline's defaults
+        self.prompts = PromptCache(self._embed)
+
+    def check_target(self, target) -> str:
+        return check_prompt(target)
+
+    def _embed(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        embeds, mask, neg, neg_mask = self.pipe.encode_prompt(prompts, do_classifier_free_guidance=True,
+                                                              negative_prompt="", device=self.device,
+                                                              max_sequence_length=self.max_sequence_length)
+        return {"embeds": embeds, "mask": mask, "neg": neg, "neg_mask": neg_mask}  # (N, L, D), (N, L)
+
+    def encode(self, targets: list) -> dict[str, torch.Tensor]:
+        return self.prompts([self.check_target(t) for t in targets])
+
+    def nfe_per_call(self, guidance: float) -> int:
+        return 1 if guidance == 1.0 else 2
+
+    def schedule(self, steps: int) -> tuple[float, ...]:
+        """DDIM's timesteps for ``steps`` steps as RF sigmas, then 0."""
+        check_positive_int(steps, "steps")
+        self.scheduler.set_timesteps(steps)
+        return tuple(self.vp.sigma(int(t)) for t in self.scheduler.timesteps) + (0.0,)
+
+    def start_scale(self, sigma: float) -> float:
+        """``x_rf / x_vp`` at RF ``sigma``: the pipeline's ``latents = noise`` is ``x_rf = start_scale * noise``."""
+        _, alpha, sigma_vp = self.vp.at(sigma)
+        return 1 / (alpha + sigma_vp)
+
+    @torch.no_grad()
+    def denoise(self, x: torch.Tensor, sigma: float, cond: dict, *, guidance: float) -> torch.Tensor:
+        return self.denoise_grad(x, sigma, cond, guidance=guidance)
+
+    def denoise_grad(self, x: torch.Tensor, sigma: float, cond: dict, *, guidance: float) -> torch.Tensor:
+        """``denoise`` with autograd left on (for first-order search)."""
+        t, alpha, sigma_vp = self.vp.at(sigma)
+        x_vp = (x * (alpha + sigma_vp)).to(self.device, self.dtype)  # (B, C, h, w)
+        cfg = guidance != 1.0
+        rows = torch.cat([x_vp, x_vp]) if cfg else x_vp  # unconditional rows first, as the pipeline
+        embeds = torch.cat([cond["neg"], cond["embeds"]]) if cfg else cond["embeds"]  # (rows, L, D)
+        mask = torch.cat([cond["neg_mask"], cond["mask"]]) if cfg else cond["mask"]  # (rows, L)
+        timestep = torch.full((len(rows),), t, dtype=torch.float32, device=self.device)
+        out = self.pipe.transformer(rows, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=timestep,
+                                    added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+                                    return_dict=False)[0]  # (rows, C or 2C, h, w)
+        eps = out[:, : self.channels]  # the eps half when the variance is learned
+        if cfg:
+            uncond, text = eps.chunk(2)
+            eps = uncond + guidance * (text - uncond)  # (B, C, h, w)
+        x_vp, eps = x_vp.to(x.device, x.dtype), eps.to(x.device, x.dtype)
+        return (x_vp - sigma_vp * eps) / alpha
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        return decode_slices(lambda z: vae_decode(self.pipe.vae, z), x0, self.decode_batch)

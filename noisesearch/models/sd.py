@@ -1,0 +1,123 @@
+"""Stable Diffusion 1.x/2.x and SDXL through diffusers: an eps-prediction UNet on a VP schedule, rescaled.
+
+The UNet predicts the noise ``eps`` of ``x_vp = alpha x0 + sigma_vp noise`` (Rombach et al. 2022,
+arXiv 2112.10752; Podell et al. 2023, arXiv 2307.01952). In the package convention the state is
+``x_rf = x_vp / (alpha + sigma_vp)`` at ``sigma_rf = sigma_vp / (alpha + sigma_vp)`` and the
+x0-prediction is ``(x_vp - sigma_vp eps) / alpha``; Euler there is exactly DDIM (eta = 0).
+Classifier-free guidance runs the unconditional and conditional rows as one batch: 2 NFEs per call.
+
+The schedule is DDIM's timesteps (the folder's spacing) in RF sigmas, so it starts below 1
+(``sigma_rf`` of the first timestep, about 0.93 for 50 steps) and ends at 0. The pipeline starts
+from ``latents = noise`` there, which is ``x_rf = noise * start_scale(sigmas[0])``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from noisesearch.errors import UserError
+from noisesearch.models._diffusers_common import (
+    PromptCache, VPTable, check_positive_int, check_prompt, decode_slices, load_pipeline,
+)
+
+DEFAULT_IDS = {"sd": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
+
+
+class StableDiffusionModel:
+    """SD / SDXL text-to-image adapter: prompts in, images (B, 3, H, W) in [0, 1] out (see the module docstring)."""
+
+    domain = "rgb"
+
+    def __init__(self, name: str = "sd", *, path=None, device="cpu", dtype="float32", height: int | None = None,
+                 width: int | None = None, decode_batch: int = 4):
+        from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        self.name, self.xl = name, name == "sdxl"
+        cls = StableDiffusionXLPipeline if self.xl else StableDiffusionPipeline
+        self.pipe = load_pipeline(cls, path, default=DEFAULT_IDS[name], device=device, dtype=dtype)
+        unet, vae = self.pipe.unet, self.pipe.vae
+        self.device, self.dtype = unet.device, unet.dtype
+        self.decode_batch = check_positive_int(decode_batch, "decode_batch")
+        self.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)  # timesteps only; we step ourselves
+        self.vp = VPTable(self.scheduler.alphas_cumprod)
+        factor = self.pipe.vae_scale_factor
+        native = unet.config.sample_size * factor
+        self.height, self.width = (native if height is None else height), (native if width is None else width)
+        for what, size in (("height", self.height), ("width", self.width)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < factor or size % factor:
+                raise UserError(f"{what} {size!r} is not a positive multiple of {factor} (the VAE's downsampling)")
+        self.noise_shape = (unet.config.in_channels, self.height // factor, self.width // factor)
+        self.default_steps = 50
+        self.default_guidance = 5.0 if self.xl else 7.5  # the pipelines' defaults
+        if vae.dtype == torch.float16 and vae.config.get("force_upcast", False):
+            vae.to(torch.float32)  # SDXL's VAE overflows in float16 (as the pipeline's own upcast)
+        if self.xl:
+            proj = self.pipe.text_encoder_2.config.projection_dim
+            size = (self.height, self.width)
+            self.time_ids = self.pipe._get_add_time_ids(size, (0, 0), size, self.dtype,
+                                                        text_encoder_projection_dim=proj).to(self.device)  # (1, 6)
+        self.prompts = PromptCache(self._embed)
+
+    def check_target(self, target) -> str:
+        return check_prompt(target)
+
+    def _embed(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        out = self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,
+                                      do_classifier_free_guidance=True, negative_prompt=None)
+        names = ("embeds", "neg", "pooled", "neg_pooled") if self.xl else ("embeds", "neg")
+        return dict(zip(names, out))  # (N, L, D) each; pooled (N, P)
+
+    def encode(self, targets: list) -> dict[str, torch.Tensor]:
+        return self.prompts([self.check_target(t) for t in targets])
+
+    def nfe_per_call(self, guidance: float) -> int:
+        return 1 if guidance == 1.0 else 2
+
+    def schedule(self, steps: int) -> tuple[float, ...]:
+        """DDIM's timesteps for ``steps`` steps as RF sigmas, then 0."""
+        check_positive_int(steps, "steps")
+        self.scheduler.set_timesteps(steps)
+        return tuple(self.vp.sigma(int(t)) for t in self.scheduler.timesteps) + (0.0,)
+
+    def start_scale(self, sigma: float) -> float:
+        """``x_rf / x_vp`` at RF ``sigma``: the pipeline's ``latents = noise`` is ``x_rf = start_scale * noise``."""
+        _, alpha, sigma_vp = self.vp.at(sigma)
+        return 1 / (alpha + sigma_vp)
+
+    @torch.no_grad()
+    def denoise(self, x: torch.Tensor, sigma: float, cond: dict, *, guidance: float) -> torch.Tensor:
+        return self.denoise_grad(x, sigma, cond, guidance=guidance)
+
+    def denoise_grad(self, x: torch.Tensor, sigma: float, cond: dict, *, guidance: float) -> torch.Tensor:
+        """``denoise`` with autograd left on (for first-order search)."""
+        t, alpha, sigma_vp = self.vp.at(sigma)
+        x_vp = (x * (alpha + sigma_vp)).to(self.device, self.dtype)  # (B, C, h, w)
+        cfg = guidance != 1.0
+        rows = torch.cat([x_vp, x_vp]) if cfg else x_vp  # (2B or B, C, h, w): unconditional rows first
+        embeds = torch.cat([cond["neg"], cond["embeds"]]) if cfg else cond["embeds"]
+        extra = {}
+        if self.xl:
+            pooled = torch.cat([cond["neg_pooled"], cond["pooled"]]) if cfg else cond["pooled"]  # (rows, P)
+            extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": self.time_ids.expand(len(rows), -1)}
+        timestep = torch.full((len(rows),), t, dtype=torch.float32, device=self.device)
+        eps = self.pipe.unet(rows, timestep, encoder_hidden_states=embeds, return_dict=False, **extra)[0]
+        if cfg:
+            uncond, text = eps.chunk(2)
+            eps = uncond + guidance * (text - uncond)  # (B, C, h, w)
+        x_vp, eps = x_vp.to(x.device, x.dtype), eps.to(x.device, x.dtype)
+        return (x_vp - sigma_vp * eps) / alpha
+
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        return decode_slices(lambda z: vae_decode(self.pipe.vae, z), x0, self.decode_batch)
+
+
+def vae_decode(vae, z: torch.Tensor) -> torch.Tensor:
+    """Images (b, 3, H, W) in [0, 1] from latents (b, C, h, w), unscaled as the SD-family pipelines do."""
+    z = z.to(vae.device, vae.dtype)
+    mean, std = vae.config.get("latents_mean"), vae.config.get("latents_std")
+    if mean is not None and std is not None:
+        shape = (1, len(mean), 1, 1)
+        z = z * torch.tensor(std).view(shape).to(z) / vae.config.scaling_factor + torch.tensor(mean).view(shape).to(z)
+    else:
+        z = z / vae.config.scaling_factor
+    return (vae.decode(z, return_dict=False)[0].float() / 2 + 0.5).clamp(0, 1).cpu()

@@ -1,0 +1,266 @@
+"""LLM grader: a multimodal chat model grades each image against its prompt (Ma et al. 2025, Sec. 5.1, Fig. 16).
+
+The model scores five aspects (0-10 each) and an overall score, returned as JSON validated with
+pydantic (``Grading``) and requested as structured output (``response_format`` json_schema). The
+back end is any OpenAI-compatible chat-completions endpoint (``url``, ``model``; the key is read
+from the environment variable named ``key_env`` at request time and never stored, logged,
+cached or put in an error message). Images go as base64 PNG data URLs.
+
+Robustness: requests run in threads, each score is written to its own image's index; timeouts,
+dropped connections, 429 and 5xx are retried with exponential backoff; a response that fails
+validation is retried, then recorded as NaN (a failed score, never a crash). Only when *no* image
+of a call could be graded because the server is unreachable or refuses the request (401, 403,
+404) is a ``UserError`` raised, since the whole search would otherwise be silently NaN. With
+``cache_dir``, validated gradings are stored per request (key: SHA-256 of model, rubric, prompt and
+PNG bytes) and identical requests are not sent again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import io
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from noisesearch.errors import UserError
+from noisesearch.verifiers._hf import check_prompts, require
+from noisesearch.verifiers.base import check_images
+
+log = logging.getLogger(__name__)
+
+ASPECTS = ("accuracy_to_prompt", "creativity_and_originality", "visual_quality_and_realism",
+           "consistency_and_cohesion", "emotional_or_thematic_resonance")
+METRICS = (*ASPECTS, "overall_score")
+RUBRIC = """You judge images made by a text-to-image model. You get the text prompt and one image.
+Grade the image on each aspect below with a number from 0 (very poor) to 10 (excellent) and one
+short sentence that explains the grade:
+- accuracy_to_prompt: are all objects, attributes, counts, relations and text from the prompt there, as described?
+- creativity_and_originality: is the interpretation inventive rather than generic, while staying on the prompt?
+- visual_quality_and_realism: is it sharp and well lit, with plausible anatomy, geometry and textures, free of artefacts?
+- consistency_and_cohesion: do style, lighting, perspective and scale agree across the whole image?
+- emotional_or_thematic_resonance: does it convey the mood or theme that the prompt asks for?
+Then give overall_score (0-10): your overall judgement, about the mean of the five aspects unless
+one flaw clearly dominates. Judge only what is visible. Answer with the JSON object only."""
+FATAL_STATUS = (401, 403, 404)
+RETRY_STATUS = (408, 409, 429)
+
+
+def grading_model():
+    """The pydantic model of a grading: five aspects and ``overall_score``, each {explanation, score in [0, 10]}."""
+    pydantic = require("pydantic", "llm-grader")
+
+    class Aspect(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        explanation: str
+        score: float = pydantic.Field(ge=0, le=10)
+
+    fields = {name: (Aspect, ...) for name in METRICS}
+    return pydantic.create_model("Grading", __config__=pydantic.ConfigDict(extra="forbid"), **fields)
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """PNG encoding of one image (C, H, W) in [0, 1] as 8-bit (deterministic)."""
+    from PIL import Image
+
+    arr = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)  # (C, H, W)
+    arr = arr[0] if arr.shape[0] == 1 else arr.permute(1, 2, 0)  # (H, W) or (H, W, C)
+    buf = io.BytesIO()
+    Image.fromarray(arr.numpy()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class _Failure(Exception):
+    """One attempt failed: ``kind`` is "retry", "invalid" or "fatal"; ``reason`` is safe to log."""
+
+    def __init__(self, kind: str, reason: str, wait: float = 0.0):
+        super().__init__(reason)
+        self.kind, self.reason, self.wait = kind, reason, wait
+
+
+class LLMGrader:
+    """Scores images by a multimodal chat model's grading (0-10) of ``metric`` (Ma et al. 2025, Fig. 16).
+
+    Args:
+        url: the endpoint (".../v1" or ".../v1/chat/completions"); model: the model name it serves;
+        key_env: the environment variable holding the API key ("" for none);
+        metric: which grade is the score ("overall_score" or an aspect);
+        cache_dir: folder for cached gradings (None: no cache); workers: concurrent requests;
+        timeout: seconds per request; retries: extra attempts per image; backoff: first wait in seconds.
+    """
+
+    preview_sigma = None
+
+    def __init__(self, *, url=None, model=None, key_env="OPENAI_API_KEY", metric="overall_score", cache_dir=None,
+                 workers=8, timeout=60.0, retries=3, backoff=1.0, max_tokens=1024):
+        self.name = "llm-grader"
+        if not url or not model:
+            raise UserError("llm-grader needs url=<OpenAI-compatible endpoint> and model=<model name>")
+        if metric not in METRICS:
+            raise UserError(f"llm-grader: unknown metric {metric!r}; accepted: {', '.join(METRICS)}")
+        url = str(url).rstrip("/")
+        self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
+        self.model, self.key_env, self.metric = str(model), str(key_env or ""), metric
+        self.workers, self.timeout, self.retries, self.backoff = int(workers), float(timeout), int(retries), float(backoff)
+        self.max_tokens = int(max_tokens)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.Grading = grading_model()
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "cached": 0}
+        self._lock = threading.Lock()
+
+    # -- one request ------------------------------------------------------------------------
+    def _key(self) -> str:
+        return os.environ.get(self.key_env, "") if self.key_env else ""
+
+    def _safe(self, text: str) -> str:
+        """``text`` with the API key (if any) blanked out: every logged or raised string passes here."""
+        key = self._key()
+        return text.replace(key, "***") if key else text
+
+    def payload(self, prompt: str, png: bytes) -> dict:
+        """The chat-completions request body for one image."""
+        image_url = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        return {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": RUBRIC},
+                {"role": "user", "content": [{"type": "text", "text": f"Prompt: {prompt}"},
+                                             {"type": "image_url", "image_url": {"url": image_url}}]},
+            ],
+            "response_format": {"type": "json_schema",
+                                "json_schema": {"name": "grading", "strict": True,
+                                                "schema": self.Grading.model_json_schema()}},
+            "temperature": 0,
+            "max_tokens": self.max_tokens,
+        }
+
+    def _post(self, body: bytes) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self._key():
+            headers["Authorization"] = "Bearer " + self._key()
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as e:
+            detail = self._safe(e.read(300).decode("utf-8", "replace").strip().replace("\n", " "))
+            if e.code in RETRY_STATUS or e.code >= 500:
+                retry_after = e.headers.get("Retry-After", "") if e.headers else ""
+                wait = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 0.0
+                raise _Failure("retry", f"HTTP {e.code}", min(wait, 60.0)) from None
+            kind = "fatal" if e.code in FATAL_STATUS else "invalid-final"
+            raise _Failure(kind, f"HTTP {e.code}: {detail[:200]}") from None
+        except urllib.error.URLError as e:
+            reason = e.reason
+            if isinstance(reason, (TimeoutError, socket.timeout)):
+                raise _Failure("retry", "timeout") from None
+            if isinstance(reason, (ConnectionRefusedError, socket.gaierror, str)):
+                raise _Failure("unreachable", f"cannot reach the server ({type(reason).__name__})") from None
+            raise _Failure("retry", f"connection dropped ({type(reason).__name__})") from None
+        except (TimeoutError, socket.timeout):
+            raise _Failure("retry", "timeout") from None
+        except (http.client.HTTPException, ConnectionError, OSError) as e:
+            raise _Failure("retry", f"connection dropped ({type(e).__name__})") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise _Failure("invalid", "response is not JSON") from None
+
+    def _parse(self, reply: dict):
+        usage = reply.get("usage") or {} if isinstance(reply, dict) else {}
+        with self._lock:
+            self.usage["requests"] += 1
+            self.usage["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
+            self.usage["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+        try:
+            content = reply["choices"][0]["message"]["content"]
+            return self.Grading.model_validate_json(content)
+        except Exception as e:  # missing fields, bad JSON, scores out of range: all "invalid"
+            raise _Failure("invalid", f"invalid grading ({type(e).__name__})") from None
+
+    def grade(self, prompt: str, png: bytes):
+        """(grading or None, failure reason or None) for one image, with retries and the cache."""
+        cache = self._cache_path(prompt, png)
+        if cache is not None and cache.is_file():
+            try:
+                grading = self.Grading.model_validate_json(cache.read_text(encoding="utf-8"))
+                with self._lock:
+                    self.usage["cached"] += 1
+                return grading, None
+            except Exception:
+                log.warning("llm-grader: ignoring unreadable cache file %s", cache.name)
+        body = json.dumps(self.payload(prompt, png)).encode("utf-8")
+        failure = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(max(self.backoff * 2 ** (attempt - 1), failure.wait))
+            try:
+                grading = self._parse(self._post(body))
+            except _Failure as f:
+                failure = f
+                if f.kind in ("fatal", "invalid-final"):
+                    break
+                continue
+            if cache is not None:
+                _write_atomic(cache, grading.model_dump_json())
+            return grading, None
+        return None, failure
+
+    def _cache_path(self, prompt: str, png: bytes) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        h = hashlib.sha256()
+        for part in (self.model.encode(), RUBRIC.encode(), prompt.encode(), png):
+            h.update(len(part).to_bytes(8, "little") + part)
+        return self.cache_dir / f"{h.hexdigest()}.json"
+
+    # -- the verifier -----------------------------------------------------------------------
+    def gradings(self, images: torch.Tensor, targets: list) -> list:
+        """One grading (or None) per image, in image order."""
+        check_images(images)
+        prompts = check_prompts(targets, len(images), what=self.name)
+        pngs = [png_bytes(im) for im in images]
+        results: list = [None] * len(images)
+        failures: list = [None] * len(images)
+
+        def work(i: int) -> None:
+            results[i], failures[i] = self.grade(prompts[i], pngs[i])  # each result lands at its own index
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(images)))) as pool:
+            list(pool.map(work, range(len(images))))
+        failed = [f for f in failures if f is not None]
+        if failed and len(failed) == len(images) and all(f.kind in ("fatal", "unreachable") for f in failed):
+            raise UserError(self._safe(f"llm-grader: {self.url}: {failed[0].reason} for every image"))
+        for i, f in enumerate(failures):
+            if f is not None:
+                log.warning("llm-grader: image %d scored NaN after %s", i, self._safe(f.reason))
+        log.info("llm-grader: %d/%d graded; tokens so far: prompt %d, completion %d; requests %d, cached %d",
+                 len(images) - len(failed), len(images), self.usage["prompt_tokens"],
+                 self.usage["completion_tokens"], self.usage["requests"], self.usage["cached"])
+        return results
+
+    def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
+        """Scores (B,) in [0, 10]: the chosen grade; NaN where no valid grading was obtained."""
+        out = torch.full((len(images),), float("nan"))
+        for i, g in enumerate(self.gradings(images, targets)):
+            if g is not None:
+                out[i] = float(getattr(g, self.metric).score)
+        return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
