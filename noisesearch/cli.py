@@ -137,7 +137,7 @@ def demo(
     from noisesearch.plots import markdown_table
 
     atomic_write_bytes(out / "table.md", markdown_table(rows).encode())
-    Console(width=max(Console().width, 110)).print(
+    Console(width=max(Console().width, 160)).print(
         results_table(rows, title=f"noisesearch demo ({'quick' if quick else 'full'})"))
     print(f"rows: {out / 'results.jsonl'}  plot: {out / 'scaling.png'}  samples: {out / 'samples'}")
 
@@ -173,7 +173,7 @@ def compare(
     from noisesearch._io import atomic_write_bytes
 
     atomic_write_bytes(out / "table.md", markdown_table(rows).encode())
-    Console(width=max(Console().width, 150)).print(results_table(rows, title=f"noisesearch compare ({model})"))
+    Console(width=max(Console().width, 160)).print(results_table(rows, title=f"noisesearch compare ({model})"))
     for config, reason in skipped:
         print(f"skipped {config.slug}: {reason}")
     print(f"rows: {out / 'results.jsonl'}  table: {out / 'table.md'}  plot: {out / 'scaling.png'}")

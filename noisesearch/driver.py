@@ -190,7 +190,11 @@ def _run_batch(model, verifier, acct, cond_all, problems, asked, outcomes, chunk
     with torch.enable_grad() if first.grad else torch.no_grad():
         if first.grad:
             x_start.requires_grad_(True)
-        x_end = sampler.fn(denoise, x_start, sigmas, callback=callback, **extra)  # (B, *noise_shape)
+        x_in = x_start
+        start_scale = getattr(model, "start_scale", None)
+        if start_scale is not None and sigmas[0] == problems[chunk[0][0]].sigmas[0]:
+            x_in = x_start * start_scale(sigmas[0])  # a noise at the schedule's start -> the model's state there
+        x_end = sampler.fn(denoise, x_in, sigmas, callback=callback, **extra)  # (B, *noise_shape)
         if first.final:
             end_denoised = x_end
         elif first.score_end:

@@ -14,7 +14,7 @@ import torch
 
 def _byte_vocab() -> dict[str, int]:
     """A byte-level CLIP vocabulary without merges: 256 bytes, 256 word-final bytes, 2 specials."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
     chars, extra = [], 0
     for b in range(256):
         chars.append(chr(b) if b in printable else chr(256 + extra))
@@ -67,13 +67,14 @@ def vae(*, latent_channels: int, blocks: int = 1, **kwargs):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(4,) * blocks,
-                         down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+                         down_block_types=("DownEncoderBlock2D",) * blocks,
+                         up_block_types=("UpDecoderBlock2D",) * blocks,
                          layers_per_block=1, latent_channels=latent_channels, norm_num_groups=1, sample_size=32,
                          **kwargs).eval()
 
 
 def save_flux(folder: Path, *, seed: int = 0, guidance_embeds: bool = True) -> Path:
-    """A tiny FLUX pipeline (16-channel-free: 1 latent channel, 4 packed) saved to ``folder``."""
+    """A tiny FLUX pipeline (1 latent channel, 4 after 2x2 packing; VAE factor 1) saved to ``folder``."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     with torch.random.fork_rng(devices=[]):
@@ -104,8 +105,10 @@ def _ddim():
 def _unet(*, cross: int, sdxl: bool = False):
     from diffusers import UNet2DConditionModel
 
-    kwargs = dict(addition_embed_type="text_time", addition_time_embed_dim=8,
-                  projection_class_embeddings_input_dim=cross // 2 + 6 * 8, transformer_layers_per_block=(1, 1)) if sdxl else {}
+    kwargs = {}
+    if sdxl:  # pooled text (cross // 2 from the second encoder) + 6 size/crop ids of 8 dims each
+        kwargs = dict(addition_embed_type="text_time", addition_time_embed_dim=8,
+                      projection_class_embeddings_input_dim=cross // 2 + 6 * 8, transformer_layers_per_block=(1, 1))
     return UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4,
                                 out_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=cross,
@@ -118,7 +121,8 @@ def save_sd(folder: Path, *, seed: int = 0) -> Path:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pipe = StableDiffusionPipeline(vae=vae(latent_channels=4, blocks=2, scaling_factor=0.18215), text_encoder=clip_text_model(),
+        pipe = StableDiffusionPipeline(vae=vae(latent_channels=4, blocks=2, scaling_factor=0.18215),
+                                       text_encoder=clip_text_model(),
                                        tokenizer=clip_tokenizer(), unet=_unet(cross=32), scheduler=_ddim(),
                                        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder)

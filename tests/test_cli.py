@@ -80,7 +80,7 @@ def test_list_shows_every_registered_name():
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--model", "sdxl"], "unknown model 'sdxl'; accepted: digits, digits-large, toy"),
+    (["--model", "imagen"], "unknown model 'imagen'; accepted: digits, digits-large, toy"),
     (["--verifier", "clip"], "unknown verifier 'clip'; accepted: classifier"),
     (["--algorithm", "beam"], "unknown algorithm 'beam'; accepted: random, zero-order"),
     (["--budget", "8"], "budget 8 is smaller than 1 candidate(s) (16 NFEs with 16 steps"),

@@ -25,10 +25,13 @@ from noisesearch.search import ALGORITHMS
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_pipelines as tiny  # noqa: E402
 
-FAMILIES = ["flux", "sd", "sdxl"]
+FAMILIES = ["flux", "sd", "sdxl", "pixart-sigma"]
 SIZE = {"height": 32, "width": 32}
-OPTIONS = {"flux": {**SIZE, "max_sequence_length": 16}, "sd": SIZE, "sdxl": SIZE}
-SAVE = {"flux": tiny.save_flux, "sd": tiny.save_sd, "sdxl": tiny.save_sdxl}
+OPTIONS = {"flux": {**SIZE, "max_sequence_length": 16}, "sd": SIZE, "sdxl": SIZE,
+           "pixart-sigma": {**SIZE, "max_sequence_length": 16}}
+SAVE = {"flux": tiny.save_flux, "sd": tiny.save_sd, "sdxl": tiny.save_sdxl, "pixart-sigma": tiny.save_pixart}
+NETWORK = {"flux": "transformer", "sd": "unet", "sdxl": "unet", "pixart-sigma": "transformer"}
+EMBEDS = {"flux": "prompt_embeds", "sd": "embeds", "sdxl": "embeds", "pixart-sigma": "embeds"}
 PROMPT = "a red cube"
 
 
@@ -68,7 +71,8 @@ def pipeline_run(name, model, z, steps, output_type):
     """The pipeline's own sampling loop from noise ``z`` (1, C, h, w)."""
     from noisesearch.models.flux import _pack
 
-    extra = {"max_sequence_length": 16} if name == "flux" else {}
+    extra = {"flux": {"max_sequence_length": 16}, "pixart-sigma": {"max_sequence_length": 16,
+                                                                   "use_resolution_binning": False}}.get(name, {})
     latents = _pack(z) if name == "flux" else z  # FLUX takes packed latents; SD/SDXL take VP latents (x1 for DDIM)
     return model.pipe(PROMPT, **SIZE, num_inference_steps=steps, latents=latents, guidance_scale=guidance_of(name),
                       output_type=output_type, **extra).images
@@ -119,8 +123,7 @@ def test_batch_row_equals_candidate_alone(models, name):
     alone = our_run(model, x[1:2], model.encode(["a blue cat"]), sigmas, g)
     torch.testing.assert_close(batch[1:2], alone, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(batch[0], batch[1])  # the prompt matters
-    assert torch.equal(cond["prompt_embeds" if name == "flux" else "embeds"][0],
-                       cond["prompt_embeds" if name == "flux" else "embeds"][2])
+    assert torch.equal(cond[EMBEDS[name]][0], cond[EMBEDS[name]][2])
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -156,7 +159,7 @@ def brightness(*, path=None):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_driver_nfes_equal_real_network_rows(models, name):
     model = models[name]
-    net = model.pipe.transformer if name == "flux" else model.pipe.unet
+    net = getattr(model.pipe, NETWORK[name])
     rows = []
     hook = net.register_forward_pre_hook(
         lambda module, args, kwargs: rows.append(len(kwargs.get("hidden_states", args[0] if args else None))),
@@ -169,6 +172,11 @@ def test_driver_nfes_equal_real_network_rows(models, name):
     per_candidate = 2 * (1 if name == "flux" else 2)
     assert result.nfe_used == sum(rows) == len(result.candidates) * per_candidate
     assert result.best_image.shape == (3, 32, 32)
+
+
+def test_pixart_takes_the_eps_half_of_a_learned_variance_output(models):
+    model = models["pixart-sigma"]
+    assert model.pipe.transformer.config.out_channels == 2 * model.noise_shape[0]
 
 
 def test_prompt_embeddings_are_cached(models):
@@ -248,3 +256,13 @@ def test_cli_bad_input_is_one_line_exit_2(folders, tmp_path, monkeypatch, extra,
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+
+
+@pytest.mark.parametrize("name", ["flux", "sd"])
+def test_gradients_flow_from_images_to_the_noise(models, name):
+    model = models[name]
+    x = noise(model, seed=3).requires_grad_(True)
+    sigma = model.schedule(2)[0]
+    images = model.decode(model.denoise_grad(x, sigma, model.encode([PROMPT]), guidance=guidance_of(name)))
+    (g,) = torch.autograd.grad(images.mean(), x)
+    assert g.shape == x.shape and torch.isfinite(g).all() and g.abs().sum() > 0

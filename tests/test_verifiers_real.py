@@ -49,7 +49,7 @@ REAL = ["clipscore", "clip-zeroshot", "feature-similarity-real", "dino-linear", 
 def test_real_verifier_contract(name, folders):
     """Shapes, float on the CPU, finite, deterministic, image i independent of the batch, differentiable."""
     v = build(name, folders)
-    assert isinstance(v, Verifier) and VERIFIERS[name].domain is None and VERIFIERS[name].needs_path
+    assert isinstance(v, Verifier) and VERIFIERS[name].domain is None and VERIFIERS[name].needs_setup
     x, prev = images(3, seed=1), images(3, seed=2)
     kw = {"previews": prev} if v.preview_sigma is not None else {}
     s = v(x, targets_for(name, 3), **kw)
@@ -331,3 +331,17 @@ def socket_closed():
         yield f"http://127.0.0.1:{port}/v1"
 
     return ctx()
+
+
+def test_real_verifier_in_a_search(folders):
+    """Built by name with --verifier-path/--verifier-param as the CLI does, scored inside run_search with previews."""
+    from noisesearch.driver import run_search
+    from noisesearch.generate import build
+
+    model, verifier, algo = build("digits", "feature-similarity-real", "random", verifier_path=str(folders["dino"]),
+                                  verifier_options={"preview_sigma": 0.4}, algorithm_params={})
+    (result,) = run_search(model, verifier, algo, [3], seeds=[0], budget=16, steps=4)
+    scores = [c["score"] for c in result.candidates]
+    assert len(scores) == 4 and all(-1 <= s <= 1 for s in scores) and math.isfinite(result.best_score)
+    with pytest.raises(UserError, match="takes no parameter 'heads'"):
+        build("digits", "aesthetic", "random", verifier_path=str(folders["clip"]), verifier_options={"heads": "x"})

@@ -63,7 +63,7 @@ def pixart_sigma(*, path=None, device="cpu", dtype="float32", height=None, width
 
 
 for _factory in (flux, sd, sdxl, pixart_sigma):
-    _factory.needs_weights = True  # loads a pipeline (hub id or --model-path); not built from nothing
+    _factory.needs_setup = True  # loads a pipeline (hub id or --model-path); not built from nothing
 
 MODELS: dict[str, Callable[..., Model]] = {"digits": digits, "digits-large": digits_large, "toy": toy, "flux": flux,
                                            "sd": sd, "sdxl": sdxl, "pixart-sigma": pixart_sigma}

@@ -13,6 +13,13 @@ five things, all in the package's sigma convention (``noisesearch.samplers``):
   classifier-free guidance, 1 without or for guidance-distilled models);
 - ``decode(x0) -> images``: images (B, C, H, W) float in [0, 1].
 
+Optional: ``start_scale(sigma) -> float``. A job that starts at the first sigma of the model's
+schedule starts from a *noise*; the driver turns it into the model's state there as
+``start_scale(sigma) * noise`` (default 1: flow models start at sigma = 1, where the state is the
+noise). VP models (SD, PixArt) start their DDIM schedule below sigma = 1 and use it to start
+exactly where their pipelines do. ``denoise_grad``: ``denoise`` with autograd on (first-order
+search).
+
 Example::
 
     model = MODELS["digits"]()

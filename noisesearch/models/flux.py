@@ -12,7 +12,9 @@ import numpy as np
 import torch
 
 from noisesearch.errors import UserError
-from noisesearch.models._diffusers_common import PromptCache, check_positive_int, check_prompt, decode_slices, load_pipeline
+from noisesearch.models._diffusers_common import (
+    PromptCache, check_positive_int, check_prompt, decode_slices, load_pipeline,
+)
 
 DEFAULT_ID = "black-forest-labs/FLUX.1-dev"
 

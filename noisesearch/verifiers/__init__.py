@@ -1,7 +1,7 @@
 """Verifier registry: name -> factory ``(*, path=None, ...) -> Verifier`` (see ``noisesearch.verifiers.base``).
 
 Each factory carries ``domain``: the model family whose images it understands (``"digits"``), or
-None for any. Factories with ``needs_path = True`` load weights that are not shipped (a folder
+None for any. Factories with ``needs_setup = True`` load weights that are not shipped (a folder
 written by ``save_pretrained``, or a hub id) and raise ``UserError`` without ``path``.
 """
 
@@ -94,15 +94,15 @@ def llm_grader(*, url=None, model=None, key_env="OPENAI_API_KEY", metric="overal
 
 
 llm_grader.domain = None
-llm_grader.needs_path = True  # needs url=... and model=...; has no path
+llm_grader.needs_setup = True  # needs url=... and model=...; has no path
 
 ensemble.domain = None  # the members' domains apply
-ensemble.needs_path = True  # needs members=...; has no path of its own
+ensemble.needs_setup = True  # needs members=...; has no path of its own
 
 REAL = (clipscore, clip_zeroshot, feature_similarity_real, dino_linear, aesthetic)
 for _factory in REAL:
     _factory.domain = None  # any RGB (or grey) images in [0, 1]
-    _factory.needs_path = True  # weights are not shipped: construction without path raises UserError
+    _factory.needs_setup = True  # weights are not shipped: construction without path raises UserError
 
 for _factory in (classifier, feature_similarity, oracle_is):
     _factory.domain = "digits"

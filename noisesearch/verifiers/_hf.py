@@ -110,9 +110,11 @@ def load(path, *, what: str, example: str, device="cpu", dtype="float32", tokeni
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     transformers = require("transformers", what)
     common = {"trust_remote_code": False, "local_files_only": local}
+    major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
+    dtype_kw = {"dtype": dt} if (major, minor) >= (4, 56) else {"torch_dtype": dt}  # renamed in 4.56
     try:
         model, info = transformers.AutoModel.from_pretrained(
-            src, dtype=dt, ignore_mismatched_sizes=True, output_loading_info=True, **common)
+            src, ignore_mismatched_sizes=True, output_loading_info=True, **dtype_kw, **common)
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"{what}: cannot load a model from {src}: {str(e).strip().splitlines()[0]}") from None
     problems = _weights_problems(info)

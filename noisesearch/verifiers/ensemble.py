@@ -52,6 +52,8 @@ def _split(value) -> list:
         return [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, (list, tuple)):
         return list(value)
+    if isinstance(value, (int, float)):
+        return [value]
     raise UserError(f"ensemble: expected a comma-separated string or a list, got {value!r}")
 
 
