@@ -32,6 +32,7 @@ test-fast: venv
 bench: venv
 	$(BIN)/python bench/bench_driver.py
 	$(BIN)/python bench/bench_algorithms.py
+	$(BIN)/python bench/bench_sweep.py
 
 clean:
 	rm -rf $(VENV) demo-out demo-out-quick .pytest_cache

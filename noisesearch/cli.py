@@ -179,6 +179,49 @@ def compare(
     print(f"rows: {out / 'results.jsonl'}  table: {out / 'table.md'}  plot: {out / 'scaling.png'}")
 
 
+@app.command()
+@friendly
+def sweep(
+    config: Path = typer.Argument(..., help="YAML sweep config (see examples/digits-sweep.yaml)."),
+    out: Path = typer.Option(..., help="Output folder; rerunning the same command resumes."),
+    backend: str = typer.Option("local", help="local, or ray (one actor per GPU or CPU slot)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
+):
+    """Run a benchmark x algorithms x budgets x seeds sweep into flat, resumable JSONL rows."""
+    from noisesearch.sweep.config import load_config
+    from noisesearch.sweep.run import run_sweep
+
+    if backend not in ("local", "ray"):
+        raise UserError(f"unknown backend {backend!r}; accepted: local, ray")
+    cfg = load_config(config)
+    executor = None
+    if backend == "ray":
+        from noisesearch.sweep.ray_backend import RayExecutor
+
+        executor = RayExecutor(address=address)
+    with _progress() as bar:
+        task = bar.add_task("sweep", total=None, extra="")
+
+        def progress(done, total, slug):
+            bar.update(task, completed=done, total=total, extra=slug)
+
+        counts = run_sweep(cfg, out, progress=progress, executor=executor)
+    print(f"{counts['written']} rows written, {counts['skipped']} already there "
+          f"({counts['cells']} configurations x {counts['targets']} targets): {out / 'results.jsonl'}")
+
+
+@app.command()
+@friendly
+def report(
+    folder: Path = typer.Argument(..., help="A sweep's output folder."),
+    budget: Optional[int] = typer.Option(None, help="Budget of the tables (default: the largest)."),
+):
+    """Scaling curves, tables and an HTML page (report/index.html) from a sweep's rows only."""
+    from noisesearch.sweep.report import build_report
+
+    print(build_report(folder, budget=budget))
+
+
 @app.command("list")
 def list_registered():
     """Show the registered models, verifiers, algorithms and samplers, one line each."""

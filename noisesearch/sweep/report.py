@@ -1,0 +1,202 @@
+"""``report``: scaling curves, paper-style tables and a self-contained HTML page, from JSONL rows only.
+
+Per-target metrics (the search verifier's best score, every held-out ``eval_*`` score) are
+averaged over seeds and targets with a 95% confidence interval (normal approximation,
+1.96 standard errors); set metrics from ``sets.jsonl`` (FID, IS, ... on the digits models) over
+seeds. The HTML page embeds its plots and images (base64) and escapes every piece of user text.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import statistics
+from pathlib import Path
+
+from noisesearch._io import atomic_write_bytes, read_jsonl_tolerant
+from noisesearch.errors import UserError
+
+SET_METRICS = ("fid", "is", "precision", "recall", "accuracy", "diversity")
+
+
+def label(row: dict) -> str:
+    """Legend label: the more-steps baseline, or algorithm (+ parameters) and verifier."""
+    if row["algorithm"] == "none":
+        return "more denoising steps (no search)"
+    params = ", ".join(f"{k}={v}" for k, v in sorted(row.get("params", {}).items()))
+    return f"{row['algorithm']}{f' ({params})' if params else ''}, {row.get('verifier', '?')}"
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% confidence interval (0 for a single value)."""
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return values[0], 0.0
+    return statistics.fmean(values), 1.96 * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def curves(rows: list[dict], metric: str) -> dict[str, list[tuple[float, float, float]]]:
+    """Label -> [(NFEs per sample, mean, CI half-width)] sorted by budget."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if metric in r:
+            groups.setdefault((label(r), r["budget"]), []).append(r)
+    out: dict[str, list] = {}
+    for (name, budget), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        nfe = statistics.fmean(g.get("nfe_used", budget) for g in group)
+        out.setdefault(name, []).append((nfe, *mean_ci([g[metric] for g in group])))
+    return out
+
+
+def per_target_metrics(rows: list[dict]) -> list[str]:
+    return ["best_score"] + sorted({k for r in rows for k in r if k.startswith("eval_")})
+
+
+def plot(rows: list[dict], metrics: list[str], title: str) -> bytes:
+    """PNG bytes: one panel per metric against NFEs per sample (log2), error bars = 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(len(metrics), 3)
+    nrows = math.ceil(len(metrics) / columns)
+    fig, axes = plt.subplots(nrows, columns, figsize=(5 * columns, 4 * nrows), squeeze=False)
+    for ax in axes.flat[len(metrics):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, metrics):
+        for name, points in curves(rows, metric).items():
+            style = {"linestyle": "--", "color": "black"} if name.startswith("more denoising") else {}
+            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+                        marker="o", markersize=4, capsize=2, label=name, **style)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("NFEs per sample")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def table(rows: list[dict], metrics: list[str], budget: int) -> list[list[str]]:
+    """Header + one line per configuration at ``budget``: mean ± CI of each metric."""
+    at = [r for r in rows if r["budget"] == budget]
+    lines = [["configuration", *metrics]]
+    for name in sorted({label(r) for r in at}):
+        group = [r for r in at if label(r) == name]
+        cells = []
+        for m in metrics:
+            mean, ci = mean_ci([g.get(m) for g in group])
+            cells.append("-" if math.isnan(mean) else f"{mean:.4g} ± {ci:.2g}")
+        lines.append([name, *cells])
+    return lines
+
+
+def category_table(rows: list[dict], metric: str, budget: int) -> list[list[str]]:
+    """Header + one line per configuration: mean ``metric`` per benchmark category at ``budget``."""
+    at = [r for r in rows if r["budget"] == budget]
+    categories = sorted({r["category"] for r in at})
+    lines = [["configuration", *categories]]
+    for name in sorted({label(r) for r in at}):
+        cells = []
+        for c in categories:
+            mean, _ = mean_ci([r.get(metric) for r in at if label(r) == name and r["category"] == c])
+            cells.append("-" if math.isnan(mean) else f"{mean:.4g}")
+        lines.append([name, *cells])
+    return lines
+
+
+def _html_table(lines: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in lines[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>" for line in lines[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _markdown_table(lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in lines[1:]]
+    return "\n".join(out) + "\n"
+
+
+def _img(data: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def image_grids(rows: list[dict], out: Path, metric: str, *, max_targets: int = 12) -> str:
+    """Per target: its best, median and worst kept image across configurations, with scores."""
+    by_target: dict[int, list[dict]] = {}
+    for r in rows:
+        if r.get("image") and r.get(metric) is not None:
+            by_target.setdefault(r["target_index"], []).append(r)
+    parts = []
+    for index in sorted(by_target)[:max_targets]:
+        group = sorted(by_target[index], key=lambda r: r[metric])
+        picks = [("worst", group[0]), ("median", group[len(group) // 2]), ("best", group[-1])]
+        figures = "".join(
+            f"<figure>{_img((out / r['image']).read_bytes(), kind)}<figcaption>{html.escape(kind)}: "
+            f"{r[metric]:.4g}<br>{html.escape(label(r))}, budget {r['budget']}</figcaption></figure>"
+            for kind, r in picks if (out / r["image"]).is_file())
+        parts.append(f"<section class='grid'><h3>{html.escape(str(group[0]['target']))}</h3>{figures}</section>")
+    return "".join(parts) or "<p>No images were kept (set <code>keep_images: true</code> in the config).</p>"
+
+
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}img{image-rendering:pixelated;max-width:100%}
+figure{display:inline-block;margin:0 1em 1em 0;font-size:12px;width:160px}figure img{width:128px}"""
+
+
+def build_report(folder: Path, *, budget: int | None = None) -> Path:
+    """Write ``folder/report/index.html`` (+ PNG plots and markdown tables) from the sweep's rows."""
+    folder = Path(folder)
+    path = folder / "results.jsonl"
+    if not path.is_file():
+        raise UserError(f"{str(folder)!r} has no results.jsonl; run `noisesearch sweep CONFIG --out {folder}` first")
+    rows = read_jsonl_tolerant(path)
+    if not rows:
+        raise UserError(f"{str(path)!r} has no rows yet")
+    sets = read_jsonl_tolerant(folder / "sets.jsonl") if (folder / "sets.jsonl").exists() else []
+    budgets = sorted({r["budget"] for r in rows})
+    budget = budget if budget is not None else budgets[-1]
+    if budget not in budgets:
+        raise UserError(f"--budget {budget} is not one of the sweep's budgets {budgets}")
+    report = folder / "report"
+    report.mkdir(exist_ok=True)
+    metrics = per_target_metrics(rows)
+    primary = metrics[1] if len(metrics) > 1 else metrics[0]
+    target_png = plot(rows, metrics, "per-target scores (mean, 95% CI over seeds and targets)")
+    atomic_write_bytes(report / "per_target.png", target_png)
+    sections = [f"<h2>Scaling curves</h2>{_img(target_png, 'per-target scaling curves')}"]
+    markdown = [f"# Sweep report: {folder.name}\n", f"## Per-target metrics at budget {budget}\n",
+                _markdown_table(table(rows, metrics, budget))]
+    set_metrics = [m for m in SET_METRICS if any(m in s for s in sets)]
+    if set_metrics:
+        set_rows = [{**s, "verifier": next((r["verifier"] for r in rows if r["cell"] == s["cell"]), "?"),
+                     "nfe_used": s["budget"]} for s in sets]
+        set_png = plot(set_rows, set_metrics, "sample-set metrics (mean, 95% CI over seeds)")
+        atomic_write_bytes(report / "sets.png", set_png)
+        sections.append(_img(set_png, "sample-set scaling curves"))
+        markdown += [f"## Sample-set metrics at budget {budget}\n", _markdown_table(table(set_rows, set_metrics, budget))]
+    sections.append(f"<h2>Per-target metrics at budget {budget}</h2>{_html_table(table(rows, metrics, budget))}")
+    if set_metrics:
+        sections.append(f"<h2>Sample-set metrics at budget {budget}</h2>"
+                        f"{_html_table(table(set_rows, set_metrics, budget))}")
+    sections.append(f"<h2>{html.escape(primary)} per category at budget {budget}</h2>"
+                    f"{_html_table(category_table(rows, primary, budget))}")
+    markdown += [f"## {primary} per category at budget {budget}\n", _markdown_table(category_table(rows, primary, budget))]
+    sections.append(f"<h2>Images: worst, median and best by {html.escape(primary)}</h2>"
+                    f"{image_grids(rows, folder, primary)}")
+    config_note = html.escape(f"{len(rows)} rows, budgets {budgets}, {len({r['cell'] for r in rows})} cells")
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>noisesearch report</title>"
+            f"<style>{STYLE}</style></head><body><h1>noisesearch sweep report</h1><p>{config_note}</p>"
+            f"{''.join(sections)}</body></html>")
+    atomic_write_bytes(report / "index.html", page.encode())
+    atomic_write_bytes(report / "tables.md", "\n".join(markdown).encode())
+    return report / "index.html"
