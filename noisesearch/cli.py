@@ -202,8 +202,8 @@ def sweep(
     with _progress() as bar:
         task = bar.add_task("sweep", total=None, extra="")
 
-        def progress(done, total, slug):
-            bar.update(task, completed=done, total=total, extra=slug)
+        def progress(done, total, note):
+            bar.update(task, completed=done, total=total, extra=note)
 
         counts = run_sweep(cfg, out, progress=progress, executor=executor)
     print(f"{counts['written']} rows written, {counts['skipped']} already there "

@@ -221,10 +221,11 @@ def test_an_actor_killed_mid_sweep_loses_and_duplicates_no_row(tmp_path, local_r
     executor = RayExecutor(workers=2)
     killed = []
 
-    def progress(done, total, slug):
+    def progress(done, total, note):
+        assert "NFEs, best" in note
         if not killed:  # after the first chunk arrives, kill a worker that still has tasks
             local_ray.kill(executor.actors[0], no_restart=False)
-            killed.append(slug)
+            killed.append(note)
 
     counts = run_sweep(config, tmp_path / "ray", executor=executor, progress=progress)
     assert killed and counts["written"] == 4 * 20

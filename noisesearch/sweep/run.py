@@ -112,6 +112,9 @@ def run_sweep(config: SweepConfig, out: Path, *, progress: Callable[[int, int, s
               executor=None) -> dict:
     """Run (or resume) the sweep into ``out``; returns counts of rows written and skipped.
 
+    ``progress(rows done, rows in all, note)`` is called after every chunk; the note holds the NFEs
+    spent so far in this run, the best search score so far and the configuration.
+
     ``executor``: None runs every chunk here; otherwise an object with ``map(tasks) -> iterator of
     (task, rows, images)`` in any order (``noisesearch.sweep.ray_backend``), whose results are
     written here as they arrive.
@@ -132,7 +135,7 @@ def run_sweep(config: SweepConfig, out: Path, *, progress: Callable[[int, int, s
     for cell in cells:
         pending = [i for i in range(len(items)) if (cell.key, i) not in done]
         tasks += [(cell, pending[k:k + config.chunk]) for k in range(0, len(pending), config.chunk)]
-    total, written = len(cells) * len(items), 0
+    total, written, nfe, best = len(cells) * len(items), 0, 0, float("-inf")
     world = None
     if executor is None:
         world = load_world(config)
@@ -142,8 +145,10 @@ def run_sweep(config: SweepConfig, out: Path, *, progress: Callable[[int, int, s
     for cell, chunk_rows, images in results:
         _file_chunk(config, out, cell, chunk_rows, images, items, results_path)
         written += len(chunk_rows)
+        nfe += sum(r["nfe_used"] for r in chunk_rows)
+        best = max([best, *(r["best_score"] for r in chunk_rows if r["algorithm"] != "none")])
         if progress:
-            progress(len(done) + written, total, cell.slug)
+            progress(len(done) + written, total, f"{nfe:,} NFEs, best {best:.4g}, {cell.slug}")
     counts = {"written": written, "skipped": len(done), "cells": len(cells), "targets": len(items)}
     if any(isinstance(item.target, int) for item in items):
         _finish_sets(config, out, cells, items, sets_done, world)
