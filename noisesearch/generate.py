@@ -130,6 +130,7 @@ def generate(
         "best_index": result.best_index,
         "nan_scores": result.nan_scores,
         "candidates": result.candidates,
+        **({"verifier_usage": dict(v.usage)} if getattr(v, "usage", None) else {}),  # e.g. an LLM grader's tokens
         "wall_time_s": round(wall, 4),
         "versions": versions(),
     }
