@@ -162,3 +162,54 @@ def save_pixart(folder: Path, *, seed: int = 0) -> Path:
                                    transformer=transformer, scheduler=_ddim())
     pipe.save_pretrained(folder)
     return Path(folder)
+
+
+def dit_transformer(*, out_channels: int = 8):
+    """A 2-layer DiTTransformer2DModel on 4 x 8 x 8 latents, 1000 classes (+ the null class)."""
+    from diffusers import DiTTransformer2DModel
+
+    return DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=out_channels,
+                                 num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=1000).eval()
+
+
+def save_dit(folder: Path, *, seed: int = 0) -> Path:
+    """A tiny DiT pipeline (learned-variance output, DDIM with DiT's linear betas) saved to ``folder``."""
+    from diffusers import DDIMScheduler, DiTPipeline
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        scheduler = DDIMScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=False,
+                                  set_alpha_to_one=True)
+        pipe = DiTPipeline(transformer=dit_transformer(), scheduler=scheduler,
+                           vae=vae(latent_channels=4, blocks=2, scaling_factor=0.18215))
+    pipe.save_pretrained(folder)
+    return Path(folder)
+
+
+def save_sit(folder: Path, *, seed: int = 0) -> dict:
+    """A tiny SiT checkpoint in the original DiT key layout plus a VAE folder, saved under ``folder``.
+
+    The per-block timestep/label embedders of diffusers' DiT are tied to block 0's first (the original
+    layout has one of each). Returns ``{"checkpoint", "vae", "config", "net", "state"}``: the files, the
+    transformer config, the diffusers network and the original-layout state dict that was saved.
+    """
+    from safetensors.torch import save_file
+
+    from noisesearch.models.dit import to_original
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = dit_transformer()
+        for block in net.transformer_blocks[1:]:
+            block.norm1.emb.load_state_dict(net.transformer_blocks[0].norm1.emb.state_dict())
+        autoencoder = vae(latent_channels=4, blocks=2, scaling_factor=0.18215)
+    state = to_original(net.state_dict(), net.config.num_layers)
+    state["pos_embed"] = net.pos_embed.pos_embed.clone()  # (1, T, D), as the original checkpoints carry it
+    state = {k: v.contiguous() for k, v in state.items()}
+    save_file(state, str(folder / "sit.safetensors"))
+    autoencoder.save_pretrained(folder / "vae")
+    config = {k: v for k, v in net.config.items() if not k.startswith("_")}
+    return {"checkpoint": folder / "sit.safetensors", "vae": folder / "vae", "config": dict(config), "net": net,
+            "state": state}

@@ -62,10 +62,27 @@ def pixart_sigma(*, path=None, device="cpu", dtype="float32", height=None, width
                             max_sequence_length=max_sequence_length, decode_batch=decode_batch)
 
 
-for _factory in (flux, sd, sdxl, pixart_sigma):
+def dit(*, path=None, device="cpu", dtype="float32", decode_batch=4) -> Model:
+    """Class-conditional ImageNet DiT via diffusers' DiTPipeline, DDIM in the RF convention, CFG 2 NFEs per step."""
+    from noisesearch.models.dit import DiTModel
+
+    return DiTModel(path=path, device=device, dtype=dtype, decode_batch=decode_batch)
+
+
+def sit(*, path=None, device="cpu", dtype="float32", config=None, vae_path=None, allow_pickle=False, cfg_channels=3,
+        decode_batch=4) -> Model:
+    """Class-conditional ImageNet SiT (velocity DiT) from an original-layout checkpoint file plus a VAE."""
+    from noisesearch.models.dit import SiTModel
+
+    return SiTModel(path=path, device=device, dtype=dtype, config=config, vae_path=vae_path,
+                    allow_pickle=allow_pickle, cfg_channels=cfg_channels, decode_batch=decode_batch)
+
+
+for _factory in (flux, sd, sdxl, pixart_sigma, dit, sit):
     _factory.needs_setup = True  # loads a pipeline (hub id or --model-path); not built from nothing
 
 MODELS: dict[str, Callable[..., Model]] = {"digits": digits, "digits-large": digits_large, "toy": toy, "flux": flux,
-                                           "sd": sd, "sdxl": sdxl, "pixart-sigma": pixart_sigma}
+                                           "sd": sd, "sdxl": sdxl, "pixart-sigma": pixart_sigma,
+                                           "dit": dit, "sit": sit}
 
 __all__ = ["MODELS", "Model", "index_cond"]
