@@ -266,3 +266,14 @@ def test_gradients_flow_from_images_to_the_noise(models, name):
     images = model.decode(model.denoise_grad(x, sigma, model.encode([PROMPT]), guidance=guidance_of(name)))
     (g,) = torch.autograd.grad(images.mean(), x)
     assert g.shape == x.shape and torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+@pytest.mark.parametrize("offload,message", [("disk", "unknown offload 'disk'; accepted: model, sequential"),
+                                             ("model", "offload 'model' moves components between CPU and a GPU")])
+def test_offload_options_are_checked(tmp_path, offload, message):
+    """CPU offload is passed through to diffusers; here (no GPU) only its checks can run."""
+    from noisesearch.errors import UserError
+    from noisesearch.models import MODELS
+
+    with pytest.raises(UserError, match=message):
+        MODELS["sd"](path=tmp_path, offload=offload)

@@ -28,45 +28,47 @@ def toy(*, path=None) -> Model:
     return ToyModel(path=path)
 
 
-def flux(*, path=None, device="cpu", dtype="float32", height=None, width=None, max_sequence_length=512,
-         decode_batch=4) -> Model:
+def flux(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
+         max_sequence_length=512, decode_batch=4) -> Model:
     """FLUX.1 text-to-image rectified flow via diffusers (default black-forest-labs/FLUX.1-dev; 1 NFE per step)."""
     from noisesearch.models.flux import FluxModel
 
-    return FluxModel(path=path, device=device, dtype=dtype, height=height, width=width,
+    return FluxModel(path=path, device=device, dtype=dtype, offload=offload, height=height, width=width,
                      max_sequence_length=max_sequence_length, decode_batch=decode_batch)
 
 
-def sd(*, path=None, device="cpu", dtype="float32", height=None, width=None, decode_batch=4) -> Model:
+def sd(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
+       decode_batch=4) -> Model:
     """Stable Diffusion 1.x/2.x via diffusers, DDIM in the RF convention, CFG 2 NFEs per step (default SD 1.5)."""
     from noisesearch.models.sd import StableDiffusionModel
 
-    return StableDiffusionModel("sd", path=path, device=device, dtype=dtype, height=height, width=width,
-                                decode_batch=decode_batch)
+    return StableDiffusionModel("sd", path=path, device=device, dtype=dtype, offload=offload, height=height,
+                                width=width, decode_batch=decode_batch)
 
 
-def sdxl(*, path=None, device="cpu", dtype="float32", height=None, width=None, decode_batch=4) -> Model:
-    """Stable Diffusion XL base via diffusers, DDIM in the RF convention, CFG 2 NFEs per step."""
+def sdxl(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
+         decode_batch=4) -> Model:
+    """Stable Diffusion XL base (or a fine-tune such as DPO-SDXL) via diffusers, DDIM, CFG 2 NFEs per step."""
     from noisesearch.models.sd import StableDiffusionModel
 
-    return StableDiffusionModel("sdxl", path=path, device=device, dtype=dtype, height=height, width=width,
-                                decode_batch=decode_batch)
+    return StableDiffusionModel("sdxl", path=path, device=device, dtype=dtype, offload=offload, height=height,
+                                width=width, decode_batch=decode_batch)
 
 
-def pixart_sigma(*, path=None, device="cpu", dtype="float32", height=None, width=None, max_sequence_length=300,
-                 decode_batch=4) -> Model:
+def pixart_sigma(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
+                 max_sequence_length=300, decode_batch=4) -> Model:
     """PixArt-Sigma text-to-image DiT via diffusers, DDIM in the RF convention, CFG 2 NFEs per step."""
     from noisesearch.models.pixart import PixArtSigmaModel
 
-    return PixArtSigmaModel(path=path, device=device, dtype=dtype, height=height, width=width,
+    return PixArtSigmaModel(path=path, device=device, dtype=dtype, offload=offload, height=height, width=width,
                             max_sequence_length=max_sequence_length, decode_batch=decode_batch)
 
 
-def dit(*, path=None, device="cpu", dtype="float32", decode_batch=4) -> Model:
+def dit(*, path=None, device="cpu", dtype="float32", offload=None, decode_batch=4) -> Model:
     """Class-conditional ImageNet DiT via diffusers' DiTPipeline, DDIM in the RF convention, CFG 2 NFEs per step."""
     from noisesearch.models.dit import DiTModel
 
-    return DiTModel(path=path, device=device, dtype=dtype, decode_batch=decode_batch)
+    return DiTModel(path=path, device=device, dtype=dtype, offload=offload, decode_batch=decode_batch)
 
 
 def sit(*, path=None, device="cpu", dtype="float32", config=None, vae_path=None, allow_pickle=False, cfg_channels=3,

@@ -83,13 +83,22 @@ def _quiet_loading():
                 log.enable_progress_bar()
 
 
-def load_pipeline(pipeline_cls, path, *, default: str, device, dtype, **kwargs):
+OFFLOAD = ("model", "sequential")
+
+
+def load_pipeline(pipeline_cls, path, *, default: str, device, dtype, offload: str | None = None, **kwargs):
     """A diffusers pipeline of ``pipeline_cls`` from a local folder or hub id, in eval mode, without grads.
 
     ``path`` None means the hub id ``default``. Local folders are checked first (``check_folder``);
-    loading never runs remote code and reads safetensors only.
+    loading never runs remote code and reads safetensors only. ``offload`` passes diffusers' CPU
+    offload through: "model" (``enable_model_cpu_offload``: whole components move to the GPU when
+    used) or "sequential" (``enable_sequential_cpu_offload``: layer by layer, least memory, slowest).
     """
     dev, dt = parse_device(device), parse_dtype(dtype)
+    if offload is not None and offload not in OFFLOAD:
+        raise UserError(f"unknown offload {offload!r}; accepted: {', '.join(OFFLOAD)}")
+    if offload is not None and dev.type != "cuda":
+        raise UserError(f"offload {offload!r} moves components between CPU and a GPU; give --device cuda")
     source = default if path is None else str(path)
     local = Path(source).expanduser()
     if local.exists():
@@ -109,6 +118,12 @@ def load_pipeline(pipeline_cls, path, *, default: str, device, dtype, **kwargs):
     for part in pipe.components.values():
         if isinstance(part, torch.nn.Module):
             part.eval().requires_grad_(False)
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=dev)
+        return pipe
+    if offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=dev)
+        return pipe
     return pipe.to(dev)
 
 

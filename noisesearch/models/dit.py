@@ -95,11 +95,12 @@ class _ClassConditional:
 class DiTModel(_ClassConditional):
     """DiT class-to-image adapter over a ``DiTPipeline`` (eps on a VP schedule, rescaled like ``sd``)."""
 
-    def __init__(self, *, path=None, device="cpu", dtype="float32", decode_batch: int = 4):
+    def __init__(self, *, path=None, device="cpu", dtype="float32", decode_batch: int = 4, offload: str | None = None):
         from diffusers import DDIMScheduler, DiTPipeline
 
         self.name = "dit"
-        self.pipe = load_pipeline(DiTPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype)
+        self.pipe = load_pipeline(DiTPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype,
+                                  offload=offload)
         self._setup(self.pipe.transformer, self.pipe.vae, decode_batch=decode_batch, cfg_channels=None)
         self.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)  # timesteps only; we step ourselves
         self.vp = VPTable(self.scheduler.alphas_cumprod)

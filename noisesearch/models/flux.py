@@ -38,12 +38,14 @@ class FluxModel:
 
     domain = "rgb"
 
-    def __init__(self, *, path=None, device="cpu", dtype="float32", height: int | None = None,
+    def __init__(self, *, path=None, device="cpu", dtype="float32", offload: str | None = None,
+                 height: int | None = None,
                  width: int | None = None, max_sequence_length: int = 512, decode_batch: int = 4):
         from diffusers import FluxPipeline
 
         self.name = "flux"
-        self.pipe = load_pipeline(FluxPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype)
+        self.pipe = load_pipeline(FluxPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype,
+                                  offload=offload)
         self.device, self.dtype = self.pipe.transformer.device, self.pipe.transformer.dtype
         self.decode_batch = check_positive_int(decode_batch, "decode_batch")
         self.max_sequence_length = check_positive_int(max_sequence_length, "max_sequence_length")

@@ -24,12 +24,14 @@ class PixArtSigmaModel:
 
     domain = "rgb"
 
-    def __init__(self, *, path=None, device="cpu", dtype="float32", height: int | None = None,
+    def __init__(self, *, path=None, device="cpu", dtype="float32", offload: str | None = None,
+                 height: int | None = None,
                  width: int | None = None, max_sequence_length: int = 300, decode_batch: int = 4):
         from diffusers import DDIMScheduler, PixArtSigmaPipeline
 
         self.name = "pixart-sigma"
-        self.pipe = load_pipeline(PixArtSigmaPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype)
+        self.pipe = load_pipeline(PixArtSigmaPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype,
+                                  offload=offload)
         net = self.pipe.transformer
         self.device, self.dtype = net.device, net.dtype
         self.decode_batch = check_positive_int(decode_batch, "decode_batch")

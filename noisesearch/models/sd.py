@@ -28,13 +28,15 @@ class StableDiffusionModel:
 
     domain = "rgb"
 
-    def __init__(self, name: str = "sd", *, path=None, device="cpu", dtype="float32", height: int | None = None,
+    def __init__(self, name: str = "sd", *, path=None, device="cpu", dtype="float32", offload: str | None = None,
+                 height: int | None = None,
                  width: int | None = None, decode_batch: int = 4):
         from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
         self.name, self.xl = name, name == "sdxl"
         cls = StableDiffusionXLPipeline if self.xl else StableDiffusionPipeline
-        self.pipe = load_pipeline(cls, path, default=DEFAULT_IDS[name], device=device, dtype=dtype)
+        self.pipe = load_pipeline(cls, path, default=DEFAULT_IDS[name], device=device, dtype=dtype,
+                                  offload=offload)
         unet, vae = self.pipe.unet, self.pipe.vae
         self.device, self.dtype = unet.device, unet.dtype
         self.decode_batch = check_positive_int(decode_batch, "decode_batch")
