@@ -193,3 +193,44 @@ class VPTable:
         ratio = sigma / (1 - sigma)  # sigma_vp / alpha
         alpha = (1 + ratio**2) ** -0.5
         return t, alpha, ratio * alpha
+
+
+def guide(uncond: torch.Tensor, cond: torch.Tensor, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance (Ho and Salimans 2022): ``uncond + guidance * (cond - uncond)``."""
+    return uncond + guidance * (cond - uncond)
+
+
+class VPModel:
+    """Shared part of the eps-prediction adapters on a discrete VP schedule (SD, SDXL, PixArt-Sigma, DiT).
+
+    Subclasses set ``self.scheduler`` (a DDIMScheduler, for its timesteps only) and ``self.vp`` (its
+    ``VPTable``), and implement ``eps(x_vp, t, cond, guidance) -> (B, C, h, w)``: the guided noise
+    prediction for VP states ``x_vp`` at timestep ``t``. The state in the package convention is
+    ``x = x_vp / (alpha + sigma_vp)`` and the x0-prediction ``(x_vp - sigma_vp * eps) / alpha``.
+    Classifier-free guidance runs the unconditional and conditional rows as one batch: 2 NFEs per call.
+    """
+
+    def nfe_per_call(self, guidance: float) -> int:
+        return 1 if guidance == 1.0 else 2
+
+    def schedule(self, steps: int) -> tuple[float, ...]:
+        """DDIM's timesteps for ``steps`` steps as RF sigmas, then 0."""
+        check_positive_int(steps, "steps")
+        self.scheduler.set_timesteps(steps)
+        return tuple(self.vp.sigma(int(t)) for t in self.scheduler.timesteps) + (0.0,)
+
+    def start_scale(self, sigma: float) -> float:
+        """``x_rf / x_vp`` at RF ``sigma``: the pipeline's ``latents = noise`` is ``x_rf = start_scale * noise``."""
+        _, alpha, sigma_vp = self.vp.at(sigma)
+        return 1 / (alpha + sigma_vp)
+
+    @torch.no_grad()
+    def denoise(self, x: torch.Tensor, sigma: float, cond, *, guidance: float) -> torch.Tensor:
+        return self.denoise_grad(x, sigma, cond, guidance=guidance)
+
+    def denoise_grad(self, x: torch.Tensor, sigma: float, cond, *, guidance: float) -> torch.Tensor:
+        """``denoise`` with autograd left on (for first-order search)."""
+        t, alpha, sigma_vp = self.vp.at(sigma)
+        x_vp = x * (alpha + sigma_vp)  # (B, C, h, w)
+        eps = self.eps(x_vp, t, cond, guidance).to(x.device, x.dtype)
+        return (x_vp - sigma_vp * eps) / alpha

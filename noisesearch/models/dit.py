@@ -26,7 +26,7 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
-    VPTable, check_positive_int, decode_slices, load_pipeline, parse_device, parse_dtype,
+    VPModel, VPTable, check_positive_int, decode_slices, guide, load_pipeline, parse_device, parse_dtype,
 )
 from noisesearch.models.sd import vae_decode
 from noisesearch.samplers import schedule as uniform_schedule
@@ -81,7 +81,7 @@ class _ClassConditional:
             return out  # (B, C, h, w)
         cond, null = out.chunk(2)  # (B, C, h, w) each
         k = self.cfg_channels
-        guided = null[:, :k] + guidance * (cond[:, :k] - null[:, :k])
+        guided = guide(null[:, :k], cond[:, :k], guidance)
         return torch.cat([guided, cond[:, k:]], dim=1)  # (B, C, h, w)
 
     @torch.no_grad()
@@ -92,7 +92,7 @@ class _ClassConditional:
         return decode_slices(lambda z: vae_decode(self.vae, z), x0, self.decode_batch)
 
 
-class DiTModel(_ClassConditional):
+class DiTModel(VPModel, _ClassConditional):
     """DiT class-to-image adapter over a ``DiTPipeline`` (eps on a VP schedule, rescaled like ``sd``)."""
 
     def __init__(self, *, path=None, device="cpu", dtype="float32", decode_batch: int = 4, offload: str | None = None):
@@ -106,23 +106,9 @@ class DiTModel(_ClassConditional):
         self.vp = VPTable(self.scheduler.alphas_cumprod)
         self.default_steps, self.default_guidance = 50, 4.0  # the pipeline's defaults
 
-    def schedule(self, steps: int) -> tuple[float, ...]:
-        """DDIM's timesteps for ``steps`` steps as RF sigmas, then 0."""
-        check_positive_int(steps, "steps")
-        self.scheduler.set_timesteps(steps)
-        return tuple(self.vp.sigma(int(t)) for t in self.scheduler.timesteps) + (0.0,)
-
-    def start_scale(self, sigma: float) -> float:
-        """``x_rf / x_vp`` at RF ``sigma``: the pipeline's ``latents = noise`` is ``x_rf = start_scale * noise``."""
-        _, alpha, sigma_vp = self.vp.at(sigma)
-        return 1 / (alpha + sigma_vp)
-
-    def denoise_grad(self, x: torch.Tensor, sigma: float, cond: torch.Tensor, *, guidance: float) -> torch.Tensor:
-        """``denoise`` with autograd left on (for first-order search)."""
-        t, alpha, sigma_vp = self.vp.at(sigma)
-        x_vp = x * (alpha + sigma_vp)  # (B, C, h, w)
-        eps = self._forward(x_vp, t, cond, guidance).to(x.device, x.dtype)
-        return (x_vp - sigma_vp * eps) / alpha
+    def eps(self, x_vp: torch.Tensor, t: float, cond: torch.Tensor, guidance: float) -> torch.Tensor:
+        """The transformer's guided noise prediction (its eps channels) for VP states ``x_vp`` at timestep ``t``."""
+        return self._forward(x_vp, t, cond, guidance)
 
 
 class SiTModel(_ClassConditional):

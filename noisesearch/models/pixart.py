@@ -12,14 +12,14 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
-    PromptCache, VPTable, check_positive_int, check_prompt, decode_slices, load_pipeline,
+    PromptCache, VPModel, VPTable, check_positive_int, check_prompt, decode_slices, guide, load_pipeline,
 )
 from noisesearch.models.sd import vae_decode
 
 DEFAULT_ID = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
 
 
-class PixArtSigmaModel:
+class PixArtSigmaModel(VPModel):
     """PixArt-Sigma text-to-image adapter: prompts in, images (B, 3, H, W) in [0, 1] out."""
 
     domain = "rgb"
@@ -62,28 +62,9 @@ class PixArtSigmaModel:
     def encode(self, targets: list) -> dict[str, torch.Tensor]:
         return self.prompts([self.check_target(t) for t in targets])
 
-    def nfe_per_call(self, guidance: float) -> int:
-        return 1 if guidance == 1.0 else 2
-
-    def schedule(self, steps: int) -> tuple[float, ...]:
-        """DDIM's timesteps for ``steps`` steps as RF sigmas, then 0."""
-        check_positive_int(steps, "steps")
-        self.scheduler.set_timesteps(steps)
-        return tuple(self.vp.sigma(int(t)) for t in self.scheduler.timesteps) + (0.0,)
-
-    def start_scale(self, sigma: float) -> float:
-        """``x_rf / x_vp`` at RF ``sigma``: the pipeline's ``latents = noise`` is ``x_rf = start_scale * noise``."""
-        _, alpha, sigma_vp = self.vp.at(sigma)
-        return 1 / (alpha + sigma_vp)
-
-    @torch.no_grad()
-    def denoise(self, x: torch.Tensor, sigma: float, cond: dict, *, guidance: float) -> torch.Tensor:
-        return self.denoise_grad(x, sigma, cond, guidance=guidance)
-
-    def denoise_grad(self, x: torch.Tensor, sigma: float, cond: dict, *, guidance: float) -> torch.Tensor:
-        """``denoise`` with autograd left on (for first-order search)."""
-        t, alpha, sigma_vp = self.vp.at(sigma)
-        x_vp = (x * (alpha + sigma_vp)).to(self.device, self.dtype)  # (B, C, h, w)
+    def eps(self, x_vp: torch.Tensor, t: float, cond: dict, guidance: float) -> torch.Tensor:
+        """The transformer's guided noise prediction for VP states ``x_vp`` (B, C, h, w) at timestep ``t``."""
+        x_vp = x_vp.to(self.device, self.dtype)
         cfg = guidance != 1.0
         rows = torch.cat([x_vp, x_vp]) if cfg else x_vp  # unconditional rows first, as the pipeline
         embeds = torch.cat([cond["neg"], cond["embeds"]]) if cfg else cond["embeds"]  # (rows, L, D)
@@ -93,11 +74,7 @@ class PixArtSigmaModel:
                                     added_cond_kwargs={"resolution": None, "aspect_ratio": None},
                                     return_dict=False)[0]  # (rows, C or 2C, h, w)
         eps = out[:, : self.channels]  # the eps half when the variance is learned
-        if cfg:
-            uncond, text = eps.chunk(2)
-            eps = uncond + guidance * (text - uncond)  # (B, C, h, w)
-        x_vp, eps = x_vp.to(x.device, x.dtype), eps.to(x.device, x.dtype)
-        return (x_vp - sigma_vp * eps) / alpha
+        return guide(*eps.chunk(2), guidance) if cfg else eps  # (B, C, h, w)
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         return decode_slices(lambda z: vae_decode(self.pipe.vae, z), x0, self.decode_batch)

@@ -17,13 +17,13 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
-    PromptCache, VPTable, check_positive_int, check_prompt, decode_slices, load_pipeline,
+    PromptCache, VPModel, VPTable, check_positive_int, check_prompt, decode_slices, guide, load_pipeline,
 )
 
 DEFAULT_IDS = {"sd": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
 
 
-class StableDiffusionModel:
+class StableDiffusionModel(VPModel):
     """SD / SDXL text-to-image adapter: prompts in, images (B, 3, H, W) in [0, 1] out (see the module docstring)."""
 
     domain = "rgb"
@@ -72,28 +72,9 @@ class StableDiffusionModel:
     def encode(self, targets: list) -> dict[str, torch.Tensor]:
         return self.prompts([self.check_target(t) for t in targets])
 
-    def nfe_per_call(self, guidance: float) -> int:
-        return 1 if guidance == 1.0 else 2
-
-    def schedule(self, steps: int) -> tuple[float, ...]:
-        """DDIM's timesteps for ``steps`` steps as RF sigmas, then 0."""
-        check_positive_int(steps, "steps")
-        self.scheduler.set_timesteps(steps)
-        return tuple(self.vp.sigma(int(t)) for t in self.scheduler.timesteps) + (0.0,)
-
-    def start_scale(self, sigma: float) -> float:
-        """``x_rf / x_vp`` at RF ``sigma``: the pipeline's ``latents = noise`` is ``x_rf = start_scale * noise``."""
-        _, alpha, sigma_vp = self.vp.at(sigma)
-        return 1 / (alpha + sigma_vp)
-
-    @torch.no_grad()
-    def denoise(self, x: torch.Tensor, sigma: float, cond: dict, *, guidance: float) -> torch.Tensor:
-        return self.denoise_grad(x, sigma, cond, guidance=guidance)
-
-    def denoise_grad(self, x: torch.Tensor, sigma: float, cond: dict, *, guidance: float) -> torch.Tensor:
-        """``denoise`` with autograd left on (for first-order search)."""
-        t, alpha, sigma_vp = self.vp.at(sigma)
-        x_vp = (x * (alpha + sigma_vp)).to(self.device, self.dtype)  # (B, C, h, w)
+    def eps(self, x_vp: torch.Tensor, t: float, cond: dict, guidance: float) -> torch.Tensor:
+        """The UNet's guided noise prediction for VP states ``x_vp`` (B, C, h, w) at timestep ``t``."""
+        x_vp = x_vp.to(self.device, self.dtype)
         cfg = guidance != 1.0
         rows = torch.cat([x_vp, x_vp]) if cfg else x_vp  # (2B or B, C, h, w): unconditional rows first
         embeds = torch.cat([cond["neg"], cond["embeds"]]) if cfg else cond["embeds"]
@@ -103,11 +84,7 @@ class StableDiffusionModel:
             extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": self.time_ids.expand(len(rows), -1)}
         timestep = torch.full((len(rows),), t, dtype=torch.float32, device=self.device)
         eps = self.pipe.unet(rows, timestep, encoder_hidden_states=embeds, return_dict=False, **extra)[0]
-        if cfg:
-            uncond, text = eps.chunk(2)
-            eps = uncond + guidance * (text - uncond)  # (B, C, h, w)
-        x_vp, eps = x_vp.to(x.device, x.dtype), eps.to(x.device, x.dtype)
-        return (x_vp - sigma_vp * eps) / alpha
+        return guide(*eps.chunk(2), guidance) if cfg else eps  # (B, C, h, w)
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         return decode_slices(lambda z: vae_decode(self.pipe.vae, z), x0, self.decode_batch)
