@@ -211,3 +211,143 @@ class Server:
         reply = {"choices": [{"message": {"role": "assistant", "content": content}}],
                  "usage": {"prompt_tokens": 100, "completion_tokens": 10}}
         return self.reply(h, 200, json.dumps(reply).encode())
+
+
+# Builders for the verifiers with released checkpoints (ImageReward, HPS v2, Inception oracles).
+
+WORDS = ["a", "red", "cube", "dog", "on", "the", "beach", "cat", "blue", "sky", "photo", "of", "##s"]
+
+
+def bert_tokenizer(folder: Path):
+    """A BERT vocabulary (special tokens + ``WORDS``, 18 entries) written to ``folder/vocab.txt``, as bert-base-uncased ships it."""
+    from transformers import BertTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n", encoding="utf-8")
+    return BertTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+IMAGEREWARD_TINY = {
+    "vision": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                   image_size=IMAGE, patch_size=8, layer_norm_eps=1e-6),
+    "text": dict(vocab_size=24, hidden_size=32, encoder_hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                 num_attention_heads=4, max_position_embeddings=40, pad_token_id=0, bos_token_id=2,
+                 sep_token_id=3, eos_token_id=3),
+}
+
+# Our module names -> the released ImageReward.pt names, written out independently of the loader's
+# mapping so that the round trip checks it (BLIP's ViT uses timm's names; the text encoder and MLP
+# keep theirs under blip.text_encoder. and mlp.layers.).
+_RELEASE_VISION = [
+    (r"embeddings\.class_embedding$", "cls_token"),
+    (r"embeddings\.position_embedding$", "pos_embed"),
+    (r"embeddings\.patch_embedding\.", "patch_embed.proj."),
+    (r"encoder\.layers\.(\d+)\.layer_norm1\.", r"blocks.\1.norm1."),
+    (r"encoder\.layers\.(\d+)\.layer_norm2\.", r"blocks.\1.norm2."),
+    (r"encoder\.layers\.(\d+)\.self_attn\.qkv\.", r"blocks.\1.attn.qkv."),
+    (r"encoder\.layers\.(\d+)\.self_attn\.projection\.", r"blocks.\1.attn.proj."),
+    (r"encoder\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
+    (r"post_layernorm\.", "norm."),
+]
+
+
+def release_state(model) -> dict[str, torch.Tensor]:
+    """``ImageRewardModel``'s weights under the released key names, plus tensors the loader must skip."""
+    import re
+
+    out = {}
+    for key, value in model.state_dict().items():
+        part, rest = key.split(".", 1)
+        if part == "vision":
+            for pattern, name in _RELEASE_VISION:
+                m = re.match(pattern, rest)
+                if m:
+                    out["blip.visual_encoder." + m.expand(name) + rest[m.end():]] = value.clone()
+                    break
+            else:
+                raise AssertionError(f"no release name for {key}")
+        elif part == "text":
+            out["blip.text_encoder." + rest] = value.clone()
+        else:
+            out["mlp.layers." + rest] = value.clone()
+    out["blip.text_encoder.embeddings.position_ids"] = torch.arange(40)[None]  # a buffer in the release
+    out["blip.vision_proj.weight"] = torch.zeros(4, 32)  # BLIP's contrastive projection: unused by the score
+    return out
+
+
+def tiny_imagereward(folder: Path, *, seed: int = 0):
+    """(folder, model): a tiny ImageReward saved as ImageReward.pt (release key names) + config.json + BERT vocab."""
+    from noisesearch.verifiers.imagereward import ImageRewardModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ImageRewardModel(**IMAGEREWARD_TINY).eval()
+        for p in model.head.parameters():  # larger head weights, so that scores differ visibly between images
+            p.data.normal_(0, 0.3)
+    torch.save(release_state(model), folder / "ImageReward.pt")
+    (folder / "config.json").write_text(json.dumps(IMAGEREWARD_TINY), encoding="utf-8")
+    bert_tokenizer(folder)
+    return folder, model
+
+
+OPENCLIP_TINY = "noisesearch-tiny-hps"
+
+
+def tiny_openclip(path: Path, *, seed: int = 0) -> Path:
+    """A tiny OpenCLIP (registered as ``OPENCLIP_TINY``) saved like HPS v2's checkpoint: {"state_dict": ...}."""
+    import open_clip
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"image_size": IMAGE, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}}
+    cfg_file = path.parent / f"{OPENCLIP_TINY}.json"
+    cfg_file.write_text(json.dumps(cfg), encoding="utf-8")
+    open_clip.add_model_config(cfg_file)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = open_clip.create_model(OPENCLIP_TINY, pretrained=None).eval()
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path
+
+
+INCEPTION_SIZE = 75  # the smallest input InceptionV3 takes: the oracle tests run at this size
+
+
+def tiny_inception(path: Path, *, seed: int = 0, classes: int = 10) -> Path:
+    """Random torchvision InceptionV3 weights (``classes`` outputs, aux head) saved to ``path`` (.safetensors or .pth)."""
+    from torchvision.models import inception_v3
+
+    path = Path(path)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = inception_v3(weights=None, aux_logits=True, init_weights=True, num_classes=classes)
+        for m in net.modules():  # batch-norm statistics from one batch, so that activations stay O(1)
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None
+        aux, net.AuxLogits = net.AuxLogits, None  # the aux head (unused by the verifiers) needs 299-px inputs
+        with torch.no_grad():
+            net.train()(images(4, seed=seed, size=(INCEPTION_SIZE, INCEPTION_SIZE)) * 2 - 1)
+        net.AuxLogits = aux
+        net.eval()
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+def reference_npz(path: Path, *, dim: int = 2048, seed: int = 0) -> Path:
+    """Reference statistics ``mu`` (dim,), ``sigma`` (dim, dim) (positive definite) in an .npz."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((dim, 64)) * 0.1
+    np.savez(path, mu=rng.standard_normal(dim) * 0.1, sigma=a @ a.T + 0.01 * np.eye(dim))
+    return Path(path)

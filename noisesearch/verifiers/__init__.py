@@ -93,6 +93,41 @@ def llm_grader(*, url=None, model=None, key_env="OPENAI_API_KEY", metric="overal
                      timeout=timeout, retries=retries, backoff=backoff, max_tokens=max_tokens)
 
 
+def imagereward(*, path=None, device="cpu", dtype="float32") -> Verifier:
+    """Text-image: ImageReward's normalised human-preference reward from BLIP + an MLP head (Xu et al. 2023)."""
+    from noisesearch.verifiers.imagereward import ImageRewardVerifier
+
+    return ImageRewardVerifier(path=path, device=device, dtype=dtype)
+
+
+def pickscore(*, path=None, device="cpu", dtype="float32") -> Verifier:
+    """Text-image: PickScore, exp(logit_scale) * cosine of a preference-tuned CLIP (Kirstain et al. 2023)."""
+    from noisesearch.verifiers.pickscore import PickScoreVerifier
+
+    return PickScoreVerifier(path=path, device=device, dtype=dtype)
+
+
+def hpsv2(*, path=None, device="cpu", dtype="float32", arch="ViT-H-14") -> Verifier:
+    """Text-image: HPS v2 / v2.1, raw cosine of a preference-tuned OpenCLIP ViT-H/14 (Wu et al. 2023)."""
+    from noisesearch.verifiers.hpsv2 import HPSv2Verifier
+
+    return HPSv2Verifier(path=path, device=device, dtype=dtype, arch=arch)
+
+
+def oracle_is_imagenet(*, path=None, device="cpu", size=299) -> Verifier:
+    """Oracle: log p(target class | image) under InceptionV3, the IS network (Ma et al. 2025, Sec. 3)."""
+    from noisesearch.verifiers.oracle import OracleISVerifier
+
+    return OracleISVerifier(path=path, device=device, size=size)
+
+
+def oracle_fid(*, path=None, device="cpu", reference=None, metric="fid1", eps=1e-6, size=299) -> Verifier:
+    """Oracle: minus the FID of the one-sample set {image} against reference Inception statistics (Ma et al. 2025)."""
+    from noisesearch.verifiers.oracle import OracleFIDVerifier
+
+    return OracleFIDVerifier(path=path, device=device, reference=reference, metric=metric, eps=eps, size=size)
+
+
 llm_grader.domain = None
 llm_grader.needs_setup = True  # needs url=... and model=...; has no path
 
@@ -103,6 +138,10 @@ REAL = (clipscore, clip_zeroshot, feature_similarity_real, dino_linear, aestheti
 for _factory in REAL:
     _factory.domain = None  # any RGB (or grey) images in [0, 1]
     _factory.needs_setup = True  # weights are not shipped: construction without path raises UserError
+
+for _factory in (imagereward, pickscore, hpsv2, oracle_is_imagenet, oracle_fid):
+    _factory.domain = None  # any RGB (or grey) images in [0, 1]; the oracles expect ImageNet class ids
+    _factory.needs_setup = True  # weights (and oracle-fid's reference statistics) are not shipped
 
 for _factory in (classifier, feature_similarity, oracle_is):
     _factory.domain = "digits"
@@ -118,6 +157,11 @@ VERIFIERS: dict[str, Callable[..., Verifier]] = {
     "feature-similarity-real": feature_similarity_real,
     "dino-linear": dino_linear,
     "aesthetic": aesthetic,
+    "imagereward": imagereward,
+    "pickscore": pickscore,
+    "hpsv2": hpsv2,
+    "oracle-is-imagenet": oracle_is_imagenet,
+    "oracle-fid": oracle_fid,
     "ensemble": ensemble,
     "llm-grader": llm_grader,
 }
