@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Timed, inside_share, write_section  # noqa: E402
+from _common import Timed, write_section  # noqa: E402
 
 from noisesearch.driver import run_search
 from noisesearch.models import MODELS

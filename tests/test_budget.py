@@ -1,7 +1,6 @@
 """Exact NFE accounting and hard budgets: counted at the one accounting point, checked with hooks."""
 
 import pytest
-import torch
 
 from noisesearch.driver import run_search
 from noisesearch.errors import BudgetExceeded, UserError

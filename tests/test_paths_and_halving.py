@@ -1,7 +1,6 @@
 """Search over paths and successive halving: plans, exact costs, reuse of paid work, bad input."""
 
 import pytest
-import torch
 
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError

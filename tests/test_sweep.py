@@ -95,7 +95,7 @@ def test_rerun_resumes_and_repairs_a_crash(tmp_path, finished):
     (out / "results.jsonl").write_text("".join(lines[:-51]) + lines[-51][:40])
     result = sweep(config, "--out", out)
     assert result.exit_code == 0, result.output
-    assert f"already there" in result.output
+    assert "already there" in result.output
     same_rows(rows_of(out), rows_of(finished))
     again = sweep(config, "--out", out)
     assert "0 rows written" in again.output

@@ -250,19 +250,7 @@ class Scorer:
 
 
 def load_tensors(path, *, what: str) -> dict[str, torch.Tensor]:
-    """A flat dict of tensors from a ``.safetensors`` file or a ``.pth`` state dict (``weights_only``)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"{what}: head weights file {p} not found")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    """A flat float32 state dict from a ``.safetensors`` file or a ``.pth`` state dict (``weights_only``)."""
+    from noisesearch.verifiers._state import read_state_dict
 
-            tensors = load_file(str(p))
-        else:
-            tensors = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign files: one line, not a traceback
-        raise UserError(f"{what}: cannot read head weights {p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    if not isinstance(tensors, dict) or not tensors or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
-        raise UserError(f"{what}: {p} is not a flat state dict of tensors")
-    return {k: v.float() for k, v in tensors.items()}
+    return {k: v.float() for k, v in read_state_dict(path, what=what).items()}

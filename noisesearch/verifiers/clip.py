@@ -68,9 +68,10 @@ class ClipScoreVerifier(Scorer):
 
     scale = SCALE
 
+    name, example = "clipscore", CLIP_EXAMPLE
+
     def __init__(self, *, path=None, device="cpu", dtype="float32"):
-        self.name = "clipscore"
-        self.loaded = load(path, what="clipscore", example=CLIP_EXAMPLE, device=device, dtype=dtype, tokenizer=True)
+        self.loaded = load(path, what=self.name, example=self.example, device=device, dtype=dtype, tokenizer=True)
         self.text = _TextEncoder(self.loaded)
         self._cache: dict[str, torch.Tensor] = {}
 

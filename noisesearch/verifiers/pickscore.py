@@ -12,33 +12,21 @@ from __future__ import annotations
 
 import torch
 
-from noisesearch.verifiers._hf import Scorer, check_prompts, load
-from noisesearch.verifiers.clip import _TextEncoder, cosine, image_embeddings
+from noisesearch.verifiers.clip import ClipScoreVerifier
 
 PICKSCORE_EXAMPLE = "yuvalkirstain/PickScore_v1"
 
 
-class PickScoreVerifier(Scorer):
+class PickScoreVerifier(ClipScoreVerifier):
     """CLIP logit ``exp(logit_scale) * cos(image, prompt)`` of the PickScore model (Kirstain et al. 2023)."""
 
     scale = "CLIP logit: exp(logit_scale) * raw cosine of the image and prompt embeddings"
+    name, example = "pickscore", PICKSCORE_EXAMPLE
 
     def __init__(self, *, path=None, device="cpu", dtype="float32"):
-        self.name = "pickscore"
-        self.loaded = load(path, what=self.name, example=PICKSCORE_EXAMPLE, device=device, dtype=dtype, tokenizer=True)
-        self.text = _TextEncoder(self.loaded)
+        super().__init__(path=path, device=device, dtype=dtype)
         self.logit_scale = float(self.loaded.model.logit_scale.float().exp())
-        self._cache: dict[str, torch.Tensor] = {}
-
-    def text_embedding(self, prompt: str) -> torch.Tensor:
-        """The (D,) text embedding of ``prompt``, computed once."""
-        if prompt not in self._cache:
-            self._cache[prompt] = self.text([prompt])[0]
-        return self._cache[prompt]
 
     def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         """PickScores (B,) with autograd in the image (for first-order search)."""
-        prompts = check_prompts(targets, len(images), what=self.name)
-        img = image_embeddings(self.loaded, images)  # (B, D)
-        txt = torch.stack([self.text_embedding(p) for p in prompts])  # (B, D)
-        return self.logit_scale * cosine(img, txt)  # (B,)
+        return self.logit_scale * super().score(images, targets, previews=previews)  # (B,)
