@@ -95,6 +95,6 @@ class Accountant:
             score = getattr(verifier, "score", None)
             if score is None:
                 raise UserError(f"verifier {verifier.name!r} is not differentiable; first-order search needs "
-                                "one with a score() method (the digits and toy verifiers have one)")
+                                "one with a score() method (the digits, toy and CLIP-based verifiers have one)")
             return score(images, targets, previews=previews)
         return verifier(images, targets, previews=previews)

@@ -152,7 +152,7 @@ def run_search(
                     progress(int(acct.nfe.sum()), budget * len(targets), best)
         for i in active:
             algorithm.tell(states[i], outcomes[i])
-            _record(results[i], outcomes[i])
+            _record(results[i], outcomes[i], problems[i].sigmas[0])
 
     for i, r in enumerate(results):
         r.nfe_used, r.verifier_calls = int(acct.nfe[i]), int(acct.verifier_calls[i])
@@ -231,15 +231,17 @@ def _first_call_known(denoise, known: torch.Tensor):
     return wrapped
 
 
-def _record(result: SearchResult, outcomes: list[Outcome]) -> None:
+def _record(result: SearchResult, outcomes: list[Outcome], schedule_start: float) -> None:
     for o in outcomes:
         nan = math.isnan(o.score)
         result.nan_scores += nan
+        # A seeded draw is identified by its seed, any other noise (a neighbour, an iterate) by a hash
+        # of it; an intermediate state (paths, halving, SMC steps) by the algorithm's notes in "info".
+        derived_noise = o.job.noise_seed is None and o.job.sigmas[0] == schedule_start
         result.candidates.append({
             "index": o.index,
             "noise_seed": o.job.noise_seed,
-            # a seeded draw is identified by its seed; any other start state by a hash of it
-            "noise_sha256": None if o.job.noise_seed is not None else noise_hash(o.job.x),
+            "noise_sha256": noise_hash(o.job.x) if derived_noise else None,
             "sigma_start": o.job.sigmas[0],
             "sigma_end": o.job.sigmas[-1],
             "nfe": o.nfe,
