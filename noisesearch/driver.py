@@ -41,7 +41,8 @@ class SearchResult:
 
     ``best_image`` (C, H, W) in [0, 1] and ``best_noise`` (*noise_shape, the starting state of the
     best job) are None only if no finished candidate got a real score. ``candidates`` holds one
-    flat dict per evaluated job, in evaluation order.
+    flat dict per evaluated job, in evaluation order; ``images`` maps candidate index -> image
+    (C, H, W) for every finished candidate when ``run_search(keep_images=True)``.
     """
 
     target: Any
@@ -55,6 +56,7 @@ class SearchResult:
     best_noise: torch.Tensor | None
     nan_scores: int
     candidates: list[dict] = field(default_factory=list)
+    images: dict[int, torch.Tensor] = field(default_factory=dict)  # finished candidates' images, if kept
 
 
 def _preview_step(sigmas: tuple[float, ...], preview_sigma: float | None) -> int | None:
@@ -81,6 +83,7 @@ def run_search(
     max_batch: int = 4096,
     progress: Callable[[int, int, float], None] | None = None,
     stats: dict | None = None,
+    keep_images: bool = False,
 ) -> list[SearchResult]:
     """Run one search per target within ``budget`` NFEs each (see the module docstring).
 
@@ -94,6 +97,7 @@ def run_search(
         stats: if given, filled with ``wall_seconds``, ``denoise_seconds``, ``verify_seconds`` and
             ``backward_seconds`` (time inside the model, the verifier and autograd's backward pass,
             measured at the accountant) and ``denoise_calls``.
+        keep_images: keep every finished candidate's image in ``SearchResult.images`` (memory!).
 
     Returns:
         One ``SearchResult`` per target, in order.
@@ -152,7 +156,7 @@ def run_search(
                     progress(int(acct.nfe.sum()), budget * len(targets), best)
         for i in active:
             algorithm.tell(states[i], outcomes[i])
-            _record(results[i], outcomes[i], problems[i].sigmas[0])
+            _record(results[i], outcomes[i], problems[i].sigmas[0], keep_images)
 
     for i, r in enumerate(results):
         r.nfe_used, r.verifier_calls = int(acct.nfe[i]), int(acct.verifier_calls[i])
@@ -231,8 +235,10 @@ def _first_call_known(denoise, known: torch.Tensor):
     return wrapped
 
 
-def _record(result: SearchResult, outcomes: list[Outcome], schedule_start: float) -> None:
+def _record(result: SearchResult, outcomes: list[Outcome], schedule_start: float, keep_images: bool) -> None:
     for o in outcomes:
+        if keep_images and o.job.final:
+            result.images[o.index] = o.image
         nan = math.isnan(o.score)
         result.nan_scores += nan
         # A seeded draw is identified by its seed, any other noise (a neighbour, an iterate) by a hash

@@ -73,4 +73,4 @@ def within_class_spread(features: torch.Tensor, labels: torch.Tensor) -> float:
         if len(f) > 1:
             d = torch.cdist(f, f)  # (n_c, n_c)
             spreads.append(float(d.sum() / (len(f) * (len(f) - 1))))
-    return sum(spreads) / len(spreads)
+    return sum(spreads) / len(spreads) if spreads else float("nan")  # no class with two samples

@@ -152,6 +152,22 @@ def test_report_builds_from_rows_only(finished, tmp_path):
     assert runner.invoke(app, ["report", str(tmp_path / "nothing")]).exit_code == 2
 
 
+def test_keep_all_candidate_images_and_show_best_median_worst(tmp_path):
+    config = {**BASE, "algorithms": [{"name": "random"}], "budgets": [32], "seeds": [0], "baseline": False,
+              "keep_images": "all", "benchmark": {"name": "digits", "per_class": 1}}
+    out = tmp_path / "out"
+    assert sweep(write(tmp_path, config), "--out", out).exit_code == 0
+    rows = rows_of(out)
+    assert len(rows) == 10
+    for r in rows:
+        kept = r["candidate_images"]
+        assert [c["index"] for c in kept] == [0, 1, 2, 3] and all((out / c["image"]).is_file() for c in kept)
+        assert r["best_score"] == max(c["score"] for c in kept)
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+    page = (out / "report" / "index.html").read_text()
+    assert page.count("<figcaption>best of 4: ") == 10 and page.count("<figcaption>worst of 4: ") == 10
+
+
 def chromium() -> str | None:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None and os.environ.get("CI") == "true":

@@ -13,14 +13,15 @@ Example (``examples/digits-sweep.yaml``)::
     seeds: [0, 1, 2]
     steps: 8
     baseline: true         # also spend each budget on more denoising steps
-    keep_images: false     # write every best image as PNG (class-conditional sets always go to .npz)
+    keep_images: false     # true / "best": each search's best image as PNG; "all": every finished candidate's
+                           # (class-conditional sets always go to .npz)
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -68,7 +69,7 @@ class SweepConfig(_Strict):
     sampler: str = "euler"
     guidance: float | None = None
     baseline: bool = True
-    keep_images: bool = False
+    keep_images: bool | Literal["best", "all"] = False
     max_batch: int = Field(4096, ge=1)
     chunk: int = Field(256, ge=1, description="targets searched together and appended together")
 

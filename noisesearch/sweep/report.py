@@ -130,20 +130,46 @@ def _img(data: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def image_grids(rows: list[dict], out: Path, metric: str, *, max_targets: int = 12) -> str:
-    """Per target: its best, median and worst kept image across configurations, with scores."""
+def _figure(out: Path, path: str, caption: str) -> str:
+    if not (out / path).is_file():
+        return ""
+    text = html.escape(caption)
+    return f"<figure>{_img((out / path).read_bytes(), caption)}<figcaption>{text}</figcaption></figure>"
+
+
+def image_grids(rows: list[dict], out: Path, metric: str, budget: int, *, max_targets: int = 12) -> str:
+    """Per target, the worst, median and best images with their scores.
+
+    With ``keep_images: all``: the candidates of one search (the first configuration at ``budget``,
+    lowest seed), ranked by the search verifier. Otherwise: the kept best images of every
+    configuration, ranked by ``metric``.
+    """
+    searches: dict[int, dict] = {}
+    for r in sorted((r for r in rows if r.get("candidate_images") and r["budget"] == budget),
+                    key=lambda r: (label(r), r["seed"])):
+        searches.setdefault(r["target_index"], r)
+    parts = []
+    if searches:
+        for index in sorted(searches)[:max_targets]:
+            r = searches[index]
+            kept = sorted((c for c in r["candidate_images"] if c["score"] is not None), key=lambda c: c["score"])
+            if not kept:
+                continue
+            picks = [("worst", kept[0]), ("median", kept[len(kept) // 2]), ("best", kept[-1])]
+            figures = "".join(_figure(out, c["image"], f"{kind} of {len(kept)}: {c['score']:.4g}") for kind, c in picks)
+            title = f"{r['target']} ({label(r)}, budget {r['budget']}, seed {r['seed']})"
+            parts.append(f"<section class='grid'><h3>{html.escape(str(title))}</h3>{figures}</section>")
+        return "".join(parts)
     by_target: dict[int, list[dict]] = {}
     for r in rows:
         if r.get("image") and r.get(metric) is not None:
             by_target.setdefault(r["target_index"], []).append(r)
-    parts = []
     for index in sorted(by_target)[:max_targets]:
         group = sorted(by_target[index], key=lambda r: r[metric])
         picks = [("worst", group[0]), ("median", group[len(group) // 2]), ("best", group[-1])]
         figures = "".join(
-            f"<figure>{_img((out / r['image']).read_bytes(), kind)}<figcaption>{html.escape(kind)}: "
-            f"{r[metric]:.4g}<br>{html.escape(label(r))}, budget {r['budget']}</figcaption></figure>"
-            for kind, r in picks if (out / r["image"]).is_file())
+            _figure(out, r["image"], f"{kind}: {r[metric]:.4g} - {label(r)}, budget {r['budget']}")
+            for kind, r in picks)
         parts.append(f"<section class='grid'><h3>{html.escape(str(group[0]['target']))}</h3>{figures}</section>")
     return "".join(parts) or "<p>No images were kept (set <code>keep_images: true</code> in the config).</p>"
 
@@ -191,8 +217,7 @@ def build_report(folder: Path, *, budget: int | None = None) -> Path:
     sections.append(f"<h2>{html.escape(primary)} per category at budget {budget}</h2>"
                     f"{_html_table(category_table(rows, primary, budget))}")
     markdown += [f"## {primary} per category at budget {budget}\n", _markdown_table(category_table(rows, primary, budget))]
-    sections.append(f"<h2>Images: worst, median and best by {html.escape(primary)}</h2>"
-                    f"{image_grids(rows, folder, primary)}")
+    sections.append(f"<h2>Images: worst, median and best</h2>{image_grids(rows, folder, primary, budget)}")
     config_note = html.escape(f"{len(rows)} rows, budgets {budgets}, {len({r['cell'] for r in rows})} cells")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>noisesearch report</title>"
             f"<style>{STYLE}</style></head><body><h1>noisesearch sweep report</h1><p>{config_note}</p>"

@@ -164,7 +164,7 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
     started = time.perf_counter()
     results = run_search(world.model, world.verifier, algorithm, [items[i].target for i in chunk], seeds=seeds,
                          budget=cell.budget, steps=cell.steps, sampler=config.sampler, guidance=config.guidance,
-                         max_batch=config.max_batch)
+                         max_batch=config.max_batch, keep_images=config.keep_images == "all")
     wall = (time.perf_counter() - started) / len(chunk)
     images = torch.stack([r.best_image for r in results])  # (n, C, H, W)
     evals = {name: v(images, [r.target for r in results]).tolist() for name, v in world.eval_verifiers.items()}
@@ -180,6 +180,9 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
             **{f"eval_{name}": values[n] for name, values in evals.items()},
             "wall_time_s": round(wall, 4), "versions": versions(),
         })
+        if r.images:  # every finished candidate, with its score (keep_images: all)
+            scores = {c["index"]: c["score"] for c in r.candidates}
+            rows[-1]["_candidates"] = [(k, scores[k], image) for k, image in sorted(r.images.items())]
     return cell, rows, images
 
 
@@ -195,11 +198,22 @@ def _file_chunk(config, out: Path, cell: Cell, rows: list[dict], images: torch.T
         folder = out / "images" / cell.slug
         folder.mkdir(parents=True, exist_ok=True)
         for row, image in zip(rows, images):
-            name = f"{row['target_index']:06d}.png"
-            save_png(folder / name, image, scale=8 if image.shape[-1] <= 16 else 1)
-            row["image"] = f"images/{cell.slug}/{name}"
+            name = f"{row['target_index']:06d}"
+            save_png(folder / f"{name}.png", image, scale=_png_scale(image))
+            row["image"] = f"images/{cell.slug}/{name}.png"
+            kept = []
+            for index, score, candidate in row.pop("_candidates", []):
+                (folder / name).mkdir(exist_ok=True)
+                save_png(folder / name / f"{index:04d}.png", candidate, scale=_png_scale(candidate))
+                kept.append({"index": index, "score": score, "image": f"images/{cell.slug}/{name}/{index:04d}.png"})
+            if kept:
+                row["candidate_images"] = kept
     for row in rows:
         append_jsonl(results_path, row)
+
+
+def _png_scale(image: torch.Tensor) -> int:
+    return 8 if image.shape[-1] <= 16 else 1  # 8x8 digits are enlarged to be visible
 
 
 def _finish_sets(config, out: Path, cells, items, sets_done: set, world: World | None) -> None:
