@@ -85,8 +85,27 @@ def ensemble(*, members="", weights=None, mode="rank", standardize=True, device=
 
 
 def llm_grader(*, url=None, model=None, key_env="OPENAI_API_KEY", metric="overall_score", cache_dir=None,
-               workers=8, timeout=60.0, retries=3, backoff=1.0, max_tokens=1024) -> Verifier:
-    """Text-image: a multimodal chat model's 0-10 grading (5 aspects + overall) over an OpenAI-compatible API."""
+               workers=8, timeout=60.0, retries=3, backoff=1.0, max_tokens=1024,
+               backend=None, path=None, device="cpu", dtype="float32", max_new_tokens=512) -> Verifier:
+    """Text-image: a multimodal chat model's 0-10 grading (5 aspects + overall), over an OpenAI-compatible API or local.
+
+    ``backend="api"`` (the default, with ``url`` and ``model``) or ``backend="local"`` (the default when
+    only ``path`` is given: a transformers vision-language model; ``device``, ``dtype``, ``max_new_tokens``).
+    """
+    from noisesearch.errors import UserError
+
+    backend = backend or ("local" if path is not None and not url else "api")
+    if backend == "local":
+        if url:
+            raise UserError("llm-grader: backend=local takes path=<VLM folder or hub id>, not url=...")
+        from noisesearch.verifiers.llm_local import LocalLLMGrader
+
+        return LocalLLMGrader(path=path, device=device, dtype=dtype, metric=metric, cache_dir=cache_dir,
+                              max_new_tokens=max_new_tokens)
+    if backend != "api":
+        raise UserError(f"llm-grader: unknown backend {backend!r}; accepted: api, local")
+    if path is not None:
+        raise UserError("llm-grader: path=... is for backend=local; the api back end takes url=... and model=...")
     from noisesearch.verifiers.llm_grader import LLMGrader
 
     return LLMGrader(url=url, model=model, key_env=key_env, metric=metric, cache_dir=cache_dir, workers=workers,
@@ -129,7 +148,7 @@ def oracle_fid(*, path=None, device="cpu", reference=None, metric="fid1", eps=1e
 
 
 llm_grader.domain = None
-llm_grader.needs_setup = True  # needs url=... and model=...; has no path
+llm_grader.needs_setup = True  # needs url=... and model=..., or path=... (backend=local)
 
 ensemble.domain = None  # the members' domains apply
 ensemble.needs_setup = True  # needs members=...; has no path of its own

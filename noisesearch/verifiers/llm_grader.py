@@ -12,7 +12,8 @@ validation is retried, then recorded as NaN (a failed score, never a crash). Onl
 of a call could be graded because the server is unreachable or refuses the request (401, 403,
 404) is a ``UserError`` raised, since the whole search would otherwise be silently NaN. With
 ``cache_dir``, validated gradings are stored per request (key: SHA-256 of model, rubric, prompt and
-PNG bytes) and identical requests are not sent again.
+PNG bytes) and identical requests are not sent again. The local back end (a transformers
+vision-language model) is ``llm_local.py``; it shares the rubric, schema and cache helpers here.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class LLMGrader:
                  workers=8, timeout=60.0, retries=3, backoff=1.0, max_tokens=1024):
         self.name = "llm-grader"
         if not url or not model:
-            raise UserError("llm-grader needs url=<OpenAI-compatible endpoint> and model=<model name>")
+            raise UserError("llm-grader needs url=<OpenAI-compatible endpoint> and model=<model name>, "
+                            "or backend=local with path=<VLM folder or hub id>")
         if metric not in METRICS:
             raise UserError(f"llm-grader: unknown metric {metric!r}; accepted: {', '.join(METRICS)}")
         url = str(url).rstrip("/")
@@ -191,15 +193,12 @@ class LLMGrader:
 
     def grade(self, prompt: str, png: bytes):
         """(grading or None, failure reason or None) for one image, with retries and the cache."""
-        cache = self._cache_path(prompt, png)
-        if cache is not None and cache.is_file():
-            try:
-                grading = self.Grading.model_validate_json(cache.read_text(encoding="utf-8"))
-                with self._lock:
-                    self.usage["cached"] += 1
-                return grading, None
-            except Exception:
-                log.warning("llm-grader: ignoring unreadable cache file %s", cache.name)
+        cache = cache_file(self.cache_dir, self.model, RUBRIC, prompt, png)
+        grading = read_cached(cache, self.Grading)
+        if grading is not None:
+            with self._lock:
+                self.usage["cached"] += 1
+            return grading, None
         body = json.dumps(self.payload(prompt, png)).encode("utf-8")
         failure = None
         for attempt in range(self.retries + 1):
@@ -213,17 +212,9 @@ class LLMGrader:
                     break
                 continue
             if cache is not None:
-                _write_atomic(cache, grading.model_dump_json())
+                write_atomic(cache, grading.model_dump_json())
             return grading, None
         return None, failure
-
-    def _cache_path(self, prompt: str, png: bytes) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        h = hashlib.sha256()
-        for part in (self.model.encode(), RUBRIC.encode(), prompt.encode(), png):
-            h.update(len(part).to_bytes(8, "little") + part)
-        return self.cache_dir / f"{h.hexdigest()}.json"
 
     # -- the verifier -----------------------------------------------------------------------
     def gradings(self, images: torch.Tensor, targets: list) -> list:
@@ -259,7 +250,30 @@ class LLMGrader:
         return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def cache_file(cache_dir: Path | None, *parts: str | bytes) -> Path | None:
+    """The cache file for a request made of ``parts`` (SHA-256 of the length-prefixed parts); None: no cache."""
+    if cache_dir is None:
+        return None
+    h = hashlib.sha256()
+    for part in parts:
+        part = part.encode() if isinstance(part, str) else part
+        h.update(len(part).to_bytes(8, "little") + part)
+    return cache_dir / f"{h.hexdigest()}.json"
+
+
+def read_cached(path: Path | None, Grading):
+    """The grading stored at ``path`` (validated with ``Grading``), or None when absent or unreadable."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        return Grading.model_validate_json(path.read_text(encoding="utf-8"))
+    except Exception:  # truncated or edited by hand: grade again and overwrite
+        log.warning("llm-grader: ignoring unreadable cache file %s", path.name)
+        return None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (safe with concurrent writers)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(text, encoding="utf-8")
