@@ -281,7 +281,8 @@ def test_llm_grader_attaches_every_score_to_its_image(grader_server, tmp_path, m
     caplog.set_level(logging.DEBUG)
     cache = tmp_path / "cache"
     v = VERIFIERS["llm-grader"](url=grader_server.url, model="tiny-vlm", key_env="NS_TEST_KEY", cache_dir=str(cache),
-                                timeout=0.5, retries=2, backoff=0.01, workers=9)
+                                timeout=0.5, retries=2, backoff=0.01, workers=9, price_prompt=2.0,
+                                price_completion=8.0)
     ids = [5, 8, 1, 0, 7, 2, 4, 3, 6]
     s = v(grey_images(ids), ["a grey square"] * len(ids))
     want = [float("nan") if k in (4, 8) else float(k) for k in ids]
@@ -289,6 +290,8 @@ def test_llm_grader_attaches_every_score_to_its_image(grader_server, tmp_path, m
     assert grader_server.attempts[4] == 3 and grader_server.attempts[8] == 1  # retried, then NaN; 400 not retried
     assert all(grader_server.attempts[k] == 2 for k in (2, 3, 5, 6, 7))  # 429, 500, drop, invalid, timeout: retried
     assert v.usage["completion_tokens"] > 0 and "tokens so far" in caplog.text
+    expected = (2.0 * v.usage["prompt_tokens"] + 8.0 * v.usage["completion_tokens"]) / 1e6
+    assert v.usage["cost"] == pytest.approx(expected) and f"cost {expected:.4f}" in caplog.text
     sent = sum(grader_server.attempts.values())
     again = v(grey_images(ids), ["a grey square"] * len(ids))  # valid gradings come from the cache
     torch.testing.assert_close(again, s, equal_nan=True)

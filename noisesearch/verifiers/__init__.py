@@ -85,8 +85,9 @@ def ensemble(*, members="", weights=None, mode="rank", standardize=True, device=
 
 
 def llm_grader(*, url=None, model=None, key_env="OPENAI_API_KEY", metric="overall_score", cache_dir=None,
-               workers=8, timeout=60.0, retries=3, backoff=1.0, max_tokens=1024,
-               backend=None, path=None, device="cpu", dtype="float32", max_new_tokens=512) -> Verifier:
+               workers=8, timeout=60.0, retries=3, backoff=1.0, max_tokens=1024, price_prompt=None,
+               price_completion=None, backend=None, path=None, device="cpu", dtype="float32",
+               max_new_tokens=512) -> Verifier:
     """Text-image: a multimodal chat model's 0-10 grading (5 aspects + overall), over an OpenAI-compatible API or local.
 
     ``backend="api"`` (the default, with ``url`` and ``model``) or ``backend="local"`` (the default when
@@ -109,7 +110,8 @@ def llm_grader(*, url=None, model=None, key_env="OPENAI_API_KEY", metric="overal
     from noisesearch.verifiers.llm_grader import LLMGrader
 
     return LLMGrader(url=url, model=model, key_env=key_env, metric=metric, cache_dir=cache_dir, workers=workers,
-                     timeout=timeout, retries=retries, backoff=backoff, max_tokens=max_tokens)
+                     timeout=timeout, retries=retries, backoff=backoff, max_tokens=max_tokens,
+                     price_prompt=price_prompt, price_completion=price_completion)
 
 
 def imagereward(*, path=None, device="cpu", dtype="float32") -> Verifier:

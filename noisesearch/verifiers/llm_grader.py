@@ -99,12 +99,15 @@ class LLMGrader:
         metric: which grade is the score ("overall_score" or an aspect);
         cache_dir: folder for cached gradings (None: no cache); workers: concurrent requests;
         timeout: seconds per request; retries: extra attempts per image; backoff: first wait in seconds.
+        price_prompt / price_completion: the endpoint's price per million prompt / completion tokens;
+            with both, ``usage["cost"]`` adds up what the grading cost (logged and recorded).
     """
 
     preview_sigma = None
 
     def __init__(self, *, url=None, model=None, key_env="OPENAI_API_KEY", metric="overall_score", cache_dir=None,
-                 workers=8, timeout=60.0, retries=3, backoff=1.0, max_tokens=1024):
+                 workers=8, timeout=60.0, retries=3, backoff=1.0, max_tokens=1024,
+                 price_prompt=None, price_completion=None):
         self.name = "llm-grader"
         if not url or not model:
             raise UserError("llm-grader needs url=<OpenAI-compatible endpoint> and model=<model name>, "
@@ -119,6 +122,11 @@ class LLMGrader:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.Grading = grading_model()
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "cached": 0}
+        self.prices = (price_prompt, price_completion)  # per million tokens (the provider's currency)
+        if any(p is not None and not (isinstance(p, (int, float)) and p >= 0) for p in self.prices):
+            raise UserError(f"llm-grader: prices per million tokens must be numbers >= 0, got {self.prices}")
+        if all(p is not None for p in self.prices):
+            self.usage["cost"] = 0.0
         self._lock = threading.Lock()
 
     # -- one request ------------------------------------------------------------------------
@@ -183,8 +191,11 @@ class LLMGrader:
         usage = reply.get("usage") or {} if isinstance(reply, dict) else {}
         with self._lock:
             self.usage["requests"] += 1
-            self.usage["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
-            self.usage["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+            prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            self.usage["prompt_tokens"] += prompt
+            self.usage["completion_tokens"] += completion
+            if "cost" in self.usage:
+                self.usage["cost"] += (prompt * self.prices[0] + completion * self.prices[1]) / 1e6
         try:
             content = reply["choices"][0]["message"]["content"]
             return self.Grading.model_validate_json(content)
@@ -236,9 +247,10 @@ class LLMGrader:
         for i, f in enumerate(failures):
             if f is not None:
                 log.warning("llm-grader: image %d scored NaN after %s", i, self._safe(f.reason))
-        log.info("llm-grader: %d/%d graded; tokens so far: prompt %d, completion %d; requests %d, cached %d",
+        log.info("llm-grader: %d/%d graded; tokens so far: prompt %d, completion %d; requests %d, cached %d; cost %s",
                  len(images) - len(failed), len(images), self.usage["prompt_tokens"],
-                 self.usage["completion_tokens"], self.usage["requests"], self.usage["cached"])
+                 self.usage["completion_tokens"], self.usage["requests"], self.usage["cached"],
+                 f"{self.usage['cost']:.4f}" if "cost" in self.usage else "unknown (give price_prompt/price_completion)")
         return results
 
     def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
