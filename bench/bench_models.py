@@ -8,20 +8,24 @@ sizes, three ways to make the same N images from the same N noises:
   in its time), noises ``gaussian(shape, seed_k)`` fed to the baselines as ``latents``.
 Also 8 prompts x 8 candidates: one ``run_search`` over 8 targets vs one batched call per prompt.
 
-Reports candidates/s ratios, the largest image difference to ours (same noises -> same images), and
-peak memory as the largest resident set size (RSS, sampled every ms from /proc/self/statm) above
-the RSS at the start of each run. Writes the table into BENCHMARKS.md between the ``bench_models``
-markers. Run: ``python bench/bench_models.py`` (tiny pipelines are built in a temporary folder).
+Reports candidates/s ratios (best of ``--repeats``, the three ways taking turns so that a busy
+machine slows them alike), the largest image difference to ours (same noises -> same images), and
+peak memory: each way runs in a fresh subprocess that loads the model, makes one warm-up call,
+returns freed heap memory to the system (``malloc_trim``), resets the kernel's peak-RSS mark
+(``/proc/self/clear_refs``) and reports the kernel's exact peak (``VmHWM``) of one more call above the
+RSS just before it. Writes the table into BENCHMARKS.md between the ``bench_models`` markers.
+Run: ``python bench/bench_models.py`` (tiny pipelines are built in a temporary folder).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import ctypes
+import json
 import platform
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -42,32 +46,25 @@ PROMPTS = ["a red cube", "a blue cat", "a photo of the dog", "a red cat", "the b
 STEPS = 4
 
 
-class PeakRSS:
-    """Largest RSS above the starting RSS while inside the ``with`` block, sampled every millisecond (bytes)."""
+def _status(field: str) -> int:
+    """A ``/proc/self/status`` memory field in bytes (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
 
-    page = os.sysconf("SC_PAGE_SIZE")
 
-    def rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page
+def peak_of(fn) -> int:
+    """Exact peak RSS (bytes) of one call of ``fn`` above the RSS just before it, as the kernel tracks it.
 
-    def __enter__(self):
-        self.start = self.peak = self.rss()
-        self.running = True
-        self.thread = threading.Thread(target=self._poll, daemon=True)
-        self.thread.start()
-        return self
-
-    def _poll(self):
-        while self.running:
-            self.peak = max(self.peak, self.rss())
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, self.rss())
-        self.delta = self.peak - self.start
+    Freed heap memory is first given back (``malloc_trim``) so that the call cannot hide its needs in
+    memory the allocator kept, and the kernel's high-water mark is reset (``clear_refs`` 5, Linux >= 4.0).
+    """
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status("VmRSS")
+    fn()
+    return max(0, _status("VmHWM") - before)
 
 
 class Recorder:
@@ -97,60 +94,97 @@ def latents_of(name: str, noises: torch.Tensor) -> torch.Tensor:
     return _pack(noises) if name == "flux" else noises  # VP pipelines take the noise itself (DDIM: x1)
 
 
-def timed(fn, repeats: int):
-    """(best wall seconds, result of the last call, peak RSS delta of the best call)."""
-    best = (float("inf"), None, 0)
+def timed(fns: dict, repeats: int) -> dict:
+    """{name: (best wall seconds, result of the last call)}, the callables taking turns in each repeat."""
+    best = {name: (float("inf"), None) for name in fns}
     for _ in range(repeats):
-        with PeakRSS() as mem:
+        for name, fn in fns.items():
             start = time.perf_counter()
             out = fn()
             wall = time.perf_counter() - start
-        if wall < best[0]:
-            best = (wall, out, mem.delta)
+            best[name] = (min(best[name][0], wall), out)
     return best
 
 
 def ours(model, prompts, candidates):
-    """run_search over ``prompts``; returns (images (P*N, 3, H, W) in candidate order, noises (P*N, ...))."""
+    """run_search over ``prompts``; returns (images (P*N, 3, H, W) in candidate order, their noise seeds)."""
     recorder = Recorder()
     cost = STEPS * model.nfe_per_call(model.default_guidance)
     results = run_search(model, recorder, RandomSearch(candidates=candidates), prompts,
                          seeds=list(range(len(prompts))), budget=candidates * cost, steps=STEPS)
     images = torch.cat(recorder.images)
-    seeds = [c["noise_seed"] for r in results for c in sorted(r.candidates, key=lambda c: c["index"])]
-    noises = torch.stack([gaussian(model.noise_shape, s) for s in seeds])  # (P*N, C, h, w)
-    return images, noises
+    return images, [c["noise_seed"] for r in results for c in sorted(r.candidates, key=lambda c: c["index"])]
+
+
+def noises_of(model, seeds) -> torch.Tensor:
+    """The noises (P*N, C, h, w) of ``seeds``, drawn again outside the timed run for the baselines' ``latents``."""
+    return torch.stack([gaussian(model.noise_shape, s) for s in seeds])
+
+
+def load(name: str, folder: Path, size: int):
+    options = {"height": size, "width": size, **({"max_sequence_length": 16} if name != "sd" else {})}
+    return MODELS[name](path=folder, **options)
+
+
+def methods(name: str, model, candidates: int, latents: torch.Tensor) -> dict:
+    """The three ways to make ``candidates`` images of one prompt (``latents``: the baselines' noises)."""
+    pipe, kwargs, prompt = model.pipe, pipe_kwargs(name, model), PROMPTS[0]
+    return {
+        "ours": lambda: ours(model, [prompt], candidates),
+        "loop": lambda: torch.cat([pipe(prompt, latents=latents[k:k + 1], **kwargs).images for k in range(candidates)]),
+        "batched": lambda: pipe(prompt, num_images_per_prompt=candidates, latents=latents, **kwargs).images,
+    }
+
+
+def peak_child(name: str, folder: str, size: int, candidates: int, method: str) -> None:
+    """In a fresh process: print the peak memory (bytes) of one call of ``method`` after one warm-up call."""
+    model = load(name, Path(folder), size)
+    noises = torch.randn(candidates, *model.noise_shape, generator=torch.Generator().manual_seed(0))
+    fn = methods(name, model, candidates, latents_of(name, noises))[method]
+    fn()  # warm-up: one-time allocations (prompt caches, kernels) are not what a call needs
+    print(json.dumps({"peak": peak_of(fn)}))
+
+
+def peak_in_subprocess(name: str, folder: Path, size: int, candidates: int, method: str) -> int:
+    out = subprocess.run([sys.executable, __file__, "--peak-child", name, str(folder), str(size), str(candidates),
+                          method], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak"]
 
 
 def measure(name: str, folder: Path, size: int, candidates: int, repeats: int) -> dict:
-    options = {"height": size, "width": size, **({"max_sequence_length": 16} if name != "sd" else {})}
-    model = MODELS[name](path=folder, **options)
-    pipe, kwargs = model.pipe, pipe_kwargs(name, model)
-    prompt = PROMPTS[0]
-    t_ours, (images, noises), m_ours = timed(lambda: ours(model, [prompt], candidates), repeats)
-    latents = latents_of(name, noises)
-    t_loop, loop, m_loop = timed(lambda: torch.cat([pipe(prompt, latents=latents[k:k + 1], **kwargs).images
-                                                    for k in range(candidates)]), repeats)
-    t_batch, batch, m_batch = timed(lambda: pipe(prompt, num_images_per_prompt=candidates, latents=latents,
-                                                 **kwargs).images, repeats)
+    model = load(name, folder, size)
+    images, seeds = ours(model, [PROMPTS[0]], candidates)
+    latents = latents_of(name, noises_of(model, seeds))
+    runs = timed(methods(name, model, candidates, latents), repeats)
+    (t_ours, (images, _)), (t_loop, loop), (t_batch, batch) = runs["ours"], runs["loop"], runs["batched"]
     # 8 prompts x 8 candidates: one run_search over 8 targets vs one batched call per prompt
-    t_many, (many, many_noises), _ = timed(lambda: ours(model, PROMPTS, 8), repeats)
-    many_latents = latents_of(name, many_noises).reshape(len(PROMPTS), 8, *latents.shape[1:])
-    t_per, per, _ = timed(lambda: torch.cat([pipe(p, num_images_per_prompt=8, latents=many_latents[i], **kwargs).images
-                                             for i, p in enumerate(PROMPTS)]), repeats)
+    pipe, kwargs = model.pipe, pipe_kwargs(name, model)
+    _, many_seeds = ours(model, PROMPTS, 8)
+    many_latents = latents_of(name, noises_of(model, many_seeds)).reshape(len(PROMPTS), 8, *latents.shape[1:])
+    many_runs = timed({"ours": lambda: ours(model, PROMPTS, 8),
+                       "per": lambda: torch.cat([pipe(p, num_images_per_prompt=8, latents=many_latents[i],
+                                                      **kwargs).images for i, p in enumerate(PROMPTS)])}, repeats)
+    (t_many, (many, _)), (t_per, per) = many_runs["ours"], many_runs["per"]
+    mem = tuple(peak_in_subprocess(name, folder, size, candidates, m) for m in ("ours", "loop", "batched"))
     return {"model": name, "size": size, "ours_cps": candidates / t_ours, "loop_cps": candidates / t_loop,
             "batch_cps": candidates / t_batch, "diff": max((images - loop).abs().max().item(),
                                                            (images - batch).abs().max().item()),
-            "mem": (m_ours, m_loop, m_batch), "many_ratio": t_per / t_many, "many_diff": (many - per).abs().max().item()}
+            "mem": mem, "many_ratio": t_per / t_many, "many_diff": (many - per).abs().max().item()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=32)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--peak-child", nargs=5, metavar=("MODEL", "FOLDER", "SIZE", "CANDIDATES", "METHOD"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peak_child:
+        name, folder, size, candidates, method = args.peak_child
+        peak_child(name, folder, int(size), int(candidates), method)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folders = {name: save(Path(tmp) / name) for name, save in FAMILIES.items()}
@@ -158,7 +192,7 @@ def main() -> None:
             for size in args.sizes:
                 rows.append(measure(name, folders[name], size, args.candidates, args.repeats))
                 print(rows[-1], flush=True)
-    mib = lambda b: f"{b / 2**20:.0f}"  # noqa: E731
+    mib = lambda b: f"{b / 2**20:.1f}"  # noqa: E731
     lines = [
         "## Our driver vs diffusers' own calls (tiny FLUX, PixArt-Sigma, SD)",
         "",
@@ -168,8 +202,9 @@ def main() -> None:
         f"{args.repeats}. *loop*: one pipeline call per candidate; *batched*: one call with "
         f"`num_images_per_prompt={args.candidates}`; *ours*: `run_search` (random search, brightness verifier "
         "included). All three start from the same noises (`latents=`); *max diff* is the largest pixel "
-        "difference of the baselines' images to ours. Memory: peak RSS above the RSS at the start of the run, "
-        "sampled every ms from /proc/self/statm (MiB). *8x8*: 8 prompts x 8 candidates, one `run_search` over "
+        "difference of the baselines' images to ours. Memory: the kernel's exact peak RSS (VmHWM, reset "
+        "before the call) above the RSS before it, for one call after a warm-up call, each way in a fresh "
+        "process with freed heap returned first (MiB). *8x8*: 8 prompts x 8 candidates, one `run_search` over "
         "8 targets vs one batched call per prompt (time ratio, and max image difference).",
         "",
         "| model | image | ours / loop | ours / batched | ours cand./s | max diff | peak MiB ours / loop / batched "

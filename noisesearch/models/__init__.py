@@ -29,7 +29,7 @@ def toy(*, path=None) -> Model:
 
 
 def flux(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
-         max_sequence_length=512, decode_batch=4) -> Model:
+         max_sequence_length=512, decode_batch=None) -> Model:
     """FLUX.1 text-to-image rectified flow via diffusers (default black-forest-labs/FLUX.1-dev; 1 NFE per step)."""
     from noisesearch.models.flux import FluxModel
 
@@ -38,7 +38,7 @@ def flux(*, path=None, device="cpu", dtype="float32", offload=None, height=None,
 
 
 def sd(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
-       decode_batch=4) -> Model:
+       decode_batch=None) -> Model:
     """Stable Diffusion 1.x/2.x via diffusers, DDIM in the RF convention, CFG 2 NFEs per step (default SD 1.5)."""
     from noisesearch.models.sd import StableDiffusionModel
 
@@ -47,7 +47,7 @@ def sd(*, path=None, device="cpu", dtype="float32", offload=None, height=None, w
 
 
 def sdxl(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
-         decode_batch=4) -> Model:
+         decode_batch=None) -> Model:
     """Stable Diffusion XL base (or a fine-tune such as DPO-SDXL) via diffusers, DDIM, CFG 2 NFEs per step."""
     from noisesearch.models.sd import StableDiffusionModel
 
@@ -56,7 +56,7 @@ def sdxl(*, path=None, device="cpu", dtype="float32", offload=None, height=None,
 
 
 def pixart_sigma(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
-                 max_sequence_length=300, decode_batch=4) -> Model:
+                 max_sequence_length=300, decode_batch=None) -> Model:
     """PixArt-Sigma text-to-image DiT via diffusers, DDIM in the RF convention, CFG 2 NFEs per step."""
     from noisesearch.models.pixart import PixArtSigmaModel
 
@@ -64,7 +64,7 @@ def pixart_sigma(*, path=None, device="cpu", dtype="float32", offload=None, heig
                             max_sequence_length=max_sequence_length, decode_batch=decode_batch)
 
 
-def dit(*, path=None, device="cpu", dtype="float32", offload=None, decode_batch=4) -> Model:
+def dit(*, path=None, device="cpu", dtype="float32", offload=None, decode_batch=None) -> Model:
     """Class-conditional ImageNet DiT via diffusers' DiTPipeline, DDIM in the RF convention, CFG 2 NFEs per step."""
     from noisesearch.models.dit import DiTModel
 
@@ -72,7 +72,7 @@ def dit(*, path=None, device="cpu", dtype="float32", offload=None, decode_batch=
 
 
 def sit(*, path=None, device="cpu", dtype="float32", config=None, vae_path=None, allow_pickle=False, cfg_channels=3,
-        decode_batch=4) -> Model:
+        decode_batch=None) -> Model:
     """Class-conditional ImageNet SiT (velocity DiT) from an original-layout checkpoint file plus a VAE."""
     from noisesearch.models.dit import SiTModel
 

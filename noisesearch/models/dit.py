@@ -26,7 +26,9 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
-    VPModel, VPTable, check_positive_int, decode_slices, guide, load_pipeline, parse_device, parse_dtype,
+    execution_device,
+    VPModel, VPTable, check_decode_batch, check_positive_int, decode_rows, decode_slices, denoise_rows, guide,
+    in_chunks, load_pipeline, parse_device, parse_dtype,
 )
 from noisesearch.models.sd import vae_decode
 from noisesearch.samplers import schedule as uniform_schedule
@@ -42,15 +44,17 @@ class _ClassConditional:
 
     domain = "rgb"
 
-    def _setup(self, net, vae, *, decode_batch: int, cfg_channels: int | None) -> None:
+    def _setup(self, net, vae, *, decode_batch: int | None, cfg_channels: int | None, pipe=None) -> None:
         self.net, self.vae = net, vae
-        self.device, self.dtype = net.device, net.dtype
-        self.decode_batch = check_positive_int(decode_batch, "decode_batch")
+        self.device, self.dtype = execution_device(pipe, net), net.dtype
+        self.decode_batch = check_decode_batch(decode_batch)  # None: sized by image pixels (decode_rows)
         self.channels = net.config.in_channels
         self.classes = net.config.num_embeds_ada_norm  # the null class is this id
         self.cfg_channels = self.channels if cfg_channels is None else check_positive_int(cfg_channels, "cfg_channels")
         size = net.config.sample_size
         self.noise_shape = (self.channels, size, size)
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.image_pixels = (size * factor) ** 2
 
     def check_target(self, target) -> int:
         value = None
@@ -89,19 +93,20 @@ class _ClassConditional:
         return self.denoise_grad(x, sigma, cond, guidance=guidance)
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        return decode_slices(lambda z: vae_decode(self.vae, z), x0, self.decode_batch)
+        rows = decode_rows(self.decode_batch, self.image_pixels)
+        return decode_slices(lambda z: vae_decode(self.vae, z), x0, rows)
 
 
 class DiTModel(VPModel, _ClassConditional):
     """DiT class-to-image adapter over a ``DiTPipeline`` (eps on a VP schedule, rescaled like ``sd``)."""
 
-    def __init__(self, *, path=None, device="cpu", dtype="float32", decode_batch: int = 4, offload: str | None = None):
+    def __init__(self, *, path=None, device="cpu", dtype="float32", decode_batch: int | None = None, offload: str | None = None):
         from diffusers import DDIMScheduler, DiTPipeline
 
         self.name = "dit"
         self.pipe = load_pipeline(DiTPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype,
                                   offload=offload)
-        self._setup(self.pipe.transformer, self.pipe.vae, decode_batch=decode_batch, cfg_channels=None)
+        self._setup(self.pipe.transformer, self.pipe.vae, decode_batch=decode_batch, cfg_channels=None, pipe=self.pipe)
         self.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)  # timesteps only; we step ourselves
         self.vp = VPTable(self.scheduler.alphas_cumprod)
         self.default_steps, self.default_guidance = 50, 4.0  # the pipeline's defaults
@@ -115,7 +120,7 @@ class SiTModel(_ClassConditional):
     """SiT class-to-image adapter: a velocity DiT from an original-layout checkpoint plus a VAE folder."""
 
     def __init__(self, *, path=None, device="cpu", dtype="float32", config=None, vae_path=None,
-                 allow_pickle: bool = False, cfg_channels: int = 3, decode_batch: int = 4):
+                 allow_pickle: bool = False, cfg_channels: int = 3, decode_batch: int | None = None):
         self.name = "sit"
         if path is None:
             raise UserError("model 'sit' needs --model-path: a SiT checkpoint (.safetensors, or .pt with allow_pickle)")
@@ -142,7 +147,9 @@ class SiTModel(_ClassConditional):
 
     def denoise_grad(self, x: torch.Tensor, sigma: float, cond: torch.Tensor, *, guidance: float) -> torch.Tensor:
         """``denoise`` with autograd left on (for first-order search): ``x + sigma * v(x, t = 1 - sigma)``."""
-        v = self._forward(x, 1.0 - sigma, cond, guidance).to(x.device, x.dtype)  # (B, C, h, w)
+        rows = denoise_rows(getattr(self, "denoise_batch", None), self.device)
+        v = in_chunks(lambda xs, cs: self._forward(xs, 1.0 - sigma, cs, guidance), x, cond, rows)
+        v = v.to(x.device, x.dtype)  # (B, C, h, w)
         return x + sigma * v
 
 

@@ -13,7 +13,9 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
-    PromptCache, check_positive_int, check_prompt, decode_slices, load_pipeline,
+    execution_device,
+    PromptCache, check_decode_batch, check_positive_int, check_prompt, decode_rows, decode_slices, denoise_rows,
+    in_chunks, load_pipeline,
 )
 
 DEFAULT_ID = "black-forest-labs/FLUX.1-dev"
@@ -40,14 +42,16 @@ class FluxModel:
 
     def __init__(self, *, path=None, device="cpu", dtype="float32", offload: str | None = None,
                  height: int | None = None,
-                 width: int | None = None, max_sequence_length: int = 512, decode_batch: int = 4):
+                 width: int | None = None, max_sequence_length: int = 512,
+                 decode_batch: int | None = None):
         from diffusers import FluxPipeline
 
         self.name = "flux"
         self.pipe = load_pipeline(FluxPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype,
                                   offload=offload)
-        self.device, self.dtype = self.pipe.transformer.device, self.pipe.transformer.dtype
-        self.decode_batch = check_positive_int(decode_batch, "decode_batch")
+        self.device = execution_device(self.pipe, self.pipe.transformer)
+        self.dtype = self.pipe.transformer.dtype
+        self.decode_batch = check_decode_batch(decode_batch)  # None: sized by image pixels (decode_rows)
         self.max_sequence_length = check_positive_int(max_sequence_length, "max_sequence_length")
         factor = self.pipe.vae_scale_factor
         native = self.pipe.default_sample_size * factor
@@ -102,6 +106,11 @@ class FluxModel:
 
     def denoise_grad(self, x: torch.Tensor, sigma: float, cond: dict, *, guidance: float) -> torch.Tensor:
         """``denoise`` with autograd left on (for first-order search)."""
+        rows = denoise_rows(getattr(self, "denoise_batch", None), self.device)
+        return in_chunks(lambda xs, cs: self._denoise(xs, sigma, cs, guidance), x, cond, rows)  # (B, C, h, w)
+
+    def _denoise(self, x: torch.Tensor, sigma: float, cond: dict, guidance: float) -> torch.Tensor:
+        """The x0-prediction of one forward over all rows of ``x`` (B, C, h, w)."""
         b = x.shape[0]
         tokens = _pack(x.to(self.device, self.dtype))  # (B, hw/4, 4C)
         # the pipeline feeds timestep = (sigma * 1000 in float32) / 1000 in the latents' dtype
@@ -122,4 +131,4 @@ class FluxModel:
             z = z.to(vae.device, vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor  # (b, C, h, w)
             return (vae.decode(z, return_dict=False)[0].float() / 2 + 0.5).clamp(0, 1).cpu()  # (b, 3, H, W)
 
-        return decode_slices(one, x0, self.decode_batch)
+        return decode_slices(one, x0, decode_rows(self.decode_batch, self.height * self.width))

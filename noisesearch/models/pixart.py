@@ -12,7 +12,9 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
-    PromptCache, VPModel, VPTable, check_positive_int, check_prompt, decode_slices, guide, load_pipeline,
+    execution_device,
+    CFGStack, PromptCache, VPModel, VPTable, check_decode_batch, check_positive_int, check_prompt, decode_rows,
+    decode_slices, guide, load_pipeline,
 )
 from noisesearch.models.sd import vae_decode
 
@@ -26,15 +28,16 @@ class PixArtSigmaModel(VPModel):
 
     def __init__(self, *, path=None, device="cpu", dtype="float32", offload: str | None = None,
                  height: int | None = None,
-                 width: int | None = None, max_sequence_length: int = 300, decode_batch: int = 4):
+                 width: int | None = None, max_sequence_length: int = 300,
+                 decode_batch: int | None = None):
         from diffusers import DDIMScheduler, PixArtSigmaPipeline
 
         self.name = "pixart-sigma"
         self.pipe = load_pipeline(PixArtSigmaPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype,
                                   offload=offload)
         net = self.pipe.transformer
-        self.device, self.dtype = net.device, net.dtype
-        self.decode_batch = check_positive_int(decode_batch, "decode_batch")
+        self.device, self.dtype = execution_device(self.pipe, net), net.dtype
+        self.decode_batch = check_decode_batch(decode_batch)  # None: sized by image pixels (decode_rows)
         self.max_sequence_length = check_positive_int(max_sequence_length, "max_sequence_length")
         self.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)  # timesteps only; we step ourselves
         self.vp = VPTable(self.scheduler.alphas_cumprod)
@@ -49,6 +52,7 @@ class PixArtSigmaModel(VPModel):
         self.noise_shape = (self.channels, self.height // factor, self.width // factor)
         self.default_steps, self.default_guidance = 20, 4.5  # the pipeline's defaults
         self.prompts = PromptCache(self._embed)
+        self.cfg_stack = CFGStack()
 
     def check_target(self, target) -> str:
         return check_prompt(target)
@@ -67,8 +71,10 @@ class PixArtSigmaModel(VPModel):
         x_vp = x_vp.to(self.device, self.dtype)
         cfg = guidance != 1.0
         rows = torch.cat([x_vp, x_vp]) if cfg else x_vp  # unconditional rows first, as the pipeline
-        embeds = torch.cat([cond["neg"], cond["embeds"]]) if cfg else cond["embeds"]  # (rows, L, D)
-        mask = torch.cat([cond["neg_mask"], cond["mask"]]) if cfg else cond["mask"]  # (rows, L)
+        if cfg:  # (2B, L, D) and (2B, L): concatenated once per condition, not per call
+            embeds, mask = self.cfg_stack(cond, (("neg", "embeds"), ("neg_mask", "mask")))
+        else:
+            embeds, mask = cond["embeds"], cond["mask"]  # (B, L, D), (B, L)
         timestep = torch.full((len(rows),), t, dtype=torch.float32, device=self.device)
         out = self.pipe.transformer(rows, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=timestep,
                                     added_cond_kwargs={"resolution": None, "aspect_ratio": None},
@@ -77,4 +83,5 @@ class PixArtSigmaModel(VPModel):
         return guide(*eps.chunk(2), guidance) if cfg else eps  # (B, C, h, w)
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        return decode_slices(lambda z: vae_decode(self.pipe.vae, z), x0, self.decode_batch)
+        rows = decode_rows(self.decode_batch, self.height * self.width)
+        return decode_slices(lambda z: vae_decode(self.pipe.vae, z), x0, rows)

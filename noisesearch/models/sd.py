@@ -17,7 +17,9 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
-    PromptCache, VPModel, VPTable, check_positive_int, check_prompt, decode_slices, guide, load_pipeline,
+    execution_device,
+    CFGStack, PromptCache, VPModel, VPTable, check_decode_batch, check_prompt, decode_rows, decode_slices, guide,
+    load_pipeline,
 )
 
 DEFAULT_IDS = {"sd": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
@@ -30,7 +32,7 @@ class StableDiffusionModel(VPModel):
 
     def __init__(self, name: str = "sd", *, path=None, device="cpu", dtype="float32", offload: str | None = None,
                  height: int | None = None,
-                 width: int | None = None, decode_batch: int = 4):
+                 width: int | None = None, decode_batch: int | None = None):
         from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
         self.name, self.xl = name, name == "sdxl"
@@ -38,8 +40,8 @@ class StableDiffusionModel(VPModel):
         self.pipe = load_pipeline(cls, path, default=DEFAULT_IDS[name], device=device, dtype=dtype,
                                   offload=offload)
         unet, vae = self.pipe.unet, self.pipe.vae
-        self.device, self.dtype = unet.device, unet.dtype
-        self.decode_batch = check_positive_int(decode_batch, "decode_batch")
+        self.device, self.dtype = execution_device(self.pipe, unet), unet.dtype
+        self.decode_batch = check_decode_batch(decode_batch)  # None: sized by image pixels (decode_rows)
         self.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)  # timesteps only; we step ourselves
         self.vp = VPTable(self.scheduler.alphas_cumprod)
         factor = self.pipe.vae_scale_factor
@@ -59,6 +61,7 @@ class StableDiffusionModel(VPModel):
             self.time_ids = self.pipe._get_add_time_ids(size, (0, 0), size, self.dtype,
                                                         text_encoder_projection_dim=proj).to(self.device)  # (1, 6)
         self.prompts = PromptCache(self._embed)
+        self.cfg_stack = CFGStack()
 
     def check_target(self, target) -> str:
         return check_prompt(target)
@@ -77,17 +80,22 @@ class StableDiffusionModel(VPModel):
         x_vp = x_vp.to(self.device, self.dtype)
         cfg = guidance != 1.0
         rows = torch.cat([x_vp, x_vp]) if cfg else x_vp  # (2B or B, C, h, w): unconditional rows first
-        embeds = torch.cat([cond["neg"], cond["embeds"]]) if cfg else cond["embeds"]
+        if cfg:  # (2B, L, D) and (2B, P): concatenated once per condition, not per call
+            pairs = (("neg", "embeds"), ("neg_pooled", "pooled")) if self.xl else (("neg", "embeds"),)
+            embeds, *pooled = self.cfg_stack(cond, pairs)
+        else:
+            embeds, pooled = cond["embeds"], [cond["pooled"]] if self.xl else []
         extra = {}
         if self.xl:
-            pooled = torch.cat([cond["neg_pooled"], cond["pooled"]]) if cfg else cond["pooled"]  # (rows, P)
+            pooled = pooled[0]  # (rows, P)
             extra["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": self.time_ids.expand(len(rows), -1)}
         timestep = torch.full((len(rows),), t, dtype=torch.float32, device=self.device)
         eps = self.pipe.unet(rows, timestep, encoder_hidden_states=embeds, return_dict=False, **extra)[0]
         return guide(*eps.chunk(2), guidance) if cfg else eps  # (B, C, h, w)
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
-        return decode_slices(lambda z: vae_decode(self.pipe.vae, z), x0, self.decode_batch)
+        rows = decode_rows(self.decode_batch, self.height * self.width)
+        return decode_slices(lambda z: vae_decode(self.pipe.vae, z), x0, rows)
 
 
 def vae_decode(vae, z: torch.Tensor) -> torch.Tensor:
