@@ -255,11 +255,16 @@ class LLMGrader:
 
     def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         """Scores (B,) in [0, 10]: the chosen grade; NaN where no valid grading was obtained."""
-        out = torch.full((len(images),), float("nan"))
-        for i, g in enumerate(self.gradings(images, targets)):
-            if g is not None:
-                out[i] = float(getattr(g, self.metric).score)
-        return out
+        return scores_of(self.gradings(images, targets), self.metric)
+
+
+def scores_of(gradings: list, metric: str) -> torch.Tensor:
+    """Scores (B,) from validated gradings, by index: ``metric``'s grade, NaN where a grading is missing."""
+    out = torch.full((len(gradings),), float("nan"))
+    for i, g in enumerate(gradings):
+        if g is not None:
+            out[i] = float(getattr(g, metric).score)
+    return out
 
 
 def cache_file(cache_dir: Path | None, *parts: str | bytes) -> Path | None:

@@ -29,6 +29,7 @@ from noisesearch.errors import UserError
 from noisesearch.verifiers._hf import _weights_problems, check_prompts, require, resolve_device, resolve_dtype, source
 from noisesearch.verifiers.base import check_images
 from noisesearch.verifiers.llm_grader import (METRICS, RUBRIC, cache_file, grading_model, png_bytes, read_cached,
+                                              scores_of,
                                               write_atomic)
 
 log = logging.getLogger(__name__)
@@ -185,8 +186,4 @@ class LocalLLMGrader:
 
     def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         """Scores (B,) in [0, 10]: the chosen grade; NaN where the answer was not a valid grading."""
-        out = torch.full((len(images),), float("nan"))
-        for i, g in enumerate(self.gradings(images, targets)):
-            if g is not None:
-                out[i] = float(getattr(g, self.metric).score)
-        return out
+        return scores_of(self.gradings(images, targets), self.metric)
