@@ -38,3 +38,12 @@ def toy_verifier():
     from noisesearch.verifiers import VERIFIERS
 
     return VERIFIERS["toy-distance"]()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny diffusers models gain nothing from threads, and two threads on a busy 2-core machine are ~100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -35,13 +35,7 @@ EMBEDS = {"flux": "prompt_embeds", "sd": "embeds", "sdxl": "embeds", "pixart-sig
 PROMPT = "a red cube"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and two threads on a busy 2-core machine are ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # (conftest.py)
 
 
 @pytest.fixture(scope="module")
