@@ -261,7 +261,8 @@ def test_evolution_finals_use_their_members_step_noises():
     algorithm = EvolutionSearch(population=4, elites=2, preview_steps=3)
     state = algorithm.init(p)
     jobs = algorithm.ask(state)
-    assert jobs[1].sigmas == schedule(3)[:-1] and jobs[1].score_end
+    # a coarse subsample of the run's own 4-step schedule: steps 0, round(4/3), round(8/3)
+    assert jobs[1].sigmas == tuple(p.sigmas[i] for i in (0, 1, 3)) and jobs[1].score_end
     assert torch.equal(jobs[1].noises, p.step_noises(2, 0, 1))  # the member's own step noises
     algorithm.tell(state, [outcome(j, float(k == 1), index=k) for k, j in enumerate(jobs)])
     while (jobs := algorithm.ask(state))[0].info["role"] == "preview":
@@ -308,3 +309,13 @@ def test_budget_below_one_round_names_the_smallest_budget(digits, classifier, al
 def test_evolution_refuses_settings_the_problem_cannot_take(kwargs, shape, steps, message):
     with pytest.raises(UserError, match=message):
         EvolutionSearch(**kwargs).init(problem(shape, steps))
+
+
+def test_evolution_previews_follow_the_run_schedule_of_vp_models():
+    """A VP model's schedule starts below sigma = 1; previews start where it does (start_scale applies)."""
+    from noisesearch.search.base import Problem
+
+    vp_sigmas = (0.93, 0.8, 0.6, 0.4, 0.2, 0.1, 0.05, 0.02, 0.0)
+    p = Problem(0, 0, 200, (1, 8, 8), vp_sigmas, "euler", 1)
+    state = EvolutionSearch(preview_steps=2).init(p)
+    assert state.preview_sigmas == (0.93, 0.2)

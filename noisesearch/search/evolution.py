@@ -4,8 +4,8 @@ The cross-entropy method (Rubinstein 1999; de Boer et al. 2005), as Spectral Evo
 (SES, arXiv:2602.03208) runs it over the starting noise (SES on a wavelet band; here optionally an
 FFT band, see below). Each generation samples ``population`` noises ``y = mean + std * z`` (``z``
 the draw ``(generation, member)``), re-standardises each to zero mean and unit variance (the
-Gaussian shell), scores them on a short preview of ``preview_steps`` steps of
-``schedule(preview_steps)``, and refits ``mean`` and ``std`` per coordinate on the ``elites`` best
+Gaussian shell), scores them on a short preview of ``preview_steps`` steps (every ``steps / preview_steps``-th
+sigma of the run's own schedule), and refits ``mean`` and ``std`` per coordinate on the ``elites`` best
 of the generation (``std`` floored at ``std_floor``). The first generation samples N(0, I).
 
 A preview runs the preview schedule up to its last state before sigma = 0 and is scored on the
@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 import torch
 
 from noisesearch.errors import UserError
-from noisesearch.samplers import schedule
 from noisesearch.search.base import Job, Outcome, Problem, rank_key
 
 
@@ -110,7 +109,10 @@ class EvolutionSearch:
         steps = len(problem.sigmas) - 1
         if self.preview_steps >= steps:
             raise UserError(f"preview steps must be fewer than the run's {steps} steps, got {self.preview_steps}")
-        preview_sigmas = schedule(self.preview_steps)[:-1]  # stop before sigma = 0, score the x0-prediction
+        # every (steps / preview_steps)-th sigma of the run's own schedule (so VP models start where
+        # their schedule does); stop before sigma = 0 and score the x0-prediction there
+        n = len(problem.sigmas) - 1
+        preview_sigmas = tuple(problem.sigmas[round(i * n / self.preview_steps)] for i in range(self.preview_steps))
         preview_cost = problem.job_cost(Job(torch.empty(0), preview_sigmas, score_end=True))
         reserved = self.final * problem.cost()
         problem.require_budget(reserved + self.final * preview_cost,
