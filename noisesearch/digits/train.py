@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -113,7 +113,6 @@ def train_network(name: str, *, seed: int, data: DigitsData | None = None, steps
 def train_world(out_dir: Path, *, seed: int = 0, progress=None) -> list[Path]:
     """Retrain every network of the digits world into ``out_dir`` (safetensors files)."""
     from noisesearch._io import save_weights
-    import json
 
     data = load_data()
     written = []
@@ -131,8 +130,3 @@ def accuracy(net: nn.Module, data: DigitsData) -> float:
     """Share of ``data`` that a classifier labels right."""
     with torch.no_grad():
         return float((net(data.images).argmax(1) == data.labels).float().mean())
-
-
-if __name__ == "__main__":  # pragma: no cover - convenience for development
-    np.set_printoptions(precision=3)
-    train_world(WEIGHTS_DIR, seed=0, progress=print)
