@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo demo-quick test test-fast bench clean
+.PHONY: venv demo demo-quick test test-fast lint bench clean
 
 venv: $(STAMP)
 
@@ -23,8 +23,15 @@ demo: venv
 demo-quick: venv
 	$(BIN)/noisesearch demo --quick --out demo-out-quick
 
-test: venv
-	$(BIN)/python -m pytest -q
+# Lint, formatting and types first (seconds), then the suite in a random order (pytest-randomly
+# prints the seed: rerun one order with `make test PYTEST_ARGS=--randomly-seed=N`).
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow"

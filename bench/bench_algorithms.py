@@ -19,9 +19,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import inside_share, write_section  # noqa: E402
 
+from noisesearch.algorithms import ALGORITHMS, derive_seed  # noqa: E402
 from noisesearch.driver import run_search  # noqa: E402
 from noisesearch.models import MODELS  # noqa: E402
-from noisesearch.search import ALGORITHMS, derive_seed  # noqa: E402
 from noisesearch.verifiers import VERIFIERS  # noqa: E402
 
 
@@ -32,8 +32,9 @@ def measure(model_name: str, name: str, *, targets: int, budget: int, steps: int
     best = None
     for _ in range(repeats):
         stats: dict = {}
-        results = run_search(model, verifier, ALGORITHMS[name](), ts, seeds=seeds, budget=budget, steps=steps,
-                             stats=stats)
+        results = run_search(
+            model, verifier, ALGORITHMS[name](), ts, seeds=seeds, budget=budget, steps=steps, stats=stats
+        )
         total = stats["wall_seconds"]
         if best is None or total < best["total"]:
             best = {"total": total, "nfe": sum(r.nfe_used for r in results), "outside": 1 - inside_share(stats)}
@@ -60,10 +61,14 @@ def main() -> None:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name in ALGORITHMS:
-        small, large = (measure(m, name, targets=args.targets, budget=args.budget, steps=args.steps,
-                                repeats=args.repeats) for m in ("digits", "digits-large"))
-        lines.append(f"| {name} | {small['nfe_per_s']:,.0f} | {100 * small['outside']:.0f}% "
-                     f"| {large['nfe_per_s']:,.0f} | {100 * large['outside']:.0f}% |")
+        small, large = (
+            measure(m, name, targets=args.targets, budget=args.budget, steps=args.steps, repeats=args.repeats)
+            for m in ("digits", "digits-large")
+        )
+        lines.append(
+            f"| {name} | {small['nfe_per_s']:,.0f} | {100 * small['outside']:.0f}% "
+            f"| {large['nfe_per_s']:,.0f} | {100 * large['outside']:.0f}% |"
+        )
         print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)

@@ -22,12 +22,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Timed, write_section  # noqa: E402
 
+from noisesearch.algorithms import RandomSearch, derive_seed, gaussian
 from noisesearch.driver import run_search
 from noisesearch.models import MODELS
 from noisesearch.samplers import sample_euler
-from noisesearch.search import RandomSearch, derive_seed, gaussian
 from noisesearch.verifiers import VERIFIERS
-
 
 
 def measure(model_name: str, targets: int, candidates: int, steps: int, loop_sample: int, repeats: int) -> dict:
@@ -49,8 +48,12 @@ def measure(model_name: str, targets: int, candidates: int, steps: int, loop_sam
         if best is None or total < best["total"]:
             inside = model.denoise.seconds + verifier_timed.seconds
             proposing = algorithm.ask.seconds + algorithm.tell.seconds
-            best = {"total": total, "inside": inside / total, "proposing": proposing / total,
-                    "driver": (total - inside - proposing) / total}
+            best = {
+                "total": total,
+                "inside": inside / total,
+                "proposing": proposing / total,
+                "driver": (total - inside - proposing) / total,
+            }
         del model.denoise
 
     # Plain loop: one candidate at a time, same noises, same sampler and verifier.
@@ -62,14 +65,20 @@ def measure(model_name: str, targets: int, candidates: int, steps: int, loop_sam
         start = time.perf_counter()
         for i, k in jobs:
             noise = gaussian(model.noise_shape, derive_seed(seeds[i], k))[None]
-            cond = cond_all[i:i + 1]
-            x = sample_euler(lambda x, s: model.denoise(x, s, cond, guidance=1.0), noise, sigmas)
+            cond = cond_all[i : i + 1]
+            x = sample_euler(lambda x, s: model.denoise(x, s, cond, guidance=1.0), noise, sigmas)  # noqa: B023 (called at once)
             verifier(model.decode(x), [ts[i]])
         best_loop = min(best_loop, time.perf_counter() - start)
 
     n = targets * candidates
-    return {**best, "model": model_name, "params": sum(p.numel() for p in model.net.parameters()),
-            "candidates": n, "driver_cps": n / best["total"], "loop_cps": len(jobs) / best_loop}
+    return {
+        **best,
+        "model": model_name,
+        "params": sum(p.numel() for p in model.net.parameters()),
+        "candidates": n,
+        "driver_cps": n / best["total"],
+        "loop_cps": len(jobs) / best_loop,
+    }
 
 
 def main() -> None:
@@ -81,8 +90,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    results = [measure(m, args.targets, args.candidates, args.steps, args.loop_sample, args.repeats)
-               for m in ("digits", "digits-large")]
+    results = [
+        measure(m, args.targets, args.candidates, args.steps, args.loop_sample, args.repeats)
+        for m in ("digits", "digits-large")
+    ]
     lines = [
         "## Driver vs a plain loop (random search, classifier verifier)",
         "",
@@ -100,7 +111,8 @@ def main() -> None:
         lines.append(
             f"| {r['model']} | {r['params']:,} | **{r['driver_cps'] / r['loop_cps']:.1f}x** | {r['driver_cps']:.0f} "
             f"| {r['loop_cps']:.0f} | {100 * r['inside']:.0f}% | {100 * r['proposing']:.0f}% "
-            f"| **{100 * r['driver']:.0f}%** |")
+            f"| **{100 * r['driver']:.0f}%** |"
+        )
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

@@ -36,13 +36,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import _tiny_pipelines as tiny  # noqa: E402
 from _common import write_section  # noqa: E402
 
+from noisesearch.algorithms import RandomSearch, gaussian  # noqa: E402
 from noisesearch.driver import run_search  # noqa: E402
 from noisesearch.models import MODELS  # noqa: E402
-from noisesearch.search import RandomSearch, gaussian  # noqa: E402
 
 FAMILIES = {"flux": tiny.save_flux, "pixart-sigma": tiny.save_pixart, "sd": tiny.save_sd}
-PROMPTS = ["a red cube", "a blue cat", "a photo of the dog", "a red cat", "the blue cube", "a dog", "a cat of the dog",
-           "a photo of a red cube"]
+PROMPTS = [
+    "a red cube",
+    "a blue cat",
+    "a photo of the dog",
+    "a red cat",
+    "the blue cube",
+    "a dog",
+    "a cat of the dog",
+    "a photo of a red cube",
+]
 STEPS = 4
 
 
@@ -81,11 +89,18 @@ class Recorder:
 
 
 def pipe_kwargs(name: str, model) -> dict:
-    extra = {"flux": {"max_sequence_length": 16},
-             "pixart-sigma": {"max_sequence_length": 16, "use_resolution_binning": False,
-                              "clean_caption": False}}.get(name, {})
-    return {"height": model.height, "width": model.width, "num_inference_steps": STEPS, "output_type": "pt",
-            "guidance_scale": model.default_guidance, **extra}
+    extra = {
+        "flux": {"max_sequence_length": 16},
+        "pixart-sigma": {"max_sequence_length": 16, "use_resolution_binning": False, "clean_caption": False},
+    }.get(name, {})
+    return {
+        "height": model.height,
+        "width": model.width,
+        "num_inference_steps": STEPS,
+        "output_type": "pt",
+        "guidance_scale": model.default_guidance,
+        **extra,
+    }
 
 
 def latents_of(name: str, noises: torch.Tensor) -> torch.Tensor:
@@ -110,8 +125,15 @@ def ours(model, prompts, candidates):
     """run_search over ``prompts``; returns (images (P*N, 3, H, W) in candidate order, their noise seeds)."""
     recorder = Recorder()
     cost = STEPS * model.nfe_per_call(model.default_guidance)
-    results = run_search(model, recorder, RandomSearch(candidates=candidates), prompts,
-                         seeds=list(range(len(prompts))), budget=candidates * cost, steps=STEPS)
+    results = run_search(
+        model,
+        recorder,
+        RandomSearch(candidates=candidates),
+        prompts,
+        seeds=list(range(len(prompts))),
+        budget=candidates * cost,
+        steps=STEPS,
+    )
     images = torch.cat(recorder.images)
     return images, [c["noise_seed"] for r in results for c in sorted(r.candidates, key=lambda c: c["index"])]
 
@@ -131,7 +153,9 @@ def methods(name: str, model, candidates: int, latents: torch.Tensor) -> dict:
     pipe, kwargs, prompt = model.pipe, pipe_kwargs(name, model), PROMPTS[0]
     return {
         "ours": lambda: ours(model, [prompt], candidates),
-        "loop": lambda: torch.cat([pipe(prompt, latents=latents[k:k + 1], **kwargs).images for k in range(candidates)]),
+        "loop": lambda: torch.cat(
+            [pipe(prompt, latents=latents[k : k + 1], **kwargs).images for k in range(candidates)]
+        ),
         "batched": lambda: pipe(prompt, num_images_per_prompt=candidates, latents=latents, **kwargs).images,
     }
 
@@ -146,8 +170,12 @@ def peak_child(name: str, folder: str, size: int, candidates: int, method: str) 
 
 
 def peak_in_subprocess(name: str, folder: Path, size: int, candidates: int, method: str) -> int:
-    out = subprocess.run([sys.executable, __file__, "--peak-child", name, str(folder), str(size), str(candidates),
-                          method], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, "--peak-child", name, str(folder), str(size), str(candidates), method],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])["peak"]
 
 
@@ -161,15 +189,31 @@ def measure(name: str, folder: Path, size: int, candidates: int, repeats: int) -
     pipe, kwargs = model.pipe, pipe_kwargs(name, model)
     _, many_seeds = ours(model, PROMPTS, 8)
     many_latents = latents_of(name, noises_of(model, many_seeds)).reshape(len(PROMPTS), 8, *latents.shape[1:])
-    many_runs = timed({"ours": lambda: ours(model, PROMPTS, 8),
-                       "per": lambda: torch.cat([pipe(p, num_images_per_prompt=8, latents=many_latents[i],
-                                                      **kwargs).images for i, p in enumerate(PROMPTS)])}, repeats)
+    many_runs = timed(
+        {
+            "ours": lambda: ours(model, PROMPTS, 8),
+            "per": lambda: torch.cat(
+                [
+                    pipe(p, num_images_per_prompt=8, latents=many_latents[i], **kwargs).images
+                    for i, p in enumerate(PROMPTS)
+                ]
+            ),
+        },
+        repeats,
+    )
     (t_many, (many, _)), (t_per, per) = many_runs["ours"], many_runs["per"]
     mem = tuple(peak_in_subprocess(name, folder, size, candidates, m) for m in ("ours", "loop", "batched"))
-    return {"model": name, "size": size, "ours_cps": candidates / t_ours, "loop_cps": candidates / t_loop,
-            "batch_cps": candidates / t_batch, "diff": max((images - loop).abs().max().item(),
-                                                           (images - batch).abs().max().item()),
-            "mem": mem, "many_ratio": t_per / t_many, "many_diff": (many - per).abs().max().item()}
+    return {
+        "model": name,
+        "size": size,
+        "ours_cps": candidates / t_ours,
+        "loop_cps": candidates / t_loop,
+        "batch_cps": candidates / t_batch,
+        "diff": max((images - loop).abs().max().item(), (images - batch).abs().max().item()),
+        "mem": mem,
+        "many_ratio": t_per / t_many,
+        "many_diff": (many - per).abs().max().item(),
+    }
 
 
 def main() -> None:
@@ -178,8 +222,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--peak-child", nargs=5, metavar=("MODEL", "FOLDER", "SIZE", "CANDIDATES", "METHOD"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--peak-child", nargs=5, metavar=("MODEL", "FOLDER", "SIZE", "CANDIDATES", "METHOD"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.peak_child:
         name, folder, size, candidates, method = args.peak_child
@@ -215,7 +260,8 @@ def main() -> None:
         lines.append(
             f"| {r['model']} | {r['size']}x{r['size']} | **{r['ours_cps'] / r['loop_cps']:.1f}x** "
             f"| **{r['ours_cps'] / r['batch_cps']:.2f}x** | {r['ours_cps']:.0f} | {r['diff']:.1e} "
-            f"| {' / '.join(mib(m) for m in r['mem'])} | **{r['many_ratio']:.2f}x** | {r['many_diff']:.1e} |")
+            f"| {' / '.join(mib(m) for m in r['mem'])} | **{r['many_ratio']:.2f}x** | {r['many_diff']:.1e} |"
+        )
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

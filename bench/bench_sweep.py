@@ -45,8 +45,14 @@ def timed_sweep(executor=None) -> tuple[float, int]:
 
 
 def row_write_seconds(n: int = 2000) -> float:
-    row = {"cell": "x" * 80, "target": 3, "best_score": -0.01, "eval_oracle-is": -0.02, "params": {"a": 1},
-           "versions": {"noisesearch": "0.1.0", "torch": torch.__version__}}
+    row = {
+        "cell": "x" * 80,
+        "target": 3,
+        "best_score": -0.01,
+        "eval_oracle-is": -0.02,
+        "params": {"a": 1},
+        "versions": {"noisesearch": "0.1.0", "torch": torch.__version__},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.jsonl"
         start = time.perf_counter()
@@ -69,21 +75,23 @@ def main() -> None:
     ray.shutdown()
     write = row_write_seconds()
     per_row_local = local / rows
-    text = "\n".join([
-        "## Sweeps: local vs Ray, and recording",
-        "",
-        f"Measured by `bench/bench_sweep.py` in one run on {platform.machine()}, torch {torch.__version__}: "
-        f"digits, 200 targets x 3 algorithms (random, zero-order, halving) x 4 budgets (16-128 NFEs), one seed, "
-        f"{rows} rows; Ray = a local Ray with 2 CPU slots (one actor each, 1 torch thread per actor), "
-        "its start-up and actor loading included.",
-        "",
-        "| measure | value |",
-        "| --- | --- |",
-        f"| local backend | {local:.1f} s ({rows / local:.0f} rows/s) |",
-        f"| Ray, 2 CPU slots | {ray_time:.1f} s ({ray_rows / ray_time:.0f} rows/s); local / Ray = **{local / ray_time:.2f}x** |",
-        f"| recording one row (JSONL append, flush, fsync) | {1e3 * write:.3f} ms = **{100 * write / per_row_local:.1f}%** "
-        "of a local row's time |",
-    ])
+    text = "\n".join(
+        [
+            "## Sweeps: local vs Ray, and recording",
+            "",
+            f"Measured by `bench/bench_sweep.py` in one run on {platform.machine()}, torch {torch.__version__}: "
+            f"digits, 200 targets x 3 algorithms (random, zero-order, halving) x 4 budgets (16-128 NFEs), one seed, "
+            f"{rows} rows; Ray = a local Ray with 2 CPU slots (one actor each, 1 torch thread per actor), "
+            "its start-up and actor loading included.",
+            "",
+            "| measure | value |",
+            "| --- | --- |",
+            f"| local backend | {local:.1f} s ({rows / local:.0f} rows/s) |",
+            f"| Ray, 2 CPU slots | {ray_time:.1f} s ({ray_rows / ray_time:.0f} rows/s); local / Ray = **{local / ray_time:.2f}x** |",
+            f"| recording one row (JSONL append, flush, fsync) | {1e3 * write:.3f} ms = **{100 * write / per_row_local:.1f}%** "
+            "of a local row's time |",
+        ]
+    )
     print(text)
     if not args.no_write:
         write_section("bench_sweep", text)

@@ -6,7 +6,7 @@ Ma et al. 2025, "Inference-Time Scaling for Diffusion Models beyond Scaling Deno
 - sigma convention and samplers: ``noisesearch.samplers`` (``SAMPLERS``, ``schedule``)
 - models: ``noisesearch.models`` (``MODELS``, the ``Model`` contract)
 - verifiers: ``noisesearch.verifiers`` (``VERIFIERS``, the ``Verifier`` contract)
-- search algorithms: ``noisesearch.search`` (``ALGORITHMS``, ``Problem``, ``Job``, ``Outcome``)
+- search algorithms: ``noisesearch.algorithms`` (``ALGORITHMS``, ``Problem``, ``Job``, ``Outcome``)
 - the one accounting point: ``noisesearch.accounting.Accountant``
 - the one driver loop: ``noisesearch.driver.run_search``
 - jobs: ``noisesearch.generate.generate``, ``noisesearch.study.run_study``, ``noisesearch.demo``

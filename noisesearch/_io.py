@@ -142,7 +142,6 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(
-            f"weights file {str(path)!r} is not a safetensors file ({e}); "
-            "only safetensors weights are accepted"
+            f"weights file {str(path)!r} is not a safetensors file ({e}); only safetensors weights are accepted"
         ) from None
     return tensors, metadata

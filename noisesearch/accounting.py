@@ -11,6 +11,7 @@ call takes any search past its budget (so a wrong cost formula cannot hide).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -55,11 +56,12 @@ class Accountant:
     def denoiser(self, model: Model, cond, owners: torch.Tensor, *, guidance: float, grad: bool = False):
         """A ``denoise(x, sigma)`` for the samplers that charges each row of ``owners`` per call."""
         cost = model.nfe_per_call(guidance)
-        fn = model.denoise
+        fn: Callable[..., torch.Tensor] = model.denoise
         if grad:
-            fn = getattr(model, "denoise_grad", None)
-            if fn is None:
+            grad_fn = getattr(model, "denoise_grad", None)
+            if grad_fn is None:
                 raise UserError(f"model {model.name!r} cannot be differentiated (no denoise_grad)")
+            fn = grad_fn
 
         def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
             self._charge(self.nfe, owners, cost)
@@ -73,8 +75,9 @@ class Accountant:
 
         return denoise
 
-    def verify(self, verifier, images: torch.Tensor, targets: list, owners: torch.Tensor, *, previews=None,
-               grad: bool = False) -> torch.Tensor:
+    def verify(
+        self, verifier, images: torch.Tensor, targets: list, owners: torch.Tensor, *, previews=None, grad: bool = False
+    ) -> torch.Tensor:
         """Scores (B,) from ``verifier``, counting one verifier call per image for its owner.
 
         With ``grad`` the scores keep their autograd graph (the verifier's differentiable ``score``).
@@ -86,7 +89,9 @@ class Accountant:
         finally:
             self.verify_seconds += time.perf_counter() - start
         if scores.shape != (len(images),):
-            raise RuntimeError(f"verifier {verifier.name!r} returned shape {tuple(scores.shape)}, expected ({len(images)},)")
+            raise RuntimeError(
+                f"verifier {verifier.name!r} returned shape {tuple(scores.shape)}, expected ({len(images)},)"
+            )
         return scores.float() if grad else scores.detach().float().cpu()
 
     @staticmethod
@@ -94,7 +99,9 @@ class Accountant:
         if grad:
             score = getattr(verifier, "score", None)
             if score is None:
-                raise UserError(f"verifier {verifier.name!r} is not differentiable; first-order search needs "
-                                "one with a score() method (the digits, toy and CLIP-based verifiers have one)")
+                raise UserError(
+                    f"verifier {verifier.name!r} is not differentiable; first-order search needs "
+                    "one with a score() method (the digits, toy and CLIP-based verifiers have one)"
+                )
             return score(images, targets, previews=previews)
         return verifier(images, targets, previews=previews)

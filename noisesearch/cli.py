@@ -17,8 +17,13 @@ from rich.console import Console
 
 from noisesearch.errors import BudgetExceeded, UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Inference-time scaling for diffusion and flow models: search for better noises.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Inference-time scaling for diffusion and flow models: search for better noises.",
+)
 train_app = typer.Typer(no_args_is_help=True, help="Retrain built-in models.")
 app.add_typer(train_app, name="train")
 console = Console(stderr=True)
@@ -41,9 +46,16 @@ def friendly(fn):
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[extra]}"), console=console, transient=True,
-                    disable=not console.is_terminal)  # a log file gets the summary lines only
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[extra]}"),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )  # a log file gets the summary lines only
 
 
 def parse_params(pairs: list[str], flag: str) -> dict:
@@ -104,15 +116,30 @@ def generate(
         def progress(spent, total, best):
             bar.update(task, completed=spent, extra=f"best {best:.4g}")
 
-        result, record = run(model=model, target=target if prompt is None else prompt, verifier=verifier,
-                             algorithm=algorithm, algorithm_params=params, budget=budget, steps=steps,
-                             sampler=sampler, guidance=guidance, seed=seed, model_path=model_path,
-                             verifier_path=verifier_path, model_options=model_options,
-                             verifier_options=parse_params(verifier_param, "--verifier-param"),
-                             out=out, max_batch=max_batch, progress=progress)
+        result, record = run(
+            model=model,
+            target=target if prompt is None else prompt,
+            verifier=verifier,
+            algorithm=algorithm,
+            algorithm_params=params,
+            budget=budget,
+            steps=steps,
+            sampler=sampler,
+            guidance=guidance,
+            seed=seed,
+            model_path=model_path,
+            verifier_path=verifier_path,
+            model_options=model_options,
+            verifier_options=parse_params(verifier_param, "--verifier-param"),
+            out=out,
+            max_batch=max_batch,
+            progress=progress,
+        )
     best = "none (every score was NaN)" if record["best_score"] is None else f"{record['best_score']:.4f}"
-    print(f"{len(record['candidates'])} candidates, {record['nfe_used']}/{budget} NFEs, best {verifier} score "
-          f"{best} -> {out / 'best.png'}, {out / 'record.json'}")
+    print(
+        f"{len(record['candidates'])} candidates, {record['nfe_used']}/{budget} NFEs, best {verifier} score "
+        f"{best} -> {out / 'best.png'}, {out / 'record.json'}"
+    )
 
 
 @app.command()
@@ -131,14 +158,19 @@ def demo(
     with _progress() as bar:
         task = bar.add_task("demo", total=len(configs), extra="")
         rows = run_study(configs, out, progress=lambda c: bar.update(task, advance=1, extra=c.slug))
-    scaling_plot(rows, out / "scaling.png", metrics=("fid", "is"),
-                 title="digits: more steps vs noise search (FID/IS from the evaluation network)")
+    scaling_plot(
+        rows,
+        out / "scaling.png",
+        metrics=("fid", "is"),
+        title="digits: more steps vs noise search (FID/IS from the evaluation network)",
+    )
     from noisesearch._io import atomic_write_bytes
     from noisesearch.plots import markdown_table
 
     atomic_write_bytes(out / "table.md", markdown_table(rows).encode())
     Console(width=max(Console().width, 160)).print(
-        results_table(rows, title=f"noisesearch demo ({'quick' if quick else 'full'})"))
+        results_table(rows, title=f"noisesearch demo ({'quick' if quick else 'full'})")
+    )
     print(f"rows: {out / 'results.jsonl'}  plot: {out / 'scaling.png'}  samples: {out / 'samples'}")
 
 
@@ -159,17 +191,23 @@ def compare(
     from noisesearch.study import run_study
 
     if model not in ("digits", "digits-large"):
-        raise UserError(f"compare runs on the built-in digits models; got --model {model!r}, accepted: digits, digits-large")
+        raise UserError(
+            f"compare runs on the built-in digits models; got --model {model!r}, accepted: digits, digits-large"
+        )
     names = [a.strip() for a in algorithms.split(",")] if algorithms else None
-    configs = compare_configs(model=model, budgets=parse_budgets(budgets), seeds=seeds, verifier=verifier,
-                              algorithms=names, quick=quick)
+    configs = compare_configs(
+        model=model, budgets=parse_budgets(budgets), seeds=seeds, verifier=verifier, algorithms=names, quick=quick
+    )
     skipped: list = []
     with _progress() as bar:
         task = bar.add_task("compare", total=len(configs), extra="")
-        rows = run_study(configs, out, skipped=skipped,
-                         progress=lambda c: bar.update(task, advance=1, extra=c.slug))
-    scaling_plot(rows, out / "scaling.png", metrics=("fid", "is", "diversity"),
-                 title=f"{model}: search algorithms vs more steps at matched NFEs ({verifier} verifier)")
+        rows = run_study(configs, out, skipped=skipped, progress=lambda c: bar.update(task, advance=1, extra=c.slug))
+    scaling_plot(
+        rows,
+        out / "scaling.png",
+        metrics=("fid", "is", "diversity"),
+        title=f"{model}: search algorithms vs more steps at matched NFEs ({verifier} verifier)",
+    )
     from noisesearch._io import atomic_write_bytes
 
     atomic_write_bytes(out / "table.md", markdown_table(rows).encode())
@@ -206,8 +244,10 @@ def sweep(
             bar.update(task, completed=done, total=total, extra=note)
 
         counts = run_sweep(cfg, out, progress=progress, executor=executor)
-    print(f"{counts['written']} rows written, {counts['skipped']} already there "
-          f"({counts['cells']} configurations x {counts['targets']} targets): {out / 'results.jsonl'}")
+    print(
+        f"{counts['written']} rows written, {counts['skipped']} already there "
+        f"({counts['cells']} configurations x {counts['targets']} targets): {out / 'results.jsonl'}"
+    )
 
 
 @app.command()
@@ -225,9 +265,9 @@ def report(
 @app.command("list")
 def list_registered():
     """Show the registered models, verifiers, algorithms and samplers, one line each."""
+    from noisesearch.algorithms import ALGORITHMS
     from noisesearch.models import MODELS
     from noisesearch.samplers import SAMPLERS
-    from noisesearch.search import ALGORITHMS
     from noisesearch.verifiers import VERIFIERS
 
     def summary(obj) -> str:

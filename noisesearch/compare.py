@@ -27,11 +27,18 @@ def parse_budgets(text: str) -> list[int]:
     return sorted(set(budgets))
 
 
-def compare_configs(*, model: str = "digits", budgets: list[int], seeds: int = 3, verifier: str = "classifier",
-                    algorithms: list[str] | None = None, quick: bool = False) -> list[Config]:
+def compare_configs(
+    *,
+    model: str = "digits",
+    budgets: list[int],
+    seeds: int = 3,
+    verifier: str = "classifier",
+    algorithms: list[str] | None = None,
+    quick: bool = False,
+) -> list[Config]:
     """Configurations of the matched-budget study (``quick``: fewer samples, budgets up to 256)."""
+    from noisesearch.algorithms import ALGORITHMS
     from noisesearch.generate import pick
-    from noisesearch.search import ALGORITHMS
     from noisesearch.verifiers import VERIFIERS
 
     pick(VERIFIERS, verifier, "verifier")

@@ -28,10 +28,10 @@ from typing import Any
 import torch
 
 from noisesearch.accounting import Accountant
+from noisesearch.algorithms.base import Job, Outcome, Problem, SearchAlgorithm, noise_hash, rank_key
 from noisesearch.errors import BudgetExceeded, UserError
 from noisesearch.models.base import Model, index_cond
 from noisesearch.samplers import get_sampler
-from noisesearch.search.base import Job, Outcome, Problem, SearchAlgorithm, noise_hash, rank_key
 from noisesearch.verifiers.base import Verifier
 
 
@@ -120,9 +120,7 @@ def run_search(
     ]
     states = [algorithm.init(p) for p in problems]
     acct = Accountant([budget] * len(targets))
-    results = [
-        SearchResult(t, int(s), budget, 0, 0, -math.inf, -1, None, None, 0) for t, s in zip(targets, seeds)
-    ]
+    results = [SearchResult(t, int(s), budget, 0, 0, -math.inf, -1, None, None, 0) for t, s in zip(targets, seeds)]
     active = list(range(len(targets)))
     preview_sigma = getattr(verifier, "preview_sigma", None)
 
@@ -148,27 +146,46 @@ def run_search(
                 groups.setdefault(job.group_key(), []).append((i, k))
         for members in groups.values():
             for start in range(0, len(members), max_batch):
-                chunk = members[start:start + max_batch]
-                _run_batch(model, verifier, acct, cond_all, problems, asked, outcomes, chunk, guidance,
-                           preview_sigma, results, algorithm.name)
+                chunk = members[start : start + max_batch]
+                _run_batch(
+                    model,
+                    verifier,
+                    acct,
+                    cond_all,
+                    problems,
+                    asked,
+                    outcomes,
+                    chunk,
+                    guidance,
+                    preview_sigma,
+                    results,
+                    algorithm.name,
+                )
                 if progress:
                     best = max((r.best_score for r in results), default=-math.inf)
                     progress(int(acct.nfe.sum()), budget * len(targets), best)
         for i in active:
-            algorithm.tell(states[i], outcomes[i])
-            _record(results[i], outcomes[i], problems[i].sigmas[0], keep_images)
+            filed = [o for o in outcomes[i] if o is not None]
+            assert len(filed) == len(asked[i]), "every asked job gets exactly one outcome"
+            algorithm.tell(states[i], filed)
+            _record(results[i], filed, problems[i].sigmas[0], keep_images)
 
     for i, r in enumerate(results):
         r.nfe_used, r.verifier_calls = int(acct.nfe[i]), int(acct.verifier_calls[i])
     if stats is not None:
-        stats.update(wall_seconds=time.perf_counter() - started, denoise_seconds=acct.denoise_seconds,
-                     verify_seconds=acct.verify_seconds, backward_seconds=acct.backward_seconds,
-                     denoise_calls=acct.denoise_calls)
+        stats.update(
+            wall_seconds=time.perf_counter() - started,
+            denoise_seconds=acct.denoise_seconds,
+            verify_seconds=acct.verify_seconds,
+            backward_seconds=acct.backward_seconds,
+            denoise_calls=acct.denoise_calls,
+        )
     return results
 
 
-def _run_batch(model, verifier, acct, cond_all, problems, asked, outcomes, chunk, guidance, preview_sigma, results,
-               algorithm_name):
+def _run_batch(
+    model, verifier, acct, cond_all, problems, asked, outcomes, chunk, guidance, preview_sigma, results, algorithm_name
+):
     """Integrate one batch of jobs that share a group key, score them, and file their outcomes."""
     jobs = [asked[i][k] for i, k in chunk]
     first = jobs[0]
@@ -217,8 +234,14 @@ def _run_batch(model, verifier, acct, cond_all, problems, asked, outcomes, chunk
             acct.backward_seconds += time.perf_counter() - started
             acct.charge_backward(owners, problems[chunk[0][0]].job_costs(first)[1])
     cost = problems[chunk[0][0]].job_cost(first)  # same rules for every search of a run
-    rows = zip(chunk, x_end.detach().unbind(0), end_denoised.detach().unbind(0), images.detach().unbind(0),
-               scores.detach().tolist(), (g.unbind(0) if first.grad else grads))
+    rows = zip(
+        chunk,
+        x_end.detach().unbind(0),
+        end_denoised.detach().unbind(0),
+        images.detach().unbind(0),
+        scores.detach().tolist(),
+        (g.unbind(0) if first.grad else grads),
+    )
     for (i, k), x, denoised, image, score, grad in rows:
         outcomes[i][k] = Outcome(asked[i][k], x, denoised, image, score, cost, len(results[i].candidates) + k, grad)
 
@@ -244,16 +267,18 @@ def _record(result: SearchResult, outcomes: list[Outcome], schedule_start: float
         # A seeded draw is identified by its seed, any other noise (a neighbour, an iterate) by a hash
         # of it; an intermediate state (paths, halving, SMC steps) by the algorithm's notes in "info".
         derived_noise = o.job.noise_seed is None and o.job.sigmas[0] == schedule_start
-        result.candidates.append({
-            "index": o.index,
-            "noise_seed": o.job.noise_seed,
-            "noise_sha256": noise_hash(o.job.x) if derived_noise else None,
-            "sigma_start": o.job.sigmas[0],
-            "sigma_end": o.job.sigmas[-1],
-            "nfe": o.nfe,
-            "score": None if nan else o.score,
-            **({"info": o.job.info} if o.job.info else {}),
-        })
+        result.candidates.append(
+            {
+                "index": o.index,
+                "noise_seed": o.job.noise_seed,
+                "noise_sha256": noise_hash(o.job.x) if derived_noise else None,
+                "sigma_start": o.job.sigmas[0],
+                "sigma_end": o.job.sigmas[-1],
+                "nfe": o.nfe,
+                "score": None if nan else o.score,
+                **({"info": o.job.info} if o.job.info else {}),
+            }
+        )
         if o.job.final and not nan and rank_key(o.score) > result.best_score:
             result.best_score, result.best_index = o.score, o.index
             result.best_image, result.best_noise = o.image, o.job.x

@@ -11,11 +11,11 @@ from typing import Any
 import torch
 
 from noisesearch._io import ensure_out_dir, save_png, write_json
+from noisesearch.algorithms import ALGORITHMS
 from noisesearch.driver import SearchResult, run_search
 from noisesearch.errors import UserError
 from noisesearch.models import MODELS
 from noisesearch.samplers import get_sampler
-from noisesearch.search import ALGORITHMS
 from noisesearch.verifiers import VERIFIERS
 
 PNG_SCALE = {"digits": 8}  # 8x8 digits are written enlarged 8x (nearest neighbour) to be visible
@@ -37,9 +37,17 @@ def check_options(factory, options: dict, what: str, name: str) -> None:
             raise UserError(f"{what} {name!r} takes no parameter {key!r}; accepted: {', '.join(accepted) or 'none'}")
 
 
-def build(model: str, verifier: str, algorithm: str, *, model_path=None, verifier_path=None,
-          algorithm_params: dict | None = None, model_options: dict | None = None,
-          verifier_options: dict | None = None):
+def build(
+    model: str,
+    verifier: str,
+    algorithm: str,
+    *,
+    model_path=None,
+    verifier_path=None,
+    algorithm_params: dict | None = None,
+    model_options: dict | None = None,
+    verifier_options: dict | None = None,
+):
     """Model, verifier and algorithm objects from registry names (checked against each other).
 
     ``model_options`` / ``verifier_options`` are keyword arguments of the factories (``device``,
@@ -99,14 +107,32 @@ def generate(
         result, record = generate(target=7, budget=64, steps=8, seed=0)
     """
     out_dir = ensure_out_dir(Path(out)) if out is not None else None
-    m, v, algo = build(model, verifier, algorithm, model_path=model_path, verifier_path=verifier_path,
-                       algorithm_params=algorithm_params, model_options=model_options,
-                       verifier_options=verifier_options)
+    m, v, algo = build(
+        model,
+        verifier,
+        algorithm,
+        model_path=model_path,
+        verifier_path=verifier_path,
+        algorithm_params=algorithm_params,
+        model_options=model_options,
+        verifier_options=verifier_options,
+    )
     steps = m.default_steps if steps is None else steps
     guidance = m.default_guidance if guidance is None else guidance
     started = time.perf_counter()
-    (result,) = run_search(m, v, algo, [target], seeds=[seed], budget=budget, steps=steps, sampler=sampler,
-                           guidance=guidance, max_batch=max_batch, progress=progress)
+    (result,) = run_search(
+        m,
+        v,
+        algo,
+        [target],
+        seeds=[seed],
+        budget=budget,
+        steps=steps,
+        sampler=sampler,
+        guidance=guidance,
+        max_batch=max_batch,
+        progress=progress,
+    )
     wall = time.perf_counter() - started
     record = {
         "model": model,

@@ -45,14 +45,22 @@ class DigitsEvaluator:
 
         feats, logits = self.features_and_logits(images)
         ref_feats, ref_stats = self.reference
-        fid = fid_statistics_to_metric(fid_features_to_statistics(feats), ref_stats, verbose=False)["frechet_inception_distance"]
+        fid = fid_statistics_to_metric(fid_features_to_statistics(feats), ref_stats, verbose=False)[
+            "frechet_inception_distance"
+        ]
         inception = isc_features_to_metric(logits, splits=1, shuffle=False)["inception_score_mean"]
         precision, recall = calculate_precision_recall_full(feats.float(), ref_feats.float(), neighborhood=3)
         labels = torch.as_tensor(labels)
         accuracy = float((logits.argmax(1) == labels).double().mean())
         diversity = within_class_spread(feats, labels) / self.reference_spread
-        return {"fid": float(fid), "is": float(inception), "precision": float(precision),
-                "recall": float(recall), "accuracy": accuracy, "diversity": diversity}
+        return {
+            "fid": float(fid),
+            "is": float(inception),
+            "precision": float(precision),
+            "recall": float(recall),
+            "accuracy": accuracy,
+            "diversity": diversity,
+        }
 
     @cached_property
     def reference_spread(self) -> float:

@@ -10,9 +10,15 @@ import statistics
 from pathlib import Path
 
 METRICS = ("fid", "is", "precision", "recall", "accuracy", "diversity", "mean_best_score")
-METRIC_LABELS = {"fid": "FID (lower is better)", "is": "IS (higher is better)", "precision": "precision",
-                 "recall": "recall", "accuracy": "class accuracy", "diversity": "diversity (1 = real data)",
-                 "mean_best_score": "mean best verifier score"}
+METRIC_LABELS = {
+    "fid": "FID (lower is better)",
+    "is": "IS (higher is better)",
+    "precision": "precision",
+    "recall": "recall",
+    "accuracy": "class accuracy",
+    "diversity": "diversity (1 = real data)",
+    "mean_best_score": "mean best verifier score",
+}
 
 
 def series_label(row: dict) -> str:
@@ -31,8 +37,14 @@ def aggregate(rows: list[dict]) -> dict[str, list[dict]]:
         points.setdefault(key, []).append(row)
     series: dict[str, list[dict]] = {}
     for (label, algorithm, verifier, steps, budget), group in points.items():
-        point = {"algorithm": algorithm, "verifier": verifier, "steps": steps, "budget": budget,
-                 "seeds": len(group), "nfe_per_sample": statistics.fmean(r["nfe_per_sample"] for r in group)}
+        point = {
+            "algorithm": algorithm,
+            "verifier": verifier,
+            "steps": steps,
+            "budget": budget,
+            "seeds": len(group),
+            "nfe_per_sample": statistics.fmean(r["nfe_per_sample"] for r in group),
+        }
         for metric in METRICS:
             values = [r[metric] for r in group if r.get(metric) is not None]
             if values:
@@ -59,9 +71,16 @@ def scaling_plot(rows: list[dict], path: Path, *, metrics=("fid", "is"), title: 
     for ax, metric in zip(axes, metrics):
         for label, line in aggregate(rows).items():
             style = {"linestyle": "--", "color": "black"} if label.startswith("more denoising") else {}
-            ax.errorbar([p["nfe_per_sample"] for p in line], [p[metric] for p in line],
-                        yerr=[p[f"{metric}_std"] for p in line], marker="o", markersize=4, capsize=2,
-                        label=label, **style)
+            ax.errorbar(
+                [p["nfe_per_sample"] for p in line],
+                [p[metric] for p in line],
+                yerr=[p[f"{metric}_std"] for p in line],
+                marker="o",
+                markersize=4,
+                capsize=2,
+                label=label,
+                **style,
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFEs per sample")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
@@ -83,8 +102,15 @@ def _cell(point: dict, metric: str, digits: int) -> str:
     return value + (f" ± {point[f'{metric}_std']:.{digits}f}" if point["seeds"] > 1 else "")
 
 
-COLUMNS = [("FID", "fid", 2), ("IS", "is", 2), ("prec.", "precision", 3), ("recall", "recall", 3),
-           ("acc.", "accuracy", 3), ("div.", "diversity", 3), ("verifier", "mean_best_score", 4)]
+COLUMNS = [
+    ("FID", "fid", 2),
+    ("IS", "is", 2),
+    ("prec.", "precision", 3),
+    ("recall", "recall", 3),
+    ("acc.", "accuracy", 3),
+    ("div.", "diversity", 3),
+    ("verifier", "mean_best_score", 4),
+]
 
 
 def results_table(rows: list[dict], *, title: str = "results"):
@@ -96,8 +122,15 @@ def results_table(rows: list[dict], *, title: str = "results"):
         table.add_column(col, justify="left" if col in ("algorithm", "verifier") else "right")
     for line in aggregate(rows).values():
         for n, p in enumerate(line):
-            table.add_row(p["algorithm"], p["verifier"] or "-", str(p["steps"]), f"{p['nfe_per_sample']:g}",
-                          str(p["seeds"]), *(_cell(p, m, d) for _, m, d in COLUMNS), end_section=n == len(line) - 1)
+            table.add_row(
+                p["algorithm"],
+                p["verifier"] or "-",
+                str(p["steps"]),
+                f"{p['nfe_per_sample']:g}",
+                str(p["seeds"]),
+                *(_cell(p, m, d) for _, m, d in COLUMNS),
+                end_section=n == len(line) - 1,
+            )
     return table
 
 
@@ -107,7 +140,13 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for line in aggregate(rows).values():
         for p in line:
-            cells = [p["algorithm"], p["verifier"] or "-", str(p["steps"]), f"{p['nfe_per_sample']:g}",
-                     str(p["seeds"]), *(_cell(p, m, d) for _, m, d in COLUMNS)]
+            cells = [
+                p["algorithm"],
+                p["verifier"] or "-",
+                str(p["steps"]),
+                f"{p['nfe_per_sample']:g}",
+                str(p["seeds"]),
+                *(_cell(p, m, d) for _, m, d in COLUMNS),
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

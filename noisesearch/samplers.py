@@ -53,8 +53,9 @@ def _deterministic(noises) -> None:
         raise ValueError("this sampler is deterministic and takes no noises; use a stochastic sampler")
 
 
-def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None,
-                 noises=None) -> torch.Tensor:
+def sample_euler(
+    denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None, noises=None
+) -> torch.Tensor:
     """Euler method on the probability-flow ODE (Karras et al. 2022, Alg. 1 with one stage)."""
     _deterministic(noises)
     for i in range(len(sigmas) - 1):
@@ -66,8 +67,9 @@ def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callba
     return x
 
 
-def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None,
-                noises=None) -> torch.Tensor:
+def sample_heun(
+    denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None, noises=None
+) -> torch.Tensor:
     """Heun's second-order method (Karras et al. 2022, Alg. 1); the step to sigma = 0 is Euler."""
     _deterministic(noises)
     for i in range(len(sigmas) - 1):
@@ -85,8 +87,15 @@ def sample_heun(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callbac
     return x
 
 
-def sample_euler_sde(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None,
-                     noises: torch.Tensor, eta: float = 0.5) -> torch.Tensor:
+def sample_euler_sde(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    sigmas,
+    *,
+    callback: Callback | None = None,
+    noises: torch.Tensor,
+    eta: float = 0.5,
+) -> torch.Tensor:
     """Stochastic sampler: DDIM with noise level ``eta`` (Song et al. 2021, Eq. 12) in this convention.
 
     Each step from sigma to sigma' < sigma draws from a Gaussian around the x0-prediction:
@@ -113,8 +122,9 @@ def sample_euler_sde(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Ca
     return x
 
 
-def sample_euler_ancestral(denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None,
-                           noises: torch.Tensor) -> torch.Tensor:
+def sample_euler_ancestral(
+    denoise: Denoiser, x: torch.Tensor, sigmas, *, callback: Callback | None = None, noises: torch.Tensor
+) -> torch.Tensor:
     """``sample_euler_sde`` with ``eta = 1``: DDPM's ancestral sampler (Ho et al. 2020)."""
     return sample_euler_sde(denoise, x, sigmas, callback=callback, noises=noises, eta=1.0)
 
@@ -127,7 +137,9 @@ def renoise(x: torch.Tensor, sigma_from: float, sigma_to: float, noise: torch.Te
     x_sigma_from under x_sigma = (1 - sigma) x0 + sigma noise.
     """
     if not 0 <= sigma_from <= sigma_to <= 1 or sigma_from == 1:
-        raise ValueError(f"renoise needs 0 <= sigma_from <= sigma_to <= 1, sigma_from < 1; got {sigma_from}, {sigma_to}")
+        raise ValueError(
+            f"renoise needs 0 <= sigma_from <= sigma_to <= 1, sigma_from < 1; got {sigma_from}, {sigma_to}"
+        )
     a = (1 - sigma_to) / (1 - sigma_from)
     return a * x + max(sigma_to**2 - (a * sigma_from) ** 2, 0.0) ** 0.5 * noise
 
@@ -150,10 +162,18 @@ SAMPLERS: dict[str, Sampler] = {
         lambda s: 2 * (len(s) - 1) - (1 if s[-1] == 0 else 0),
         "second-order Heun; 2 NFEs per step, 1 for the final step to sigma = 0",
     ),
-    "euler-sde": Sampler(sample_euler_sde, lambda s: len(s) - 1,
-                         "stochastic DDIM, eta 0.5 (half of DDPM's noise per step); 1 NFE per step", stochastic=True),
-    "euler-ancestral": Sampler(sample_euler_ancestral, lambda s: len(s) - 1,
-                               "stochastic, DDPM ancestral (DDIM eta 1); 1 NFE per step", stochastic=True),
+    "euler-sde": Sampler(
+        sample_euler_sde,
+        lambda s: len(s) - 1,
+        "stochastic DDIM, eta 0.5 (half of DDPM's noise per step); 1 NFE per step",
+        stochastic=True,
+    ),
+    "euler-ancestral": Sampler(
+        sample_euler_ancestral,
+        lambda s: len(s) - 1,
+        "stochastic, DDPM ancestral (DDIM eta 1); 1 NFE per step",
+        stochastic=True,
+    ),
 }
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from noisesearch._io import append_jsonl, ensure_out_dir, read_jsonl_tolerant, save_npz
+from noisesearch.algorithms import RandomSearch, derive_seed
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
 from noisesearch.generate import build, versions
-from noisesearch.search import RandomSearch, derive_seed
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,15 @@ class Config:
 
     @property
     def slug(self) -> str:
-        parts = [self.model, self.algorithm, self.verifier or "unscored", f"s{self.steps}", f"b{self.budget}",
-                 *(f"{k}{v}" for k, v in sorted(self.params.items())), f"seed{self.seed}"]
+        parts = [
+            self.model,
+            self.algorithm,
+            self.verifier or "unscored",
+            f"s{self.steps}",
+            f"b{self.budget}",
+            *(f"{k}{v}" for k, v in sorted(self.params.items())),
+            f"seed{self.seed}",
+        ]
         return "_".join(str(p) for p in parts)
 
 
@@ -68,11 +75,21 @@ def run_config(config: Config, evaluator, *, max_batch: int = 4096) -> tuple[tor
         model, _, _ = build(config.model, "classifier", "random")
         verifier, algorithm = _Unscored(), RandomSearch(candidates=1)
     else:
-        model, verifier, algorithm = build(config.model, config.verifier, config.algorithm,
-                                           algorithm_params=config.params)
+        model, verifier, algorithm = build(
+            config.model, config.verifier, config.algorithm, algorithm_params=config.params
+        )
     started = time.perf_counter()
-    results = run_search(model, verifier, algorithm, targets, seeds=seeds, budget=config.budget,
-                         steps=config.steps, sampler=config.sampler, max_batch=max_batch)
+    results = run_search(
+        model,
+        verifier,
+        algorithm,
+        targets,
+        seeds=seeds,
+        budget=config.budget,
+        steps=config.steps,
+        sampler=config.sampler,
+        max_batch=max_batch,
+    )
     wall = time.perf_counter() - started
     images = torch.stack([r.best_image for r in results])  # (N, C, H, W)
     nfe = [r.nfe_used for r in results]
@@ -81,8 +98,7 @@ def run_config(config: Config, evaluator, *, max_batch: int = 4096) -> tuple[tor
         "nfe_per_sample": sum(nfe) / len(nfe),
         "nfe_max": max(nfe),
         "verifier_calls_per_sample": sum(r.verifier_calls for r in results) / len(results),
-        "mean_best_score": None if config.algorithm == "none" else
-        sum(r.best_score for r in results) / len(results),
+        "mean_best_score": None if config.algorithm == "none" else sum(r.best_score for r in results) / len(results),
         "n_samples": len(results),
         "wall_time_s": round(wall, 3),
         **evaluator(images, targets),
@@ -90,8 +106,14 @@ def run_config(config: Config, evaluator, *, max_batch: int = 4096) -> tuple[tor
     return images, targets, row
 
 
-def run_study(configs: list[Config], out: Path, *, progress: Callable[[Config], None] | None = None,
-              max_batch: int = 4096, skipped: list | None = None) -> list[dict]:
+def run_study(
+    configs: list[Config],
+    out: Path,
+    *,
+    progress: Callable[[Config], None] | None = None,
+    max_batch: int = 4096,
+    skipped: list | None = None,
+) -> list[dict]:
     """Run every configuration not yet in ``out/results.jsonl``; return the rows of ``configs``.
 
     With a ``skipped`` list, a configuration whose budget its algorithm cannot use (``UserError``

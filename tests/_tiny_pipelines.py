@@ -46,9 +46,19 @@ def clip_text_model(vocab_size: int = 520, *, hidden: int = 32, projection: bool
     """A 2-layer CLIP text encoder (with a projection head for SDXL's second encoder)."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=37, num_attention_heads=4,
-                            num_hidden_layers=2, max_position_embeddings=77, bos_token_id=512, eos_token_id=513,
-                            pad_token_id=513, projection_dim=hidden, hidden_act="gelu")
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=77,
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
+        projection_dim=hidden,
+        hidden_act="gelu",
+    )
     cls = CLIPTextModelWithProjection if projection else CLIPTextModel
     return cls(config).eval()
 
@@ -57,8 +67,16 @@ def t5_encoder(vocab_size: int):
     """A 2-layer T5 encoder with d_model 32."""
     from transformers import T5Config, T5EncoderModel
 
-    config = T5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                      relative_attention_num_buckets=8, dropout_rate=0.0)
+    config = T5Config(
+        vocab_size=vocab_size,
+        d_model=32,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+    )
     return T5EncoderModel(config).eval()
 
 
@@ -66,11 +84,18 @@ def vae(*, latent_channels: int, blocks: int = 1, **kwargs):
     """An AutoencoderKL with ``blocks`` resolution levels (downsampling ``2**(blocks-1)``)."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(4,) * blocks,
-                         down_block_types=("DownEncoderBlock2D",) * blocks,
-                         up_block_types=("UpDecoderBlock2D",) * blocks,
-                         layers_per_block=1, latent_channels=latent_channels, norm_num_groups=1, sample_size=32,
-                         **kwargs).eval()
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,) * blocks,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        sample_size=32,
+        **kwargs,
+    ).eval()
 
 
 def save_flux(folder: Path, *, seed: int = 0, guidance_embeds: bool = True) -> Path:
@@ -80,17 +105,40 @@ def save_flux(folder: Path, *, seed: int = 0, guidance_embeds: bool = True) -> P
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         t5_tok = t5_tokenizer()
-        transformer = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
-                                             attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                                             pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
-                                             guidance_embeds=guidance_embeds).eval()
+        transformer = FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            axes_dims_rope=[4, 4, 8],
+            guidance_embeds=guidance_embeds,
+        ).eval()
         pipe = FluxPipeline(
-            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
-                                                      max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096),
-            vae=vae(latent_channels=1, shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False,
-                    use_post_quant_conv=False),
-            text_encoder=clip_text_model(), tokenizer=clip_tokenizer(),
-            text_encoder_2=t5_encoder(len(t5_tok)), tokenizer_2=t5_tok, transformer=transformer)
+            scheduler=FlowMatchEulerDiscreteScheduler(
+                shift=3.0,
+                use_dynamic_shifting=True,
+                base_shift=0.5,
+                max_shift=1.15,
+                base_image_seq_len=256,
+                max_image_seq_len=4096,
+            ),
+            vae=vae(
+                latent_channels=1,
+                shift_factor=0.0609,
+                scaling_factor=1.5035,
+                use_quant_conv=False,
+                use_post_quant_conv=False,
+            ),
+            text_encoder=clip_text_model(),
+            tokenizer=clip_tokenizer(),
+            text_encoder_2=t5_encoder(len(t5_tok)),
+            tokenizer_2=t5_tok,
+            transformer=transformer,
+        )
     pipe.save_pretrained(folder)
     return Path(folder)
 
@@ -98,8 +146,15 @@ def save_flux(folder: Path, *, seed: int = 0, guidance_embeds: bool = True) -> P
 def _ddim():
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                         set_alpha_to_one=True, steps_offset=1, timestep_spacing="leading")
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
 
 
 def _unet(*, cross: int, sdxl: bool = False):
@@ -107,12 +162,25 @@ def _unet(*, cross: int, sdxl: bool = False):
 
     kwargs = {}
     if sdxl:  # pooled text (cross // 2 from the second encoder) + 6 size/crop ids of 8 dims each
-        kwargs = dict(addition_embed_type="text_time", addition_time_embed_dim=8,
-                      projection_class_embeddings_input_dim=cross // 2 + 6 * 8, transformer_layers_per_block=(1, 1))
-    return UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4,
-                                out_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=cross,
-                                attention_head_dim=(2, 4), norm_num_groups=4, **kwargs).eval()
+        kwargs = dict(
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=cross // 2 + 6 * 8,
+            transformer_layers_per_block=(1, 1),
+        )
+    return UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross,
+        attention_head_dim=(2, 4),
+        norm_num_groups=4,
+        **kwargs,
+    ).eval()
 
 
 def save_sd(folder: Path, *, seed: int = 0) -> Path:
@@ -121,10 +189,16 @@ def save_sd(folder: Path, *, seed: int = 0) -> Path:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pipe = StableDiffusionPipeline(vae=vae(latent_channels=4, blocks=2, scaling_factor=0.18215),
-                                       text_encoder=clip_text_model(),
-                                       tokenizer=clip_tokenizer(), unet=_unet(cross=32), scheduler=_ddim(),
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline(
+            vae=vae(latent_channels=4, blocks=2, scaling_factor=0.18215),
+            text_encoder=clip_text_model(),
+            tokenizer=clip_tokenizer(),
+            unet=_unet(cross=32),
+            scheduler=_ddim(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
     pipe.save_pretrained(folder)
     return Path(folder)
 
@@ -135,11 +209,16 @@ def save_sdxl(folder: Path, *, seed: int = 0) -> Path:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pipe = StableDiffusionXLPipeline(vae=vae(latent_channels=4, blocks=2, scaling_factor=0.13025),
-                                         text_encoder=clip_text_model(hidden=16), tokenizer=clip_tokenizer(),
-                                         text_encoder_2=clip_text_model(hidden=16, projection=True),
-                                         tokenizer_2=clip_tokenizer(), unet=_unet(cross=32, sdxl=True),
-                                         scheduler=_ddim(), force_zeros_for_empty_prompt=True)
+        pipe = StableDiffusionXLPipeline(
+            vae=vae(latent_channels=4, blocks=2, scaling_factor=0.13025),
+            text_encoder=clip_text_model(hidden=16),
+            tokenizer=clip_tokenizer(),
+            text_encoder_2=clip_text_model(hidden=16, projection=True),
+            tokenizer_2=clip_tokenizer(),
+            unet=_unet(cross=32, sdxl=True),
+            scheduler=_ddim(),
+            force_zeros_for_empty_prompt=True,
+        )
     pipe.save_pretrained(folder)
     return Path(folder)
 
@@ -151,15 +230,31 @@ def save_pixart(folder: Path, *, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tok = t5_tokenizer()
-        transformer = PixArtTransformer2DModel(sample_size=16, num_layers=2, patch_size=2, attention_head_dim=8,
-                                               num_attention_heads=3, caption_channels=32, in_channels=4,
-                                               cross_attention_dim=24, out_channels=8, attention_bias=True,
-                                               activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
-                                               norm_type="ada_norm_single", norm_elementwise_affine=False,
-                                               norm_eps=1e-6, use_additional_conditions=False).eval()
-        pipe = PixArtSigmaPipeline(tokenizer=tok, text_encoder=t5_encoder(len(tok)),
-                                   vae=vae(latent_channels=4, blocks=2, scaling_factor=0.13025),
-                                   transformer=transformer, scheduler=_ddim())
+        transformer = PixArtTransformer2DModel(
+            sample_size=16,
+            num_layers=2,
+            patch_size=2,
+            attention_head_dim=8,
+            num_attention_heads=3,
+            caption_channels=32,
+            in_channels=4,
+            cross_attention_dim=24,
+            out_channels=8,
+            attention_bias=True,
+            activation_fn="gelu-approximate",
+            num_embeds_ada_norm=1000,
+            norm_type="ada_norm_single",
+            norm_elementwise_affine=False,
+            norm_eps=1e-6,
+            use_additional_conditions=False,
+        ).eval()
+        pipe = PixArtSigmaPipeline(
+            tokenizer=tok,
+            text_encoder=t5_encoder(len(tok)),
+            vae=vae(latent_channels=4, blocks=2, scaling_factor=0.13025),
+            transformer=transformer,
+            scheduler=_ddim(),
+        )
     pipe.save_pretrained(folder)
     return Path(folder)
 
@@ -168,8 +263,16 @@ def dit_transformer(*, out_channels: int = 8):
     """A 2-layer DiTTransformer2DModel on 4 x 8 x 8 latents, 1000 classes (+ the null class)."""
     from diffusers import DiTTransformer2DModel
 
-    return DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=out_channels,
-                                 num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=1000).eval()
+    return DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=out_channels,
+        num_layers=2,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+    ).eval()
 
 
 def save_dit(folder: Path, *, seed: int = 0) -> Path:
@@ -178,10 +281,14 @@ def save_dit(folder: Path, *, seed: int = 0) -> Path:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        scheduler = DDIMScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=False,
-                                  set_alpha_to_one=True)
-        pipe = DiTPipeline(transformer=dit_transformer(), scheduler=scheduler,
-                           vae=vae(latent_channels=4, blocks=2, scaling_factor=0.18215))
+        scheduler = DDIMScheduler(
+            beta_start=0.0001, beta_end=0.02, beta_schedule="linear", clip_sample=False, set_alpha_to_one=True
+        )
+        pipe = DiTPipeline(
+            transformer=dit_transformer(),
+            scheduler=scheduler,
+            vae=vae(latent_channels=4, blocks=2, scaling_factor=0.18215),
+        )
     pipe.save_pretrained(folder)
     return Path(folder)
 
@@ -211,5 +318,10 @@ def save_sit(folder: Path, *, seed: int = 0) -> dict:
     save_file(state, str(folder / "sit.safetensors"))
     autoencoder.save_pretrained(folder / "vae")
     config = {k: v for k, v in net.config.items() if not k.startswith("_")}
-    return {"checkpoint": folder / "sit.safetensors", "vae": folder / "vae", "config": dict(config), "net": net,
-            "state": state}
+    return {
+        "checkpoint": folder / "sit.safetensors",
+        "vae": folder / "vae",
+        "config": dict(config),
+        "net": net,
+        "state": state,
+    }

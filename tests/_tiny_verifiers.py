@@ -51,10 +51,27 @@ def tiny_clip(folder: Path, *, seed: int = 0, dim: int = 16, as_processor: bool 
     """A 2-layer CLIP (projection ``dim``) with a byte-level tokenizer and a 32-px image processor."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    text = dict(vocab_size=514, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                max_position_embeddings=77, projection_dim=dim, bos_token_id=512, eos_token_id=513, pad_token_id=513)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=IMAGE, patch_size=8, projection_dim=dim)
+    text = dict(
+        vocab_size=514,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=dim,
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMAGE,
+        patch_size=8,
+        projection_dim=dim,
+    )
     model = _build(CLIPModel, CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim), seed)
     model.save_pretrained(folder)
     tokenizer = CLIPTokenizer(vocab=byte_vocab(), merges=[])
@@ -71,11 +88,21 @@ def tiny_dinov2(folder: Path, *, seed: int = 0) -> Path:
     """A 2-layer DINOv2 (hidden 32, 16 patches) with a resize-36 / crop-32 image processor."""
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
-    model = _build(Dinov2Model, Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2,
-                                         image_size=IMAGE, patch_size=8), seed)
+    model = _build(
+        Dinov2Model,
+        Dinov2Config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2, image_size=IMAGE, patch_size=8
+        ),
+        seed,
+    )
     model.save_pretrained(folder)
-    BitImageProcessor(size={"shortest_edge": 36}, crop_size={"height": IMAGE, "width": IMAGE}, do_center_crop=True,
-                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
+    BitImageProcessor(
+        size={"shortest_edge": 36},
+        crop_size={"height": IMAGE, "width": IMAGE},
+        do_center_crop=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(folder)
     return Path(folder)
 
 
@@ -83,10 +110,19 @@ def tiny_siglip(folder: Path, *, seed: int = 0) -> Path:
     """A 1-layer SigLIP with an image processor only (feature similarity needs no tokenizer)."""
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
-    text = dict(vocab_size=100, hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
-                bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
-                  image_size=IMAGE, patch_size=8)
+    text = dict(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4, image_size=IMAGE, patch_size=8
+    )
     model = _build(SiglipModel, SiglipConfig(text_config=text, vision_config=vision), seed)
     model.save_pretrained(folder)
     SiglipImageProcessor(size={"height": IMAGE, "width": IMAGE}).save_pretrained(folder)
@@ -99,7 +135,7 @@ def aesthetic_head(dim: int, *, seed: int = 0, widths=(1024, 128, 64, 16)) -> di
     sizes, indices = [dim, *widths, 1], [0, 2, 4, 6, 7]
     head = {}
     for i, (n_in, n_out) in zip(indices, zip(sizes[:-1], sizes[1:])):
-        head[f"layers.{i}.weight"] = torch.randn(n_out, n_in, generator=gen) / n_in ** 0.5
+        head[f"layers.{i}.weight"] = torch.randn(n_out, n_in, generator=gen) / n_in**0.5
         head[f"layers.{i}.bias"] = torch.randn(n_out, generator=gen) * 0.1
     return head
 
@@ -124,8 +160,14 @@ def images(n: int, *, seed: int = 0, size=(40, 48), channels: int = 3) -> torch.
 # connection, 6 one schema-invalid grading, 7 one reply slower than the client's timeout, 8 a 400
 # whose body echoes the API key.
 
-ASPECTS = ("accuracy_to_prompt", "creativity_and_originality", "visual_quality_and_realism",
-           "consistency_and_cohesion", "emotional_or_thematic_resonance", "overall_score")
+ASPECTS = (
+    "accuracy_to_prompt",
+    "creativity_and_originality",
+    "visual_quality_and_realism",
+    "consistency_and_cohesion",
+    "emotional_or_thematic_resonance",
+    "overall_score",
+)
 
 
 def grading(score: float) -> str:
@@ -208,8 +250,10 @@ class Server:
             time.sleep(self.slow_timeout)  # longer than the client's timeout
         elif k == 8:
             return self.reply(h, 400, json.dumps({"error": f"bad request with key {self.key}"}).encode())
-        reply = {"choices": [{"message": {"role": "assistant", "content": content}}],
-                 "usage": {"prompt_tokens": 100, "completion_tokens": 10}}
+        reply = {
+            "choices": [{"message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 10},
+        }
         return self.reply(h, 200, json.dumps(reply).encode())
 
 
@@ -230,11 +274,28 @@ def bert_tokenizer(folder: Path):
 
 
 IMAGEREWARD_TINY = {
-    "vision": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                   image_size=IMAGE, patch_size=8, layer_norm_eps=1e-6),
-    "text": dict(vocab_size=24, hidden_size=32, encoder_hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                 num_attention_heads=4, max_position_embeddings=40, pad_token_id=0, bos_token_id=2,
-                 sep_token_id=3, eos_token_id=3),
+    "vision": dict(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMAGE,
+        patch_size=8,
+        layer_norm_eps=1e-6,
+    ),
+    "text": dict(
+        vocab_size=24,
+        hidden_size=32,
+        encoder_hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=40,
+        pad_token_id=0,
+        bos_token_id=2,
+        sep_token_id=3,
+        eos_token_id=3,
+    ),
 }
 
 # Our module names -> the released ImageReward.pt names, written out independently of the loader's
@@ -264,7 +325,7 @@ def release_state(model) -> dict[str, torch.Tensor]:
             for pattern, name in _RELEASE_VISION:
                 m = re.match(pattern, rest)
                 if m:
-                    out["blip.visual_encoder." + m.expand(name) + rest[m.end():]] = value.clone()
+                    out["blip.visual_encoder." + m.expand(name) + rest[m.end() :]] = value.clone()
                     break
             else:
                 raise AssertionError(f"no release name for {key}")
@@ -303,9 +364,11 @@ def tiny_openclip(path: Path, *, seed: int = 0) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cfg = {"embed_dim": 16,
-           "vision_cfg": {"image_size": IMAGE, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}}
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": IMAGE, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
+    }
     cfg_file = path.parent / f"{OPENCLIP_TINY}.json"
     cfg_file.write_text(json.dumps(cfg), encoding="utf-8")
     open_clip.add_model_config(cfg_file)

@@ -8,10 +8,10 @@ best reachable verifier score is 0.
 import pytest
 import torch
 
+from noisesearch.algorithms import ALGORITHMS
+from noisesearch.algorithms.random import RandomSearch
+from noisesearch.algorithms.zero_order import ZeroOrderSearch
 from noisesearch.driver import run_search
-from noisesearch.search import ALGORITHMS
-from noisesearch.search.random import RandomSearch
-from noisesearch.search.zero_order import ZeroOrderSearch
 
 N_SEARCHES = 2000
 
@@ -28,8 +28,15 @@ def test_ideal_denoiser_flow_lands_on_the_point_of_the_noise_sign(toy):
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_random_search_success_rate_is_one_minus_two_to_minus_k(toy, toy_verifier, k):
     steps = 16
-    results = run_search(toy, toy_verifier, RandomSearch(), [1] * N_SEARCHES, seeds=list(range(N_SEARCHES)),
-                         budget=k * steps, steps=steps)
+    results = run_search(
+        toy,
+        toy_verifier,
+        RandomSearch(),
+        [1] * N_SEARCHES,
+        seeds=list(range(N_SEARCHES)),
+        budget=k * steps,
+        steps=steps,
+    )
     hit = torch.tensor([r.best_score > -1e-3 for r in results], dtype=torch.float64).mean()
     expected = 1 - 2.0**-k
     sd = (expected * (1 - expected) / N_SEARCHES) ** 0.5
@@ -40,8 +47,9 @@ def test_random_search_success_rate_is_one_minus_two_to_minus_k(toy, toy_verifie
 def test_best_score_improves_with_budget_and_reaches_the_optimum(toy, toy_verifier, name):
     means = []
     for budget in (32, 96, 256):
-        results = run_search(toy, toy_verifier, ALGORITHMS[name](), [0] * 200, seeds=list(range(200)),
-                             budget=budget, steps=8)
+        results = run_search(
+            toy, toy_verifier, ALGORITHMS[name](), [0] * 200, seeds=list(range(200)), budget=budget, steps=8
+        )
         means.append(sum(r.best_score for r in results) / len(results))
     assert means[0] < means[1] < means[2] + 1e-9
     assert means[2] > -0.2  # at least 95% of searches reach the target point (score 0; a miss is -4)
@@ -49,13 +57,13 @@ def test_best_score_improves_with_budget_and_reaches_the_optimum(toy, toy_verifi
 
 def test_zero_order_neighbours_stay_standard_normal():
     """The neighbourhood step is projected back to N(0, I) whatever lambda is."""
-    from noisesearch.search.base import Problem
+    from noisesearch.algorithms.base import Problem
 
     problem = Problem(0, 0, 10**9, (20000,), (1.0, 0.0), "euler", 1)
     algorithm = ZeroOrderSearch(neighbours=2, step_size=0.7)
     state = algorithm.init(problem)
     (pivot_job,) = algorithm.ask(state)
-    from noisesearch.search.base import Outcome
+    from noisesearch.algorithms.base import Outcome
 
     algorithm.tell(state, [Outcome(pivot_job, pivot_job.x, pivot_job.x, pivot_job.x, 0.0, 1, 0)])
     neighbours = algorithm.ask(state)

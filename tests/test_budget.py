@@ -2,10 +2,10 @@
 
 import pytest
 
+from noisesearch.algorithms import ALGORITHMS, Job
+from noisesearch.algorithms.random import RandomSearch
 from noisesearch.driver import run_search
 from noisesearch.errors import BudgetExceeded, UserError
-from noisesearch.search import ALGORITHMS, Job
-from noisesearch.search.random import RandomSearch
 
 
 class RowCounter:
@@ -22,15 +22,30 @@ class RowCounter:
         self.handle.remove()
 
 
-@pytest.mark.parametrize("sampler,guidance,per_candidate", [
-    ("euler", 1.0, 6), ("euler", 3.0, 12), ("heun", 1.0, 11), ("heun", 2.0, 22),
-])
+@pytest.mark.parametrize(
+    "sampler,guidance,per_candidate",
+    [
+        ("euler", 1.0, 6),
+        ("euler", 3.0, 12),
+        ("heun", 1.0, 11),
+        ("heun", 2.0, 22),
+    ],
+)
 def test_nfe_counted_equals_real_forward_rows(digits, classifier, sampler, guidance, per_candidate):
     """CFG costs 2 per step; Heun 2 per step but the last; the accountant agrees with a hook."""
     counter = RowCounter(digits.net)
     try:
-        results = run_search(digits, classifier, RandomSearch(), [3, 5, 8], seeds=[0, 1, 2], budget=40,
-                             steps=6, sampler=sampler, guidance=guidance)
+        results = run_search(
+            digits,
+            classifier,
+            RandomSearch(),
+            [3, 5, 8],
+            seeds=[0, 1, 2],
+            budget=40,
+            steps=6,
+            sampler=sampler,
+            guidance=guidance,
+        )
     finally:
         counter.close()
     k = 40 // per_candidate
@@ -115,8 +130,9 @@ def test_candidates_are_batched_across_targets(digits, classifier):
         run_search(digits, classifier, RandomSearch(), list(range(10)), seeds=list(range(10)), budget=32, steps=4)
         assert calls == [80] * 4
         calls.clear()
-        run_search(digits, classifier, RandomSearch(), list(range(10)), seeds=list(range(10)), budget=32, steps=4,
-                   max_batch=32)
+        run_search(
+            digits, classifier, RandomSearch(), list(range(10)), seeds=list(range(10)), budget=32, steps=4, max_batch=32
+        )
         assert calls == [32] * 4 + [32] * 4 + [16] * 4
     finally:
         accounting.Accountant.denoiser = original

@@ -11,12 +11,27 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from noisesearch.algorithms import gaussian
 from noisesearch.cli import app
-from noisesearch.search import gaussian
 
 runner = CliRunner()
-GENERATE = ["generate", "--model", "digits", "--target", "7", "--verifier", "classifier", "--algorithm", "random",
-            "--budget", "256", "--steps", "16", "--seed", "0"]
+GENERATE = [
+    "generate",
+    "--model",
+    "digits",
+    "--target",
+    "7",
+    "--verifier",
+    "classifier",
+    "--algorithm",
+    "random",
+    "--budget",
+    "256",
+    "--steps",
+    "16",
+    "--seed",
+    "0",
+]
 
 
 def invoke(*args):
@@ -33,8 +48,21 @@ def test_generate_writes_best_png_and_a_full_record(tmp_path):
     result = invoke(*GENERATE, "--out", tmp_path / "a")
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "a" / "record.json").read_text())
-    for key in ("model", "target", "verifier", "algorithm", "algorithm_params", "seed", "budget", "nfe_used",
-                "verifier_calls", "best_score", "candidates", "wall_time_s", "versions"):
+    for key in (
+        "model",
+        "target",
+        "verifier",
+        "algorithm",
+        "algorithm_params",
+        "seed",
+        "budget",
+        "nfe_used",
+        "verifier_calls",
+        "best_score",
+        "candidates",
+        "wall_time_s",
+        "versions",
+    ):
         assert key in record, key
     assert record["target"] == 7 and record["budget"] == 256 and record["nfe_used"] == 256
     assert record["verifier_calls"] == len(record["candidates"]) == 16
@@ -58,8 +86,20 @@ def test_generate_twice_gives_byte_identical_records_and_other_seeds_differ(tmp_
 
 
 def test_generate_zero_order_takes_its_parameters(tmp_path):
-    result = invoke(*GENERATE[:8], "zero-order", "--budget", "96", "--steps", "8", "--neighbours", "3",
-                    "--step-size", "0.4", "--out", tmp_path)
+    result = invoke(
+        *GENERATE[:8],
+        "zero-order",
+        "--budget",
+        "96",
+        "--steps",
+        "8",
+        "--neighbours",
+        "3",
+        "--step-size",
+        "0.4",
+        "--out",
+        tmp_path,
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "record.json").read_text())
     assert record["algorithm_params"] == {"neighbours": 3, "step_size": 0.4, "iterations": None}
@@ -69,8 +109,8 @@ def test_generate_zero_order_takes_its_parameters(tmp_path):
 
 
 def test_list_shows_every_registered_name():
+    from noisesearch.algorithms import ALGORITHMS
     from noisesearch.models import MODELS
-    from noisesearch.search import ALGORITHMS
     from noisesearch.verifiers import VERIFIERS
 
     result = invoke("list")
@@ -79,29 +119,38 @@ def test_list_shows_every_registered_name():
         assert f"  {name} " in result.output
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--model", "imagen"], "unknown model 'imagen'; accepted: digits, digits-large, toy"),
-    (["--verifier", "clip"], "unknown verifier 'clip'; accepted: classifier"),
-    (["--algorithm", "beam"], "unknown algorithm 'beam'; accepted: random, zero-order"),
-    (["--budget", "8"], "budget 8 is smaller than 1 candidate(s) (16 NFEs with 16 steps"),
-    (["--budget", "0"], "budget must be a positive integer"),
-    (["--steps", "0"], "steps must be a positive integer, got 0"),
-    (["--steps", "-3"], "steps must be a positive integer, got -3"),
-    (["--algorithm", "zero-order", "--neighbours", "0"], "neighbours must be a positive integer, got 0"),
-    (["--algorithm", "zero-order", "--step-size", "0"], "step size must be a positive number, got 0.0"),
-    (["--algorithm", "zero-order", "--step-size", "-1"], "step size must be a positive number, got -1.0"),
-    (["--neighbours", "3"], "algorithm 'random' takes no parameter 'neighbours'; accepted: candidates"),
-    (["--param", "foo"], "--param 'foo' is not KEY=VALUE"),
-    (["--target", "11"], "target '11' is not a digits class; accepted: integers 0 to 9"),
-    (["--target", "cat"], "target 'cat' is not a digits class"),
-    (["--sampler", "ddim"], "unknown sampler 'ddim'; accepted: euler, heun"),
-    (["--verifier", "toy-distance"], "verifier 'toy-distance' scores toy images only"),
-    (["--model-path", "/nonexistent/flow.safetensors"], "weights file '/nonexistent/flow.safetensors' does not exist"),
-    (["--device", "cuda"], "model 'digits' takes no parameter 'device'; accepted: path"),
-    (["--model-param", "foo=1"], "model 'digits' takes no parameter 'foo'"),
-    (["--verifier-param", "temperature=2"], "verifier 'classifier' takes no parameter 'temperature'; accepted: path"),
-    (["--verifier-param", "nokey"], "--verifier-param 'nokey' is not KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model", "imagen"], "unknown model 'imagen'; accepted: digits, digits-large, toy"),
+        (["--verifier", "clip"], "unknown verifier 'clip'; accepted: classifier"),
+        (["--algorithm", "beam"], "unknown algorithm 'beam'; accepted: random, zero-order"),
+        (["--budget", "8"], "budget 8 is smaller than 1 candidate(s) (16 NFEs with 16 steps"),
+        (["--budget", "0"], "budget must be a positive integer"),
+        (["--steps", "0"], "steps must be a positive integer, got 0"),
+        (["--steps", "-3"], "steps must be a positive integer, got -3"),
+        (["--algorithm", "zero-order", "--neighbours", "0"], "neighbours must be a positive integer, got 0"),
+        (["--algorithm", "zero-order", "--step-size", "0"], "step size must be a positive number, got 0.0"),
+        (["--algorithm", "zero-order", "--step-size", "-1"], "step size must be a positive number, got -1.0"),
+        (["--neighbours", "3"], "algorithm 'random' takes no parameter 'neighbours'; accepted: candidates"),
+        (["--param", "foo"], "--param 'foo' is not KEY=VALUE"),
+        (["--target", "11"], "target '11' is not a digits class; accepted: integers 0 to 9"),
+        (["--target", "cat"], "target 'cat' is not a digits class"),
+        (["--sampler", "ddim"], "unknown sampler 'ddim'; accepted: euler, heun"),
+        (["--verifier", "toy-distance"], "verifier 'toy-distance' scores toy images only"),
+        (
+            ["--model-path", "/nonexistent/flow.safetensors"],
+            "weights file '/nonexistent/flow.safetensors' does not exist",
+        ),
+        (["--device", "cuda"], "model 'digits' takes no parameter 'device'; accepted: path"),
+        (["--model-param", "foo=1"], "model 'digits' takes no parameter 'foo'"),
+        (
+            ["--verifier-param", "temperature=2"],
+            "verifier 'classifier' takes no parameter 'temperature'; accepted: path",
+        ),
+        (["--verifier-param", "nokey"], "--verifier-param 'nokey' is not KEY=VALUE"),
+    ],
+)
 def test_bad_input_gets_one_clear_line_and_exit_code_2(tmp_path, args, message):
     base = dict(zip(GENERATE[1::2], GENERATE[2::2]))
     for key, value in zip(args[::2], args[1::2]):
@@ -119,7 +168,10 @@ def test_exactly_one_of_target_and_prompt(tmp_path, extra):
     args = [a for a in GENERATE if a not in ("--target", "7")]
     result = invoke(*args, *extra, *(["--target", "7"] if extra else []), "--out", tmp_path)
     assert result.exit_code == 2
-    assert result.output.strip() == "error: give exactly one of --target (class-conditional models) and --prompt (text models)"
+    assert (
+        result.output.strip()
+        == "error: give exactly one of --target (class-conditional models) and --prompt (text models)"
+    )
 
 
 def test_a_prompt_for_a_class_conditional_model_is_refused(tmp_path):
@@ -157,8 +209,12 @@ def test_weights_of_the_wrong_network_are_refused(tmp_path):
 
 def test_console_script_prints_no_traceback(tmp_path):
     exe = Path(sys.executable).with_name("noisesearch")
-    proc = subprocess.run([str(exe), "generate", "--target", "12", "--budget", "64", "--out", str(tmp_path)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [str(exe), "generate", "--target", "12", "--budget", "64", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: target '12' is not a digits class; accepted: integers 0 to 9"
     assert "Traceback" not in proc.stdout + proc.stderr
@@ -204,8 +260,15 @@ def test_train_digits_writes_weights_that_generate_can_use(tmp_path, monkeypatch
     result = invoke("train", "digits", "--seed", "3", "--out", weights)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in weights.iterdir()) == sorted(short)
-    result = invoke(*GENERATE, "--model-path", weights / "flow.safetensors",
-                    "--verifier-path", weights / "classifier.safetensors", "--out", tmp_path / "g")
+    result = invoke(
+        *GENERATE,
+        "--model-path",
+        weights / "flow.safetensors",
+        "--verifier-path",
+        weights / "classifier.safetensors",
+        "--out",
+        tmp_path / "g",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "g" / "record.json").read_text())
     assert record["model_path"] == str(weights / "flow.safetensors")
@@ -214,14 +277,17 @@ def test_train_digits_writes_weights_that_generate_can_use(tmp_path, monkeypatch
     assert record["best_score"] != shipped["best_score"]  # the retrained weights were really used
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--budgets", "64,abc"], "--budgets '64,abc' is not a comma-separated list of integers"),
-    (["--budgets", "0,64"], "must list positive NFE budgets"),
-    (["--algorithms", "random,beam"], "unknown algorithm 'beam'"),
-    (["--verifier", "clip"], "unknown verifier 'clip'"),
-    (["--seeds", "0"], "--seeds must be a positive integer, got 0"),
-    (["--model", "toy"], "compare runs on the built-in digits models"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--budgets", "64,abc"], "--budgets '64,abc' is not a comma-separated list of integers"),
+        (["--budgets", "0,64"], "must list positive NFE budgets"),
+        (["--algorithms", "random,beam"], "unknown algorithm 'beam'"),
+        (["--verifier", "clip"], "unknown verifier 'clip'"),
+        (["--seeds", "0"], "--seeds must be a positive integer, got 0"),
+        (["--model", "toy"], "compare runs on the built-in digits models"),
+    ],
+)
 def test_compare_bad_input(tmp_path, args, message):
     result = invoke("compare", *args, "--out", tmp_path)
     assert result.exit_code == 2
@@ -232,14 +298,17 @@ def test_compare_bad_input(tmp_path, args, message):
 def test_compare_quick_rows_spread_and_skips(tmp_path):
     """A two-algorithm compare: one row per (configuration, seed), plot and table with spreads."""
     out = tmp_path / "cmp"
-    result = invoke("compare", "--quick", "--budgets", "16,64", "--seeds", "2", "--algorithms", "random,paths",
-                    "--out", out)
+    result = invoke(
+        "compare", "--quick", "--budgets", "16,64", "--seeds", "2", "--algorithms", "random,paths", "--out", out
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     keys = {(r["algorithm"], r["budget"], r["seed"]) for r in rows}
     # paths cannot run at 16 NFEs (one path costs 26): skipped with its reason, everything else ran
     assert keys == {(a, b, s) for a in ("none", "random") for b in (16, 64) for s in (0, 1)} | {
-        ("paths", 64, 0), ("paths", 64, 1)}
+        ("paths", 64, 0),
+        ("paths", 64, 1),
+    }
     assert "skipped" in result.output and "give --budget >= 26" in result.output
     table = (out / "table.md").read_text()
     assert "| random | classifier | 8 | 64 | 2 |" in table and " ± " in table

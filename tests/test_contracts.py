@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
+from noisesearch.algorithms import ALGORITHMS, SearchAlgorithm
 from noisesearch.driver import run_search
 from noisesearch.models import MODELS
 from noisesearch.models.base import Model
-from noisesearch.search import ALGORITHMS, SearchAlgorithm
 from noisesearch.verifiers import VERIFIERS, Verifier
 
 
@@ -51,8 +51,12 @@ def test_model_rows_are_independent(model):
     torch.testing.assert_close(full[1:2], alone, atol=1e-5, rtol=1e-5)
 
 
-NEEDS_SETUP = [(kind, name) for kind, registry in (("model", MODELS), ("verifier", VERIFIERS))
-               for name in registry if getattr(registry[name], "needs_setup", False)]
+NEEDS_SETUP = [
+    (kind, name)
+    for kind, registry in (("model", MODELS), ("verifier", VERIFIERS))
+    for name in registry
+    if getattr(registry[name], "needs_setup", False)
+]
 
 
 @pytest.mark.parametrize("kind,name", NEEDS_SETUP)
@@ -118,6 +122,7 @@ def test_algorithm_contract(name, model_name, verifier_name):
     first, again, other = run(0), run(0), run(10)
     for a, b in zip(first, again):
         assert a.candidates == b.candidates and a.best_score == b.best_score
+
     def identities(result):
         return [(c["noise_seed"], c["noise_sha256"]) for c in result.candidates]
 

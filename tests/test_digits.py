@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from noisesearch.algorithms import derive_seed
+from noisesearch.algorithms.random import RandomSearch
 from noisesearch.digits.train import load_data
 from noisesearch.driver import run_search
 from noisesearch.metrics import DigitsEvaluator
-from noisesearch.search import derive_seed
-from noisesearch.search.random import RandomSearch
 from noisesearch.verifiers import VERIFIERS
 
 TARGETS = [c for c in range(10) for _ in range(20)]

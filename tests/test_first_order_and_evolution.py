@@ -6,14 +6,14 @@ import math
 import pytest
 import torch
 
+from noisesearch.algorithms.base import Job, Outcome, Problem
+from noisesearch.algorithms.evolution import EvolutionSearch
+from noisesearch.algorithms.first_order import FirstOrderSearch
 from noisesearch.digits import nets
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
 from noisesearch.models.toy import ToyDistanceVerifier, ToyModel
 from noisesearch.samplers import sample_euler, schedule
-from noisesearch.search.base import Job, Outcome, Problem
-from noisesearch.search.evolution import EvolutionSearch
-from noisesearch.search.first_order import FirstOrderSearch
 
 
 def problem(shape=(1, 8, 8), steps=8, budget=10**6, sampler="euler"):
@@ -86,11 +86,20 @@ def test_driver_gradient_matches_central_differences_in_float64(digits, classifi
         assert float((o.grad * u).sum()) == pytest.approx(fd, rel=1e-6, abs=1e-9)
 
 
-@pytest.mark.parametrize("budget,starts,guidance", [(32, 1, 1.0), (40, 1, 1.0), (100, 2, 1.0), (257, 1, 1.0),
-                                                    (300, 3, 2.0)])
+@pytest.mark.parametrize(
+    "budget,starts,guidance", [(32, 1, 1.0), (40, 1, 1.0), (100, 2, 1.0), (257, 1, 1.0), (300, 3, 2.0)]
+)
 def test_first_order_budget_is_exact_with_backward_charges(digits, classifier, budget, starts, guidance):
-    results = run_search(digits, classifier, FirstOrderSearch(starts=starts), [1, 2], seeds=[5, 6], budget=budget,
-                         steps=8, guidance=guidance)
+    results = run_search(
+        digits,
+        classifier,
+        FirstOrderSearch(starts=starts),
+        [1, 2],
+        seeds=[5, 6],
+        budget=budget,
+        steps=8,
+        guidance=guidance,
+    )
     forward = 8 * (1 if guidance == 1.0 else 2)
     for r in results:
         assert r.nfe_used <= budget and budget - r.nfe_used < forward  # within one plain candidate
@@ -109,6 +118,7 @@ def test_backward_cost_is_rounded_up_per_candidate(digits, classifier):
 
 def test_first_order_improves_on_its_start_and_is_reproducible(digits, classifier):
     targets, seeds = list(range(10)), list(range(10))
+
     def run(s):
         return run_search(digits, classifier, FirstOrderSearch(), targets, seeds=s, budget=128, steps=8)
 
@@ -161,8 +171,15 @@ def test_first_order_climbs_a_smooth_toy_to_its_optimum():
     model, verifier = ToyModel(torch.linspace(-1, 1, 21)[:, None]), ToyDistanceVerifier(torch.tensor([[0.5]]))
     means, worst = [], []
     for budget in (32, 96, 256):
-        results = run_search(model, verifier, FirstOrderSearch(learning_rate=0.5, shell=False), [0] * 100,
-                             seeds=list(range(100)), budget=budget, steps=8)
+        results = run_search(
+            model,
+            verifier,
+            FirstOrderSearch(learning_rate=0.5, shell=False),
+            [0] * 100,
+            seeds=list(range(100)),
+            budget=budget,
+            steps=8,
+        )
         means.append(sum(r.best_score for r in results) / len(results))
         worst.append(min(r.best_score for r in results))
     assert means[0] < means[1] < means[2]
@@ -172,11 +189,22 @@ def test_first_order_climbs_a_smooth_toy_to_its_optimum():
 # ---- evolution -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("budget,sampler,guidance", [(20, "euler", 1.0), (40, "euler", 1.0), (257, "euler", 1.0),
-                                                     (300, "heun", 2.0), (100, "euler-ancestral", 1.0)])
+@pytest.mark.parametrize(
+    "budget,sampler,guidance",
+    [(20, "euler", 1.0), (40, "euler", 1.0), (257, "euler", 1.0), (300, "heun", 2.0), (100, "euler-ancestral", 1.0)],
+)
 def test_evolution_budget_generations_and_finals(digits, classifier, budget, sampler, guidance):
-    results = run_search(digits, classifier, EvolutionSearch(), [3, 8], seeds=[0, 1], budget=budget, steps=8,
-                         sampler=sampler, guidance=guidance)
+    results = run_search(
+        digits,
+        classifier,
+        EvolutionSearch(),
+        [3, 8],
+        seeds=[0, 1],
+        budget=budget,
+        steps=8,
+        sampler=sampler,
+        guidance=guidance,
+    )
     per_eval = 1 if guidance == 1.0 else 2
     preview = per_eval * (3 if sampler == "heun" else 2)  # one step to sigma 0.5, then its x0-prediction
     full = per_eval * (15 if sampler == "heun" else 8)
@@ -209,8 +237,9 @@ def test_evolution_reaches_the_toy_optimum(toy, toy_verifier):
     """On the +-1 toy a standardised 1-d noise is +-1; the preview tells the signs apart."""
     means = []
     for budget in (20, 24, 64):  # 2, 4 and 24 previews before 2 full runs
-        results = run_search(toy, toy_verifier, EvolutionSearch(), [0] * 200, seeds=list(range(200)),
-                             budget=budget, steps=8)
+        results = run_search(
+            toy, toy_verifier, EvolutionSearch(), [0] * 200, seeds=list(range(200)), budget=budget, steps=8
+        )
         means.append(sum(r.best_score for r in results) / len(results))
     assert means[0] < means[1] < means[2]
     assert means[2] > -1e-3  # a miss scores -4
@@ -274,38 +303,49 @@ def test_evolution_finals_use_their_members_step_noises():
 # ---- errors --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("factory,kwargs,message", [
-    (FirstOrderSearch, {"learning_rate": 0}, "learning rate must be a positive number, got 0"),
-    (FirstOrderSearch, {"learning_rate": float("nan")}, "learning rate must be a positive number, got nan"),
-    (FirstOrderSearch, {"starts": 0}, "starts must be a positive integer, got 0"),
-    (FirstOrderSearch, {"backward_cost": -1}, "backward cost must be a non-negative number .* got -1"),
-    (FirstOrderSearch, {"shell": "yes"}, "shell must be true or false, got 'yes'"),
-    (EvolutionSearch, {"elites": 5, "population": 4}, r"elites must be at most the population \(4\), got 5"),
-    (EvolutionSearch, {"preview_steps": 0}, "preview steps must be a positive integer, got 0"),
-    (EvolutionSearch, {"low_frequency": 1.5}, r"low frequency must be a fraction in \(0, 1\] or unset, got 1.5"),
-    (EvolutionSearch, {"low_frequency": 0}, r"low frequency must be a fraction in \(0, 1\] or unset, got 0"),
-    (EvolutionSearch, {"std_floor": 0}, "std floor must be a positive number, got 0"),
-    (EvolutionSearch, {"final": 0}, "final must be a positive integer, got 0"),
-])
+@pytest.mark.parametrize(
+    "factory,kwargs,message",
+    [
+        (FirstOrderSearch, {"learning_rate": 0}, "learning rate must be a positive number, got 0"),
+        (FirstOrderSearch, {"learning_rate": float("nan")}, "learning rate must be a positive number, got nan"),
+        (FirstOrderSearch, {"starts": 0}, "starts must be a positive integer, got 0"),
+        (FirstOrderSearch, {"backward_cost": -1}, "backward cost must be a non-negative number .* got -1"),
+        (FirstOrderSearch, {"shell": "yes"}, "shell must be true or false, got 'yes'"),
+        (EvolutionSearch, {"elites": 5, "population": 4}, r"elites must be at most the population \(4\), got 5"),
+        (EvolutionSearch, {"preview_steps": 0}, "preview steps must be a positive integer, got 0"),
+        (EvolutionSearch, {"low_frequency": 1.5}, r"low frequency must be a fraction in \(0, 1\] or unset, got 1.5"),
+        (EvolutionSearch, {"low_frequency": 0}, r"low frequency must be a fraction in \(0, 1\] or unset, got 0"),
+        (EvolutionSearch, {"std_floor": 0}, "std floor must be a positive number, got 0"),
+        (EvolutionSearch, {"final": 0}, "final must be a positive integer, got 0"),
+    ],
+)
 def test_bad_parameters_give_one_line_errors(factory, kwargs, message):
     with pytest.raises(UserError, match=f"^{message}$"):
         factory(**kwargs)
 
 
-@pytest.mark.parametrize("algorithm,budget,needed", [
-    (FirstOrderSearch(), 31, 32), (FirstOrderSearch(starts=2), 63, 64), (EvolutionSearch(), 19, 20),
-])
+@pytest.mark.parametrize(
+    "algorithm,budget,needed",
+    [
+        (FirstOrderSearch(), 31, 32),
+        (FirstOrderSearch(starts=2), 63, 64),
+        (EvolutionSearch(), 19, 20),
+    ],
+)
 def test_budget_below_one_round_names_the_smallest_budget(digits, classifier, algorithm, budget, needed):
     with pytest.raises(UserError, match=rf"^budget {budget} is smaller than .* give --budget >= {needed} or fewer"):
         run_search(digits, classifier, algorithm, [1], seeds=[0], budget=budget, steps=8)
     run_search(digits, classifier, algorithm, [1], seeds=[0], budget=needed, steps=8)
 
 
-@pytest.mark.parametrize("kwargs,shape,steps,message", [
-    ({"preview_steps": 4}, (1, 8, 8), 4, "preview steps must be fewer than the run's 4 steps, got 4"),
-    ({"low_frequency": 0.5}, (1,), 8, r"low frequency needs a noise with 2 spatial dimensions, got .* \(1,\)"),
-    ({"low_frequency": 0.05}, (1, 8, 8), 8, "low frequency 0.05 keeps only the mean"),
-])
+@pytest.mark.parametrize(
+    "kwargs,shape,steps,message",
+    [
+        ({"preview_steps": 4}, (1, 8, 8), 4, "preview steps must be fewer than the run's 4 steps, got 4"),
+        ({"low_frequency": 0.5}, (1,), 8, r"low frequency needs a noise with 2 spatial dimensions, got .* \(1,\)"),
+        ({"low_frequency": 0.05}, (1, 8, 8), 8, "low frequency 0.05 keeps only the mean"),
+    ],
+)
 def test_evolution_refuses_settings_the_problem_cannot_take(kwargs, shape, steps, message):
     with pytest.raises(UserError, match=message):
         EvolutionSearch(**kwargs).init(problem(shape, steps))
@@ -313,7 +353,7 @@ def test_evolution_refuses_settings_the_problem_cannot_take(kwargs, shape, steps
 
 def test_evolution_previews_follow_the_run_schedule_of_vp_models():
     """A VP model's schedule starts below sigma = 1; previews start where it does (start_scale applies)."""
-    from noisesearch.search.base import Problem
+    from noisesearch.algorithms.base import Problem
 
     vp_sigmas = (0.93, 0.8, 0.6, 0.4, 0.2, 0.1, 0.05, 0.02, 0.0)
     p = Problem(0, 0, 200, (1, 8, 8), vp_sigmas, "euler", 1)

@@ -72,12 +72,12 @@ def test_retrained_flow_model_reaches_the_documented_quality():
     Documented (docs/ARCHITECTURE.md): FID about 35-40 at 8 Euler steps on 300 samples, and random
     search with 16 candidates cuts it by more than a third. Checked here on a retrained network.
     """
+    from noisesearch.algorithms import RandomSearch, derive_seed
+    from noisesearch.digits.train import train_network
     from noisesearch.driver import run_search
     from noisesearch.metrics import DigitsEvaluator
     from noisesearch.models.digits import DigitsModel
-    from noisesearch.search import RandomSearch, derive_seed
     from noisesearch.verifiers import VERIFIERS
-    from noisesearch.digits.train import train_network
 
     model = DigitsModel("digits")
     model.net = train_network("flow.safetensors", seed=0).requires_grad_(False)

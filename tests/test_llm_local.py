@@ -16,30 +16,64 @@ from noisesearch.verifiers import VERIFIERS  # noqa: E402
 from noisesearch.verifiers.llm_grader import METRICS, RUBRIC  # noqa: E402
 from noisesearch.verifiers.llm_local import LocalLLMGrader, parse_grading  # noqa: E402
 
-TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}"
-            "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n"
-            "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
+TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n"
+    "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+)
 
 
 def tiny_llava(folder, *, seed=0, template=True):
     """A 2-layer CLIP vision tower + 2-layer Llama, byte-level tokenizer with ``<image>``; model and processor saved."""
-    from transformers import (CLIPImageProcessor, CLIPTokenizer, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTokenizer,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tok = CLIPTokenizer(vocab=byte_vocab(), merges=[], model_max_length=4096)
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
     image_id = tok.convert_tokens_to_ids("<image>")
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        chat_template=TEMPLATE if template else None)
-    vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                  num_attention_heads=4, image_size=32, patch_size=8, projection_dim=16)
-    text = dict(model_type="llama", vocab_size=520, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                bos_token_id=512, eos_token_id=513, pad_token_id=513)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_id,
-                         vision_feature_select_strategy="default", vision_feature_layer=-1)
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=TEMPLATE if template else None,
+    )
+    vision = dict(
+        model_type="clip_vision_model",
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
+    text = dict(
+        model_type="llama",
+        vocab_size=520,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=image_id,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = LlavaForConditionalGeneration(config).eval()

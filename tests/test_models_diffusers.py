@@ -14,21 +14,25 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from noisesearch.algorithms import ALGORITHMS
 from noisesearch.cli import app
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
 from noisesearch.models import MODELS
 from noisesearch.models.base import Model
 from noisesearch.samplers import sample_euler
-from noisesearch.search import ALGORITHMS
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_pipelines as tiny  # noqa: E402
 
 FAMILIES = ["flux", "sd", "sdxl", "pixart-sigma"]
 SIZE = {"height": 32, "width": 32}
-OPTIONS = {"flux": {**SIZE, "max_sequence_length": 16}, "sd": SIZE, "sdxl": SIZE,
-           "pixart-sigma": {**SIZE, "max_sequence_length": 16}}
+OPTIONS = {
+    "flux": {**SIZE, "max_sequence_length": 16},
+    "sd": SIZE,
+    "sdxl": SIZE,
+    "pixart-sigma": {**SIZE, "max_sequence_length": 16},
+}
 SAVE = {"flux": tiny.save_flux, "sd": tiny.save_sd, "sdxl": tiny.save_sdxl, "pixart-sigma": tiny.save_pixart}
 NETWORK = {"flux": "transformer", "sd": "unet", "sdxl": "unet", "pixart-sigma": "transformer"}
 EMBEDS = {"flux": "prompt_embeds", "sd": "embeds", "sdxl": "embeds", "pixart-sigma": "embeds"}
@@ -65,11 +69,20 @@ def pipeline_run(name, model, z, steps, output_type):
     """The pipeline's own sampling loop from noise ``z`` (1, C, h, w)."""
     from noisesearch.models.flux import _pack
 
-    extra = {"flux": {"max_sequence_length": 16}, "pixart-sigma": {"max_sequence_length": 16,
-                                                                   "use_resolution_binning": False}}.get(name, {})
+    extra = {
+        "flux": {"max_sequence_length": 16},
+        "pixart-sigma": {"max_sequence_length": 16, "use_resolution_binning": False},
+    }.get(name, {})
     latents = _pack(z) if name == "flux" else z  # FLUX takes packed latents; SD/SDXL take VP latents (x1 for DDIM)
-    return model.pipe(PROMPT, **SIZE, num_inference_steps=steps, latents=latents, guidance_scale=guidance_of(name),
-                      output_type=output_type, **extra).images
+    return model.pipe(
+        PROMPT,
+        **SIZE,
+        num_inference_steps=steps,
+        latents=latents,
+        guidance_scale=guidance_of(name),
+        output_type=output_type,
+        **extra,
+    ).images
 
 
 def start_state(model, z, sigma0):
@@ -161,10 +174,20 @@ def test_driver_nfes_equal_real_network_rows(models, name):
     rows = []
     hook = net.register_forward_pre_hook(
         lambda module, args, kwargs: rows.append(len(kwargs.get("hidden_states", args[0] if args else None))),
-        with_kwargs=True)
+        with_kwargs=True,
+    )
     try:
-        (result,) = run_search(model, Brightness(), ALGORITHMS["random"](), [PROMPT], seeds=[0], budget=24, steps=2,
-                               guidance=guidance_of(name), max_batch=4)
+        (result,) = run_search(
+            model,
+            Brightness(),
+            ALGORITHMS["random"](),
+            [PROMPT],
+            seeds=[0],
+            budget=24,
+            steps=2,
+            guidance=guidance_of(name),
+            max_batch=4,
+        )
     finally:
         hook.remove()
     per_candidate = 2 * (1 if name == "flux" else 2)
@@ -226,9 +249,31 @@ def test_cli_generate_flux_end_to_end(folders, tmp_path, monkeypatch):
 
     monkeypatch.setitem(VERIFIERS, "brightness", brightness)
     out = tmp_path / "out"
-    args = ["generate", "--model", "flux", "--model-path", str(folders["flux"]), "--prompt", PROMPT,
-            "--model-param", "height=32", "--model-param", "width=32", "--model-param", "max_sequence_length=16",
-            "--verifier", "brightness", "--algorithm", "random", "--budget", "8", "--steps", "2", "--out", str(out)]
+    args = [
+        "generate",
+        "--model",
+        "flux",
+        "--model-path",
+        str(folders["flux"]),
+        "--prompt",
+        PROMPT,
+        "--model-param",
+        "height=32",
+        "--model-param",
+        "width=32",
+        "--model-param",
+        "max_sequence_length=16",
+        "--verifier",
+        "brightness",
+        "--algorithm",
+        "random",
+        "--budget",
+        "8",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "record.json").read_text())
@@ -236,20 +281,38 @@ def test_cli_generate_flux_end_to_end(folders, tmp_path, monkeypatch):
     assert record["target"] == PROMPT and record["model_options"]["height"] == 32
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--model-path", "/nonexistent/folder"], "model folder '/nonexistent/folder' does not exist"),
-    (["--dtype", "float8"], "unknown dtype 'float8'"),
-    (["--prompt", ""], "prompt must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--model-path", "/nonexistent/folder"], "model folder '/nonexistent/folder' does not exist"),
+        (["--dtype", "float8"], "unknown dtype 'float8'"),
+        (["--prompt", ""], "prompt must be a non-empty string"),
+    ],
+)
 def test_cli_bad_input_is_one_line_exit_2(folders, tmp_path, monkeypatch, extra, message):
     from noisesearch.verifiers import VERIFIERS
 
     monkeypatch.setitem(VERIFIERS, "brightness", brightness)
     base = {"--model-path": str(folders["flux"]), "--prompt": PROMPT, "--dtype": "float32"}
     base.update(dict(zip(extra[::2], extra[1::2])))
-    args = ["generate", "--model", "flux", *[x for kv in base.items() for x in kv], "--model-param", "height=32",
-            "--model-param", "width=32", "--verifier", "brightness", "--budget", "8", "--steps", "2",
-            "--out", str(tmp_path / "out")]
+    args = [
+        "generate",
+        "--model",
+        "flux",
+        *[x for kv in base.items() for x in kv],
+        "--model-param",
+        "height=32",
+        "--model-param",
+        "width=32",
+        "--verifier",
+        "brightness",
+        "--budget",
+        "8",
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
@@ -266,8 +329,13 @@ def test_gradients_flow_from_images_to_the_noise(models, name):
     assert g.shape == x.shape and torch.isfinite(g).all() and g.abs().sum() > 0
 
 
-@pytest.mark.parametrize("offload,message", [("disk", "unknown offload 'disk'; accepted: model, sequential"),
-                                             ("model", "offload 'model' moves components between CPU and a GPU")])
+@pytest.mark.parametrize(
+    "offload,message",
+    [
+        ("disk", "unknown offload 'disk'; accepted: model, sequential"),
+        ("model", "offload 'model' moves components between CPU and a GPU"),
+    ],
+)
 def test_offload_options_are_checked(tmp_path, offload, message):
     """CPU offload is passed through to diffusers; here (no GPU) only its checks can run."""
     from noisesearch.errors import UserError
@@ -287,7 +355,15 @@ def test_every_search_algorithm_runs_unchanged_on_the_adapters(models, name, alg
     """
     model = models[name]
     budget = 64 * model.nfe_per_call(guidance_of(name))
-    (result,) = run_search(model, Brightness(), ALGORITHMS[algorithm](), [PROMPT], seeds=[0], budget=budget,
-                           steps=4, guidance=guidance_of(name))
+    (result,) = run_search(
+        model,
+        Brightness(),
+        ALGORITHMS[algorithm](),
+        [PROMPT],
+        seeds=[0],
+        budget=budget,
+        steps=4,
+        guidance=guidance_of(name),
+    )
     assert 0 < result.nfe_used <= budget
     assert result.best_image is not None and result.best_image.shape[0] == 3

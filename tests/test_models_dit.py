@@ -17,18 +17,17 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from noisesearch.algorithms import ALGORITHMS
 from noisesearch.cli import app
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
 from noisesearch.models import MODELS
 from noisesearch.models.base import Model
 from noisesearch.samplers import sample_euler
-from noisesearch.search import ALGORITHMS
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_pipelines as tiny  # noqa: E402
 from test_models_diffusers import Brightness, brightness  # noqa: E402
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # (conftest.py)
 
@@ -61,8 +60,9 @@ def our_run(model, x, cond, sigmas, guidance):
 def test_dit_reproduces_the_pipeline(dit, guidance):
     labels, steps = [207, 3], 3
     generator = torch.Generator().manual_seed(5)
-    reference = dit.pipe(labels, guidance_scale=guidance, generator=generator, num_inference_steps=steps,
-                         output_type="pt").images  # (2, 3, 16, 16)
+    reference = dit.pipe(
+        labels, guidance_scale=guidance, generator=generator, num_inference_steps=steps, output_type="pt"
+    ).images  # (2, 3, 16, 16)
     z = torch.randn(2, *dit.noise_shape, generator=torch.Generator().manual_seed(5))  # the pipeline's draw
     sigmas = dit.schedule(steps)
     x = our_run(dit, z * dit.start_scale(sigmas[0]), dit.encode(labels), sigmas, guidance)
@@ -85,11 +85,22 @@ def test_nfes_equal_transformer_rows(dit, sit, guidance, per_call):
     for model, sampler in ((dit, "euler"), (sit, "heun")):
         rows = []
         hook = model.net.register_forward_pre_hook(
-            lambda module, args, kwargs: rows.append(len(args[0] if args else kwargs["hidden_states"])),
-            with_kwargs=True)
+            lambda module, args, kwargs: rows.append(len(args[0] if args else kwargs["hidden_states"])),  # noqa: B023 (hook removed in this loop)
+            with_kwargs=True,
+        )
         try:
-            (result,) = run_search(model, Brightness(), ALGORITHMS["random"](), ["207"], seeds=[0], budget=24,
-                                   steps=2, sampler=sampler, guidance=guidance, max_batch=4)
+            (result,) = run_search(
+                model,
+                Brightness(),
+                ALGORITHMS["random"](),
+                ["207"],
+                seeds=[0],
+                budget=24,
+                steps=2,
+                sampler=sampler,
+                guidance=guidance,
+                max_batch=4,
+            )
         finally:
             hook.remove()
         per_candidate = {"euler": 2, "heun": 3}[sampler] * per_call
@@ -100,8 +111,9 @@ def test_nfes_equal_transformer_rows(dit, sit, guidance, per_call):
 def sincos_2d(dim: int, grid: int) -> torch.Tensor:
     """The original DiT/MAE fixed position table (T, dim), written from its definition."""
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # (dim/4,)
-    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
-                                indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
     halves = []
     for pos in (cols.reshape(-1), rows.reshape(-1)):  # the first half encodes the column (w) coordinate
         out = pos[:, None] * omega[None]  # (T, dim/4)
@@ -169,7 +181,9 @@ def test_sit_pickle_needs_allow_pickle(sit_files, tmp_path):
     with pytest.raises(UserError, match=r"is a pickle file; pass --model-param allow_pickle=true"):
         MODELS["sit"](path=pt, **options)
     model = MODELS["sit"](path=pt, allow_pickle=True, **options)
-    assert all(torch.equal(a, b) for a, b in zip(model.net.state_dict().values(), sit_files["net"].state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.net.state_dict().values(), sit_files["net"].state_dict().values())
+    )
     torch.save({"ema": state, "opt": {}}, tmp_path / "train.pt")  # a training checkpoint: the EMA weights are used
     assert MODELS["sit"](path=tmp_path / "train.pt", allow_pickle=True, **options).net.config.num_layers == 2
 
@@ -200,8 +214,23 @@ def test_cli_generate_dit_end_to_end(dit_folder, tmp_path, monkeypatch):
 
     monkeypatch.setitem(VERIFIERS, "brightness", brightness)
     out = tmp_path / "out"
-    args = ["generate", "--model", "dit", "--model-path", str(dit_folder), "--target", "207", "--verifier",
-            "brightness", "--budget", "8", "--steps", "2", "--out", str(out)]
+    args = [
+        "generate",
+        "--model",
+        "dit",
+        "--model-path",
+        str(dit_folder),
+        "--target",
+        "207",
+        "--verifier",
+        "brightness",
+        "--budget",
+        "8",
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "record.json").read_text())

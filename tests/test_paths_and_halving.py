@@ -2,12 +2,12 @@
 
 import pytest
 
+from noisesearch.algorithms import ALGORITHMS, Problem
+from noisesearch.algorithms.halving import HalvingSearch
+from noisesearch.algorithms.paths import PathsSearch
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
 from noisesearch.samplers import schedule
-from noisesearch.search import ALGORITHMS, Problem
-from noisesearch.search.halving import HalvingSearch
-from noisesearch.search.paths import PathsSearch
 
 
 def problem(budget, steps=8, sampler="euler"):
@@ -65,8 +65,9 @@ def test_halving_survivors_reuse_the_checkpoint_evaluation_and_match_random_sear
 @pytest.mark.parametrize("name", ["paths", "halving"])
 @pytest.mark.parametrize("sampler", ["heun", "euler-sde"])
 def test_other_samplers_keep_exact_budgets(digits, classifier, name, sampler):
-    results = run_search(digits, classifier, ALGORITHMS[name](), [1, 4], seeds=[0, 1], budget=150, steps=8,
-                         sampler=sampler)
+    results = run_search(
+        digits, classifier, ALGORITHMS[name](), [1, 4], seeds=[0, 1], budget=150, steps=8, sampler=sampler
+    )
     for r in results:
         assert r.nfe_used <= 150 and r.nfe_used == sum(c["nfe"] for c in r.candidates)
         assert r.best_image is not None
@@ -83,26 +84,32 @@ def test_halving_beats_random_search_on_the_verifier_at_equal_budget(digits, cla
     assert mean_best("halving") > mean_best("random")
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"width": 0}, "width must be a positive integer, got 0"),
-    ({"start_sigma": 1.0}, "start sigma must lie strictly between 0 and 1"),
-    ({"start_sigma": -0.1}, "start sigma must lie strictly between 0 and 1"),
-    ({"forward": 0.3, "backward": 0.25}, "forward step must be >= 0 and smaller than the backward step"),
-    ({"path_length": 0}, "path length must be a positive integer"),
-    ({"initial": 0}, "initial paths must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"width": 0}, "width must be a positive integer, got 0"),
+        ({"start_sigma": 1.0}, "start sigma must lie strictly between 0 and 1"),
+        ({"start_sigma": -0.1}, "start sigma must lie strictly between 0 and 1"),
+        ({"forward": 0.3, "backward": 0.25}, "forward step must be >= 0 and smaller than the backward step"),
+        ({"path_length": 0}, "path length must be a positive integer"),
+        ({"initial": 0}, "initial paths must be a positive integer"),
+    ],
+)
 def test_paths_bad_parameters(kwargs, message):
     with pytest.raises(UserError, match=message):
         PathsSearch(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"eta": 1}, "eta .* must be an integer >= 2, got 1"),
-    ({"final": 0}, "final must be a positive integer"),
-    ({"final": 4, "initial": 2}, r"initial must be an integer >= final \(4\), got 2"),
-    ({"checkpoints": (0.5, 0.75)}, "checkpoints must be decreasing sigmas strictly between 0 and 1"),
-    ({"checkpoints": (1.0,)}, "checkpoints must be decreasing sigmas"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"eta": 1}, "eta .* must be an integer >= 2, got 1"),
+        ({"final": 0}, "final must be a positive integer"),
+        ({"final": 4, "initial": 2}, r"initial must be an integer >= final \(4\), got 2"),
+        ({"checkpoints": (0.5, 0.75)}, "checkpoints must be decreasing sigmas strictly between 0 and 1"),
+        ({"checkpoints": (1.0,)}, "checkpoints must be decreasing sigmas"),
+    ],
+)
 def test_halving_bad_parameters(kwargs, message):
     with pytest.raises(UserError, match=message):
         HalvingSearch(**kwargs)

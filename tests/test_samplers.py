@@ -71,8 +71,10 @@ def test_stochastic_samplers_keep_the_data_marginal(name):
 def test_sde_with_eta_zero_is_euler_and_noises_are_arguments():
     c, x = 0.5, torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     noises = torch.randn(8, 5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    torch.testing.assert_close(sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises, eta=0.0),
-                               sample_euler(gaussian_denoiser(c), x, schedule(8)))
+    torch.testing.assert_close(
+        sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises, eta=0.0),
+        sample_euler(gaussian_denoiser(c), x, schedule(8)),
+    )
     a = sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises)
     b = sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises)
     assert torch.equal(a, b)
@@ -100,15 +102,17 @@ def test_renoise_is_the_forward_process():
 def test_convergence_order(name, order):
     """Doubling the steps divides the error by about 2**order."""
     c, noise = 0.5, torch.tensor([[2.0]], dtype=torch.float64)
-    errors = [float((get_sampler(name).fn(gaussian_denoiser(c), noise, schedule(n)) - c * noise).abs())
-              for n in (64, 128)]
+    errors = [
+        float((get_sampler(name).fn(gaussian_denoiser(c), noise, schedule(n)) - c * noise).abs()) for n in (64, 128)
+    ]
     assert 2 ** (order - 0.3) < errors[0] / errors[1] < 2 ** (order + 0.3)
 
 
 def test_heun_is_more_accurate_than_euler_at_equal_steps():
     c, noise = 0.5, torch.tensor([[1.7]], dtype=torch.float64)
-    err = {n: float((get_sampler(n).fn(gaussian_denoiser(c), noise, schedule(8)) - c * noise).abs())
-           for n in DETERMINISTIC}
+    err = {
+        n: float((get_sampler(n).fn(gaussian_denoiser(c), noise, schedule(8)) - c * noise).abs()) for n in DETERMINISTIC
+    }
     assert err["heun"] < err["euler"] / 4
 
 
@@ -127,8 +131,9 @@ def test_declared_nfe_equals_real_calls(name, sigmas):
 
 def test_callback_sees_every_step_and_the_preview():
     seen = []
-    SAMPLERS["heun"].fn(lambda x, s: x * 0, torch.ones(1, 1), schedule(4),
-                        callback=lambda i, s, x, d: seen.append((i, s)))
+    SAMPLERS["heun"].fn(
+        lambda x, s: x * 0, torch.ones(1, 1), schedule(4), callback=lambda i, s, x, d: seen.append((i, s))
+    )
     assert seen == [(0, 1.0), (1, 0.75), (2, 0.5), (3, 0.25)]
 
 

@@ -6,20 +6,26 @@ import math
 import pytest
 import torch
 
+from noisesearch.algorithms import ALGORITHMS
+from noisesearch.algorithms.base import Outcome, Problem
+from noisesearch.algorithms.epsilon_greedy import EpsilonGreedySearch
+from noisesearch.algorithms.random import RandomSearch
+from noisesearch.algorithms.smc import (
+    SMCSearch,
+    effective_sample_size,
+    log_potentials,
+    resampling_weights,
+    systematic_resample,
+)
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
 from noisesearch.samplers import schedule
-from noisesearch.search import ALGORITHMS
-from noisesearch.search.base import Outcome, Problem
-from noisesearch.search.epsilon_greedy import EpsilonGreedySearch
-from noisesearch.search.random import RandomSearch
-from noisesearch.search.smc import (SMCSearch, effective_sample_size, log_potentials, resampling_weights,
-                                    systematic_resample)
 
 NAMES = ["smc", "epsilon-greedy"]
 
 
 # --- the pure maths of SMC, against numbers computed by hand ---------------------------------------
+
 
 def test_log_potentials_by_hand():
     r = torch.tensor([[0.1, 0.3, 0.2]])
@@ -76,15 +82,32 @@ def test_systematic_resample_by_hand():
 
 # --- budgets -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("budget,sampler,guidance", [
-    (16, "euler", 1.0), (40, "euler", 1.0), (100, "heun", 1.0), (100, "euler", 3.0), (53, "euler-ancestral", 1.0),
-])
+@pytest.mark.parametrize(
+    "budget,sampler,guidance",
+    [
+        (16, "euler", 1.0),
+        (40, "euler", 1.0),
+        (100, "heun", 1.0),
+        (100, "euler", 3.0),
+        (53, "euler-ancestral", 1.0),
+    ],
+)
 def test_budget_kept_and_used_to_within_one_trajectory(digits, classifier, name, budget, sampler, guidance):
     steps = 8
     per_eval = digits.nfe_per_call(guidance)
-    results = run_search(digits, classifier, ALGORITHMS[name](), [1, 2], seeds=[5, 6], budget=budget, steps=steps,
-                         sampler=sampler, guidance=guidance)
+    results = run_search(
+        digits,
+        classifier,
+        ALGORITHMS[name](),
+        [1, 2],
+        seeds=[5, 6],
+        budget=budget,
+        steps=steps,
+        sampler=sampler,
+        guidance=guidance,
+    )
     for r in results:
         assert r.nfe_used <= budget
         assert budget - r.nfe_used < steps * per_eval  # one trajectory with one candidate per step
@@ -114,6 +137,7 @@ def test_epsilon_greedy_plans_paths_from_the_exact_cost():
 
 
 # --- seeds ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_result_other_seed_other_result(toy, toy_verifier, name):
@@ -148,13 +172,15 @@ def test_smc_without_resampling_is_random_search_with_the_same_stochastic_sample
 
 # --- known answers on the analytic toy -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", NAMES)
 def test_toy_best_score_improves_with_budget_and_reaches_the_optimum(toy, toy_verifier, name):
     n = 100
     means = []
     for budget in (16, 128):
-        results = run_search(toy, toy_verifier, ALGORITHMS[name](), [1] * n, seeds=list(range(n)), budget=budget,
-                             steps=8)
+        results = run_search(
+            toy, toy_verifier, ALGORITHMS[name](), [1] * n, seeds=list(range(n)), budget=budget, steps=8
+        )
         means.append(sum(r.best_score for r in results) / n)
     assert means[0] < means[1]
     assert means[1] > -0.1  # a miss scores -4: at least 97.5% of the searches reach the target point
@@ -165,8 +191,15 @@ def test_smc_always_resampling_concentrates_particles_on_the_preferred_point(toy
     n, k = 60, 8
 
     def share_at_target(ess_threshold):
-        results = run_search(toy, toy_verifier, SMCSearch(particles=k, ess_threshold=ess_threshold), [1] * n,
-                             seeds=list(range(n)), budget=8 * k, steps=8)
+        results = run_search(
+            toy,
+            toy_verifier,
+            SMCSearch(particles=k, ess_threshold=ess_threshold),
+            [1] * n,
+            seeds=list(range(n)),
+            budget=8 * k,
+            steps=8,
+        )
         finals = [c["score"] for r in results for c in r.candidates if c["sigma_end"] == 0]
         assert len(finals) == n * k
         return sum(s > -1e-2 for s in finals) / len(finals)
@@ -177,6 +210,7 @@ def test_smc_always_resampling_concentrates_particles_on_the_preferred_point(toy
 
 # --- epsilon-greedy choices, with made-up scores --------------------------------------------------
 
+
 def choices_made(epsilon, seeds, score=float):
     """Drive epsilon-greedy by hand; candidate c scores ``score(c)``.
 
@@ -186,8 +220,9 @@ def choices_made(epsilon, seeds, score=float):
     for seed in seeds:
         state = algorithm.init(Problem(1, seed, 10**6, (1,), schedule(8), "euler", 1))
         while jobs := algorithm.ask(state):
-            algorithm.tell(state, [Outcome(j, j.x, j.x, j.x, score(j.info["candidate"]), 0, i)
-                                   for i, j in enumerate(jobs)])
+            algorithm.tell(
+                state, [Outcome(j, j.x, j.x, j.x, score(j.info["candidate"]), 0, i) for i, j in enumerate(jobs)]
+            )
         assert [len(path) for path in state.choices] == [7, 7]  # 8 steps: 7 choices, then one free final job
         choices += [c for path in state.choices for c in path[:-1]]
         explored += [e for path in state.explored for e in path[:-1]]
@@ -242,35 +277,45 @@ def test_smc_resampling_copies_state_cached_x0_and_reward_history_together():
 
 # --- parameters ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("factory,kwargs,message", [
-    (SMCSearch, {"particles": 1}, "particles must be an integer >= 2, got 1"),
-    (SMCSearch, {"particles": 0}, "particles must be an integer >= 2, got 0"),
-    (SMCSearch, {"potential": "mean"}, "unknown potential 'mean'; accepted: difference, max, sum"),
-    (SMCSearch, {"ess_threshold": 0}, r"ess_threshold must be a number in \(0, 1\], got 0"),
-    (SMCSearch, {"ess_threshold": 1.5}, r"ess_threshold must be a number in \(0, 1\], got 1.5"),
-    (SMCSearch, {"lmbda": -1.0}, "lmbda must be a finite number >= 0, got -1.0"),
-    (SMCSearch, {"resample_every": 0}, "resample_every must be a positive integer, got 0"),
-    (SMCSearch, {"sampler": "euler"},
-     r"sampler must be a stochastic sampler \(euler-sde, euler-ancestral\), got 'euler'"),
-    (SMCSearch, {"sampler": "rk4"}, "unknown sampler 'rk4'; accepted: "),
-    (EpsilonGreedySearch, {"epsilon": 1.5}, r"epsilon must be a number in \[0, 1\], got 1.5"),
-    (EpsilonGreedySearch, {"epsilon": -0.1}, r"epsilon must be a number in \[0, 1\], got -0.1"),
-    (EpsilonGreedySearch, {"candidates": 0}, "candidates must be a positive integer, got 0"),
-    (EpsilonGreedySearch, {"paths": 0}, "paths must be a positive integer, got 0"),
-    (EpsilonGreedySearch, {"sampler": "heun"}, "sampler must be a stochastic sampler"),
-])
+
+@pytest.mark.parametrize(
+    "factory,kwargs,message",
+    [
+        (SMCSearch, {"particles": 1}, "particles must be an integer >= 2, got 1"),
+        (SMCSearch, {"particles": 0}, "particles must be an integer >= 2, got 0"),
+        (SMCSearch, {"potential": "mean"}, "unknown potential 'mean'; accepted: difference, max, sum"),
+        (SMCSearch, {"ess_threshold": 0}, r"ess_threshold must be a number in \(0, 1\], got 0"),
+        (SMCSearch, {"ess_threshold": 1.5}, r"ess_threshold must be a number in \(0, 1\], got 1.5"),
+        (SMCSearch, {"lmbda": -1.0}, "lmbda must be a finite number >= 0, got -1.0"),
+        (SMCSearch, {"resample_every": 0}, "resample_every must be a positive integer, got 0"),
+        (
+            SMCSearch,
+            {"sampler": "euler"},
+            r"sampler must be a stochastic sampler \(euler-sde, euler-ancestral\), got 'euler'",
+        ),
+        (SMCSearch, {"sampler": "rk4"}, "unknown sampler 'rk4'; accepted: "),
+        (EpsilonGreedySearch, {"epsilon": 1.5}, r"epsilon must be a number in \[0, 1\], got 1.5"),
+        (EpsilonGreedySearch, {"epsilon": -0.1}, r"epsilon must be a number in \[0, 1\], got -0.1"),
+        (EpsilonGreedySearch, {"candidates": 0}, "candidates must be a positive integer, got 0"),
+        (EpsilonGreedySearch, {"paths": 0}, "paths must be a positive integer, got 0"),
+        (EpsilonGreedySearch, {"sampler": "heun"}, "sampler must be a stochastic sampler"),
+    ],
+)
 def test_bad_parameters_are_one_line_user_errors(factory, kwargs, message):
     with pytest.raises(UserError, match=message) as info:
         factory(**kwargs)
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("algorithm,budget,needed", [
-    (SMCSearch(), 15, 16),  # at least 2 particles of 8 NFEs
-    (SMCSearch(particles=4), 31, 32),
-    (EpsilonGreedySearch(), 7, 8),  # one trajectory with one candidate per step
-    (EpsilonGreedySearch(paths=3), 95, 96),
-])
+@pytest.mark.parametrize(
+    "algorithm,budget,needed",
+    [
+        (SMCSearch(), 15, 16),  # at least 2 particles of 8 NFEs
+        (SMCSearch(particles=4), 31, 32),
+        (EpsilonGreedySearch(), 7, 8),  # one trajectory with one candidate per step
+        (EpsilonGreedySearch(paths=3), 95, 96),
+    ],
+)
 def test_budget_too_small_for_one_round_is_a_clear_error(digits, classifier, algorithm, budget, needed):
     with pytest.raises(UserError, match=rf"budget {budget} is smaller than .*\({needed} NFEs.*--budget >= {needed}"):
         run_search(digits, classifier, algorithm, [1], seeds=[0], budget=budget, steps=8)

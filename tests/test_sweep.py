@@ -112,16 +112,21 @@ def test_a_different_config_in_the_same_folder_is_refused(tmp_path, finished):
     assert (out / "results.jsonl").read_bytes() == before
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"budgets": ["many"]}, "budgets.0: Input should be a valid integer"),
-    ({"steps": 0}, "steps: Input should be greater than or equal to 1"),
-    ({"benchmark": {"name": "coco"}}, "benchmark.name: unknown benchmark 'coco'; accepted: digits, imagenet"),
-    ({"algorithms": [{"name": "random", "params": {"width": 2}}]},
-     "algorithms.0.params: algorithm 'random' takes no parameter 'width'"),
-    ({"budgets": [16, 8]}, "budgets.1: zero-order (algorithms.1): budget 8 is smaller than"),
-    ({"benchmark": {"name": "file", "path": "/nonexistent/prompts.txt"}}, "benchmark: cannot read prompt file"),
-    ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"budgets": ["many"]}, "budgets.0: Input should be a valid integer"),
+        ({"steps": 0}, "steps: Input should be greater than or equal to 1"),
+        ({"benchmark": {"name": "coco"}}, "benchmark.name: unknown benchmark 'coco'; accepted: digits, imagenet"),
+        (
+            {"algorithms": [{"name": "random", "params": {"width": 2}}]},
+            "algorithms.0.params: algorithm 'random' takes no parameter 'width'",
+        ),
+        ({"budgets": [16, 8]}, "budgets.1: zero-order (algorithms.1): budget 8 is smaller than"),
+        ({"benchmark": {"name": "file", "path": "/nonexistent/prompts.txt"}}, "benchmark: cannot read prompt file"),
+        ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
+    ],
+)
 def test_config_mistakes_name_their_place(tmp_path, change, message):
     config = write(tmp_path, {**BASE, **change})
     result = sweep(config, "--out", tmp_path / "out")
@@ -153,8 +158,15 @@ def test_report_builds_from_rows_only(finished, tmp_path):
 
 
 def test_keep_all_candidate_images_and_show_best_median_worst(tmp_path):
-    config = {**BASE, "algorithms": [{"name": "random"}], "budgets": [32], "seeds": [0], "baseline": False,
-              "keep_images": "all", "benchmark": {"name": "digits", "per_class": 1}}
+    config = {
+        **BASE,
+        "algorithms": [{"name": "random"}],
+        "budgets": [32],
+        "seeds": [0],
+        "baseline": False,
+        "keep_images": "all",
+        "benchmark": {"name": "digits", "per_class": 1},
+    }
     out = tmp_path / "out"
     assert sweep(write(tmp_path, config), "--out", out).exit_code == 0
     rows = rows_of(out)
@@ -190,9 +202,19 @@ def test_report_page_renders_in_chromium_and_escapes_prompts(tmp_path, finished)
     shutil.copy(finished / rows_of(finished)[0]["image"], out / "img.png")
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert runner.invoke(app, ["report", str(out)]).exit_code == 0
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
     page = (out / "report" / "index.html").as_uri()
     dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
     assert "noisesearch sweep report" in dom.stdout
@@ -202,8 +224,9 @@ def test_report_page_renders_in_chromium_and_escapes_prompts(tmp_path, finished)
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert console == [], console
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, *flags, "--window-size=1200,1600", f"--screenshot={shot}", page],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [browser, *flags, "--window-size=1200,1600", f"--screenshot={shot}", page], capture_output=True, timeout=120
+    )
     assert shot.stat().st_size > 20_000
 
 

@@ -11,8 +11,16 @@ pytest.importorskip("open_clip")
 pytest.importorskip("torchvision")
 
 from _tiny_verifiers import (  # noqa: E402
-    INCEPTION_SIZE, OPENCLIP_TINY, images, reference_npz, release_state, tiny_clip, tiny_imagereward, tiny_inception,
-    tiny_openclip)
+    INCEPTION_SIZE,
+    OPENCLIP_TINY,
+    images,
+    reference_npz,
+    release_state,
+    tiny_clip,
+    tiny_imagereward,
+    tiny_inception,
+    tiny_openclip,
+)
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from noisesearch.errors import UserError  # noqa: E402
@@ -27,18 +35,26 @@ def files(tmp_path_factory):
     ir_folder, ir_model = tiny_imagereward(root / "imagereward")
     inception = tiny_inception(root / "inception.safetensors")
     torch.save(load_file(str(inception)), root / "inception.pth")
-    return {"root": root, "imagereward": ir_folder, "ir_model": ir_model, "clip": tiny_clip(root / "pick"),
-            "hps": tiny_openclip(root / "hps" / "HPS_tiny.pt"), "inception": inception,
-            "inception_pth": root / "inception.pth", "reference": reference_npz(root / "ref.npz")}
+    return {
+        "root": root,
+        "imagereward": ir_folder,
+        "ir_model": ir_model,
+        "clip": tiny_clip(root / "pick"),
+        "hps": tiny_openclip(root / "hps" / "HPS_tiny.pt"),
+        "inception": inception,
+        "inception_pth": root / "inception.pth",
+        "reference": reference_npz(root / "ref.npz"),
+    }
 
 
 def build(name, files, **options):
-    args = {"imagereward": {"path": files["imagereward"]},
-            "pickscore": {"path": files["clip"]},
-            "hpsv2": {"path": files["hps"], "arch": OPENCLIP_TINY},
-            "oracle-is-imagenet": {"path": files["inception"], "size": INCEPTION_SIZE},
-            "oracle-fid": {"path": files["inception"], "reference": files["reference"], "size": INCEPTION_SIZE},
-            }[name]
+    args = {
+        "imagereward": {"path": files["imagereward"]},
+        "pickscore": {"path": files["clip"]},
+        "hpsv2": {"path": files["hps"], "arch": OPENCLIP_TINY},
+        "oracle-is-imagenet": {"path": files["inception"], "size": INCEPTION_SIZE},
+        "oracle-fid": {"path": files["inception"], "reference": files["reference"], "size": INCEPTION_SIZE},
+    }[name]
     args = {**{k: str(v) if k in ("path", "reference") else v for k, v in args.items()}, **options}
     return VERIFIERS[name](**args)
 
@@ -80,13 +96,20 @@ def test_imagereward_release_key_mapping():
     assert release_key("blip.visual_encoder.cls_token") == "vision.embeddings.class_embedding"
     assert release_key("blip.visual_encoder.patch_embed.proj.weight") == "vision.embeddings.patch_embedding.weight"
     assert release_key("blip.visual_encoder.blocks.23.attn.qkv.bias") == "vision.encoder.layers.23.self_attn.qkv.bias"
-    assert release_key("blip.visual_encoder.blocks.0.attn.proj.weight") == \
-        "vision.encoder.layers.0.self_attn.projection.weight"
+    assert (
+        release_key("blip.visual_encoder.blocks.0.attn.proj.weight")
+        == "vision.encoder.layers.0.self_attn.projection.weight"
+    )
     assert release_key("blip.visual_encoder.norm.weight") == "vision.post_layernorm.weight"
-    assert release_key("blip.text_encoder.encoder.layer.11.crossattention.self.key.weight") == \
-        "text.encoder.layer.11.crossattention.self.key.weight"
+    assert (
+        release_key("blip.text_encoder.encoder.layer.11.crossattention.self.key.weight")
+        == "text.encoder.layer.11.crossattention.self.key.weight"
+    )
     assert release_key("mlp.layers.7.bias") == "head.7.bias"
-    assert release_key("blip.text_proj.weight") is None and release_key("blip.text_encoder.embeddings.position_ids") is None
+    assert (
+        release_key("blip.text_proj.weight") is None
+        and release_key("blip.text_encoder.embeddings.position_ids") is None
+    )
 
 
 def test_imagereward_equals_the_models_direct_output(files):
@@ -100,8 +123,9 @@ def test_imagereward_equals_the_models_direct_output(files):
         tok = v.tokenizer(PROMPTS[:2], padding="max_length", truncation=True, max_length=35, return_tensors="pt")
         assert tok["input_ids"].shape == (2, 35)
         img = model.vision(pixel_values=pixels).last_hidden_state  # (2, 17, 32)
-        cls = model.text(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"],
-                         encoder_hidden_states=img).last_hidden_state[:, 0]  # (2, 32)
+        cls = model.text(
+            input_ids=tok["input_ids"], attention_mask=tok["attention_mask"], encoder_hidden_states=img
+        ).last_hidden_state[:, 0]  # (2, 32)
         want = (model.head(cls)[:, 0] - 0.16717362830052426) / 1.0333394966054072
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert "[UNK]" not in v.tokenizer.convert_ids_to_tokens(tok["input_ids"][0])  # the folder's vocabulary is used
@@ -158,8 +182,9 @@ def test_pickscore_is_the_clip_logit(files):
     model, tok = v.loaded.model, v.loaded.tokenizer
     with torch.no_grad():
         img = model.get_image_features(pixel_values=v.loaded.preprocess(x)).pooler_output.double()  # (2, D)
-        txt = torch.cat([model.get_text_features(**tok([p], return_tensors="pt")).pooler_output
-                         for p in PROMPTS[:2]]).double()  # (2, D)
+        txt = torch.cat(
+            [model.get_text_features(**tok([p], return_tensors="pt")).pooler_output for p in PROMPTS[:2]]
+        ).double()  # (2, D)
     for i in range(2):
         want = math.exp(float(logit_scale)) * float(img[i] @ txt[i] / (img[i].norm() * txt[i].norm()))
         assert math.isclose(float(got[i]), want, rel_tol=1e-5, abs_tol=1e-5)
@@ -208,8 +233,9 @@ def _direct_inception(files):
 
 
 def _network_input(x):
-    x = torch.nn.functional.interpolate(x, size=(INCEPTION_SIZE,) * 2, mode="bilinear", antialias=True,
-                                        align_corners=False)  # (B, 3, 75, 75)
+    x = torch.nn.functional.interpolate(
+        x, size=(INCEPTION_SIZE,) * 2, mode="bilinear", antialias=True, align_corners=False
+    )  # (B, 3, 75, 75)
     return x * 2 - 1
 
 
@@ -240,11 +266,16 @@ def test_oracle_fid_is_minus_the_one_sample_fid(files):
     f = pools[-1].double().numpy()  # (2, 2048)
     d = f - mu
     fid1 = -((d * d).sum(1) + np.trace(sigma))
-    torch.testing.assert_close(build("oracle-fid", files)(x, [0, 0]), torch.tensor(fid1, dtype=torch.float32),
-                               rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(
+        build("oracle-fid", files)(x, [0, 0]), torch.tensor(fid1, dtype=torch.float32), rtol=1e-5, atol=1e-3
+    )
     maha = -np.einsum("bi,bi->b", d, np.linalg.solve(sigma + 1e-6 * np.eye(2048), d.T).T)
-    torch.testing.assert_close(build("oracle-fid", files, metric="mahalanobis")(x, [0, 0]),
-                               torch.tensor(maha, dtype=torch.float32), rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(
+        build("oracle-fid", files, metric="mahalanobis")(x, [0, 0]),
+        torch.tensor(maha, dtype=torch.float32),
+        rtol=1e-4,
+        atol=1e-2,
+    )
 
 
 def test_oracle_bad_inputs(files, tmp_path):

@@ -24,17 +24,28 @@ def folders(tmp_path_factory):
     dino = tiny_dinov2(root / "dino")
     save_file(linear_head(32, 5, seed=1), str(dino / "linear_head.safetensors"))
     save_file(aesthetic_head(16), str(root / "aesthetic.safetensors"))
-    return {"root": root, "clip": clip, "dino": dino, "siglip": tiny_siglip(root / "siglip"),
-            "clip_processor": tiny_clip(root / "clip_proc", as_processor=True),
-            "aesthetic": root / "aesthetic.safetensors"}
+    return {
+        "root": root,
+        "clip": clip,
+        "dino": dino,
+        "siglip": tiny_siglip(root / "siglip"),
+        "clip_processor": tiny_clip(root / "clip_proc", as_processor=True),
+        "aesthetic": root / "aesthetic.safetensors",
+    }
 
 
 def build(name, folders, **options):
-    path = {"clipscore": "clip", "clip-zeroshot": "clip", "feature-similarity-real": "dino", "dino-linear": "dino",
-            "aesthetic": "clip"}[name]
-    extra = {"clip-zeroshot": {"classes": ["tench", "goldfish", "great white shark", "cock"],
-                               "templates": "imagenet7"},
-             "aesthetic": {"head": str(folders["aesthetic"])}}.get(name, {})
+    path = {
+        "clipscore": "clip",
+        "clip-zeroshot": "clip",
+        "feature-similarity-real": "dino",
+        "dino-linear": "dino",
+        "aesthetic": "clip",
+    }[name]
+    extra = {
+        "clip-zeroshot": {"classes": ["tench", "goldfish", "great white shark", "cock"], "templates": "imagenet7"},
+        "aesthetic": {"head": str(folders["aesthetic"])},
+    }.get(name, {})
     return VERIFIERS[name](path=str(folders[path]), **{**extra, **options})
 
 
@@ -125,8 +136,9 @@ def test_feature_similarity_real_backbones(backbone, folders):
     with pytest.raises(UserError, match="previews"):
         v(x, [None, None])
     with pytest.raises(UserError, match="backbone"):
-        VERIFIERS["feature-similarity-real"](path=str(folders[backbone]),
-                                             backbone="siglip" if backbone != "siglip" else "dinov2")
+        VERIFIERS["feature-similarity-real"](
+            path=str(folders[backbone]), backbone="siglip" if backbone != "siglip" else "dinov2"
+        )
 
 
 def test_dino_linear_heads(folders, tmp_path):
@@ -214,8 +226,9 @@ def constant_images(values):
 def test_ensemble_rank_mode_averages_ties():
     from noisesearch.verifiers.ensemble import EnsembleVerifier, average_ranks
 
-    torch.testing.assert_close(average_ranks(torch.tensor([1.0, 2.0, 2.0, 3.0])),
-                               torch.tensor([0.0, 0.5, 0.5, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        average_ranks(torch.tensor([1.0, 2.0, 2.0, 3.0])), torch.tensor([0.0, 0.5, 0.5, 1.0], dtype=torch.float64)
+    )
     torch.testing.assert_close(average_ranks(torch.tensor([5.0, 5.0, 5.0])), torch.full((3,), 0.5, dtype=torch.float64))
     a = Fixed({0: 1.0, 1: 2.0, 2: 2.0, 3: 3.0})
     b = Fixed({0: 9.0, 1: 8.0, 2: 7.0, 3: 6.0})
@@ -280,9 +293,18 @@ def test_llm_grader_attaches_every_score_to_its_image(grader_server, tmp_path, m
     monkeypatch.setenv("NS_TEST_KEY", KEY)
     caplog.set_level(logging.DEBUG)
     cache = tmp_path / "cache"
-    v = VERIFIERS["llm-grader"](url=grader_server.url, model="tiny-vlm", key_env="NS_TEST_KEY", cache_dir=str(cache),
-                                timeout=0.5, retries=2, backoff=0.01, workers=9, price_prompt=2.0,
-                                price_completion=8.0)
+    v = VERIFIERS["llm-grader"](
+        url=grader_server.url,
+        model="tiny-vlm",
+        key_env="NS_TEST_KEY",
+        cache_dir=str(cache),
+        timeout=0.5,
+        retries=2,
+        backoff=0.01,
+        workers=9,
+        price_prompt=2.0,
+        price_completion=8.0,
+    )
     ids = [5, 8, 1, 0, 7, 2, 4, 3, 6]
     s = v(grey_images(ids), ["a grey square"] * len(ids))
     want = [float("nan") if k in (4, 8) else float(k) for k in ids]
@@ -341,8 +363,14 @@ def test_real_verifier_in_a_search(folders):
     from noisesearch.driver import run_search
     from noisesearch.generate import build
 
-    model, verifier, algo = build("digits", "feature-similarity-real", "random", verifier_path=str(folders["dino"]),
-                                  verifier_options={"preview_sigma": 0.4}, algorithm_params={})
+    model, verifier, algo = build(
+        "digits",
+        "feature-similarity-real",
+        "random",
+        verifier_path=str(folders["dino"]),
+        verifier_options={"preview_sigma": 0.4},
+        algorithm_params={},
+    )
     (result,) = run_search(model, verifier, algo, [3], seeds=[0], budget=16, steps=4)
     scores = [c["score"] for c in result.candidates]
     assert len(scores) == 4 and all(-1 <= s <= 1 for s in scores) and math.isfinite(result.best_score)

@@ -65,8 +65,13 @@ def drawbench(*, subset=None, per_class: int = 1, path=None) -> list[Item]:
     return _select(items, subset, "drawbench")
 
 
-def t2i_compbench(*, subset=None, per_class: int = 1, path=None, splits=("color", "shape", "texture", "spatial",
-                                                                        "non_spatial", "complex")) -> list[Item]:
+def t2i_compbench(
+    *,
+    subset=None,
+    per_class: int = 1,
+    path=None,
+    splits=("color", "shape", "texture", "spatial", "non_spatial", "complex"),
+) -> list[Item]:
     """T2I-CompBench validation splits (Huang et al. 2023; 300 prompts each, split = category)."""
     items = []
     for split in splits:

@@ -96,7 +96,11 @@ class Classifier(nn.Module):
         super().__init__()
         self.config = {"hidden": hidden}
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
             nn.Linear(hidden, NUM_CLASSES),
         )
 
@@ -128,9 +132,14 @@ class EvalNet(nn.Module):
         super().__init__()
         self.config = {"channels": channels, "features": features}
         self.body = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 2c, 4, 4)
-            nn.Flatten(), nn.Linear(2 * channels * 16, features), nn.ReLU(),
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # (B, 2c, 4, 4)
+            nn.Flatten(),
+            nn.Linear(2 * channels * 16, features),
+            nn.ReLU(),
         )
         self.head = nn.Linear(features, NUM_CLASSES)
 

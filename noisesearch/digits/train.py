@@ -92,8 +92,12 @@ def _encoder_loss(net, x, labels, gen):  # labels unused: the encoder is label-f
     return ((net.reconstruct(x + 0.05 * torch.randn(x.shape, generator=gen)) - x) ** 2).mean()
 
 
-LOSSES = {"flow": (_flow_loss, 2e-3), "classifier": (_classifier_loss, 1e-3),
-          "encoder": (_encoder_loss, 2e-3), "evalnet": (_classifier_loss, 1e-3)}
+LOSSES = {
+    "flow": (_flow_loss, 2e-3),
+    "classifier": (_classifier_loss, 1e-3),
+    "encoder": (_encoder_loss, 2e-3),
+    "evalnet": (_classifier_loss, 1e-3),
+}
 
 
 def train_network(name: str, *, seed: int, data: DigitsData | None = None, steps: int | None = None) -> nn.Module:

@@ -28,40 +28,90 @@ def toy(*, path=None) -> Model:
     return ToyModel(path=path)
 
 
-def flux(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
-         max_sequence_length=512, decode_batch=None) -> Model:
+def flux(
+    *,
+    path=None,
+    device="cpu",
+    dtype="float32",
+    offload=None,
+    height=None,
+    width=None,
+    max_sequence_length=512,
+    decode_batch=None,
+) -> Model:
     """FLUX.1 text-to-image rectified flow via diffusers (default black-forest-labs/FLUX.1-dev; 1 NFE per step)."""
     from noisesearch.models.flux import FluxModel
 
-    return FluxModel(path=path, device=device, dtype=dtype, offload=offload, height=height, width=width,
-                     max_sequence_length=max_sequence_length, decode_batch=decode_batch)
+    return FluxModel(
+        path=path,
+        device=device,
+        dtype=dtype,
+        offload=offload,
+        height=height,
+        width=width,
+        max_sequence_length=max_sequence_length,
+        decode_batch=decode_batch,
+    )
 
 
-def sd(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
-       decode_batch=None) -> Model:
+def sd(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None, decode_batch=None) -> Model:
     """Stable Diffusion 1.x/2.x via diffusers, DDIM in the RF convention, CFG 2 NFEs per step (default SD 1.5)."""
     from noisesearch.models.sd import StableDiffusionModel
 
-    return StableDiffusionModel("sd", path=path, device=device, dtype=dtype, offload=offload, height=height,
-                                width=width, decode_batch=decode_batch)
+    return StableDiffusionModel(
+        "sd",
+        path=path,
+        device=device,
+        dtype=dtype,
+        offload=offload,
+        height=height,
+        width=width,
+        decode_batch=decode_batch,
+    )
 
 
-def sdxl(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
-         decode_batch=None) -> Model:
+def sdxl(
+    *, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None, decode_batch=None
+) -> Model:
     """Stable Diffusion XL base (or a fine-tune such as DPO-SDXL) via diffusers, DDIM, CFG 2 NFEs per step."""
     from noisesearch.models.sd import StableDiffusionModel
 
-    return StableDiffusionModel("sdxl", path=path, device=device, dtype=dtype, offload=offload, height=height,
-                                width=width, decode_batch=decode_batch)
+    return StableDiffusionModel(
+        "sdxl",
+        path=path,
+        device=device,
+        dtype=dtype,
+        offload=offload,
+        height=height,
+        width=width,
+        decode_batch=decode_batch,
+    )
 
 
-def pixart_sigma(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None,
-                 max_sequence_length=300, decode_batch=None) -> Model:
+def pixart_sigma(
+    *,
+    path=None,
+    device="cpu",
+    dtype="float32",
+    offload=None,
+    height=None,
+    width=None,
+    max_sequence_length=300,
+    decode_batch=None,
+) -> Model:
     """PixArt-Sigma text-to-image DiT via diffusers, DDIM in the RF convention, CFG 2 NFEs per step."""
     from noisesearch.models.pixart import PixArtSigmaModel
 
-    return PixArtSigmaModel(path=path, device=device, dtype=dtype, offload=offload, height=height, width=width,
-                            max_sequence_length=max_sequence_length, decode_batch=decode_batch)
+    return PixArtSigmaModel(
+        path=path,
+        device=device,
+        dtype=dtype,
+        offload=offload,
+        height=height,
+        width=width,
+        max_sequence_length=max_sequence_length,
+        decode_batch=decode_batch,
+    )
 
 
 def dit(*, path=None, device="cpu", dtype="float32", offload=None, decode_batch=None) -> Model:
@@ -71,20 +121,45 @@ def dit(*, path=None, device="cpu", dtype="float32", offload=None, decode_batch=
     return DiTModel(path=path, device=device, dtype=dtype, offload=offload, decode_batch=decode_batch)
 
 
-def sit(*, path=None, device="cpu", dtype="float32", config=None, vae_path=None, allow_pickle=False, cfg_channels=3,
-        decode_batch=None) -> Model:
+def sit(
+    *,
+    path=None,
+    device="cpu",
+    dtype="float32",
+    config=None,
+    vae_path=None,
+    allow_pickle=False,
+    cfg_channels=3,
+    decode_batch=None,
+) -> Model:
     """Class-conditional ImageNet SiT (velocity DiT) from an original-layout checkpoint file plus a VAE."""
     from noisesearch.models.dit import SiTModel
 
-    return SiTModel(path=path, device=device, dtype=dtype, config=config, vae_path=vae_path,
-                    allow_pickle=allow_pickle, cfg_channels=cfg_channels, decode_batch=decode_batch)
+    return SiTModel(
+        path=path,
+        device=device,
+        dtype=dtype,
+        config=config,
+        vae_path=vae_path,
+        allow_pickle=allow_pickle,
+        cfg_channels=cfg_channels,
+        decode_batch=decode_batch,
+    )
 
 
 for _factory in (flux, sd, sdxl, pixart_sigma, dit, sit):
     _factory.needs_setup = True  # loads a pipeline (hub id or --model-path); not built from nothing
 
-MODELS: dict[str, Callable[..., Model]] = {"digits": digits, "digits-large": digits_large, "toy": toy, "flux": flux,
-                                           "sd": sd, "sdxl": sdxl, "pixart-sigma": pixart_sigma,
-                                           "dit": dit, "sit": sit}
+MODELS: dict[str, Callable[..., Model]] = {
+    "digits": digits,
+    "digits-large": digits_large,
+    "toy": toy,
+    "flux": flux,
+    "sd": sd,
+    "sdxl": sdxl,
+    "pixart-sigma": pixart_sigma,
+    "dit": dit,
+    "sit": sit,
+}
 
 __all__ = ["MODELS", "Model", "index_cond"]

@@ -18,8 +18,14 @@ import torch
 
 from noisesearch.errors import UserError
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -109,8 +115,9 @@ def load_pipeline(pipeline_cls, path, *, default: str, device, dtype, offload: s
     kwargs.pop("also_accept", None)
     try:
         with _quiet_loading():
-            pipe = pipeline_cls.from_pretrained(source, dtype=dt, trust_remote_code=False, use_safetensors=True,
-                                                **kwargs)
+            pipe = pipeline_cls.from_pretrained(
+                source, dtype=dt, trust_remote_code=False, use_safetensors=True, **kwargs
+            )
     except (OSError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot load {pipeline_cls.__name__} from {source!r}: {first}") from None
@@ -178,7 +185,7 @@ def decode_slices(decode_one: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     """``decode_one`` over slices of at most ``batch`` rows, concatenated (VAE memory grows with the batch)."""
     if len(x) <= batch:
         return decode_one(x)  # (B, 3, H, W): one slice, no copy into a concatenation
-    return torch.cat([decode_one(x[i:i + batch]) for i in range(0, len(x), batch)])  # (B, 3, H, W)
+    return torch.cat([decode_one(x[i : i + batch]) for i in range(0, len(x), batch)])  # (B, 3, H, W)
 
 
 def check_positive_int(value, what: str) -> int:

@@ -26,17 +26,35 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
+    VPModel,
+    VPTable,
+    check_decode_batch,
+    check_positive_int,
+    decode_rows,
+    decode_slices,
+    denoise_rows,
     execution_device,
-    VPModel, VPTable, check_decode_batch, check_positive_int, decode_rows, decode_slices, denoise_rows, guide,
-    in_chunks, load_pipeline, parse_device, parse_dtype,
+    guide,
+    in_chunks,
+    load_pipeline,
+    parse_device,
+    parse_dtype,
 )
 from noisesearch.models.sd import vae_decode
 from noisesearch.samplers import schedule as uniform_schedule
 
 DEFAULT_ID = "facebook/DiT-XL-2-256"
 DEFAULT_VAE = "stabilityai/sd-vae-ft-mse"  # SiT's sample.py default
-SIT_XL_2 = {"num_attention_heads": 16, "attention_head_dim": 72, "in_channels": 4, "out_channels": 8,
-            "num_layers": 28, "sample_size": 32, "patch_size": 2, "num_embeds_ada_norm": 1000}
+SIT_XL_2 = {
+    "num_attention_heads": 16,
+    "attention_head_dim": 72,
+    "in_channels": 4,
+    "out_channels": 8,
+    "num_layers": 28,
+    "sample_size": 32,
+    "patch_size": 2,
+    "num_embeds_ada_norm": 1000,
+}
 
 
 class _ClassConditional:
@@ -63,7 +81,9 @@ class _ClassConditional:
         elif isinstance(target, str) and target.strip().isdigit():
             value = int(target)
         if value is None or not 0 <= value < self.classes:
-            raise UserError(f"target {target!r} is not an ImageNet class id; accepted: integers 0 to {self.classes - 1}")
+            raise UserError(
+                f"target {target!r} is not an ImageNet class id; accepted: integers 0 to {self.classes - 1}"
+            )
         return value
 
     def encode(self, targets: list) -> torch.Tensor:
@@ -100,12 +120,13 @@ class _ClassConditional:
 class DiTModel(VPModel, _ClassConditional):
     """DiT class-to-image adapter over a ``DiTPipeline`` (eps on a VP schedule, rescaled like ``sd``)."""
 
-    def __init__(self, *, path=None, device="cpu", dtype="float32", decode_batch: int | None = None, offload: str | None = None):
+    def __init__(
+        self, *, path=None, device="cpu", dtype="float32", decode_batch: int | None = None, offload: str | None = None
+    ):
         from diffusers import DDIMScheduler, DiTPipeline
 
         self.name = "dit"
-        self.pipe = load_pipeline(DiTPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype,
-                                  offload=offload)
+        self.pipe = load_pipeline(DiTPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype, offload=offload)
         self._setup(self.pipe.transformer, self.pipe.vae, decode_batch=decode_batch, cfg_channels=None, pipe=self.pipe)
         self.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)  # timesteps only; we step ourselves
         self.vp = VPTable(self.scheduler.alphas_cumprod)
@@ -119,8 +140,18 @@ class DiTModel(VPModel, _ClassConditional):
 class SiTModel(_ClassConditional):
     """SiT class-to-image adapter: a velocity DiT from an original-layout checkpoint plus a VAE folder."""
 
-    def __init__(self, *, path=None, device="cpu", dtype="float32", config=None, vae_path=None,
-                 allow_pickle: bool = False, cfg_channels: int = 3, decode_batch: int | None = None):
+    def __init__(
+        self,
+        *,
+        path=None,
+        device="cpu",
+        dtype="float32",
+        config=None,
+        vae_path=None,
+        allow_pickle: bool = False,
+        cfg_channels: int = 3,
+        decode_batch: int | None = None,
+    ):
         self.name = "sit"
         if path is None:
             raise UserError("model 'sit' needs --model-path: a SiT checkpoint (.safetensors, or .pt with allow_pickle)")
@@ -190,8 +221,10 @@ def load_checkpoint(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tensor
         except Exception as e:  # safetensors raises its own error types for a corrupt file
             raise UserError(f"checkpoint {str(path)!r} is not a readable safetensors file: {e}") from None
     if not allow_pickle:
-        raise UserError(f"checkpoint {str(path)!r} is a pickle file; pass --model-param allow_pickle=true to load it "
-                        "with torch.load(weights_only=True), or convert it to safetensors")
+        raise UserError(
+            f"checkpoint {str(path)!r} is a pickle file; pass --model-param allow_pickle=true to load it "
+            "with torch.load(weights_only=True), or convert it to safetensors"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors come in many types
@@ -217,13 +250,22 @@ def load_vae(source):
 
 
 # Original (facebookresearch/DiT, SiT) names -> diffusers' DiTTransformer2DModel names, per block and global.
-_BLOCK = {"adaLN_modulation.1": "norm1.linear", "attn.proj": "attn1.to_out.0", "mlp.fc1": "ff.net.0.proj",
-          "mlp.fc2": "ff.net.2"}
-_GLOBAL = {"x_embedder.proj": "pos_embed.proj", "final_layer.adaLN_modulation.1": "proj_out_1",
-           "final_layer.linear": "proj_out_2"}
-_SHARED = {"t_embedder.mlp.0": "norm1.emb.timestep_embedder.linear_1",
-           "t_embedder.mlp.2": "norm1.emb.timestep_embedder.linear_2",
-           "y_embedder.embedding_table": "norm1.emb.class_embedder.embedding_table"}
+_BLOCK = {
+    "adaLN_modulation.1": "norm1.linear",
+    "attn.proj": "attn1.to_out.0",
+    "mlp.fc1": "ff.net.0.proj",
+    "mlp.fc2": "ff.net.2",
+}
+_GLOBAL = {
+    "x_embedder.proj": "pos_embed.proj",
+    "final_layer.adaLN_modulation.1": "proj_out_1",
+    "final_layer.linear": "proj_out_2",
+}
+_SHARED = {
+    "t_embedder.mlp.0": "norm1.emb.timestep_embedder.linear_1",
+    "t_embedder.mlp.2": "norm1.emb.timestep_embedder.linear_2",
+    "y_embedder.embedding_table": "norm1.emb.class_embedder.embedding_table",
+}
 
 
 def from_original(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
@@ -266,5 +308,6 @@ def to_original(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, to
                 out[f"blocks.{n}.{old}.{p}"] = state[f"transformer_blocks.{n}.{new}.{p}"]
         for p in ("weight", "bias"):
             out[f"blocks.{n}.attn.qkv.{p}"] = torch.cat(
-                [state[f"transformer_blocks.{n}.attn1.to_{name}.{p}"] for name in "qkv"])  # (3D, ...)
+                [state[f"transformer_blocks.{n}.attn1.to_{name}.{p}"] for name in "qkv"]
+            )  # (3D, ...)
     return out

@@ -13,9 +13,16 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
+    PromptCache,
+    check_decode_batch,
+    check_positive_int,
+    check_prompt,
+    decode_rows,
+    decode_slices,
+    denoise_rows,
     execution_device,
-    PromptCache, check_decode_batch, check_positive_int, check_prompt, decode_rows, decode_slices, denoise_rows,
-    in_chunks, load_pipeline,
+    in_chunks,
+    load_pipeline,
 )
 
 DEFAULT_ID = "black-forest-labs/FLUX.1-dev"
@@ -40,15 +47,22 @@ class FluxModel:
 
     domain = "rgb"
 
-    def __init__(self, *, path=None, device="cpu", dtype="float32", offload: str | None = None,
-                 height: int | None = None,
-                 width: int | None = None, max_sequence_length: int = 512,
-                 decode_batch: int | None = None):
+    def __init__(
+        self,
+        *,
+        path=None,
+        device="cpu",
+        dtype="float32",
+        offload: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        max_sequence_length: int = 512,
+        decode_batch: int | None = None,
+    ):
         from diffusers import FluxPipeline
 
         self.name = "flux"
-        self.pipe = load_pipeline(FluxPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype,
-                                  offload=offload)
+        self.pipe = load_pipeline(FluxPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype, offload=offload)
         self.device = execution_device(self.pipe, self.pipe.transformer)
         self.dtype = self.pipe.transformer.dtype
         self.decode_batch = check_decode_batch(decode_batch)  # None: sized by image pixels (decode_rows)
@@ -58,8 +72,10 @@ class FluxModel:
         self.height, self.width = (native if height is None else height), (native if width is None else width)
         for what, size in (("height", self.height), ("width", self.width)):
             if isinstance(size, bool) or not isinstance(size, int) or size < 2 * factor or size % (2 * factor):
-                raise UserError(f"{what} {size!r} is not a positive multiple of {2 * factor} "
-                                f"(the VAE's {factor}x downsampling times FLUX's 2x2 packing)")
+                raise UserError(
+                    f"{what} {size!r} is not a positive multiple of {2 * factor} "
+                    f"(the VAE's {factor}x downsampling times FLUX's 2x2 packing)"
+                )
         self.channels = self.pipe.transformer.config.in_channels // 4
         self.noise_shape = (self.channels, self.height // factor, self.width // factor)
         self.distilled = bool(self.pipe.transformer.config.guidance_embeds)
@@ -73,8 +89,9 @@ class FluxModel:
         return check_prompt(target)
 
     def _embed(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        embeds, pooled, _ = self.pipe.encode_prompt(prompt=prompts, prompt_2=None, device=self.device,
-                                                    max_sequence_length=self.max_sequence_length)
+        embeds, pooled, _ = self.pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, device=self.device, max_sequence_length=self.max_sequence_length
+        )
         return {"prompt_embeds": embeds, "pooled": pooled}  # (N, L, D), (N, P)
 
     def encode(self, targets: list) -> dict[str, torch.Tensor]:
@@ -89,8 +106,13 @@ class FluxModel:
 
         config = self.pipe.scheduler.config
         seq_len = (self.noise_shape[1] // 2) * (self.noise_shape[2] // 2)
-        return calculate_shift(seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                               config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+        return calculate_shift(
+            seq_len,
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", 1.15),
+        )
 
     def schedule(self, steps: int) -> tuple[float, ...]:
         """The pipeline's own sigmas for ``steps`` steps (shifted as the scheduler does), ending at 0."""
@@ -118,9 +140,16 @@ class FluxModel:
         g = torch.full((b,), float(guidance), dtype=torch.float32, device=self.device) if self.distilled else None
         embeds = cond["prompt_embeds"]  # (B, L, D)
         txt_ids = torch.zeros(embeds.shape[1], 3, device=self.device, dtype=self.dtype)  # (L, 3)
-        v = self.pipe.transformer(hidden_states=tokens, timestep=t, guidance=g, pooled_projections=cond["pooled"],
-                                  encoder_hidden_states=embeds, txt_ids=txt_ids, img_ids=self.img_ids,
-                                  return_dict=False)[0]  # (B, hw/4, 4C)
+        v = self.pipe.transformer(
+            hidden_states=tokens,
+            timestep=t,
+            guidance=g,
+            pooled_projections=cond["pooled"],
+            encoder_hidden_states=embeds,
+            txt_ids=txt_ids,
+            img_ids=self.img_ids,
+            return_dict=False,
+        )[0]  # (B, hw/4, 4C)
         v = _unpack(v, self.channels, *self.noise_shape[1:]).to(x.device, x.dtype)  # (B, C, h, w)
         return x - sigma * v
 

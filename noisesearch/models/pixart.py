@@ -12,9 +12,18 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
+    CFGStack,
+    PromptCache,
+    VPModel,
+    VPTable,
+    check_decode_batch,
+    check_positive_int,
+    check_prompt,
+    decode_rows,
+    decode_slices,
     execution_device,
-    CFGStack, PromptCache, VPModel, VPTable, check_decode_batch, check_positive_int, check_prompt, decode_rows,
-    decode_slices, guide, load_pipeline,
+    guide,
+    load_pipeline,
 )
 from noisesearch.models.sd import vae_decode
 
@@ -26,15 +35,24 @@ class PixArtSigmaModel(VPModel):
 
     domain = "rgb"
 
-    def __init__(self, *, path=None, device="cpu", dtype="float32", offload: str | None = None,
-                 height: int | None = None,
-                 width: int | None = None, max_sequence_length: int = 300,
-                 decode_batch: int | None = None):
+    def __init__(
+        self,
+        *,
+        path=None,
+        device="cpu",
+        dtype="float32",
+        offload: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        max_sequence_length: int = 300,
+        decode_batch: int | None = None,
+    ):
         from diffusers import DDIMScheduler, PixArtSigmaPipeline
 
         self.name = "pixart-sigma"
-        self.pipe = load_pipeline(PixArtSigmaPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype,
-                                  offload=offload)
+        self.pipe = load_pipeline(
+            PixArtSigmaPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype, offload=offload
+        )
         net = self.pipe.transformer
         self.device, self.dtype = execution_device(self.pipe, net), net.dtype
         self.decode_batch = check_decode_batch(decode_batch)  # None: sized by image pixels (decode_rows)
@@ -46,8 +64,10 @@ class PixArtSigmaModel(VPModel):
         self.height, self.width = (native if height is None else height), (native if width is None else width)
         for what, size in (("height", self.height), ("width", self.width)):
             if isinstance(size, bool) or not isinstance(size, int) or size < factor * patch or size % (factor * patch):
-                raise UserError(f"{what} {size!r} is not a positive multiple of {factor * patch} "
-                                f"(the VAE's {factor}x downsampling times the {patch}x{patch} patches)")
+                raise UserError(
+                    f"{what} {size!r} is not a positive multiple of {factor * patch} "
+                    f"(the VAE's {factor}x downsampling times the {patch}x{patch} patches)"
+                )
         self.channels = net.config.in_channels
         self.noise_shape = (self.channels, self.height // factor, self.width // factor)
         self.default_steps, self.default_guidance = 20, 4.5  # the pipeline's defaults
@@ -58,9 +78,13 @@ class PixArtSigmaModel(VPModel):
         return check_prompt(target)
 
     def _embed(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        embeds, mask, neg, neg_mask = self.pipe.encode_prompt(prompts, do_classifier_free_guidance=True,
-                                                              negative_prompt="", device=self.device,
-                                                              max_sequence_length=self.max_sequence_length)
+        embeds, mask, neg, neg_mask = self.pipe.encode_prompt(
+            prompts,
+            do_classifier_free_guidance=True,
+            negative_prompt="",
+            device=self.device,
+            max_sequence_length=self.max_sequence_length,
+        )
         return {"embeds": embeds, "mask": mask, "neg": neg, "neg_mask": neg_mask}  # (N, L, D), (N, L)
 
     def encode(self, targets: list) -> dict[str, torch.Tensor]:
@@ -76,9 +100,14 @@ class PixArtSigmaModel(VPModel):
         else:
             embeds, mask = cond["embeds"], cond["mask"]  # (B, L, D), (B, L)
         timestep = torch.full((len(rows),), t, dtype=torch.float32, device=self.device)
-        out = self.pipe.transformer(rows, encoder_hidden_states=embeds, encoder_attention_mask=mask, timestep=timestep,
-                                    added_cond_kwargs={"resolution": None, "aspect_ratio": None},
-                                    return_dict=False)[0]  # (rows, C or 2C, h, w)
+        out = self.pipe.transformer(
+            rows,
+            encoder_hidden_states=embeds,
+            encoder_attention_mask=mask,
+            timestep=timestep,
+            added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+            return_dict=False,
+        )[0]  # (rows, C or 2C, h, w)
         eps = out[:, : self.channels]  # the eps half when the variance is learned
         return guide(*eps.chunk(2), guidance) if cfg else eps  # (B, C, h, w)
 

@@ -17,8 +17,16 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
+    CFGStack,
+    PromptCache,
+    VPModel,
+    VPTable,
+    check_decode_batch,
+    check_prompt,
+    decode_rows,
+    decode_slices,
     execution_device,
-    CFGStack, PromptCache, VPModel, VPTable, check_decode_batch, check_prompt, decode_rows, decode_slices, guide,
+    guide,
     load_pipeline,
 )
 
@@ -30,15 +38,23 @@ class StableDiffusionModel(VPModel):
 
     domain = "rgb"
 
-    def __init__(self, name: str = "sd", *, path=None, device="cpu", dtype="float32", offload: str | None = None,
-                 height: int | None = None,
-                 width: int | None = None, decode_batch: int | None = None):
+    def __init__(
+        self,
+        name: str = "sd",
+        *,
+        path=None,
+        device="cpu",
+        dtype="float32",
+        offload: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        decode_batch: int | None = None,
+    ):
         from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
         self.name, self.xl = name, name == "sdxl"
         cls = StableDiffusionXLPipeline if self.xl else StableDiffusionPipeline
-        self.pipe = load_pipeline(cls, path, default=DEFAULT_IDS[name], device=device, dtype=dtype,
-                                  offload=offload)
+        self.pipe = load_pipeline(cls, path, default=DEFAULT_IDS[name], device=device, dtype=dtype, offload=offload)
         unet, vae = self.pipe.unet, self.pipe.vae
         self.device, self.dtype = execution_device(self.pipe, unet), unet.dtype
         self.decode_batch = check_decode_batch(decode_batch)  # None: sized by image pixels (decode_rows)
@@ -58,8 +74,9 @@ class StableDiffusionModel(VPModel):
         if self.xl:
             proj = self.pipe.text_encoder_2.config.projection_dim
             size = (self.height, self.width)
-            self.time_ids = self.pipe._get_add_time_ids(size, (0, 0), size, self.dtype,
-                                                        text_encoder_projection_dim=proj).to(self.device)  # (1, 6)
+            self.time_ids = self.pipe._get_add_time_ids(
+                size, (0, 0), size, self.dtype, text_encoder_projection_dim=proj
+            ).to(self.device)  # (1, 6)
         self.prompts = PromptCache(self._embed)
         self.cfg_stack = CFGStack()
 
@@ -67,8 +84,9 @@ class StableDiffusionModel(VPModel):
         return check_prompt(target)
 
     def _embed(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        out = self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,
-                                      do_classifier_free_guidance=True, negative_prompt=None)
+        out = self.pipe.encode_prompt(
+            prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=True, negative_prompt=None
+        )
         names = ("embeds", "neg", "pooled", "neg_pooled") if self.xl else ("embeds", "neg")
         return dict(zip(names, out))  # (N, L, D) each; pooled (N, P)
 

@@ -116,11 +116,11 @@ def load_config(path: Path | str) -> SweepConfig:
 
 def check_names(config: SweepConfig, path) -> None:
     """Registry names and algorithm parameters, checked before any work (``path`` for the messages)."""
+    from noisesearch.algorithms import ALGORITHMS
     from noisesearch.benchmarks import BENCHMARKS
     from noisesearch.generate import check_options
     from noisesearch.models import MODELS
     from noisesearch.samplers import SAMPLERS
-    from noisesearch.search import ALGORITHMS
     from noisesearch.verifiers import VERIFIERS
 
     problems = []
@@ -148,8 +148,9 @@ def check_names(config: SweepConfig, path) -> None:
         problems += _check_budgets(config, path)
         try:
             b = config.benchmark
-            BENCHMARKS[b.name](subset=b.subset, per_class=b.per_class, path=b.path,
-                               **({"splits": b.splits} if b.splits else {}))
+            BENCHMARKS[b.name](
+                subset=b.subset, per_class=b.per_class, path=b.path, **({"splits": b.splits} if b.splits else {})
+            )
         except UserError as e:
             problems.append(f"{path}: benchmark: {e}")
     if problems:
@@ -158,8 +159,8 @@ def check_names(config: SweepConfig, path) -> None:
 
 def _check_budgets(config: SweepConfig, path) -> list[str]:
     """Every algorithm must be able to spend every budget (checked on the plain schedule of ``steps``)."""
+    from noisesearch.algorithms import ALGORITHMS, Problem
     from noisesearch.samplers import schedule
-    from noisesearch.search import ALGORITHMS, Problem
 
     nfe_per_call = 1 if config.guidance in (None, 1.0) else 2
     problems = []

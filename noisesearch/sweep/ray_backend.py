@@ -62,8 +62,9 @@ class RayExecutor:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
         workers = self.workers or (gpus or max(int(resources.get("CPU", 1)), 1))
-        remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
-                            max_restarts=-1, max_task_retries=-1)(_Worker)
+        remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=-1, max_task_retries=-1)(
+            _Worker
+        )
         self.actors = [remote.remote(config.canonical(), items) for _ in range(workers)]
         pool = ActorPool(self.actors)
         yield from pool.map_unordered(lambda actor, task: actor.run.remote(task), tasks)

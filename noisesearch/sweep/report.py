@@ -66,13 +66,21 @@ def plot(rows: list[dict], metrics: list[str], title: str) -> bytes:
     columns = min(len(metrics), 3)
     nrows = math.ceil(len(metrics) / columns)
     fig, axes = plt.subplots(nrows, columns, figsize=(5 * columns, 4 * nrows), squeeze=False)
-    for ax in axes.flat[len(metrics):]:
+    for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, metrics):
         for name, points in curves(rows, metric).items():
             style = {"linestyle": "--", "color": "black"} if name.startswith("more denoising") else {}
-            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
-                        marker="o", markersize=4, capsize=2, label=name, **style)
+            ax.errorbar(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                yerr=[p[2] for p in points],
+                marker="o",
+                markersize=4,
+                capsize=2,
+                label=name,
+                **style,
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFEs per sample")
         ax.set_ylabel(metric)
@@ -145,8 +153,9 @@ def image_grids(rows: list[dict], out: Path, metric: str, budget: int, *, max_ta
     configuration, ranked by ``metric``.
     """
     searches: dict[int, dict] = {}
-    for r in sorted((r for r in rows if r.get("candidate_images") and r["budget"] == budget),
-                    key=lambda r: (label(r), r["seed"])):
+    for r in sorted(
+        (r for r in rows if r.get("candidate_images") and r["budget"] == budget), key=lambda r: (label(r), r["seed"])
+    ):
         searches.setdefault(r["target_index"], r)
     parts = []
     if searches:
@@ -168,8 +177,8 @@ def image_grids(rows: list[dict], out: Path, metric: str, budget: int, *, max_ta
         group = sorted(by_target[index], key=lambda r: r[metric])
         picks = [("worst", group[0]), ("median", group[len(group) // 2]), ("best", group[-1])]
         figures = "".join(
-            _figure(out, r["image"], f"{kind}: {r[metric]:.4g} - {label(r)}, budget {r['budget']}")
-            for kind, r in picks)
+            _figure(out, r["image"], f"{kind}: {r[metric]:.4g} - {label(r)}, budget {r['budget']}") for kind, r in picks
+        )
         parts.append(f"<section class='grid'><h3>{html.escape(str(group[0]['target']))}</h3>{figures}</section>")
     return "".join(parts) or "<p>No images were kept (set <code>keep_images: true</code> in the config).</p>"
 
@@ -200,28 +209,48 @@ def build_report(folder: Path, *, budget: int | None = None) -> Path:
     target_png = plot(rows, metrics, "per-target scores (mean, 95% CI over seeds and targets)")
     atomic_write_bytes(report / "per_target.png", target_png)
     sections = [f"<h2>Scaling curves</h2>{_img(target_png, 'per-target scaling curves')}"]
-    markdown = [f"# Sweep report: {folder.name}\n", f"## Per-target metrics at budget {budget}\n",
-                _markdown_table(table(rows, metrics, budget))]
+    markdown = [
+        f"# Sweep report: {folder.name}\n",
+        f"## Per-target metrics at budget {budget}\n",
+        _markdown_table(table(rows, metrics, budget)),
+    ]
     set_metrics = [m for m in SET_METRICS if any(m in s for s in sets)]
     if set_metrics:
-        set_rows = [{**s, "verifier": next((r["verifier"] for r in rows if r["cell"] == s["cell"]), "?"),
-                     "nfe_used": s["budget"]} for s in sets]
+        set_rows = [
+            {
+                **s,
+                "verifier": next((r["verifier"] for r in rows if r["cell"] == s["cell"]), "?"),
+                "nfe_used": s["budget"],
+            }
+            for s in sets
+        ]
         set_png = plot(set_rows, set_metrics, "sample-set metrics (mean, 95% CI over seeds)")
         atomic_write_bytes(report / "sets.png", set_png)
         sections.append(_img(set_png, "sample-set scaling curves"))
-        markdown += [f"## Sample-set metrics at budget {budget}\n", _markdown_table(table(set_rows, set_metrics, budget))]
+        markdown += [
+            f"## Sample-set metrics at budget {budget}\n",
+            _markdown_table(table(set_rows, set_metrics, budget)),
+        ]
     sections.append(f"<h2>Per-target metrics at budget {budget}</h2>{_html_table(table(rows, metrics, budget))}")
     if set_metrics:
-        sections.append(f"<h2>Sample-set metrics at budget {budget}</h2>"
-                        f"{_html_table(table(set_rows, set_metrics, budget))}")
-    sections.append(f"<h2>{html.escape(primary)} per category at budget {budget}</h2>"
-                    f"{_html_table(category_table(rows, primary, budget))}")
-    markdown += [f"## {primary} per category at budget {budget}\n", _markdown_table(category_table(rows, primary, budget))]
+        sections.append(
+            f"<h2>Sample-set metrics at budget {budget}</h2>{_html_table(table(set_rows, set_metrics, budget))}"
+        )
+    sections.append(
+        f"<h2>{html.escape(primary)} per category at budget {budget}</h2>"
+        f"{_html_table(category_table(rows, primary, budget))}"
+    )
+    markdown += [
+        f"## {primary} per category at budget {budget}\n",
+        _markdown_table(category_table(rows, primary, budget)),
+    ]
     sections.append(f"<h2>Images: worst, median and best</h2>{image_grids(rows, folder, primary, budget)}")
     config_note = html.escape(f"{len(rows)} rows, budgets {budgets}, {len({r['cell'] for r in rows})} cells")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>noisesearch report</title>"
-            f"<style>{STYLE}</style></head><body><h1>noisesearch sweep report</h1><p>{config_note}</p>"
-            f"{''.join(sections)}</body></html>")
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>noisesearch report</title>"
+        f"<style>{STYLE}</style></head><body><h1>noisesearch sweep report</h1><p>{config_note}</p>"
+        f"{''.join(sections)}</body></html>"
+    )
     atomic_write_bytes(report / "index.html", page.encode())
     atomic_write_bytes(report / "tables.md", "\n".join(markdown).encode())
     return report / "index.html"

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from noisesearch._io import append_jsonl, ensure_out_dir, read_jsonl_tolerant, save_npz, save_png, write_json
+from noisesearch.algorithms import ALGORITHMS, RandomSearch, derive_seed
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
-from noisesearch.search import ALGORITHMS, RandomSearch, derive_seed
 from noisesearch.sweep.config import SweepConfig
 
 
@@ -68,10 +68,15 @@ def snapshot_check(out: Path, config: SweepConfig) -> None:
     if path.exists():
         old = json.loads(path.read_text())
         if old != new:
-            diff = [f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}"
-                    for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-            raise UserError(f"{out} holds results of a different config ({'; '.join(diff)}); "
-                            "use another --out folder, or the original config to resume")
+            diff = [
+                f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            ]
+            raise UserError(
+                f"{out} holds results of a different config ({'; '.join(diff)}); "
+                "use another --out folder, or the original config to resume"
+            )
     else:
         write_json(path, new)
 
@@ -90,9 +95,15 @@ def load_world(config: SweepConfig) -> World:
     from noisesearch.generate import build, pick
     from noisesearch.verifiers import VERIFIERS
 
-    model, verifier, _ = build(config.model, config.verifier.name, "random", model_path=config.model_path,
-                               verifier_path=config.verifier.path, model_options=config.model_options,
-                               verifier_options=config.verifier.options)
+    model, verifier, _ = build(
+        config.model,
+        config.verifier.name,
+        "random",
+        model_path=config.model_path,
+        verifier_path=config.verifier.path,
+        model_options=config.model_options,
+        verifier_options=config.verifier.options,
+    )
     evals = {}
     for spec in config.eval_verifiers:
         factory = pick(VERIFIERS, spec.name, "verifier")
@@ -108,8 +119,9 @@ def load_world(config: SweepConfig) -> World:
     return World(model, verifier, evals, evaluator)
 
 
-def run_sweep(config: SweepConfig, out: Path, *, progress: Callable[[int, int, str], None] | None = None,
-              executor=None) -> dict:
+def run_sweep(
+    config: SweepConfig, out: Path, *, progress: Callable[[int, int, str], None] | None = None, executor=None
+) -> dict:
     """Run (or resume) the sweep into ``out``; returns counts of rows written and skipped.
 
     ``progress(rows done, rows in all, note)`` is called after every chunk; the note holds the NFEs
@@ -134,7 +146,7 @@ def run_sweep(config: SweepConfig, out: Path, *, progress: Callable[[int, int, s
     tasks = []
     for cell in cells:
         pending = [i for i in range(len(items)) if (cell.key, i) not in done]
-        tasks += [(cell, pending[k:k + config.chunk]) for k in range(0, len(pending), config.chunk)]
+        tasks += [(cell, pending[k : k + config.chunk]) for k in range(0, len(pending), config.chunk)]
     total, written, nfe, best = len(cells) * len(items), 0, 0, float("-inf")
     world = None
     if executor is None:
@@ -162,24 +174,51 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
     algorithm = RandomSearch(candidates=1) if cell.algorithm == "none" else ALGORITHMS[cell.algorithm](**cell.params)
     seeds = [derive_seed(cell.seed, i) for i in chunk]
     started = time.perf_counter()
-    results = run_search(world.model, world.verifier, algorithm, [items[i].target for i in chunk], seeds=seeds,
-                         budget=cell.budget, steps=cell.steps, sampler=config.sampler, guidance=config.guidance,
-                         max_batch=config.max_batch, keep_images=config.keep_images == "all")
+    results = run_search(
+        world.model,
+        world.verifier,
+        algorithm,
+        [items[i].target for i in chunk],
+        seeds=seeds,
+        budget=cell.budget,
+        steps=cell.steps,
+        sampler=config.sampler,
+        guidance=config.guidance,
+        max_batch=config.max_batch,
+        keep_images=config.keep_images == "all",
+    )
     wall = (time.perf_counter() - started) / len(chunk)
     images = torch.stack([r.best_image for r in results])  # (n, C, H, W)
     evals = {name: v(images, [r.target for r in results]).tolist() for name, v in world.eval_verifiers.items()}
     rows = []
     for n, (i, r) in enumerate(zip(chunk, results)):
-        rows.append({
-            "cell": cell.key, "target_index": i, "target": r.target, "category": items[i].category,
-            "model": config.model, "benchmark": config.benchmark.name, "algorithm": cell.algorithm,
-            "params": cell.params, "verifier": config.verifier.name, "budget": cell.budget, "steps": cell.steps,
-            "sampler": config.sampler, "guidance": config.guidance, "seed": cell.seed, "search_seed": seeds[n],
-            "nfe_used": r.nfe_used, "verifier_calls": r.verifier_calls, "candidates": len(r.candidates),
-            "best_score": r.best_score, "nan_scores": r.nan_scores,
-            **{f"eval_{name}": values[n] for name, values in evals.items()},
-            "wall_time_s": round(wall, 4), "versions": versions(),
-        })
+        rows.append(
+            {
+                "cell": cell.key,
+                "target_index": i,
+                "target": r.target,
+                "category": items[i].category,
+                "model": config.model,
+                "benchmark": config.benchmark.name,
+                "algorithm": cell.algorithm,
+                "params": cell.params,
+                "verifier": config.verifier.name,
+                "budget": cell.budget,
+                "steps": cell.steps,
+                "sampler": config.sampler,
+                "guidance": config.guidance,
+                "seed": cell.seed,
+                "search_seed": seeds[n],
+                "nfe_used": r.nfe_used,
+                "verifier_calls": r.verifier_calls,
+                "candidates": len(r.candidates),
+                "best_score": r.best_score,
+                "nan_scores": r.nan_scores,
+                **{f"eval_{name}": values[n] for name, values in evals.items()},
+                "wall_time_s": round(wall, 4),
+                "versions": versions(),
+            }
+        )
         if r.images:  # every finished candidate, with its score (keep_images: all)
             scores = {c["index"]: c["score"] for c in r.candidates}
             rows[-1]["_candidates"] = [(k, scores[k], image) for k, image in sorted(r.images.items())]

@@ -54,13 +54,15 @@ def clip_zeroshot(*, path=None, device="cpu", dtype="float32", classes=None, tem
     return ClipZeroShotVerifier(path=path, device=device, dtype=dtype, classes=classes, templates=templates)
 
 
-def feature_similarity_real(*, path=None, device="cpu", dtype="float32", backbone="auto",
-                            preview_sigma=0.4) -> Verifier:
+def feature_similarity_real(
+    *, path=None, device="cpu", dtype="float32", backbone="auto", preview_sigma=0.4
+) -> Verifier:
     """Self-supervised: cosine of CLIP/SigLIP/DINOv2 features, x0-preview at sigma 0.4 vs final sample."""
     from noisesearch.verifiers.features import FeatureSimilarityVerifier
 
-    return FeatureSimilarityVerifier(path=path, device=device, dtype=dtype, backbone=backbone,
-                                     preview_sigma=preview_sigma)
+    return FeatureSimilarityVerifier(
+        path=path, device=device, dtype=dtype, backbone=backbone, preview_sigma=preview_sigma
+    )
 
 
 def dino_linear(*, path=None, device="cpu", dtype="float32", head=None) -> Verifier:
@@ -84,10 +86,26 @@ def ensemble(*, members="", weights=None, mode="rank", standardize=True, device=
     return EnsembleVerifier(members=members, weights=weights, mode=mode, standardize=standardize, device=device)
 
 
-def llm_grader(*, url=None, model=None, key_env="OPENAI_API_KEY", metric="overall_score", cache_dir=None,
-               workers=8, timeout=60.0, retries=3, backoff=1.0, max_tokens=1024, price_prompt=None,
-               price_completion=None, backend=None, path=None, device="cpu", dtype="float32",
-               max_new_tokens=512) -> Verifier:
+def llm_grader(
+    *,
+    url=None,
+    model=None,
+    key_env="OPENAI_API_KEY",
+    metric="overall_score",
+    cache_dir=None,
+    workers=8,
+    timeout=60.0,
+    retries=3,
+    backoff=1.0,
+    max_tokens=1024,
+    price_prompt=None,
+    price_completion=None,
+    backend=None,
+    path=None,
+    device="cpu",
+    dtype="float32",
+    max_new_tokens=512,
+) -> Verifier:
     """Text-image: a multimodal chat model's 0-10 grading (5 aspects + overall), over an OpenAI-compatible API or local.
 
     ``backend="api"`` (the default, with ``url`` and ``model``) or ``backend="local"`` (the default when
@@ -101,17 +119,29 @@ def llm_grader(*, url=None, model=None, key_env="OPENAI_API_KEY", metric="overal
             raise UserError("llm-grader: backend=local takes path=<VLM folder or hub id>, not url=...")
         from noisesearch.verifiers.llm_local import LocalLLMGrader
 
-        return LocalLLMGrader(path=path, device=device, dtype=dtype, metric=metric, cache_dir=cache_dir,
-                              max_new_tokens=max_new_tokens)
+        return LocalLLMGrader(
+            path=path, device=device, dtype=dtype, metric=metric, cache_dir=cache_dir, max_new_tokens=max_new_tokens
+        )
     if backend != "api":
         raise UserError(f"llm-grader: unknown backend {backend!r}; accepted: api, local")
     if path is not None:
         raise UserError("llm-grader: path=... is for backend=local; the api back end takes url=... and model=...")
     from noisesearch.verifiers.llm_grader import LLMGrader
 
-    return LLMGrader(url=url, model=model, key_env=key_env, metric=metric, cache_dir=cache_dir, workers=workers,
-                     timeout=timeout, retries=retries, backoff=backoff, max_tokens=max_tokens,
-                     price_prompt=price_prompt, price_completion=price_completion)
+    return LLMGrader(
+        url=url,
+        model=model,
+        key_env=key_env,
+        metric=metric,
+        cache_dir=cache_dir,
+        workers=workers,
+        timeout=timeout,
+        retries=retries,
+        backoff=backoff,
+        max_tokens=max_tokens,
+        price_prompt=price_prompt,
+        price_completion=price_completion,
+    )
 
 
 def imagereward(*, path=None, device="cpu", dtype="float32") -> Verifier:

@@ -27,7 +27,12 @@ from noisesearch.errors import UserError
 from noisesearch.verifiers.base import check_images
 
 INSTALL_HINT = "pip install 'noisesearch[verifiers]'"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -65,8 +70,10 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 def source(path, *, what: str, example: str) -> tuple[str, bool]:
     """(where to load from, whether it is local) for ``path``: an existing folder or a hub id."""
     if path is None:
-        raise UserError(f"{what} needs weights: pass --verifier-path, a folder written by save_pretrained "
-                        f"or a hub id such as {example}")
+        raise UserError(
+            f"{what} needs weights: pass --verifier-path, a folder written by save_pretrained "
+            f"or a hub id such as {example}"
+        )
     p = Path(path).expanduser()
     if p.exists():
         if not p.is_dir():
@@ -89,7 +96,9 @@ def _weights_problems(info: dict) -> str | None:
     if len(mismatched) > 5:
         parts.append(f"and {len(mismatched) - 5} more of the wrong shape")
     if missing:
-        parts.append(f"missing: {', '.join(missing[:5])}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        parts.append(
+            f"missing: {', '.join(missing[:5])}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        )
     return "; ".join(parts) or None
 
 
@@ -98,7 +107,7 @@ class Loaded:
     """A model in eval mode on its device, its image preprocessing, and its tokenizer (if asked)."""
 
     model: Any
-    preprocess: "Preprocess"
+    preprocess: Preprocess
     tokenizer: Any
     device: torch.device
     dtype: torch.dtype
@@ -114,7 +123,8 @@ def load(path, *, what: str, example: str, device="cpu", dtype="float32", tokeni
     dtype_kw = {"dtype": dt} if (major, minor) >= (4, 56) else {"torch_dtype": dt}  # renamed in 4.56
     try:
         model, info = transformers.AutoModel.from_pretrained(
-            src, ignore_mismatched_sizes=True, output_loading_info=True, **dtype_kw, **common)
+            src, ignore_mismatched_sizes=True, output_loading_info=True, **dtype_kw, **common
+        )
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"{what}: cannot load a model from {src}: {str(e).strip().splitlines()[0]}") from None
     problems = _weights_problems(info)
@@ -160,15 +170,25 @@ class Preprocess:
         mode: interpolation ("bicubic" or "bilinear"; antialiased like PIL's resampling).
     """
 
-    def __init__(self, *, shortest_edge=None, resize_to=None, crop_to=None, mean=(0.5,) * 3, std=(0.5,) * 3,
-                 mode="bicubic", device="cpu", dtype=torch.float32):
+    def __init__(
+        self,
+        *,
+        shortest_edge=None,
+        resize_to=None,
+        crop_to=None,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        mode="bicubic",
+        device="cpu",
+        dtype=torch.float32,
+    ):
         self.shortest_edge, self.resize_to, self.crop_to, self.mode = shortest_edge, resize_to, crop_to, mode
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # (1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # (1, 3, 1, 1)
         self.device, self.dtype = device, dtype
 
     @classmethod
-    def from_processor(cls, proc, *, device="cpu", dtype=torch.float32) -> "Preprocess":
+    def from_processor(cls, proc, *, device="cpu", dtype=torch.float32) -> Preprocess:
         """The preprocessing described by a transformers image processor's settings."""
         size, crop = getattr(proc, "size", None), getattr(proc, "crop_size", None)
         shortest = resize_to = crop_to = None
@@ -184,15 +204,25 @@ class Preprocess:
         std = tuple(proc.image_std) if normalize else (1.0,) * 3
         resample = getattr(proc, "resample", 3)
         mode = "bilinear" if resample is not None and int(resample) == 2 else "bicubic"
-        return cls(shortest_edge=shortest, resize_to=resize_to, crop_to=crop_to, mean=mean, std=std, mode=mode,
-                   device=device, dtype=dtype)
+        return cls(
+            shortest_edge=shortest,
+            resize_to=resize_to,
+            crop_to=crop_to,
+            mean=mean,
+            std=std,
+            mode=mode,
+            device=device,
+            dtype=dtype,
+        )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Pixel values (B, 3, h, w) for the model, on its device and dtype; keeps autograd."""
         check_images(images)
         if images.shape[1] not in (1, 3):
             raise UserError(f"images must have 1 or 3 channels, got shape {tuple(images.shape)}")
-        x = images.to(self.device).float().expand(-1, 3, -1, -1)  # (B, 3, H, W): grey images repeated like convert("RGB")
+        x = (
+            images.to(self.device).float().expand(-1, 3, -1, -1)
+        )  # (B, 3, H, W): grey images repeated like convert("RGB")
         h, w = x.shape[-2:]
         if self.shortest_edge is not None:
             s = self.shortest_edge
@@ -221,7 +251,7 @@ def _center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         x = torch.nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
         h, w = x.shape[-2:]
     top, left = (h - ch) // 2, (w - cw) // 2
-    return x[..., top:top + ch, left:left + cw]  # (B, 3, ch, cw)
+    return x[..., top : top + ch, left : left + cw]  # (B, 3, ch, cw)
 
 
 def check_prompts(targets: list, count: int, *, what: str) -> list[str]:

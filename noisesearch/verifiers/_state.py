@@ -36,7 +36,7 @@ def read_state_dict(path, *, what: str) -> dict[str, torch.Tensor]:
     if not isinstance(tensors, dict) or not tensors or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
         raise UserError(f"{what}: {p} is not a state dict of tensors")
     if all(k.startswith("module.") for k in tensors):  # saved from DistributedDataParallel
-        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -45,8 +45,14 @@ def _listed(keys: list[str], limit: int = 5) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def load_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], *, what: str, source,
-                names: Callable[[str], str] | None = None) -> None:
+def load_strict(
+    module: torch.nn.Module,
+    tensors: dict[str, torch.Tensor],
+    *,
+    what: str,
+    source,
+    names: Callable[[str], str] | None = None,
+) -> None:
     """Copy ``tensors`` (keys already mapped to ``module``'s names) into ``module``, or raise a ``UserError``.
 
     ``names`` maps our key back to the checkpoint's key, so that the error names what the user's
@@ -56,11 +62,16 @@ def load_strict(module: torch.nn.Module, tensors: dict[str, torch.Tensor], *, wh
     own = module.state_dict()
     missing = sorted(names(k) for k in own if k not in tensors)
     unexpected = sorted(names(k) for k in tensors if k not in own)
-    wrong = sorted(f"{names(k)} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
-                   for k, v in tensors.items() if k in own and v.shape != own[k].shape)
-    parts = ([f"wrong shape: {_listed(wrong, 3)}"] if wrong else []) + \
-            ([f"missing: {_listed(missing)}"] if missing else []) + \
-            ([f"unexpected: {_listed(unexpected)}"] if unexpected else [])
+    wrong = sorted(
+        f"{names(k)} has shape {tuple(v.shape)}, the model expects {tuple(own[k].shape)}"
+        for k, v in tensors.items()
+        if k in own and v.shape != own[k].shape
+    )
+    parts = (
+        ([f"wrong shape: {_listed(wrong, 3)}"] if wrong else [])
+        + ([f"missing: {_listed(missing)}"] if missing else [])
+        + ([f"unexpected: {_listed(unexpected)}"] if unexpected else [])
+    )
     if parts:
         raise UserError(f"{what}: the weights in {source} do not fit the model: {'; '.join(parts)}")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True)

@@ -21,7 +21,9 @@ from noisesearch.verifiers.clip import CLIP_EXAMPLE, image_embeddings
 _LAYER = re.compile(r"^(?:layers\.)?(\d+)\.(weight|bias)$")
 
 
-def head_layers(tensors: dict[str, torch.Tensor], *, what: str = "aesthetic") -> list[tuple[torch.Tensor, torch.Tensor]]:
+def head_layers(
+    tensors: dict[str, torch.Tensor], *, what: str = "aesthetic"
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The head's linear layers [(weight (out, in), bias (out,)), ...] in order, checked to chain to 1 output."""
     if set(tensors) == {"weight", "bias"}:
         layers = [(tensors["weight"], tensors["bias"])]
@@ -30,15 +32,18 @@ def head_layers(tensors: dict[str, torch.Tensor], *, what: str = "aesthetic") ->
         for key, value in tensors.items():
             m = _LAYER.match(key)
             if not m:
-                raise UserError(f"{what}: unexpected key {key!r} in the head (expected layers.N.weight / layers.N.bias)")
+                raise UserError(
+                    f"{what}: unexpected key {key!r} in the head (expected layers.N.weight / layers.N.bias)"
+                )
             found.setdefault(int(m.group(1)), {})[m.group(2)] = value
         if any(set(v) != {"weight", "bias"} for v in found.values()):
             raise UserError(f"{what}: every head layer needs a weight and a bias, got keys {sorted(tensors)}")
         layers = [(found[i]["weight"], found[i]["bias"]) for i in sorted(found)]
     for i, (w, b) in enumerate(layers):
         if w.dim() != 2 or b.shape != (w.shape[0],) or (i and w.shape[1] != layers[i - 1][0].shape[0]):
-            raise UserError(f"{what}: head layer {i} has weight {tuple(w.shape)} and bias {tuple(b.shape)}, "
-                            "which do not chain")
+            raise UserError(
+                f"{what}: head layer {i} has weight {tuple(w.shape)} and bias {tuple(b.shape)}, which do not chain"
+            )
     if layers[-1][0].shape[0] != 1:
         raise UserError(f"{what}: the head must end in 1 output, got {layers[-1][0].shape[0]}")
     return layers
@@ -63,7 +68,9 @@ class AestheticVerifier(Scorer):
         self.loaded = load(path, what=self.name, example=CLIP_EXAMPLE, device=device, dtype=dtype)
         dim = int(self.loaded.model.config.projection_dim)
         if layers[0][0].shape[1] != dim:
-            raise UserError(f"aesthetic: the head takes {layers[0][0].shape[1]}-d embeddings, the CLIP model gives {dim}")
+            raise UserError(
+                f"aesthetic: the head takes {layers[0][0].shape[1]}-d embeddings, the CLIP model gives {dim}"
+            )
         self.layers = [(w.to(self.loaded.device), b.to(self.loaded.device)) for w, b in layers]
         self.activation = activation
 

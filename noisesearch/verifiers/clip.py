@@ -22,15 +22,21 @@ from noisesearch.errors import UserError
 from noisesearch.verifiers._hf import Scorer, check_prompts, load, pooled
 
 CLIP_EXAMPLE = "openai/clip-vit-large-patch14"
-SCALE = ("raw cosine of CLIP image and text embeddings in [-1, 1]; CLIPScore (Hessel et al. 2021) "
-         "= 2.5 * max(cos, 0); torchmetrics' CLIPScore = 100 * max(cos, 0)")
+SCALE = (
+    "raw cosine of CLIP image and text embeddings in [-1, 1]; CLIPScore (Hessel et al. 2021) "
+    "= 2.5 * max(cos, 0); torchmetrics' CLIPScore = 100 * max(cos, 0)"
+)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise cosine similarity of (B, D) and (B, D) embeddings -> (B,)."""
+    """Row-wise cosine similarity of (B, D) and (B, D) embeddings -> (B,), always in [-1, 1].
+
+    Rounding can carry a computed cosine of (near-)parallel vectors just past 1 (by a few ULPs, more
+    in float16/bfloat16, differently on every CPU); the maths bounds it, so it is clamped.
+    """
     a = a / a.norm(dim=-1, keepdim=True)  # (B, D)
     b = b / b.norm(dim=-1, keepdim=True)  # (B, D)
-    return (a * b).sum(dim=-1)  # (B,)
+    return (a * b).sum(dim=-1).clamp(-1.0, 1.0)  # (B,)
 
 
 def clipscore(cos: torch.Tensor, *, weight: float = 2.5) -> torch.Tensor:
@@ -51,8 +57,13 @@ class _TextEncoder:
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> torch.Tensor:
         """Embeddings (N, D) float32 of ``texts`` encoded together."""
-        tok = self.loaded.tokenizer(texts, padding="max_length" if self.pad_to_max else True, truncation=True,
-                                    max_length=self.max_length, return_tensors="pt")
+        tok = self.loaded.tokenizer(
+            texts,
+            padding="max_length" if self.pad_to_max else True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
         tok = {k: v.to(self.loaded.device) for k, v in tok.items()}
         return pooled(self.loaded.model.get_text_features(**tok)).float()  # (N, D)
 

@@ -69,4 +69,4 @@ class FeatureSimilarityVerifier:
             raise ValueError("feature-similarity needs the x0-previews of the candidates (previews=...)")
         check_images(previews, channels=1)
         final, early = self.encoder(images * 2 - 1), self.encoder(previews * 2 - 1)  # (B, latent) each
-        return torch.nn.functional.cosine_similarity(final, early, dim=1)
+        return torch.nn.functional.cosine_similarity(final, early, dim=1).clamp(-1.0, 1.0)  # rounding can pass 1

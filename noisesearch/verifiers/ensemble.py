@@ -66,7 +66,9 @@ def _member(spec, device):
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = spec.pop("name", None)
     if name not in VERIFIERS or name == "ensemble":
-        raise UserError(f"ensemble: unknown member {name!r}; accepted: {', '.join(n for n in VERIFIERS if n != 'ensemble')}")
+        raise UserError(
+            f"ensemble: unknown member {name!r}; accepted: {', '.join(n for n in VERIFIERS if n != 'ensemble')}"
+        )
     factory = VERIFIERS[name]
     accepted = inspect.signature(factory).parameters
     if "device" in accepted:
@@ -100,7 +102,9 @@ class EnsembleVerifier:
         self.members = [_member(s, device) for s in specs]
         sigmas = {m.preview_sigma for m in self.members if m.preview_sigma is not None}
         if len(sigmas) > 1:
-            raise UserError(f"ensemble: members want x0-previews at different sigmas {sorted(sigmas)}; the driver gives one")
+            raise UserError(
+                f"ensemble: members want x0-previews at different sigmas {sorted(sigmas)}; the driver gives one"
+            )
         self.preview_sigma = sigmas.pop() if sigmas else None
         self.weights = torch.tensor(weights, dtype=torch.float64) / sum(weights)  # (M,)
         self.mode, self.standardize = mode, bool(standardize)

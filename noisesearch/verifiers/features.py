@@ -18,8 +18,11 @@ from noisesearch.errors import UserError
 from noisesearch.verifiers._hf import Scorer, load, load_tensors
 from noisesearch.verifiers.clip import _labels, cosine
 
-BACKBONES = {"clip": ("clip", "clip_vision_model"), "siglip": ("siglip", "siglip2", "siglip_vision_model"),
-             "dinov2": ("dinov2", "dinov2_with_registers")}
+BACKBONES = {
+    "clip": ("clip", "clip_vision_model"),
+    "siglip": ("siglip", "siglip2", "siglip_vision_model"),
+    "dinov2": ("dinov2", "dinov2_with_registers"),
+}
 
 
 def image_features(model, pixels: torch.Tensor) -> torch.Tensor:
@@ -71,8 +74,10 @@ def _linear_head(tensors: dict[str, torch.Tensor], what: str) -> tuple[torch.Ten
         raise UserError(f"{what}: a linear head has one weight and one bias tensor, got keys {sorted(tensors)}")
     w, b = tensors[weights[0]], tensors[biases[0]]
     if w.dim() != 2 or b.shape != (w.shape[0],):
-        raise UserError(f"{what}: head {weights[0]} {tuple(w.shape)} and {biases[0]} {tuple(b.shape)} "
-                        "are not a linear layer (K, F) + (K,)")
+        raise UserError(
+            f"{what}: head {weights[0]} {tuple(w.shape)} and {biases[0]} {tuple(b.shape)} "
+            "are not a linear layer (K, F) + (K,)"
+        )
     return w, b
 
 
@@ -97,18 +102,22 @@ class DinoLinearVerifier(Scorer):
         _check_backbone(self.loaded, "dinov2", self.name)
         dim = int(self.loaded.model.config.hidden_size)
         if w.shape[1] not in (dim, 2 * dim):
-            raise UserError(f"{self.name}: head takes {w.shape[1]} features; the backbone gives {dim} "
-                            f"(class token) or {2 * dim} (class + mean patch token)")
+            raise UserError(
+                f"{self.name}: head takes {w.shape[1]} features; the backbone gives {dim} "
+                f"(class token) or {2 * dim} (class + mean patch token)"
+            )
         self.weight, self.bias = w.to(self.loaded.device), b.to(self.loaded.device)  # (K, F), (K,)
         self.registers = int(getattr(self.loaded.model.config, "num_register_tokens", 0) or 0)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Head inputs (B, F) float32; keeps autograd."""
-        tokens = self.loaded.model(pixel_values=self.loaded.preprocess(images)).last_hidden_state.float()  # (B, 1+R+P, D)
+        tokens = self.loaded.model(
+            pixel_values=self.loaded.preprocess(images)
+        ).last_hidden_state.float()  # (B, 1+R+P, D)
         cls = tokens[:, 0]  # (B, D)
         if self.weight.shape[1] == cls.shape[1]:
             return cls
-        return torch.cat([cls, tokens[:, 1 + self.registers:].mean(dim=1)], dim=1)  # (B, 2D)
+        return torch.cat([cls, tokens[:, 1 + self.registers :].mean(dim=1)], dim=1)  # (B, 2D)
 
     def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         """Log p(target | image) (B,) with autograd (for first-order search)."""

@@ -35,8 +35,9 @@ def resize_longest_and_pad(images: torch.Tensor, size: int) -> torch.Tensor:
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     if (nh, nw) != (h, w):
-        images = torch.nn.functional.interpolate(images, size=(nh, nw), mode="bicubic", antialias=True,
-                                                 align_corners=False).clamp(0, 1)  # (B, 3, nh, nw)
+        images = torch.nn.functional.interpolate(
+            images, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False
+        ).clamp(0, 1)  # (B, 3, nh, nw)
     ph, pw = size - nh, size - nw
     return torch.nn.functional.pad(images, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))  # (B, 3, size, size)
 
@@ -61,8 +62,10 @@ class HPSv2Verifier(Scorer):
     def __init__(self, *, path=None, device="cpu", dtype="float32", arch="ViT-H-14"):
         self.name = "hpsv2"
         if path is None:
-            raise UserError("hpsv2 needs weights: pass --verifier-path, the checkpoint file HPS_v2.1_compressed.pt "
-                            "(or HPS_v2_compressed.pt) from xswu/HPSv2")
+            raise UserError(
+                "hpsv2 needs weights: pass --verifier-path, the checkpoint file HPS_v2.1_compressed.pt "
+                "(or HPS_v2_compressed.pt) from xswu/HPSv2"
+            )
         dev, dt = resolve_device(device), resolve_dtype(dtype)
         tensors = read_state_dict(path, what=self.name)
         open_clip = require("open_clip", self.name)

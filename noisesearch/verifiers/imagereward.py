@@ -32,11 +32,29 @@ CHECKPOINT = "ImageReward.pt"
 MEAN, STD = 0.16717362830052426, 1.0333394966054072  # the release's reward normalisation
 MAX_LENGTH = 35  # prompts are padded / truncated to 35 BERT tokens in the release
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-              image_size=224, patch_size=16, layer_norm_eps=1e-6, hidden_act="gelu")  # BLIP ViT-L/16
-TEXT = dict(vocab_size=30524, hidden_size=768, encoder_hidden_size=1024, intermediate_size=3072,
-            num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=512, layer_norm_eps=1e-12,
-            hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)  # BLIP's med_config
+VISION = dict(
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=16,
+    layer_norm_eps=1e-6,
+    hidden_act="gelu",
+)  # BLIP ViT-L/16
+TEXT = dict(
+    vocab_size=30524,
+    hidden_size=768,
+    encoder_hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=512,
+    layer_norm_eps=1e-12,
+    hidden_act="gelu",
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)  # BLIP's med_config
 HEAD = ((1024, 0.2), (128, 0.2), (64, 0.1), (16, None), (1, None))  # (width, dropout after it)
 
 _VISION_KEYS = [  # BLIP's ViT (timm names) -> transformers' BlipVisionModel
@@ -63,16 +81,16 @@ def release_key(key: str) -> str | None:
     if key.endswith("position_ids"):
         return None
     if key.startswith("blip.visual_encoder."):
-        rest = key[len("blip.visual_encoder."):]
+        rest = key[len("blip.visual_encoder.") :]
         for pattern, ours in _VISION_KEYS:
             m = re.match(pattern, rest)
             if m:
-                return "vision." + m.expand(ours) + rest[m.end():]
+                return "vision." + m.expand(ours) + rest[m.end() :]
         return key
     if key.startswith("blip.text_encoder."):
-        return "text." + key[len("blip.text_encoder."):]
+        return "text." + key[len("blip.text_encoder.") :]
     if key.startswith("mlp.layers."):
-        return "head." + key[len("mlp.layers."):]
+        return "head." + key[len("mlp.layers.") :]
     if key.startswith("blip."):
         return None  # vision_proj, text_proj, ...: parts of BLIP that ImageReward's score does not use
     return key
@@ -101,7 +119,7 @@ def release_name(ours: str) -> str:
     for pattern, release in _RELEASE_VISION_KEYS if part == "vision" else []:
         m = re.match(pattern, rest)
         if m:
-            return "blip.visual_encoder." + m.expand(release) + rest[m.end():]
+            return "blip.visual_encoder." + m.expand(release) + rest[m.end() :]
     return ours
 
 
@@ -126,8 +144,13 @@ class ImageRewardModel(torch.nn.Module):
         """Normalised rewards (B,) for pixels (B, 3, S, S) and token ids / mask (B, L)."""
         image = self.vision(pixel_values=pixels).last_hidden_state  # (B, 1 + P, Dv)
         image_mask = torch.ones(image.shape[:2], dtype=torch.long, device=image.device)  # (B, 1 + P)
-        out = self.text(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=image,
-                        encoder_attention_mask=image_mask, is_decoder=False)
+        out = self.text(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            encoder_hidden_states=image,
+            encoder_attention_mask=image_mask,
+            is_decoder=False,
+        )
         cls = out.last_hidden_state[:, 0]  # (B, Dt): the [CLS] state
         return (self.head(cls)[:, 0] - MEAN) / STD  # (B,)
 
@@ -135,8 +158,10 @@ class ImageRewardModel(torch.nn.Module):
 def _locate(path) -> tuple[Path, Path]:
     """(folder, checkpoint file) for ``path``: a folder with ImageReward.pt, or the .pt file itself."""
     if path is None:
-        raise UserError(f"imagereward needs weights: pass --verifier-path, a folder with {CHECKPOINT} "
-                        "and bert-base-uncased's vocab.txt (from THUDM/ImageReward and google-bert/bert-base-uncased)")
+        raise UserError(
+            f"imagereward needs weights: pass --verifier-path, a folder with {CHECKPOINT} "
+            "and bert-base-uncased's vocab.txt (from THUDM/ImageReward and google-bert/bert-base-uncased)"
+        )
     p = Path(path).expanduser()
     if p.is_file():
         return p.parent, p
@@ -168,8 +193,10 @@ def _tokenizer(folder: Path, vocab_size: int):
     try:
         tok = transformers.BertTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"imagereward: no BERT tokenizer in {folder} (copy bert-base-uncased's vocab.txt there): "
-                        f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+        raise UserError(
+            f"imagereward: no BERT tokenizer in {folder} (copy bert-base-uncased's vocab.txt there): "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+        ) from None
     if len(tok) > vocab_size:
         raise UserError(f"imagereward: the tokenizer in {folder} has {len(tok)} tokens, the text encoder {vocab_size}")
     return tok
@@ -194,18 +221,19 @@ class ImageRewardVerifier(Scorer):
             ours = release_key(key)
             if ours is not None:
                 mapped[ours], names[ours] = value, key
-        load_strict(model, mapped, what=self.name, source=checkpoint,
-                    names=lambda ours: names.get(ours) or release_name(ours))
+        load_strict(
+            model, mapped, what=self.name, source=checkpoint, names=lambda ours: names.get(ours) or release_name(ours)
+        )
         self.model = model.to(dev, dt).eval().requires_grad_(False)
         size = int(vision["image_size"])
-        self.preprocess = Preprocess(shortest_edge=size, crop_to=(size, size), mean=CLIP_MEAN, std=CLIP_STD,
-                                     mode="bicubic", device=dev, dtype=dt)
+        self.preprocess = Preprocess(
+            shortest_edge=size, crop_to=(size, size), mean=CLIP_MEAN, std=CLIP_STD, mode="bicubic", device=dev, dtype=dt
+        )
         self.device = dev
 
     def tokens(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask (B, 35), each prompt padded on its own to the release's length."""
-        tok = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_LENGTH,
-                             return_tensors="pt")
+        tok = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
         return tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
 
     def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:

@@ -41,8 +41,13 @@ from noisesearch.verifiers.base import check_images
 
 log = logging.getLogger(__name__)
 
-ASPECTS = ("accuracy_to_prompt", "creativity_and_originality", "visual_quality_and_realism",
-           "consistency_and_cohesion", "emotional_or_thematic_resonance")
+ASPECTS = (
+    "accuracy_to_prompt",
+    "creativity_and_originality",
+    "visual_quality_and_realism",
+    "consistency_and_cohesion",
+    "emotional_or_thematic_resonance",
+)
 METRICS = (*ASPECTS, "overall_score")
 RUBRIC = """You judge images made by a text-to-image model. You get the text prompt and one image.
 Grade the image on each aspect below with a number from 0 (very poor) to 10 (excellent) and one
@@ -105,19 +110,39 @@ class LLMGrader:
 
     preview_sigma = None
 
-    def __init__(self, *, url=None, model=None, key_env="OPENAI_API_KEY", metric="overall_score", cache_dir=None,
-                 workers=8, timeout=60.0, retries=3, backoff=1.0, max_tokens=1024,
-                 price_prompt=None, price_completion=None):
+    def __init__(
+        self,
+        *,
+        url=None,
+        model=None,
+        key_env="OPENAI_API_KEY",
+        metric="overall_score",
+        cache_dir=None,
+        workers=8,
+        timeout=60.0,
+        retries=3,
+        backoff=1.0,
+        max_tokens=1024,
+        price_prompt=None,
+        price_completion=None,
+    ):
         self.name = "llm-grader"
         if not url or not model:
-            raise UserError("llm-grader needs url=<OpenAI-compatible endpoint> and model=<model name>, "
-                            "or backend=local with path=<VLM folder or hub id>")
+            raise UserError(
+                "llm-grader needs url=<OpenAI-compatible endpoint> and model=<model name>, "
+                "or backend=local with path=<VLM folder or hub id>"
+            )
         if metric not in METRICS:
             raise UserError(f"llm-grader: unknown metric {metric!r}; accepted: {', '.join(METRICS)}")
         url = str(url).rstrip("/")
         self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
         self.model, self.key_env, self.metric = str(model), str(key_env or ""), metric
-        self.workers, self.timeout, self.retries, self.backoff = int(workers), float(timeout), int(retries), float(backoff)
+        self.workers, self.timeout, self.retries, self.backoff = (
+            int(workers),
+            float(timeout),
+            int(retries),
+            float(backoff),
+        )
         self.max_tokens = int(max_tokens)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.Grading = grading_model()
@@ -145,12 +170,18 @@ class LLMGrader:
             "model": self.model,
             "messages": [
                 {"role": "system", "content": RUBRIC},
-                {"role": "user", "content": [{"type": "text", "text": f"Prompt: {prompt}"},
-                                             {"type": "image_url", "image_url": {"url": image_url}}]},
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": f"Prompt: {prompt}"},
+                        {"type": "image_url", "image_url": {"url": image_url}},
+                    ],
+                },
             ],
-            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": "grading", "strict": True,
-                                                "schema": self.Grading.model_json_schema()}},
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "grading", "strict": True, "schema": self.Grading.model_json_schema()},
+            },
             "temperature": 0,
             "max_tokens": self.max_tokens,
         }
@@ -178,7 +209,7 @@ class LLMGrader:
             if isinstance(reason, (ConnectionRefusedError, socket.gaierror, str)):
                 raise _Failure("unreachable", f"cannot reach the server ({type(reason).__name__})") from None
             raise _Failure("retry", f"connection dropped ({type(reason).__name__})") from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise _Failure("retry", "timeout") from None
         except (http.client.HTTPException, ConnectionError, OSError) as e:
             raise _Failure("retry", f"connection dropped ({type(e).__name__})") from None
@@ -247,10 +278,16 @@ class LLMGrader:
         for i, f in enumerate(failures):
             if f is not None:
                 log.warning("llm-grader: image %d scored NaN after %s", i, self._safe(f.reason))
-        log.info("llm-grader: %d/%d graded; tokens so far: prompt %d, completion %d; requests %d, cached %d; cost %s",
-                 len(images) - len(failed), len(images), self.usage["prompt_tokens"],
-                 self.usage["completion_tokens"], self.usage["requests"], self.usage["cached"],
-                 f"{self.usage['cost']:.4f}" if "cost" in self.usage else "unknown (give price_prompt/price_completion)")
+        log.info(
+            "llm-grader: %d/%d graded; tokens so far: prompt %d, completion %d; requests %d, cached %d; cost %s",
+            len(images) - len(failed),
+            len(images),
+            self.usage["prompt_tokens"],
+            self.usage["completion_tokens"],
+            self.usage["requests"],
+            self.usage["cached"],
+            f"{self.usage['cost']:.4f}" if "cost" in self.usage else "unknown (give price_prompt/price_completion)",
+        )
         return results
 
     def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:

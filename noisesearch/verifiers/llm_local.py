@@ -28,16 +28,25 @@ import torch
 from noisesearch.errors import UserError
 from noisesearch.verifiers._hf import _weights_problems, check_prompts, require, resolve_device, resolve_dtype, source
 from noisesearch.verifiers.base import check_images
-from noisesearch.verifiers.llm_grader import (METRICS, RUBRIC, cache_file, grading_model, png_bytes, read_cached,
-                                              scores_of,
-                                              write_atomic)
+from noisesearch.verifiers.llm_grader import (
+    METRICS,
+    RUBRIC,
+    cache_file,
+    grading_model,
+    png_bytes,
+    read_cached,
+    scores_of,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
 WHAT = "llm-grader (local)"
 EXAMPLE = "llava-hf/llava-1.5-7b-hf"
-LAYOUT = ("The JSON object has exactly these keys: " + ", ".join(METRICS) + "; each maps to "
-          '{"explanation": "<one sentence>", "score": <number from 0 to 10>}.')
+LAYOUT = (
+    "The JSON object has exactly these keys: " + ", ".join(METRICS) + "; each maps to "
+    '{"explanation": "<one sentence>", "score": <number from 0 to 10>}.'
+)
 
 
 def instruction(prompt: str) -> str:
@@ -79,14 +88,16 @@ def _load(path, *, device, dtype):
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{WHAT}: no processor in {src}: {_first_line(e)}") from None
     if getattr(processor, "image_processor", None) is None or getattr(processor, "tokenizer", None) is None:
-        raise UserError(f"{WHAT}: the processor in {src} lacks an image processor or a tokenizer; "
-                        "expected a vision-language model")
+        raise UserError(
+            f"{WHAT}: the processor in {src} lacks an image processor or a tokenizer; expected a vision-language model"
+        )
     auto = getattr(transformers, "AutoModelForImageTextToText", None) or transformers.AutoModelForVision2Seq
     major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
     dtype_kw = {"dtype": dt} if (major, minor) >= (4, 56) else {"torch_dtype": dt}  # renamed in 4.56
     try:
-        model, info = auto.from_pretrained(src, ignore_mismatched_sizes=True, output_loading_info=True,
-                                           **dtype_kw, **common)
+        model, info = auto.from_pretrained(
+            src, ignore_mismatched_sizes=True, output_loading_info=True, **dtype_kw, **common
+        )
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"{WHAT}: cannot load an image-text-to-text model from {src}: {_first_line(e)}") from None
     problems = _weights_problems(info)
@@ -113,8 +124,9 @@ class LocalLLMGrader:
 
     preview_sigma = None
 
-    def __init__(self, *, path=None, device="cpu", dtype="float32", metric="overall_score", cache_dir=None,
-                 max_new_tokens=512):
+    def __init__(
+        self, *, path=None, device="cpu", dtype="float32", metric="overall_score", cache_dir=None, max_new_tokens=512
+    ):
         self.name = "llm-grader"
         if metric not in METRICS:
             raise UserError(f"llm-grader: unknown metric {metric!r}; accepted: {', '.join(METRICS)}")
@@ -131,8 +143,9 @@ class LocalLLMGrader:
         """The model's input text for one image and its prompt (chat template when the processor has one)."""
         if getattr(self.processor, "chat_template", None):
             content = [{"type": "image"}, {"type": "text", "text": instruction(prompt)}]
-            return self.processor.apply_chat_template([{"role": "user", "content": content}],
-                                                      add_generation_prompt=True, tokenize=False)
+            return self.processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+            )
         token = getattr(self.processor, "image_token", None) or "<image>"
         return f"USER: {token}\n{instruction(prompt)}\nASSISTANT:"
 
@@ -142,15 +155,20 @@ class LocalLLMGrader:
         try:
             inputs = self.processor(images=[image], text=[self.chat(prompt)], return_tensors="pt")
         except Exception as e:  # a template or processor that does not fit the model: same for every image
-            raise UserError(f"{WHAT}: cannot build the model input with the processor of {self.source}: "
-                            f"{_first_line(e)}") from None
-        inputs = {k: v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)
-                  for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+            raise UserError(
+                f"{WHAT}: cannot build the model input with the processor of {self.source}: {_first_line(e)}"
+            ) from None
+        inputs = {
+            k: v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)
+            for k, v in inputs.items()
+            if isinstance(v, torch.Tensor)
+        }
         tok = self.processor.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        out = self.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens,
-                                  pad_token_id=pad)
-        new = out[0, inputs["input_ids"].shape[1]:]  # (T,): the generated tokens only
+        out = self.model.generate(
+            **inputs, do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens, pad_token_id=pad
+        )
+        new = out[0, inputs["input_ids"].shape[1] :]  # (T,): the generated tokens only
         self.usage["generations"] += 1
         self.usage["new_tokens"] += int(new.numel())
         return self.processor.decode(new, skip_special_tokens=True)
@@ -179,9 +197,15 @@ class LocalLLMGrader:
         for i, g in enumerate(results):
             if g is None:
                 log.warning("llm-grader: image %d scored NaN: the model's answer is not a valid grading", i)
-        log.info("llm-grader (local): %d/%d graded; generations %d, new tokens %d, invalid %d, cached %d",
-                 sum(g is not None for g in results), len(results), self.usage["generations"],
-                 self.usage["new_tokens"], self.usage["invalid"], self.usage["cached"])
+        log.info(
+            "llm-grader (local): %d/%d graded; generations %d, new tokens %d, invalid %d, cached %d",
+            sum(g is not None for g in results),
+            len(results),
+            self.usage["generations"],
+            self.usage["new_tokens"],
+            self.usage["invalid"],
+            self.usage["cached"],
+        )
         return results
 
     def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:

@@ -36,17 +36,36 @@ from noisesearch.verifiers.base import check_images
 from noisesearch.verifiers.clip import _labels
 
 SIZE = 299
-BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-          "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-          "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")  # torchvision's forward, without the aux head
+BLOCKS = (
+    "Conv2d_1a_3x3",
+    "Conv2d_2a_3x3",
+    "Conv2d_2b_3x3",
+    "maxpool1",
+    "Conv2d_3b_1x1",
+    "Conv2d_4a_3x3",
+    "maxpool2",
+    "Mixed_5b",
+    "Mixed_5c",
+    "Mixed_5d",
+    "Mixed_6a",
+    "Mixed_6b",
+    "Mixed_6c",
+    "Mixed_6d",
+    "Mixed_6e",
+    "Mixed_7a",
+    "Mixed_7b",
+    "Mixed_7c",
+)  # torchvision's forward, without the aux head
 METRICS = ("fid1", "mahalanobis")
 
 
 def load_inception(path, *, what: str, device="cpu") -> torch.nn.Module:
     """torchvision's InceptionV3 with the weights in ``path`` (classes and aux head read from the file), eval mode."""
     if path is None:
-        raise UserError(f"{what} needs weights: pass --verifier-path, an InceptionV3 weights file "
-                        "(.safetensors or .pth), e.g. torchvision's inception_v3_google-0cc3c7bd.pth")
+        raise UserError(
+            f"{what} needs weights: pass --verifier-path, an InceptionV3 weights file "
+            "(.safetensors or .pth), e.g. torchvision's inception_v3_google-0cc3c7bd.pth"
+        )
     dev = resolve_device(device)
     tensors = read_state_dict(path, what=what)
     models = require("torchvision.models", what)
@@ -85,8 +104,9 @@ class _Inception(Scorer):
             raise UserError(f"images must have 1 or 3 channels, got shape {tuple(images.shape)}")
         x = images.to(self.device).float().expand(-1, 3, -1, -1)  # (B, 3, H, W)
         if tuple(x.shape[-2:]) != (self.size, self.size):
-            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
-                                                align_corners=False)  # (B, 3, size, size)
+            x = torch.nn.functional.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )  # (B, 3, size, size)
         return pool_and_logits(self.net, x * 2 - 1)
 
 
@@ -119,8 +139,10 @@ def load_reference(path, *, dim: int) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, ValueError) as e:
         raise UserError(f"oracle-fid: cannot read {p}: {e}") from None
     if mu.shape != (dim,) or sigma.shape != (dim, dim):
-        raise UserError(f"oracle-fid: {p} has mu {mu.shape} and sigma {sigma.shape}; the network's pool "
-                        f"features need ({dim},) and ({dim}, {dim})")
+        raise UserError(
+            f"oracle-fid: {p} has mu {mu.shape} and sigma {sigma.shape}; the network's pool "
+            f"features need ({dim},) and ({dim}, {dim})"
+        )
     return mu, sigma
 
 

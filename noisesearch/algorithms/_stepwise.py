@@ -6,9 +6,9 @@ import math
 
 import torch
 
+from noisesearch.algorithms.base import Job, Problem
 from noisesearch.errors import UserError
 from noisesearch.samplers import SAMPLERS, get_sampler
-from noisesearch.search.base import Job, Problem
 
 
 def seeded_uniform(problem: Problem, *path: int) -> float:
@@ -35,5 +35,9 @@ def chain_step_costs(problem: Problem, sampler: str) -> list[int]:
     ``score_end`` and every step but the first reuses the cached x0-prediction."""
     sigmas, known = problem.sigmas, torch.empty(0)
     n = len(sigmas) - 1
-    return [problem.job_cost(Job(known, sigmas[i:i + 2], sampler=sampler, denoised=known if i > 0 else None,
-                                 score_end=i < n - 1)) for i in range(n)]
+    return [
+        problem.job_cost(
+            Job(known, sigmas[i : i + 2], sampler=sampler, denoised=known if i > 0 else None, score_end=i < n - 1)
+        )
+        for i in range(n)
+    ]

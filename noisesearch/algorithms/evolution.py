@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from noisesearch.algorithms.base import Job, Outcome, Problem, rank_key
 from noisesearch.errors import UserError
-from noisesearch.search.base import Job, Outcome, Problem, rank_key
 
 
 def _standardise(y: torch.Tensor) -> torch.Tensor:
@@ -84,10 +84,22 @@ class EvolutionSearch:
 
     name = "evolution"
 
-    def __init__(self, *, population: int = 16, elites: int = 4, preview_steps: int = 2, final: int = 2,
-                 low_frequency: float | None = None, std_floor: float = 0.05):
-        for what, value in (("population", population), ("elites", elites), ("preview steps", preview_steps),
-                            ("final", final)):
+    def __init__(
+        self,
+        *,
+        population: int = 16,
+        elites: int = 4,
+        preview_steps: int = 2,
+        final: int = 2,
+        low_frequency: float | None = None,
+        std_floor: float = 0.05,
+    ):
+        for what, value in (
+            ("population", population),
+            ("elites", elites),
+            ("preview steps", preview_steps),
+            ("final", final),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UserError(f"{what} must be a positive integer, got {value!r}")
         if elites > population:
@@ -102,8 +114,14 @@ class EvolutionSearch:
         self.std_floor = float(std_floor)
 
     def params(self) -> dict:
-        return {"population": self.population, "elites": self.elites, "preview_steps": self.preview_steps,
-                "final": self.final, "low_frequency": self.low_frequency, "std_floor": self.std_floor}
+        return {
+            "population": self.population,
+            "elites": self.elites,
+            "preview_steps": self.preview_steps,
+            "final": self.final,
+            "low_frequency": self.low_frequency,
+            "std_floor": self.std_floor,
+        }
 
     def init(self, problem: Problem) -> EvolutionState:
         steps = len(problem.sigmas) - 1
@@ -115,19 +133,24 @@ class EvolutionSearch:
         preview_sigmas = tuple(problem.sigmas[round(i * n / self.preview_steps)] for i in range(self.preview_steps))
         preview_cost = problem.job_cost(Job(torch.empty(0), preview_sigmas, score_end=True))
         reserved = self.final * problem.cost()
-        problem.require_budget(reserved + self.final * preview_cost,
-                               f"{self.final} preview(s) and {self.final} full run(s)")
+        problem.require_budget(
+            reserved + self.final * preview_cost, f"{self.final} preview(s) and {self.final} full run(s)"
+        )
         shape = problem.noise_shape
-        state = EvolutionState(problem, preview_sigmas, (problem.budget - reserved) // preview_cost,
-                               torch.zeros(shape), torch.ones(shape))
+        state = EvolutionState(
+            problem, preview_sigmas, (problem.budget - reserved) // preview_cost, torch.zeros(shape), torch.ones(shape)
+        )
         if self.low_frequency is not None:
             if len(shape) < 2:
-                raise UserError(f"low frequency needs a noise with 2 spatial dimensions, got noise shape {shape}; "
-                                "leave it unset")
+                raise UserError(
+                    f"low frequency needs a noise with 2 spatial dimensions, got noise shape {shape}; leave it unset"
+                )
             state.mask = _band_mask(shape, self.low_frequency)
             if state.mask.sum() < 2:
-                raise UserError(f"low frequency {self.low_frequency:g} keeps only the mean of a {shape[-2:]} noise; "
-                                "give a larger fraction")
+                raise UserError(
+                    f"low frequency {self.low_frequency:g} keeps only the mean of a {shape[-2:]} noise; "
+                    "give a larger fraction"
+                )
             state.base = _standardise(problem.noise(0, 0)[1])
         return state
 
@@ -142,10 +165,20 @@ class EvolutionSearch:
             return []
         state.finals_asked = True
         n_steps = len(p.sigmas) - 1
-        return [Job(c.x, p.sigmas, noises=p.step_noises(n_steps, *c.path) if p.stochastic else None,
-                    info={"role": "final", "generation": c.path[0], "member": c.path[1],
-                          "preview_score": None if math.isnan(c.score) else c.score})
-                for c in state.top]
+        return [
+            Job(
+                c.x,
+                p.sigmas,
+                noises=p.step_noises(n_steps, *c.path) if p.stochastic else None,
+                info={
+                    "role": "final",
+                    "generation": c.path[0],
+                    "member": c.path[1],
+                    "preview_score": None if math.isnan(c.score) else c.score,
+                },
+            )
+            for c in state.top
+        ]
 
     def tell(self, state: EvolutionState, outcomes: list[Outcome]) -> None:
         if outcomes and outcomes[0].job.info["role"] == "final":
@@ -154,12 +187,13 @@ class EvolutionSearch:
                     state.best_x, state.best_score, state.best_index = o.job.x, o.score, o.index
             return
         ranked = sorted(outcomes, key=lambda o: rank_key(o.score), reverse=True)  # stable: ties by member
-        elites = torch.stack([o.job.x for o in ranked[:self.elites]])  # (E, *noise_shape)
+        elites = torch.stack([o.job.x for o in ranked[: self.elites]])  # (E, *noise_shape)
         state.mean = elites.mean(0)
         state.std = elites.std(0, unbiased=False).clamp_min(self.std_floor)
-        merged = state.top + [Previewed(o.score, o.job.x, (o.job.info["generation"], o.job.info["member"]))
-                              for o in ranked[:self.final]]
-        state.top = sorted(merged, key=lambda c: rank_key(c.score), reverse=True)[:self.final]
+        merged = state.top + [
+            Previewed(o.score, o.job.x, (o.job.info["generation"], o.job.info["member"])) for o in ranked[: self.final]
+        ]
+        state.top = sorted(merged, key=lambda c: rank_key(c.score), reverse=True)[: self.final]
 
     def _preview(self, state: EvolutionState, g: int, k: int) -> Job:
         """Member ``k`` of generation ``g``: a standardised sample, as a preview job."""
@@ -173,8 +207,13 @@ class EvolutionSearch:
         noises = None
         if p.stochastic:
             noises = p.step_noises(n_steps, g, k) if n_steps else torch.empty(0, *p.noise_shape)
-        return Job(x, state.preview_sigmas, noises=noises, score_end=True,
-                   info={"role": "preview", "generation": g, "member": k})
+        return Job(
+            x,
+            state.preview_sigmas,
+            noises=noises,
+            score_end=True,
+            info={"role": "preview", "generation": g, "member": k},
+        )
 
     @staticmethod
     def _standardise_band(y: torch.Tensor, base: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

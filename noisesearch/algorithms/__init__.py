@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from noisesearch.search.base import Job, Outcome, Problem, SearchAlgorithm, derive_seed, gaussian, noise_hash
-from noisesearch.search.epsilon_greedy import EpsilonGreedySearch
-from noisesearch.search.evolution import EvolutionSearch
-from noisesearch.search.first_order import FirstOrderSearch
-from noisesearch.search.halving import HalvingSearch
-from noisesearch.search.paths import PathsSearch
-from noisesearch.search.random import RandomSearch
-from noisesearch.search.smc import SMCSearch
-from noisesearch.search.zero_order import ZeroOrderSearch
+from noisesearch.algorithms.base import Job, Outcome, Problem, SearchAlgorithm, derive_seed, gaussian, noise_hash
+from noisesearch.algorithms.epsilon_greedy import EpsilonGreedySearch
+from noisesearch.algorithms.evolution import EvolutionSearch
+from noisesearch.algorithms.first_order import FirstOrderSearch
+from noisesearch.algorithms.halving import HalvingSearch
+from noisesearch.algorithms.paths import PathsSearch
+from noisesearch.algorithms.random import RandomSearch
+from noisesearch.algorithms.smc import SMCSearch
+from noisesearch.algorithms.zero_order import ZeroOrderSearch
 
 ALGORITHMS: dict[str, Callable[..., SearchAlgorithm]] = {
     "random": RandomSearch,

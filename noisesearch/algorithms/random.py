@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from noisesearch.algorithms.base import Job, Outcome, Problem
 from noisesearch.errors import UserError
-from noisesearch.search.base import Job, Outcome, Problem
 
 
 @dataclass

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from noisesearch.algorithms.base import Job, Outcome, Problem, rank_key
 from noisesearch.errors import UserError
 from noisesearch.samplers import renoise
-from noisesearch.search.base import Job, Outcome, Problem, rank_key
 
 _EXTRA = 2**20  # path marker of the extra independent candidates
 _ROUND = 1e-9  # sigmas are rounded to this grid so that repeated additions stay exact
@@ -51,8 +51,16 @@ class PathsSearch:
 
     name = "paths"
 
-    def __init__(self, *, initial: int | None = None, width: int = 2, start_sigma: float = 0.75,
-                 backward: float = 0.25, forward: float = 0.125, path_length: int = 2):
+    def __init__(
+        self,
+        *,
+        initial: int | None = None,
+        width: int = 2,
+        start_sigma: float = 0.75,
+        backward: float = 0.25,
+        forward: float = 0.125,
+        path_length: int = 2,
+    ):
         for name, value in (("width", width), ("path length", path_length)):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
@@ -68,8 +76,14 @@ class PathsSearch:
         self.backward, self.forward, self.path_length = float(backward), float(forward), path_length
 
     def params(self) -> dict:
-        return {"initial": self.initial, "width": self.width, "start_sigma": self.start_sigma,
-                "backward": self.backward, "forward": self.forward, "path_length": self.path_length}
+        return {
+            "initial": self.initial,
+            "width": self.width,
+            "start_sigma": self.start_sigma,
+            "backward": self.backward,
+            "forward": self.forward,
+            "path_length": self.path_length,
+        }
 
     def _rounds(self) -> list[tuple[float, float]]:
         rounds, sigma = [], _r(self.start_sigma)
@@ -118,8 +132,15 @@ class PathsSearch:
                 for m in range(self.width):
                     _, z = p.noise(1 + r, j, m)
                     branch = renoise(x, sigma, up, z)
-                    jobs.append(self._job(state, branch, segment, (1 + r, j, m),
-                                          {"round": r + 1, "parent": j, "branch": m, "sigma": up}))
+                    jobs.append(
+                        self._job(
+                            state,
+                            branch,
+                            segment,
+                            (1 + r, j, m),
+                            {"round": r + 1, "parent": j, "branch": m, "sigma": up},
+                        )
+                    )
             return jobs
         if r == len(state.rounds) and state.extra:
             return [p.fresh_job(_EXTRA, k, info={"role": "extra"}) for k in range(state.extra)]

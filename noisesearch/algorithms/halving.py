@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from noisesearch.algorithms.base import Job, Outcome, Problem, rank_key
 from noisesearch.errors import UserError
-from noisesearch.search.base import Job, Outcome, Problem, rank_key
 
 _EXTRA = 2**20  # path marker of the extra independent candidates
 
@@ -43,16 +43,28 @@ class HalvingSearch:
 
     name = "halving"
 
-    def __init__(self, *, eta: int = 4, checkpoints: tuple[float, ...] | list[float] = (0.75, 0.5),
-                 final: int = 2, initial: int | None = None):
+    def __init__(
+        self,
+        *,
+        eta: int = 4,
+        checkpoints: tuple[float, ...] | list[float] = (0.75, 0.5),
+        final: int = 2,
+        initial: int | None = None,
+    ):
         if not isinstance(eta, int) or eta < 2:
-            raise UserError(f"eta (1/eta of the candidates survive each checkpoint) must be an integer >= 2, got {eta!r}")
+            raise UserError(
+                f"eta (1/eta of the candidates survive each checkpoint) must be an integer >= 2, got {eta!r}"
+            )
         if not isinstance(final, int) or final < 1:
             raise UserError(f"final must be a positive integer, got {final!r}")
         if initial is not None and (not isinstance(initial, int) or initial < final):
             raise UserError(f"initial must be an integer >= final ({final}), got {initial!r}")
         checkpoints = tuple(float(c) for c in checkpoints)
-        if not checkpoints or any(not 0 < c < 1 for c in checkpoints) or list(checkpoints) != sorted(set(checkpoints), reverse=True):
+        if (
+            not checkpoints
+            or any(not 0 < c < 1 for c in checkpoints)
+            or list(checkpoints) != sorted(set(checkpoints), reverse=True)
+        ):
             raise UserError(f"checkpoints must be decreasing sigmas strictly between 0 and 1, got {list(checkpoints)}")
         self.eta, self.checkpoints, self.final, self.initial = eta, checkpoints, final, initial
 
@@ -65,10 +77,12 @@ class HalvingSearch:
             raise UserError("halving needs at least 2 steps, so that a checkpoint lies inside the schedule")
         cuts = [min(range(1, len(sigmas) - 1), key=lambda i: abs(sigmas[i] - c)) for c in self.checkpoints]
         if len(set(cuts)) != len(cuts):
-            raise UserError(f"checkpoints {list(self.checkpoints)} snap to the same step of a {len(sigmas) - 1}-step "
-                            "schedule; use fewer checkpoints or more --steps")
+            raise UserError(
+                f"checkpoints {list(self.checkpoints)} snap to the same step of a {len(sigmas) - 1}-step "
+                "schedule; use fewer checkpoints or more --steps"
+            )
         bounds = [0, *cuts, len(sigmas) - 1]
-        return [tuple(sigmas[a:b + 1]) for a, b in zip(bounds, bounds[1:])]
+        return [tuple(sigmas[a : b + 1]) for a, b in zip(bounds, bounds[1:])]
 
     def _sizes(self, n0: int) -> list[int]:
         sizes = [n0]
@@ -131,6 +145,14 @@ class HalvingSearch:
             noises = None
             if state.problem.stochastic:  # continue with the candidate's own later step noises
                 done = sum(len(seg) - 1 for seg in state.segments[: r + 1])
-                noises = state.step_noises[k][done:done + len(segment) - 1]
-            state.survivors.append(Job(o.x, segment, info={"round": r + 1, "candidate": k}, noises=noises,
-                                       denoised=o.denoised, score_end=r + 1 < last))
+                noises = state.step_noises[k][done : done + len(segment) - 1]
+            state.survivors.append(
+                Job(
+                    o.x,
+                    segment,
+                    info={"round": r + 1, "candidate": k},
+                    noises=noises,
+                    denoised=o.denoised,
+                    score_end=r + 1 < last,
+                )
+            )

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
+from noisesearch.algorithms.base import Job, Outcome, Problem, rank_key
 from noisesearch.errors import UserError
-from noisesearch.search.base import Job, Outcome, Problem, rank_key
 
 
 @dataclass
@@ -75,30 +75,36 @@ class FirstOrderSearch:
 
     name = "first-order"
 
-    def __init__(self, *, learning_rate: float = 0.1, starts: int = 1, backward_cost: float = 3.0,
-                 shell: bool = True):
+    def __init__(self, *, learning_rate: float = 0.1, starts: int = 1, backward_cost: float = 3.0, shell: bool = True):
         if not _is_number(learning_rate) or learning_rate <= 0:
             raise UserError(f"learning rate must be a positive number, got {learning_rate!r}")
         if not isinstance(starts, int) or isinstance(starts, bool) or starts < 1:
             raise UserError(f"starts must be a positive integer, got {starts!r}")
         if not _is_number(backward_cost) or backward_cost < 0:
-            raise UserError(f"backward cost must be a non-negative number of NFEs per forward NFE, "
-                            f"got {backward_cost!r}")
+            raise UserError(
+                f"backward cost must be a non-negative number of NFEs per forward NFE, got {backward_cost!r}"
+            )
         if not isinstance(shell, bool):
             raise UserError(f"shell must be true or false, got {shell!r}")
         self.learning_rate, self.starts = float(learning_rate), starts
         self.backward_cost, self.shell = float(backward_cost), shell
 
     def params(self) -> dict:
-        return {"learning_rate": self.learning_rate, "starts": self.starts, "backward_cost": self.backward_cost,
-                "shell": self.shell}
+        return {
+            "learning_rate": self.learning_rate,
+            "starts": self.starts,
+            "backward_cost": self.backward_cost,
+            "shell": self.shell,
+        }
 
     def init(self, problem: Problem) -> FirstOrderState:
         probe = Job(torch.empty(0), problem.sigmas, grad=True, backward_cost=self.backward_cost)
         grad_cost = problem.job_cost(probe)
         forward, backward = problem.job_costs(probe)
-        problem.require_budget(self.starts * grad_cost, f"one gradient step of {self.starts} start(s), "
-                               f"{forward} forward + {backward} backward NFEs each")
+        problem.require_budget(
+            self.starts * grad_cost,
+            f"one gradient step of {self.starts} start(s), {forward} forward + {backward} backward NFEs each",
+        )
         starts = []
         for s in range(self.starts):
             job = problem.fresh_job(s)
@@ -112,14 +118,21 @@ class FirstOrderSearch:
         left = p.budget - state.spent
         if state.iteration == 0 or left >= len(starts) * (state.grad_cost + state.plain_cost):
             state.iteration += 1
-            return [Job(st.x, p.sigmas, noise_seed=st.seed, noises=st.noises, grad=True,
-                        backward_cost=self.backward_cost,
-                        info={"role": "gradient", "start": st.index, "iteration": state.iteration})
-                    for st in starts]
+            return [
+                Job(
+                    st.x,
+                    p.sigmas,
+                    noise_seed=st.seed,
+                    noises=st.noises,
+                    grad=True,
+                    backward_cost=self.backward_cost,
+                    info={"role": "gradient", "start": st.index, "iteration": state.iteration},
+                )
+                for st in starts
+            ]
         state.done = True  # the last round: plain runs along the last directions
         ranked = sorted(starts, key=lambda st: rank_key(st.best_score), reverse=True)
-        return [self._line_point(p, ranked[j % len(ranked)], j // len(ranked))
-                for j in range(left // state.plain_cost)]
+        return [self._line_point(p, ranked[j % len(ranked)], j // len(ranked)) for j in range(left // state.plain_cost)]
 
     def tell(self, state: FirstOrderState, outcomes: list[Outcome]) -> None:
         for o in outcomes:
@@ -164,8 +177,13 @@ class FirstOrderSearch:
         """A plain full run of ``st``'s pending iterate (``halvings`` = 0), else a shorter step along its
         last direction, ``learning_rate * 2**-halvings`` (a fresh draw if it has no direction)."""
         if halvings == 0:
-            return Job(st.x, p.sigmas, noise_seed=st.seed, noises=st.noises,
-                       info={"role": "update" if st.seed is None else "restart", "start": st.index})
+            return Job(
+                st.x,
+                p.sigmas,
+                noise_seed=st.seed,
+                noises=st.noises,
+                info={"role": "update" if st.seed is None else "restart", "start": st.index},
+            )
         if st.last_dir is None:
             st.draws += 1
             return p.fresh_job(st.index, st.draws - 1, info={"role": "restart", "start": st.index})

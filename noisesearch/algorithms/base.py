@@ -157,8 +157,15 @@ class Job:
 
     def group_key(self) -> tuple:
         """Jobs with equal keys run in one batch."""
-        return (tuple(self.sigmas), self.sampler, self.noises is not None, self.denoised is not None,
-                self.score_end, self.grad, self.backward_cost)
+        return (
+            tuple(self.sigmas),
+            self.sampler,
+            self.noises is not None,
+            self.denoised is not None,
+            self.score_end,
+            self.grad,
+            self.backward_cost,
+        )
 
 
 @dataclass

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from noisesearch.algorithms.base import Job, Outcome, Problem, rank_key
 from noisesearch.errors import UserError
-from noisesearch.search.base import Job, Outcome, Problem, rank_key
 
 
 @dataclass

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler, seeded_uniform
+from noisesearch.algorithms.base import STEP_NOISES, Job, Outcome, Problem, rank_key
 from noisesearch.errors import UserError
-from noisesearch.search.base import STEP_NOISES, Job, Outcome, Problem, rank_key
-from noisesearch.search._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler, seeded_uniform
 
 _EXPLORE = 2**41  # path marker of the exploration uniforms
 
@@ -47,8 +47,9 @@ class EpsilonGreedySearch:
 
     name = "epsilon-greedy"
 
-    def __init__(self, *, candidates: int = 4, epsilon: float = 0.1, sampler: str | None = None,
-                 paths: int | None = None):
+    def __init__(
+        self, *, candidates: int = 4, epsilon: float = 0.1, sampler: str | None = None, paths: int | None = None
+    ):
         if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
             raise UserError(f"candidates must be a positive integer, got {candidates!r}")
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon <= 1:
@@ -59,8 +60,7 @@ class EpsilonGreedySearch:
         self.sampler, self.paths = check_stochastic_sampler(sampler), paths
 
     def params(self) -> dict:
-        return {"candidates": self.candidates, "epsilon": self.epsilon, "sampler": self.sampler,
-                "paths": self.paths}
+        return {"candidates": self.candidates, "epsilon": self.epsilon, "sampler": self.sampler, "paths": self.paths}
 
     def init(self, problem: Problem) -> EpsilonGreedyState:
         sampler = resolve_sampler(self.sampler, problem)
@@ -82,8 +82,9 @@ class EpsilonGreedySearch:
         else:
             problem.require_budget(cost(1), "one trajectory with one candidate per step")
         n = len(widths)
-        return EpsilonGreedyState(problem, sampler, widths, choices=[[] for _ in range(n)],
-                                  explored=[[] for _ in range(n)])
+        return EpsilonGreedyState(
+            problem, sampler, widths, choices=[[] for _ in range(n)], explored=[[] for _ in range(n)]
+        )
 
     def ask(self, state: EpsilonGreedyState) -> list[Job]:
         p, t = state.problem, state.step
@@ -97,9 +98,18 @@ class EpsilonGreedySearch:
             for c in range(width if t < n - 1 else 1):  # the final step injects no noise: one job
                 step_seed, eps = p.noise(path, STEP_NOISES, t, c)
                 info = {"path": path, "step": t, "candidate": c, "step_noise_seed": step_seed}
-                jobs.append(Job(x, p.sigmas[t:t + 2], noise_seed=seed, info=info, sampler=state.sampler,
-                                noises=eps[None],  # (1, *noise_shape)
-                                denoised=denoised, score_end=t < n - 1))
+                jobs.append(
+                    Job(
+                        x,
+                        p.sigmas[t : t + 2],
+                        noise_seed=seed,
+                        info=info,
+                        sampler=state.sampler,
+                        noises=eps[None],  # (1, *noise_shape)
+                        denoised=denoised,
+                        score_end=t < n - 1,
+                    )
+                )
         return jobs
 
     def tell(self, state: EpsilonGreedyState, outcomes: list[Outcome]) -> None:
@@ -111,7 +121,7 @@ class EpsilonGreedySearch:
         start, last_choice = 0, t == n - 2
         state.x, state.denoised = [], []
         for path, width in enumerate(state.widths):
-            group = outcomes[start:start + width]  # this path's candidates, in job order
+            group = outcomes[start : start + width]  # this path's candidates, in job order
             start += width
             u = seeded_uniform(p, path, _EXPLORE, t)
             explore = not last_choice and u < self.epsilon

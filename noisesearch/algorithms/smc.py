@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler, seeded_uniform
+from noisesearch.algorithms.base import STEP_NOISES, Job, Outcome, Problem
 from noisesearch.errors import UserError
-from noisesearch.search._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler, seeded_uniform
-from noisesearch.search.base import STEP_NOISES, Job, Outcome, Problem
 
 POTENTIALS = ("difference", "max", "sum")
 _RESAMPLE = 2**41  # path marker of the resampling uniforms
@@ -64,7 +64,7 @@ def resampling_weights(rewards: torch.Tensor, since: int, kind: str, lmbda: floa
     """
     log_g = log_potentials(rewards, kind, lmbda)  # (k, T)
     if kind == "difference":
-        log_w = log_g[:, since + 1:].sum(dim=1)  # (k,) product of the incremental potentials
+        log_w = log_g[:, since + 1 :].sum(dim=1)  # (k,) product of the incremental potentials
     else:
         log_w = log_g[:, -1] - (log_g[:, since] if since >= 0 else 0.0)  # (k,) G_t / G_tau
     log_w = torch.nan_to_num(log_w, nan=-math.inf, posinf=math.inf)
@@ -109,8 +109,16 @@ class SMCSearch:
 
     name = "smc"
 
-    def __init__(self, *, particles: int | None = None, sampler: str | None = None, potential: str = "max",
-                 lmbda: float = 10.0, resample_every: int = 1, ess_threshold: float = 0.5):
+    def __init__(
+        self,
+        *,
+        particles: int | None = None,
+        sampler: str | None = None,
+        potential: str = "max",
+        lmbda: float = 10.0,
+        resample_every: int = 1,
+        ess_threshold: float = 0.5,
+    ):
         if particles is not None and (not isinstance(particles, int) or isinstance(particles, bool) or particles < 2):
             raise UserError(f"particles must be an integer >= 2, got {particles!r}")
         if potential not in POTENTIALS:
@@ -126,8 +134,14 @@ class SMCSearch:
         self.resample_every, self.ess_threshold = resample_every, float(ess_threshold)
 
     def params(self) -> dict:
-        return {"particles": self.particles, "sampler": self.sampler, "potential": self.potential,
-                "lmbda": self.lmbda, "resample_every": self.resample_every, "ess_threshold": self.ess_threshold}
+        return {
+            "particles": self.particles,
+            "sampler": self.sampler,
+            "potential": self.potential,
+            "lmbda": self.lmbda,
+            "resample_every": self.resample_every,
+            "ess_threshold": self.ess_threshold,
+        }
 
     def init(self, problem: Problem) -> SMCState:
         sampler = resolve_sampler(self.sampler, problem)
@@ -145,11 +159,25 @@ class SMCSearch:
         for j in range(state.particles):
             seed, x = p.noise(j) if t == 0 else (None, state.x[j])
             step_seed, eps = p.noise(j, STEP_NOISES, t)
-            info = {"particle": j, "step": t, "ancestor": state.ancestors[j], "parent": state.parents[j],
-                    "step_noise_seed": step_seed}
-            jobs.append(Job(x, p.sigmas[t:t + 2], noise_seed=seed, info=info, sampler=state.sampler,
-                            noises=eps[None],  # (1, *noise_shape)
-                            denoised=None if t == 0 else state.denoised[j], score_end=t < n - 1))
+            info = {
+                "particle": j,
+                "step": t,
+                "ancestor": state.ancestors[j],
+                "parent": state.parents[j],
+                "step_noise_seed": step_seed,
+            }
+            jobs.append(
+                Job(
+                    x,
+                    p.sigmas[t : t + 2],
+                    noise_seed=seed,
+                    info=info,
+                    sampler=state.sampler,
+                    noises=eps[None],  # (1, *noise_shape)
+                    denoised=None if t == 0 else state.denoised[j],
+                    score_end=t < n - 1,
+                )
+            )
         return jobs
 
     def tell(self, state: SMCState, outcomes: list[Outcome]) -> None:
