@@ -7,6 +7,7 @@ folder and is renamed over the target, so a crash leaves either the old file or 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -36,15 +37,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def json_safe(obj):
+    """``obj`` with every non-finite float (NaN, inf) replaced by None, so it is valid JSON.
+
+    JSON has no NaN or Infinity; Python's ``json`` would write them anyway and other readers then
+    fail. A failed score is written as ``null``.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kwargs) -> str:
+    """``json.dumps`` of ``json_safe(obj)`` with sorted keys; refuses anything that is not valid JSON."""
+    return json.dumps(json_safe(obj), sort_keys=True, allow_nan=False, **kwargs)
+
+
 def write_json(path: Path, obj) -> None:
-    """Atomically write ``obj`` as indented JSON with sorted keys (byte-stable for equal objects)."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """Atomically write ``obj`` as indented JSON with sorted keys (byte-stable; NaN/inf as null)."""
+    atomic_write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
 
 
 def append_jsonl(path: Path, row: dict) -> None:
-    """Append one row to a JSONL file and flush it to disk."""
+    """Append one row to a JSONL file and flush it to disk (NaN/inf as null)."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.write(dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
