@@ -17,7 +17,7 @@ from noisesearch.errors import UserError
 
 SEED_MAX = 2**63 - 1
 # Memory one candidate costs the driver at the least (its record, its outcome, its slot in a
-# batch), apart from its state; and one schedule step (a Python float in a tuple and a list).
+# batch); and one schedule step (a Python float in a tuple and a list).
 CANDIDATE_BYTES = 2048
 STEP_BYTES = 64
 
@@ -55,10 +55,9 @@ def max_steps(memory: int | None = None) -> int:
     return max(1, (memory_bytes() if memory is None else memory) // (4 * STEP_BYTES))
 
 
-def max_budget(state_numel: int, *, memory: int | None = None) -> int:
-    """The most NFEs a search may be budgeted: one NFE per candidate, each holding its state."""
-    per_candidate = CANDIDATE_BYTES + 4 * max(1, int(state_numel))
-    return max(1, (memory_bytes() if memory is None else memory) // (2 * per_candidate))
+def max_budget(memory: int | None = None) -> int:
+    """The most NFEs a search may be budgeted: at worst one candidate (and its record) per NFE."""
+    return max(1, (memory_bytes() if memory is None else memory) // (2 * CANDIDATE_BYTES))
 
 
 def check_steps(steps, *, what: str = "steps", memory: int | None = None) -> int:
@@ -71,14 +70,14 @@ def check_steps(steps, *, what: str = "steps", memory: int | None = None) -> int
     return steps
 
 
-def check_budget(budget, *, state_numel: int, what: str = "budget", memory: int | None = None) -> int:
-    """``budget`` as a positive int of NFEs below the memory ceiling for states of ``state_numel``."""
+def check_budget(budget, *, what: str = "budget", memory: int | None = None) -> int:
+    """``budget`` as a positive int of NFEs below the memory ceiling."""
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise UserError(f"{what} must be a positive integer number of NFEs, got {budget!r}")
-    ceiling = max_budget(state_numel, memory=memory)
+    ceiling = max_budget(memory)
     if budget > ceiling:
         raise UserError(
             f"{what} {budget:,} NFEs is more than this machine's memory could ever hold as candidates "
-            f"(at most {ceiling:,} for this model's state of {state_numel:,} numbers)"
+            f"(at most {ceiling:,}: one record of about {CANDIDATE_BYTES} bytes per NFE at worst)"
         )
     return budget
