@@ -62,6 +62,14 @@ def write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
 
 
+def read_json(path: Path):
+    """A JSON file's content; ``UserError`` naming the file if it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{str(path)!r} is not valid JSON") from None
+
+
 def append_jsonl(path: Path, row: dict) -> None:
     """Append one row to a JSONL file and flush it to disk (NaN/inf as null)."""
     with open(path, "a", encoding="utf-8") as f:
@@ -76,36 +84,85 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def read_jsonl_tolerant(path: Path) -> list[dict]:
-    """Rows of an append-only JSONL file, repairing a half-written last line left by a crash.
+def read_jsonl_numbered(path: Path) -> tuple[list[tuple[int, dict]], bytes]:
+    """(line number, row) of every row of an append-only JSONL file, and the unfinished last line.
 
-    A last line without its newline that is not valid JSON is cut off the file (it was never a
-    finished row). A broken line anywhere else is an error naming the line.
+    Only reads. A last line without its newline that is not valid JSON was never a finished row: it
+    is returned apart (``b""`` if none; ``repair_jsonl`` cuts it). A broken line anywhere else, or a
+    line that is JSON but not an object, is an error naming the line.
     """
     path = Path(path)
     data = path.read_bytes()
     lines = data.split(b"\n")
-    rows = []
+    rows, half = [], b""
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
             if n == len(lines):  # no newline after it: an interrupted append
-                with open(path, "r+b") as f:
-                    f.truncate(len(data) - len(line))
+                half = line
                 break
             raise UserError(f"{str(path)!r} line {n} is not valid JSON; fix or remove that line") from None
-    return rows
+        if not isinstance(row, dict):
+            raise UserError(f"{str(path)!r} line {n} is a JSON {type(row).__name__}, not an object (one row per line)")
+        rows.append((n, row))
+    return rows, half
+
+
+def read_jsonl_rows(path: Path) -> tuple[list[dict], bytes]:
+    """Rows of an append-only JSONL file and its unfinished last line (``read_jsonl_numbered`` without numbers)."""
+    numbered, half = read_jsonl_numbered(path)
+    return [row for _, row in numbered], half
+
+
+def repair_jsonl(path: Path) -> bool:
+    """Make an append-only JSONL file end with a newline: cut an unfinished last line (True if it did).
+
+    A last line that is a whole row but lacks its newline gets the newline (the next append would
+    otherwise join it); one that is not valid JSON is cut off. Only writers (``sweep``) call this.
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    _, half = read_jsonl_rows(path)
+    size = path.stat().st_size
+    if half:
+        with open(path, "r+b") as f:
+            f.truncate(size - len(half))
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    if size:
+        with open(path, "rb") as f:
+            f.seek(size - 1)
+            last = f.read(1)
+        if last != b"\n":
+            with open(path, "ab") as f:
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+    return False
+
+
+def read_jsonl_tolerant(path: Path) -> list[dict]:
+    """Rows of an append-only JSONL file after ``repair_jsonl`` (a writer's read before it appends)."""
+    repair_jsonl(path)
+    return read_jsonl_rows(path)[0]
 
 
 def ensure_out_dir(path: Path) -> Path:
-    """Create the output folder ``path`` (and parents); a clear error if it is a file."""
+    """Create the output folder ``path`` (and parents); a clear error if it cannot be a folder."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {str(path)!r} is a file; give a folder (it is created if missing)")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"cannot create the output folder {str(path)!r}: {e.strerror}; give a folder you can write to"
+        ) from None
     return path
 
 
@@ -115,12 +172,17 @@ def images_to_uint8(images: torch.Tensor) -> np.ndarray:
     return arr.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def save_npz(path: Path, images: torch.Tensor, labels) -> None:
-    """Write an ADM-style sample file: ``arr_0`` uint8 (N, H, W, C), ``arr_1`` int64 labels (N,)."""
+def save_npz(path: Path, images: torch.Tensor | np.ndarray, labels, *extra: np.ndarray) -> None:
+    """Write an ADM-style sample file: ``arr_0`` uint8 (N, H, W, C), ``arr_1`` int64 labels (N,).
+
+    ``images`` are (N, C, H, W) in [0, 1], or already uint8 (N, H, W, C); ``extra`` arrays become
+    ``arr_2``, ... . The bytes depend only on the arrays (zip entries carry a fixed date).
+    """
     import io
 
+    arr = images if isinstance(images, np.ndarray) else images_to_uint8(images)
     buf = io.BytesIO()
-    np.savez(buf, images_to_uint8(images), np.asarray(labels, dtype=np.int64))
+    np.savez(buf, arr, np.asarray(labels, dtype=np.int64), *extra)
     atomic_write_bytes(path, buf.getvalue())
 
 

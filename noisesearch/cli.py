@@ -225,7 +225,13 @@ def sweep(
     backend: str = typer.Option("local", help="local, or ray (one actor per GPU or CPU slot)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
 ):
-    """Run a benchmark x algorithms x budgets x seeds sweep into flat, resumable JSONL rows."""
+    """Run a benchmark x algorithms x budgets x seeds sweep into flat, resumable JSONL rows.
+
+    Exit 0 when every row is written, including a rerun of a finished sweep (it prints "nothing to
+    do"). Exit 2, before any work, for a config that cannot run as written: a mistake, or a budget
+    some configuration cannot spend (it is refused, never skipped); also for a folder another sweep
+    is writing.
+    """
     from noisesearch.sweep.config import load_config
     from noisesearch.sweep.run import run_sweep
 
@@ -237,6 +243,8 @@ def sweep(
         from noisesearch.sweep.ray_backend import RayExecutor
 
         executor = RayExecutor(address=address)
+    elif address is not None:
+        raise UserError("--address is a Ray cluster address; it needs --backend ray")
     with _progress() as bar:
         task = bar.add_task("sweep", total=None, extra="")
 
@@ -244,6 +252,10 @@ def sweep(
             bar.update(task, completed=done, total=total, extra=note)
 
         counts = run_sweep(cfg, out, progress=progress, executor=executor)
+    rows = counts["cells"] * counts["targets"]
+    if counts["written"] == 0 and counts["sets"] == 0:
+        print(f"nothing to do: all {rows} rows are in {out / 'results.jsonl'}")
+        return
     print(
         f"{counts['written']} rows written, {counts['skipped']} already there "
         f"({counts['cells']} configurations x {counts['targets']} targets): {out / 'results.jsonl'}"
@@ -256,10 +268,10 @@ def report(
     folder: Path = typer.Argument(..., help="A sweep's output folder."),
     budget: Optional[int] = typer.Option(None, help="Budget of the tables (default: the largest)."),
 ):
-    """Scaling curves, tables and an HTML page (report/index.html) from a sweep's rows only."""
+    """Scaling curves, tables and an HTML page (report/index.html) from a sweep's rows only (never writes them)."""
     from noisesearch.sweep.report import build_report
 
-    print(build_report(folder, budget=budget))
+    print(build_report(folder, budget=budget, warn=lambda message: print(f"warning: {message}", file=sys.stderr)))
 
 
 @app.command("list")

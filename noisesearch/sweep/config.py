@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from noisesearch._io import dumps
 from noisesearch.errors import UserError
 
 
@@ -90,19 +91,72 @@ def _where(loc: tuple) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def load_config(path: Path | str) -> SweepConfig:
-    """Read and validate a YAML sweep config; ``UserError`` with one line per mistake, each with its place."""
+MAX_YAML_NODES = 100_000  # YAML nodes after expanding aliases; a real sweep config has a few hundred
+
+
+def _read_yaml(path: Path):
+    """Parse a YAML file as UTF-8 with the safe loader, refusing alias expansions beyond ``MAX_YAML_NODES``."""
     import yaml
 
-    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except OSError as e:
         raise UserError(f"cannot read config {str(path)!r}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the config as UTF-8"
+        ) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, set())
+        if size > MAX_YAML_NODES:
+            raise UserError(
+                f"{path}: anchors and aliases expand to {size:,} YAML nodes, more than the {MAX_YAML_NODES:,} a "
+                "config may have; write the values out"
+            )
+        return loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', e)})") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}:{where} not valid YAML ({problem})") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node, sizes: dict, open_: set) -> int:
+    """Nodes in ``node`` with every alias expanded (counted, never built: memoised per node)."""
+    import yaml
+
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise UserError("the config has an alias inside its own anchor (a recursive structure)")
+    open_.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes, open_) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes, open_) + _expanded_size(v, sizes, open_) for k, v in node.value)
+    open_.discard(key)
+    sizes[key] = min(size, MAX_YAML_NODES + 1)  # cap: the answer is only compared with the limit
+    return sizes[key]
+
+
+def load_config(path: Path | str) -> SweepConfig:
+    """Read and validate a YAML sweep config; ``UserError`` with one line per mistake, each with its place.
+
+    The config that comes back is canonical: algorithm parameters are normalised to their declared
+    types (``1`` for a float parameter is ``1.0``), so one configuration always has one key.
+    """
+    path = Path(path)
+    data = _read_yaml(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: the config must be a mapping of settings, got {type(data).__name__}")
     try:
@@ -110,8 +164,88 @@ def load_config(path: Path | str) -> SweepConfig:
     except ValidationError as e:
         lines = [f"{path}: {_where(err['loc'])}: {err['msg']}" for err in e.errors()]
         raise UserError("\n".join(lines)) from None
+    check_numbers(config, path)
     check_names(config, path)
+    config = normalise(config)
+    check_duplicates(config, path)
     return config
+
+
+def check_numbers(config: SweepConfig, path) -> None:
+    """Budgets, steps, seeds and guidance through ``noisesearch.checks`` (memory ceilings, seed range, finite)."""
+    from noisesearch.checks import check_budget, check_guidance, check_seed, check_steps
+
+    problems = []
+
+    def run(check, value, where):
+        try:
+            check(value, what=where)
+        except UserError as e:
+            problems.append(f"{path}: {where}: {e}")
+
+    for i, budget in enumerate(config.budgets):
+        run(check_budget, budget, f"budgets.{i}")
+    for i, seed in enumerate(config.seeds):
+        run(check_seed, seed, f"seeds.{i}")
+    run(check_steps, config.steps, "steps")
+    run(check_guidance, config.guidance, "guidance")
+    if problems:
+        raise UserError("\n".join(problems))
+
+
+def _normal(value, hint):
+    """``value`` in the type ``hint`` declares: an int for a float-only parameter becomes a float, and back."""
+    import types
+    import typing
+
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if isinstance(value, list):
+        for a in args:  # e.g. tuple[float, ...] | list[float]
+            if typing.get_origin(a) in (list, tuple):
+                return [_normal(v, typing.get_args(a)[0]) for v in value]
+        return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and float in args and int not in args:
+        return float(value)
+    if isinstance(value, float) and value.is_integer() and int in args and float not in args:
+        return int(value)
+    return value
+
+
+def normalise(config: SweepConfig) -> SweepConfig:
+    """The config with every algorithm parameter in its declared type (``1`` and ``1.0`` are one key)."""
+    import typing
+
+    from noisesearch.algorithms import ALGORITHMS
+
+    specs = []
+    for spec in config.algorithms:
+        hints = typing.get_type_hints(ALGORITHMS[spec.name].__init__)
+        params = {k: _normal(v, hints[k]) if k in hints else v for k, v in spec.params.items()}
+        specs.append(AlgorithmSpec(name=spec.name, params=params))
+    return config.model_copy(update={"algorithms": specs})
+
+
+def check_duplicates(config: SweepConfig, path) -> None:
+    """Refuse an algorithm (same name and parameters), budget or seed listed twice, naming both places."""
+    problems = []
+    for field_name, values in (
+        ("algorithms", [dumps(a.model_dump()) for a in config.algorithms]),
+        ("budgets", config.budgets),
+        ("seeds", config.seeds),
+    ):
+        first: dict = {}
+        for i, value in enumerate(values):
+            if value in first:
+                what = config.algorithms[i].name if field_name == "algorithms" else value
+                problems.append(
+                    f"{path}: {field_name}.{i}: {what} is already {field_name}.{first[value]}; "
+                    "each would write the same rows twice"
+                )
+            first.setdefault(value, i)
+    if problems:
+        raise UserError("\n".join(problems))
 
 
 def check_names(config: SweepConfig, path) -> None:
@@ -162,8 +296,16 @@ def _check_budgets(config: SweepConfig, path) -> list[str]:
     from noisesearch.algorithms import ALGORITHMS, Problem
     from noisesearch.samplers import schedule
 
-    nfe_per_call = 1 if config.guidance in (None, 1.0) else 2
+    nfe_per_call = guided_nfe_per_call(config)
     problems = []
+    if config.baseline:
+        for j, budget in enumerate(config.budgets):
+            if baseline_steps(budget, config.sampler, nfe_per_call) is None:
+                problems.append(
+                    f"{path}: budgets.{j}: the step baseline cannot spend budget {budget} exactly with "
+                    f"{config.sampler} at {nfe_per_call} NFEs per model call (guidance {config.guidance}); use budgets "
+                    f"it can (multiples of {nfe_per_call} for Euler), or baseline: false"
+                )
     for i, spec in enumerate(config.algorithms):
         for j, budget in enumerate(config.budgets):
             problem = Problem(0, 0, budget, (1, 8, 8), schedule(config.steps), config.sampler, nfe_per_call)
@@ -173,3 +315,30 @@ def _check_budgets(config: SweepConfig, path) -> list[str]:
                 problems.append(f"{path}: budgets.{j}: {spec.name} (algorithms.{i}): {e}")
                 break
     return problems
+
+
+def guided_nfe_per_call(config: SweepConfig) -> int:
+    """NFEs per denoiser call as the config's check sees it: 2 with classifier-free guidance (not 1 or None).
+
+    The real number is the model's ``nfe_per_call(guidance)`` (a guidance-distilled model pays 1);
+    the sweep uses that one when it runs (``baseline_steps`` again) and refuses a mismatch there.
+    """
+    return 1 if config.guidance in (None, 1.0) else 2
+
+
+def baseline_steps(budget: int, sampler: str, nfe_per_call: int) -> int | None:
+    """Steps of the more-steps baseline that spend exactly ``budget`` NFEs (None if no step count does).
+
+    Euler without guidance: ``budget`` steps; with CFG (2 NFEs per call): ``budget / 2`` steps, and
+    an odd budget has none. A sampler's cost is linear in its steps (``a * steps + b``).
+    """
+    from noisesearch.samplers import SAMPLERS
+
+    def cost(steps: int) -> int:
+        return SAMPLERS[sampler].nfe((1.0,) * steps + (0.0,)) * nfe_per_call  # only length and end matter
+
+    a, b = cost(2) - cost(1), 2 * cost(1) - cost(2)
+    steps, rest = divmod(budget - b, a)
+    if rest or steps < 1 or cost(steps) != budget:
+        return None
+    return steps

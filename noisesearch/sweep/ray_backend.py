@@ -46,6 +46,8 @@ class RayExecutor:
             import ray  # noqa: F401
         except ImportError:
             raise UserError("--backend ray needs Ray: pip install 'noisesearch[ray]'") from None
+        if address is not None:
+            check_address(address)
         self.address, self.workers, self.num_cpus = address, workers, num_cpus
         self.actors: list = []
 
@@ -68,3 +70,28 @@ class RayExecutor:
         self.actors = [remote.remote(config.canonical(), items) for _ in range(workers)]
         pool = ActorPool(self.actors)
         yield from pool.map_unordered(lambda actor, task: actor.run.remote(task), tasks)
+
+
+def check_address(address: str, *, timeout: float = 10.0) -> None:
+    """Refuse a Ray address with nothing listening, in at most ``timeout`` seconds (``ray.init`` may wait forever).
+
+    ``HOST:PORT`` and ``ray://HOST:PORT`` are tried with a TCP connection; ``auto`` and ``local`` are
+    left to Ray.
+    """
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address {address!r} is not HOST:PORT (or ray://HOST:PORT, auto)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UserError(
+            f"no Ray cluster answers at {address} ({reason}); start one with `ray start --head` "
+            "or leave out --address for a local Ray"
+        ) from None

@@ -4,6 +4,11 @@ Per-target metrics (the search verifier's best score, every held-out ``eval_*`` 
 averaged over seeds and targets with a 95% confidence interval (normal approximation,
 1.96 standard errors); set metrics from ``sets.jsonl`` (FID, IS, ... on the digits models) over
 seeds. The HTML page embeds its plots and images (base64) and escapes every piece of user text.
+
+A report only reads the rows: a half-written last line (a sweep that crashed mid-write) is left out
+with a warning, and only the next ``sweep`` repairs the file. A search without a best image (all
+its scores failed) has ``best_score: null``; the tables count such searches per configuration
+(``failed searches``).
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import html
 import io
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
-from noisesearch._io import atomic_write_bytes, read_jsonl_tolerant
+from noisesearch._io import atomic_write_bytes
 from noisesearch.errors import UserError
 
 SET_METRICS = ("fid", "is", "precision", "recall", "accuracy", "diversity")
@@ -94,16 +100,24 @@ def plot(rows: list[dict], metrics: list[str], title: str) -> bytes:
     return buf.getvalue()
 
 
-def table(rows: list[dict], metrics: list[str], budget: int) -> list[list[str]]:
-    """Header + one line per configuration at ``budget``: mean ± CI of each metric."""
+def table(rows: list[dict], metrics: list[str], budget: int, *, failures: bool = False) -> list[list[str]]:
+    """Header + one line per configuration at ``budget``: mean ± CI of each metric.
+
+    ``failures``: a last column counting the searches without a best image (``best_score`` null)
+    out of all, with the failed candidate scores (``nan_scores``) they and the others had.
+    """
     at = [r for r in rows if r["budget"] == budget]
-    lines = [["configuration", *metrics]]
+    lines = [["configuration", *metrics, *(["failed searches (failed scores)"] if failures else [])]]
     for name in sorted({label(r) for r in at}):
         group = [r for r in at if label(r) == name]
         cells = []
         for m in metrics:
             mean, ci = mean_ci([g.get(m) for g in group])
             cells.append("-" if math.isnan(mean) else f"{mean:.4g} ± {ci:.2g}")
+        if failures:
+            failed = sum(g["best_score"] is None for g in group)
+            nan_scores = sum(g.get("nan_scores") or 0 for g in group)
+            cells.append(f"{failed} of {len(group)} ({nan_scores})")
         lines.append([name, *cells])
     return lines
 
@@ -188,16 +202,28 @@ td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}img{image-rendering:p
 figure{display:inline-block;margin:0 1em 1em 0;font-size:12px;width:160px}figure img{width:128px}"""
 
 
-def build_report(folder: Path, *, budget: int | None = None) -> Path:
-    """Write ``folder/report/index.html`` (+ PNG plots and markdown tables) from the sweep's rows."""
+def _stderr(message: str) -> None:
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def build_report(folder: Path, *, budget: int | None = None, warn: Callable[[str], None] = _stderr) -> Path:
+    """Write ``folder/report/index.html`` (+ PNG plots and markdown tables) from the sweep's rows.
+
+    Reads ``results.jsonl`` and ``sets.jsonl`` without changing them; ``warn`` gets one line for a
+    half-written last line (ignored). A row of the wrong shape is a ``UserError`` naming its line.
+    """
+    from noisesearch.sweep.run import read_rows, read_sets
+
     folder = Path(folder)
     path = folder / "results.jsonl"
     if not path.is_file():
         raise UserError(f"{str(folder)!r} has no results.jsonl; run `noisesearch sweep CONFIG --out {folder}` first")
-    rows = read_jsonl_tolerant(path)
+    rows = read_rows(path, warn=warn)
     if not rows:
         raise UserError(f"{str(path)!r} has no rows yet")
-    sets = read_jsonl_tolerant(folder / "sets.jsonl") if (folder / "sets.jsonl").exists() else []
+    sets = read_sets(folder / "sets.jsonl", warn=warn) if (folder / "sets.jsonl").exists() else []
     budgets = sorted({r["budget"] for r in rows})
     budget = budget if budget is not None else budgets[-1]
     if budget not in budgets:
@@ -212,7 +238,7 @@ def build_report(folder: Path, *, budget: int | None = None) -> Path:
     markdown = [
         f"# Sweep report: {folder.name}\n",
         f"## Per-target metrics at budget {budget}\n",
-        _markdown_table(table(rows, metrics, budget)),
+        _markdown_table(table(rows, metrics, budget, failures=True)),
     ]
     set_metrics = [m for m in SET_METRICS if any(m in s for s in sets)]
     if set_metrics:
@@ -231,7 +257,9 @@ def build_report(folder: Path, *, budget: int | None = None) -> Path:
             f"## Sample-set metrics at budget {budget}\n",
             _markdown_table(table(set_rows, set_metrics, budget)),
         ]
-    sections.append(f"<h2>Per-target metrics at budget {budget}</h2>{_html_table(table(rows, metrics, budget))}")
+    sections.append(
+        f"<h2>Per-target metrics at budget {budget}</h2>{_html_table(table(rows, metrics, budget, failures=True))}"
+    )
     if set_metrics:
         sections.append(
             f"<h2>Sample-set metrics at budget {budget}</h2>{_html_table(table(set_rows, set_metrics, budget))}"

@@ -1,20 +1,42 @@
 """Run a sweep: benchmark targets x (algorithms + more-steps baseline) x budgets x seeds -> JSONL rows.
 
-One *cell* is a (configuration, seed) pair; its targets are searched in chunks of ``chunk`` (all
-targets of a chunk in one batched ``run_search``), and each chunk's rows are appended and flushed
-as soon as it finishes: one flat row per (target, configuration, seed) with everything needed to
-redo it. Rerunning the same command resumes: rows already in ``results.jsonl`` are never
-recomputed or duplicated, a half-written last line from a crash is cut, and a different config in
-the same folder is refused with the difference shown. Class-conditional cells also export their
-best samples as an ADM-style ``.npz`` (chunk parts are written before their rows, then merged); on
-the digits models the set metrics (FID, IS, precision/recall, accuracy, diversity) of each finished
-cell go to ``sets.jsonl``.
+One *cell* is a (configuration, seed) pair; its targets are split into fixed chunks of ``chunk``
+targets (target ``i`` is always in chunk ``i // chunk``), each chunk searched in one batched
+``run_search``, and its rows appended and flushed as soon as it finishes: one flat row per
+(target, configuration, seed) with everything needed to redo it.
+
+Nothing is lost, ever. One process writes a folder (``sweep.lock``, see ``lock.py``). Every file
+but the two JSONL files is written atomically (a temporary file renamed over it), and always
+*before* the rows that point to it, so a row implies its files. Rerunning the same command
+resumes after any crash (``kill -9``, a full disk) at any moment and ends with the rows,
+``sets.jsonl`` entries and ``samples/*.npz`` of an uninterrupted run, byte for byte apart from
+wall times:
+
+- a half-written last line of ``results.jsonl`` / ``sets.jsonl`` is cut (only ``sweep`` repairs);
+- a chunk missing any row is searched again *whole* (the same batch as before gives the same
+  bits), and only its missing rows are appended: no row is ever written twice;
+- class-conditional cells write one part per chunk (``sets/<cell>/chunk-<first target>.npz``)
+  before its rows; once every row of a cell is in ``results.jsonl``, the parts are merged in
+  target order into ``samples/<cell>.npz`` (atomic, same bytes every time), then one
+  ``sets.jsonl`` entry is appended (checked before: never twice) and the parts are removed.
+
+A search whose candidates all got a failed score (NaN: a grader that timed out) has no best
+image. Its row says so (``best_score: null``, ``nan_scores``, ``image: null``, every ``eval_*``
+null) and the sweep goes on. Its target is left out of the cell's sample set: the set holds the
+best image of every search that produced one, and its ``sets.jsonl`` entry counts the rest
+(``failed_searches``, ``missing_targets``); set metrics are over the samples present.
+
+The more-steps baseline (``algorithm: none``) spends each budget on one sample with as many steps
+as the budget buys exactly: ``budget`` Euler steps, ``budget / 2`` under classifier-free guidance
+(the config refuses budgets it cannot spend exactly); its rows give the ``steps`` used.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import json
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,11 +45,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisesearch._io import append_jsonl, ensure_out_dir, read_jsonl_tolerant, save_npz, save_png, write_json
+from noisesearch import _io
 from noisesearch.algorithms import ALGORITHMS, RandomSearch, derive_seed
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
-from noisesearch.sweep.config import SweepConfig
+from noisesearch.sweep.config import SweepConfig, baseline_steps
+from noisesearch.sweep.lock import FolderLock
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -42,7 +69,7 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return _io.dumps(asdict(self))
 
     @property
     def slug(self) -> str:
@@ -61,24 +88,39 @@ def cells_of(config: SweepConfig) -> list[Cell]:
     return cells
 
 
-def snapshot_check(out: Path, config: SweepConfig) -> None:
-    """Store the config beside the results, or refuse a folder that holds another config's results."""
+def snapshot_check(out: Path, config: SweepConfig, *, has_rows: bool, note: Callable[[str], None]) -> None:
+    """Store the config beside the results, or refuse a folder that holds another config's results.
+
+    A folder without any row (a first run that stopped before its first row) takes the new config,
+    with a message.
+    """
     path = out / "sweep.json"
     new = config.canonical()
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = _io.read_json(path)
+        except UserError:
+            old = None
         if old != new:
-            diff = [
-                f"{k}: {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}"
-                for k in sorted(set(old) | set(new))
-                if old.get(k) != new.get(k)
-            ]
+            if not has_rows:
+                note(f"{path} held another config but no rows were written with it; replacing it")
+                _io.write_json(path, new)
+                return
+            diff = (
+                [
+                    f"{k}: {_io.dumps(old.get(k))} -> {_io.dumps(new.get(k))}"
+                    for k in sorted(set(old) | set(new))
+                    if old.get(k) != new.get(k)
+                ]
+                if isinstance(old, dict)
+                else ["sweep.json is not a config"]
+            )
             raise UserError(
                 f"{out} holds results of a different config ({'; '.join(diff)}); "
                 "use another --out folder, or the original config to resume"
             )
     else:
-        write_json(path, new)
+        _io.write_json(path, new)
 
 
 @dataclass
@@ -120,76 +162,197 @@ def load_world(config: SweepConfig) -> World:
 
 
 def run_sweep(
-    config: SweepConfig, out: Path, *, progress: Callable[[int, int, str], None] | None = None, executor=None
+    config: SweepConfig,
+    out: Path,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+    executor=None,
+    note: Callable[[str], None] = _stderr,
 ) -> dict:
-    """Run (or resume) the sweep into ``out``; returns counts of rows written and skipped.
+    """Run (or resume) the sweep into ``out``; returns counts of rows written and skipped, and sets written.
 
     ``progress(rows done, rows in all, note)`` is called after every chunk; the note holds the NFEs
-    spent so far in this run, the best search score so far and the configuration.
+    spent so far in this run, the best search score so far and the configuration. ``note`` gets
+    one-line messages (a stale lock taken over, a half line cut, a config replaced).
 
-    ``executor``: None runs every chunk here; otherwise an object with ``map(tasks) -> iterator of
-    (task, rows, images)`` in any order (``noisesearch.sweep.ray_backend``), whose results are
-    written here as they arrive.
+    ``executor``: None runs every chunk here; otherwise an object with ``map(config, items, tasks)
+    -> iterator of (cell, rows, images)`` in any order (``noisesearch.sweep.ray_backend``), whose
+    results are written here as they arrive.
+
+    A full disk (or quota) while writing is a ``UserError`` saying to free space and rerun: the
+    rerun resumes as after any crash.
     """
+    out = _io.ensure_out_dir(out)
+    with FolderLock(out, note=note):
+        try:
+            return _run_locked(config, out, progress, executor, note)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise UserError(
+                    f"cannot write into {str(out)!r}: {e.strerror}; free some space, then rerun the same command "
+                    "to resume (nothing written so far is lost)"
+                ) from None
+            raise
+
+
+def _run_locked(config: SweepConfig, out: Path, progress, executor, note) -> dict:
     from noisesearch.benchmarks import BENCHMARKS
 
-    out = ensure_out_dir(out)
-    snapshot_check(out, config)
+    results_path, sets_path = out / "results.jsonl", out / "sets.jsonl"
+    for path in (results_path, sets_path):
+        if _io.repair_jsonl(path):
+            note(f"cut the unfinished last line of {path} (a crash mid-write); its row is written again")
+    rows = read_rows(results_path) if results_path.exists() else []
+    snapshot_check(out, config, has_rows=bool(rows), note=note)
     b = config.benchmark
     options = {"splits": b.splits} if b.splits else {}
     items = BENCHMARKS[b.name](subset=b.subset, per_class=b.per_class, path=b.path, **options)
-    results_path, sets_path = out / "results.jsonl", out / "sets.jsonl"
-    rows = read_jsonl_tolerant(results_path) if results_path.exists() else []
     done = {(r["cell"], r["target_index"]) for r in rows}
-    sets_done = {r["cell"] for r in read_jsonl_tolerant(sets_path)} if sets_path.exists() else set()
+    sets_done = {r["cell"] for r in read_sets(sets_path)} if sets_path.exists() else set()
+    class_conditional = any(isinstance(item.target, int) for item in items)
     cells = cells_of(config)
+    chunks = [list(range(k, min(k + config.chunk, len(items)))) for k in range(0, len(items), config.chunk)]
     tasks = []
     for cell in cells:
-        pending = [i for i in range(len(items)) if (cell.key, i) not in done]
-        tasks += [(cell, pending[k : k + config.chunk]) for k in range(0, len(pending), config.chunk)]
+        for chunk in chunks:
+            missing = any((cell.key, i) not in done for i in chunk)
+            no_part = class_conditional and cell.key not in sets_done and not _part_path(out, cell, chunk).is_file()
+            if missing or no_part:  # a chunk is always searched whole: the same batch gives the same bits
+                tasks.append((cell, chunk))
+    skipped = len(done)
     total, written, nfe, best = len(cells) * len(items), 0, 0, float("-inf")
     world = None
-    if executor is None:
+    if executor is None and tasks:
         world = load_world(config)
         results = (run_chunk(config, world, items, cell, chunk) for cell, chunk in tasks)
-    else:
+    elif tasks:
         results = executor.map(config, items, tasks)
+    else:
+        results = iter(())
     for cell, chunk_rows, images in results:
-        _file_chunk(config, out, cell, chunk_rows, images, items, results_path)
-        written += len(chunk_rows)
-        nfe += sum(r["nfe_used"] for r in chunk_rows)
-        best = max([best, *(r["best_score"] for r in chunk_rows if r["algorithm"] != "none")])
+        new = _file_chunk(config, out, cell, chunk_rows, images, class_conditional, done, results_path)
+        written += len(new)
+        nfe += sum(r["nfe_used"] for r in new)
+        best = max([best, *(r["best_score"] for r in new if r["algorithm"] != "none" and r["best_score"] is not None)])
         if progress:
-            progress(len(done) + written, total, f"{nfe:,} NFEs, best {best:.4g}, {cell.slug}")
-    counts = {"written": written, "skipped": len(done), "cells": len(cells), "targets": len(items)}
-    if any(isinstance(item.target, int) for item in items):
-        _finish_sets(config, out, cells, items, sets_done, world)
-    return counts
+            progress(len(done), total, f"{nfe:,} NFEs, best {best:.4g}, {cell.slug}")
+    sets = 0
+    if class_conditional:
+        sets = _finish_sets(config, out, cells, items, chunks, done, sets_done, world)
+    return {"written": written, "skipped": skipped, "cells": len(cells), "targets": len(items), "sets": sets}
+
+
+ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "cell": (str,),
+    "target_index": (int,),
+    "algorithm": (str,),
+    "budget": (int,),
+    "seed": (int,),
+    "nfe_used": (int,),
+    "best_score": (int, float, type(None)),
+    "category": (str,),
+    "params": (dict,),
+}
+_NUMBER = (int, float, type(None))
+_SCORES = ("fid", "is", "precision", "recall", "accuracy", "diversity")
+SET_TYPES: dict[str, tuple[type, ...]] = {"cell": (str,), "algorithm": (str,), "budget": (int,), "seed": (int,)}
+
+
+def _check_row(path: Path, n: int, row: dict, types: dict) -> None:
+    for key, accepted in types.items():
+        if key not in row:
+            raise UserError(f"{str(path)!r} line {n} has no {key!r}; it is not a sweep row (fix or remove that line)")
+        value = row[key]
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in accepted)
+            raise UserError(
+                f"{str(path)!r} line {n}: {key!r} is {_io.dumps(value)[:40]}, expected {names} (fix or remove that line)"
+            )
+    for key, value in row.items():
+        number = key.startswith("eval_") or key in _SCORES
+        if (number and (isinstance(value, bool) or not isinstance(value, _NUMBER))) or (
+            key == "image" and not isinstance(value, (str, type(None)))
+        ):
+            expected = "a number or null" if number else "a path or null"
+            raise UserError(
+                f"{str(path)!r} line {n}: {key!r} is {_io.dumps(value)[:40]}, expected {expected} "
+                "(fix or remove that line)"
+            )
+
+
+def read_rows(path: Path, *, warn: Callable[[str], None] | None = None) -> list[dict]:
+    """A sweep's rows, each checked for the keys and types the sweep and report use; only reads.
+
+    A half-written last line is left out (with ``warn``); a row written twice (by an older version)
+    counts once.
+    """
+    numbered, half = _io.read_jsonl_numbered(path)
+    if half and warn is not None:
+        warn(f"{path}: the last line is unfinished (a crash mid-write) and is ignored; the next sweep repairs it")
+    rows, seen = [], set()
+    for n, row in numbered:
+        _check_row(path, n, row, ROW_TYPES)
+        if (row["cell"], row["target_index"]) not in seen:
+            seen.add((row["cell"], row["target_index"]))
+            rows.append(row)
+    return rows
+
+
+def read_sets(path: Path, *, warn: Callable[[str], None] | None = None) -> list[dict]:
+    """``sets.jsonl`` entries, checked like rows; one per cell (the first)."""
+    numbered, half = _io.read_jsonl_numbered(path)
+    if half and warn is not None:
+        warn(f"{path}: the last line is unfinished (a crash mid-write) and is ignored; the next sweep repairs it")
+    sets, seen = [], set()
+    for n, row in numbered:
+        _check_row(path, n, row, SET_TYPES)
+        if row["cell"] not in seen:
+            seen.add(row["cell"])
+            sets.append(row)
+    return sets
 
 
 def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[int]):
-    """Search every target of ``chunk`` for ``cell``; returns (cell, rows, best images)."""
+    """Search every target of ``chunk`` for ``cell``; returns (cell, rows, best images or None)."""
     from noisesearch.generate import versions
 
+    model = world.model
+    steps = cell.steps
+    if cell.algorithm == "none":
+        guidance = model.default_guidance if config.guidance is None else config.guidance
+        per_call = model.nfe_per_call(guidance)
+        steps = baseline_steps(cell.budget, config.sampler, per_call)
+        if steps is None:
+            raise UserError(
+                f"the step baseline cannot spend budget {cell.budget} exactly: {config.model} costs {per_call} NFEs "
+                f"per call at guidance {guidance}; use budgets it can, or baseline: false"
+            )
     algorithm = RandomSearch(candidates=1) if cell.algorithm == "none" else ALGORITHMS[cell.algorithm](**cell.params)
     seeds = [derive_seed(cell.seed, i) for i in chunk]
     started = time.perf_counter()
     results = run_search(
-        world.model,
+        model,
         world.verifier,
         algorithm,
         [items[i].target for i in chunk],
         seeds=seeds,
         budget=cell.budget,
-        steps=cell.steps,
+        steps=steps,
         sampler=config.sampler,
         guidance=config.guidance,
         max_batch=config.max_batch,
         keep_images=config.keep_images == "all",
     )
     wall = (time.perf_counter() - started) / len(chunk)
-    images = torch.stack([r.best_image for r in results])  # (n, C, H, W)
-    evals = {name: v(images, [r.target for r in results]).tolist() for name, v in world.eval_verifiers.items()}
+    images = [r.best_image for r in results]  # (C, H, W) each, None for a search without a real score
+    scored = [n for n, image in enumerate(images) if image is not None]
+    evals: dict[str, list] = {}
+    for name, v in world.eval_verifiers.items():
+        evals[name] = [None] * len(chunk)
+        if scored:  # only searches that produced an image are scored
+            values = v(torch.stack([images[n] for n in scored]), [results[n].target for n in scored]).tolist()
+            for n, value in zip(scored, values):
+                evals[name][n] = value
     rows = []
     for n, (i, r) in enumerate(zip(chunk, results)):
         rows.append(
@@ -204,7 +367,7 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
                 "params": cell.params,
                 "verifier": config.verifier.name,
                 "budget": cell.budget,
-                "steps": cell.steps,
+                "steps": steps,
                 "sampler": config.sampler,
                 "guidance": config.guidance,
                 "seed": cell.seed,
@@ -212,7 +375,7 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
                 "nfe_used": r.nfe_used,
                 "verifier_calls": r.verifier_calls,
                 "candidates": len(r.candidates),
-                "best_score": r.best_score,
+                "best_score": r.best_score if r.best_image is not None else None,
                 "nan_scores": r.nan_scores,
                 **{f"eval_{name}": values[n] for name, values in evals.items()},
                 "wall_time_s": round(wall, 4),
@@ -225,61 +388,98 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
     return cell, rows, images
 
 
-def _file_chunk(config, out: Path, cell: Cell, rows: list[dict], images: torch.Tensor, items, results_path):
-    """Write a finished chunk: sample parts and images first, then the rows (so rows imply files)."""
-    if any(isinstance(items[r["target_index"]].target, int) for r in rows):
-        parts = out / "sets" / cell.slug
-        parts.mkdir(parents=True, exist_ok=True)
-        first = rows[0]["target_index"]
-        save_npz(parts / f"part-{first:06d}.npz", images, [r["target"] for r in rows])
-        (parts / f"part-{first:06d}.idx").write_text(" ".join(str(r["target_index"]) for r in rows))
+def _part_path(out: Path, cell: Cell, chunk: list[int]) -> Path:
+    return out / "sets" / cell.slug / f"chunk-{chunk[0]:06d}.npz"
+
+
+def _file_chunk(config, out: Path, cell: Cell, rows: list[dict], images: list, class_conditional: bool, done, path):
+    """Write a finished chunk: its sample part and images first, then its rows not yet written.
+
+    Returns the rows appended (a chunk searched again after a crash appends only its missing rows).
+    """
+    if class_conditional:
+        have = [n for n, image in enumerate(images) if image is not None]
+        part = _part_path(out, cell, [r["target_index"] for r in rows])
+        part.parent.mkdir(parents=True, exist_ok=True)
+        arr = _io.images_to_uint8(torch.stack([images[n] for n in have])) if have else np.zeros((0, 0, 0, 0), np.uint8)
+        indices = np.asarray([rows[n]["target_index"] for n in have], dtype=np.int64)
+        _io.save_npz(part, arr, [rows[n]["target"] for n in have], indices)
     if config.keep_images:
         folder = out / "images" / cell.slug
         folder.mkdir(parents=True, exist_ok=True)
         for row, image in zip(rows, images):
             name = f"{row['target_index']:06d}"
-            save_png(folder / f"{name}.png", image, scale=_png_scale(image))
-            row["image"] = f"images/{cell.slug}/{name}.png"
+            row["image"] = None
+            if image is not None:
+                _io.save_png(folder / f"{name}.png", image, scale=_png_scale(image))
+                row["image"] = f"images/{cell.slug}/{name}.png"
             kept = []
             for index, score, candidate in row.pop("_candidates", []):
                 (folder / name).mkdir(exist_ok=True)
-                save_png(folder / name / f"{index:04d}.png", candidate, scale=_png_scale(candidate))
+                _io.save_png(folder / name / f"{index:04d}.png", candidate, scale=_png_scale(candidate))
                 kept.append({"index": index, "score": score, "image": f"images/{cell.slug}/{name}/{index:04d}.png"})
             if kept:
                 row["candidate_images"] = kept
+    new = []
     for row in rows:
-        append_jsonl(results_path, row)
+        row.pop("_candidates", None)
+        if (row["cell"], row["target_index"]) in done:
+            continue
+        _io.append_jsonl(path, row)
+        done.add((row["cell"], row["target_index"]))
+        new.append(row)
+    return new
 
 
 def _png_scale(image: torch.Tensor) -> int:
     return 8 if image.shape[-1] <= 16 else 1  # 8x8 digits are enlarged to be visible
 
 
-def _finish_sets(config, out: Path, cells, items, sets_done: set, world: World | None) -> None:
-    """Merge each finished class-conditional cell's parts into one .npz; digits: set metrics."""
+def _finish_sets(config, out: Path, cells, items, chunks, done: set, sets_done: set, world: World | None) -> int:
+    """Merge each class-conditional cell whose rows are all written into one .npz; digits: set metrics.
+
+    Returns the number of ``sets.jsonl`` entries written.
+    """
     evaluator = world.evaluator if world is not None else None
+    written = 0
     for cell in cells:
-        if cell.key in sets_done:
-            continue
         parts = out / "sets" / cell.slug
-        files = sorted(parts.glob("part-*.npz")) if parts.exists() else []
-        index = [int(i) for f in files for i in f.with_suffix(".idx").read_text().split()]
-        if sorted(index) != list(range(len(items))):
+        if cell.key in sets_done:
+            shutil.rmtree(parts, ignore_errors=True)  # left by a crash after the entry was written
+            continue
+        if any((cell.key, i) not in done for i in range(len(items))):
             continue  # not finished (an interrupted run resumes it)
-        arrays = [np.load(f) for f in files]
-        images = np.concatenate([a["arr_0"] for a in arrays])  # (N, H, W, C) uint8
-        labels = np.concatenate([a["arr_1"] for a in arrays])
-        order = np.argsort(index)
-        images, labels = images[order], labels[order]
+        arrays, labels, indices = [], [], []
+        for chunk in chunks:
+            with np.load(_part_path(out, cell, chunk)) as part:  # written before its rows: present
+                if len(part["arr_1"]):
+                    arrays.append(part["arr_0"])
+                labels.append(part["arr_1"])
+                indices.append(part["arr_2"])
+        images = np.concatenate(arrays) if arrays else np.zeros((0, 0, 0, 0), np.uint8)  # (N, H, W, C) uint8
+        label = np.concatenate(labels)
+        present = set(np.concatenate(indices).tolist())
+        missing = [i for i in range(len(items)) if i not in present]
         (out / "samples").mkdir(exist_ok=True)
         sample_path = f"samples/{cell.slug}.npz"
-        tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255  # (N, C, H, W)
-        save_npz(out / sample_path, tensor, labels)
-        row = {"cell": cell.key, **asdict(cell), "samples": sample_path, "n_samples": len(labels)}
+        _io.save_npz(out / sample_path, images, label)
+        row = {
+            "cell": cell.key,
+            **asdict(cell),
+            "samples": sample_path,
+            "n_samples": len(label),
+            "failed_searches": len(missing),
+            "missing_targets": missing,
+        }
         if evaluator is None and config.model in ("digits", "digits-large"):
             from noisesearch.metrics import DigitsEvaluator
 
-            evaluator = DigitsEvaluator()
-        if evaluator is not None:
-            row.update(evaluator(tensor, labels.tolist()))
-        append_jsonl(out / "sets.jsonl", row)
+            evaluator = evaluator or DigitsEvaluator()
+        if evaluator is not None and len(label) > 1:
+            tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255  # (N, C, H, W)
+            row.update(evaluator(tensor, label.tolist()))
+        _io.append_jsonl(out / "sets.jsonl", row)
+        sets_done.add(cell.key)
+        written += 1
+        shutil.rmtree(parts, ignore_errors=True)
+    return written
