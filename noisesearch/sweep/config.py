@@ -165,8 +165,8 @@ def load_config(path: Path | str) -> SweepConfig:
         lines = [f"{path}: {_where(err['loc'])}: {err['msg']}" for err in e.errors()]
         raise UserError("\n".join(lines)) from None
     check_numbers(config, path)
-    check_names(config, path)
     config = normalise(config)
+    check_names(config, path)
     check_duplicates(config, path)
     return config
 
@@ -177,18 +177,18 @@ def check_numbers(config: SweepConfig, path) -> None:
 
     problems = []
 
-    def run(check, value, where):
+    def run(check, value, where, what):
         try:
-            check(value, what=where)
+            check(value, what=what)
         except UserError as e:
             problems.append(f"{path}: {where}: {e}")
 
     for i, budget in enumerate(config.budgets):
-        run(check_budget, budget, f"budgets.{i}")
+        run(check_budget, budget, f"budgets.{i}", "budget")
     for i, seed in enumerate(config.seeds):
-        run(check_seed, seed, f"seeds.{i}")
-    run(check_steps, config.steps, "steps")
-    run(check_guidance, config.guidance, "guidance")
+        run(check_seed, seed, f"seeds.{i}", "seed")
+    run(check_steps, config.steps, "steps", "steps")
+    run(check_guidance, config.guidance, "guidance", "guidance")
     if problems:
         raise UserError("\n".join(problems))
 
@@ -221,6 +221,9 @@ def normalise(config: SweepConfig) -> SweepConfig:
 
     specs = []
     for spec in config.algorithms:
+        if spec.name not in ALGORITHMS:  # check_names names it
+            specs.append(spec)
+            continue
         hints = typing.get_type_hints(ALGORITHMS[spec.name].__init__)
         params = {k: _normal(v, hints[k]) if k in hints else v for k, v in spec.params.items()}
         specs.append(AlgorithmSpec(name=spec.name, params=params))

@@ -24,7 +24,8 @@ A search whose candidates all got a failed score (NaN: a grader that timed out) 
 image. Its row says so (``best_score: null``, ``nan_scores``, ``image: null``, every ``eval_*``
 null) and the sweep goes on. Its target is left out of the cell's sample set: the set holds the
 best image of every search that produced one, and its ``sets.jsonl`` entry counts the rest
-(``failed_searches``, ``missing_targets``); set metrics are over the samples present.
+(``failed_searches``, ``missing_targets``); set metrics are over the samples present (none
+below ``MIN_SET`` samples).
 
 The more-steps baseline (``algorithm: none``) spends each budget on one sample with as many steps
 as the budget buys exactly: ``budget`` Euler steps, ``budget / 2`` under classifier-free guidance
@@ -199,6 +200,8 @@ def _run_locked(config: SweepConfig, out: Path, progress, executor, note) -> dic
     from noisesearch.benchmarks import BENCHMARKS
 
     results_path, sets_path = out / "results.jsonl", out / "sets.jsonl"
+    for stale in out.rglob(".*.tmp"):  # temporary files of atomic writes a crash interrupted
+        stale.unlink(missing_ok=True)
     for path in (results_path, sets_path):
         if _io.repair_jsonl(path):
             note(f"cut the unfinished last line of {path} (a crash mid-write); its row is written again")
@@ -431,6 +434,9 @@ def _file_chunk(config, out: Path, cell: Cell, rows: list[dict], images: list, c
     return new
 
 
+MIN_SET = 4  # the fewest samples set metrics are computed on (precision/recall use 3 nearest neighbours)
+
+
 def _png_scale(image: torch.Tensor) -> int:
     return 8 if image.shape[-1] <= 16 else 1  # 8x8 digits are enlarged to be visible
 
@@ -475,7 +481,7 @@ def _finish_sets(config, out: Path, cells, items, chunks, done: set, sets_done: 
             from noisesearch.metrics import DigitsEvaluator
 
             evaluator = evaluator or DigitsEvaluator()
-        if evaluator is not None and len(label) > 1:
+        if evaluator is not None and len(label) >= MIN_SET:
             tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255  # (N, C, H, W)
             row.update(evaluator(tensor, label.tolist()))
         _io.append_jsonl(out / "sets.jsonl", row)
