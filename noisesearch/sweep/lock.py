@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from noisesearch._io import dumps
 from noisesearch.errors import UserError
 
 LOCK_NAME = "sweep.lock"
@@ -58,7 +59,7 @@ class FolderLock:
                 f"{old.get('host', '?')}); resuming its rows"
             )
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        os.pwrite(fd, dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
         os.fsync(fd)
         self.fd = fd
         return self
