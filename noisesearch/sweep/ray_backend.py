@@ -58,7 +58,11 @@ class RayExecutor:
 
         if not ray.is_initialized():
             if self.address:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                try:
+                    ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                except ConnectionError as e:
+                    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    raise UserError(f"cannot connect to the Ray cluster at {self.address}: {reason}") from None
             else:
                 ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
         resources = ray.cluster_resources()

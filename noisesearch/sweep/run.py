@@ -184,16 +184,16 @@ def run_sweep(
     rerun resumes as after any crash.
     """
     out = _io.ensure_out_dir(out)
-    with FolderLock(out, note=note):
-        try:
+    try:
+        with FolderLock(out, note=note):
             return _run_locked(config, out, progress, executor, note)
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise UserError(
-                    f"cannot write into {str(out)!r}: {e.strerror}; free some space, then rerun the same command "
-                    "to resume (nothing written so far is lost)"
-                ) from None
-            raise
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise UserError(
+                f"cannot write into {str(out)!r}: {e.strerror}; free some space, then rerun the same command "
+                "to resume (nothing written so far is lost)"
+            ) from None
+        raise
 
 
 def _run_locked(config: SweepConfig, out: Path, progress, executor, note) -> dict:
