@@ -21,7 +21,7 @@ try:  # typer >= 0.26 carries its own copy of click
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-from noisesearch.checks import check_out_dir, check_prompt, check_seed
+from noisesearch.checks import check_budget, check_guidance, check_out_dir, check_prompt, check_seed, check_steps
 from noisesearch.errors import BudgetExceeded, UserError
 
 
@@ -141,13 +141,19 @@ def generate(
     max_batch: int = typer.Option(4096, help="Most candidates in one denoiser batch."),
 ):
     """Search for the best sample of one target within a budget; write best.png and record.json."""
-    from noisesearch.generate import generate as run
-
-    out_dir = check_out_dir(out)  # a str, so that an empty --out is refused (a Path '' would be '.')
+    # the numbers first, before torch is even imported: a typo costs a second, not a model load
+    out_dir = check_out_dir(out, files=("best.png", "record.json"))  # str: an empty --out is not '.'
+    check_budget(budget)
+    if steps is not None:
+        check_steps(steps)
+    check_seed(seed)
+    check_guidance(guidance, what="--guidance")
     if (target is None) == (prompt is None):
         raise UserError("give exactly one of --target (class-conditional models) and --prompt (text models)")
     if prompt is not None:
         check_prompt(prompt, what="--prompt")
+    from noisesearch.generate import generate as run
+
     params = parse_params(param, "--param")
     for key, value in (("neighbours", neighbours), ("step_size", step_size)):
         if value is not None:
@@ -205,11 +211,13 @@ def demo(
     ),
 ):
     """More denoising steps vs noise search on the built-in digits model: rows, samples, plot, table."""
+    out = check_out_dir(out_text)
+    check_seed(seed)
+    check_guidance(guidance, what="--guidance")
     from noisesearch.demo import demo_configs
     from noisesearch.plots import results_table, scaling_plot
     from noisesearch.study import run_study
 
-    out = check_out_dir(out_text)
     configs = demo_configs(quick=quick, seed=seed, guidance=guidance)
     counts: dict = {}
     with _progress() as bar:
@@ -258,14 +266,17 @@ def compare(
 ):
     """Every search algorithm vs more denoising steps at matched NFE budgets, over several seeds."""
     from noisesearch.compare import compare_configs, parse_budgets, parse_list
-    from noisesearch.plots import markdown_table, results_table, scaling_plot
-    from noisesearch.study import run_study
 
     out = check_out_dir(out_text)
     names = None if algorithms is None else parse_list(algorithms, "--algorithms", "random,zero-order")
+    budget_list = None if budgets is None else parse_budgets(budgets)
+    check_guidance(guidance, what="--guidance")
+    from noisesearch.plots import markdown_table, results_table, scaling_plot
+    from noisesearch.study import run_study
+
     configs = compare_configs(
         model=model,
-        budgets=None if budgets is None else parse_budgets(budgets),
+        budgets=budget_list,
         seeds=seeds,
         verifier=verifier,
         algorithms=names,
@@ -371,11 +382,12 @@ def train_digits(
     seed: int = typer.Option(0, help="Training seed (the shipped weights use 0)."),
 ):
     """Retrain every network of the digits world reproducibly from a seed (about a minute)."""
+    check_seed(seed)
+    out = check_out_dir(out_text)
     from noisesearch._io import ensure_out_dir
     from noisesearch.digits.train import WORLD, train_world
 
-    check_seed(seed)
-    out = ensure_out_dir(check_out_dir(out_text, files=tuple(WORLD)))
+    out = ensure_out_dir(check_out_dir(out, files=tuple(WORLD)))
     files = train_world(out, seed=seed, progress=lambda name: console.print(f"training {name}"))
     print("wrote " + ", ".join(str(f) for f in files))
     print(f"use them with --model-path {out / 'flow.safetensors'} (and --verifier-path for verifiers)")

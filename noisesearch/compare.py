@@ -8,10 +8,14 @@ evaluation network, which no verifier shares.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from noisesearch.checks import check_budget, check_guidance, check_positive_int
 from noisesearch.demo import SEARCH_STEPS, nfe_per_step
 from noisesearch.errors import UserError
-from noisesearch.study import Config
+
+if TYPE_CHECKING:
+    from noisesearch.study import Config
 
 QUICK = {"per_class": 20, "budgets": (64, 128, 256)}
 FULL = {"per_class": 50, "budgets": (64, 128, 256, 512, 1024)}
@@ -66,6 +70,7 @@ def compare_configs(
     """
     from noisesearch.algorithms import ALGORITHMS
     from noisesearch.generate import pick
+    from noisesearch.study import Config
     from noisesearch.verifiers import VERIFIERS
 
     if model not in ("digits", "digits-large"):

@@ -9,8 +9,12 @@ every search is the no-search sample at ``SEARCH_STEPS`` steps.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from noisesearch.checks import check_guidance
-from noisesearch.study import Config
+
+if TYPE_CHECKING:
+    from noisesearch.study import Config
 
 SEARCH_STEPS = 8  # Euler steps per search candidate (where the step curve has flattened)
 
@@ -43,6 +47,8 @@ def demo_configs(
     With ``guidance`` other than 1 each baseline step costs 2 NFEs: ``steps`` steps are budgeted
     ``2 * steps`` NFEs, so every point sits at the NFEs it really spends.
     """
+    from noisesearch.study import Config  # torch is imported only once the arguments are checked
+
     plan = PLANS["quick" if quick else "full"]
     guidance = check_guidance(guidance, what="--guidance")
     per_step = nfe_per_step(guidance)

@@ -243,10 +243,11 @@ def run_study(
             if skipped is None:
                 raise UserError(f"configuration {config.slug} cannot run: {reason}")
             reasons[config.key] = reason
-    searches = [c for c in todo if c.algorithm != "none"]
-    if todo and (len(reasons) == len(todo) or (searches and all(c.key in reasons for c in searches))):
-        what = "configuration" if len(reasons) == len(todo) else "search configuration"
-        shown = {}
+    runnable = [c for c in configs if c.key not in reasons]  # rows already there count as runnable
+    searches = [c for c in configs if c.algorithm != "none"]
+    if not runnable or (searches and all(c.key in reasons for c in searches)):
+        what = "configuration" if not runnable else "search configuration"
+        shown: dict[tuple, str] = {}
         for c in todo:
             if c.key in reasons:
                 shown.setdefault((c.algorithm, c.budget), reasons[c.key])
