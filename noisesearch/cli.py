@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -101,6 +102,9 @@ def _progress():
     )  # a log file gets the summary lines only
 
 
+NON_FINITE = {"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
 def parse_params(pairs: list[str], flag: str) -> dict:
     """``KEY=VALUE`` strings -> dict; values read as JSON where they parse (numbers, true, null)."""
     params = {}
@@ -109,9 +113,12 @@ def parse_params(pairs: list[str], flag: str) -> dict:
         if not sep or not key:
             raise UserError(f"{flag} {pair!r} is not KEY=VALUE")
         try:
-            params[key.replace("-", "_")] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            params[key.replace("-", "_")] = value
+            parsed = value
+        if isinstance(parsed, float) and not math.isfinite(parsed) or value.strip().lower() in NON_FINITE:
+            raise UserError(f"{flag} {pair!r}: a parameter must be a finite number, got {value!r}")
+        params[key.replace("-", "_")] = parsed
     return params
 
 

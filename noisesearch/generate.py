@@ -72,7 +72,13 @@ def build(
     check_options(algorithm_factory, algorithm_params or {}, "algorithm", algorithm)
     check_options(model_factory, model_kwargs, "model", model)
     check_options(verifier_factory, verifier_kwargs, "verifier", verifier)
-    algo = algorithm_factory(**(algorithm_params or {}))  # validate cheap knobs before loading weights
+    for flag, value in (("--model-path", model_path), ("--verifier-path", verifier_path)):
+        if value is not None and not str(value).strip():
+            raise UserError(f"{flag} is empty; give a weights file, a local folder or a hub id")
+    try:  # validate cheap knobs before loading weights
+        algo = algorithm_factory(**(algorithm_params or {}))
+    except (TypeError, ValueError) as e:  # e.g. a word where a number goes: the knob's own check cannot compare it
+        raise UserError(f"algorithm {algorithm!r}: bad parameter value in {algorithm_params!r} ({e})") from None
     m = model_factory(**model_kwargs)
     domain = getattr(verifier_factory, "domain", None)
     if domain is not None and domain != getattr(m, "domain", None):

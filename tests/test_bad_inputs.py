@@ -75,6 +75,7 @@ CASES = [
     ("out-empty", generate("--out", ""), "--out is empty"),
     ("out-holds-record-folder", generate("--out", "{dir}"), "holds a folder named 'record.json'"),
     # generate: weights
+    ("model-path-empty", generate("--model-path", ""), "--model-path is empty"),
     ("model-path-folder", generate("--model-path", "{dir}"), "is a folder; give a .safetensors file"),
     ("model-path-missing", generate("--model-path", "{out}/flow.safetensors"), "does not exist"),
     ("model-path-not-safetensors", generate("--model-path", "{file}"), "is not a safetensors file"),
@@ -106,6 +107,10 @@ CASES = [
     ("param-unknown", generate("--param", "nosuch=1"), "takes no parameter 'nosuch'"),
     ("param-word", generate("--param", "candidates=abc"), "candidates must be a positive integer"),
     ("param-zero", generate("--param", "candidates=0"), "candidates must be a positive integer"),
+    ("param-inf", generate("--algorithm", "zero-order", "--param", "step_size=inf"), "must be a finite number"),
+    ("param-nan", generate("--algorithm", "zero-order", "--param", "step_size=NaN"), "must be a finite number"),
+    ("param-word-for-number", generate("--algorithm", "zero-order", "--param", "step_size=big"), "bad parameter"),
+    ("step-size-nan", generate("--algorithm", "zero-order", "--step-size", "nan"), "step size must be a positive"),
     ("neighbours-on-random", generate("--neighbours", "3"), "takes no parameter 'neighbours'"),
     ("model-param-unknown", generate("--model-param", "foo=1"), "model 'digits' takes no parameter 'foo'"),
     ("verifier-param-junk", generate("--verifier-param", "nokey"), "is not KEY=VALUE"),
