@@ -315,6 +315,9 @@ def compare(
         print(f"skipped {config.slug}: {reason}")
     print(_written(counts, out))
     print(f"rows: {out / 'results.jsonl'}  table: {out / 'table.md'}  plot: {out / 'scaling.png'}")
+    if not any(row["algorithm"] != "none" for row in rows):  # only baselines: there was nothing to compare
+        print("error: no search configuration gave a row; see the skipped lines above", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 @app.command()

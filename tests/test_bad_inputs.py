@@ -85,7 +85,7 @@ CASES = [
     ("weights-config-bad-size", generate("--model-path", "{weights:negwidth}"), "config' key 'width' must be"),
     ("weights-config-unknown-key", generate("--model-path", "{weights:unknownkey}"), "does not describe a flow"),
     ("weights-wrong-shape", generate("--model-path", "{weights:shape}"), "tensor 'out.weight' has shape (3, 3)"),
-    ("weights-missing-tensor", generate("--model-path", "{weights:missing}"), "missing tensors ["),
+    ("weights-missing-tensor", generate("--model-path", "{weights:missing}"), "missing keys ['out.bias']"),
     ("weights-other-network", generate("--verifier-path", "{weights:flow}"), "holds a 'flow' network"),
     ("verifier-path-folder", generate("--verifier-path", "{dir}"), "is a folder; give a .safetensors file"),
     # generate: names, targets, prompts, parameters
@@ -327,6 +327,10 @@ def test_step_baseline_under_guidance_spends_exactly_its_budget_as_half_the_step
     configs = compare_configs(budgets=[8, 16], seeds=1, algorithms=["random"], guidance=1.5)
     baselines = [(c.steps, c.budget, c.guidance) for c in configs if c.algorithm == "none"]
     assert baselines == [(4, 8, 1.5), (8, 16, 1.5)]
+    from noisesearch.demo import demo_configs
+
+    demo = [(c.steps, c.budget) for c in demo_configs(quick=True, guidance=1.5) if c.algorithm == "none"]
+    assert demo == [(s, 2 * s) for s in (1, 2, 4, 8, 16, 32)]
     model = build("digits", "classifier", "random")[0]
     assert impossible(configs[0], model) is None
     search_at_8 = next(c for c in configs if c.algorithm == "random" and c.budget == 8)
@@ -359,3 +363,28 @@ def test_rerun_of_a_finished_study_says_all_rows_were_there(tmp_path, monkeypatc
     assert counts == {"written": 0, "already": 2, "skipped": 0}
     assert (tmp_path / "results.jsonl").read_bytes() == before
     assert _written(counts, tmp_path) == f"all 2 rows were already in {tmp_path / 'results.jsonl'}; nothing recomputed"
+
+
+def test_a_configuration_whose_verifier_fails_everywhere_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    """A study goes on past a verifier that fails on every image: no row for it, the reason counted."""
+    from noisesearch import metrics, verifiers
+    from noisesearch.study import Config, run_study
+
+    class NoMetrics:
+        def __call__(self, images, targets):
+            return {}
+
+    def failing():
+        return lambda images, targets, *, previews=None: torch.full((len(images),), math.nan)
+
+    failing.domain = None
+    monkeypatch.setattr(metrics, "DigitsEvaluator", NoMetrics)
+    monkeypatch.setitem(verifiers.VERIFIERS, "failing", failing)
+    configs = [Config("random", 2, 4, "failing", per_class=1), Config("none", 2, 2, per_class=1)]
+    skipped: list = []
+    counts: dict = {}
+    rows = run_study(configs, tmp_path, skipped=skipped, counts=counts)
+    assert [r["algorithm"] for r in rows] == ["none"] and counts == {"written": 1, "already": 0, "skipped": 1}
+    assert skipped == [
+        (configs[0], "10 of 10 targets got no sample: every candidate's score was NaN (20 NaN scores); no row written")
+    ]

@@ -54,7 +54,7 @@ def load_net(path: Path, kind: str) -> torch.nn.Module:
     if missing or unexpected:
         raise UserError(
             f"weights file {name!r} does not fit the {kind} network: "
-            f"missing tensors {missing}, unexpected tensors {unexpected}"
+            f"missing keys {missing}, unexpected keys {unexpected}"
         )
     for key, tensor in tensors.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
