@@ -95,7 +95,7 @@ def check_prompt(prompt, *, what: str = "prompt") -> str:
     cut-off text as a warning on every encoding: a 100 KB prompt made megabytes of warnings.
     """
     if not isinstance(prompt, str) or not prompt.strip():
-        raise UserError(f"{what} is empty; give the text to generate")
+        raise UserError(f"{what} must be a non-empty string; give the text to generate")
     if len(prompt) > PROMPT_MAX_CHARS:
         raise UserError(
             f"{what} is {len(prompt):,} characters long; at most {PROMPT_MAX_CHARS:,} are accepted "

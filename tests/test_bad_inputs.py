@@ -102,7 +102,7 @@ CASES = [
     ("target-empty", generate("--target", ""), "target '' is not a digits class"),
     ("target-and-prompt", generate("--prompt", "a cat"), "give exactly one of --target"),
     ("neither-target-nor-prompt", generate(drop=["--target"]), "give exactly one of --target"),
-    ("prompt-empty", generate("--prompt", "", drop=["--target"]), "--prompt is empty"),
+    ("prompt-empty", generate("--prompt", "", drop=["--target"]), "--prompt must be a non-empty string"),
     ("prompt-100kb", generate("--prompt", "a" * 100_000, drop=["--target"]), "100,000 characters long"),
     ("prompt-on-digits", generate("--prompt", "a red cube", drop=["--target"]), "is not a digits class"),
     ("param-no-equals", generate("--param", "foo"), "--param 'foo' is not KEY=VALUE"),
