@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
+from pathlib import Path
 
 from noisesearch.errors import UserError
 
@@ -81,3 +83,62 @@ def check_budget(budget, *, what: str = "budget", memory: int | None = None) -> 
             f"(at most {ceiling:,}: one record of about {CANDIDATE_BYTES} bytes per NFE at worst)"
         )
     return budget
+
+
+PROMPT_MAX_CHARS = 2000  # T5 reads at most 512 tokens (about 2,000 characters); CLIP reads 77
+
+
+def check_prompt(prompt, *, what: str = "prompt") -> str:
+    """A text prompt: non-empty, at most ``PROMPT_MAX_CHARS`` characters.
+
+    Text encoders cut longer prompts anyway (CLIP after 77 tokens, T5 after 512) and log the whole
+    cut-off text as a warning on every encoding: a 100 KB prompt made megabytes of warnings.
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UserError(f"{what} must be a non-empty string; give the text to generate")
+    if len(prompt) > PROMPT_MAX_CHARS:
+        raise UserError(
+            f"{what} is {len(prompt):,} characters long; at most {PROMPT_MAX_CHARS:,} are accepted "
+            "(text encoders read at most 512 tokens)"
+        )
+    return prompt
+
+
+def check_positive_int(value, *, what: str, most: int | None = None) -> int:
+    """``value`` as an int >= 1 (and <= ``most`` when given)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{what} must be a positive integer, got {value!r}")
+    if most is not None and value > most:
+        raise UserError(f"{what} must be at most {most:,}, got {value:,}")
+    return value
+
+
+def check_out_dir(path, *, what: str = "--out", files: tuple[str, ...] = ()) -> Path:
+    """Refuse an output folder that could not be written, without creating anything.
+
+    Checked before any work, so a search never runs only to fail at its last write: the path must
+    not be empty, a file, or under a file; the folder (or, if missing, its nearest existing parent,
+    where it would be created) must take a new file (one is created and removed at once); and none
+    of ``files`` (names the command writes in it) may be a folder.
+    """
+    text = str(path) if path is not None else ""
+    if not text.strip():
+        raise UserError(f"{what} is empty; give a folder (it is created if missing)")
+    path = Path(text)
+    try:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{what} {text!r} is a file; give a folder (it is created if missing)")
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe.exists() and not probe.is_dir():
+            raise UserError(f"{what} {text!r} is under {str(probe)!r}, which is a file; give a folder")
+        for name in files:
+            if (path / name).is_dir():
+                raise UserError(f"{what} {text!r} holds a folder named {name!r} where a file is written; move it")
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".noisesearch-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"{what} {text!r} cannot be written ({e.strerror or e}); give a writable folder") from None
+    return path

@@ -8,23 +8,67 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
+try:  # typer >= 0.26 carries its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, NoArgsIsHelpError
+
+from noisesearch.checks import check_budget, check_guidance, check_out_dir, check_prompt, check_seed, check_steps
 from noisesearch.errors import BudgetExceeded, UserError
 
+
+class OneLineErrors(TyperGroup):
+    """The command group, with click's own usage errors as one line ``error: ...`` too.
+
+    Click answers an unknown option or a value that does not parse (``--seed abc``, ``--budget 1e12``)
+    with a usage block and ``Error: ...``; here it is one line on stderr and exit code 2, as for
+    every other bad input.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as e:  # `noisesearch` alone: the help text
+            if not standalone_mode:
+                raise
+            e.show()
+            sys.exit(e.exit_code)
+        except ClickException as e:
+            if not standalone_mode:
+                raise
+            lines = [line.strip() for line in e.format_message().splitlines() if line.strip()]
+            ctx = getattr(e, "ctx", None)
+            hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+            print(f"error: {'; '.join(lines)}{hint}", file=sys.stderr)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            print("Aborted!", file=sys.stderr)
+            sys.exit(1)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     help="Inference-time scaling for diffusion and flow models: search for better noises.",
 )
-train_app = typer.Typer(no_args_is_help=True, help="Retrain built-in models.")
+train_app = typer.Typer(cls=OneLineErrors, no_args_is_help=True, help="Retrain built-in models.")
 app.add_typer(train_app, name="train")
 console = Console(stderr=True)
 
@@ -58,6 +102,9 @@ def _progress():
     )  # a log file gets the summary lines only
 
 
+NON_FINITE = {"nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
 def parse_params(pairs: list[str], flag: str) -> dict:
     """``KEY=VALUE`` strings -> dict; values read as JSON where they parse (numbers, true, null)."""
     params = {}
@@ -66,16 +113,19 @@ def parse_params(pairs: list[str], flag: str) -> dict:
         if not sep or not key:
             raise UserError(f"{flag} {pair!r} is not KEY=VALUE")
         try:
-            params[key.replace("-", "_")] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            params[key.replace("-", "_")] = value
+            parsed = value
+        if isinstance(parsed, float) and not math.isfinite(parsed) or value.strip().lower() in NON_FINITE:
+            raise UserError(f"{flag} {pair!r}: a parameter must be a finite number, got {value!r}")
+        params[key.replace("-", "_")] = parsed
     return params
 
 
 @app.command()
 @friendly
 def generate(
-    out: Path = typer.Option(..., help="Folder for best.png and record.json (created if missing)."),
+    out: str = typer.Option(..., help="Folder for best.png and record.json (created if missing)."),
     budget: int = typer.Option(..., help="Hard NFE limit for the whole search."),
     target: Optional[str] = typer.Option(None, help="Class to generate (digits: 0-9) for class-conditional models."),
     prompt: Optional[str] = typer.Option(None, help="Prompt to generate, for text-conditioned models."),
@@ -98,10 +148,19 @@ def generate(
     max_batch: int = typer.Option(4096, help="Most candidates in one denoiser batch."),
 ):
     """Search for the best sample of one target within a budget; write best.png and record.json."""
-    from noisesearch.generate import generate as run
-
+    # the numbers first, before torch is even imported: a typo costs a second, not a model load
+    out_dir = check_out_dir(out, files=("best.png", "record.json"))  # str: an empty --out is not '.'
+    check_budget(budget)
+    if steps is not None:
+        check_steps(steps)
+    check_seed(seed)
+    check_guidance(guidance, what="--guidance")
     if (target is None) == (prompt is None):
         raise UserError("give exactly one of --target (class-conditional models) and --prompt (text models)")
+    if prompt is not None:
+        check_prompt(prompt, what="--prompt")
+    from noisesearch.generate import generate as run
+
     params = parse_params(param, "--param")
     for key, value in (("neighbours", neighbours), ("step_size", step_size)):
         if value is not None:
@@ -131,33 +190,46 @@ def generate(
             verifier_path=verifier_path,
             model_options=model_options,
             verifier_options=parse_params(verifier_param, "--verifier-param"),
-            out=out,
+            out=out_dir,
             max_batch=max_batch,
             progress=progress,
         )
-    best = "none (every score was NaN)" if record["best_score"] is None else f"{record['best_score']:.4f}"
+    if record["best_score"] is None:  # a verifier that failed on every image: say so, exit 1
+        print(
+            f"error: every candidate's score failed ({record['nan_scores']} NaN scores); "
+            f"{out_dir / 'record.json'} written, no best.png",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)
     print(
         f"{len(record['candidates'])} candidates, {record['nfe_used']}/{budget} NFEs, best {verifier} score "
-        f"{best} -> {out / 'best.png'}, {out / 'record.json'}"
+        f"{record['best_score']:.4f} -> {out_dir / 'best.png'}, {out_dir / 'record.json'}"
     )
 
 
 @app.command()
 @friendly
 def demo(
-    out: Path = typer.Option(Path("demo-out"), help="Output folder (reruns skip finished configurations)."),
+    out_text: str = typer.Option("demo-out", "--out", help="Output folder (reruns skip finished configurations)."),
     quick: bool = typer.Option(False, help="Fewer samples and budgets: under a minute."),
     seed: int = typer.Option(0, help="Seed for every configuration's per-target noises."),
+    guidance: Optional[float] = typer.Option(
+        None, help="Classifier-free guidance scale (default 1.0 = none); other than 1, a step costs 2 NFEs."
+    ),
 ):
     """More denoising steps vs noise search on the built-in digits model: rows, samples, plot, table."""
+    out = check_out_dir(out_text)
+    check_seed(seed)
+    check_guidance(guidance, what="--guidance")
     from noisesearch.demo import demo_configs
     from noisesearch.plots import results_table, scaling_plot
     from noisesearch.study import run_study
 
-    configs = demo_configs(quick=quick, seed=seed)
+    configs = demo_configs(quick=quick, seed=seed, guidance=guidance)
+    counts: dict = {}
     with _progress() as bar:
         task = bar.add_task("demo", total=len(configs), extra="")
-        rows = run_study(configs, out, progress=lambda c: bar.update(task, advance=1, extra=c.slug))
+        rows = run_study(configs, out, counts=counts, progress=lambda c: bar.update(task, advance=1, extra=c.slug))
     scaling_plot(
         rows,
         out / "scaling.png",
@@ -171,37 +243,64 @@ def demo(
     Console(width=max(Console().width, 160)).print(
         results_table(rows, title=f"noisesearch demo ({'quick' if quick else 'full'})")
     )
+    print(_written(counts, out))
     print(f"rows: {out / 'results.jsonl'}  plot: {out / 'scaling.png'}  samples: {out / 'samples'}")
+
+
+def _written(counts: dict, out: Path) -> str:
+    """What a study run did, in one line (a rerun of a finished study says that it computed nothing)."""
+    if counts["written"] == 0 and counts["already"] > 0:
+        return f"all {counts['already']} rows were already in {out / 'results.jsonl'}; nothing recomputed"
+    skipped = f", {counts['skipped']} configurations skipped" if counts["skipped"] else ""
+    return f"{counts['written']} rows written, {counts['already']} already there{skipped}"
 
 
 @app.command()
 @friendly
 def compare(
     model: str = typer.Option("digits", help="Built-in digits model: digits or digits-large."),
-    budgets: str = typer.Option("64,128,256,512,1024", help="NFE budgets per sample, comma-separated."),
+    budgets: Optional[str] = typer.Option(
+        None, help="NFE budgets per sample, comma-separated (default 64,...,1024; with --quick 64,128,256)."
+    ),
     seeds: int = typer.Option(3, help="Seeds per configuration (the spread in plots and tables)."),
     verifier: str = typer.Option("classifier", help="Verifier every algorithm searches with."),
     algorithms: Optional[str] = typer.Option(None, help="Comma-separated subset (default: every registered one)."),
-    out: Path = typer.Option(Path("compare-out"), help="Output folder (reruns skip finished configurations)."),
+    out_text: str = typer.Option("compare-out", "--out", help="Output folder (reruns skip finished configurations)."),
     quick: bool = typer.Option(False, help="Fewer samples and budgets up to 256: about two minutes."),
+    guidance: Optional[float] = typer.Option(
+        None, help="Classifier-free guidance scale (default 1.0 = none); other than 1, a step costs 2 NFEs."
+    ),
 ):
     """Every search algorithm vs more denoising steps at matched NFE budgets, over several seeds."""
-    from noisesearch.compare import compare_configs, parse_budgets
+    from noisesearch.compare import compare_configs, parse_budgets, parse_list
+
+    out = check_out_dir(out_text)
+    names = None if algorithms is None else parse_list(algorithms, "--algorithms", "random,zero-order")
+    budget_list = None if budgets is None else parse_budgets(budgets)
+    check_guidance(guidance, what="--guidance")
     from noisesearch.plots import markdown_table, results_table, scaling_plot
     from noisesearch.study import run_study
 
-    if model not in ("digits", "digits-large"):
-        raise UserError(
-            f"compare runs on the built-in digits models; got --model {model!r}, accepted: digits, digits-large"
-        )
-    names = [a.strip() for a in algorithms.split(",")] if algorithms else None
     configs = compare_configs(
-        model=model, budgets=parse_budgets(budgets), seeds=seeds, verifier=verifier, algorithms=names, quick=quick
+        model=model,
+        budgets=budget_list,
+        seeds=seeds,
+        verifier=verifier,
+        algorithms=names,
+        quick=quick,
+        guidance=guidance,
     )
     skipped: list = []
+    counts: dict = {}
     with _progress() as bar:
         task = bar.add_task("compare", total=len(configs), extra="")
-        rows = run_study(configs, out, skipped=skipped, progress=lambda c: bar.update(task, advance=1, extra=c.slug))
+        rows = run_study(
+            configs,
+            out,
+            skipped=skipped,
+            counts=counts,
+            progress=lambda c: bar.update(task, advance=1, extra=c.slug),
+        )
     scaling_plot(
         rows,
         out / "scaling.png",
@@ -214,7 +313,11 @@ def compare(
     Console(width=max(Console().width, 160)).print(results_table(rows, title=f"noisesearch compare ({model})"))
     for config, reason in skipped:
         print(f"skipped {config.slug}: {reason}")
+    print(_written(counts, out))
     print(f"rows: {out / 'results.jsonl'}  table: {out / 'table.md'}  plot: {out / 'scaling.png'}")
+    if not any(row["algorithm"] != "none" for row in rows):  # only baselines: there was nothing to compare
+        print("error: no search configuration gave a row; see the skipped lines above", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -297,14 +400,16 @@ def list_registered():
 @train_app.command("digits")
 @friendly
 def train_digits(
-    out: Path = typer.Option(Path("digits-weights"), help="Folder for the retrained safetensors files."),
+    out_text: str = typer.Option("digits-weights", "--out", help="Folder for the retrained safetensors files."),
     seed: int = typer.Option(0, help="Training seed (the shipped weights use 0)."),
 ):
     """Retrain every network of the digits world reproducibly from a seed (about a minute)."""
+    check_seed(seed)
+    out = check_out_dir(out_text)
     from noisesearch._io import ensure_out_dir
-    from noisesearch.digits.train import train_world
+    from noisesearch.digits.train import WORLD, train_world
 
-    out = ensure_out_dir(out)
+    out = ensure_out_dir(check_out_dir(out, files=tuple(WORLD)))
     files = train_world(out, seed=seed, progress=lambda name: console.print(f"training {name}"))
     print("wrote " + ", ".join(str(f) for f in files))
     print(f"use them with --model-path {out / 'flow.safetensors'} (and --verifier-path for verifiers)")

@@ -12,6 +12,15 @@ import torch
 
 from noisesearch._io import ensure_out_dir, save_png, write_json
 from noisesearch.algorithms import ALGORITHMS
+from noisesearch.checks import (
+    PROMPT_MAX_CHARS,
+    check_budget,
+    check_guidance,
+    check_out_dir,
+    check_positive_int,
+    check_seed,
+    check_steps,
+)
 from noisesearch.driver import SearchResult, run_search
 from noisesearch.errors import UserError
 from noisesearch.models import MODELS
@@ -23,17 +32,19 @@ PNG_SCALE = {"digits": 8}  # 8x8 digits are written enlarged 8x (nearest neighbo
 
 def pick(registry: dict, name: str, what: str):
     """The factory registered as ``name``, or a clear error listing the accepted names."""
-    if name not in registry:
+    if not isinstance(name, str) or name not in registry:
         raise UserError(f"unknown {what} {name!r}; accepted: {', '.join(registry)}")
     return registry[name]
 
 
 def check_options(factory, options: dict, what: str, name: str) -> None:
     """Refuse keyword options that ``factory`` does not take, naming the ones it does."""
+    if not isinstance(options, dict):
+        raise UserError(f"{what} options must be a dict of keyword arguments, got {options!r}")
     params = inspect.signature(factory).parameters
     accepted = [p for p, v in params.items() if p != "self" and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)]
     for key in options:
-        if key not in accepted:
+        if not isinstance(key, str) or key not in accepted:
             raise UserError(f"{what} {name!r} takes no parameter {key!r}; accepted: {', '.join(accepted) or 'none'}")
 
 
@@ -61,7 +72,13 @@ def build(
     check_options(algorithm_factory, algorithm_params or {}, "algorithm", algorithm)
     check_options(model_factory, model_kwargs, "model", model)
     check_options(verifier_factory, verifier_kwargs, "verifier", verifier)
-    algo = algorithm_factory(**(algorithm_params or {}))  # validate cheap knobs before loading weights
+    for flag, value in (("--model-path", model_path), ("--verifier-path", verifier_path)):
+        if value is not None and not str(value).strip():
+            raise UserError(f"{flag} is empty; give a weights file, a local folder or a hub id")
+    try:  # validate cheap knobs before loading weights
+        algo = algorithm_factory(**(algorithm_params or {}))
+    except (TypeError, ValueError) as e:  # e.g. a word where a number goes: the knob's own check cannot compare it
+        raise UserError(f"algorithm {algorithm!r}: bad parameter value in {algorithm_params!r} ({e})") from None
     m = model_factory(**model_kwargs)
     domain = getattr(verifier_factory, "domain", None)
     if domain is not None and domain != getattr(m, "domain", None):
@@ -74,6 +91,24 @@ def versions() -> dict[str, str]:
     from noisesearch import __version__
 
     return {"noisesearch": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def check_one_candidate(budget: int, steps: int) -> None:
+    """Refuse a budget that cannot pay for one finished candidate (at least 1 NFE per step)."""
+    if steps > budget:
+        raise UserError(
+            f"budget {budget} is smaller than 1 candidate(s) ({steps} NFEs with {steps} steps at the least, "
+            f"1 NFE per step); give --budget >= {steps} or fewer --steps"
+        )
+
+
+def check_target_text(target) -> None:
+    """Refuse a prompt too long for any text encoder (they cut it and log the rest on every call)."""
+    if isinstance(target, str) and len(target) > PROMPT_MAX_CHARS:
+        raise UserError(
+            f"prompt is {len(target):,} characters long; at most {PROMPT_MAX_CHARS:,} are accepted "
+            "(text encoders read at most 512 tokens)"
+        )
 
 
 def generate(
@@ -102,11 +137,24 @@ def generate(
     ``out/best.png`` and ``out/record.json``. The same arguments give a byte-identical record
     apart from ``wall_time_s``.
 
+    Every argument is checked before any work (and ``out`` before anything is written there): a
+    bad one raises ``UserError`` naming it. A search whose candidates all score NaN (a failing
+    verifier) returns a record with ``best_score`` None and writes no ``best.png``.
+
     Example::
 
         result, record = generate(target=7, budget=64, steps=8, seed=0)
     """
-    out_dir = ensure_out_dir(Path(out)) if out is not None else None
+    budget = check_budget(budget)
+    steps = None if steps is None else check_steps(steps)
+    seed = check_seed(seed)
+    guidance = check_guidance(guidance)
+    check_positive_int(max_batch, what="max batch")
+    get_sampler(sampler)
+    check_target_text(target)
+    if steps is not None:
+        check_one_candidate(budget, steps)
+    out_dir = None if out is None else check_out_dir(out, files=("best.png", "record.json"))
     m, v, algo = build(
         model,
         verifier,
@@ -117,8 +165,11 @@ def generate(
         model_options=model_options,
         verifier_options=verifier_options,
     )
-    steps = m.default_steps if steps is None else steps
+    if steps is None:
+        steps = m.default_steps
+        check_one_candidate(budget, steps)
     guidance = m.default_guidance if guidance is None else guidance
+    m.check_target(target)  # before the search starts, not inside it
     started = time.perf_counter()
     (result,) = run_search(
         m,
@@ -161,6 +212,7 @@ def generate(
         "versions": versions(),
     }
     if out_dir is not None:
+        ensure_out_dir(out_dir)  # created only now: a refused run leaves nothing behind
         if result.best_image is not None:
             scale = PNG_SCALE.get(model, 1)  # real models' images are written at their own size
             save_png(out_dir / "best.png", result.best_image, scale=scale)

@@ -13,19 +13,59 @@ from noisesearch.digits.train import WEIGHTS_DIR
 from noisesearch.errors import UserError
 from noisesearch.samplers import schedule
 
+CONFIG_MAX = 65536  # the largest size a digits network's config may give (the shipped ones use at most 384)
+
 
 def load_net(path: Path, kind: str) -> torch.nn.Module:
-    """Load a digits-world network of ``kind`` from a safetensors file (config in its metadata)."""
+    """Load a digits-world network of ``kind`` from a safetensors file (config in its metadata).
+
+    Every way a file can fail to be that network is one ``UserError`` naming the file and the
+    metadata key or tensor at fault: a folder, another format, another network's ``kind``, a missing
+    or malformed ``config``, missing or extra tensors, a tensor of the wrong shape.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"weights file {str(path)!r} is a folder; give a .safetensors file")
     tensors, meta = load_weights(path)
+    name = str(path)
     if meta.get("kind") != kind:
-        raise UserError(f"weights file {str(path)!r} holds a {meta.get('kind')!r} network, expected {kind!r}")
-    net = nets.build(kind, json.loads(meta["config"]))
-    missing, unexpected = net.load_state_dict(tensors, strict=False)
+        raise UserError(f"weights file {name!r} holds a {meta.get('kind')!r} network, expected {kind!r}")
+    if "config" not in meta:
+        raise UserError(f"weights file {name!r} has no 'config' in its metadata (the network's sizes, as JSON)")
+    try:
+        config = json.loads(meta["config"])
+    except json.JSONDecodeError as e:
+        raise UserError(f"weights file {name!r}: metadata 'config' is not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"weights file {name!r}: metadata 'config' must be a JSON object, got {config!r:.80}")
+    for key, value in config.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= CONFIG_MAX:
+            raise UserError(
+                f"weights file {name!r}: metadata 'config' key {key!r} must be an integer from 1 to {CONFIG_MAX}, "
+                f"got {value!r:.80}"
+            )
+    try:
+        with torch.device("meta"):  # shapes only: no memory for a file whose config is wrong
+            expected = nets.build(kind, config).state_dict()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"weights file {name!r}: metadata 'config' does not describe a {kind} network ({e})") from None
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise UserError(
-            f"weights file {str(path)!r} does not fit the {kind} network: "
-            f"missing keys {sorted(missing)}, unexpected keys {sorted(unexpected)}"
+            f"weights file {name!r} does not fit the {kind} network: "
+            f"missing keys {missing}, unexpected keys {unexpected}"
         )
+    for key, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise UserError(
+                f"weights file {name!r}: tensor {key!r} has shape {tuple(tensor.shape)}, "
+                f"the {kind} network of its config needs {tuple(expected[key].shape)}"
+            )
+        if not tensor.is_floating_point() and expected[key].is_floating_point():
+            raise UserError(f"weights file {name!r}: tensor {key!r} is {tensor.dtype}, not a float tensor")
+    net = nets.build(kind, config)
+    net.load_state_dict(tensors)
     return net.eval().requires_grad_(False)
 
 
@@ -53,7 +93,8 @@ class DigitsModel:
         except ValueError:
             value = None
         if value is None or not 0 <= value < nets.NUM_CLASSES:
-            raise UserError(f"target {target!r} is not a digits class; accepted: integers 0 to 9")
+            shown = repr(target) if len(repr(target)) <= 60 else repr(target)[:57] + "..."
+            raise UserError(f"target {shown} is not a digits class; accepted: integers 0 to 9")
         return value
 
     def encode(self, targets: list) -> torch.Tensor:
