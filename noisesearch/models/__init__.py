@@ -150,9 +150,10 @@ def diffusers(
 ) -> Model:
     """Any diffusers pipeline folder: the step-level adapter of its class if registered (see PIPELINES), else generic."""
     from noisesearch.api import from_pipeline
-    from noisesearch.models._diffusers_common import load_any
+    from noisesearch.models._diffusers_common import load_any, load_image_arg
 
     pipe = load_any(path, device=device, dtype=dtype, offload=offload)
+    pipeline_kwargs = {k: load_image_arg(v) for k, v in (pipeline_kwargs or {}).items()}  # a control image by path
     options = {k: v for k, v in (("decode_batch", decode_batch), ("batch", batch)) if v is not None}
     return from_pipeline(pipe, adapter=adapter, height=height, width=width, pipeline_kwargs=pipeline_kwargs, **options)
 

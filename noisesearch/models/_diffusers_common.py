@@ -387,3 +387,19 @@ class StepKwargs:
         if hasattr(new, "cfg_stack"):
             new.cfg_stack = CFGStack()
         return new
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def load_image_arg(value):
+    """A pipeline argument as given, except a path to an image file, which is opened as an RGB PIL image."""
+    if isinstance(value, str) and value.lower().endswith(IMAGE_SUFFIXES):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(Path(value).expanduser()) as im:
+                return im.convert("RGB")
+        except (OSError, UnidentifiedImageError):
+            raise UserError(f"pipeline argument {value!r} is not a readable image file") from None
+    return value

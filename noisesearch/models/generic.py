@@ -69,15 +69,15 @@ def call_parameters(pipe) -> dict[str, inspect.Parameter]:
 def check_pipeline_kwargs(pipe, kwargs: dict | None) -> dict:
     """``kwargs`` if ``pipe.__call__`` takes every key and none is one the search sets, else ``UserError``."""
     kwargs = dict(kwargs or {})
-    params = call_parameters(pipe)
-    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    params = call_parameters(pipe)  # a **kwargs there only swallows deprecated names: named parameters only
     for key in kwargs:
         if key in SET_BY_SEARCH:
             raise UserError(
                 f"pipeline kwarg {key!r} is set by the search itself; accepted: other {_call_name(pipe)} args"
             )
-        if key not in params and not open_ended:
-            takes = ", ".join(k for k in params if k not in ("self", *SET_BY_SEARCH))
+        if key not in params or params[key].kind is inspect.Parameter.VAR_KEYWORD:
+            named = (k for k, p in params.items() if p.kind is not p.VAR_KEYWORD)
+            takes = ", ".join(k for k in named if k not in ("self", *SET_BY_SEARCH))
             raise UserError(f"{_call_name(pipe)} takes no argument {key!r}; it takes: {takes}")
     return kwargs
 
