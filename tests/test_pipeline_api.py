@@ -299,3 +299,17 @@ def test_cli_generate_on_a_pipeline_folder(tmp_path, monkeypatch):
     assert "FluxPipeline, StableDiffusionPipeline" in listing
     bad = CliRunner().invoke(app, [*args[:-2], "--pipeline-param", "no_such_arg=1"])
     assert bad.exit_code == 2 and "takes no argument 'no_such_arg'" in bad.output
+
+
+def test_negative_prompt_passes_through_both_adapters(step_pipes):
+    pipe, extra = step_pipes["StableDiffusionPipeline"], {"negative_prompt": "a blue cat"}
+    runs = {}
+    for adapter in ("step", "generic"):
+        model = ns.from_pipeline(pipe, adapter=adapter, **SIZE)
+        (runs[adapter],) = ns.search(
+            model, PROMPT, verifier=brightness, budget=4, steps=2, pipeline_kwargs=extra, keep_images=True
+        )
+    (plain,) = ns.search(ns.from_pipeline(pipe, **SIZE), PROMPT, verifier=brightness, budget=4, steps=2)
+    assert (runs["step"].images[0] - runs["generic"].images[0]).abs().max() <= 1e-4  # DDIM in RF form, as above
+    assert (runs["step"].images[0] - plain.best_image).abs().max() > 1e-3  # the negative prompt mattered
+    assert runs["generic"].record["pipeline_kwargs"] == extra

@@ -26,7 +26,7 @@ from noisesearch.models._diffusers_common import (
     guide,
     load_pipeline,
 )
-from noisesearch.models.sd import LATENTS_NOTE, vae_decode
+from noisesearch.models.sd import LATENTS_NOTE, negative_prompts, vae_decode
 
 DEFAULT_ID = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
 
@@ -88,7 +88,7 @@ class PixArtSigmaModel(VPModel, StepKwargs):
         embeds, mask, neg, neg_mask = self.pipe.encode_prompt(
             prompts,
             do_classifier_free_guidance=True,
-            negative_prompt=self.pipeline_kwargs.get("negative_prompt", ""),
+            negative_prompt=negative_prompts(self.pipeline_kwargs.get("negative_prompt", ""), len(prompts)),
             device=self.device,
             max_sequence_length=self.max_sequence_length,
         )

@@ -103,7 +103,7 @@ class StableDiffusionModel(VPModel, StepKwargs):
             device=self.device,
             num_images_per_prompt=1,
             do_classifier_free_guidance=True,
-            negative_prompt=self.pipeline_kwargs.get("negative_prompt"),
+            negative_prompt=negative_prompts(self.pipeline_kwargs.get("negative_prompt"), len(prompts)),
         )
         names = ("embeds", "neg", "pooled", "neg_pooled") if self.xl else ("embeds", "neg")
         return dict(zip(names, out))  # (N, L, D) each; pooled (N, P)
@@ -132,6 +132,11 @@ class StableDiffusionModel(VPModel, StepKwargs):
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         rows = decode_rows(self.decode_batch, self.height * self.width)
         return decode_slices(lambda z: vae_decode(self.pipe.vae, z), x0, rows)
+
+
+def negative_prompts(negative, n: int):
+    """A negative prompt for each of ``n`` prompts (a single string is repeated; None stays None)."""
+    return [negative] * n if isinstance(negative, str) else negative
 
 
 def vae_decode(vae, z: torch.Tensor) -> torch.Tensor:
