@@ -59,9 +59,28 @@ def from_pipeline(
     if adapter == "step" and step is None:
         raise UserError(f"{cls} has no step-level adapter; those with one: {', '.join(PIPELINES)}")
     if step is not None and adapter != "generic":
-        model = step(pipe, **size, **options)
-        return model.with_pipeline_kwargs(pipeline_kwargs) if pipeline_kwargs else model
-    return generic_pipeline(pipe, pipeline_kwargs={**size, **(pipeline_kwargs or {})}, **options)
+        build, options = step, {**size, **options}
+    else:
+        build, options = generic_pipeline, {"pipeline_kwargs": {**size, **(pipeline_kwargs or {})}, **options}
+    accepted = adapter_options(build)
+    for key in options:
+        if key not in accepted:
+            kind = "generic" if build is generic_pipeline else "step-level"
+            raise UserError(f"the {kind} adapter for {cls} takes no option {key!r}; accepted: {', '.join(accepted)}")
+    model = build(pipe, **options)
+    if build is not generic_pipeline and pipeline_kwargs:
+        model = model.with_pipeline_kwargs(pipeline_kwargs)
+    return model
+
+
+def adapter_options(build) -> list[str]:
+    """Keyword options of the adapter class behind a ``PIPELINES`` factory (its ``adapter_class``)."""
+    import importlib
+    import inspect
+
+    module, name = build.adapter_class.split(":")
+    params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
+    return [k for k, v in params.items() if v.kind is v.KEYWORD_ONLY]
 
 
 def search(

@@ -313,3 +313,19 @@ def test_negative_prompt_passes_through_both_adapters(step_pipes):
     assert (runs["step"].images[0] - runs["generic"].images[0]).abs().max() <= 1e-4  # DDIM in RF form, as above
     assert (runs["step"].images[0] - plain.best_image).abs().max() > 1e-3  # the negative prompt mattered
     assert runs["generic"].record["pipeline_kwargs"] == extra
+
+
+def test_unknown_adapter_options_and_video_in_the_cli_are_one_line(step_pipes, generic_pipes, tmp_path):
+    from noisesearch.models import MODELS
+
+    cases = [
+        (lambda: ns.from_pipeline(step_pipes["DiTPipeline"], height=32), "step-level adapter for DiTPipeline"),
+        (lambda: ns.from_pipeline(generic_pipes["AuraFlowPipeline"], decode_batch=2), "takes no option 'decode_batch'"),
+        (lambda: ns.from_pipeline(step_pipes["FluxPipeline"], adapter="sideways"), "unknown adapter 'sideways'"),
+    ]
+    generic_pipes["WanPipeline"].save_pretrained(tmp_path / "wan")
+    cases.append((lambda: MODELS["diffusers"](path=tmp_path / "wan", height=32, width=32), "makes videos"))
+    for fn, message in cases:
+        with pytest.raises(UserError) as info:
+            fn()
+        assert message in str(info.value) and "\n" not in str(info.value), str(info.value)

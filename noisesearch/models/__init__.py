@@ -155,7 +155,12 @@ def diffusers(
     pipe = load_any(path, device=device, dtype=dtype, offload=offload)
     pipeline_kwargs = {k: load_image_arg(v) for k, v in (pipeline_kwargs or {}).items()}  # a control image by path
     options = {k: v for k, v in (("decode_batch", decode_batch), ("batch", batch)) if v is not None}
-    return from_pipeline(pipe, adapter=adapter, height=height, width=width, pipeline_kwargs=pipeline_kwargs, **options)
+    model = from_pipeline(pipe, adapter=adapter, height=height, width=width, pipeline_kwargs=pipeline_kwargs, **options)
+    if getattr(model, "domain", None) == "video":
+        from noisesearch.errors import UserError
+
+        raise UserError(f"{model.name} makes videos: search it from Python (noisesearch.search); the CLI writes images")
+    return model
 
 
 def _flux_pipeline(pipe, **options) -> Model:
@@ -193,6 +198,16 @@ def generic_pipeline(pipe, **options) -> Model:
 
     return GenericModel(pipe, **options)
 
+
+for _factory, _cls in (
+    (_flux_pipeline, "flux:FluxModel"),
+    (_sd_pipeline, "sd:StableDiffusionModel"),
+    (_sdxl_pipeline, "sd:StableDiffusionModel"),
+    (_pixart_sigma_pipeline, "pixart:PixArtSigmaModel"),
+    (_dit_pipeline, "dit:DiTModel"),
+    (generic_pipeline, "generic:GenericModel"),
+):
+    _factory.adapter_class = f"noisesearch.models.{_cls}"  # whose keyword options the factory takes
 
 # diffusers pipeline class name -> step-level adapter ``(pipe, **options) -> Model`` (``from_pipeline``, the CLI)
 PIPELINES: dict[str, Callable[..., Model]] = {
