@@ -1,4 +1,6 @@
-"""Model registry: name -> factory ``(*, path=None) -> Model`` (see ``noisesearch.models.base``)."""
+"""Model registries: ``MODELS`` name -> factory ``(*, path=None, ...) -> Model`` (see ``noisesearch.models.base``),
+and ``PIPELINES`` diffusers pipeline class name -> step-level adapter ``(pipe, **options) -> Model`` built
+around a pipeline object (``noisesearch.from_pipeline``, ``--model diffusers``, ``noisesearch list``)."""
 
 from __future__ import annotations
 

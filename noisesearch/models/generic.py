@@ -18,6 +18,8 @@ from the pipeline's first sigma to 0, with the pipeline's own scheduler, guidanc
 - Images: ``(B, C, H, W)`` in [0, 1]; video pipelines give ``(B, C, F, H, W)`` (Python API with a
   verifier that takes videos; ``generate``'s PNG writer handles images only).
 
+A scheduler that injects noise at every step (ancestral, SDE) draws it inside the pipeline, from
+its own generator: such candidates are not reproducible one by one; use a deterministic scheduler.
 Only algorithms that choose starting noises work here (``WHOLE_TRAJECTORY_ALGORITHMS``); the
 driver refuses the others in one line naming the pipeline classes with step-level adapters.
 
