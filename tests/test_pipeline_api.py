@@ -244,6 +244,11 @@ def test_bad_inputs_are_one_line(generic_pipes, step_pipes):
         ),
         (lambda: ns.search(aura, PROMPT, verifier="no-such", budget=4), "unknown verifier 'no-such'"),
         (
+            lambda: ns.search(aura, PROMPT, verifier=brightness, budget=8, algorithm="evolution"),
+            "accepted here: random",
+        ),
+        (lambda: ns.search(aura, PROMPT, verifier=brightness, budget=8, sampler="heun"), "own scheduler runs"),
+        (
             lambda: ns.from_pipeline(step_pipes["StableDiffusionPipeline"], pipeline_kwargs={"eta": 0.5}),
             "use ns.from_pipeline(pipe, adapter='generic')",
         ),
