@@ -1,7 +1,9 @@
 """noisesearch: inference-time scaling for diffusion and flow models by searching for better noises.
 
 Ma et al. 2025, "Inference-Time Scaling for Diffusion Models beyond Scaling Denoising Steps"
-(arXiv 2501.09732). The public API, by contract (see docs/ARCHITECTURE.md):
+(arXiv 2501.09732). The front door: ``noisesearch.from_pipeline(pipe)`` turns any diffusers pipeline object into a
+model and ``noisesearch.search(model, prompts, verifier=...)`` searches its noises (``noisesearch.api``).
+The parts, by contract (see docs/ARCHITECTURE.md):
 
 - sigma convention and samplers: ``noisesearch.samplers`` (``SAMPLERS``, ``schedule``)
 - models: ``noisesearch.models`` (``MODELS``, the ``Model`` contract)
@@ -13,3 +15,14 @@ Ma et al. 2025, "Inference-Time Scaling for Diffusion Models beyond Scaling Deno
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["from_pipeline", "search"]
+
+
+def __getattr__(name: str):
+    """``from_pipeline`` and ``search`` from ``noisesearch.api``, imported when first used (the CLI starts without torch)."""
+    if name in __all__:
+        from noisesearch import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'noisesearch' has no attribute {name!r}")

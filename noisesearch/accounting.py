@@ -75,6 +75,27 @@ class Accountant:
 
         return denoise
 
+    def trajectories(self, model, owners: torch.Tensor, cost: int, *, steps: int, guidance: float):
+        """A ``run(x, targets) -> images`` for whole-trajectory models (``models.generic``): each row of
+        ``owners`` is one full candidate costing ``cost`` NFEs, charged before the call; the model's
+        hook refuses any forward past that plan, and a call that ran other rows than charged raises."""
+        planned = cost * len(owners)
+
+        def run(x: torch.Tensor, targets: list) -> torch.Tensor:
+            self._charge(self.nfe, owners, cost)
+            self.denoise_calls += 1
+            self._check()
+            start = time.perf_counter()
+            try:
+                images, rows = model.trajectories(x, targets, steps=steps, guidance=guidance, rows=planned)
+            finally:
+                self.denoise_seconds += time.perf_counter() - start
+            if rows != planned:
+                raise BudgetExceeded(f"{model.name} ran {rows} denoiser rows where {planned} were planned and charged")
+            return images
+
+        return run
+
     def verify(
         self, verifier, images: torch.Tensor, targets: list, owners: torch.Tensor, *, previews=None, grad: bool = False
     ) -> torch.Tensor:

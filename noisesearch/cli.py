@@ -134,6 +134,9 @@ def generate(
     dtype: Optional[str] = typer.Option(None, help="Model dtype, e.g. float32, bfloat16 (models that take it)."),
     device: Optional[str] = typer.Option(None, help="Model device, e.g. cpu, cuda (models that take it)."),
     model_param: list[str] = typer.Option([], "--model-param", help="Other model option, KEY=VALUE."),
+    pipeline_param: list[str] = typer.Option(
+        [], "--pipeline-param", help="--model diffusers: pipeline __call__ argument for every candidate, KEY=VALUE."
+    ),
     verifier: str = typer.Option("classifier", help="Registered verifier."),
     verifier_path: Optional[str] = typer.Option(None, help="Weights for the verifier (file, folder or hub id)."),
     verifier_param: list[str] = typer.Option([], "--verifier-param", help="Other verifier option, KEY=VALUE."),
@@ -169,6 +172,8 @@ def generate(
     for key, value in (("dtype", dtype), ("device", device)):
         if value is not None:
             model_options[key] = value
+    if pipeline_param:  # an image path is opened by the model factory, so the record keeps the path
+        model_options["pipeline_kwargs"] = parse_params(pipeline_param, "--pipeline-param")
     with _progress() as bar:
         task = bar.add_task("searching", total=budget, extra="")
 
@@ -395,6 +400,10 @@ def list_registered():
     print("samplers:")
     for name, s in SAMPLERS.items():
         print(f"  {name:20s} {s.summary}")
+    from noisesearch.models import PIPELINES
+
+    print("diffusers pipeline classes with a step-level adapter (--model diffusers; any other runs generic):")
+    print("  " + ", ".join(PIPELINES))
 
 
 @train_app.command("digits")

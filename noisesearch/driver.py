@@ -57,6 +57,7 @@ class SearchResult:
     nan_scores: int
     candidates: list[dict] = field(default_factory=list)
     images: dict[int, torch.Tensor] = field(default_factory=dict)  # finished candidates' images, if kept
+    record: dict = field(default_factory=dict)  # the JSON-ready record (``noisesearch.search`` fills it)
 
 
 def _preview_step(sigmas: tuple[float, ...], preview_sigma: float | None) -> int | None:
@@ -110,6 +111,9 @@ def run_search(
         raise UserError(f"max batch must be a positive integer, got {max_batch!r}")
     started = time.perf_counter()
     get_sampler(sampler)  # a clear error for an unknown name before any work
+    whole = getattr(model, "whole_trajectory", False)  # a pipeline run whole (models.generic)
+    if whole:
+        check_whole_trajectory(model, algorithm, sampler, verifier)
     guidance = model.default_guidance if guidance is None else float(guidance)
     sigmas = model.schedule(steps)
     targets = [model.check_target(t) for t in targets]
@@ -147,7 +151,8 @@ def run_search(
         for members in groups.values():
             for start in range(0, len(members), max_batch):
                 chunk = members[start : start + max_batch]
-                _run_batch(
+                run_batch = _run_whole if whole else _run_batch
+                run_batch(
                     model,
                     verifier,
                     acct,
@@ -168,7 +173,7 @@ def run_search(
             filed = [o for o in outcomes[i] if o is not None]
             assert len(filed) == len(asked[i]), "every asked job gets exactly one outcome"
             algorithm.tell(states[i], filed)
-            _record(results[i], filed, problems[i].sigmas[0], keep_images)
+            _record(results[i], filed, problems[i].sigmas[0], keep_images, getattr(model, "latent_shape", None))
 
     for i, r in enumerate(results):
         r.nfe_used, r.verifier_calls = int(acct.nfe[i]), int(acct.verifier_calls[i])
@@ -246,6 +251,44 @@ def _run_batch(
         outcomes[i][k] = Outcome(asked[i][k], x, denoised, image, score, cost, len(results[i].candidates) + k, grad)
 
 
+def check_whole_trajectory(model, algorithm, sampler: str, verifier) -> None:
+    """Refuse what a whole-trajectory model cannot run: step-level algorithms, other samplers, x0-previews."""
+    from noisesearch.models import PIPELINES
+    from noisesearch.models.generic import WHOLE_TRAJECTORY_ALGORITHMS
+
+    if algorithm.name not in WHOLE_TRAJECTORY_ALGORITHMS:
+        raise UserError(
+            f"algorithm {algorithm.name!r} needs step-level control, which {model.name} (generic adapter) lacks; "
+            f"accepted here: {', '.join(WHOLE_TRAJECTORY_ALGORITHMS)}; step-level adapters: {', '.join(PIPELINES)}"
+        )
+    if sampler != "euler":
+        raise UserError(f"sampler {sampler!r} cannot be chosen for {model.name}: the pipeline's own scheduler runs")
+    if getattr(verifier, "preview_sigma", None) is not None:
+        raise UserError(f"verifier {verifier.name!r} needs x0-previews, which {model.name} (generic adapter) has not")
+
+
+def _run_whole(
+    model, verifier, acct, cond_all, problems, asked, outcomes, chunk, guidance, preview_sigma, results, algorithm_name
+):
+    """Run one batch of full candidates through a whole-trajectory model, score them, and file their outcomes."""
+    jobs = [asked[i][k] for i, k in chunk]
+    problem = problems[chunk[0][0]]
+    for job in jobs:
+        step_level = job.sampler not in (None, "euler") or job.noises is not None or job.denoised is not None
+        if step_level or job.score_end or job.grad or job.sigmas != problem.sigmas:
+            raise UserError(
+                f"algorithm {algorithm_name!r} asked for a step-level job; {model.name} runs only full candidates"
+            )
+    owners = torch.tensor([i for i, _ in chunk], dtype=torch.int64)
+    cost = problem.job_cost(jobs[0])
+    targets = [problems[i].target for i, _ in chunk]
+    run = acct.trajectories(model, owners, cost, steps=len(problem.sigmas) - 1, guidance=guidance)
+    images = run(torch.stack([j.x for j in jobs]), targets)  # (B, C, H, W), or (B, C, F, H, W) for video
+    scores = acct.verify(verifier, images, targets, owners)
+    for (i, k), image, score in zip(chunk, images.unbind(0), scores.tolist()):
+        outcomes[i][k] = Outcome(asked[i][k], image, image, image, score, cost, len(results[i].candidates) + k)
+
+
 def _first_call_known(denoise, known: torch.Tensor):
     """A denoiser whose first call returns ``known`` (already computed and paid for) without a new call."""
     state = {"first": True}
@@ -258,7 +301,13 @@ def _first_call_known(denoise, known: torch.Tensor):
     return wrapped
 
 
-def _record(result: SearchResult, outcomes: list[Outcome], schedule_start: float, keep_images: bool) -> None:
+def _record(
+    result: SearchResult,
+    outcomes: list[Outcome],
+    schedule_start: float,
+    keep_images: bool,
+    latent_shape: tuple[int, ...] | None = None,
+) -> None:
     for o in outcomes:
         if keep_images and o.job.final:
             result.images[o.index] = o.image
@@ -271,6 +320,8 @@ def _record(result: SearchResult, outcomes: list[Outcome], schedule_start: float
             {
                 "index": o.index,
                 "noise_seed": o.job.noise_seed,
+                # torch.randn(latent_shape, generator=torch.Generator("cpu").manual_seed(noise_seed)) is the draw
+                **({"latent_shape": list(latent_shape)} if latent_shape and o.job.noise_seed is not None else {}),
                 "noise_sha256": noise_hash(o.job.x) if derived_noise else None,
                 "sigma_start": o.job.sigmas[0],
                 "sigma_end": o.job.sigmas[-1],

@@ -111,6 +111,57 @@ def check_target_text(target) -> None:
         )
 
 
+def make_record(
+    result: SearchResult,
+    m,
+    v,
+    algo,
+    *,
+    model: str,
+    model_path,
+    model_options: dict | None,
+    verifier: str,
+    verifier_path,
+    verifier_options: dict | None,
+    algorithm: str,
+    steps: int,
+    sampler: str,
+    guidance: float,
+    wall: float,
+    pipeline_kwargs: dict | None = None,
+) -> dict:
+    """The JSON-ready record of one search (``generate`` and ``noisesearch.search`` write the same one)."""
+    return {
+        "model": model,
+        "model_path": str(model_path) if model_path else None,
+        "model_options": model_options or {},
+        "adapter": getattr(m, "adapter", "step"),  # "generic": the pipeline's own __call__ ran whole candidates
+        **({"pipeline_kwargs": pipeline_kwargs} if pipeline_kwargs else {}),
+        **({"latents": m.latents_note} if getattr(m, "latents_note", None) else {}),
+        "target": result.target,
+        "verifier": verifier,
+        "verifier_path": str(verifier_path) if verifier_path else None,
+        "verifier_options": verifier_options or {},
+        "algorithm": algorithm,
+        "algorithm_params": algo.params(),
+        "seed": result.seed,
+        "budget": result.budget,
+        "steps": steps,
+        "sampler": sampler,
+        "guidance": guidance,
+        "nfe_per_full_candidate": get_sampler(sampler).nfe(m.schedule(steps)) * m.nfe_per_call(guidance),
+        "nfe_used": result.nfe_used,
+        "verifier_calls": result.verifier_calls,
+        "best_score": None if result.best_image is None else result.best_score,
+        "best_index": result.best_index,
+        "nan_scores": result.nan_scores,
+        "candidates": result.candidates,
+        **({"verifier_usage": dict(v.usage)} if getattr(v, "usage", None) else {}),  # e.g. an LLM grader's tokens
+        "wall_time_s": round(wall, 4),
+        "versions": versions(),
+    }
+
+
 def generate(
     *,
     model: str = "digits",
@@ -185,32 +236,23 @@ def generate(
         progress=progress,
     )
     wall = time.perf_counter() - started
-    record = {
-        "model": model,
-        "model_path": str(model_path) if model_path else None,
-        "model_options": model_options or {},
-        "target": result.target,
-        "verifier": verifier,
-        "verifier_path": str(verifier_path) if verifier_path else None,
-        "verifier_options": verifier_options or {},
-        "algorithm": algorithm,
-        "algorithm_params": algo.params(),
-        "seed": seed,
-        "budget": budget,
-        "steps": steps,
-        "sampler": sampler,
-        "guidance": guidance,
-        "nfe_per_full_candidate": get_sampler(sampler).nfe(m.schedule(steps)) * m.nfe_per_call(guidance),
-        "nfe_used": result.nfe_used,
-        "verifier_calls": result.verifier_calls,
-        "best_score": None if result.best_image is None else result.best_score,
-        "best_index": result.best_index,
-        "nan_scores": result.nan_scores,
-        "candidates": result.candidates,
-        **({"verifier_usage": dict(v.usage)} if getattr(v, "usage", None) else {}),  # e.g. an LLM grader's tokens
-        "wall_time_s": round(wall, 4),
-        "versions": versions(),
-    }
+    record = make_record(
+        result,
+        m,
+        v,
+        algo,
+        model=model,
+        model_path=model_path,
+        model_options=model_options,
+        verifier=verifier,
+        verifier_path=verifier_path,
+        verifier_options=verifier_options,
+        algorithm=algorithm,
+        steps=steps,
+        sampler=sampler,
+        guidance=guidance,
+        wall=wall,
+    )
     if out_dir is not None:
         ensure_out_dir(out_dir)  # created only now: a refused run leaves nothing behind
         if result.best_image is not None:

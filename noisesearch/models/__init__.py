@@ -1,4 +1,6 @@
-"""Model registry: name -> factory ``(*, path=None) -> Model`` (see ``noisesearch.models.base``)."""
+"""Model registries: ``MODELS`` name -> factory ``(*, path=None, ...) -> Model`` (see ``noisesearch.models.base``),
+and ``PIPELINES`` diffusers pipeline class name -> step-level adapter ``(pipe, **options) -> Model`` built
+around a pipeline object (``noisesearch.from_pipeline``, ``--model diffusers``, ``noisesearch list``)."""
 
 from __future__ import annotations
 
@@ -40,13 +42,10 @@ def flux(
     decode_batch=None,
 ) -> Model:
     """FLUX.1 text-to-image rectified flow via diffusers (default black-forest-labs/FLUX.1-dev; 1 NFE per step)."""
-    from noisesearch.models.flux import FluxModel
+    from noisesearch.models.flux import FluxModel, load
 
     return FluxModel(
-        path=path,
-        device=device,
-        dtype=dtype,
-        offload=offload,
+        load(path, device=device, dtype=dtype, offload=offload),
         height=height,
         width=width,
         max_sequence_length=max_sequence_length,
@@ -56,14 +55,11 @@ def flux(
 
 def sd(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None, decode_batch=None) -> Model:
     """Stable Diffusion 1.x/2.x via diffusers, DDIM in the RF convention, CFG 2 NFEs per step (default SD 1.5)."""
-    from noisesearch.models.sd import StableDiffusionModel
+    from noisesearch.models.sd import StableDiffusionModel, load
 
     return StableDiffusionModel(
+        load("sd", path, device=device, dtype=dtype, offload=offload),
         "sd",
-        path=path,
-        device=device,
-        dtype=dtype,
-        offload=offload,
         height=height,
         width=width,
         decode_batch=decode_batch,
@@ -74,14 +70,11 @@ def sdxl(
     *, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None, decode_batch=None
 ) -> Model:
     """Stable Diffusion XL base (or a fine-tune such as DPO-SDXL) via diffusers, DDIM, CFG 2 NFEs per step."""
-    from noisesearch.models.sd import StableDiffusionModel
+    from noisesearch.models.sd import StableDiffusionModel, load
 
     return StableDiffusionModel(
+        load("sdxl", path, device=device, dtype=dtype, offload=offload),
         "sdxl",
-        path=path,
-        device=device,
-        dtype=dtype,
-        offload=offload,
         height=height,
         width=width,
         decode_batch=decode_batch,
@@ -100,13 +93,10 @@ def pixart_sigma(
     decode_batch=None,
 ) -> Model:
     """PixArt-Sigma text-to-image DiT via diffusers, DDIM in the RF convention, CFG 2 NFEs per step."""
-    from noisesearch.models.pixart import PixArtSigmaModel
+    from noisesearch.models.pixart import PixArtSigmaModel, load
 
     return PixArtSigmaModel(
-        path=path,
-        device=device,
-        dtype=dtype,
-        offload=offload,
+        load(path, device=device, dtype=dtype, offload=offload),
         height=height,
         width=width,
         max_sequence_length=max_sequence_length,
@@ -116,9 +106,9 @@ def pixart_sigma(
 
 def dit(*, path=None, device="cpu", dtype="float32", offload=None, decode_batch=None) -> Model:
     """Class-conditional ImageNet DiT via diffusers' DiTPipeline, DDIM in the RF convention, CFG 2 NFEs per step."""
-    from noisesearch.models.dit import DiTModel
+    from noisesearch.models.dit import DiTModel, load
 
-    return DiTModel(path=path, device=device, dtype=dtype, offload=offload, decode_batch=decode_batch)
+    return DiTModel(load(path, device=device, dtype=dtype, offload=offload), decode_batch=decode_batch)
 
 
 def sit(
@@ -147,7 +137,89 @@ def sit(
     )
 
 
-for _factory in (flux, sd, sdxl, pixart_sigma, dit, sit):
+def diffusers(
+    *,
+    path=None,
+    device="cpu",
+    dtype="float32",
+    offload=None,
+    adapter="auto",
+    height=None,
+    width=None,
+    batch=None,
+    decode_batch=None,
+    pipeline_kwargs=None,
+) -> Model:
+    """Any diffusers pipeline folder: the step-level adapter of its class if registered (see PIPELINES), else generic."""
+    from noisesearch.api import from_pipeline
+    from noisesearch.models._diffusers_common import load_any, load_image_arg
+
+    pipe = load_any(path, device=device, dtype=dtype, offload=offload)
+    pipeline_kwargs = {k: load_image_arg(v) for k, v in (pipeline_kwargs or {}).items()}  # a control image by path
+    options = {k: v for k, v in (("decode_batch", decode_batch), ("batch", batch)) if v is not None}
+    model = from_pipeline(pipe, adapter=adapter, height=height, width=width, pipeline_kwargs=pipeline_kwargs, **options)
+    if getattr(model, "domain", None) == "video":
+        from noisesearch.errors import UserError
+
+        raise UserError(f"{model.name} makes videos: search it from Python (noisesearch.search); the CLI writes images")
+    return model
+
+
+def _flux_pipeline(pipe, **options) -> Model:
+    from noisesearch.models.flux import FluxModel
+
+    return FluxModel(pipe, **options)
+
+
+def _sd_pipeline(pipe, **options) -> Model:
+    from noisesearch.models.sd import StableDiffusionModel
+
+    return StableDiffusionModel(pipe, "sd", **options)
+
+
+def _sdxl_pipeline(pipe, **options) -> Model:
+    from noisesearch.models.sd import StableDiffusionModel
+
+    return StableDiffusionModel(pipe, "sdxl", **options)
+
+
+def _pixart_sigma_pipeline(pipe, **options) -> Model:
+    from noisesearch.models.pixart import PixArtSigmaModel
+
+    return PixArtSigmaModel(pipe, **options)
+
+
+def _dit_pipeline(pipe, **options) -> Model:
+    from noisesearch.models.dit import DiTModel
+
+    return DiTModel(pipe, **options)
+
+
+def generic_pipeline(pipe, **options) -> Model:
+    from noisesearch.models.generic import GenericModel
+
+    return GenericModel(pipe, **options)
+
+
+for _factory, _cls in (
+    (_flux_pipeline, "flux:FluxModel"),
+    (_sd_pipeline, "sd:StableDiffusionModel"),
+    (_sdxl_pipeline, "sd:StableDiffusionModel"),
+    (_pixart_sigma_pipeline, "pixart:PixArtSigmaModel"),
+    (_dit_pipeline, "dit:DiTModel"),
+    (generic_pipeline, "generic:GenericModel"),
+):
+    _factory.adapter_class = f"noisesearch.models.{_cls}"  # whose keyword options the factory takes
+
+# diffusers pipeline class name -> step-level adapter ``(pipe, **options) -> Model`` (``from_pipeline``, the CLI)
+PIPELINES: dict[str, Callable[..., Model]] = {
+    "FluxPipeline": _flux_pipeline,
+    "StableDiffusionPipeline": _sd_pipeline,
+    "StableDiffusionXLPipeline": _sdxl_pipeline,
+    "PixArtSigmaPipeline": _pixart_sigma_pipeline,
+    "DiTPipeline": _dit_pipeline,
+}
+for _factory in (flux, sd, sdxl, pixart_sigma, dit, sit, diffusers):
     _factory.needs_setup = True  # loads a pipeline (hub id or --model-path); not built from nothing
 
 MODELS: dict[str, Callable[..., Model]] = {
@@ -160,6 +232,7 @@ MODELS: dict[str, Callable[..., Model]] = {
     "pixart-sigma": pixart_sigma,
     "dit": dit,
     "sit": sit,
+    "diffusers": diffusers,
 }
 
-__all__ = ["MODELS", "Model", "index_cond"]
+__all__ = ["MODELS", "PIPELINES", "Model", "index_cond"]

@@ -336,3 +336,70 @@ class VPModel:
         rows = denoise_rows(getattr(self, "denoise_batch", None), self.device)
         eps = in_chunks(lambda xs, cs: self.eps(xs, t, cs, guidance), x_vp, cond, rows).to(x.device, x.dtype)
         return (x_vp - sigma_vp * eps) / alpha
+
+
+def load_any(path, *, device="cpu", dtype="float32", offload: str | None = None):
+    """The pipeline in a folder (its class read from ``model_index.json``'s ``_class_name``) or hub id."""
+    import diffusers
+
+    if path is None:
+        raise UserError("model 'diffusers' needs --model-path: a pipeline folder with model_index.json, or a hub id")
+    local = Path(str(path)).expanduser()
+    cls = diffusers.DiffusionPipeline
+    if (local / "model_index.json").is_file():
+        try:
+            name = json.loads((local / "model_index.json").read_text()).get("_class_name")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise UserError(f"model folder {str(local)!r} has an unreadable model_index.json") from None
+        cls = getattr(diffusers, str(name), None)
+        if not (isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline)):
+            raise UserError(f"model folder {str(local)!r} names {name!r}, which is not a diffusers pipeline class")
+    return load_pipeline(cls, path, default=str(path), device=device, dtype=dtype, offload=offload)
+
+
+class StepKwargs:
+    """``with_pipeline_kwargs`` for the step-level adapters: the few ``__call__`` extras their own loops honour.
+
+    Subclasses list them in ``step_kwargs``; anything else the pipeline takes is refused with a pointer
+    to the generic adapter, which passes every ``__call__`` argument through.
+    """
+
+    step_kwargs: tuple[str, ...] = ()
+    pipeline_kwargs: dict = {}
+
+    def with_pipeline_kwargs(self, kwargs: dict):
+        """A copy of this adapter (same pipeline) that applies ``kwargs`` to every candidate."""
+        import copy
+
+        from noisesearch.models.generic import check_pipeline_kwargs
+
+        kwargs = check_pipeline_kwargs(self.pipe, kwargs)  # type: ignore[attr-defined]
+        for key in kwargs:
+            if key not in self.step_kwargs:
+                raise UserError(
+                    f"pipeline kwarg {key!r} is not supported by the step-level {self.name!r} adapter "  # type: ignore[attr-defined]
+                    f"(it takes: {', '.join(self.step_kwargs) or 'none'}); "
+                    "use ns.from_pipeline(pipe, adapter='generic') to pass any __call__ argument"
+                )
+        new = copy.copy(self)
+        new.pipeline_kwargs = kwargs
+        new.prompts = PromptCache(new._embed)  # type: ignore[attr-defined]
+        if hasattr(new, "cfg_stack"):
+            new.cfg_stack = CFGStack()
+        return new
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def load_image_arg(value):
+    """A pipeline argument as given, except a path to an image file, which is opened as an RGB PIL image."""
+    if isinstance(value, str) and value.lower().endswith(IMAGE_SUFFIXES):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(Path(value).expanduser()) as im:
+                return im.convert("RGB")
+        except (OSError, UnidentifiedImageError):
+            raise UserError(f"pipeline argument {value!r} is not a readable image file") from None
+    return value

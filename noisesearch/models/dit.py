@@ -61,6 +61,7 @@ class _ClassConditional:
     """Shared parts of the DiT-architecture adapters: targets, conditions, guided forward, decoding."""
 
     domain = "rgb"
+    adapter = "step"
 
     def _setup(self, net, vae, *, decode_batch: int | None, cfg_channels: int | None, pipe=None) -> None:
         self.net, self.vae = net, vae
@@ -117,20 +118,27 @@ class _ClassConditional:
         return decode_slices(lambda z: vae_decode(self.vae, z), x0, rows)
 
 
+def load(path=None, *, device="cpu", dtype="float32", offload: str | None = None):
+    """A ``DiTPipeline`` from a folder or hub id, ready for ``DiTModel``."""
+    from diffusers import DiTPipeline
+
+    return load_pipeline(DiTPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype, offload=offload)
+
+
 class DiTModel(VPModel, _ClassConditional):
     """DiT class-to-image adapter over a ``DiTPipeline`` (eps on a VP schedule, rescaled like ``sd``)."""
 
-    def __init__(
-        self, *, path=None, device="cpu", dtype="float32", decode_batch: int | None = None, offload: str | None = None
-    ):
-        from diffusers import DDIMScheduler, DiTPipeline
+    def __init__(self, pipe, *, decode_batch: int | None = None):
+        from diffusers import DDIMScheduler
 
         self.name = "dit"
-        self.pipe = load_pipeline(DiTPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype, offload=offload)
+        self.pipe = pipe  # used as it is: device map, dtype, offload hooks, compiled modules untouched
         self._setup(self.pipe.transformer, self.pipe.vae, decode_batch=decode_batch, cfg_channels=None, pipe=self.pipe)
         self.scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)  # timesteps only; we step ourselves
         self.vp = VPTable(self.scheduler.alphas_cumprod)
         self.default_steps, self.default_guidance = 50, 4.0  # the pipeline's defaults
+        self.latent_shape = (1, *self.noise_shape)
+        self.latents_note = "DiTPipeline takes no latents=: regenerate with this adapter's own loop"
 
     def eps(self, x_vp: torch.Tensor, t: float, cond: torch.Tensor, guidance: float) -> torch.Tensor:
         """The transformer's guided noise prediction (its eps channels) for VP states ``x_vp`` at timestep ``t``."""

@@ -14,6 +14,7 @@ import torch
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
     PromptCache,
+    StepKwargs,
     check_decode_batch,
     check_positive_int,
     check_prompt,
@@ -26,6 +27,13 @@ from noisesearch.models._diffusers_common import (
 )
 
 DEFAULT_ID = "black-forest-labs/FLUX.1-dev"
+
+
+def load(path=None, *, device="cpu", dtype="float32", offload: str | None = None):
+    """A ``FluxPipeline`` from a folder or hub id (default FLUX.1-dev), ready for ``FluxModel``."""
+    from diffusers import FluxPipeline
+
+    return load_pipeline(FluxPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype, offload=offload)
 
 
 def _pack(x: torch.Tensor) -> torch.Tensor:
@@ -42,27 +50,24 @@ def _unpack(tokens: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
     return x.reshape(b, c, h, w)
 
 
-class FluxModel:
+class FluxModel(StepKwargs):
     """FLUX text-to-image adapter: prompts in, images (B, 3, H, W) in [0, 1] out (see the module docstring)."""
 
     domain = "rgb"
+    adapter = "step"
+    step_kwargs = ("joint_attention_kwargs",)  # the pipeline extras this adapter's own loop honours
 
     def __init__(
         self,
+        pipe,
         *,
-        path=None,
-        device="cpu",
-        dtype="float32",
-        offload: str | None = None,
         height: int | None = None,
         width: int | None = None,
         max_sequence_length: int = 512,
         decode_batch: int | None = None,
     ):
-        from diffusers import FluxPipeline
-
         self.name = "flux"
-        self.pipe = load_pipeline(FluxPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype, offload=offload)
+        self.pipe = pipe  # used as it is: device map, dtype, offload hooks, LoRA, compiled modules untouched
         self.device = execution_device(self.pipe, self.pipe.transformer)
         self.dtype = self.pipe.transformer.dtype
         self.decode_batch = check_decode_batch(decode_batch)  # None: sized by image pixels (decode_rows)
@@ -82,6 +87,10 @@ class FluxModel:
         self.default_guidance = 3.5 if self.distilled else 1.0  # FLUX.1-dev's default; schnell has none
         self.default_steps = 28 if self.distilled else 4
         h, w = self.noise_shape[1:]
+        self.latent_shape = (1, self.channels, h, w)  # what a seeded draw has; the pipeline takes it packed
+        self.latents_note = (
+            f"FluxPipeline takes latents packed: FluxPipeline._pack_latents(z, 1, {self.channels}, {h}, {w})"
+        )
         self.img_ids = self.pipe._prepare_latent_image_ids(1, h // 2, w // 2, self.device, self.dtype)  # (hw/4, 3)
         self.prompts = PromptCache(self._embed)
 
@@ -148,6 +157,7 @@ class FluxModel:
             encoder_hidden_states=embeds,
             txt_ids=txt_ids,
             img_ids=self.img_ids,
+            joint_attention_kwargs=self.pipeline_kwargs.get("joint_attention_kwargs"),
             return_dict=False,
         )[0]  # (B, hw/4, 4C)
         v = _unpack(v, self.channels, *self.noise_shape[1:]).to(x.device, x.dtype)  # (B, C, h, w)

@@ -14,6 +14,7 @@ from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
     CFGStack,
     PromptCache,
+    StepKwargs,
     VPModel,
     VPTable,
     check_decode_batch,
@@ -25,34 +26,38 @@ from noisesearch.models._diffusers_common import (
     guide,
     load_pipeline,
 )
-from noisesearch.models.sd import vae_decode
+from noisesearch.models.sd import LATENTS_NOTE, negative_prompts, vae_decode
 
 DEFAULT_ID = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
 
 
-class PixArtSigmaModel(VPModel):
+def load(path=None, *, device="cpu", dtype="float32", offload: str | None = None):
+    """A ``PixArtSigmaPipeline`` from a folder or hub id, ready for ``PixArtSigmaModel``."""
+    from diffusers import PixArtSigmaPipeline
+
+    return load_pipeline(PixArtSigmaPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype, offload=offload)
+
+
+class PixArtSigmaModel(VPModel, StepKwargs):
     """PixArt-Sigma text-to-image adapter: prompts in, images (B, 3, H, W) in [0, 1] out."""
 
     domain = "rgb"
+    adapter = "step"
+    step_kwargs = ("negative_prompt",)  # the pipeline extras this adapter's own loop honours
 
     def __init__(
         self,
+        pipe,
         *,
-        path=None,
-        device="cpu",
-        dtype="float32",
-        offload: str | None = None,
         height: int | None = None,
         width: int | None = None,
         max_sequence_length: int = 300,
         decode_batch: int | None = None,
     ):
-        from diffusers import DDIMScheduler, PixArtSigmaPipeline
+        from diffusers import DDIMScheduler
 
         self.name = "pixart-sigma"
-        self.pipe = load_pipeline(
-            PixArtSigmaPipeline, path, default=DEFAULT_ID, device=device, dtype=dtype, offload=offload
-        )
+        self.pipe = pipe  # used as it is: device map, dtype, offload hooks, LoRA, compiled modules untouched
         net = self.pipe.transformer
         self.device, self.dtype = execution_device(self.pipe, net), net.dtype
         self.decode_batch = check_decode_batch(decode_batch)  # None: sized by image pixels (decode_rows)
@@ -70,6 +75,8 @@ class PixArtSigmaModel(VPModel):
                 )
         self.channels = net.config.in_channels
         self.noise_shape = (self.channels, self.height // factor, self.width // factor)
+        self.latent_shape = (1, *self.noise_shape)  # the pipeline's ``latents=`` as drawn
+        self.latents_note = LATENTS_NOTE
         self.default_steps, self.default_guidance = 20, 4.5  # the pipeline's defaults
         self.prompts = PromptCache(self._embed)
         self.cfg_stack = CFGStack()
@@ -81,7 +88,7 @@ class PixArtSigmaModel(VPModel):
         embeds, mask, neg, neg_mask = self.pipe.encode_prompt(
             prompts,
             do_classifier_free_guidance=True,
-            negative_prompt="",
+            negative_prompt=negative_prompts(self.pipeline_kwargs.get("negative_prompt", ""), len(prompts)),
             device=self.device,
             max_sequence_length=self.max_sequence_length,
         )

@@ -19,6 +19,7 @@ from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
     CFGStack,
     PromptCache,
+    StepKwargs,
     VPModel,
     VPTable,
     check_decode_batch,
@@ -33,28 +34,39 @@ from noisesearch.models._diffusers_common import (
 DEFAULT_IDS = {"sd": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
 
 
-class StableDiffusionModel(VPModel):
+def load(name: str, path=None, *, device="cpu", dtype="float32", offload: str | None = None):
+    """A ``StableDiffusionPipeline`` (``name`` "sd") or ``StableDiffusionXLPipeline`` ("sdxl") from a folder or hub id."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    cls = StableDiffusionXLPipeline if name == "sdxl" else StableDiffusionPipeline
+    return load_pipeline(cls, path, default=DEFAULT_IDS[name], device=device, dtype=dtype, offload=offload)
+
+
+LATENTS_NOTE = (
+    "the pipeline takes them as drawn, with pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)"
+)
+
+
+class StableDiffusionModel(VPModel, StepKwargs):
     """SD / SDXL text-to-image adapter: prompts in, images (B, 3, H, W) in [0, 1] out (see the module docstring)."""
 
     domain = "rgb"
+    adapter = "step"
+    step_kwargs = ("negative_prompt",)  # the pipeline extras this adapter's own loop honours
 
     def __init__(
         self,
+        pipe,
         name: str = "sd",
         *,
-        path=None,
-        device="cpu",
-        dtype="float32",
-        offload: str | None = None,
         height: int | None = None,
         width: int | None = None,
         decode_batch: int | None = None,
     ):
-        from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+        from diffusers import DDIMScheduler
 
         self.name, self.xl = name, name == "sdxl"
-        cls = StableDiffusionXLPipeline if self.xl else StableDiffusionPipeline
-        self.pipe = load_pipeline(cls, path, default=DEFAULT_IDS[name], device=device, dtype=dtype, offload=offload)
+        self.pipe = pipe  # used as it is: device map, dtype, offload hooks, LoRA, compiled modules untouched
         unet, vae = self.pipe.unet, self.pipe.vae
         self.device, self.dtype = execution_device(self.pipe, unet), unet.dtype
         self.decode_batch = check_decode_batch(decode_batch)  # None: sized by image pixels (decode_rows)
@@ -67,6 +79,8 @@ class StableDiffusionModel(VPModel):
             if isinstance(size, bool) or not isinstance(size, int) or size < factor or size % factor:
                 raise UserError(f"{what} {size!r} is not a positive multiple of {factor} (the VAE's downsampling)")
         self.noise_shape = (unet.config.in_channels, self.height // factor, self.width // factor)
+        self.latent_shape = (1, *self.noise_shape)  # the pipeline's ``latents=`` as drawn
+        self.latents_note = LATENTS_NOTE
         self.default_steps = 50
         self.default_guidance = 5.0 if self.xl else 7.5  # the pipelines' defaults
         if vae.dtype == torch.float16 and vae.config.get("force_upcast", False):
@@ -85,7 +99,11 @@ class StableDiffusionModel(VPModel):
 
     def _embed(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         out = self.pipe.encode_prompt(
-            prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=True, negative_prompt=None
+            prompts,
+            device=self.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=True,
+            negative_prompt=negative_prompts(self.pipeline_kwargs.get("negative_prompt"), len(prompts)),
         )
         names = ("embeds", "neg", "pooled", "neg_pooled") if self.xl else ("embeds", "neg")
         return dict(zip(names, out))  # (N, L, D) each; pooled (N, P)
@@ -114,6 +132,11 @@ class StableDiffusionModel(VPModel):
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         rows = decode_rows(self.decode_batch, self.height * self.width)
         return decode_slices(lambda z: vae_decode(self.pipe.vae, z), x0, rows)
+
+
+def negative_prompts(negative, n: int):
+    """A negative prompt for each of ``n`` prompts (a single string is repeated; None stays None)."""
+    return [negative] * n if isinstance(negative, str) else negative
 
 
 def vae_decode(vae, z: torch.Tensor) -> torch.Tensor:

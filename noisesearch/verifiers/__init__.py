@@ -217,4 +217,32 @@ VERIFIERS: dict[str, Callable[..., Verifier]] = {
     "llm-grader": llm_grader,
 }
 
-__all__ = ["VERIFIERS", "Verifier", "check_images"]
+
+def as_verifier(verifier, **options) -> Verifier:
+    """A verifier from a registry name (``options`` go to its factory), a verifier object, or any callable.
+
+    A callable ``f(images, prompts) -> scores`` is wrapped by ``CallableVerifier`` (``options``:
+    ``name``, ``batch``, ``device``). An object with ``name`` and ``preview_sigma`` is used as it is.
+    """
+    from noisesearch.errors import UserError
+
+    if isinstance(verifier, str):
+        if verifier not in VERIFIERS:
+            raise UserError(f"unknown verifier {verifier!r}; accepted: {', '.join(VERIFIERS)}, or a callable")
+        from noisesearch.generate import check_options
+
+        check_options(VERIFIERS[verifier], options, "verifier", verifier)
+        return VERIFIERS[verifier](**options)
+    if isinstance(verifier, Verifier) and not options:
+        return verifier
+    from noisesearch.verifiers.custom import CallableVerifier
+
+    if isinstance(verifier, Verifier):
+        raise UserError(f"verifier {verifier.name!r} is an object already; options {sorted(options)} go to names")
+    unknown = set(options) - {"name", "batch", "device"}
+    if unknown:
+        raise UserError(f"a callable verifier takes no option {sorted(unknown)[0]!r}; accepted: name, batch, device")
+    return CallableVerifier(verifier, **options)
+
+
+__all__ = ["VERIFIERS", "Verifier", "as_verifier", "check_images"]

@@ -1,0 +1,205 @@
+"""The Python front door: ``from_pipeline`` (any diffusers pipeline object -> a ``Model``) and ``search``.
+
+Example::
+
+    import noisesearch as ns
+
+    model = ns.from_pipeline(pipe)     # the pipeline as you set it up: LoRA, offload, compile kept
+    results = ns.search(model, ["a red cube on a blue sphere"], verifier=my_reward, budget=120, steps=30)
+    results[0].best_image              # (C, H, W) in [0, 1]
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from noisesearch.driver import SearchResult, run_search
+from noisesearch.errors import UserError
+from noisesearch.models import PIPELINES, Model, generic_pipeline
+
+ADAPTERS = ("auto", "step", "generic")
+
+
+def from_pipeline(
+    pipe,
+    *,
+    adapter: str = "auto",
+    height: int | None = None,
+    width: int | None = None,
+    pipeline_kwargs: dict | None = None,
+    **options,
+) -> Model:
+    """The adapter for a diffusers pipeline object, built around it (never reloaded, moved or cast).
+
+    ``adapter``: "auto" (the step-level adapter of ``type(pipe).__name__`` in ``PIPELINES``, else the
+    generic one), "step" or "generic". ``height``/``width``: image size (default: the pipeline's).
+    ``pipeline_kwargs``: extra ``__call__`` arguments applied to every candidate (the generic adapter
+    passes any; a step-level one the few its loop honours). ``options``: the adapter's own keywords
+    (``decode_batch``, ``max_sequence_length``; the generic adapter's ``batch``).
+
+    Example::
+
+        pipe = FluxPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", torch_dtype=torch.bfloat16).to("cuda")
+        model = from_pipeline(pipe, height=512, width=512)            # FluxModel around this very object
+        model = from_pipeline(pipe, adapter="generic")                # or run through pipe.__call__ itself
+    """
+    size = {k: v for k, v in (("height", height), ("width", width)) if v is not None}
+    if adapter not in ADAPTERS:
+        raise UserError(f"unknown adapter {adapter!r}; accepted: {', '.join(ADAPTERS)}")
+    try:
+        from diffusers import DiffusionPipeline
+    except ImportError:  # pragma: no cover
+        raise UserError("from_pipeline needs diffusers: pip install diffusers") from None
+    if not isinstance(pipe, DiffusionPipeline):
+        raise UserError(f"from_pipeline takes a diffusers pipeline object, got a {type(pipe).__name__}")
+    cls = type(pipe).__name__
+    step = PIPELINES.get(cls)
+    if adapter == "step" and step is None:
+        raise UserError(f"{cls} has no step-level adapter; those with one: {', '.join(PIPELINES)}")
+    if step is not None and adapter != "generic":
+        build, options = step, {**size, **options}
+    else:
+        build, options = generic_pipeline, {"pipeline_kwargs": {**size, **(pipeline_kwargs or {})}, **options}
+    accepted = adapter_options(build)
+    for key in options:
+        if key not in accepted:
+            kind = "generic" if build is generic_pipeline else "step-level"
+            raise UserError(f"the {kind} adapter for {cls} takes no option {key!r}; accepted: {', '.join(accepted)}")
+    model = build(pipe, **options)
+    if build is not generic_pipeline and pipeline_kwargs:
+        model = model.with_pipeline_kwargs(pipeline_kwargs)
+    return model
+
+
+def adapter_options(build) -> list[str]:
+    """Keyword options of the adapter class behind a ``PIPELINES`` factory (its ``adapter_class``)."""
+    import importlib
+    import inspect
+
+    module, name = build.adapter_class.split(":")
+    params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
+    return [k for k, v in params.items() if v.kind is v.KEYWORD_ONLY]
+
+
+def search(
+    model,
+    targets,
+    *,
+    verifier,
+    algorithm: str = "random",
+    budget: int,
+    steps: int | None = None,
+    seed: int = 0,
+    guidance: float | None = None,
+    sampler: str = "euler",
+    pipeline_kwargs: dict | None = None,
+    verifier_options: dict | None = None,
+    max_batch: int = 4096,
+    keep_images: bool = False,
+    progress=None,
+    **algorithm_params,
+) -> list[SearchResult]:
+    """Search the noises of ``model`` for each target within ``budget`` NFEs each; one result per target.
+
+    Args:
+        model: a ``Model`` (``from_pipeline``, ``MODELS[...]()``) or a diffusers pipeline object
+            (then ``from_pipeline(model)``).
+        targets: prompts (or class ids for class-conditional models); a single one may be given bare.
+        verifier: a registry name (``noisesearch list``) or any callable ``f(images, prompts) -> scores``
+            (images (B, C, H, W) in [0, 1], scores (B,), higher is better; NaN = failed).
+        algorithm: a registry name; its hyperparameters come as ``**algorithm_params``.
+        budget: hard NFE limit per target; ``steps``: denoising steps per candidate (default: the model's).
+        seed: the search seed (every target's search uses it: common random numbers across targets).
+        pipeline_kwargs: extra pipeline ``__call__`` arguments applied to every candidate.
+        verifier_options: the verifier factory's keywords, or a callable's ``name``, ``batch``, ``device``.
+
+    Returns:
+        One ``SearchResult`` per target: ``best_image`` (C, H, W) in [0, 1], ``best_score``,
+        ``candidates`` and ``record`` (the same JSON-ready record as ``noisesearch generate`` writes).
+
+    Example::
+
+        import noisesearch as ns
+
+        model = ns.from_pipeline(pipe)
+        (result,) = ns.search(model, "a red cube", verifier=lambda im, p: im.mean(dim=(1, 2, 3)), budget=120, steps=30)
+        result.best_image.shape                  # (3, H, W)
+    """
+    from noisesearch.algorithms import ALGORITHMS
+    from noisesearch.generate import check_options, make_record, pick
+    from noisesearch.verifiers import as_verifier
+
+    factory = pick(ALGORITHMS, algorithm, "algorithm")
+    check_options(factory, algorithm_params, "algorithm", algorithm)
+    algo = factory(**algorithm_params)  # cheap validation first
+    if not callable(getattr(model, "schedule", None)):  # not a Model: a pipeline object, or refused in one line
+        model = from_pipeline(model)
+    if pipeline_kwargs:
+        with_kwargs = getattr(model, "with_pipeline_kwargs", None)
+        if with_kwargs is None:
+            raise UserError(f"model {model.name!r} takes no pipeline_kwargs (it is not a diffusers pipeline)")
+        model = with_kwargs(pipeline_kwargs)
+    v = as_verifier(verifier, **(verifier_options or {}))
+    targets = [targets] if isinstance(targets, (str, int)) else list(targets)
+    if not targets:
+        raise UserError("targets must hold at least one prompt or class id")
+    steps = model.default_steps if steps is None else steps
+    guidance = model.default_guidance if guidance is None else float(guidance)
+    started = time.perf_counter()
+    results = run_search(
+        model,
+        v,
+        algo,
+        targets,
+        seeds=[seed] * len(targets),
+        budget=budget,
+        steps=steps,
+        sampler=sampler,
+        guidance=guidance,
+        max_batch=max_batch,
+        progress=progress,
+        keep_images=keep_images,
+    )
+    wall = time.perf_counter() - started
+    for r in results:
+        r.record = make_record(
+            r,
+            model,
+            v,
+            algo,
+            model=model.name,
+            model_path=None,
+            model_options={},
+            verifier=v.name,
+            verifier_path=None,
+            verifier_options=describe(verifier_options or {}),
+            algorithm=algorithm,
+            steps=steps,
+            sampler=sampler,
+            guidance=guidance,
+            wall=wall / len(results),
+            pipeline_kwargs=describe(pipeline_kwargs or {}),
+        )
+    return results
+
+
+def describe(options: dict) -> dict:
+    """``options`` as JSON-ready values: numbers, strings and containers as they are, others by type (and shape)."""
+
+    def one(v):
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, (list, tuple)):
+            return [one(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): one(x) for k, x in v.items()}
+        shape = getattr(v, "shape", None) or getattr(v, "size", None)
+        return (
+            f"<{type(v).__name__} {tuple(shape)}>"
+            if isinstance(shape, (tuple, torch.Size))
+            else f"<{type(v).__name__}>"
+        )
+
+    return {k: one(v) for k, v in options.items()}

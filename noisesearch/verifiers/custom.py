@@ -1,0 +1,67 @@
+"""Your own verifier: any callable ``f(images, prompts) -> scores`` wrapped into the verifier contract.
+
+``images`` (B, C, H, W) float in [0, 1] (videos: (B, C, F, H, W)), ``prompts`` the B targets,
+``scores`` anything ``torch.as_tensor`` takes, of shape (B,), **higher is better**; a NaN score is a
+failed one (recorded, never ranked). The wrapper names it, scores in batches of at most ``batch``
+images, moves the images to ``device`` (a verifier on its own GPU), and refuses a wrong shape in one line.
+
+Example::
+
+    verifier = CallableVerifier(lambda images, prompts: images.mean(dim=(1, 2, 3)), name="brightness")
+    scores = verifier(images, ["a red cube"] * len(images))   # (B,)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from noisesearch.errors import UserError
+
+
+class CallableVerifier:
+    """A plain callable as a ``Verifier`` (see the module docstring).
+
+    Args:
+        fn: ``fn(images, targets) -> scores`` (B,).
+        name: recorded name (default: the callable's ``__name__``).
+        batch: most images per call (default: all at once).
+        device: where ``fn`` gets the images (default: where they are); scores come back on the CPU.
+    """
+
+    preview_sigma = None
+
+    def __init__(self, fn: Callable, *, name: str | None = None, batch: int | None = None, device=None):
+        if not callable(fn):
+            raise UserError(f"a verifier must be a registry name or a callable f(images, prompts), got {fn!r}")
+        if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+            raise UserError(f"verifier batch must be a positive integer, got {batch!r}")
+        self.fn, self.batch = fn, batch
+        self.name = name or getattr(fn, "__name__", None) or type(fn).__name__
+        if device is not None:
+            from noisesearch.models._diffusers_common import parse_device
+
+            device = parse_device(device)
+        self.device = device
+
+    def __call__(self, images: torch.Tensor, targets: list, *, previews: torch.Tensor | None = None) -> torch.Tensor:
+        n = len(images)
+        size = self.batch or max(n, 1)
+        parts = [self._score(images[i : i + size], list(targets[i : i + size])) for i in range(0, n, size)]
+        return torch.cat(parts) if parts else torch.zeros(0)
+
+    def _score(self, images: torch.Tensor, targets: list) -> torch.Tensor:
+        if self.device is not None:
+            images = images.to(self.device)
+        out = self.fn(images, targets)
+        try:
+            scores = torch.as_tensor(out).detach()
+        except (TypeError, ValueError, RuntimeError):
+            raise UserError(f"verifier {self.name!r} returned a {type(out).__name__}, not scores (B,)") from None
+        if scores.shape != (len(images),):
+            raise UserError(
+                f"verifier {self.name!r} returned shape {tuple(scores.shape)} for {len(images)} images; "
+                f"it must return one score per image, shape ({len(images)},)"
+            )
+        return scores.float().cpu()  # (b,); NaN = a failed score
