@@ -128,9 +128,13 @@ def search(
         result.best_image.shape                  # (3, H, W)
     """
     from noisesearch.algorithms import ALGORITHMS
+    from noisesearch.checks import check_budget, check_guidance, check_seed, check_steps
     from noisesearch.generate import check_options, make_record, pick
     from noisesearch.verifiers import as_verifier
 
+    budget, seed = check_budget(budget), check_seed(seed)  # numbers first: one line each, before any work
+    steps = None if steps is None else check_steps(steps)
+    guidance = check_guidance(guidance)
     factory = pick(ALGORITHMS, algorithm, "algorithm")
     check_options(factory, algorithm_params, "algorithm", algorithm)
     algo = factory(**algorithm_params)  # cheap validation first

@@ -248,6 +248,9 @@ def test_bad_inputs_are_one_line(generic_pipes, step_pipes):
             "accepted here: random",
         ),
         (lambda: ns.search(aura, PROMPT, verifier=brightness, budget=8, sampler="heun"), "own scheduler runs"),
+        (lambda: ns.search(aura, PROMPT, verifier=brightness, budget=8, seed=2**70), "seed must be an integer"),
+        (lambda: ns.search(aura, PROMPT, verifier=brightness, budget=10**13), "more than this machine's memory"),
+        (lambda: ns.search(aura, PROMPT, verifier=brightness, budget=8, guidance=float("nan")), "finite number"),
         (
             lambda: ns.from_pipeline(step_pipes["StableDiffusionPipeline"], pipeline_kwargs={"eta": 0.5}),
             "use ns.from_pipeline(pipe, adapter='generic')",
