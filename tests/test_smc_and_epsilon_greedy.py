@@ -97,20 +97,28 @@ def test_systematic_resample_by_hand():
 def test_budget_kept_and_used_to_within_one_trajectory(digits, classifier, name, budget, sampler, guidance):
     steps = 8
     per_eval = digits.nfe_per_call(guidance)
-    results = run_search(
-        digits,
-        classifier,
-        ALGORITHMS[name](),
-        [1, 2],
-        seeds=[5, 6],
-        budget=budget,
-        steps=steps,
-        sampler=sampler,
-        guidance=guidance,
-    )
+    rows = []
+    hook = digits.net.register_forward_pre_hook(lambda mod, args: rows.append(len(args[0])))
+    try:
+        results = run_search(
+            digits,
+            classifier,
+            ALGORITHMS[name](),
+            [1, 2],
+            seeds=[5, 6],
+            budget=budget,
+            steps=steps,
+            sampler=sampler,
+            guidance=guidance,
+        )
+    finally:
+        hook.remove()
+    assert sum(rows) == sum(r.nfe_used for r in results)  # real network rows (CFG: 2 per sample)
     for r in results:
-        assert r.nfe_used <= budget
+        # (nfe_used <= budget is not asserted: it cannot fail, the accountant raises first)
         assert budget - r.nfe_used < steps * per_eval  # one trajectory with one candidate per step
+        if name == "smc":  # particles = what the budget pays for, at one evaluation per step each
+            assert r.nfe_used == max(budget // (steps * per_eval), 2) * steps * per_eval
         assert r.nfe_used == sum(c["nfe"] for c in r.candidates)  # the declared costs are the real calls
         for c in r.candidates:  # first step pays its own evaluation, later ones reuse the cached x0
             step = c["info"]["step"]
