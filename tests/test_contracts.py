@@ -89,7 +89,7 @@ def test_verifier_contract(name):
     scores = verifier(images, targets, **kwargs)
     assert scores.shape == (3,) and scores.dtype.is_floating_point and torch.isfinite(scores).all()
     again = verifier(images, targets, **kwargs)
-    assert torch.equal(scores, again), "a verifier must be deterministic"
+    assert torch.equal(scores, again), "a verifier must be deterministic"  # same process: bit for bit
     kwargs1 = {"previews": previews[1:2]} if kwargs else {}
     alone = verifier(images[1:2], targets[1:2], **kwargs1)
     torch.testing.assert_close(alone, scores[1:2], atol=1e-5, rtol=1e-5)

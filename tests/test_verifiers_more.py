@@ -269,11 +269,11 @@ def test_oracle_fid_is_minus_the_one_sample_fid(files):
     f = pools[-1].double().numpy()  # (2, 2048)
     d = f - mu
     fid1 = -((d * d).sum(1) + np.trace(sigma))
-    torch.testing.assert_close(
+    torch.testing.assert_close(  # default tolerance: float64 statistics in another order
         build("oracle-fid", files)(x, [0, 0]), torch.tensor(fid1, dtype=torch.float32), rtol=1e-5, atol=1e-3
     )
     maha = -np.einsum("bi,bi->b", d, np.linalg.solve(sigma + 1e-6 * np.eye(2048), d.T).T)
-    torch.testing.assert_close(
+    torch.testing.assert_close(  # default tolerance: float64 statistics in another order
         build("oracle-fid", files, metric="mahalanobis")(x, [0, 0]),
         torch.tensor(maha, dtype=torch.float32),
         rtol=1e-4,
