@@ -69,9 +69,8 @@ def test_feature_similarity_uses_no_labels_and_prefers_consistent_previews():
     other = verifier(images, [0] * 50, previews=images.flip(0))
     torch.testing.assert_close(same, torch.ones(50), atol=1e-5, rtol=0)
     assert (other < same).all()
-    assert torch.equal(
-        verifier(images, [3] * 50, previews=images.flip(0)), other
-    )  # targets are ignored (same inputs and process: bit for bit)
+    # targets are ignored (same inputs and process: bit for bit)
+    assert torch.equal(verifier(images, [3] * 50, previews=images.flip(0)), other)
 
 
 @pytest.mark.parametrize("guidance", [1.0, 2.0, 0.0])

@@ -253,12 +253,10 @@ def test_evolution_refits_mean_and_floored_std_on_the_elites():
     scores = [0.5, -1.0, 3.0, float("nan"), 2.0, -2.0, 1.0, 0.0]
     algorithm.tell(state, [outcome(j, s, index=k) for k, (j, s) in enumerate(zip(jobs, scores))])
     elites = torch.stack([jobs[2].x, jobs[4].x, jobs[6].x])
-    torch.testing.assert_close(
-        state.mean, elites.mean(0)
-    )  # default float32 tolerance: the same mean/std in another order
-    torch.testing.assert_close(
-        state.std, elites.std(0, unbiased=False).clamp_min(0.2)
-    )  # default float32 tolerance: reduction order
+    # default float32 tolerance: the same mean/std in another order
+    torch.testing.assert_close(state.mean, elites.mean(0))
+    # default float32 tolerance: reduction order
+    torch.testing.assert_close(state.std, elites.std(0, unbiased=False).clamp_min(0.2))
     assert state.std.min() == 0.2 and [c.path for c in state.top] == [(0, 2), (0, 4)]
     for job in jobs + algorithm.ask(state):
         assert abs(float(job.x.mean())) < 1e-5 and float(job.x.pow(2).mean()) == pytest.approx(1.0, rel=1e-5)

@@ -31,9 +31,8 @@ def test_log_potentials_by_hand():
     r = torch.tensor([[0.1, 0.3, 0.2]])
     expected = {"difference": [0.2, 0.4, -0.2], "max": [0.2, 0.6, 0.6], "sum": [0.2, 0.8, 1.2]}
     for kind, values in expected.items():
-        torch.testing.assert_close(
-            log_potentials(r, kind, 2.0), torch.tensor([values], dtype=torch.float64)
-        )  # float64 vs hand values: default tolerance
+        # float64 vs hand values: default tolerance
+        torch.testing.assert_close(log_potentials(r, kind, 2.0), torch.tensor([values], dtype=torch.float64))
 
 
 def test_resampling_weights_by_hand():
