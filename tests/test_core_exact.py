@@ -178,6 +178,7 @@ def test_problem_costs_every_job_option_exactly():
     assert p.job_costs(Job(x, sig, score_end=True)) == (8, 0)  # ends at 0: nothing more to evaluate
     assert p.job_costs(Job(x, sig, grad=True, backward_cost=1.3)) == (8, math.ceil(1.3 * 8))
     assert p.job_costs(Job(x, sig, backward_cost=1.3)) == (8, 0)
+    assert p.job_costs(Job(x, sig, grad=True)) == (8, 0)  # backward_cost defaults to 0: nothing extra
     assert p.job_cost(Job(x, sig[:3], sampler="heun", denoised=x, score_end=True)) == (4 - 1 + 1) * 2
 
 
@@ -186,7 +187,7 @@ def test_problem_noises_fresh_jobs_and_budget_message():
     seed, noise = p.noise(4, 1)
     assert seed == by_hand_seed(9, 4, 1) and torch.equal(noise, gaussian((2,), seed))
     steps = p.step_noises(3, 5)
-    assert steps.shape == (3, 2)
+    assert steps.shape == (3, 2) and STEP_NOISES == 2**40  # the marker is part of every recorded step-noise seed
     for i in range(3):
         assert torch.equal(steps[i], gaussian((2,), by_hand_seed(9, 5, STEP_NOISES, i)))
     job = p.fresh_job(6, info={"a": 1})

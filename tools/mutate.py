@@ -301,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=None, help="seconds per mutant (default: 4x baseline + 30)")
     p.add_argument("--tests", nargs="+", default=None, help="test files to run (default: the file's own list)")
     p.add_argument("--list", action="store_true", help="only list the mutants")
+    p.add_argument("--only", nargs="+", default=None, help="run only mutants LINE:KIND (e.g. 51:const), as listed")
     p.add_argument("--show-survivors", action="store_true", help="print a diff of each surviving mutant")
     p.add_argument("--json", type=Path, default=None, help="write every result to this JSON file")
     p.add_argument("--no-fork", action="store_true", help="one fresh interpreter per mutant (slower; no os.fork)")
@@ -321,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         for file in files:
             mutants = enumerate_mutants(file)
             total = len(mutants)
-            if args.max_mutants is not None and args.max_mutants < total:
+            if args.only:
+                mutants = [m for m in mutants if f"{m.line}:{m.kind}" in args.only]
+            elif args.max_mutants is not None and args.max_mutants < total:
                 mutants = sorted(
                     random.Random(f"{args.seed}:{file}").sample(mutants, args.max_mutants), key=lambda m: m.node
                 )
