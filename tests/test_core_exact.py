@@ -430,7 +430,13 @@ class Spy:
 
 @pytest.mark.parametrize(
     "budget,neighbours,iterations,rounds",
-    [(20, 2, None, [1, 2, 2]), (16, 2, None, [1, 2, 1]), (40, 3, 2, [1, 3, 3]), (8, 4, None, [1, 1])],
+    [
+        (20, 2, None, [1, 2, 2]),
+        (16, 2, None, [1, 2, 1]),
+        (40, 3, 2, [1, 3, 3]),
+        (40, 3, 1, [1, 3]),
+        (8, 4, None, [1, 1]),
+    ],
 )
 def test_zero_order_trajectory_by_hand(toy, dist, budget, neighbours, iterations, rounds):
     step = 0.5
