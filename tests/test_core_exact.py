@@ -441,7 +441,7 @@ class Spy:
 def test_zero_order_trajectory_by_hand(toy, dist, budget, neighbours, iterations, rounds):
     step = 0.5
     spy = Spy(ZeroOrderSearch(neighbours=neighbours, step_size=step, iterations=iterations))
-    (r,) = run_search(toy, dist, spy, [1], seeds=[4], budget=budget, steps=4)
+    (r,) = run_search(toy, dist, spy, [0], seeds=[4], budget=budget, steps=4)  # a bad pivot: neighbours win
     asked = [jobs for jobs in spy.jobs if jobs]
     assert [len(j) for j in asked] == rounds and spy.jobs[-1] == []
     assert r.nfe_used == 4 * sum(rounds) and [c["nfe"] for c in r.candidates] == [4] * sum(rounds)
@@ -469,6 +469,8 @@ def test_zero_order_trajectory_by_hand(toy, dist, budget, neighbours, iterations
         pivot_index = best_round
         pivot = spy.jobs[0][0].x if pivot_index == 0 else _job_at(asked, pivot_index).x
     assert r.best_index == max(range(len(scores)), key=lambda k: (scores[k], -k))
+    if budget >= 20:
+        assert pivot_index != 0, "the pivot must move in this case, else its update rule is untested"
 
 
 def eps_seed(seed, it, j):
@@ -511,7 +513,10 @@ def test_zero_order_keeps_the_pivot_on_ties_and_checks_its_parameters(toy):
     }
 
 
-def test_random_search_parameters():
+def test_random_search_parameters(toy, dist):
+    message = r"^budget 3 is smaller than 1 candidate\(s\) \(4 NFEs with 4 steps at 1 NFE\(s\) per evaluation\)"
+    with pytest.raises(UserError, match=message):
+        run_search(toy, dist, RandomSearch(), [0], seeds=[0], budget=3, steps=4)
     assert RandomSearch(candidates=7).params() == {"candidates": 7} and RandomSearch().params() == {"candidates": None}
     for bad in (0, -1, 2.5):
         with pytest.raises(UserError, match=f"candidates must be a positive integer, got {bad!r}"):
