@@ -554,6 +554,8 @@ def test_every_registered_algorithm_spends_exactly_what_its_records_say(toy, dis
         if name == "first-order":
             continue  # its backward passes are NFE-equivalents, not denoiser rows (test_first_order_and_evolution)
         rows.clear()
-        (r,) = run_search(model, dist, ALGORITHMS[name](), [1], seeds=[0], budget=40, steps=4)
+        spy = Spy(ALGORITHMS[name]())
+        (r,) = run_search(model, dist, spy, [1], seeds=[0], budget=40, steps=4)
+        assert type(spy.jobs[-1]) is list and spy.jobs[-1] == [], f"{name}: the search ends with an empty list"
         assert r.nfe_used == sum(rows) == sum(c["nfe"] for c in r.candidates), name
         assert 40 - 4 < r.nfe_used, name  # uses the budget to within one full candidate
