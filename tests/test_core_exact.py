@@ -559,3 +559,18 @@ def test_every_registered_algorithm_spends_exactly_what_its_records_say(toy, dis
         assert type(spy.jobs[-1]) is list and spy.jobs[-1] == [], f"{name}: the search ends with an empty list"
         assert r.nfe_used == sum(rows) == sum(c["nfe"] for c in r.candidates), name
         assert 40 - 4 < r.nfe_used, name  # uses the budget to within one full candidate
+
+
+def test_smc_resamples_after_every_step_but_the_last(toy, dist):
+    """With ess_threshold 1 SMC resamples at every resampling point; the final step's particles are the answer."""
+    from noisesearch.algorithms.smc import SMCSearch
+
+    spy, states = Spy(SMCSearch(particles=3, ess_threshold=1.0)), []
+    spy.init = lambda p: states.append(spy.inner.init(p)) or states[-1]
+    (r,) = run_search(toy, dist, spy, [1], seeds=[2], budget=12, steps=4)
+    assert [x["step"] for x in states[0].resamplings] == [0, 1, 2] and r.nfe_used == 12
+    every_other = Spy(SMCSearch(particles=3, ess_threshold=1.0, resample_every=2))
+    states.clear()
+    every_other.init = lambda p: states.append(every_other.inner.init(p)) or states[-1]
+    run_search(toy, dist, every_other, [1], seeds=[2], budget=12, steps=4)
+    assert [x["step"] for x in states[0].resamplings] == [1]
