@@ -89,7 +89,7 @@ def test_verifier_contract(name):
     scores = verifier(images, targets, **kwargs)
     assert scores.shape == (3,) and scores.dtype.is_floating_point and torch.isfinite(scores).all()
     again = verifier(images, targets, **kwargs)
-    assert torch.equal(scores, again), "a verifier must be deterministic"
+    assert torch.equal(scores, again), "a verifier must be deterministic"  # same process: bit for bit
     kwargs1 = {"previews": previews[1:2]} if kwargs else {}
     alone = verifier(images[1:2], targets[1:2], **kwargs1)
     torch.testing.assert_close(alone, scores[1:2], atol=1e-5, rtol=1e-5)
@@ -133,14 +133,40 @@ def test_algorithm_contract(name, model_name, verifier_name):
             assert (c["noise_seed"] is None) != (c["noise_sha256"] is None)
         else:  # an intermediate state: described by the algorithm's notes
             assert c["noise_sha256"] is None and c.get("info")
+    full = model.nfe_per_call(model.default_guidance) * 4  # one full candidate: 4 Euler steps
     for r in first:
-        assert 0 < r.nfe_used <= 64
+        # every NFE is on a candidate's record, and the budget is used to within one full candidate
+        # (spending more than 64 cannot happen: the accountant raises first)
+        assert r.nfe_used == sum(c["nfe"] for c in r.candidates) and 64 - full < r.nfe_used
+        assert r.verifier_calls == len(r.candidates)
         assert r.best_image is not None and math.isfinite(r.best_score)
         assert r.best_score == max(c["score"] for c in r.candidates if c["sigma_end"] == 0)
 
 
 def test_registries_are_plain_dicts_of_factories():
+    """Each entry: a keyword-only factory with a one-line summary; what it builds carries the registry's name."""
+    import inspect
+    import json
+
     for registry in (MODELS, VERIFIERS, ALGORITHMS):
         assert type(registry) is dict
         for name, factory in registry.items():
-            assert callable(factory) and factory.__doc__, name
+            assert callable(factory) and factory.__doc__ and factory.__doc__.strip().splitlines()[0], name
+            params = inspect.signature(factory).parameters.values()
+            assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params), f"{name}: knobs are keyword-only"
+    for name, factory in VERIFIERS.items():
+        assert factory.domain in (None, "digits", "toy"), name
+        assert isinstance(getattr(factory, "needs_setup", False), bool), name
+        if not getattr(factory, "needs_setup", False):
+            v = factory()
+            assert v.name == name and v.preview_sigma in (None, v.preview_sigma) and "Range:" in type(v).__doc__
+    for name, factory in MODELS.items():
+        if not getattr(factory, "needs_setup", False):
+            m = factory()
+            assert m.name == name and m.domain in ("digits", "toy"), name
+            assert any(VERIFIERS[v].domain == m.domain for v in VERIFIERS), f"no verifier for {name}'s images"
+    for name, factory in ALGORITHMS.items():
+        algorithm = factory()
+        params = algorithm.params()
+        assert algorithm.name == name and json.loads(json.dumps(params)) == params, name
+        assert factory(**params).params() == params, f"{name}: params() must rebuild the algorithm"

@@ -124,7 +124,7 @@ def test_first_order_improves_on_its_start_and_is_reproducible(digits, classifie
 
     first, again, other = run(seeds), run(seeds), run([s + 100 for s in seeds])
     for a, b in zip(first, again):
-        assert a.candidates == b.candidates and torch.equal(a.best_noise, b.best_noise)
+        assert a.candidates == b.candidates and torch.equal(a.best_noise, b.best_noise)  # same seed, same process
     assert [c["score"] for c in first[0].candidates] != [c["score"] for c in other[0].candidates]
     start = sum(r.candidates[0]["score"] for r in first) / 10  # the unsearched draw (0,) of each seed
     best = sum(r.best_score for r in first) / 10
@@ -229,7 +229,7 @@ def test_evolution_is_reproducible_and_seed_sensitive(digits, classifier):
         return run_search(digits, classifier, EvolutionSearch(), [5], seeds=[s], budget=80, steps=8)[0]
 
     first, again, other = run(0), run(0), run(1)
-    assert first.candidates == again.candidates and torch.equal(first.best_noise, again.best_noise)
+    assert first.candidates == again.candidates and torch.equal(first.best_noise, again.best_noise)  # same process
     assert [c["noise_sha256"] for c in first.candidates] != [c["noise_sha256"] for c in other.candidates]
 
 
@@ -253,7 +253,9 @@ def test_evolution_refits_mean_and_floored_std_on_the_elites():
     scores = [0.5, -1.0, 3.0, float("nan"), 2.0, -2.0, 1.0, 0.0]
     algorithm.tell(state, [outcome(j, s, index=k) for k, (j, s) in enumerate(zip(jobs, scores))])
     elites = torch.stack([jobs[2].x, jobs[4].x, jobs[6].x])
+    # default float32 tolerance: the same mean/std in another order
     torch.testing.assert_close(state.mean, elites.mean(0))
+    # default float32 tolerance: reduction order
     torch.testing.assert_close(state.std, elites.std(0, unbiased=False).clamp_min(0.2))
     assert state.std.min() == 0.2 and [c.path for c in state.top] == [(0, 2), (0, 4)]
     for job in jobs + algorithm.ask(state):

@@ -149,6 +149,7 @@ def test_each_image_gets_its_own_parsed_score_or_nan(folders, monkeypatch):
     prompts = list(answers)
     s = v(images(len(prompts), seed=2), prompts)
     want = [7, 3, 9, math.nan, math.nan, math.nan, math.nan, math.nan, 2, math.nan]
+    # parsed grades: exact decimals, default tolerance
     torch.testing.assert_close(s, torch.tensor(want, dtype=torch.float32), equal_nan=True)
     assert calls == prompts and v.usage["invalid"] == 6  # invalid answers: NaN at once, never generated again
 
@@ -167,6 +168,7 @@ def test_cache_hits_generate_nothing(folders, tmp_path, monkeypatch):
     calls = canned(v, answers, monkeypatch)
     x = images(4, seed=3)
     s = v(x, ["a", "b", "c", "bad"])
+    # parsed grades: exact decimals, default tolerance
     torch.testing.assert_close(s, torch.tensor([1.0, 2.0, 3.0, math.nan]), equal_nan=True)
     assert len(calls) == 4 and len(list(cache.iterdir())) == 3  # invalid answers are not cached
     calls.clear()

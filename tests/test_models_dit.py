@@ -167,6 +167,7 @@ def test_sit_velocity_convention(sit):
     x = torch.randn(2, *sit.noise_shape, generator=torch.Generator().manual_seed(3))
     cond, sigma = sit.encode([1, 2]), 0.25
     v = sit.net(x, timestep=torch.full((2,), 0.75), class_labels=cond, return_dict=False)[0][:, :4]
+    # default float32 tolerance: the same formula evaluated in another order
     torch.testing.assert_close(sit.denoise(x, sigma, cond, guidance=1.0), x + sigma * v)
     assert sit.schedule(4) == (1.0, 0.75, 0.5, 0.25, 0.0)
 

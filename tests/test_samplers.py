@@ -46,7 +46,7 @@ def test_euler_is_exact_for_a_single_point():
     point = torch.tensor([[0.3, -0.7]])
     noise = torch.tensor([[1.5, 0.2]])
     out = SAMPLERS["euler"].fn(lambda x, s: point.expand_as(x), noise, schedule(3))
-    torch.testing.assert_close(out, point)
+    torch.testing.assert_close(out, point)  # default tolerance: float rounding of an exact one-step result
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
@@ -71,13 +71,13 @@ def test_stochastic_samplers_keep_the_data_marginal(name):
 def test_sde_with_eta_zero_is_euler_and_noises_are_arguments():
     c, x = 0.5, torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     noises = torch.randn(8, 5, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    torch.testing.assert_close(
+    torch.testing.assert_close(  # default tolerance: eta = 0 is Euler up to rounding
         sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises, eta=0.0),
         sample_euler(gaussian_denoiser(c), x, schedule(8)),
     )
     a = sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises)
     b = sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises)
-    assert torch.equal(a, b)
+    assert torch.equal(a, b)  # same inputs, same process: bit for bit
     assert not torch.equal(a, sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=-noises))
     with pytest.raises(ValueError, match="needs noises for 8 steps"):
         sample_euler_sde(gaussian_denoiser(c), x, schedule(8), noises=noises[:3])
@@ -93,7 +93,7 @@ def test_renoise_is_the_forward_process():
     x_b = renoise(x_a, 0.3, 0.6, torch.randn(x0.shape, generator=gen, dtype=torch.float64))
     assert abs(float(x_b.mean()) - 0.4 * 0.8) < 0.01
     assert abs(float(x_b.std()) - 0.6) < 0.01
-    assert torch.equal(renoise(x_a, 0.3, 0.3, torch.ones_like(x_a)), x_a)
+    assert torch.equal(renoise(x_a, 0.3, 0.3, torch.ones_like(x_a)), x_a)  # exact: a = 1 and a zero noise scale
     with pytest.raises(ValueError, match="sigma_from <= sigma_to"):
         renoise(x_a, 0.6, 0.3, x_a)
 

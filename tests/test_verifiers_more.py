@@ -74,8 +74,11 @@ def test_contract(name, files):
     x, t = images(3, seed=1), targets_for(name, 3)
     s = v(x, t)
     assert s.shape == (3,) and s.dtype == torch.float32 and s.device.type == "cpu" and torch.isfinite(s).all()
-    assert torch.equal(s, v(x, t))
+    assert torch.equal(s, v(x, t))  # same inputs, same process: bit for bit
     assert len(set(s.tolist())) == 3, "different images must score differently"
+    lo, hi = v.value_range  # the range the class docstring states (tests/test_verifier_ranges.py)
+    assert "Range:" in type(v).__doc__ and bool(((s >= lo) & (s <= hi)).all()), (s.tolist(), lo, hi)
+    # batch of 1 vs batch of 3: other BLAS blocking, float32 rounding of O(1) scores
     torch.testing.assert_close(v(x[1:2], t[1:2]), s[1:2], atol=1e-4, rtol=1e-5)
     xg = x.clone().requires_grad_(True)
     v.score(xg, t).sum().backward()
@@ -266,11 +269,11 @@ def test_oracle_fid_is_minus_the_one_sample_fid(files):
     f = pools[-1].double().numpy()  # (2, 2048)
     d = f - mu
     fid1 = -((d * d).sum(1) + np.trace(sigma))
-    torch.testing.assert_close(
+    torch.testing.assert_close(  # default tolerance: float64 statistics in another order
         build("oracle-fid", files)(x, [0, 0]), torch.tensor(fid1, dtype=torch.float32), rtol=1e-5, atol=1e-3
     )
     maha = -np.einsum("bi,bi->b", d, np.linalg.solve(sigma + 1e-6 * np.eye(2048), d.T).T)
-    torch.testing.assert_close(
+    torch.testing.assert_close(  # default tolerance: float64 statistics in another order
         build("oracle-fid", files, metric="mahalanobis")(x, [0, 0]),
         torch.tensor(maha, dtype=torch.float32),
         rtol=1e-4,

@@ -65,8 +65,11 @@ def test_real_verifier_contract(name, folders):
     kw = {"previews": prev} if v.preview_sigma is not None else {}
     s = v(x, targets_for(name, 3), **kw)
     assert s.shape == (3,) and s.dtype == torch.float32 and s.device.type == "cpu" and torch.isfinite(s).all()
-    assert torch.equal(s, v(x, targets_for(name, 3), **kw))
+    assert torch.equal(s, v(x, targets_for(name, 3), **kw))  # same inputs, same process: bit for bit
+    lo, hi = v.value_range  # the range the class docstring states
+    assert "Range:" in type(v).__doc__ and bool(((s >= lo) & (s <= hi)).all())
     alone = v(x[1:2], targets_for(name, 3)[1:2], **({"previews": prev[1:2]} if kw else {}))
+    # batch of 1 vs batch of 3: float32 rounding of O(1) scores
     torch.testing.assert_close(alone, s[1:2], atol=1e-5, rtol=1e-5)
     xg = x.clone().requires_grad_(True)
     v.score(xg, targets_for(name, 3), **kw).sum().backward()
@@ -100,8 +103,14 @@ def test_clipscore_is_the_cosine_of_the_models_own_embeddings(folders):
 
 
 def test_clipscore_loads_a_combined_processor_folder(folders):
+    """A folder saved as one CLIPProcessor scores like the same weights saved as separate parts."""
     v = VERIFIERS["clipscore"](path=str(folders["clip_processor"]))
-    assert v(images(1), ["a cat"]).shape == (1,)
+    x = images(2, seed=9)
+    got = v(x, ["a cat", "a red cube"])
+    want = build("clipscore", folders)(x, ["a cat", "a red cube"])  # same seed, same tiny weights
+    # the same float32 computation on both folders' weights: equal up to loading/rounding order
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    assert got[0] != got[1]
 
 
 def test_preprocess_follows_the_image_processor(folders):
@@ -373,6 +382,8 @@ def test_real_verifier_in_a_search(folders):
     )
     (result,) = run_search(model, verifier, algo, [3], seeds=[0], budget=16, steps=4)
     scores = [c["score"] for c in result.candidates]
-    assert len(scores) == 4 and all(-1 <= s <= 1 for s in scores) and math.isfinite(result.best_score)
+    lo, hi = verifier.value_range  # [-1, 1]: a cosine, clamped against rounding on every CPU
+    assert (lo, hi) == (-1.0, 1.0) and len(scores) == 4 and all(lo <= s <= hi for s in scores)
+    assert result.nfe_used == 16 and result.best_score == max(scores)
     with pytest.raises(UserError, match="takes no parameter 'heads'"):
         build("digits", "aesthetic", "random", verifier_path=str(folders["clip"]), verifier_options={"heads": "x"})

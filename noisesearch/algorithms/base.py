@@ -211,3 +211,15 @@ class SearchAlgorithm(Protocol):
 
     def tell(self, state: Any, outcomes: list[Outcome]) -> None:
         """Update ``state`` with the outcomes of the last ``ask``, in the same order."""
+
+
+class SearchAlgorithmFactory(Protocol):
+    """An ``ALGORITHMS`` entry: builds an algorithm from keyword-only hyperparameters.
+
+    The CLI checks ``--param`` names against the factory's signature before building it, and the
+    algorithm's ``params()`` must rebuild it: ``factory(**algorithm.params())``. Nothing optional is
+    looked up on an algorithm: the driver uses only ``name``, ``init``, ``ask`` and ``tell``.
+    """
+
+    def __call__(self, **hyperparameters: Any) -> SearchAlgorithm:
+        """An algorithm with these hyperparameters (``UserError`` for a bad value)."""

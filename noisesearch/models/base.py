@@ -13,7 +13,9 @@ five things, all in the package's sigma convention (``noisesearch.samplers``):
   classifier-free guidance, 1 without or for guidance-distilled models);
 - ``decode(x0) -> images``: images (B, C, H, W) float in [0, 1].
 
-Optional: ``start_scale(sigma) -> float``. A job that starts at the first sigma of the model's
+Optional parts, looked up with ``getattr`` by the code that uses them and declared with their
+types on ``ModelExtras``: ``domain`` (the family of images it makes: "digits", "toy", "rgb"; a
+verifier with a ``domain`` accepts only models of the same one), ``start_scale(sigma) -> float``. A job that starts at the first sigma of the model's
 schedule starts from a *noise*; the driver turns it into the model's state there as
 ``start_scale(sigma) * noise`` (default 1: flow models start at sigma = 1, where the state is the
 noise). VP models (SD, PixArt) start their DDIM schedule below sigma = 1 and use it to start
@@ -63,6 +65,25 @@ class Model(Protocol):
 
     def schedule(self, steps: int) -> tuple[float, ...]:
         """The model's sigma schedule for ``steps`` steps (``steps + 1`` sigmas, 1 -> 0)."""
+
+
+class ModelExtras(Protocol):
+    """The optional parts of a model (any subset may be present; callers use ``getattr(model, name, None)``).
+
+    Not runtime-checkable on purpose: a model without them is still a ``Model``.
+    """
+
+    domain: str | None  # the family of images it makes; generate.build() matches it to the verifier's
+
+    def start_scale(self, sigma: float) -> float:
+        """Factor that turns a noise into the model's state at ``sigma``, the first sigma of its schedule.
+
+        The driver starts a job at the schedule's start from ``start_scale(sigma) * noise``; without it
+        the state is the noise itself (flow models start at sigma = 1).
+        """
+
+    def denoise_grad(self, x: torch.Tensor, sigma: float, cond: Cond, *, guidance: float) -> torch.Tensor:
+        """``denoise`` with autograd on (first-order search); without it a model cannot be differentiated."""
 
 
 def index_cond(cond: Cond, idx: torch.Tensor) -> Cond:

@@ -9,6 +9,8 @@ sign, so best-of-K random search reaches the target point with probability 1 - 2
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from noisesearch.errors import UserError
@@ -66,9 +68,13 @@ class ToyModel:
 
 
 class ToyDistanceVerifier:
-    """Minus the squared distance between the image and the target point (best possible: 0)."""
+    """Minus the squared distance between the image and the target point (best possible: 0).
+
+    Range: (-inf, 0] (minus a sum of squares, which rounding cannot make negative).
+    """
 
     preview_sigma = None
+    value_range = (-math.inf, 0.0)
 
     def __init__(self, points: torch.Tensor | None = None, *, path=None):
         if path is not None:

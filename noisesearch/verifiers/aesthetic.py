@@ -10,6 +10,7 @@ the target and is differentiable in the image.
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -52,11 +53,16 @@ def head_layers(
 class AestheticVerifier(Scorer):
     """LAION aesthetic score (1-10) of unit CLIP image embeddings through a linear/MLP head.
 
+    Range: any real number. The head was trained on 1-10 ratings, but nothing bounds a linear
+    layer's output, so it is not clamped (a clamp would hide differences between candidates).
+
     Args:
         path: the CLIP model folder (ViT-L/14 for the published heads) or hub id;
         head: the head file (``.safetensors`` or ``.pth``, read with ``weights_only=True``);
         activation: "none" (the ``linearMSE`` heads) or "relu" (between layers, the ``reluMSE`` heads).
     """
+
+    value_range = (-math.inf, math.inf)
 
     def __init__(self, *, path=None, device="cpu", dtype="float32", head=None, activation="none"):
         self.name = "aesthetic"

@@ -4,8 +4,19 @@
 - ``targets``: a list of B targets (class ids or prompts), one per image;
 - ``previews``: only for verifiers whose ``preview_sigma`` is set: images (B, C, H, W) of each
   candidate's x0-prediction at the first sampling step with ``sigma <= preview_sigma``;
-- returns ``Tensor[B]`` float, **higher is better**. A NaN is a failed score: the driver records it
-  and never ranks it.
+- returns ``Tensor[B]`` float, **higher is better**, inside the verifier's stated range (its
+  docstring's "Range:" line and ``value_range``; a value that the maths bounds, such as a cosine or a
+  log-probability, is clamped there against rounding). A NaN is a failed score: the driver records
+  it and never ranks it.
+
+Optional parts, looked up with ``getattr`` by the code that uses them and declared with their types
+on ``VerifierExtras`` (instances) and ``VerifierFactory`` (registry entries):
+
+- ``score(images, targets, *, previews)``: ``__call__`` with autograd kept (first-order search);
+- ``usage``: a dict of counters (tokens, requests, cost) that ``generate`` copies into the record;
+- ``value_range``: ``(lo, hi)`` bounding every finite score (``-inf``/``inf`` where unbounded);
+- on the factory: ``domain`` (the model family whose images it understands, None for any) and
+  ``needs_setup`` (weights or options are not shipped; construction without them raises ``UserError``).
 
 Verifiers are called only through ``noisesearch.accounting.Accountant``, which counts the images
 scored. Image i's score must not depend on the other images in the batch.
@@ -18,7 +29,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -30,10 +41,34 @@ class Verifier(Protocol):
     """Scores images against their targets (see the module docstring)."""
 
     name: str
-    preview_sigma: float | None
+    preview_sigma: float | None  # None: no previews; else the sigma of the x0-previews it wants (the driver
+    # also reads it with getattr(verifier, "preview_sigma", None), so a verifier may leave it out)
 
     def __call__(self, images: torch.Tensor, targets: list, *, previews: torch.Tensor | None = None) -> torch.Tensor:
         """Scores (B,), higher is better."""
+
+
+class VerifierExtras(Protocol):
+    """The optional parts of a verifier (any subset may be present; callers use ``getattr(v, name, None)``).
+
+    Not runtime-checkable on purpose: a verifier without them is still a ``Verifier``.
+    """
+
+    usage: dict[str, float]  # counters a verifier keeps (an LLM grader's tokens, requests, cost), recorded
+    value_range: tuple[float, float]  # (lo, hi) bounding every finite score; -inf/inf where unbounded
+
+    def score(self, images: torch.Tensor, targets: list, *, previews: torch.Tensor | None = None) -> torch.Tensor:
+        """``__call__`` with the autograd graph kept, for first-order search (``Accountant.verify(grad=True)``)."""
+
+
+class VerifierFactory(Protocol):
+    """A ``VERIFIERS`` entry: builds a verifier from keyword options, and says what it needs."""
+
+    domain: str | None  # the model family whose images it understands ("digits", "toy"), None for any
+    needs_setup: bool  # optional (default False): weights or options are not shipped; without them it raises
+
+    def __call__(self, **options: Any) -> Verifier:
+        """A verifier built with ``options`` (``path=...`` and its own keywords)."""
 
 
 def check_images(images: torch.Tensor, *, channels: int | None = None) -> None:

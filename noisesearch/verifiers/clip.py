@@ -13,6 +13,7 @@ Both work with any transformers model that has ``get_image_features`` and ``get_
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -75,7 +76,12 @@ def image_embeddings(loaded, images: torch.Tensor) -> torch.Tensor:
 
 
 class ClipScoreVerifier(Scorer):
-    """Raw cosine between CLIP embeddings of the image and of its prompt (Hessel et al. 2021)."""
+    """Raw cosine between CLIP embeddings of the image and of its prompt (Hessel et al. 2021).
+
+    Range: [-1, 1] (``cosine`` clamps what rounding carries past the bound).
+    """
+
+    value_range = (-1.0, 1.0)
 
     scale = SCALE
 
@@ -138,12 +144,16 @@ def _templates(value) -> list[str]:
 class ClipZeroShotVerifier(Scorer):
     """Log-probability of the target class from CLIP zero-shot logits, templates averaged (Radford et al. 2021).
 
+    Range: (-inf, 0] (a log-probability; clamped at 0 against rounding).
+
     Args:
         classes: class names in label order: None (ImageNet-1k, CLIP's names), a JSON file or a list;
         templates: "imagenet80" (default), "imagenet7", a JSON file or a list of strings with ``{}``.
 
     The class embeddings (classes x templates text forwards) are computed on the first call.
     """
+
+    value_range = (-math.inf, 0.0)
 
     def __init__(self, *, path=None, device="cpu", dtype="float32", classes=None, templates=None):
         self.name = "clip-zeroshot"
@@ -171,7 +181,7 @@ class ClipZeroShotVerifier(Scorer):
         img = img / img.norm(dim=-1, keepdim=True)
         scale = self.loaded.model.logit_scale.float().exp() if hasattr(self.loaded.model, "logit_scale") else 100.0
         logits = scale * img @ self.class_embeddings().T  # (B, K)
-        return logits.log_softmax(dim=-1).gather(1, labels.to(logits.device)[:, None])[:, 0]
+        return logits.log_softmax(dim=-1).gather(1, labels.to(logits.device)[:, None])[:, 0].clamp(max=0.0)
 
 
 def _labels(targets: list, count: int, classes: int, *, what: str) -> torch.Tensor:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -30,9 +31,13 @@ def _targets(targets: list) -> torch.Tensor:
 
 
 class ClassifierVerifier:
-    """Log-probability of the target class under a classifier (supervised verifier)."""
+    """Log-probability of the target class under a classifier (supervised verifier).
+
+    Range: (-inf, 0] (a log-probability; clamped at 0 against rounding).
+    """
 
     preview_sigma = None
+    value_range = (-math.inf, 0.0)
 
     def __init__(self, *, path: Path | str | None = None, kind: str = "classifier", name: str = "classifier"):
         self.name = name
@@ -47,11 +52,16 @@ class ClassifierVerifier:
         """``__call__`` with autograd (for first-order search)."""
         check_images(images, channels=1)
         logp = self.net(images * 2 - 1).log_softmax(dim=1)  # (B, 10)
-        return logp.gather(1, _targets(targets)[:, None])[:, 0]
+        return logp.gather(1, _targets(targets)[:, None])[:, 0].clamp(max=0.0)  # a log-probability is <= 0
 
 
 class FeatureSimilarityVerifier:
-    """Cosine similarity of label-free features: early x0-preview vs final sample (self-supervised)."""
+    """Cosine similarity of label-free features: early x0-preview vs final sample (self-supervised).
+
+    Range: [-1, 1] (a cosine; clamped, since rounding can carry near-parallel features past 1).
+    """
+
+    value_range = (-1.0, 1.0)
 
     def __init__(self, *, path: Path | str | None = None, preview_sigma: float = 0.5):
         self.name = "feature-similarity"

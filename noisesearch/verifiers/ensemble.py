@@ -16,6 +16,7 @@ random search scoring all candidates of a target in one batch (``max_batch`` >= 
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 
@@ -87,6 +88,9 @@ class EnsembleVerifier:
             ``{"name": ..., "path": ..., **options}`` or of verifier objects;
         weights: one non-negative weight per member (comma-separated or a list); default equal;
         mode: "rank" or "weighted-sum"; standardize: z-score members within the batch (weighted-sum).
+
+    Range: [0, 1] in rank mode (a weighted mean of ranks scaled to [0, 1], clamped against rounding of
+    the weights); any real number in weighted-sum mode. NaN where a member failed.
     """
 
     def __init__(self, *, members, weights=None, mode="rank", standardize=True, device="cpu"):
@@ -109,6 +113,7 @@ class EnsembleVerifier:
         self.weights = torch.tensor(weights, dtype=torch.float64) / sum(weights)  # (M,)
         self.mode, self.standardize = mode, bool(standardize)
         self.batch_dependent = mode == "rank" or self.standardize
+        self.value_range = (0.0, 1.0) if mode == "rank" else (-math.inf, math.inf)
 
     def member_scores(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         """Each member's scores (M, B) float64 on the CPU."""
@@ -125,7 +130,8 @@ class EnsembleVerifier:
         scores[:, failed] = float("nan")
         if self.mode == "rank":
             parts = torch.stack([average_ranks(s) for s in scores])  # (M, B)
-        elif self.standardize:
+            return (self.weights[:, None] * parts).sum(dim=0).clamp(0.0, 1.0).float()  # (B,) NaN stays NaN
+        if self.standardize:
             parts = torch.stack([zscores(s) for s in scores])  # (M, B)
         else:
             parts = scores

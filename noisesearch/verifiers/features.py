@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -45,7 +46,12 @@ def _check_backbone(loaded, backbone: str, what: str) -> None:
 
 
 class FeatureSimilarityVerifier(Scorer):
-    """Cosine of image features: x0-preview at ``preview_sigma`` vs final sample (self-supervised)."""
+    """Cosine of image features: x0-preview at ``preview_sigma`` vs final sample (self-supervised).
+
+    Range: [-1, 1] (``cosine`` clamps what rounding carries past the bound).
+    """
+
+    value_range = (-1.0, 1.0)
 
     def __init__(self, *, path=None, device="cpu", dtype="float32", backbone="auto", preview_sigma=0.4):
         self.name = "feature-similarity-real"
@@ -84,12 +90,16 @@ def _linear_head(tensors: dict[str, torch.Tensor], what: str) -> tuple[torch.Ten
 class DinoLinearVerifier(Scorer):
     """Log p(target | image) from DINOv2 features and a linear head (supervised; Oquab et al. 2023).
 
+    Range: (-inf, 0] (a log-probability; clamped at 0 against rounding).
+
     Args:
         path: the DINOv2 model folder (or hub id);
         head: safetensors or .pth file with the head's ``weight`` (K, F) and ``bias`` (K,); default
             ``<path>/linear_head.safetensors``. F = D uses the class token; F = 2D the class token
             concatenated with the mean patch token (DINOv2's linear probes).
     """
+
+    value_range = (-math.inf, 0.0)
 
     def __init__(self, *, path=None, device="cpu", dtype="float32", head=None):
         self.name = "dino-linear"
@@ -123,4 +133,4 @@ class DinoLinearVerifier(Scorer):
         """Log p(target | image) (B,) with autograd (for first-order search)."""
         labels = _labels(targets, len(images), self.weight.shape[0], what=self.name)
         logits = self.features(images) @ self.weight.T + self.bias  # (B, K)
-        return logits.log_softmax(dim=-1).gather(1, labels.to(logits.device)[:, None])[:, 0]
+        return logits.log_softmax(dim=-1).gather(1, labels.to(logits.device)[:, None])[:, 0].clamp(max=0.0)

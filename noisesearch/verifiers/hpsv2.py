@@ -55,7 +55,12 @@ def _quiet_random_init():
 
 
 class HPSv2Verifier(Scorer):
-    """Raw cosine of HPS v2 image and prompt embeddings (Wu et al. 2023)."""
+    """Raw cosine of HPS v2 image and prompt embeddings (Wu et al. 2023).
+
+    Range: [-1, 1] (``cosine`` clamps what rounding carries past the bound).
+    """
+
+    value_range = (-1.0, 1.0)
 
     scale = "raw cosine of the unit image and prompt embeddings, as the release returns it (x 100 in some papers)"
 

@@ -19,6 +19,7 @@ itself with the tokenizer beside it; an optional ``config.json`` there (``{"visi
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -203,8 +204,12 @@ def _tokenizer(folder: Path, vocab_size: int):
 
 
 class ImageRewardVerifier(Scorer):
-    """ImageReward's normalised human-preference reward of an image for its prompt (Xu et al. 2023)."""
+    """ImageReward's normalised human-preference reward of an image for its prompt (Xu et al. 2023).
 
+    Range: any real number (an MLP head's output, normalised; not bounded, so not clamped).
+    """
+
+    value_range = (-math.inf, math.inf)
     scale = "normalised reward: (r - 0.167) / 1.033 as released; about 0 on average, higher is better"
 
     def __init__(self, *, path=None, device="cpu", dtype="float32"):

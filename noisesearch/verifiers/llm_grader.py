@@ -106,7 +106,11 @@ class LLMGrader:
         timeout: seconds per request; retries: extra attempts per image; backoff: first wait in seconds.
         price_prompt / price_completion: the endpoint's price per million prompt / completion tokens;
             with both, ``usage["cost"]`` adds up what the grading cost (logged and recorded).
+
+    Range: [0, 10] (the grading schema refuses other values), NaN where no valid grading came back.
     """
+
+    value_range = (0.0, 10.0)
 
     preview_sigma = None
 

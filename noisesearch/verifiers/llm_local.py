@@ -120,9 +120,12 @@ class LocalLLMGrader:
         device, dtype: where and how the model runs; metric: which grade is the score
         ("overall_score" or an aspect); cache_dir: folder for cached gradings (None: no cache);
         max_new_tokens: the longest answer generated per image.
+
+    Range: [0, 10] (the grading schema refuses other values), NaN where no valid grading came back.
     """
 
     preview_sigma = None
+    value_range = (0.0, 10.0)
 
     def __init__(
         self, *, path=None, device="cpu", dtype="float32", metric="overall_score", cache_dir=None, max_new_tokens=512

@@ -24,6 +24,7 @@ comes from the TensorFlow Inception graph, whose features differ from torchvisio
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,12 @@ class _Inception(Scorer):
 
 
 class OracleISVerifier(_Inception):
-    """Log-probability of the target class under the Inception classifier (Ma et al. 2025, IS oracle)."""
+    """Log-probability of the target class under the Inception classifier (Ma et al. 2025, IS oracle).
+
+    Range: (-inf, 0] (a log-probability; clamped at 0 against rounding).
+    """
+
+    value_range = (-math.inf, 0.0)
 
     def __init__(self, *, path=None, device="cpu", size=SIZE):
         super().__init__(path=path, device=device, name="oracle-is-imagenet", size=size)
@@ -121,7 +127,7 @@ class OracleISVerifier(_Inception):
         """Log p(target | image) (B,) with autograd in the image."""
         labels = _labels(targets, len(images), self.classes, what=self.name)
         _, logits = self.pool_and_logits(images)  # (B, K)
-        return logits.log_softmax(dim=-1).gather(1, labels.to(logits.device)[:, None])[:, 0]  # (B,)
+        return logits.log_softmax(dim=-1).gather(1, labels.to(logits.device)[:, None])[:, 0].clamp(max=0.0)  # (B,)
 
 
 def load_reference(path, *, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +160,12 @@ class OracleFIDVerifier(_Inception):
         metric: "fid1" (default, see the module docstring) or "mahalanobis";
         eps: ridge added to sigma's diagonal for "mahalanobis";
         size: input resolution (299 for the released weights and statistics; smaller only to save time).
+
+    Range: (-inf, -tr(sigma)] for "fid1" (a squared distance is never negative), (-inf, 0] for
+    "mahalanobis"; both hold exactly in floating point, so nothing is clamped.
     """
+
+    value_range = (-math.inf, 0.0)
 
     def __init__(self, *, path=None, device="cpu", reference=None, metric="fid1", eps=1e-6, size=SIZE):
         super().__init__(path=path, device=device, name="oracle-fid", size=size)

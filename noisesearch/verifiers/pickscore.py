@@ -18,7 +18,10 @@ PICKSCORE_EXAMPLE = "yuvalkirstain/PickScore_v1"
 
 
 class PickScoreVerifier(ClipScoreVerifier):
-    """CLIP logit ``exp(logit_scale) * cos(image, prompt)`` of the PickScore model (Kirstain et al. 2023)."""
+    """CLIP logit ``exp(logit_scale) * cos(image, prompt)`` of the PickScore model (Kirstain et al. 2023).
+
+    Range: [-exp(logit_scale), exp(logit_scale)] (``value_range``; the cosine is clamped to [-1, 1]).
+    """
 
     scale = "CLIP logit: exp(logit_scale) * raw cosine of the image and prompt embeddings"
     name, example = "pickscore", PICKSCORE_EXAMPLE
@@ -26,6 +29,7 @@ class PickScoreVerifier(ClipScoreVerifier):
     def __init__(self, *, path=None, device="cpu", dtype="float32"):
         super().__init__(path=path, device=device, dtype=dtype)
         self.logit_scale = float(self.loaded.model.logit_scale.float().exp())
+        self.value_range = (-self.logit_scale, self.logit_scale)
 
     def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         """PickScores (B,) with autograd in the image (for first-order search)."""

@@ -1,0 +1,576 @@
+"""Exact values of the core (accountant, driver, Problem/Job, random and zero-order search, samplers).
+
+Each expected value is computed here independently of the code under test (by hand, or by re-running
+the sampler on the toy model's exact denoiser), so these tests fail when a formula changes. They are
+fast (the toy model) and run first in the mutation tests (tools/mutate.py, docs/TESTING.md).
+"""
+
+import hashlib
+import math
+import time
+
+import pytest
+import torch
+
+from noisesearch.accounting import Accountant
+from noisesearch.algorithms import ALGORITHMS
+from noisesearch.algorithms.base import STEP_NOISES, Job, Problem, derive_seed, gaussian, noise_hash, rank_key
+from noisesearch.algorithms.random import RandomSearch
+from noisesearch.algorithms.zero_order import ZeroOrderSearch
+from noisesearch.driver import _preview_step, run_search
+from noisesearch.errors import BudgetExceeded, UserError
+from noisesearch.models.toy import ToyDistanceVerifier, ToyModel
+from noisesearch.samplers import SAMPLERS, sample_euler, schedule
+
+# Same process, same arithmetic on the same inputs: results are reproducible bit for bit, but values
+# recomputed here along another code path (another batch size, another order of operations) get this
+# tolerance: float32 rounding of a few operations on O(1) values.
+TOL = dict(atol=1e-6, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return ToyModel()
+
+
+@pytest.fixture(scope="module")
+def dist():
+    return ToyDistanceVerifier()
+
+
+def by_hand_seed(seed, *path):
+    """derive_seed written out again from its docstring: BLAKE2b-64 of the 8-byte forms, shifted to 63 bits."""
+    data = b"".join(int(v).to_bytes(8, "little", signed=True) for v in (seed, *path))
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
+
+
+def final_state(toy, noise, steps, target=0):
+    """Euler along the toy's schedule from ``noise`` (*shape), one row, outside the driver."""
+    cond = toy.encode([target])
+    return sample_euler(lambda x, s: toy.denoise(x, s, cond, guidance=1.0), noise[None], schedule(steps))[0]
+
+
+# --- accountant --------------------------------------------------------------------------------
+
+
+class Counting:
+    """A model whose denoise returns sigma everywhere and takes a little time; cost 2 per row."""
+
+    name = "counting"
+
+    def __init__(self, with_grad=True):
+        self.calls, self.grad_calls = 0, 0
+        if not with_grad:
+            self.denoise_grad = None
+
+    def nfe_per_call(self, guidance):
+        return 2 if guidance != 1.0 else 1
+
+    def denoise(self, x, sigma, cond, *, guidance):
+        self.calls += 1
+        time.sleep(0.002)
+        return torch.full_like(x, sigma)
+
+    def denoise_grad(self, x, sigma, cond, *, guidance):
+        self.grad_calls += 1
+        return x * sigma
+
+
+def test_accountant_charges_every_row_its_cost_and_raises_just_past_the_budget():
+    acct = Accountant([8, 4, 5])
+    model = Counting()
+    denoise = acct.denoiser(model, None, torch.tensor([0, 0, 1]), guidance=3.0)  # 2 NFEs per row
+    out = denoise(torch.zeros(3, 2), 0.25)
+    assert torch.equal(out, torch.full((3, 2), 0.25)) and model.calls == 1 and model.grad_calls == 0
+    assert acct.nfe.tolist() == [4, 2, 0] and [acct.left(i) for i in range(3)] == [4, 2, 5]
+    assert acct.denoise_calls == 1 and acct.denoise_seconds >= 0.002  # time.sleep(0.002) inside
+    denoise(torch.zeros(3, 2), 0.25)  # search 0 at exactly its budget of 8: allowed
+    assert acct.nfe.tolist() == [8, 4, 0] and acct.left(0) == 0 and acct.left(1) == 0
+    with pytest.raises(BudgetExceeded, match=r"^search 0 spent 12 NFEs, over its budget of 8$"):
+        denoise(torch.zeros(3, 2), 0.25)
+    assert model.calls == 2, "the over-budget call must not reach the model"
+
+
+def test_accountant_names_the_first_search_over_budget_and_charges_backward_passes():
+    acct = Accountant([10, 3])
+    acct.charge_backward(torch.tensor([0, 1, 1]), 1)
+    assert acct.nfe.tolist() == [1, 2]
+    with pytest.raises(BudgetExceeded, match=r"^search 1 spent 4 NFEs, over its budget of 3$"):
+        acct.charge_backward(torch.tensor([1]), 2)
+
+
+def test_accountant_uses_denoise_grad_for_gradients_and_refuses_a_model_without_it():
+    acct = Accountant([10])
+    model = Counting()
+    denoise = acct.denoiser(model, None, torch.tensor([0]), guidance=1.0, grad=True)
+    assert torch.equal(denoise(torch.ones(1, 2), 0.5), torch.full((1, 2), 0.5)) and model.grad_calls == 1
+    assert model.calls == 0 and acct.nfe.tolist() == [1]
+    with pytest.raises(UserError, match="model 'counting' cannot be differentiated"):
+        acct.denoiser(Counting(with_grad=False), None, torch.tensor([0]), guidance=1.0, grad=True)
+
+
+class Scores:
+    name, preview_sigma = "scores", None
+
+    def __init__(self, values, with_score=True):
+        self.values = torch.tensor(values, dtype=torch.float64)
+        self.seen = []
+        if not with_score:
+            self.score = None
+
+    def __call__(self, images, targets, *, previews=None):
+        self.seen.append(("call", list(targets), previews))
+        time.sleep(0.002)
+        return self.values[: len(images)]
+
+    def score(self, images, targets, *, previews=None):
+        self.seen.append(("score", list(targets), previews))
+        return self.values[: len(images)] * images.sum()
+
+
+def test_accountant_verify_counts_images_per_owner_and_returns_float32_on_the_cpu():
+    acct = Accountant([5, 5])
+    v = Scores([0.5, 1.5, 2.5])
+    out = acct.verify(v, torch.zeros(3, 1, 1, 1), [7, 8, 9], torch.tensor([1, 0, 1]), previews="p")
+    assert out.dtype == torch.float32 and out.tolist() == [0.5, 1.5, 2.5] and not out.requires_grad
+    assert acct.verifier_calls.tolist() == [1, 2] and acct.nfe.tolist() == [0, 0]
+    assert v.seen == [("call", [7, 8, 9], "p")] and acct.verify_seconds >= 0.002  # time.sleep(0.002) inside
+    images = torch.ones(2, 1, 1, 1, requires_grad=True)
+    g = acct.verify(v, images, [1, 2], torch.tensor([0, 0]), grad=True)
+    assert g.requires_grad and g.tolist() == [1.0, 3.0] and v.seen[-1][0] == "score"
+    assert acct.verifier_calls.tolist() == [3, 2]
+    wrong = Scores([1.0, 2.0, 3.0, 4.0])
+    wrong.__class__ = type("Wrong", (Scores,), {"__call__": lambda self, i, t, previews=None: self.values})
+    with pytest.raises(RuntimeError, match=r"returned shape \(4,\), expected \(3,\)"):
+        acct.verify(wrong, torch.zeros(3, 1, 1, 1), [0, 0, 0], torch.tensor([0, 0, 0]))
+    with pytest.raises(UserError, match="verifier 'scores' is not differentiable"):
+        acct.verify(Scores([1.0], with_score=False), torch.zeros(1, 1, 1, 1), [0], torch.tensor([0]), grad=True)
+
+
+# --- Problem, Job, seeds ---------------------------------------------------------------------------
+
+
+def test_seeds_noises_and_hashes_by_hand():
+    for seed, path in ((0, ()), (3, (1,)), (-2, (5, STEP_NOISES, 7))):
+        assert derive_seed(seed, *path) == by_hand_seed(seed, *path) < 2**63
+    assert derive_seed(3, 1) != derive_seed(3, 2) != derive_seed(4, 2)
+    want = torch.randn((2, 3), generator=torch.Generator().manual_seed(11))
+    assert torch.equal(gaussian((2, 3), 11), want)  # same generator, same process: bit for bit
+    x = torch.arange(6.0).reshape(2, 3)
+    assert noise_hash(x) == hashlib.sha256(x.numpy().tobytes()).hexdigest()[:16]
+    assert noise_hash(x.double()) == noise_hash(x) and len(noise_hash(x)) == 16
+    assert rank_key(float("nan")) == -math.inf and rank_key(-3.5) == -3.5
+
+
+def problem(sampler="euler", nfe_per_call=2, budget=40, steps=4, shape=(2,)):
+    return Problem(3, 9, budget, shape, schedule(steps), sampler, nfe_per_call)
+
+
+def test_problem_costs_every_job_option_exactly():
+    p = problem()
+    sig = schedule(4)
+    assert p.cost() == 4 * 2 and p.cost(sig[:3]) == 2 * 2
+    assert problem("heun").cost() == (2 * 4 - 1) * 2 and problem("heun").cost(sig[:3]) == 4 * 2
+    x = torch.zeros(2)
+    assert p.job_costs(Job(x, sig)) == (8, 0)
+    assert p.job_costs(Job(x, sig, denoised=x)) == (6, 0)  # the first evaluation is known
+    assert p.job_costs(Job(x, sig[:3], score_end=True)) == (6, 0)  # +1 evaluation at sigma 0.5
+    assert p.job_costs(Job(x, sig, score_end=True)) == (8, 0)  # ends at 0: nothing more to evaluate
+    assert p.job_costs(Job(x, sig, grad=True, backward_cost=1.3)) == (8, math.ceil(1.3 * 8))
+    assert p.job_costs(Job(x, sig, backward_cost=1.3)) == (8, 0)
+    assert p.job_costs(Job(x, sig, grad=True)) == (8, 0)  # backward_cost defaults to 0: nothing extra
+    assert p.job_cost(Job(x, sig[:3], sampler="heun", denoised=x, score_end=True)) == (4 - 1 + 1) * 2
+
+
+def test_problem_noises_fresh_jobs_and_budget_message():
+    p = problem()
+    seed, noise = p.noise(4, 1)
+    assert seed == by_hand_seed(9, 4, 1) and torch.equal(noise, gaussian((2,), seed))
+    steps = p.step_noises(3, 5)
+    assert steps.shape == (3, 2) and STEP_NOISES == 2**40  # the marker is part of every recorded step-noise seed
+    for i in range(3):
+        assert torch.equal(steps[i], gaussian((2,), by_hand_seed(9, 5, STEP_NOISES, i)))
+    job = p.fresh_job(6, info={"a": 1})
+    assert job.noise_seed == by_hand_seed(9, 6) and torch.equal(job.x, gaussian((2,), job.noise_seed))
+    assert job.noises is None and job.info == {"a": 1} and job.sigmas == p.sigmas and job.final
+    assert not p.stochastic and problem("euler-sde").stochastic
+    sde = problem("euler-sde").fresh_job(6)
+    assert sde.info == {} and torch.equal(sde.noises, problem("euler-sde").step_noises(4, 6))
+    assert not Job(job.x, p.sigmas[:2]).final
+    keys = {
+        Job(job.x, p.sigmas).group_key(),
+        Job(job.x, p.sigmas[:3]).group_key(),
+        Job(job.x, p.sigmas, sampler="heun").group_key(),
+        Job(job.x, p.sigmas, noises=job.x).group_key(),
+        Job(job.x, p.sigmas, denoised=job.x).group_key(),
+        Job(job.x, p.sigmas, score_end=True).group_key(),
+        Job(job.x, p.sigmas, grad=True).group_key(),
+        Job(job.x, p.sigmas, backward_cost=2.0).group_key(),
+    }
+    assert len(keys) == 8
+    assert Job(job.x, p.sigmas, noise_seed=1).group_key() == Job(torch.ones(2), p.sigmas).group_key()
+    p.require_budget(40, "anything")  # exactly the budget: fine
+    message = "budget 40 is smaller than 5 candidate(s) (41 NFEs with 4 steps at 2 NFE(s) per evaluation); "
+    with pytest.raises(UserError) as e:
+        p.require_budget(41, "5 candidate(s)")
+    assert str(e.value) == message + "give --budget >= 41 or fewer --steps"
+
+
+# --- driver + random search: every record re-derived outside the driver ---------------------------
+
+
+@pytest.mark.parametrize("budget,candidates,expected", [(20, None, 5), (23, None, 5), (20, 3, 3), (4, None, 1)])
+def test_random_search_records_exactly_what_was_run(toy, dist, budget, candidates, expected):
+    (r,) = run_search(toy, dist, RandomSearch(candidates=candidates), [1], seeds=[5], budget=budget, steps=4)
+    assert r.nfe_used == expected * 4 and r.verifier_calls == expected and r.nan_scores == 0
+    assert len(r.candidates) == expected
+    scores = []
+    for k, c in enumerate(r.candidates):
+        seed = by_hand_seed(5, k)
+        noise = torch.randn((1,), generator=torch.Generator().manual_seed(seed))
+        image = toy.decode(final_state(toy, noise, 4, target=1)[None])
+        want = float(-(((image.reshape(-1) * 2 - 1) - 1.0) ** 2).sum())  # minus squared distance to point 1
+        assert c == {
+            "index": k,
+            "noise_seed": seed,
+            "noise_sha256": None,
+            "sigma_start": 1.0,
+            "sigma_end": 0.0,
+            "nfe": 4,
+            "score": pytest.approx(want, abs=1e-6),  # another batch size: float32 rounding only
+        }
+        scores.append(c["score"])
+    best = max(range(expected), key=lambda k: scores[k])
+    assert r.best_index == best and r.best_score == scores[best]
+    torch.testing.assert_close(r.best_noise, gaussian((1,), by_hand_seed(5, best)), atol=0, rtol=0)
+    rebuilt = toy.decode(final_state(toy, r.best_noise, 4, target=1)[None])[0]
+    torch.testing.assert_close(r.best_image, rebuilt, **TOL)
+    assert r.target == 1 and r.seed == 5 and r.budget == budget and r.images == {}
+
+
+def test_driver_batches_progress_and_keeps_images(toy, dist):
+    seen = []
+    results = run_search(
+        toy,
+        dist,
+        RandomSearch(candidates=3),
+        [0, 1],
+        seeds=[1, 2],
+        budget=12,
+        steps=2,
+        max_batch=4,
+        progress=lambda used, total, best: seen.append((used, total, best)),
+        keep_images=True,
+    )
+    # 6 rows in one group: batches of 4 and 2 rows, 2 steps each; the best is recorded when the round ends
+    assert seen == [(8, 24, -math.inf), (12, 24, -math.inf)]
+    for r in results:
+        assert sorted(r.images) == [0, 1, 2]
+        assert torch.equal(r.images[r.best_index], r.best_image)
+
+
+def test_driver_checks_its_arguments(toy, dist):
+    with pytest.raises(ValueError, match="2 targets but 1 seeds"):
+        run_search(toy, dist, RandomSearch(), [0, 1], seeds=[0], budget=8, steps=2)
+    for bad in (0, 1.5):
+        with pytest.raises(UserError, match="budget must be a positive integer"):
+            run_search(toy, dist, RandomSearch(), [0], seeds=[0], budget=bad, steps=2)
+    with pytest.raises(UserError, match="max batch must be a positive integer, got 0"):
+        run_search(toy, dist, RandomSearch(), [0], seeds=[0], budget=8, steps=2, max_batch=0)
+    with pytest.raises(UserError, match="unknown sampler 'rk4'"):
+        run_search(toy, dist, RandomSearch(), [0], seeds=[0], budget=8, steps=2, sampler="rk4")
+    (r,) = run_search(toy, dist, RandomSearch(), [0], seeds=[0], budget=8, steps=2, max_batch=1)
+    assert r.nfe_used == 8 and len(r.candidates) == 4
+
+
+def test_preview_step_is_the_first_at_or_below_the_preview_sigma():
+    sig = (1.0, 0.75, 0.5, 0.25, 0.0)
+    assert _preview_step(sig, None) is None
+    assert [_preview_step(sig, s) for s in (1.0, 0.9, 0.75, 0.5, 0.3, 0.25, 0.1, 0.0)] == [0, 1, 1, 2, 3, 3, 3, 3]
+
+
+class Previewing:
+    """Records the previews it gets; scores the image mean."""
+
+    name = "previewing"
+
+    def __init__(self, preview_sigma):
+        self.preview_sigma = preview_sigma
+        self.previews = []
+
+    def __call__(self, images, targets, *, previews=None):
+        self.previews.append(previews)
+        return images.reshape(len(images), -1).mean(1)
+
+
+@pytest.mark.parametrize("preview_sigma,step", [(0.5, 2), (0.6, 2), (0.1, 3), (None, None)])
+def test_verifier_gets_the_x0_preview_of_the_right_step(toy, preview_sigma, step):
+    v = Previewing(preview_sigma)
+    (r,) = run_search(toy, v, RandomSearch(candidates=2), [0], seeds=[3], budget=8, steps=4)
+    if step is None:
+        assert v.previews == [None]
+        return
+    cond = toy.encode([0, 0])
+    seen = {}
+    noise = torch.stack([gaussian((1,), by_hand_seed(3, k)) for k in range(2)])
+    sample_euler(
+        lambda x, s: toy.denoise(x, s, cond, guidance=1.0),
+        noise,
+        schedule(4),
+        callback=lambda i, s, x, d: seen.setdefault(i, d),
+    )
+    torch.testing.assert_close(v.previews[0], toy.decode(seen[step]), **TOL)
+
+
+class OneJob:
+    """Runs the given jobs once (for checking what the driver does with each job option)."""
+
+    name = "one-job"
+
+    def __init__(self, make):
+        self.make, self.outcomes = make, []
+
+    def params(self):
+        return {}
+
+    def init(self, problem):
+        return {"problem": problem, "done": False}
+
+    def ask(self, state):
+        if state["done"]:
+            return []
+        state["done"] = True
+        return self.make(state["problem"])
+
+    def tell(self, state, outcomes):
+        self.outcomes.extend(outcomes)
+
+
+def test_score_end_and_known_denoised_are_charged_and_used_exactly(toy, dist):
+    x = torch.tensor([0.3])
+    cond = toy.encode([0])
+    sig = schedule(4)
+
+    def den(v, s):
+        return toy.denoise(v[None], s, cond, guidance=1.0)[0]
+
+    algo = OneJob(lambda p: [Job(x, sig[:3], score_end=True), Job(x, sig[:3]), Job(x, sig[:3], denoised=x * 0 + 5)])
+    (r,) = run_search(toy, dist, algo, [0], seeds=[0], budget=20, steps=4)
+    ends, plain, known = algo.outcomes
+    assert [c["nfe"] for c in r.candidates] == [3, 2, 1] and r.nfe_used == 6
+    x_end = sample_euler(lambda v, s: toy.denoise(v, s, cond, guidance=1.0), x[None], sig[:3])[0]
+    torch.testing.assert_close(ends.x, x_end, **TOL)
+    torch.testing.assert_close(ends.denoised, den(x_end, sig[2]), **TOL)  # the end state's x0-prediction
+    torch.testing.assert_close(plain.denoised, den(_after_one(toy, x), 0.75), **TOL)  # its last evaluated step
+    first = x + (sig[1] - sig[0]) * (x - 5) / sig[0]  # the first step used the known x0-prediction 5
+    torch.testing.assert_close(known.x, first + (sig[2] - sig[1]) * (first - den(first, sig[1])) / sig[1], **TOL)
+    # jobs from a noise at the schedule's start without a seed are identified by a hash of it
+    assert all(c["noise_seed"] is None and c["sigma_end"] == 0.5 for c in r.candidates)
+    assert [c["noise_sha256"] for c in r.candidates] == [noise_hash(x)] * 3
+    assert r.best_index == -1 and r.best_image is None and r.best_score == -math.inf
+
+
+def _after_one(toy, x):
+    cond = toy.encode([0])
+    d = toy.denoise(x[None], 1.0, cond, guidance=1.0)[0]
+    return x + (0.75 - 1.0) * (x - d) / 1.0
+
+
+class Scaled(ToyModel):
+    def start_scale(self, sigma):
+        return 0.5
+
+
+def test_start_scale_applies_only_at_the_schedule_start(dist):
+    toy = Scaled()
+    noise = torch.tensor([0.8])
+    algo = OneJob(lambda p: [Job(noise, p.sigmas), Job(noise, p.sigmas[1:])])
+    run_search(toy, dist, algo, [1], seeds=[0], budget=20, steps=4)
+    cond = toy.encode([1])
+
+    def run(x0, sig):
+        return sample_euler(lambda v, s: toy.denoise(v, s, cond, guidance=1.0), x0[None], sig)[0]
+
+    torch.testing.assert_close(algo.outcomes[0].x, run(0.5 * noise, schedule(4)), **TOL)
+    torch.testing.assert_close(algo.outcomes[1].x, run(noise, schedule(4)[1:]), **TOL)
+
+
+def test_stochastic_sampler_mismatch_is_refused(toy, dist):
+    algo = OneJob(lambda p: [Job(torch.zeros(1), p.sigmas, noises=torch.zeros(4, 1))])
+    with pytest.raises(ValueError, match="is deterministic and takes no noises"):
+        run_search(toy, dist, algo, [0], seeds=[0], budget=20, steps=4)
+    algo = OneJob(lambda p: [Job(torch.zeros(1), p.sigmas)])
+    with pytest.raises(ValueError, match="needs per-step noises"):
+        run_search(toy, dist, algo, [0], seeds=[0], budget=20, steps=4, sampler="euler-sde")
+
+
+# --- zero-order search: the whole trajectory by hand -------------------------------------------------
+
+
+class Spy:
+    """Wraps an algorithm and keeps every job it asks for."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.jobs = inner, inner.name, []
+
+    def params(self):
+        return self.inner.params()
+
+    def init(self, problem):
+        return self.inner.init(problem)
+
+    def ask(self, state):
+        jobs = self.inner.ask(state)
+        self.jobs.append(jobs)
+        return jobs
+
+    def tell(self, state, outcomes):
+        self.inner.tell(state, outcomes)
+
+
+@pytest.mark.parametrize(
+    "budget,neighbours,iterations,rounds",
+    [
+        (20, 2, None, [1, 2, 2]),
+        (16, 2, None, [1, 2, 1]),
+        (40, 3, 2, [1, 3, 3]),
+        (40, 3, 1, [1, 3]),
+        (8, 4, None, [1, 1]),
+    ],
+)
+def test_zero_order_trajectory_by_hand(toy, dist, budget, neighbours, iterations, rounds):
+    step = 0.5
+    spy = Spy(ZeroOrderSearch(neighbours=neighbours, step_size=step, iterations=iterations))
+    (r,) = run_search(toy, dist, spy, [0], seeds=[4], budget=budget, steps=4)  # a bad pivot: neighbours win
+    asked = [jobs for jobs in spy.jobs if jobs]
+    assert [len(j) for j in asked] == rounds and spy.jobs[-1] == []
+    assert r.nfe_used == 4 * sum(rounds) and [c["nfe"] for c in r.candidates] == [4] * sum(rounds)
+    scores = [c["score"] for c in r.candidates]
+    pivot, pivot_index = gaussian((1,), by_hand_seed(4, 0)), 0
+    assert torch.equal(asked[0][0].x, pivot) and r.candidates[0]["noise_seed"] == by_hand_seed(4, 0)
+    assert r.candidates[0]["info"] == {"role": "pivot", "iteration": 0}
+    index = 1
+    for it, jobs in enumerate(asked[1:], start=1):
+        best_round = pivot_index
+        for j, job in enumerate(jobs):
+            eps = gaussian((1,), by_hand_seed(4, it, j))
+            torch.testing.assert_close(job.x, (pivot + step * eps) / math.sqrt(1 + step**2), **TOL)
+            c = r.candidates[index]
+            assert c["info"] == {
+                "role": "neighbour",
+                "iteration": it,
+                "pivot": pivot_index,
+                "eps_seed": eps_seed(4, it, j),
+            }
+            assert c["noise_seed"] is None and c["noise_sha256"] == noise_hash(job.x)
+            if scores[index] > scores[best_round]:  # strictly better moves the pivot
+                best_round = index
+            index += 1
+        pivot_index = best_round
+        pivot = spy.jobs[0][0].x if pivot_index == 0 else _job_at(asked, pivot_index).x
+    assert r.best_index == max(range(len(scores)), key=lambda k: (scores[k], -k))
+    if budget >= 20:
+        assert pivot_index != 0, "the pivot must move in this case, else its update rule is untested"
+
+
+def eps_seed(seed, it, j):
+    return by_hand_seed(seed, it, j)
+
+
+def _job_at(asked, index):
+    flat = [j for jobs in asked for j in jobs]
+    return flat[index]
+
+
+def test_zero_order_keeps_the_pivot_on_ties_and_checks_its_parameters(toy):
+    class Flat:
+        name, preview_sigma = "flat", None
+
+        def __call__(self, images, targets, *, previews=None):
+            return torch.zeros(len(images))
+
+    spy = Spy(ZeroOrderSearch(neighbours=2))
+    (r,) = run_search(toy, Flat(), spy, [0], seeds=[1], budget=20, steps=4)
+    assert {c["info"].get("pivot") for c in r.candidates[1:]} == {0}
+    torch.testing.assert_close(
+        spy.jobs[2][0].x, (spy.jobs[0][0].x + gaussian((1,), by_hand_seed(1, 2, 0))) / 2**0.5, **TOL
+    )
+    assert r.best_index == 0
+    with pytest.raises(UserError, match=r"budget 7 is smaller than a pivot and one neighbour \(8 NFEs"):
+        run_search(toy, Flat(), ZeroOrderSearch(), [0], seeds=[1], budget=7, steps=4)
+    for kwargs, message in (
+        ({"neighbours": 0}, "neighbours must be a positive integer, got 0"),
+        ({"step_size": 0.0}, "step size must be a positive number, got 0.0"),
+        ({"step_size": math.inf}, "step size must be a positive number, got inf"),
+        ({"iterations": 0}, "iterations must be a positive integer, got 0"),
+    ):
+        with pytest.raises(UserError, match=message):
+            ZeroOrderSearch(**kwargs)
+    assert ZeroOrderSearch(neighbours=3, step_size=2, iterations=5).params() == {
+        "neighbours": 3,
+        "step_size": 2.0,
+        "iterations": 5,
+    }
+
+
+def test_random_search_parameters(toy, dist):
+    message = r"^budget 3 is smaller than 1 candidate\(s\) \(4 NFEs with 4 steps at 1 NFE\(s\) per evaluation\)"
+    with pytest.raises(UserError, match=message):
+        run_search(toy, dist, RandomSearch(), [0], seeds=[0], budget=3, steps=4)
+    assert RandomSearch(candidates=7).params() == {"candidates": 7} and RandomSearch().params() == {"candidates": None}
+    for bad in (0, -1, 2.5):
+        with pytest.raises(UserError, match=f"candidates must be a positive integer, got {bad!r}"):
+            RandomSearch(candidates=bad)
+
+
+# --- samplers: exact costs and one step by hand ----------------------------------------------------
+
+
+def test_sampler_costs_and_one_step_by_hand():
+    s4, part = schedule(4), (1.0, 0.5, 0.25)
+    assert [SAMPLERS[n].nfe(s4) for n in ("euler", "heun", "euler-sde", "euler-ancestral")] == [4, 7, 4, 4]
+    assert SAMPLERS["heun"].nfe(part) == 4 and SAMPLERS["euler"].nfe(part) == 2
+    assert [n for n, s in SAMPLERS.items() if s.stochastic] == ["euler-sde", "euler-ancestral"]
+    x = torch.tensor([[0.8]])
+    # denoised = 0.5 x: one Euler step from 1 to 0.5 is x + (0.5 - 1) (x - 0.5 x) / 1 = 0.75 x
+    out = SAMPLERS["euler"].fn(lambda v, s: 0.5 * v, x, (1.0, 0.5))
+    torch.testing.assert_close(out, 0.75 * x, **TOL)
+    # Heun from 1 to 0.5 with denoised = 0: d = x, x_euler = 0.5 x, d_next = 1 -> x + (-0.5) (x + x) / 2 = 0.5 x
+    out = SAMPLERS["heun"].fn(lambda v, s: torch.zeros_like(v), x, (1.0, 0.5))
+    torch.testing.assert_close(out, 0.5 * x, **TOL)
+
+
+def test_every_registered_algorithm_spends_exactly_what_its_records_say(toy, dist):
+    """Sum of per-candidate NFEs = the accountant's count = real denoiser rows (counted by a wrapper)."""
+    rows = []
+
+    class Counted(ToyModel):
+        def denoise(self, x, sigma, cond, *, guidance):
+            rows.append(len(x))
+            return super().denoise(x, sigma, cond, guidance=guidance)
+
+    model = Counted()
+    for name in ALGORITHMS:
+        if name == "first-order":
+            continue  # its backward passes are NFE-equivalents, not denoiser rows (test_first_order_and_evolution)
+        rows.clear()
+        spy = Spy(ALGORITHMS[name]())
+        (r,) = run_search(model, dist, spy, [1], seeds=[0], budget=40, steps=4)
+        assert type(spy.jobs[-1]) is list and spy.jobs[-1] == [], f"{name}: the search ends with an empty list"
+        assert r.nfe_used == sum(rows) == sum(c["nfe"] for c in r.candidates), name
+        assert 40 - 4 < r.nfe_used, name  # uses the budget to within one full candidate
+
+
+def test_smc_resamples_after_every_step_but_the_last(toy, dist):
+    """With ess_threshold 1 SMC resamples at every resampling point; the final step's particles are the answer."""
+    from noisesearch.algorithms.smc import SMCSearch
+
+    spy, states = Spy(SMCSearch(particles=3, ess_threshold=1.0)), []
+    spy.init = lambda p: states.append(spy.inner.init(p)) or states[-1]
+    (r,) = run_search(toy, dist, spy, [1], seeds=[2], budget=12, steps=4)
+    assert [x["step"] for x in states[0].resamplings] == [0, 1, 2] and r.nfe_used == 12
+    every_other = Spy(SMCSearch(particles=3, ess_threshold=1.0, resample_every=2))
+    states.clear()
+    every_other.init = lambda p: states.append(every_other.inner.init(p)) or states[-1]
+    run_search(toy, dist, every_other, [1], seeds=[2], budget=12, steps=4)
+    assert [x["step"] for x in states[0].resamplings] == [1]
