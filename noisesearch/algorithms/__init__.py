@@ -16,7 +16,7 @@ from noisesearch.algorithms.first_order import FirstOrderSearch
 from noisesearch.algorithms.halving import HalvingSearch
 from noisesearch.algorithms.paths import PathsSearch
 from noisesearch.algorithms.random import RandomSearch
-from noisesearch.algorithms.smc import SMCSearch
+from noisesearch.algorithms.smc import IncrementalSMCSearch, SMCSearch
 from noisesearch.algorithms.zero_order import ZeroOrderSearch
 
 ALGORITHMS: dict[str, Callable[..., SearchAlgorithm]] = {
@@ -25,6 +25,7 @@ ALGORITHMS: dict[str, Callable[..., SearchAlgorithm]] = {
     "paths": PathsSearch,
     "first-order": FirstOrderSearch,
     "smc": SMCSearch,
+    "smc-incremental": IncrementalSMCSearch,
     "epsilon-greedy": EpsilonGreedySearch,
     "evolution": EvolutionSearch,
     "halving": HalvingSearch,

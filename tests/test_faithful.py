@@ -1,0 +1,119 @@
+"""Algorithms and metrics faithful to their sources: hand-worked numbers from each source's formulas.
+
+FK steering (Singhal et al. 2025; the reference's ``FKD.resample``), zero-order search's
+neighbourhoods (Ma et al. 2025; tt-scale-flux), the Inception Score protocol (torch-fidelity's
+default), EvoSearch (He et al. 2025).
+"""
+
+import math
+
+import pytest
+import torch
+
+from noisesearch.algorithms.base import Outcome, Problem
+from noisesearch.algorithms.smc import SMCSearch, effective_sample_size, fk_log_weights, normalise
+from noisesearch.driver import run_search
+from noisesearch.samplers import schedule
+
+ISSUE_REWARDS = torch.tensor([[0.0, 0.5], [0.4, 0.4], [0.1, 0.2]], dtype=torch.float64)  # 3 particles x 2 steps
+
+
+def softmax(values):
+    e = [math.exp(v) for v in values]
+    return [v / sum(e) for v in e]
+
+
+# --- smc: FK steering's potentials, by hand ------------------------------------------------------
+
+
+def test_fk_max_weighs_by_the_potential_itself():
+    """lambda = 10, reward_min = 0: step 0 carries max(r_0, 0) = (0, .4, .1); step 1 weighs by
+    exp(10 max(r_0, r_1)) = exp(10 (.5, .4, .2)): the issue's reference figure (0.705, 0.260, 0.035)."""
+    zero = torch.zeros(3, dtype=torch.float64)
+    log_w0, carried = fk_log_weights(ISSUE_REWARDS[:, 0], zero, zero, "max", 10.0, final=False)
+    assert carried.tolist() == pytest.approx([0.0, 0.4, 0.1])
+    log_w1, carried = fk_log_weights(ISSUE_REWARDS[:, 1], carried, zero, "max", 10.0, final=False)
+    assert carried.tolist() == pytest.approx([0.5, 0.4, 0.2])
+    w = normalise(log_w1).tolist()
+    assert w == pytest.approx([math.exp(5) / 210.40, math.exp(4) / 210.40, math.exp(2) / 210.40], abs=1e-4)
+    assert w == pytest.approx([0.705, 0.260, 0.035], abs=1e-3)  # the issue's figures, rounded (0.2595 -> 0.260)
+    # at the final step, after a resampling at step 0 that kept every slot (P = exp(10 (0, .4, .1))),
+    # the correction divides out the applied potential: exp(10 (.5, .4, .2)) / exp(10 (0, .4, .1))
+    final, _ = fk_log_weights(
+        ISSUE_REWARDS[:, 1], torch.tensor([0, 0.4, 0.1], dtype=torch.float64), log_w0, "max", 10.0, True
+    )
+    assert normalise(final).tolist() == pytest.approx(softmax([5.0, 0.0, 1.0]), abs=1e-12)
+
+
+def test_fk_sum_and_difference_by_hand():
+    c0 = torch.tensor([0.0, 0.4, 0.1], dtype=torch.float64)  # the values carried from step 0 (reward_min 0)
+    zero = torch.zeros(3, dtype=torch.float64)
+    log_w, carried = fk_log_weights(ISSUE_REWARDS[:, 1], c0, zero, "sum", 10.0, final=False)
+    assert carried.tolist() == pytest.approx([0.5, 0.8, 0.3])  # running totals
+    assert normalise(log_w).tolist() == pytest.approx(softmax([5.0, 8.0, 3.0]), abs=1e-12)
+    log_w, carried = fk_log_weights(ISSUE_REWARDS[:, 1], c0, zero, "difference", 10.0, final=False)
+    assert carried.tolist() == pytest.approx([0.5, 0.4, 0.2])  # the raw reward moves on
+    assert normalise(log_w).tolist() == pytest.approx(softmax([5.0, 0.0, 1.0]), abs=1e-12)
+    # difference needs no final correction: the applied product is ignored
+    final, _ = fk_log_weights(ISSUE_REWARDS[:, 1], c0, torch.tensor([3.0, 2.0, 1.0]).double(), "difference", 10.0, True)
+    assert torch.equal(final, log_w)
+
+
+def test_fk_nan_reward_gets_zero_weight():
+    zero = torch.zeros(3, dtype=torch.float64)
+    for kind in ("difference", "max", "sum"):
+        log_w, _ = fk_log_weights(torch.tensor([float("nan"), 0.0, 1.0]), zero, zero, kind, 1.0, final=False)
+        w = normalise(log_w)
+        assert w[0] == 0 and float(w.sum()) == pytest.approx(1.0)
+
+
+def drive(algorithm, rewards, steps):
+    """Run ``algorithm`` by hand on a 1-d problem; particle j's reward at step t is ``rewards[t][slot]``."""
+    state = algorithm.init(Problem(1, 0, 10**6, (1,), schedule(steps), "euler-sde", 1))
+    while jobs := algorithm.ask(state):
+        t = jobs[0].info["step"]
+        outcomes = [Outcome(j, j.x, j.x, j.x, rewards[t][i], 1, i) for i, j in enumerate(jobs)]
+        algorithm.tell(state, outcomes)
+    return state
+
+
+def test_fk_adaptive_passes_reset_the_weights():
+    """difference, lambda 20: step 0 (rewards 0, .01, .02) has ESS 2.92 >= 1.5 and is passed; at step 1
+    the weights are exp(20 (r_1 - r_0)) alone, not accumulated since the start (exp(20 r_1))."""
+    r0, r1 = [0.0, 0.01, 0.02], [0.5, 0.41, 0.22]
+    state = drive(SMCSearch(particles=3, potential="difference", lmbda=20.0), [r0, r1, [0.0] * 3], 3)
+    w = softmax([20 * (b - a) for a, b in zip(r0, r1)])  # exp(20 (.5, .4, .2))
+    assert state.resamplings[0]["step"] == 1
+    assert state.resamplings[0]["ess"] == pytest.approx(1 / sum(v * v for v in w), rel=1e-9)
+    assert state.resamplings[0]["ess"] == pytest.approx(1.2714, abs=1e-4)  # 1 / (.8789^2 + .1189^2 + .0022^2)
+
+
+def test_fk_final_step_corrects_max_by_the_applied_potentials_and_resamples():
+    """Not adaptive: step 0 always resamples; at the final step w = exp(10 max) / P[lineage]."""
+    r0, r1 = [0.0, 0.4, 0.1], [0.5, 0.4, 0.2]
+    state = drive(SMCSearch(particles=3, potential="max", adaptive=False, reward_min=0.0), [r0, r1], 2)
+    idx = state.resamplings[0]["indices"]
+    assert state.resamplings[0]["step"] == 0
+    carried = [r0[i] for i in idx]  # max(r_0, 0) of each slot's parent
+    log_p = [10 * c for c in carried]
+    expected = softmax([10 * max(r, c) - lp for r, c, lp in zip(r1, carried, log_p)])
+    assert state.weights.tolist() == pytest.approx(expected, abs=1e-12)
+    ess = 1 / sum(v * v for v in expected)
+    assert (len(state.resamplings) == 2) == (ess < 1.5)  # the final step resamples by the ESS rule
+    assert state.population == (state.resamplings[-1]["indices"] if ess < 1.5 else [0, 1, 2])
+
+
+def test_fk_high_temperature_final_population_is_the_best_particle():
+    state = drive(SMCSearch(particles=4, lmbda=100.0), [[0.0] * 4, [0.0, 0.3, 0.9, 0.1]], 2)
+    assert state.population == [2, 2, 2, 2] and state.resamplings[-1]["step"] == 1
+    assert effective_sample_size(state.weights) == pytest.approx(1.0, abs=1e-9)  # exp(-30) and less elsewhere
+
+
+def test_fk_scores_the_x0_prediction_made_before_the_step(toy, toy_verifier):
+    """No score_end and no cached x0: each step's reward is its own evaluation's x0-prediction, so a
+    particle costs exactly one plain trajectory (steps NFEs with euler-sde)."""
+    state = SMCSearch(particles=2).init(Problem(1, 0, 100, (1,), schedule(4), "euler-sde", 1))
+    jobs = SMCSearch(particles=2).ask(state)
+    assert all(not j.score_end and j.denoised is None for j in jobs)
+    (r,) = run_search(toy, toy_verifier, SMCSearch(particles=3), [1], seeds=[0], budget=12, steps=4)
+    assert r.nfe_used == 12 and [c["nfe"] for c in r.candidates] == [1] * 12
