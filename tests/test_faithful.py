@@ -117,3 +117,61 @@ def test_fk_scores_the_x0_prediction_made_before_the_step(toy, toy_verifier):
     assert all(not j.score_end and j.denoised is None for j in jobs)
     (r,) = run_search(toy, toy_verifier, SMCSearch(particles=3), [1], seeds=[0], budget=12, steps=4)
     assert r.nfe_used == 12 and [c["nfe"] for c in r.candidates] == [1] * 12
+
+
+# --- zero-order: the three neighbourhoods ---------------------------------------------------------
+
+
+def zero_order_neighbours(toy_problem_shape=(64,), **kw):
+    from noisesearch.algorithms.zero_order import ZeroOrderSearch
+
+    algorithm = ZeroOrderSearch(neighbours=8, **kw)
+    state = algorithm.init(Problem(1, 3, 10**6, toy_problem_shape, schedule(2), "euler", 1))
+    (pivot_job,) = algorithm.ask(state)
+    algorithm.tell(state, [Outcome(pivot_job, pivot_job.x, pivot_job.x, pivot_job.x, 0.0, 2, 0)])
+    return pivot_job.x, [j.x for j in algorithm.ask(state)]
+
+
+def test_distance_neighbours_are_exactly_lambda_from_the_pivot():
+    pivot, ys = zero_order_neighbours(neighbourhood="distance", step_size=2.5)
+    for y in ys:
+        # float32 sums over 64 elements of size ~1: relative error ~1e-6
+        assert float((y - pivot).norm()) == pytest.approx(2.5, rel=1e-5)
+    assert len({float(y.sum()) for y in ys}) == 8  # different directions
+
+
+def test_cosine_neighbours_keep_the_pivot_norm_at_the_stated_cosine():
+    for cosine in (0.95, 0.5):
+        pivot, ys = zero_order_neighbours(neighbourhood="cosine", cosine=cosine)
+        for y in ys:
+            # float32 inputs, computed in float64 and stored in float32: relative error ~1e-7
+            assert float(y.norm()) == pytest.approx(float(pivot.norm()), rel=1e-6)
+            assert float(torch.nn.functional.cosine_similarity(y, pivot, dim=0)) == pytest.approx(cosine, abs=1e-6)
+
+
+def test_mix_neighbours_keep_the_gaussian_marginal():
+    """Pivot N(0, I) -> neighbours N(0, I) for any step size (mean 0, variance 1 per element)."""
+    from noisesearch.algorithms.zero_order import neighbour
+
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    pivot, eps = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    for step in (0.3, 1.0, 4.0):
+        y = neighbour(pivot, eps, "mix", step, 0.95)
+        # standard errors with n = 2e5: mean 0.0022, variance 0.0032; 5 of them as tolerance
+        assert abs(float(y.mean())) < 0.012 and abs(float(y.var()) - 1.0) < 0.016
+        expected_cos = 1 / math.sqrt(1 + step**2)  # the mix's expected cosine to the pivot (0.71 at 1.0)
+        assert float(torch.nn.functional.cosine_similarity(y, pivot, dim=0)) == pytest.approx(expected_cos, abs=0.01)
+
+
+def test_zero_order_neighbourhood_parameters_are_checked():
+    from noisesearch.algorithms.zero_order import ZeroOrderSearch
+    from noisesearch.errors import UserError
+
+    with pytest.raises(UserError, match="unknown neighbourhood 'ball'; accepted: mix, distance, cosine"):
+        ZeroOrderSearch(neighbourhood="ball")
+    with pytest.raises(UserError, match=r"cosine must be a number in \(-1, 1\), got 1.0"):
+        ZeroOrderSearch(neighbourhood="cosine", cosine=1.0)
+    with pytest.raises(UserError, match="at least 2 elements"):
+        zero_order_neighbours((1,), neighbourhood="cosine")
+    assert ZeroOrderSearch().params()["neighbourhood"] == "mix"  # the default
