@@ -175,3 +175,45 @@ def test_zero_order_neighbourhood_parameters_are_checked():
     with pytest.raises(UserError, match="at least 2 elements"):
         zero_order_neighbours((1,), neighbourhood="cosine")
     assert ZeroOrderSearch().params()["neighbourhood"] == "mix"  # the default
+
+
+# --- IS: the standard protocol ---------------------------------------------------------------------
+
+
+def numpy_inception_score(logits, splits, seed):
+    """Independent IS: seeded shuffle, ``splits`` chunks, exp(mean KL(p(y|x) || p(y))) per chunk."""
+    import numpy as np
+
+    x = np.asarray(logits, dtype=np.float64)
+    x = x[np.random.RandomState(seed).permutation(len(x))]
+    p = np.exp(x - x.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    scores = []
+    for i in range(splits):
+        chunk = p[i * len(p) // splits : (i + 1) * len(p) // splits]
+        marginal = chunk.mean(axis=0)
+        scores.append(np.exp((chunk * (np.log(chunk) - np.log(marginal))).sum(axis=1).mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def test_inception_score_uses_ten_seeded_shuffled_splits():
+    from noisesearch.metrics import inception_score
+
+    logits = 3 * torch.randn(500, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mean, std = inception_score(logits)
+    expected_mean, expected_std = numpy_inception_score(logits.numpy(), 10, 2020)
+    assert mean == pytest.approx(expected_mean, rel=1e-12) and std == pytest.approx(expected_std, rel=1e-9)
+    assert std > 0  # ten different splits
+    single, single_std = inception_score(logits, splits=1, shuffle=False)
+    assert single == pytest.approx(numpy_inception_score(logits.numpy(), 1, 2020)[0], rel=1e-12) and single_std == 0
+    assert single > mean  # the marginal of the whole set is wider than a split's: single-split IS is higher
+    assert inception_score(logits, seed=1)[0] != mean  # the seed is used
+
+
+def test_inception_score_by_hand():
+    from noisesearch.metrics import inception_score
+
+    two = torch.tensor([[50.0, -50.0], [-50.0, 50.0]], dtype=torch.float64)  # confident, different classes
+    assert inception_score(two, splits=1, shuffle=False)[0] == pytest.approx(2.0, abs=1e-12)  # exp(log 2)
+    assert inception_score(two) == pytest.approx((1.0, 0.0), abs=1e-12)  # 2 samples: 2 splits of one, each 1
+    assert all(math.isnan(v) for v in inception_score(torch.empty(0, 10)))
