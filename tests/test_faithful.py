@@ -217,3 +217,101 @@ def test_inception_score_by_hand():
     assert inception_score(two, splits=1, shuffle=False)[0] == pytest.approx(2.0, abs=1e-12)  # exp(log 2)
     assert inception_score(two) == pytest.approx((1.0, 0.0), abs=1e-12)  # 2 samples: 2 splits of one, each 1
     assert all(math.isnan(v) for v in inception_score(torch.empty(0, 10)))
+
+
+# --- EvoSearch ---------------------------------------------------------------------------------------
+
+
+def test_evosearch_noise_mutation_keeps_the_gaussian_marginal():
+    """sqrt(1 - beta^2) x + beta eps with x, eps independent N(0, I) is N(0, I), for every beta."""
+    from noisesearch.algorithms.evosearch import mutate_noise
+
+    g = torch.Generator().manual_seed(1)
+    n = 200_000
+    x, eps = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    for beta in (0.2, 0.5, 0.9):
+        y = mutate_noise(x, eps, beta)
+        # standard errors with n = 2e5: mean 0.0022, variance 0.0032, fourth moment 0.011; 5 of them as tolerance
+        assert abs(float(y.mean())) < 0.012 and abs(float(y.var()) - 1.0) < 0.016
+        assert abs(float((y**4).mean()) - 3.0) < 0.06  # Gaussian kurtosis
+        assert float((x * y).mean()) == pytest.approx(math.sqrt(1 - beta**2), abs=0.012)  # correlation to the parent
+
+
+def test_evosearch_defaults_reproduce_the_reference_plan_and_its_exact_cost():
+    """50 steps, budget 100 trajectories: evolution at 0, 20, 30, 40 with populations 42, 26, 26, 26, 30,
+    costing 42 * 50 + 26 * 50 + 26 * 30 + 26 * 20 + 30 * 10 = 5000 NFEs (the reference's SD2.1 example)."""
+    from noisesearch.algorithms.evosearch import EvoSearch
+
+    state = EvoSearch().init(Problem(1, 0, 5000, (2,), schedule(50), "euler", 1))
+    assert state.steps == [0, 20, 30, 40] and state.populations == [42, 26, 26, 26, 30]
+    assert state.sampler == "euler-ancestral"  # DDIM with eta = 1, as the reference
+    # 8 steps, budget 96: steps round(8 * (0, .4, .6, .8)) = 0, 3, 5, 6; sizes 5, 3, 3, 3, 4 cost
+    # 5 * 8 + 3 * 8 + 3 * 5 + 3 * 3 + 4 * 2 = 96
+    state = EvoSearch().init(Problem(1, 0, 96, (2,), schedule(8), "euler", 1))
+    assert state.steps == [0, 3, 5, 6] and state.populations == [5, 3, 3, 3, 4]
+
+
+def test_evosearch_spends_exactly_its_plan(toy, toy_verifier):
+    from noisesearch.algorithms.evosearch import EvoSearch
+
+    (r,) = run_search(toy, toy_verifier, EvoSearch(), [1], seeds=[0], budget=96, steps=8)
+    assert r.nfe_used == 96 == sum(c["nfe"] for c in r.candidates)
+    finals = [c for c in r.candidates if c["sigma_end"] == 0]
+    assert [sum(c["info"]["generation"] == k for c in finals) for k in range(5)] == [5, 3, 3, 3, 4]
+    # generation 3 is born at e_2 = 5 and runs 5 -> 6 (e_3), then 6 -> 8: its finished jobs start at step 6
+    assert {c["info"]["from_step"] for c in finals if c["info"]["generation"] == 3} == {6}
+
+
+def test_evosearch_keeps_elites_and_mutates_tournament_winners():
+    """One evolution at step 0, populations 4 then 3, 1 elite: generation 0 member j scores j. The elite
+    is member 3's noise unchanged; each child is sqrt(1 - 0.04) w + 0.2 eps for a tournament winner w,
+    the fittest of 3 (90% of 4) random entrants: member 3 or member 2."""
+    from noisesearch.algorithms.evosearch import MUTATION, EvoSearch
+
+    algorithm = EvoSearch(schedule=(0.0,), populations=(4, 3), elites=1)
+    problem = Problem(1, 5, 10**6, (3,), schedule(2), "euler", 1)
+    state = algorithm.init(problem)
+    first = algorithm.ask(state)
+    algorithm.tell(state, [Outcome(j, j.x, j.x, j.x, float(i), 2, i) for i, j in enumerate(first)])
+    children = algorithm.ask(state)
+    assert len(children) == 3 and all(c.sigmas == problem.sigmas for c in children)
+    assert torch.equal(children[0].x, first[3].x)
+    for j, child in enumerate(children[1:], start=1):
+        eps = problem.noise(1, j, MUTATION)[1]
+        parent = (child.x - 0.2 * eps) / math.sqrt(1 - 0.04)
+        # float32 arithmetic on values of size ~1: 1e-5
+        assert any(torch.allclose(parent, first[w].x, atol=1e-5) for w in (2, 3))
+    algorithm.tell(state, [Outcome(j, j.x, j.x, j.x, 0.0, 2, i) for i, j in enumerate(children)])
+    assert algorithm.ask(state) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"schedule": (0.5, 0.2)}, r"schedule must be increasing fractions of the steps in \[0, 1\)"),
+        ({"schedule": (1.0,)}, r"schedule must be increasing fractions"),
+        ({"populations": (4, 1, 3, 3, 3)}, "populations must be 5 integers >= 2"),
+        ({"populations": (4, 3)}, "populations must be 5 integers >= 2"),
+        ({"mutation_rate": 1.0}, r"mutation_rate must be a number in \(0, 1\), got 1.0"),
+        ({"elites": -1}, "elites must be an integer >= 0, got -1"),
+        ({"tournament": 0}, r"tournament must be a fraction in \(0, 1\], got 0"),
+        ({"sampler": "heun"}, "sampler must be a stochastic sampler"),
+    ],
+)
+def test_evosearch_bad_parameters_are_one_line_user_errors(kwargs, message):
+    from noisesearch.algorithms.evosearch import EvoSearch
+    from noisesearch.errors import UserError
+
+    with pytest.raises(UserError, match=message) as info:
+        EvoSearch(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_new_params_are_json_and_rebuild_the_algorithm():
+    import json
+
+    from noisesearch.algorithms import ALGORITHMS
+
+    for name in ("smc", "smc-incremental", "zero-order", "evosearch"):
+        params = ALGORITHMS[name]().params()
+        assert ALGORITHMS[name](**json.loads(json.dumps(params))).params() == params

@@ -1,7 +1,7 @@
 """Search-algorithm registry: name -> factory ``(**keyword hyperparameters) -> SearchAlgorithm``.
 
 The paper's set first (Ma et al. 2025: random, zero-order, paths, first-order), then published
-alternatives (SMC / FK steering, epsilon-greedy noise-trajectory search, evolution / CEM), then
+alternatives (SMC / FK steering, epsilon-greedy noise-trajectory search, evolution / CEM, EvoSearch), then
 successive halving over noises.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from noisesearch.algorithms.base import Job, Outcome, Problem, SearchAlgorithm, derive_seed, gaussian, noise_hash
 from noisesearch.algorithms.epsilon_greedy import EpsilonGreedySearch
 from noisesearch.algorithms.evolution import EvolutionSearch
+from noisesearch.algorithms.evosearch import EvoSearch
 from noisesearch.algorithms.first_order import FirstOrderSearch
 from noisesearch.algorithms.halving import HalvingSearch
 from noisesearch.algorithms.paths import PathsSearch
@@ -28,6 +29,7 @@ ALGORITHMS: dict[str, Callable[..., SearchAlgorithm]] = {
     "smc-incremental": IncrementalSMCSearch,
     "epsilon-greedy": EpsilonGreedySearch,
     "evolution": EvolutionSearch,
+    "evosearch": EvoSearch,
     "halving": HalvingSearch,
 }
 
