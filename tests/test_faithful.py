@@ -315,3 +315,17 @@ def test_new_params_are_json_and_rebuild_the_algorithm():
     for name in ("smc", "smc-incremental", "zero-order", "evosearch"):
         params = ALGORITHMS[name]().params()
         assert ALGORITHMS[name](**json.loads(json.dumps(params))).params() == params
+
+
+@pytest.mark.slow
+def test_inception_score_equals_torch_fidelity():
+    """torch-fidelity's default protocol (slow to import, hence marked slow)."""
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
+    from noisesearch.metrics import inception_score
+
+    logits = 3 * torch.randn(500, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    reference = isc_features_to_metric(logits)
+    mean, std = inception_score(logits)
+    assert mean == pytest.approx(reference["inception_score_mean"], rel=1e-12)
+    assert std == pytest.approx(reference["inception_score_std"], rel=1e-9)
