@@ -329,3 +329,17 @@ def test_inception_score_equals_torch_fidelity():
     mean, std = inception_score(logits)
     assert mean == pytest.approx(reference["inception_score_mean"], rel=1e-12)
     assert std == pytest.approx(reference["inception_score_std"], rel=1e-9)
+
+
+def test_evosearch_intermediate_mutation_scale_is_the_samplers_injected_std():
+    """From x = 0 with an x0-prediction of 0 a stochastic step returns exactly c * noise."""
+    from noisesearch.algorithms.evosearch import ETA, injected_std
+    from noisesearch.samplers import SAMPLERS
+
+    for name, eta in ETA.items():
+        for sigma, sigma_next in ((1.0, 0.6), (0.6, 0.35), (0.35, 0.1)):
+            out = SAMPLERS[name].fn(
+                lambda x, s: torch.zeros_like(x), torch.zeros(1), (sigma, sigma_next), noises=torch.ones(1, 1)
+            )
+            assert float(out) == pytest.approx(injected_std(sigma, sigma_next, eta), rel=1e-6)  # float32 step
+    assert injected_std(0.6, 0.35, 1.0) > injected_std(0.6, 0.35, 0.5) > 0
