@@ -3,6 +3,13 @@
 The maths is torch-fidelity's (FID from feature statistics, IS from logits, precision/recall of
 Kynkaenniemi et al. 2019 with k = 3); only the feature extractor is ours: the penultimate layer
 of ``EvalNet``, a CNN that no verifier shares. The reference set is all 1797 digits.
+
+IS follows the standard protocol (Salimans et al. 2016; torch-fidelity's default): the samples are
+shuffled with a seeded permutation (``numpy.random.RandomState(2020)``), cut into 10 splits, and
+``is`` is the mean over the splits of ``exp(mean KL(p(y|x) || p(y)))`` with ``p(y)`` the split's
+marginal; ``is_std`` is their standard deviation. ``is_single_split`` is the same score over the
+whole set at once (one split, no shuffle), which is what noisesearch reported as ``is`` before.
+With fewer than 10 samples there are ``N`` splits of one sample each (each scores exactly 1).
 """
 
 from __future__ import annotations
@@ -40,7 +47,6 @@ class DigitsEvaluator:
     def __call__(self, images: torch.Tensor, labels) -> dict[str, float]:
         """FID, IS, precision, recall and class accuracy of ``images`` generated for ``labels``."""
         from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
-        from torch_fidelity.metric_isc import isc_features_to_metric
         from torch_fidelity.metric_prc import calculate_precision_recall_full
 
         feats, logits = self.features_and_logits(images)
@@ -48,14 +54,17 @@ class DigitsEvaluator:
         fid = fid_statistics_to_metric(fid_features_to_statistics(feats), ref_stats, verbose=False)[
             "frechet_inception_distance"
         ]
-        inception = isc_features_to_metric(logits, splits=1, shuffle=False)["inception_score_mean"]
+        inception, inception_std = inception_score(logits)
+        single, _ = inception_score(logits, splits=1, shuffle=False)
         precision, recall = calculate_precision_recall_full(feats.float(), ref_feats.float(), neighborhood=3)
         labels = torch.as_tensor(labels)
         accuracy = float((logits.argmax(1) == labels).double().mean())
         diversity = within_class_spread(feats, labels) / self.reference_spread
         return {
             "fid": float(fid),
-            "is": float(inception),
+            "is": inception,
+            "is_std": inception_std,
+            "is_single_split": single,
             "precision": float(precision),
             "recall": float(recall),
             "accuracy": accuracy,
@@ -67,6 +76,37 @@ class DigitsEvaluator:
         from noisesearch.digits.train import load_data
 
         return within_class_spread(self.reference[0], load_data().labels)
+
+
+IS_SPLITS, IS_SEED = 10, 2020  # torch-fidelity's defaults: the standard protocol
+
+
+def inception_score(
+    logits: torch.Tensor, *, splits: int = IS_SPLITS, shuffle: bool = True, seed: int = IS_SEED
+) -> tuple[float, float]:
+    """(mean, std) of the Inception Score over ``min(splits, N)`` splits of ``logits`` (N, classes),
+    shuffled first with ``numpy.random.RandomState(seed)`` (see the module docstring); NaN for N = 0.
+
+    Split ``i`` holds rows ``i * N // splits`` to ``(i + 1) * N // splits``, and the std is the
+    population std over splits, as in torch-fidelity (computed here without importing it: it is slow to load).
+    """
+    import numpy as np
+
+    n = len(logits)
+    if n == 0:
+        return float("nan"), float("nan")
+    splits = min(splits, n)
+    logits = logits.double()
+    if shuffle:
+        logits = logits[torch.from_numpy(np.random.RandomState(seed).permutation(n))]
+    log_p = logits.log_softmax(dim=1)  # (N, classes)
+    scores = []
+    for i in range(splits):
+        chunk = log_p[i * n // splits : (i + 1) * n // splits]  # (n_i, classes)
+        log_marginal = chunk.exp().mean(dim=0).log()  # (classes,)
+        kl = (chunk.exp() * (chunk - log_marginal)).sum(dim=1)  # (n_i,)
+        scores.append(float(kl.mean().exp()))
+    return float(np.mean(scores)), float(np.std(scores))
 
 
 def within_class_spread(features: torch.Tensor, labels: torch.Tensor) -> float:

@@ -11,6 +11,7 @@ from noisesearch.algorithms.base import Outcome, Problem
 from noisesearch.algorithms.epsilon_greedy import EpsilonGreedySearch
 from noisesearch.algorithms.random import RandomSearch
 from noisesearch.algorithms.smc import (
+    IncrementalSMCSearch,
     SMCSearch,
     effective_sample_size,
     log_potentials,
@@ -21,7 +22,7 @@ from noisesearch.driver import run_search
 from noisesearch.errors import UserError
 from noisesearch.samplers import schedule
 
-NAMES = ["smc", "epsilon-greedy"]
+NAMES = ["smc", "smc-incremental", "epsilon-greedy"]
 
 
 # --- the pure maths of SMC, against numbers computed by hand ---------------------------------------
@@ -121,9 +122,12 @@ def test_budget_kept_and_used_to_within_one_trajectory(digits, classifier, name,
         if name == "smc":  # particles = what the budget pays for, at one evaluation per step each
             assert r.nfe_used == max(budget // (steps * per_eval), 2) * steps * per_eval
         assert r.nfe_used == sum(c["nfe"] for c in r.candidates)  # the declared costs are the real calls
-        for c in r.candidates:  # first step pays its own evaluation, later ones reuse the cached x0
+        for c in r.candidates:
             step = c["info"]["step"]
-            assert c["nfe"] == per_eval * (2 if step == 0 else 0 if step == steps - 1 else 1)
+            if name == "smc":  # FK steering scores the x0-prediction its step makes: one evaluation per step
+                assert c["nfe"] == per_eval
+            else:  # the first step pays its own evaluation, later ones reuse the cached x0 of score_end
+                assert c["nfe"] == per_eval * (2 if step == 0 else 0 if step == steps - 1 else 1)
 
 
 def test_smc_particles_default_to_what_the_budget_pays_for(toy, toy_verifier):
@@ -271,7 +275,7 @@ def test_epsilon_greedy_continues_from_the_kept_candidate_and_its_cached_x0():
 
 def test_smc_resampling_copies_state_cached_x0_and_reward_history_together():
     """With a high temperature every slot becomes a copy of the best particle."""
-    algorithm = SMCSearch(particles=4, lmbda=50.0, potential="max", ess_threshold=1.0)
+    algorithm = IncrementalSMCSearch(particles=4, lmbda=50.0, potential="max", ess_threshold=1.0)
     state = algorithm.init(Problem(1, 0, 10**6, (2,), schedule(4), "euler", 1))
     jobs = algorithm.ask(state)
     outcomes = [Outcome(j, j.x + 1, j.x - 1, j.x, float(j.info["particle"]), 2, i) for i, j in enumerate(jobs)]

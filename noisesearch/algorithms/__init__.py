@@ -1,7 +1,7 @@
 """Search-algorithm registry: name -> factory ``(**keyword hyperparameters) -> SearchAlgorithm``.
 
 The paper's set first (Ma et al. 2025: random, zero-order, paths, first-order), then published
-alternatives (SMC / FK steering, epsilon-greedy noise-trajectory search, evolution / CEM), then
+alternatives (SMC / FK steering, epsilon-greedy noise-trajectory search, evolution / CEM, EvoSearch), then
 successive halving over noises.
 """
 
@@ -12,11 +12,12 @@ from collections.abc import Callable
 from noisesearch.algorithms.base import Job, Outcome, Problem, SearchAlgorithm, derive_seed, gaussian, noise_hash
 from noisesearch.algorithms.epsilon_greedy import EpsilonGreedySearch
 from noisesearch.algorithms.evolution import EvolutionSearch
+from noisesearch.algorithms.evosearch import EvoSearch
 from noisesearch.algorithms.first_order import FirstOrderSearch
 from noisesearch.algorithms.halving import HalvingSearch
 from noisesearch.algorithms.paths import PathsSearch
 from noisesearch.algorithms.random import RandomSearch
-from noisesearch.algorithms.smc import SMCSearch
+from noisesearch.algorithms.smc import IncrementalSMCSearch, SMCSearch
 from noisesearch.algorithms.zero_order import ZeroOrderSearch
 
 ALGORITHMS: dict[str, Callable[..., SearchAlgorithm]] = {
@@ -25,8 +26,10 @@ ALGORITHMS: dict[str, Callable[..., SearchAlgorithm]] = {
     "paths": PathsSearch,
     "first-order": FirstOrderSearch,
     "smc": SMCSearch,
+    "smc-incremental": IncrementalSMCSearch,
     "epsilon-greedy": EpsilonGreedySearch,
     "evolution": EvolutionSearch,
+    "evosearch": EvoSearch,
     "halving": HalvingSearch,
 }
 

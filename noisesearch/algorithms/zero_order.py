@@ -1,12 +1,20 @@
 """Zero-order search: hill climbing over the noise with neighbours around a pivot.
 
 Ma et al. 2025, Sec. 3.2 "Zero-Order Search": start from a random pivot noise, score ``N``
-neighbours around it, move the pivot to the best one, repeat. A neighbour of pivot ``n`` is
+neighbours around it, move the pivot to the best one, repeat. Three neighbourhoods of pivot ``n``
+(``eps ~ N(0, I)`` a fresh draw per neighbour, ``u = eps / |eps|`` a uniform random direction):
 
-    y = (n + step_size * eps) / sqrt(1 + step_size**2),     eps ~ N(0, I)
+- ``"mix"`` (the default, noisesearch's own): ``y = (n + step_size * eps) / sqrt(1 + step_size**2)``.
+  ``y`` is again standard normal when ``n`` is (the Gaussian marginal is kept), but it is not at a
+  fixed distance or angle from ``n``: its expected cosine to ``n`` is ``1 / sqrt(1 + step_size**2)``
+  (0.71 at the default 1.0); ``step_size`` -> 0 stays at the pivot, large values approach random search.
+- ``"distance"`` (the paper's ``{y : d(y, n) = lambda}``): ``y = n + step_size * u``, exactly at
+  Euclidean distance ``lambda = step_size`` from the pivot (an absolute distance in noise units:
+  a standard normal noise of ``D`` elements has norm about ``sqrt(D)``).
+- ``"cosine"`` (as tt-scale-flux does it): ``y`` on the sphere of the pivot's norm at cosine
+  ``cosine`` (default 0.95) to it: ``y = |n| (cosine * n / |n| + sqrt(1 - cosine**2) * v)`` with
+  ``v`` the unit component of ``eps`` orthogonal to ``n`` (needs noises of at least 2 elements).
 
-a step of relative size ``step_size`` that is projected back so that ``y`` is again standard
-normal when ``n`` is (``step_size`` -> 0 stays at the pivot, large values approach random search).
 The pivot moves only when a neighbour beats it, and it is never re-run: its score is kept.
 The last round takes as many neighbours as the budget still pays for.
 """
@@ -20,6 +28,23 @@ import torch
 
 from noisesearch.algorithms.base import Job, Outcome, Problem, rank_key
 from noisesearch.errors import UserError
+
+NEIGHBOURHOODS = ("mix", "distance", "cosine")
+
+
+def neighbour(pivot: torch.Tensor, eps: torch.Tensor, kind: str, step_size: float, cosine: float) -> torch.Tensor:
+    """The neighbour of ``pivot`` made from the standard normal draw ``eps`` (same shape), per the module docstring."""
+    if kind == "mix":
+        return (pivot + step_size * eps) / math.sqrt(1.0 + step_size**2)
+    if kind == "distance":
+        return pivot + step_size * eps / eps.norm()
+    if kind == "cosine":
+        n = pivot.double()
+        unit = n / n.norm()
+        v = eps.double() - (eps.double() * unit).sum() * unit  # the part of eps orthogonal to the pivot
+        y = n.norm() * (cosine * unit + math.sqrt(1.0 - cosine**2) * v / v.norm())
+        return y.to(pivot.dtype)
+    raise ValueError(f"unknown neighbourhood {kind!r}")
 
 
 @dataclass
@@ -39,19 +64,40 @@ class ZeroOrderSearch:
 
     name = "zero-order"
 
-    def __init__(self, *, neighbours: int = 4, step_size: float = 1.0, iterations: int | None = None):
+    def __init__(
+        self,
+        *,
+        neighbours: int = 4,
+        step_size: float = 1.0,
+        iterations: int | None = None,
+        neighbourhood: str = "mix",
+        cosine: float = 0.95,
+    ):
         if not isinstance(neighbours, int) or neighbours < 1:
             raise UserError(f"neighbours must be a positive integer, got {neighbours!r}")
         if not step_size > 0 or math.isinf(step_size):
             raise UserError(f"step size must be a positive number, got {step_size!r}")
         if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
             raise UserError(f"iterations must be a positive integer, got {iterations!r}")
+        if neighbourhood not in NEIGHBOURHOODS:
+            raise UserError(f"unknown neighbourhood {neighbourhood!r}; accepted: {', '.join(NEIGHBOURHOODS)}")
+        if isinstance(cosine, bool) or not isinstance(cosine, (int, float)) or not -1 < cosine < 1:
+            raise UserError(f"cosine must be a number in (-1, 1), got {cosine!r}")
         self.neighbours, self.step_size, self.iterations = neighbours, float(step_size), iterations
+        self.neighbourhood, self.cosine = neighbourhood, float(cosine)
 
     def params(self) -> dict:
-        return {"neighbours": self.neighbours, "step_size": self.step_size, "iterations": self.iterations}
+        return {
+            "neighbours": self.neighbours,
+            "step_size": self.step_size,
+            "iterations": self.iterations,
+            "neighbourhood": self.neighbourhood,
+            "cosine": self.cosine,
+        }
 
     def init(self, problem: Problem) -> ZeroOrderState:
+        if self.neighbourhood == "cosine" and math.prod(problem.noise_shape) < 2:
+            raise UserError(f"the cosine neighbourhood needs noises of at least 2 elements, got {problem.noise_shape}")
         problem.require_budget(2 * problem.cost(), "a pivot and one neighbour")
         return ZeroOrderState(problem)
 
@@ -64,11 +110,10 @@ class ZeroOrderSearch:
         if n < 1 or (self.iterations is not None and state.iteration >= self.iterations):
             return []
         state.iteration += 1
-        scale = 1.0 / math.sqrt(1.0 + self.step_size**2)
         jobs = []
         for j in range(n):
             seed, eps = p.noise(state.iteration, j)
-            x = (state.pivot + self.step_size * eps) * scale
+            x = neighbour(state.pivot, eps, self.neighbourhood, self.step_size, self.cosine)
             info = {"role": "neighbour", "iteration": state.iteration, "pivot": state.pivot_index, "eps_seed": seed}
             jobs.append(Job(x, p.sigmas, info=info, noises=state.pivot_noises))  # same per-step noises
         return jobs
