@@ -6,6 +6,11 @@ for guidance-distilled models), charged to the search that owns the row. Verifie
 counted separately, as images scored. Budgets are hard limits: the driver refuses a round whose
 planned cost would overspend, and the accountant raises ``BudgetExceeded`` the moment an actual
 call takes any search past its budget (so a wrong cost formula cannot hide).
+
+It also keeps each search's ledger (``ledger()``): NFEs and denoiser FLOPs, images decoded and their
+FLOPs, verifier calls and their FLOPs (``None`` for an API grader), API tokens and cost, and wall
+seconds by kind. A batch's seconds are shared equally among its rows; FLOPs per row come from
+``noisesearch.ledger`` (measured once per network and shape, on the real call).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from noisesearch import ledger
 from noisesearch.errors import BudgetExceeded, UserError
 from noisesearch.models.base import Model
 
@@ -34,6 +40,22 @@ class Accountant:
         self.denoise_seconds = 0.0  # wall time inside the model's denoise (forward, and autograd's tape)
         self.verify_seconds = 0.0  # wall time inside the verifier
         self.backward_seconds = 0.0  # wall time in backward passes (first-order search)
+        n = len(budgets)
+        self.decodes = torch.zeros(n, dtype=torch.int64)  # images decoded (finals and previews)
+        self.seconds = {kind: torch.zeros(n, dtype=torch.float64) for kind in ("denoise", "decode", "verify")}
+        self.flops_per_nfe: float | None = None  # denoiser FLOPs per NFE (None: not measurable, e.g. generic)
+        self.decode_flops = torch.zeros(n, dtype=torch.float64)
+        self.verify_flops = torch.zeros(n, dtype=torch.float64)
+        self.decode_flops_known = True
+        self.verify_flops_known = True
+        self.api_tokens = torch.zeros(n, dtype=torch.float64)
+        self.api_cost = torch.zeros(n, dtype=torch.float64)
+        self.api_cost_known = True
+
+    def _share(self, counter: torch.Tensor, owners: torch.Tensor, amount: float) -> None:
+        """Add ``amount`` to ``counter``, shared equally among the rows of ``owners``."""
+        if len(owners):
+            counter += torch.bincount(owners, minlength=len(counter)).double() * (amount / len(owners))
 
     def left(self, search: int) -> int:
         """NFEs that search ``search`` may still spend."""
@@ -63,15 +85,26 @@ class Accountant:
                 raise UserError(f"model {model.name!r} cannot be differentiated (no denoise_grad)")
             fn = grad_fn
 
+        analytic = getattr(model, "flops_per_nfe", None)
+        if analytic is not None:
+            self.flops_per_nfe = float(analytic())
+
         def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
             self._charge(self.nfe, owners, cost)
             self.denoise_calls += 1
             self._check()
             start = time.perf_counter()
             try:
-                return fn(x, sigma, cond, guidance=guidance)
+                if analytic is not None:
+                    return fn(x, sigma, cond, guidance=guidance)
+                key = ("denoise", tuple(x.shape[1:]), cost, grad)
+                out, per_row = ledger.counted(model, key, len(x), lambda: fn(x, sigma, cond, guidance=guidance))
+                self.flops_per_nfe = per_row / cost
+                return out
             finally:
-                self.denoise_seconds += time.perf_counter() - start
+                elapsed = time.perf_counter() - start
+                self.denoise_seconds += elapsed
+                self._share(self.seconds["denoise"], owners, elapsed)
 
         return denoise
 
@@ -80,6 +113,9 @@ class Accountant:
         ``owners`` is one full candidate costing ``cost`` NFEs, charged before the call; the model's
         hook refuses any forward past that plan, and a call that ran other rows than charged raises."""
         planned = cost * len(owners)
+        analytic = getattr(model, "flops_per_nfe", None)  # a whole pipeline call has no per-NFE count otherwise
+        if analytic is not None:
+            self.flops_per_nfe = float(analytic())
 
         def run(x: torch.Tensor, targets: list) -> torch.Tensor:
             self._charge(self.nfe, owners, cost)
@@ -89,12 +125,33 @@ class Accountant:
             try:
                 images, rows = model.trajectories(x, targets, steps=steps, guidance=guidance, rows=planned)
             finally:
-                self.denoise_seconds += time.perf_counter() - start
+                elapsed = time.perf_counter() - start
+                self.denoise_seconds += elapsed
+                self._share(self.seconds["denoise"], owners, elapsed)
+            # the pipeline decodes each candidate itself, inside the timed call: counted, FLOPs unknown
+            self._charge(self.decodes, owners, 1)
+            self.decode_flops_known = False
             if rows != planned:
                 raise BudgetExceeded(f"{model.name} ran {rows} denoiser rows where {planned} were planned and charged")
             return images
 
         return run
+
+    def decode(self, model: Model, x0: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+        """``model.decode(x0)`` (B rows, one image each for its owner), counted and timed."""
+        self._charge(self.decodes, owners, 1)
+        start = time.perf_counter()
+        try:
+            images, per_row = ledger.counted(model, ("decode", tuple(x0.shape[1:])), len(x0), lambda: model.decode(x0))
+        finally:
+            self._share(self.seconds["decode"], owners, time.perf_counter() - start)
+        self._share(self.decode_flops, owners, per_row * len(owners))
+        return images
+
+    def charge_backward_seconds(self, owners: torch.Tensor, seconds: float) -> None:
+        """A backward pass through the sampler: its seconds are denoiser work."""
+        self.backward_seconds += seconds
+        self._share(self.seconds["denoise"], owners, seconds)
 
     def verify(
         self, verifier, images: torch.Tensor, targets: list, owners: torch.Tensor, *, previews=None, grad: bool = False
@@ -104,11 +161,31 @@ class Accountant:
         With ``grad`` the scores keep their autograd graph (the verifier's differentiable ``score``).
         """
         self._charge(self.verifier_calls, owners, 1)
+        usage = getattr(verifier, "usage", None)  # an API grader: tokens and cost, FLOPs unknown
+        before = dict(usage) if usage is not None else None
         start = time.perf_counter()
         try:
-            scores = self._verify(verifier, images, targets, previews, grad)
+            if usage is not None:
+                scores = self._verify(verifier, images, targets, previews, grad)
+            else:
+                key = ("verify", tuple(images.shape[1:]), None if previews is None else tuple(previews.shape[1:]), grad)
+                scores, per_row = ledger.counted(
+                    verifier, key, len(images), lambda: self._verify(verifier, images, targets, previews, grad)
+                )
+                self._share(self.verify_flops, owners, per_row * len(owners))
         finally:
-            self.verify_seconds += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.verify_seconds += elapsed
+            self._share(self.seconds["verify"], owners, elapsed)
+        if before is not None:
+            self.verify_flops_known = False
+            after = dict(getattr(verifier, "usage", {}) or {})
+            tokens = sum(after.get(k, 0) - before.get(k, 0) for k in ("prompt_tokens", "completion_tokens"))
+            self._share(self.api_tokens, owners, float(tokens))
+            if "cost" in after:
+                self._share(self.api_cost, owners, float(after["cost"] - before.get("cost", 0.0)))
+            else:
+                self.api_cost_known = False
         if scores.shape != (len(images),):
             raise RuntimeError(
                 f"verifier {verifier.name!r} returned shape {tuple(scores.shape)}, expected ({len(images)},)"
@@ -126,3 +203,29 @@ class Accountant:
                 )
             return score(images, targets, previews=previews)
         return verifier(images, targets, previews=previews)
+
+    def ledger(self, search: int, other_seconds: float) -> dict:
+        """The flat ledger of search ``search``; ``other_seconds``: its share of the time outside all calls."""
+        nfe = int(self.nfe[search])
+        seconds = {kind: float(v[search]) for kind, v in self.seconds.items()}
+        denoise_flops = None if self.flops_per_nfe is None else self.flops_per_nfe * nfe
+        decode_flops = float(self.decode_flops[search]) if self.decode_flops_known else None
+        verify_flops = float(self.verify_flops[search]) if self.verify_flops_known else None
+        parts = (denoise_flops, decode_flops, verify_flops)
+        return {
+            "denoise_nfe": nfe,
+            "flops_per_nfe": self.flops_per_nfe,
+            "denoise_flops": denoise_flops,
+            "decode_count": int(self.decodes[search]),
+            "decode_flops": decode_flops,
+            "verify_calls": int(self.verifier_calls[search]),
+            "verify_flops": verify_flops,
+            "total_flops": None if any(p is None for p in parts) else sum(p for p in parts if p is not None),
+            "api_tokens": round(float(self.api_tokens[search])),
+            "api_cost_usd": float(self.api_cost[search]) if self.api_cost_known else None,
+            "seconds_denoise": seconds["denoise"],
+            "seconds_decode": seconds["decode"],
+            "seconds_verify": seconds["verify"],
+            "seconds_other": other_seconds,
+            "seconds_total": sum(seconds.values()) + other_seconds,
+        }

@@ -375,11 +375,13 @@ def sweep(
 def report(
     folder: Path = typer.Argument(..., help="A sweep's output folder."),
     budget: Optional[int] = typer.Option(None, help="Budget of the tables (default: the largest)."),
+    x: str = typer.Option("nfe", "--x", help="Cost axis of the curves: nfe, flops, seconds or dollars (per sample)."),
 ):
     """Scaling curves, tables and an HTML page (report/index.html) from a sweep's rows only (never writes them)."""
     from noisesearch.sweep.report import build_report
 
-    print(build_report(folder, budget=budget, warn=lambda message: print(f"warning: {message}", file=sys.stderr)))
+    warn = lambda message: print(f"warning: {message}", file=sys.stderr)  # noqa: E731
+    print(build_report(folder, budget=budget, x=x, warn=warn))
 
 
 @app.command("list")

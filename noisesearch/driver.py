@@ -58,6 +58,7 @@ class SearchResult:
     candidates: list[dict] = field(default_factory=list)
     images: dict[int, torch.Tensor] = field(default_factory=dict)  # finished candidates' images, if kept
     record: dict = field(default_factory=dict)  # the JSON-ready record (``noisesearch.search`` fills it)
+    ledger: dict = field(default_factory=dict)  # its costs, flat (``Accountant.ledger``): FLOPs, decodes, seconds
 
 
 def _preview_step(sigmas: tuple[float, ...], preview_sigma: float | None) -> int | None:
@@ -175,11 +176,14 @@ def run_search(
             algorithm.tell(states[i], filed)
             _record(results[i], filed, problems[i].sigmas[0], keep_images, getattr(model, "latent_shape", None))
 
+    wall = time.perf_counter() - started
+    timed = float(sum(v.sum() for v in acct.seconds.values()))
     for i, r in enumerate(results):
         r.nfe_used, r.verifier_calls = int(acct.nfe[i]), int(acct.verifier_calls[i])
+        r.ledger = acct.ledger(i, max(wall - timed, 0.0) / len(results))  # time outside calls, shared equally
     if stats is not None:
         stats.update(
-            wall_seconds=time.perf_counter() - started,
+            wall_seconds=wall,
             denoise_seconds=acct.denoise_seconds,
             verify_seconds=acct.verify_seconds,
             backward_seconds=acct.backward_seconds,
@@ -227,16 +231,16 @@ def _run_batch(
             end_denoised = denoise(x_end, sigmas[-1])
         else:
             end_denoised = seen["last"]
-        images = model.decode(end_denoised)  # (B, C, H, W)
+        images = acct.decode(model, end_denoised, owners)  # (B, C, H, W)
         # a job too short to reach the preview sigma shows its end state's x0-prediction instead
-        previews = model.decode(seen.get("preview", end_denoised)) if preview_sigma is not None else None
+        previews = acct.decode(model, seen.get("preview", end_denoised), owners) if preview_sigma is not None else None
         targets = [problems[i].target for i, _ in chunk]
         scores = acct.verify(verifier, images, targets, owners, previews=previews, grad=first.grad)
         grads = [None] * len(jobs)
         if first.grad:
             started = time.perf_counter()
             (g,) = torch.autograd.grad(scores.nan_to_num(0.0).sum(), x_start)  # rows are independent
-            acct.backward_seconds += time.perf_counter() - started
+            acct.charge_backward_seconds(owners, time.perf_counter() - started)
             acct.charge_backward(owners, problems[chunk[0][0]].job_costs(first)[1])
     cost = problems[chunk[0][0]].job_cost(first)  # same rules for every search of a run
     rows = zip(

@@ -156,6 +156,7 @@ def make_record(
         "best_index": result.best_index,
         "nan_scores": result.nan_scores,
         "candidates": result.candidates,
+        **result.ledger,  # costs: FLOPs, decodes, verifier FLOPs, API tokens and cost, seconds by kind
         **({"verifier_usage": dict(v.usage)} if getattr(v, "usage", None) else {}),  # e.g. an LLM grader's tokens
         "wall_time_s": round(wall, 4),
         "versions": versions(),
@@ -186,7 +187,7 @@ def generate(
 
     Returns the ``SearchResult`` and the record (a JSON-ready dict). With ``out``, writes
     ``out/best.png`` and ``out/record.json``. The same arguments give a byte-identical record
-    apart from ``wall_time_s``.
+    apart from its wall times (``wall_time_s``, the ledger's ``seconds_*``).
 
     Every argument is checked before any work (and ``out`` before anything is written there): a
     bad one raises ``UserError`` naming it. A search whose candidates all score NaN (a failing

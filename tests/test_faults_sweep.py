@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 from noisesearch import _io
 from noisesearch.cli import app
 from noisesearch.errors import UserError
+from noisesearch.ledger import drop_seconds
 from noisesearch.sweep import run as sweep_run
 from noisesearch.sweep.config import load_config
 
@@ -83,7 +84,7 @@ def snapshot(folder: Path) -> dict:
     lines = (folder / "results.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     for r in rows:
-        r.pop("wall_time_s")
+        drop_seconds(r)  # wall_time_s and the ledger's seconds_*
     keys = [(r["cell"], r["target_index"]) for r in rows]
     assert len(keys) == len(set(keys)), "a row was written twice"
     sets = [json.loads(line) for line in (folder / "sets.jsonl").read_text().splitlines()]

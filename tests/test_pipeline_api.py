@@ -199,8 +199,53 @@ def test_from_pipeline_keeps_the_object(step_pipes, name):
         assert [p.data_ptr() for p in module.parameters()] == params[key]
 
 
-def test_lora_changes_images_as_the_pipeline_does():
+def lora_state_dict(transformer, rank: int = 2, seed: int = 7) -> dict:
+    """A LoRA in diffusers' FLUX key format on every attention projection: seeded A, non-zero B (so it changes images)."""
+    g = torch.Generator().manual_seed(seed)
+    weights = {}
+    for name, module in transformer.named_modules():
+        if name.endswith(("attn.to_q", "attn.to_k", "attn.to_v")):
+            out_features, in_features = module.weight.shape
+            weights[f"transformer.{name}.lora_A.weight"] = torch.randn(rank, in_features, generator=g) * 0.5
+            weights[f"transformer.{name}.lora_B.weight"] = torch.randn(out_features, rank, generator=g) * 0.5
+    return weights
+
+
+def test_lora_changes_images_as_the_pipeline_does(step_pipes):
     pytest.importorskip("peft", reason="peft is not installed in this environment (LoRA loading needs it)")
+    pipe = step_pipes["FluxPipeline"]  # shared (building one costs seconds): the LoRA is unloaded at the end
+    options = {**SIZE, "max_sequence_length": 16}
+
+    def run():
+        (result,) = ns.search(
+            ns.from_pipeline(pipe, **options), [PROMPT], verifier=brightness, budget=6, steps=2, keep_images=True
+        )
+        return result
+
+    plain = run()
+    transformer = pipe.transformer
+    lora = lora_state_dict(transformer)
+    assert len(lora) == 2 * 3 * 2  # 2 blocks (one double, one single) x q, k, v x A, B
+    pipe.load_lora_weights(lora)
+    try:
+        model = ns.from_pipeline(pipe, **options)
+        assert model.pipe is pipe and pipe.transformer is transformer  # the LoRA'd object itself, not a copy
+        result = run()
+        best = result.candidates[result.best_index]
+        z = torch.randn(best["latent_shape"], generator=torch.Generator("cpu").manual_seed(best["noise_seed"]))
+        c, h, w = best["latent_shape"][1:]
+        out = pipe(
+            PROMPT, latents=pipe._pack_latents(z, 1, c, h, w), num_inference_steps=2, output_type="pt", **options
+        )
+    finally:
+        pipe.unload_lora_weights()
+    assert result.nfe_used == 6 and sorted(result.images) == sorted(plain.images) == [0, 1, 2]
+    tol = 1e-4  # FLUX's own loop vs ours on a CPU, as in test_step_level_winner_regenerates_in_plain_diffusers
+    assert (out.images[0] - result.best_image).abs().max() <= tol
+    for k, image in result.images.items():  # same seeds, same candidates: only the LoRA differs
+        assert (image - plain.images[k]).abs().max() > 100 * tol
+    unloaded = run()  # the shared pipeline is itself again
+    assert all((unloaded.images[k] - plain.images[k]).abs().max() <= TOL for k in plain.images)
 
 
 def test_callable_verifier_batches_on_its_device_and_nan_never_wins(generic_pipes):

@@ -25,6 +25,27 @@ from noisesearch._io import atomic_write_bytes
 from noisesearch.errors import UserError
 
 SET_METRICS = ("fid", "is", "precision", "recall", "accuracy", "diversity")
+# --x name -> (the row's field, axis label): the cost a curve is drawn against, per sample (rows' ledger)
+AXES = {
+    "nfe": ("nfe_used", "NFEs per sample"),
+    "flops": ("total_flops", "FLOPs per sample (denoiser + decode + verifier)"),
+    "seconds": ("seconds_total", "wall seconds per sample"),
+    "dollars": ("api_cost_usd", "API cost per sample (USD)"),
+}
+
+
+def check_axis(rows: list[dict], x: str) -> str:
+    """The row field behind axis ``x``; a ``UserError`` if the name is unknown or some rows lack the value."""
+    if x not in AXES:
+        raise UserError(f"--x {x!r} is not an axis; accepted: {', '.join(AXES)}")
+    key = AXES[x][0]
+    missing = sum(r.get(key) is None for r in rows) if x != "nfe" else 0
+    if missing:
+        raise UserError(
+            f"--x {x}: {missing} of {len(rows)} rows have no {key!r} (rows from before the ledger, or a cost "
+            f"that is unknown for this model or verifier); use another axis, e.g. --x nfe"
+        )
+    return key
 
 
 def label(row: dict) -> str:
@@ -45,16 +66,17 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), 1.96 * statistics.stdev(values) / math.sqrt(len(values))
 
 
-def curves(rows: list[dict], metric: str) -> dict[str, list[tuple[float, float, float]]]:
-    """Label -> [(NFEs per sample, mean, CI half-width)] sorted by budget."""
+def curves(rows: list[dict], metric: str, x: str = "nfe") -> dict[str, list[tuple[float, float, float]]]:
+    """Label -> [(cost per sample on axis ``x`` (see ``AXES``), mean, CI half-width)] sorted by budget."""
+    key = AXES[x][0]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if metric in r:
             groups.setdefault((label(r), r["budget"]), []).append(r)
     out: dict[str, list] = {}
     for (name, budget), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        nfe = statistics.fmean(g.get("nfe_used", budget) for g in group)
-        out.setdefault(name, []).append((nfe, *mean_ci([g[metric] for g in group])))
+        cost = statistics.fmean(g.get(key, budget) if x == "nfe" else g[key] for g in group)
+        out.setdefault(name, []).append((cost, *mean_ci([g[metric] for g in group])))
     return out
 
 
@@ -62,8 +84,8 @@ def per_target_metrics(rows: list[dict]) -> list[str]:
     return ["best_score"] + sorted({k for r in rows for k in r if k.startswith("eval_")})
 
 
-def plot(rows: list[dict], metrics: list[str], title: str) -> bytes:
-    """PNG bytes: one panel per metric against NFEs per sample (log2), error bars = 95% CI."""
+def plot(rows: list[dict], metrics: list[str], title: str, x: str = "nfe") -> bytes:
+    """PNG bytes: one panel per metric against cost axis ``x`` (log scale), error bars = 95% CI."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +97,9 @@ def plot(rows: list[dict], metrics: list[str], title: str) -> bytes:
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, metrics):
-        for name, points in curves(rows, metric).items():
+        positive = True
+        for name, points in curves(rows, metric, x).items():
+            positive = positive and all(p[0] > 0 for p in points)
             style = {"linestyle": "--", "color": "black"} if name.startswith("more denoising") else {}
             ax.errorbar(
                 [p[0] for p in points],
@@ -87,8 +111,9 @@ def plot(rows: list[dict], metrics: list[str], title: str) -> bytes:
                 label=name,
                 **style,
             )
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("NFEs per sample")
+        if positive:  # a free verifier costs 0 dollars: no log axis then
+            ax.set_xscale("log", base=2 if x == "nfe" else 10)
+        ax.set_xlabel(AXES[x][1])
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
@@ -202,18 +227,28 @@ td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}img{image-rendering:p
 figure{display:inline-block;margin:0 1em 1em 0;font-size:12px;width:160px}figure img{width:128px}"""
 
 
+def _cell_mean(rows: list[dict], cell: str, key: str) -> float:
+    """A sample set's cost per sample: the mean over its cell's per-target rows."""
+    return statistics.fmean(r[key] for r in rows if r["cell"] == cell)
+
+
 def _stderr(message: str) -> None:
     import sys
 
     print(f"warning: {message}", file=sys.stderr)
 
 
-def build_report(folder: Path, *, budget: int | None = None, warn: Callable[[str], None] = _stderr) -> Path:
+def build_report(
+    folder: Path, *, budget: int | None = None, x: str = "nfe", warn: Callable[[str], None] = _stderr
+) -> Path:
     """Write ``folder/report/index.html`` (+ PNG plots and markdown tables) from the sweep's rows.
 
     Reads ``results.jsonl`` and ``sets.jsonl`` without changing them; ``warn`` gets one line for a
     half-written last line (ignored). A row of the wrong shape is a ``UserError`` naming its line.
+    ``x``: the cost axis of the curves (``AXES``: nfe, flops, seconds, dollars).
     """
+    if x not in AXES:
+        raise UserError(f"--x {x!r} is not an axis; accepted: {', '.join(AXES)}")
     from noisesearch.sweep.run import read_rows, read_sets
 
     folder = Path(folder)
@@ -224,6 +259,7 @@ def build_report(folder: Path, *, budget: int | None = None, warn: Callable[[str
     if not rows:
         raise UserError(f"{str(path)!r} has no rows yet")
     sets = read_sets(folder / "sets.jsonl", warn=warn) if (folder / "sets.jsonl").exists() else []
+    key = check_axis(rows, x)
     budgets = sorted({r["budget"] for r in rows})
     budget = budget if budget is not None else budgets[-1]
     if budget not in budgets:
@@ -232,7 +268,7 @@ def build_report(folder: Path, *, budget: int | None = None, warn: Callable[[str
     report.mkdir(exist_ok=True)
     metrics = per_target_metrics(rows)
     primary = metrics[1] if len(metrics) > 1 else metrics[0]
-    target_png = plot(rows, metrics, "per-target scores (mean, 95% CI over seeds and targets)")
+    target_png = plot(rows, metrics, "per-target scores (mean, 95% CI over seeds and targets)", x)
     atomic_write_bytes(report / "per_target.png", target_png)
     sections = [f"<h2>Scaling curves</h2>{_img(target_png, 'per-target scaling curves')}"]
     markdown = [
@@ -247,10 +283,11 @@ def build_report(folder: Path, *, budget: int | None = None, warn: Callable[[str
                 **s,
                 "verifier": next((r["verifier"] for r in rows if r["cell"] == s["cell"]), "?"),
                 "nfe_used": s["budget"],
+                **({} if x == "nfe" else {key: _cell_mean(rows, s["cell"], key)}),
             }
             for s in sets
         ]
-        set_png = plot(set_rows, set_metrics, "sample-set metrics (mean, 95% CI over seeds)")
+        set_png = plot(set_rows, set_metrics, "sample-set metrics (mean, 95% CI over seeds)", x)
         atomic_write_bytes(report / "sets.png", set_png)
         sections.append(_img(set_png, "sample-set scaling curves"))
         markdown += [

@@ -382,6 +382,7 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
                 "nan_scores": r.nan_scores,
                 **{f"eval_{name}": values[n] for name, values in evals.items()},
                 "wall_time_s": round(wall, 4),
+                **r.ledger,  # costs: FLOPs, decodes, verifier FLOPs, API tokens and cost, seconds by kind
                 "versions": versions(),
             }
         )
