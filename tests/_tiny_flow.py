@@ -120,3 +120,75 @@ def z_image(seed: int = 0):
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def gemma_tokenizer():
+    """A character-level Gemma BPE tokenizer without merges (lowercase letters, digits, space, newline)."""
+    from transformers import GemmaTokenizer
+
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789 \u2581\n.,:'-"
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
+    vocab.update({c: i + len(vocab) for i, c in enumerate(chars)})
+    return GemmaTokenizer(vocab=vocab, merges=[])
+
+
+def sana(seed: int = 0):
+    """A tiny SanaPipeline: Gemma-2 text encoder, DC-AE with factor 2, patch 2 (images a multiple of 4)."""
+    from diffusers import AutoencoderDC, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tok = gemma_tokenizer()
+        text_encoder = Gemma2Model(
+            Gemma2Config(
+                vocab_size=len(tok),
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                head_dim=8,
+                max_position_embeddings=1024,
+            )
+        ).eval()
+        transformer = SanaTransformer2DModel(
+            patch_size=2,
+            in_channels=4,
+            out_channels=4,
+            num_layers=1,
+            num_attention_heads=2,
+            attention_head_dim=4,
+            num_cross_attention_heads=2,
+            cross_attention_head_dim=4,
+            cross_attention_dim=8,
+            caption_channels=16,
+            sample_size=16,
+        ).eval()
+        vae = AutoencoderDC(
+            in_channels=3,
+            latent_channels=4,
+            attention_head_dim=2,
+            encoder_block_types=("ResBlock", "EfficientViTBlock"),
+            decoder_block_types=("ResBlock", "EfficientViTBlock"),
+            encoder_block_out_channels=(8, 8),
+            decoder_block_out_channels=(8, 8),
+            encoder_qkv_multiscales=((), (5,)),
+            decoder_qkv_multiscales=((), (5,)),
+            encoder_layers_per_block=(1, 1),
+            decoder_layers_per_block=(1, 1),
+            downsample_block_type="conv",
+            upsample_block_type="interpolate",
+            decoder_norm_types="rms_norm",
+            decoder_act_fns="silu",
+            scaling_factor=0.41407,
+        ).eval()
+        pipe = SanaPipeline(
+            tokenizer=tok,
+            text_encoder=text_encoder,
+            vae=vae,
+            transformer=transformer,
+            scheduler=_flow_scheduler(shift=3.0),
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -190,8 +190,9 @@ FLOW_FAMILIES = {
         "ZImageModel",
         "Z-Image / Z-Image-Turbo via diffusers; guidance 0 (Turbo) 1 NFE per step, else 2.",
     ),
+    "sana": ("sana", "SanaModel", "SANA (linear DiT on a 32x DC-AE) via diffusers, CFG 2 NFEs per step."),
 }
-FLOW_PIPELINES = {"StableDiffusion3Pipeline": "sd3", "ZImagePipeline": "z-image"}
+FLOW_PIPELINES = {"StableDiffusion3Pipeline": "sd3", "ZImagePipeline": "z-image", "SanaPipeline": "sana"}
 
 
 def diffusers(

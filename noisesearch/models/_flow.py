@@ -98,12 +98,12 @@ class FlowModel(StepKwargs):
         native = call_default(pipe, "height", getattr(pipe, "default_sample_size", 128) * factor)
         self.height = native if height is None else height
         self.width = call_default(pipe, "width", native) if width is None else width
-        step = factor * self.patch
+        step = self.size_multiple()
         for what, size in (("height", self.height), ("width", self.width)):
             if isinstance(size, bool) or not isinstance(size, int) or size < step or size % step:
                 raise UserError(
-                    f"{what} {size!r} is not a positive multiple of {step} "
-                    f"(the VAE's {factor}x downsampling times {self.name}'s {self.patch}x{self.patch} patches)"
+                    f"{what} {size!r} is not a positive multiple of {step} (the VAE's {factor}x downsampling "
+                    f"times {self.name}'s {self.patch}x{self.patch} patches{self.size_note})"
                 )
         self.channels = self.latent_channels()
         self.noise_shape = (self.channels, self.height // factor, self.width // factor)
@@ -119,6 +119,12 @@ class FlowModel(StepKwargs):
     def vae_factor(self) -> int:
         """Pixels per latent pixel."""
         return int(self.pipe.vae_scale_factor)
+
+    size_note = ""  # why ``size_multiple`` is more than the VAE factor times the patch, if it is
+
+    def size_multiple(self) -> int:
+        """Image sizes must be multiples of this (default: VAE factor times patch)."""
+        return self.vae_factor() * self.patch_size()
 
     def patch_size(self) -> int:
         """Latent pixels per transformer patch side."""
