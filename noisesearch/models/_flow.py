@@ -18,7 +18,7 @@ predicts a velocity ``v = noise - x0`` (Liu et al. 2022, arXiv 2209.03003; Esser
 - row chunking on CPUs and VAE decoding in image-sized slices (``_diffusers_common``).
 
 A family implements ``_embed(prompts)`` (a dict of batch-first tensors: every key in ``cond_keys`` plus its
-``negative_`` twin), ``forward(x, t, cond)`` (one transformer call on rows already in the model's dtype, the
+``negative_`` twin), ``forward(x, t, cond, guidance)`` (one transformer call on rows already in the model's dtype, the
 velocity (B, C, h, w) back), and sets ``name`` and ``cond_keys``; it may override ``patch_size``, ``guided``,
 ``combine``, ``schedule_args``, ``latent_channels`` and ``vae_latents``.
 """
@@ -154,8 +154,9 @@ class FlowModel(StepKwargs):
     def _embed(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
-        """Velocity (B, C, h, w) of rows ``x`` (B, C, h, w) at the pipeline's timesteps ``t`` (B,)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict, guidance: float) -> torch.Tensor:
+        """Velocity (B, C, h, w) of rows ``x`` (B, C, h, w) at the pipeline's timesteps ``t`` (B,); ``guidance`` is
+        for guidance-distilled models, which take it as an input (CFG itself is ``velocity``'s)."""
         raise NotImplementedError
 
     def vae_latents(self, z: torch.Tensor) -> torch.Tensor:
@@ -224,10 +225,12 @@ class FlowModel(StepKwargs):
         b = x.shape[0]
         xin = x.to(self.device, self.dtype)  # (B, C, h, w)
         if not self.guided(guidance):
-            return self.forward(xin, self.timestep(sigma, b), {k: cond[k] for k in self.cond_keys}).float()
+            return self.forward(xin, self.timestep(sigma, b), {k: cond[k] for k in self.cond_keys}, guidance).float()
         order = (lambda k: (f"negative_{k}", k)) if self.uncond_first else (lambda k: (k, f"negative_{k}"))
         stacks = self.cfg_stack(cond, tuple(order(k) for k in self.cond_keys))  # each (2B, ...)
-        both = self.forward(torch.cat([xin, xin]), self.timestep(sigma, 2 * b), dict(zip(self.cond_keys, stacks)))
+        both = self.forward(
+            torch.cat([xin, xin]), self.timestep(sigma, 2 * b), dict(zip(self.cond_keys, stacks)), guidance
+        )
         first, second = both.float().chunk(2)  # (B, C, h, w) each
         uncond, c = (first, second) if self.uncond_first else (second, first)
         return self.combine(uncond, c, guidance)

@@ -57,7 +57,7 @@ class SanaModel(FlowModel):
             "negative_mask": negative_mask,
         }
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict, guidance: float) -> torch.Tensor:
         config = self.pipe.transformer.config
         out = self.pipe.transformer(
             x,

@@ -50,7 +50,7 @@ class SD3Model(FlowModel):
             "negative_pooled": negative_pooled,
         }
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict, guidance: float) -> torch.Tensor:
         return self.pipe.transformer(
             hidden_states=x,
             timestep=t,

@@ -64,7 +64,7 @@ class ZImageModel(FlowModel):
             out[key.replace("embeds", "len")] = torch.tensor([len(r) for r in rows], device=padded.device)  # (N,)
         return out
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict, guidance: float) -> torch.Tensor:
         caps = [e[: int(n)] for e, n in zip(cond["prompt_embeds"], cond["prompt_len"])]  # B x (L_i, D)
         out = self.pipe.transformer(
             list(x.unsqueeze(2).unbind(0)),  # B x (C, 1, h, w)
