@@ -1,4 +1,4 @@
-"""Tiny random-weight rectified-flow pipelines (SD3, Z-Image, SANA) built in memory, nothing downloaded.
+"""Tiny random-weight rectified-flow pipelines (SD3, Z-Image, SANA, Qwen-Image) built in memory, nothing downloaded.
 
 Each builder returns a pipeline of a few thousand parameters, built in a forked RNG seeded with ``seed``
 (the global RNG is untouched), every module in ``eval()``. Tokenizers are built from in-code vocabularies:
@@ -189,6 +189,80 @@ def sana(seed: int = 0):
             vae=vae,
             transformer=transformer,
             scheduler=_flow_scheduler(shift=3.0),
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def qwen_image(seed: int = 0):
+    """A tiny QwenImagePipeline: Qwen2.5-VL text encoder (hidden 16), a 2x Qwen-Image VAE, 4 latent channels."""
+    from diffusers import AutoencoderKLQwenImage, QwenImagePipeline, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tok = qwen2_tokenizer()
+        special = len(tok) - 1
+        config = Qwen2_5_VLConfig(
+            text_config=dict(
+                vocab_size=len(tok),
+                hidden_size=16,
+                intermediate_size=16,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                rope_scaling={"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                rope_theta=1000000.0,
+                max_position_embeddings=512,
+                bos_token_id=special,
+                eos_token_id=special,
+            ),
+            vision_config=dict(
+                depth=1,
+                hidden_size=16,
+                intermediate_size=16,
+                num_heads=2,
+                out_hidden_size=16,
+                in_chans=3,
+                patch_size=2,
+                spatial_merge_size=1,
+                temporal_patch_size=1,
+            ),
+            vision_start_token_id=special,
+            image_token_id=special,
+            video_token_id=special,
+        )
+        pipe = QwenImagePipeline(
+            scheduler=_flow_scheduler(
+                use_dynamic_shifting=True,
+                base_shift=0.5,
+                max_shift=0.9,
+                base_image_seq_len=256,
+                max_image_seq_len=8192,
+                shift_terminal=0.02,
+            ),
+            vae=AutoencoderKLQwenImage(
+                base_dim=8,
+                z_dim=4,
+                dim_mult=[1, 2],
+                num_res_blocks=1,
+                temperal_downsample=[False],
+                latents_mean=[0.1, -0.2, 0.0, 0.3],
+                latents_std=[1.5, 0.8, 1.0, 2.0],
+            ).eval(),
+            text_encoder=Qwen2_5_VLForConditionalGeneration(config).eval(),
+            tokenizer=tok,
+            transformer=QwenImageTransformer2DModel(
+                patch_size=2,
+                in_channels=16,
+                out_channels=4,
+                num_layers=1,
+                attention_head_dim=16,
+                num_attention_heads=2,
+                joint_attention_dim=16,
+                guidance_embeds=False,
+                axes_dims_rope=(8, 4, 4),
+            ).eval(),
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -1,4 +1,4 @@
-"""The rectified-flow adapters on the shared base (``models/_flow.py``): SD3, Z-Image, SANA.
+"""The rectified-flow adapters on the shared base (``models/_flow.py``): SD3, Z-Image, SANA, Qwen-Image.
 
 Tiny random pipelines built in memory (``_tiny_flow``). For each family: our Euler loop equals the
 pipeline's ``__call__`` from the same ``latents=`` in pixels, square and non-square, with and without
@@ -19,19 +19,28 @@ from noisesearch.driver import run_search
 from noisesearch.errors import UserError
 from noisesearch.models import MODELS, PIPELINES
 from noisesearch.models.base import Model
+from noisesearch.models.flux import _pack
 from noisesearch.samplers import sample_euler
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_flow as tiny  # noqa: E402
 
-BUILD = {"sd3": tiny.sd3, "z-image": tiny.z_image, "sana": tiny.sana}
+BUILD = {"sd3": tiny.sd3, "z-image": tiny.z_image, "sana": tiny.sana, "qwen-image": tiny.qwen_image}
 FAMILIES = list(BUILD)
 # (unguided, guided) guidance scales in each pipeline's own convention
-GUIDANCE = {"sd3": (1.0, 5.0), "z-image": (0.0, 3.0), "sana": (1.0, 4.5)}
-WIDE = {"sd3": 48, "z-image": 48, "sana": 64}  # a non-square width (SanaPipeline takes multiples of 32 only)
-MULTIPLE = {"sd3": 4, "z-image": 4, "sana": 32}  # VAE factor 2 x patch 2; SanaPipeline's 32
-EXTRA = {"sana": {"use_resolution_binning": False}}  # the adapter renders the size asked for
+GUIDANCE = {"sd3": (1.0, 5.0), "z-image": (0.0, 3.0), "sana": (1.0, 4.5), "qwen-image": (1.0, 4.0)}
+GUIDANCE_ARG = {"qwen-image": "true_cfg_scale"}  # else guidance_scale
+WIDE = {"sd3": 48, "z-image": 48, "sana": 64, "qwen-image": 48}  # non-square (SanaPipeline: multiples of 32 only)
+MULTIPLE = {"sd3": 4, "z-image": 4, "sana": 32, "qwen-image": 4}  # VAE factor 2 x patch 2; SanaPipeline's 32
+EXTRA = {
+    "sana": {"use_resolution_binning": False},  # the adapter renders the size asked for
+    "qwen-image": {"negative_prompt": " "},  # the adapter's negative prompt (the pipeline guides only with one)
+}
+PACKED = {"qwen-image"}  # pipelines that take latents packed in 2x2 patches
 MSL = 24  # max_sequence_length: short token sequences keep the tiny text encoders fast
+# Qwen-Image drops its template's first 34 tokens; the byte tokenizer spends ~150 on the template, so the
+# prompt only matters with a longer limit
+MSLS = {"qwen-image": 256}
 PROMPT = "a red cube"
 # sd3 in the fast set, the other families marked slow where a test is heavy (every algorithm, a saved folder)
 HEAVY = [n if n == "sd3" else pytest.param(n, marks=pytest.mark.slow) for n in FAMILIES]
@@ -45,7 +54,7 @@ def pipes():
 
 
 def adapter(pipes, name, height=32, width=32):
-    return ns.from_pipeline(pipes[name], height=height, width=width, max_sequence_length=MSL)
+    return ns.from_pipeline(pipes[name], height=height, width=width, max_sequence_length=MSLS.get(name, MSL))
 
 
 def noise(model, n=1, seed=0):
@@ -82,10 +91,10 @@ def test_our_loop_equals_the_pipeline(pipes, name, square, guided):
         height=height,
         width=width,
         num_inference_steps=3,
-        guidance_scale=g,
-        latents=z,
+        latents=_pack(z) if name in PACKED else z,
         output_type="pt",
-        max_sequence_length=MSL,
+        max_sequence_length=MSLS.get(name, MSL),
+        **{GUIDANCE_ARG.get(name, "guidance_scale"): g},
         **EXTRA.get(name, {}),
     ).images  # (1, 3, H, W)
     assert ours.shape == reference.shape == (1, 3, height, width)
@@ -178,7 +187,7 @@ def test_size_off_the_patch_grid_is_one_line(pipes, name, off):
 @pytest.mark.parametrize("name", HEAVY)
 def test_folder_loads_through_the_same_constructor(pipes, name, tmp_path):
     pipes[name].save_pretrained(tmp_path)
-    model = MODELS[name](path=tmp_path, height=32, width=WIDE[name], max_sequence_length=MSL)
+    model = MODELS[name](path=tmp_path, height=32, width=WIDE[name], max_sequence_length=MSLS.get(name, MSL))
     same = adapter(pipes, name, 32, WIDE[name])
     assert type(model) is type(same) and model.noise_shape == same.noise_shape
     z, g = noise(model), GUIDANCE[name][1]

@@ -191,8 +191,18 @@ FLOW_FAMILIES = {
         "Z-Image / Z-Image-Turbo via diffusers; guidance 0 (Turbo) 1 NFE per step, else 2.",
     ),
     "sana": ("sana", "SanaModel", "SANA (linear DiT on a 32x DC-AE) via diffusers, CFG 2 NFEs per step."),
+    "qwen-image": (
+        "qwen_image",
+        "QwenImageModel",
+        "Qwen-Image via diffusers; guidance is true_cfg_scale (negative prompt ' ', norm-rescaled), 2 NFEs per step.",
+    ),
 }
-FLOW_PIPELINES = {"StableDiffusion3Pipeline": "sd3", "ZImagePipeline": "z-image", "SanaPipeline": "sana"}
+FLOW_PIPELINES = {
+    "StableDiffusion3Pipeline": "sd3",
+    "ZImagePipeline": "z-image",
+    "SanaPipeline": "sana",
+    "QwenImagePipeline": "qwen-image",
+}
 
 
 def diffusers(

@@ -74,6 +74,7 @@ class FlowModel(StepKwargs):
     uncond_first = True  # row order of the CFG batch, as the pipeline stacks it
     text_encoders: tuple[str, ...] = ("text_encoder",)
     default_max_sequence_length = 256
+    guidance_arg = "guidance_scale"  # the pipeline's __call__ argument that ``guidance`` stands for
 
     def __init__(
         self,
@@ -110,7 +111,7 @@ class FlowModel(StepKwargs):
         self.latent_shape = (1, *self.noise_shape)  # what a seeded draw has; the pipeline takes it as latents=
         self.latents_note = f"{type(pipe).__name__} takes latents (1, {', '.join(map(str, self.noise_shape))})"
         self.default_steps = int(call_default(pipe, "num_inference_steps", 28))
-        self.default_guidance = float(call_default(pipe, "guidance_scale", 1.0))
+        self.default_guidance = float(call_default(pipe, self.guidance_arg, 1.0))
         self.prompts = PromptCache(self._embed)
         self.cfg_stack = CFGStack()
         self.timesteps: dict[float, float] = {}  # sigma -> the pipeline's timestep, filled by schedule()
@@ -239,7 +240,9 @@ class FlowModel(StepKwargs):
         vae = self.pipe.vae
 
         def one(z: torch.Tensor) -> torch.Tensor:
-            z = self.vae_latents(z.to(vae.device, vae.dtype))  # (b, C, h, w)
-            return (vae.decode(z, return_dict=False)[0].float() / 2 + 0.5).clamp(0, 1).cpu()  # (b, 3, H, W)
+            z = self.vae_latents(z.to(vae.device, vae.dtype))  # (b, C, h, w), or (b, C, 1, h, w) for a video VAE
+            image = vae.decode(z, return_dict=False)[0]  # (b, 3, H, W) or (b, 3, 1, H, W), in [-1, 1]
+            image = image[:, :, 0] if image.ndim == 5 else image
+            return (image.float() / 2 + 0.5).clamp(0, 1).cpu()  # (b, 3, H, W)
 
         return decode_slices(one, x0, decode_rows(self.decode_batch, self.height * self.width))

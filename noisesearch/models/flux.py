@@ -47,7 +47,6 @@ class FluxModel(FlowModel):
     cond_keys = ("prompt_embeds", "pooled")
     text_encoders = ("text_encoder", "text_encoder_2")
     default_max_sequence_length = 512
-    size_note = ": FLUX's 2x2 packing"
 
     def __init__(
         self,
