@@ -137,6 +137,74 @@ def sit(
     )
 
 
+def _flow_factory(module: str, cls: str, doc: str) -> Callable[..., Model]:
+    """A MODELS factory for a ``FlowModel`` family: its module's ``load`` (folder or hub id) then the adapter,
+    the same constructor ``from_pipeline`` uses."""
+
+    def factory(
+        *,
+        path=None,
+        device="cpu",
+        dtype="float32",
+        offload=None,
+        height=None,
+        width=None,
+        max_sequence_length=None,
+        decode_batch=None,
+        release_text_encoders=False,
+    ) -> Model:
+        import importlib
+
+        mod = importlib.import_module(f"noisesearch.models.{module}")
+        return getattr(mod, cls)(
+            mod.load(path, device=device, dtype=dtype, offload=offload),
+            height=height,
+            width=width,
+            max_sequence_length=max_sequence_length,
+            decode_batch=decode_batch,
+            release_text_encoders=release_text_encoders,
+        )
+
+    factory.__doc__ = doc
+    factory.__name__ = module
+    return factory
+
+
+def _flow_pipeline(module: str, cls: str) -> Callable[..., Model]:
+    """A PIPELINES factory ``(pipe, **options) -> Model`` for a ``FlowModel`` family."""
+
+    def build(pipe, **options) -> Model:
+        import importlib
+
+        return getattr(importlib.import_module(f"noisesearch.models.{module}"), cls)(pipe, **options)
+
+    build.adapter_class = f"noisesearch.models.{module}:{cls}"  # type: ignore[attr-defined]
+    return build
+
+
+# the rectified-flow families on the shared base (models/_flow.py): registry name -> (module, adapter class, summary)
+FLOW_FAMILIES = {
+    "sd3": ("sd3", "SD3Model", "Stable Diffusion 3 / 3.5 (MMDiT rectified flow) via diffusers, CFG 2 NFEs per step."),
+    "z-image": (
+        "z_image",
+        "ZImageModel",
+        "Z-Image / Z-Image-Turbo via diffusers; guidance 0 (Turbo) 1 NFE per step, else 2.",
+    ),
+    "sana": ("sana", "SanaModel", "SANA (linear DiT on a 32x DC-AE) via diffusers, CFG 2 NFEs per step."),
+    "qwen-image": (
+        "qwen_image",
+        "QwenImageModel",
+        "Qwen-Image via diffusers; guidance is true_cfg_scale (negative prompt ' ', norm-rescaled), 2 NFEs per step.",
+    ),
+}
+FLOW_PIPELINES = {
+    "StableDiffusion3Pipeline": "sd3",
+    "ZImagePipeline": "z-image",
+    "SanaPipeline": "sana",
+    "QwenImagePipeline": "qwen-image",
+}
+
+
 def diffusers(
     *,
     path=None,
@@ -219,7 +287,9 @@ PIPELINES: dict[str, Callable[..., Model]] = {
     "PixArtSigmaPipeline": _pixart_sigma_pipeline,
     "DiTPipeline": _dit_pipeline,
 }
-for _factory in (flux, sd, sdxl, pixart_sigma, dit, sit, diffusers):
+PIPELINES.update({cls: _flow_pipeline(*FLOW_FAMILIES[name][:2]) for cls, name in FLOW_PIPELINES.items()})
+_flow_models = {name: _flow_factory(*spec) for name, spec in FLOW_FAMILIES.items()}
+for _factory in (flux, sd, sdxl, pixart_sigma, dit, sit, diffusers, *_flow_models.values()):
     _factory.needs_setup = True  # loads a pipeline (hub id or --model-path); not built from nothing
 
 MODELS: dict[str, Callable[..., Model]] = {
@@ -232,6 +302,7 @@ MODELS: dict[str, Callable[..., Model]] = {
     "pixart-sigma": pixart_sigma,
     "dit": dit,
     "sit": sit,
+    **_flow_models,
     "diffusers": diffusers,
 }
 
