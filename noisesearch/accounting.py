@@ -168,7 +168,8 @@ class Accountant:
             if usage is not None:
                 scores = self._verify(verifier, images, targets, previews, grad)
             else:
-                key = ("verify", tuple(images.shape[1:]), None if previews is None else tuple(previews.shape[1:]), grad)
+                preview_shape = None if previews is None else tuple(getattr(previews, "shape", ())[1:])
+                key = ("verify", tuple(images.shape[1:]), preview_shape, grad)
                 scores, per_row = ledger.counted(
                     verifier, key, len(images), lambda: self._verify(verifier, images, targets, previews, grad)
                 )

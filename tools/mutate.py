@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Test files that exercise each core file and run in seconds (slow tests are deselected); the fast exact-value
 # file first, so that most mutants are killed (-x) before the longer files start.
 TESTS: dict[str, list[str]] = {
-    "noisesearch/accounting.py": ["tests/test_core_exact.py", "tests/test_budget.py"],
+    "noisesearch/accounting.py": ["tests/test_core_exact.py", "tests/test_budget.py", "tests/test_ledger.py"],
     "noisesearch/driver.py": [
         "tests/test_core_exact.py",
         "tests/test_budget.py",
@@ -66,8 +66,13 @@ TESTS: dict[str, list[str]] = {
         "tests/test_core_exact.py",
         "tests/test_budget.py",
         "tests/test_analytic.py::test_zero_order_neighbours_stay_standard_normal",
+        "tests/test_faithful.py",
     ],
-    "noisesearch/algorithms/smc.py": ["tests/test_core_exact.py", "tests/test_smc_and_epsilon_greedy.py"],
+    "noisesearch/algorithms/smc.py": [
+        "tests/test_core_exact.py",
+        "tests/test_smc_and_epsilon_greedy.py",
+        "tests/test_faithful.py",
+    ],
 }
 
 CMP_SWAP = {
