@@ -123,7 +123,13 @@ def test_generate_zero_order_takes_its_parameters(tmp_path):
     )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "record.json").read_text())
-    assert record["algorithm_params"] == {"neighbours": 3, "step_size": 0.4, "iterations": None}
+    assert record["algorithm_params"] == {
+        "neighbours": 3,
+        "step_size": 0.4,
+        "iterations": None,
+        "neighbourhood": "mix",
+        "cosine": 0.95,
+    }
     assert record["nfe_used"] == 96
     roles = [c["info"]["role"] for c in record["candidates"]]
     assert roles == ["pivot"] + ["neighbour"] * 11
