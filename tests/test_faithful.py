@@ -343,3 +343,37 @@ def test_evosearch_intermediate_mutation_scale_is_the_samplers_injected_std():
             )
             assert float(out) == pytest.approx(injected_std(sigma, sigma_next, eta), rel=1e-6)  # float32 step
     assert injected_std(0.6, 0.35, 1.0) > injected_std(0.6, 0.35, 0.5) > 0
+
+
+# --- parameter boundaries (each pins one accepted or refused edge value) ------------------------
+
+
+def test_zero_order_and_smc_parameter_edges():
+    from noisesearch.algorithms.zero_order import ZeroOrderSearch
+    from noisesearch.errors import UserError
+
+    assert ZeroOrderSearch(neighbours=1).params()["neighbours"] == 1  # one neighbour is a valid search
+    for bad in (-1.0, 1.0):  # the open interval (-1, 1): a cosine of +-1 is the pivot or its mirror
+        with pytest.raises(UserError, match=r"cosine must be a number in \(-1, 1\)"):
+            ZeroOrderSearch(neighbourhood="cosine", cosine=bad)
+    pivot, ys = zero_order_neighbours((2,), neighbourhood="cosine", cosine=0.5)  # 2 elements: a circle, allowed
+    for y in ys:
+        cos = float(torch.dot(y, pivot) / (y.norm() * pivot.norm()))
+        assert abs(cos - 0.5) < 1e-5  # float32 normalisation of 2-vectors
+    assert SMCSearch().params()["lmbda"] == 10.0  # FK steering's default temperature
+    for bad in ("0", float("inf"), True):
+        with pytest.raises(UserError, match="reward_min"):
+            SMCSearch(reward_min=bad)
+    assert SMCSearch(reward_min=0.0).params()["reward_min"] == 0.0
+
+
+def test_incremental_smc_with_threshold_one_resamples_even_uniform_weights(toy, toy_verifier):
+    """ess_threshold 1.0 means "always resample", even when all weights are equal (ESS = k)."""
+    from noisesearch.algorithms.smc import IncrementalSMCSearch
+
+    states = []
+    algorithm = IncrementalSMCSearch(particles=3, ess_threshold=1.0)
+    init = algorithm.init
+    algorithm.init = lambda p: states.append(init(p)) or states[-1]  # type: ignore[method-assign]
+    run_search(toy, toy_verifier, algorithm, [1], seeds=[2], budget=64, steps=4)
+    assert [x["step"] for x in states[0].resamplings] == [0, 1, 2]

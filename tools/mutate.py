@@ -49,9 +49,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # Test files that exercise each core file and run in seconds (slow tests are deselected); the fast exact-value
 # file first, so that most mutants are killed (-x) before the longer files start.
 TESTS: dict[str, list[str]] = {
-    "noisesearch/accounting.py": ["tests/test_core_exact.py", "tests/test_budget.py", "tests/test_ledger.py"],
+    "noisesearch/accounting.py": [
+        "tests/test_core_exact.py",
+        "tests/test_core_whole.py",
+        "tests/test_budget.py",
+        "tests/test_ledger.py",
+    ],
     "noisesearch/driver.py": [
         "tests/test_core_exact.py",
+        "tests/test_core_whole.py",
         "tests/test_budget.py",
         "tests/test_analytic.py::test_ideal_denoiser_flow_lands_on_the_point_of_the_noise_sign",
     ],
