@@ -80,12 +80,14 @@ class Grader:
 
     name, preview_sigma = "grader", None
 
-    def __init__(self, usage):
+    def __init__(self, usage, *, completion=True):
         self.usage = dict(usage)
+        self.completion = completion  # some endpoints report prompt tokens only
 
     def __call__(self, images, targets, *, previews=None):
         self.usage["prompt_tokens"] = self.usage.get("prompt_tokens", 0) + 10 * len(images)
-        self.usage["completion_tokens"] = self.usage.get("completion_tokens", 0) + 3 * len(images)
+        if self.completion:
+            self.usage["completion_tokens"] = self.usage.get("completion_tokens", 0) + 3 * len(images)
         if "cost" in self.usage:
             self.usage["cost"] += 0.25 * len(images)
         return torch.ones(len(images))
@@ -107,6 +109,9 @@ def test_api_usage_is_charged_as_the_change_of_each_call():
     no_prices = Accountant([10])
     no_prices.verify(Grader({}), images[:1], [0], torch.tensor([0]))
     assert no_prices.ledger(0, 0.0)["api_cost_usd"] is None and no_prices.ledger(0, 0.0)["api_tokens"] == 13
+    prompt_only = Accountant([10])
+    prompt_only.verify(Grader({}, completion=False), images, [0, 0], torch.tensor([0, 0]))
+    assert prompt_only.ledger(0, 0.0)["api_tokens"] == 20  # a missing count is none, not one
 
 
 def test_the_smallest_budget_runs_one_one_step_candidate():
