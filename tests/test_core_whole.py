@@ -64,6 +64,8 @@ def test_a_whole_trajectory_model_is_charged_counted_and_equals_its_own_run():
         score = float(verifier(image, [1])[0])
         assert abs(c["score"] - score) < TOL
     assert {c["index"] for c in r.candidates} == {0, 1, 2}
+    (one,) = run_search(WholeToy(), verifier, RandomSearch(), [1], seeds=[5], budget=4, steps=4)
+    assert one.nfe_used == 4 and len(one.candidates) == 1  # a batch of a single job
 
 
 def test_a_whole_trajectory_model_refuses_step_level_work_and_a_call_that_ran_other_rows():
