@@ -360,7 +360,7 @@ def test_zero_order_and_smc_parameter_edges():
     for y in ys:
         cos = float(torch.dot(y, pivot) / (y.norm() * pivot.norm()))
         assert abs(cos - 0.5) < 1e-5  # float32 normalisation of 2-vectors
-    assert SMCSearch().params()["lmbda"] == 10.0  # FK steering's default temperature
+    assert SMCSearch().params()["lmbda"] == IncrementalSMCSearch().params()["lmbda"] == 10.0  # the default temperature
     for bad in ("0", float("inf"), True):
         with pytest.raises(UserError, match="reward_min"):
             SMCSearch(reward_min=bad)
