@@ -349,6 +349,7 @@ def test_evosearch_intermediate_mutation_scale_is_the_samplers_injected_std():
 
 
 def test_zero_order_and_smc_parameter_edges():
+    from noisesearch.algorithms.smc import IncrementalSMCSearch
     from noisesearch.algorithms.zero_order import ZeroOrderSearch
     from noisesearch.errors import UserError
 
