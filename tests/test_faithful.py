@@ -368,13 +368,12 @@ def test_zero_order_and_smc_parameter_edges():
     assert SMCSearch(reward_min=0.0).params()["reward_min"] == 0.0
 
 
-def test_incremental_smc_with_threshold_one_resamples_even_uniform_weights(toy, toy_verifier):
+def test_incremental_smc_with_threshold_one_resamples_even_uniform_weights():
     """ess_threshold 1.0 means "always resample", even when all weights are equal (ESS = k)."""
     from noisesearch.algorithms.smc import IncrementalSMCSearch
 
-    states = []
     algorithm = IncrementalSMCSearch(particles=3, ess_threshold=1.0)
-    init = algorithm.init
-    algorithm.init = lambda p: states.append(init(p)) or states[-1]  # type: ignore[method-assign]
-    run_search(toy, toy_verifier, algorithm, [1], seeds=[2], budget=64, steps=4)
-    assert [x["step"] for x in states[0].resamplings] == [0, 1, 2]
+    state = algorithm.init(Problem(1, 3, 10**6, (2,), schedule(4), "euler", 1))
+    jobs = algorithm.ask(state)
+    algorithm.tell(state, [Outcome(j, j.x, j.x, j.x, 0.5, 1, n) for n, j in enumerate(jobs)])  # equal rewards
+    assert [x["step"] for x in state.resamplings] == [0] and state.resamplings[0]["ess"] == pytest.approx(3.0)
