@@ -223,31 +223,38 @@ def save_sdxl(folder: Path, *, seed: int = 0) -> Path:
     return Path(folder)
 
 
+def pixart_transformer():
+    """PixArt's tiny transformer (learned-variance output: 8 channels for 4 latent ones), from the current RNG."""
+    from diffusers import PixArtTransformer2DModel
+
+    return PixArtTransformer2DModel(
+        sample_size=16,
+        num_layers=2,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=3,
+        caption_channels=32,
+        in_channels=4,
+        cross_attention_dim=24,
+        out_channels=8,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        use_additional_conditions=False,
+    ).eval()
+
+
 def save_pixart(folder: Path, *, seed: int = 0) -> Path:
     """A tiny PixArt-Sigma pipeline (learned-variance output, T5 encoder) with DDIM saved to ``folder``."""
-    from diffusers import PixArtSigmaPipeline, PixArtTransformer2DModel
+    from diffusers import PixArtSigmaPipeline
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tok = t5_tokenizer()
-        transformer = PixArtTransformer2DModel(
-            sample_size=16,
-            num_layers=2,
-            patch_size=2,
-            attention_head_dim=8,
-            num_attention_heads=3,
-            caption_channels=32,
-            in_channels=4,
-            cross_attention_dim=24,
-            out_channels=8,
-            attention_bias=True,
-            activation_fn="gelu-approximate",
-            num_embeds_ada_norm=1000,
-            norm_type="ada_norm_single",
-            norm_elementwise_affine=False,
-            norm_eps=1e-6,
-            use_additional_conditions=False,
-        ).eval()
+        transformer = pixart_transformer()
         pipe = PixArtSigmaPipeline(
             tokenizer=tok,
             text_encoder=t5_encoder(len(tok)),

@@ -89,29 +89,12 @@ def sd_pag(seed: int = 0):
 
 def pixart_alpha(seed: int = 0):
     """A tiny PixArtAlphaPipeline (PixArt-Sigma's tiny transformer under the alpha pipeline)."""
-    from diffusers import PixArtAlphaPipeline, PixArtTransformer2DModel
+    from diffusers import PixArtAlphaPipeline
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tok = tiny.t5_tokenizer()
-        transformer = PixArtTransformer2DModel(
-            sample_size=16,
-            num_layers=2,
-            patch_size=2,
-            attention_head_dim=8,
-            num_attention_heads=3,
-            caption_channels=32,
-            in_channels=4,
-            cross_attention_dim=24,
-            out_channels=8,
-            attention_bias=True,
-            activation_fn="gelu-approximate",
-            num_embeds_ada_norm=1000,
-            norm_type="ada_norm_single",
-            norm_elementwise_affine=False,
-            norm_eps=1e-6,
-            use_additional_conditions=False,
-        ).eval()
+        transformer = tiny.pixart_transformer()
         return PixArtAlphaPipeline(
             tokenizer=tok,
             text_encoder=tiny.t5_encoder(len(tok)),
