@@ -268,7 +268,7 @@ def qwen_image(seed: int = 0):
     return pipe
 
 
-def pixtral_processor(extra_words: str = "a red cube blue cat on the photo dog"):
+def pixtral_processor(extra_words: str = "a red cube blue cat on the photo of dog"):
     """A PixtralProcessor over a word-level tokenizer whose vocabulary is the words of FLUX.2's system message and
     ``extra_words`` (others are ``<unk>``), with a minimal Mistral-style chat template set by hand."""
     import re
