@@ -272,3 +272,20 @@ def test_flux2_text_encoder_layers_pipeline_kwarg_equals_the_pipeline():
     ).images
     assert model.cond_keys == ("prompt_embeds",) and model.encode([PROMPT])["prompt_embeds"].shape == (1, 48, 32)
     assert (ours - reference).abs().max() <= 1e-5
+
+
+def test_qwen_image_runs_no_text_padding_past_the_batch_longest_prompt(pipes):
+    """The cache pads prompts to max_sequence_length; the transformer gets only up to the longest unmasked token."""
+    model = adapter(pipes, "qwen-image")
+    cond = model.encode([PROMPT, "a blue cat on the photo"])
+    longest = int(cond["mask"].sum(dim=1).max())
+    assert cond["mask"].shape[1] == MSLS["qwen-image"] > longest
+    seen = []
+    hook = model.pipe.transformer.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw["encoder_hidden_states"].shape[1]), with_kwargs=True
+    )
+    try:
+        model.denoise(noise(model, 2), 0.5, cond, guidance=4.0)
+    finally:
+        hook.remove()
+    assert seen == [longest]
