@@ -257,7 +257,12 @@ class _Figure:
 
         ax = self.axes[k]
         for name, points in series.items():
-            style = {"linestyle": "--", "color": "black"} if name.endswith("more denoising steps (no search)") else {}
+            style = {}
+            if name.endswith("more denoising steps (no search)"):  # dashed; black unless a tag tells models apart
+                style = {
+                    "linestyle": "--",
+                    **({"color": "black"} if name == "more denoising steps (no search)" else {}),
+                }
             line = ax.errorbar(
                 [p[0] for p in points],
                 [p[1] for p in points],
@@ -419,12 +424,14 @@ def _fig10(out: Path) -> Path:
 
 
 def _fig11(out: Path) -> Path:
+    from noisesearch.sweep.report import AXES
+
     f = _Figure("fig11", 2, "Fig. 11: digits vs digits-large, compute in FLOPs per sample")
     for k, metric in enumerate(("fid", "is")):
         series = {}
         for sweep, model in (("main", "digits"), ("large", "digits-large")):
             series.update(_series(_sets(out, sweep, "flops"), metric, "flops", tag=f"{model}: "))
-        f.curves(k, series, metric, "main+large", xlabel="FLOPs per sample (denoiser + verifier)", log=10)
+        f.curves(k, series, metric, "main+large", xlabel=AXES["flops"][1], log=10)
     return f.save(out)
 
 
