@@ -388,7 +388,7 @@ def report(
 @friendly
 def paper(
     out: Path = typer.Option(..., help="Output folder: figN.png, figN.jsonl and sweeps/; rerunning resumes."),
-    quick: bool = typer.Option(False, help="2 targets per class, one seed, budgets up to 128: about 3 minutes."),
+    quick: bool = typer.Option(False, help="2 targets per class, one seed, budgets up to 128: about 2 minutes."),
     figures: Optional[str] = typer.Option(None, help="Comma-separated subset, e.g. fig1,fig5 (default: all)."),
 ):
     """Ma et al. 2025 figure by figure on the digits world (shipped sweeps; docs/PAPER.md reads them)."""
