@@ -384,6 +384,20 @@ def report(
     print(build_report(folder, budget=budget, x=x, warn=warn))
 
 
+@app.command()
+@friendly
+def paper(
+    out: Path = typer.Option(..., help="Output folder: figN.png, figN.jsonl and sweeps/; rerunning resumes."),
+    quick: bool = typer.Option(False, help="2 targets per class, one seed, budgets up to 128: about 2 minutes."),
+    figures: Optional[str] = typer.Option(None, help="Comma-separated subset, e.g. fig1,fig5 (default: all)."),
+):
+    """Ma et al. 2025 figure by figure on the digits world (shipped sweeps; docs/PAPER.md reads them)."""
+    from noisesearch.paper import pick_figures, run_paper
+
+    result = run_paper(out, quick=quick, figures=pick_figures(figures))
+    print(f"{len(result['figures'])} figures in {out}: " + ", ".join(p.name for p in result["figures"]))
+
+
 @app.command("list")
 def list_registered():
     """Show the registered models, verifiers, algorithms and samplers, one line each."""
