@@ -2,8 +2,9 @@
 
 ``images`` (B, C, H, W) float in [0, 1] (with a video model: its chosen frames, ``verifiers/video.py``),
 ``prompts`` the B targets, ``scores`` anything ``torch.as_tensor`` takes, of shape (B,), **higher is
-better**; a NaN score is a failed one (recorded, never ranked). The wrapper names it, scores in batches of at most ``batch``
-images, moves the images to ``device`` (a verifier on its own GPU), and refuses a wrong shape in one line.
+better**; a NaN score is a failed one (recorded, never ranked). The wrapper names it, scores in batches
+of at most ``batch`` images, moves the images to ``device`` (a verifier on its own GPU), and refuses a
+wrong shape in one line.
 
 Example::
 
