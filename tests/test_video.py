@@ -238,3 +238,14 @@ def test_generate_through_the_cli_writes_a_playable_webp_and_the_keyframe_strip(
         assert np.abs(frame - video[:, f].permute(1, 2, 0).numpy() * 255).max() <= 0.5 + 1e-3  # lossless 8-bit
     strip = np.asarray(Image.open(out / "keyframes.png"))
     assert strip.shape == (16, 3 * 32, 3)
+
+
+def test_a_video_written_as_png_is_its_keyframe_strip(tmp_path):
+    """Sweeps write samples with ``_io.save_png``: a video becomes its 4-keyframe strip (frames 0, 1, 3, 4 of 5)."""
+    from noisesearch._io import save_png
+
+    video = videos()[2]  # (3, 5, 4, 6): frame brightness 0.2, 0.9, 0.9, 0.9, 0.2
+    save_png(tmp_path / "v.png", video)
+    strip = np.asarray(Image.open(tmp_path / "v.png"), dtype=np.float64)  # (4, 4 x 6, 3)
+    expected = np.repeat(np.array([0.2, 0.9, 0.9, 0.2]) * 255, 6)[None, :, None]
+    assert strip.shape == (4, 24, 3) and np.abs(strip - expected).max() <= 0.5 + 1e-4  # 8-bit rounding

@@ -144,6 +144,7 @@ class WanModel(FlowModel):
         if vae_tiling:
             pipe.vae.enable_tiling()
         self.vae_tiling = vae_tiling
+        self.fps = 24 if pipe.config.get("expand_timesteps") else 16  # Wan 2.2 TI2V-5B makes 24 fps, the others 16
         if self.scheduler_warning:
             warnings.warn(self.scheduler_warning, UserWarning, stacklevel=2)
         self._stage: tuple = (pipe.transformer, None)  # (expert, guidance scale) of the current call
