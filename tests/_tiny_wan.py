@@ -53,8 +53,16 @@ def _umt5(vocab_size: int):
     return UMT5EncoderModel(config).eval()
 
 
-def wan(seed: int = 0, *, two_experts: bool = False, boundary_ratio: float = 0.875, shift: float = 3.0):
-    """A tiny ``WanPipeline``; ``two_experts``: Wan 2.2's layout (``transformer_2`` below ``boundary_ratio``)."""
+def wan(
+    seed: int = 0,
+    *,
+    two_experts: bool = False,
+    boundary_ratio: float = 0.875,
+    shift: float = 3.0,
+    expand_timesteps: bool = False,
+):
+    """A tiny ``WanPipeline``; ``two_experts``: Wan 2.2's layout (``transformer_2`` below ``boundary_ratio``);
+    ``expand_timesteps``: Wan 2.2 TI2V's per-token timesteps."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
 
     channels = 8
@@ -78,6 +86,7 @@ def wan(seed: int = 0, *, two_experts: bool = False, boundary_ratio: float = 0.8
             transformer=_transformer(channels),
             transformer_2=_transformer(channels) if two_experts else None,
             boundary_ratio=boundary_ratio if two_experts else None,
+            expand_timesteps=expand_timesteps,
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe

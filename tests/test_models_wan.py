@@ -257,3 +257,22 @@ def test_folder_loads_through_the_registry_and_the_diffusers_model(pipes, tmp_pa
     torch.testing.assert_close(our_videos(model, z, [PROMPT], 2, 5.0), our_videos(same, z, [PROMPT], 2, 5.0))
     generic_door = MODELS["diffusers"](path=tmp_path, height=16, width=32)
     assert type(generic_door) is WanModel and generic_door.frames == 81  # the pipeline's default num_frames
+
+
+def test_negative_prompt_and_per_token_timesteps_equal_the_pipeline(pipes):
+    """A negative prompt (the pipeline's ``negative_prompt``) and Wan 2.2 TI2V's ``expand_timesteps`` (one timestep
+    per token, 24 fps): our loop still equals ``pipe()``, and the negative prompt changes the video."""
+    model = adapter(pipes["2.1"], negative_prompt="blurry")
+    z = noise(model)
+    ours = our_videos(model, z, [PROMPT], 3, 5.0)
+    reference = pipeline_videos(
+        pipes["2.1"], z, height=16, width=16, frames=5, steps=3, guidance=5.0, negative_prompt="blurry"
+    )
+    assert (ours - reference).abs().max() <= TOL
+    assert (ours - our_videos(adapter(pipes["2.1"]), z, [PROMPT], 3, 5.0)).abs().max() > 5 * TOL
+    ti2v = tiny.wan(2, expand_timesteps=True)
+    model = adapter(ti2v, 16, 32)
+    assert model.fps == 24
+    z = noise(model)
+    reference = pipeline_videos(ti2v, z, height=16, width=32, frames=5, steps=3, guidance=5.0)
+    assert (our_videos(model, z, [PROMPT], 3, 5.0) - reference).abs().max() <= TOL
