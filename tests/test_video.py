@@ -249,3 +249,36 @@ def test_a_video_written_as_png_is_its_keyframe_strip(tmp_path):
     strip = np.asarray(Image.open(tmp_path / "v.png"), dtype=np.float64)  # (4, 4 x 6, 3)
     expected = np.repeat(np.array([0.2, 0.9, 0.9, 0.2]) * 255, 6)[None, :, None]
     assert strip.shape == (4, 24, 3) and np.abs(strip - expected).max() <= 0.5 + 1e-4  # 8-bit rounding
+
+
+@pytest.mark.slow  # ~20 s here: a sweep process setup, two cells' worth of model and CLIP loads
+def test_a_sweep_on_video_keeps_keyframe_strips_and_reports(tmp_path):
+    """A sweep (``generate.build`` with frames/combine, ``keep_images="all"``) writes each video as its strip of
+    4 keyframes of 5, and its report builds from the rows."""
+    from noisesearch.sweep.config import SweepConfig
+    from noisesearch.sweep.report import build_report
+    from noisesearch.sweep.run import run_sweep
+
+    tiny.wan().save_pretrained(tmp_path / "wan")
+    (tmp_path / "prompts.txt").write_text("a red cube\na blue cat\n")
+    config = SweepConfig(
+        model="wan",
+        model_path=str(tmp_path / "wan"),
+        model_options={"height": 16, "width": 32, "num_frames": 5, "max_sequence_length": 16},
+        benchmark={"name": "file", "path": str(tmp_path / "prompts.txt")},
+        verifier={"name": "clipscore", "path": str(tiny_clip(tmp_path / "clip")), "options": {"frames": 2}},
+        algorithms=[{"name": "random"}],
+        budgets=[4],
+        steps=2,
+        guidance=1.0,
+        keep_images="all",
+        baseline=False,
+    )
+    run_sweep(config, tmp_path / "out", note=lambda line: None)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["nfe_used"] == 4 for r in rows)  # 2 candidates x 2 steps each
+    pngs = sorted((tmp_path / "out" / "images").rglob("*.png"))
+    assert len(pngs) == 2 + 4  # each prompt's best, and its 2 candidates
+    assert all(np.asarray(Image.open(p)).shape == (16, 4 * 32, 3) for p in pngs)  # (sweeps enlarge 16-px images)
+    build_report(tmp_path / "out")
+    assert (tmp_path / "out" / "report" / "index.html").is_file()
