@@ -251,7 +251,7 @@ def test_a_video_written_as_png_is_its_keyframe_strip(tmp_path):
     assert strip.shape == (4, 24, 3) and np.abs(strip - expected).max() <= 0.5 + 1e-4  # 8-bit rounding
 
 
-@pytest.mark.slow  # ~20 s here: a sweep process setup, two cells' worth of model and CLIP loads
+@pytest.mark.slow  # measured ~21 s on 2 busy cores
 def test_a_sweep_on_video_keeps_keyframe_strips_and_reports(tmp_path):
     """A sweep (``generate.build`` with frames/combine, ``keep_images="all"``) writes each video as its strip of
     4 keyframes of 5, and its report builds from the rows."""
