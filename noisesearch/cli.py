@@ -125,7 +125,9 @@ def parse_params(pairs: list[str], flag: str) -> dict:
 @app.command()
 @friendly
 def generate(
-    out: str = typer.Option(..., help="Folder for best.png and record.json (created if missing)."),
+    out: str = typer.Option(
+        ..., help="Folder for best.png (videos: best.webp + keyframes.png) and record.json (created if missing)."
+    ),
     budget: int = typer.Option(..., help="Hard NFE limit for the whole search."),
     target: Optional[str] = typer.Option(None, help="Class to generate (digits: 0-9) for class-conditional models."),
     prompt: Optional[str] = typer.Option(None, help="Prompt to generate, for text-conditioned models."),
@@ -208,7 +210,8 @@ def generate(
         raise typer.Exit(1)
     print(
         f"{len(record['candidates'])} candidates, {record['nfe_used']}/{budget} NFEs, best {verifier} score "
-        f"{record['best_score']:.4f} -> {out_dir / 'best.png'}, {out_dir / 'record.json'}"
+        f"{record['best_score']:.4f} -> {out_dir / record.get('video', {}).get('path', 'best.png')}, "
+        f"{out_dir / 'record.json'}"
     )
 
 
