@@ -187,10 +187,16 @@ def save_npz(path: Path, images: torch.Tensor | np.ndarray, labels, *extra: np.n
 
 
 def save_png(path: Path, image: torch.Tensor, *, scale: int = 1) -> None:
-    """Write one image (C, H, W) in [0, 1] as PNG, enlarged ``scale`` times (nearest neighbour)."""
+    """Write one image (C, H, W) in [0, 1] as PNG, enlarged ``scale`` times (nearest neighbour); a video
+    (C, F, H, W) is written as its strip of 4 evenly spaced keyframes (sweeps' sample folders)."""
     import io
 
     from PIL import Image
+
+    if image.dim() == 4:
+        from noisesearch.verifiers.video import DEFAULT_KEYFRAMES, keyframe_indices
+
+        image = torch.cat([image[:, i] for i in keyframe_indices(image.shape[1], DEFAULT_KEYFRAMES)], dim=2)
 
     arr = images_to_uint8(image[None])[0]  # (H, W, C)
     if scale > 1:

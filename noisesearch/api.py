@@ -113,7 +113,8 @@ def search(
         budget: hard NFE limit per target; ``steps``: denoising steps per candidate (default: the model's).
         seed: the search seed (every target's search uses it: common random numbers across targets).
         pipeline_kwargs: extra pipeline ``__call__`` arguments applied to every candidate.
-        verifier_options: the verifier factory's keywords, or a callable's ``name``, ``batch``, ``device``.
+        verifier_options: the verifier factory's keywords, or a callable's ``name``, ``batch``, ``device``; for a
+            video model also ``frames`` (keyframes k, or "all") and ``combine`` ("mean", "min"): verifiers/video.py.
 
     Returns:
         One ``SearchResult`` per target: ``best_image`` (C, H, W) in [0, 1], ``best_score``,
@@ -145,7 +146,10 @@ def search(
         if with_kwargs is None:
             raise UserError(f"model {model.name!r} takes no pipeline_kwargs (it is not a diffusers pipeline)")
         model = with_kwargs(pipeline_kwargs)
-    v = as_verifier(verifier, **(verifier_options or {}))
+    from noisesearch.verifiers.video import for_model, split_options
+
+    options, video_options = split_options(verifier_options)  # frames/combine: scoring a video's frames
+    v = for_model(as_verifier(verifier, **options), model, **video_options)
     targets = [targets] if isinstance(targets, (str, int)) else list(targets)
     if not targets:
         raise UserError("targets must hold at least one prompt or class id")

@@ -125,7 +125,9 @@ def parse_params(pairs: list[str], flag: str) -> dict:
 @app.command()
 @friendly
 def generate(
-    out: str = typer.Option(..., help="Folder for best.png and record.json (created if missing)."),
+    out: str = typer.Option(
+        ..., help="Folder for best.png (videos: best.webp + keyframes.png) and record.json (created if missing)."
+    ),
     budget: int = typer.Option(..., help="Hard NFE limit for the whole search."),
     target: Optional[str] = typer.Option(None, help="Class to generate (digits: 0-9) for class-conditional models."),
     prompt: Optional[str] = typer.Option(None, help="Prompt to generate, for text-conditioned models."),
@@ -208,7 +210,8 @@ def generate(
         raise typer.Exit(1)
     print(
         f"{len(record['candidates'])} candidates, {record['nfe_used']}/{budget} NFEs, best {verifier} score "
-        f"{record['best_score']:.4f} -> {out_dir / 'best.png'}, {out_dir / 'record.json'}"
+        f"{record['best_score']:.4f} -> {out_dir / record.get('video', {}).get('path', 'best.png')}, "
+        f"{out_dir / 'record.json'}"
     )
 
 
@@ -382,6 +385,20 @@ def report(
 
     warn = lambda message: print(f"warning: {message}", file=sys.stderr)  # noqa: E731
     print(build_report(folder, budget=budget, x=x, warn=warn))
+
+
+@app.command()
+@friendly
+def paper(
+    out: Path = typer.Option(..., help="Output folder: figN.png, figN.jsonl and sweeps/; rerunning resumes."),
+    quick: bool = typer.Option(False, help="2 targets per class, one seed, budgets up to 128: about 2 minutes."),
+    figures: Optional[str] = typer.Option(None, help="Comma-separated subset, e.g. fig1,fig5 (default: all)."),
+):
+    """Ma et al. 2025 figure by figure on the digits world (shipped sweeps; docs/PAPER.md reads them)."""
+    from noisesearch.paper import pick_figures, run_paper
+
+    result = run_paper(out, quick=quick, figures=pick_figures(figures))
+    print(f"{len(result['figures'])} figures in {out}: " + ", ".join(p.name for p in result["figures"]))
 
 
 @app.command("list")

@@ -33,6 +33,7 @@ from noisesearch.errors import BudgetExceeded, UserError
 from noisesearch.models.base import Model, index_cond
 from noisesearch.samplers import get_sampler
 from noisesearch.verifiers.base import Verifier
+from noisesearch.verifiers.video import for_model as frames_of
 
 
 @dataclass
@@ -112,6 +113,7 @@ def run_search(
         raise UserError(f"max batch must be a positive integer, got {max_batch!r}")
     started = time.perf_counter()
     get_sampler(sampler)  # a clear error for an unknown name before any work
+    verifier = frames_of(verifier, model)  # a video model's image verifier scores frames (verifiers/video.py)
     whole = getattr(model, "whole_trajectory", False)  # a pipeline run whole (models.generic)
     if whole:
         check_whole_trajectory(model, algorithm, sampler, verifier)

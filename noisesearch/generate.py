@@ -26,6 +26,8 @@ from noisesearch.errors import UserError
 from noisesearch.models import MODELS
 from noisesearch.samplers import get_sampler
 from noisesearch.verifiers import VERIFIERS
+from noisesearch.verifiers.video import for_model as frames_of
+from noisesearch.verifiers.video import split_options as split_video_options
 
 PNG_SCALE = {"digits": 8}  # 8x8 digits are written enlarged 8x (nearest neighbour) to be visible
 
@@ -69,6 +71,7 @@ def build(
     algorithm_factory = pick(ALGORITHMS, algorithm, "algorithm")
     model_kwargs = {**(model_options or {}), **({"path": model_path} if model_path is not None else {})}
     verifier_kwargs = {**(verifier_options or {}), **({"path": verifier_path} if verifier_path is not None else {})}
+    verifier_kwargs, video_options = split_video_options(verifier_kwargs)  # frames/combine: the video wrapper's
     check_options(algorithm_factory, algorithm_params or {}, "algorithm", algorithm)
     check_options(model_factory, model_kwargs, "model", model)
     check_options(verifier_factory, verifier_kwargs, "verifier", verifier)
@@ -83,7 +86,8 @@ def build(
     domain = getattr(verifier_factory, "domain", None)
     if domain is not None and domain != getattr(m, "domain", None):
         raise UserError(f"verifier {verifier!r} scores {domain} images only; model {model!r} makes other images")
-    return m, verifier_factory(**verifier_kwargs), algo
+    v = frames_of(verifier_factory(**verifier_kwargs), m, **video_options, domain=domain)
+    return m, v, algo
 
 
 def versions() -> dict[str, str]:
@@ -158,6 +162,7 @@ def make_record(
         "candidates": result.candidates,
         **result.ledger,  # costs: FLOPs, decodes, verifier FLOPs, API tokens and cost, seconds by kind
         **({"verifier_usage": dict(v.usage)} if getattr(v, "usage", None) else {}),  # e.g. an LLM grader's tokens
+        **({"verifier_frames": v.describe()} if getattr(v, "video", False) and hasattr(v, "describe") else {}),
         "wall_time_s": round(wall, 4),
         "versions": versions(),
     }
@@ -206,7 +211,9 @@ def generate(
     check_target_text(target)
     if steps is not None:
         check_one_candidate(budget, steps)
-    out_dir = None if out is None else check_out_dir(out, files=("best.png", "record.json"))
+    out_dir = (
+        None if out is None else check_out_dir(out, files=("best.png", "record.json", "best.webp", "keyframes.png"))
+    )
     m, v, algo = build(
         model,
         verifier,
@@ -256,7 +263,11 @@ def generate(
     )
     if out_dir is not None:
         ensure_out_dir(out_dir)  # created only now: a refused run leaves nothing behind
-        if result.best_image is not None:
+        if result.best_image is not None and result.best_image.dim() == 4:  # a video (C, F, H, W)
+            from noisesearch._video_io import write_video_outputs
+
+            record["video"] = write_video_outputs(out_dir, result, v, fps=getattr(m, "fps", 16))
+        elif result.best_image is not None:
             scale = PNG_SCALE.get(model, 1)  # real models' images are written at their own size
             save_png(out_dir / "best.png", result.best_image, scale=scale)
             record["image"] = {"path": "best.png", "scale": scale}

@@ -56,7 +56,8 @@ def aggregate(rows: list[dict]) -> dict[str, list[dict]]:
 
 def scaling_plot(rows: list[dict], path: Path, *, metrics=("fid", "is"), title: str | None = None) -> None:
     """One panel per metric: metric against NFEs per sample (log2 axis), one line per series,
-    error bars over seeds where there are several."""
+    error bars over seeds where there are several; a star at each series' best value (lowest FID,
+    highest otherwise: ``sweep.report.best_index``), the onset of verifier hacking when it is not the last."""
     import io
 
     import matplotlib
@@ -65,13 +66,14 @@ def scaling_plot(rows: list[dict], path: Path, *, metrics=("fid", "is"), title: 
     import matplotlib.pyplot as plt
 
     from noisesearch._io import atomic_write_bytes
+    from noisesearch.sweep.report import best_index
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.4))
     axes = [axes] if len(metrics) == 1 else list(axes)
     for ax, metric in zip(axes, metrics):
         for label, line in aggregate(rows).items():
             style = {"linestyle": "--", "color": "black"} if label.startswith("more denoising") else {}
-            ax.errorbar(
+            bars = ax.errorbar(
                 [p["nfe_per_sample"] for p in line],
                 [p[metric] for p in line],
                 yerr=[p[f"{metric}_std"] for p in line],
@@ -81,6 +83,17 @@ def scaling_plot(rows: list[dict], path: Path, *, metrics=("fid", "is"), title: 
                 label=label,
                 **style,
             )
+            best = best_index([p[metric] for p in line], metric)
+            if best is not None:  # every metric here is held out: its best budget, where hacking starts
+                peak = line[best]
+                ax.plot(
+                    peak["nfe_per_sample"],
+                    peak[metric],
+                    marker="*",
+                    markersize=12,
+                    color=bars[0].get_color(),
+                    mec="black",
+                )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFEs per sample")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))

@@ -7,6 +7,7 @@ import torch
 
 from noisesearch.algorithms import ALGORITHMS, SearchAlgorithm
 from noisesearch.driver import run_search
+from noisesearch.errors import UserError
 from noisesearch.models import MODELS
 from noisesearch.models.base import Model
 from noisesearch.verifiers import VERIFIERS, Verifier
@@ -170,3 +171,21 @@ def test_registries_are_plain_dicts_of_factories():
         params = algorithm.params()
         assert algorithm.name == name and json.loads(json.dumps(params)) == params, name
         assert factory(**params).params() == params, f"{name}: params() must rebuild the algorithm"
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_integer_parameters_refuse_booleans(name):
+    """`--param candidates=true` parses as JSON True, which Python counts as the integer 1: refused."""
+    import inspect
+
+    factory = ALGORITHMS[name]
+    defaults = factory().params()
+    counts = [
+        key
+        for key, p in inspect.signature(factory).parameters.items()
+        if "int" in str(p.annotation) and "float" not in str(p.annotation) and not isinstance(defaults.get(key), tuple)
+    ]
+    assert counts or name in {"first-order"}, f"{name}: no integer parameter found to check"
+    for key in counts:
+        with pytest.raises(UserError, match="True"):
+            factory(**{key: True})

@@ -92,7 +92,7 @@ def regenerate(pipe, candidate, kwargs, steps=2):
 def test_generic_candidates_are_the_pipelines_own_images(generic_pipes, name):
     pipe, (_, spec, rows_per_step) = generic_pipes[name], GENERIC[name]
     kwargs = {**SIZE, **extras(spec)}
-    model = ns.from_pipeline(pipe, pipeline_kwargs=kwargs)
+    model = ns.from_pipeline(pipe, adapter="generic", pipeline_kwargs=kwargs)  # WanPipeline also has a step one
     assert model.adapter == "generic" and model.pipe is pipe
     assert model.nfe_per_call(model.default_guidance) == rows_per_step
     cost = 2 * rows_per_step  # 2 steps
@@ -368,7 +368,7 @@ def test_negative_prompt_passes_through_both_adapters(step_pipes):
     assert runs["generic"].record["pipeline_kwargs"] == extra
 
 
-def test_unknown_adapter_options_and_video_in_the_cli_are_one_line(step_pipes, generic_pipes, tmp_path):
+def test_unknown_adapter_options_and_bad_video_sizes_are_one_line(step_pipes, generic_pipes, tmp_path):
     from noisesearch.models import MODELS
 
     cases = [
@@ -377,7 +377,7 @@ def test_unknown_adapter_options_and_video_in_the_cli_are_one_line(step_pipes, g
         (lambda: ns.from_pipeline(step_pipes["FluxPipeline"], adapter="sideways"), "unknown adapter 'sideways'"),
     ]
     generic_pipes["WanPipeline"].save_pretrained(tmp_path / "wan")
-    cases.append((lambda: MODELS["diffusers"](path=tmp_path / "wan", height=32, width=32), "makes videos"))
+    cases.append((lambda: MODELS["diffusers"](path=tmp_path / "wan", height=24, width=32), "height 24 is not"))
     for fn, message in cases:
         with pytest.raises(UserError) as info:
             fn()

@@ -28,6 +28,11 @@ from noisesearch.errors import UserError
 from noisesearch.samplers import get_sampler
 
 
+def is_count(value: object) -> bool:
+    """An integer that is not a bool (JSON ``true`` from ``--param`` would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def derive_seed(seed: int, *path: int) -> int:
     """A 63-bit seed derived from ``seed`` and a path of integers (BLAKE2b of their 8-byte forms).
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from noisesearch.algorithms.base import Job, Outcome, Problem, rank_key
+from noisesearch.algorithms.base import Job, Outcome, Problem, is_count, rank_key
 from noisesearch.errors import UserError
 
 _EXTRA = 2**20  # path marker of the extra independent candidates
@@ -51,13 +51,13 @@ class HalvingSearch:
         final: int = 2,
         initial: int | None = None,
     ):
-        if not isinstance(eta, int) or eta < 2:
+        if not is_count(eta) or eta < 2:
             raise UserError(
                 f"eta (1/eta of the candidates survive each checkpoint) must be an integer >= 2, got {eta!r}"
             )
-        if not isinstance(final, int) or final < 1:
+        if not is_count(final) or final < 1:
             raise UserError(f"final must be a positive integer, got {final!r}")
-        if initial is not None and (not isinstance(initial, int) or initial < final):
+        if initial is not None and (not is_count(initial) or initial < final):
             raise UserError(f"initial must be an integer >= final ({final}), got {initial!r}")
         checkpoints = tuple(float(c) for c in checkpoints)
         if (

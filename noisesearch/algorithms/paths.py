@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from noisesearch.algorithms.base import Job, Outcome, Problem, rank_key
+from noisesearch.algorithms.base import Job, Outcome, Problem, is_count, rank_key
 from noisesearch.errors import UserError
 from noisesearch.samplers import renoise
 
@@ -62,9 +62,9 @@ class PathsSearch:
         path_length: int = 2,
     ):
         for name, value in (("width", width), ("path length", path_length)):
-            if not isinstance(value, int) or value < 1:
+            if not is_count(value) or value < 1:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
-        if initial is not None and (not isinstance(initial, int) or initial < 1):
+        if initial is not None and (not is_count(initial) or initial < 1):
             raise UserError(f"initial paths must be a positive integer, got {initial!r}")
         if not 0 < start_sigma < 1:
             raise UserError(f"start sigma must lie strictly between 0 and 1 (the schedule's ends), got {start_sigma!r}")

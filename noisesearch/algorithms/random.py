@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from noisesearch.algorithms.base import Job, Outcome, Problem
+from noisesearch.algorithms.base import Job, Outcome, Problem, is_count
 from noisesearch.errors import UserError
 
 
@@ -25,7 +25,7 @@ class RandomSearch:
     name = "random"
 
     def __init__(self, *, candidates: int | None = None):
-        if candidates is not None and (not isinstance(candidates, int) or candidates < 1):
+        if candidates is not None and (not is_count(candidates) or candidates < 1):
             raise UserError(f"candidates must be a positive integer, got {candidates!r}")
         self.candidates = candidates
 

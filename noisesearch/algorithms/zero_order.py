@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Job, Outcome, Problem, rank_key
+from noisesearch.algorithms.base import Job, Outcome, Problem, is_count, rank_key
 from noisesearch.errors import UserError
 
 NEIGHBOURHOODS = ("mix", "distance", "cosine")
@@ -73,11 +73,11 @@ class ZeroOrderSearch:
         neighbourhood: str = "mix",
         cosine: float = 0.95,
     ):
-        if not isinstance(neighbours, int) or neighbours < 1:
+        if not is_count(neighbours) or neighbours < 1:
             raise UserError(f"neighbours must be a positive integer, got {neighbours!r}")
         if not step_size > 0 or math.isinf(step_size):
             raise UserError(f"step size must be a positive number, got {step_size!r}")
-        if iterations is not None and (not isinstance(iterations, int) or iterations < 1):
+        if iterations is not None and (not is_count(iterations) or iterations < 1):
             raise UserError(f"iterations must be a positive integer, got {iterations!r}")
         if neighbourhood not in NEIGHBOURHOODS:
             raise UserError(f"unknown neighbourhood {neighbourhood!r}; accepted: {', '.join(NEIGHBOURHOODS)}")

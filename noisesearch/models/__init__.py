@@ -137,6 +137,42 @@ def sit(
     )
 
 
+def wan(
+    *,
+    path=None,
+    device="cpu",
+    dtype="float32",
+    offload=None,
+    height=None,
+    width=None,
+    num_frames=None,
+    max_sequence_length=None,
+    decode_batch=None,
+    release_text_encoders=False,
+    vae_tiling=False,
+    guidance_2=None,
+    negative_prompt="",
+) -> Model:
+    """Wan 2.1 / 2.2 text-to-video (two experts with boundary_ratio) via diffusers, CFG 2 NFEs per step; videos."""
+    from noisesearch.models.wan import WanModel, load
+
+    return WanModel(
+        load(path, device=device, dtype=dtype, offload=offload),
+        height=height,
+        width=width,
+        num_frames=num_frames,
+        max_sequence_length=max_sequence_length,
+        decode_batch=decode_batch,
+        release_text_encoders=release_text_encoders,
+        vae_tiling=vae_tiling,
+        guidance_2=guidance_2,
+        negative_prompt=negative_prompt,
+    )
+
+
+wan.needs_setup = True  # type: ignore[attr-defined]
+
+
 def _flow_factory(module: str, cls: str, doc: str) -> Callable[..., Model]:
     """A MODELS factory for a ``FlowModel`` family: its module's ``load`` (folder or hub id) then the adapter,
     the same constructor ``from_pipeline`` uses."""
@@ -228,11 +264,7 @@ def diffusers(
     pipeline_kwargs = {k: load_image_arg(v) for k, v in (pipeline_kwargs or {}).items()}  # a control image by path
     options = {k: v for k, v in (("decode_batch", decode_batch), ("batch", batch)) if v is not None}
     model = from_pipeline(pipe, adapter=adapter, height=height, width=width, pipeline_kwargs=pipeline_kwargs, **options)
-    if getattr(model, "domain", None) == "video":
-        from noisesearch.errors import UserError
-
-        raise UserError(f"{model.name} makes videos: search it from Python (noisesearch.search); the CLI writes images")
-    return model
+    return model  # a video model's candidates are written as best.webp + keyframes.png (generate)
 
 
 def _flux_pipeline(pipe, **options) -> Model:
@@ -290,6 +322,7 @@ PIPELINES: dict[str, Callable[..., Model]] = {
     "DiTPipeline": _dit_pipeline,
 }
 PIPELINES.update({cls: _flow_pipeline(*FLOW_FAMILIES[name][:2]) for cls, name in FLOW_PIPELINES.items()})
+PIPELINES["WanPipeline"] = _flow_pipeline("wan", "WanModel")  # video, on FlowModel (models/wan.py)
 _flow_models = {name: _flow_factory(*spec) for name, spec in FLOW_FAMILIES.items()}
 for _factory in (flux, sd, sdxl, pixart_sigma, dit, sit, diffusers, *_flow_models.values()):
     _factory.needs_setup = True  # loads a pipeline (hub id or --model-path); not built from nothing
@@ -305,6 +338,7 @@ MODELS: dict[str, Callable[..., Model]] = {
     "dit": dit,
     "sit": sit,
     **_flow_models,
+    "wan": wan,
     "diffusers": diffusers,
 }
 

@@ -15,8 +15,8 @@ from the pipeline's first sigma to 0, with the pipeline's own scheduler, guidanc
   runs one candidate up to its first scheduler step and reads the rows per step; a full candidate
   then costs ``steps * rows``. Every real call is checked: the hook refuses a forward that would
   go past the planned rows (``BudgetExceeded``) and a call that ran fewer rows is an error too.
-- Images: ``(B, C, H, W)`` in [0, 1]; video pipelines give ``(B, C, F, H, W)`` (Python API with a
-  verifier that takes videos; ``generate``'s PNG writer handles images only).
+- Images: ``(B, C, H, W)`` in [0, 1]; video pipelines give ``(B, C, F, H, W)``, whose frames image
+  verifiers score through ``verifiers/video.py`` (``generate`` writes ``best.webp``).
 
 A scheduler that injects noise at every step (ancestral, SDE) draws it inside the pipeline, from
 its own generator: such candidates are not reproducible one by one; use a deterministic scheduler.

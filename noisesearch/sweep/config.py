@@ -156,7 +156,11 @@ def load_config(path: Path | str) -> SweepConfig:
     types (``1`` for a float parameter is ``1.0``), so one configuration always has one key.
     """
     path = Path(path)
-    data = _read_yaml(path)
+    return validate_config(_read_yaml(path), path)
+
+
+def validate_config(data, path) -> SweepConfig:
+    """``load_config`` on data already read (``path`` names the source in messages): checked and canonical."""
     if not isinstance(data, dict):
         raise UserError(f"{path}: the config must be a mapping of settings, got {type(data).__name__}")
     try:

@@ -9,6 +9,12 @@ A report only reads the rows: a half-written last line (a sweep that crashed mid
 with a warning, and only the next ``sweep`` repairs the file. A search without a best image (all
 its scores failed) has ``best_score: null``; the tables count such searches per configuration
 (``failed searches``).
+
+Verifier hacking: for every configuration and every held-out metric (every metric but the search
+verifier's own ``best_score``), the budget at which the metric's mean is best (``onsets``); FID
+is better lower, everything else higher. A peak before the largest budget means more search made
+the held-out metric worse from there on: the onset of hacking. The curves mark each peak with a
+star, and the tables list its budget.
 """
 
 from __future__ import annotations
@@ -80,6 +86,61 @@ def curves(rows: list[dict], metric: str, x: str = "nfe") -> dict[str, list[tupl
     return out
 
 
+LOWER_IS_BETTER = frozenset({"fid"})  # every other metric, per-target or set, is better higher
+
+
+def best_index(values: list[float], metric: str) -> int | None:
+    """Index of the best value of ``metric`` (lowest FID, highest otherwise), the first on ties; None if all NaN."""
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    finite = [(sign * v, -k) for k, v in enumerate(values) if v is not None and not math.isnan(v)]
+    return -max(finite)[1] if finite else None
+
+
+def onsets(rows: list[dict], metrics: list[str]) -> dict[str, dict[str, dict]]:
+    """Label -> held-out metric -> ``{"budget", "value", "at_end"}``: where the metric's mean over seeds peaks.
+
+    ``at_end`` is true when the peak is at the configuration's largest budget (no hacking seen in
+    the budgets run). The search verifier's own ``best_score`` is not held out and is left out.
+    """
+    out: dict[str, dict[str, dict]] = {}
+    for metric in metrics:
+        if metric == "best_score":
+            continue
+        groups: dict[tuple[str, int], list] = {}
+        for r in rows:
+            if metric in r:
+                groups.setdefault((label(r), r["budget"]), []).append(r.get(metric))
+        for name in sorted({name for name, _ in groups}):
+            budgets = sorted(b for n, b in groups if n == name)
+            means = [mean_ci(groups[(name, b)])[0] for b in budgets]
+            k = best_index(means, metric)
+            if k is not None:
+                out.setdefault(name, {})[metric] = {
+                    "budget": budgets[k],
+                    "value": means[k],
+                    "at_end": k == len(budgets) - 1,
+                }
+    return out
+
+
+def onset_table(rows: list[dict], metrics: list[str]) -> list[list[str]]:
+    """Header + one line per configuration: the budget where each held-out metric peaks, and its value there."""
+    found = onsets(rows, metrics)
+    held_out = [m for m in metrics if m != "best_score"]
+    lines = [["configuration", *(f"{m}: peak budget (value)" for m in held_out)]]
+    for name in sorted(found):
+        cells = []
+        for m in held_out:
+            peak = found[name].get(m)
+            if peak is None:
+                cells.append("-")
+            else:
+                end = ", still improving at the largest budget" if peak["at_end"] else ""
+                cells.append(f"{peak['budget']} ({peak['value']:.4g}{end})")
+        lines.append([name, *cells])
+    return lines
+
+
 def per_target_metrics(rows: list[dict]) -> list[str]:
     return ["best_score"] + sorted({k for r in rows for k in r if k.startswith("eval_")})
 
@@ -96,12 +157,13 @@ def plot(rows: list[dict], metrics: list[str], title: str, x: str = "nfe") -> by
     fig, axes = plt.subplots(nrows, columns, figsize=(5 * columns, 4 * nrows), squeeze=False)
     for ax in axes.flat[len(metrics) :]:
         ax.set_visible(False)
+    peaks = False
     for ax, metric in zip(axes.flat, metrics):
         positive = True
         for name, points in curves(rows, metric, x).items():
             positive = positive and all(p[0] > 0 for p in points)
             style = {"linestyle": "--", "color": "black"} if name.startswith("more denoising") else {}
-            ax.errorbar(
+            line = ax.errorbar(
                 [p[0] for p in points],
                 [p[1] for p in points],
                 yerr=[p[2] for p in points],
@@ -111,12 +173,22 @@ def plot(rows: list[dict], metrics: list[str], title: str, x: str = "nfe") -> by
                 label=name,
                 **style,
             )
+            k = best_index([p[1] for p in points], metric) if metric != "best_score" else None
+            if k is not None:  # the held-out metric's peak: the onset of verifier hacking
+                ax.plot(points[k][0], points[k][1], marker="*", markersize=13, color=line[0].get_color(), mec="black")
+                peaks = True
         if positive:  # a free verifier costs 0 dollars: no log axis then
             ax.set_xscale("log", base=2 if x == "nfe" else 10)
         ax.set_xlabel(AXES[x][1])
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if peaks:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], marker="*", markersize=10, color="grey", mec="black", linestyle=""))
+        labels.append("best value of a held-out metric (hacking onset if before the last budget)")
+    axes.flat[0].legend(handles, labels, fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -309,6 +381,15 @@ def build_report(
         f"## {primary} per category at budget {budget}\n",
         _markdown_table(category_table(rows, primary, budget)),
     ]
+    hacking = [("per-target", onset_table(rows, metrics))]
+    if set_metrics:
+        hacking.append(("sample-set", onset_table(set_rows, set_metrics)))
+    for kind, lines in hacking:
+        if len(lines[0]) == 1:  # no held-out metric of this kind
+            continue
+        title = f"Verifier hacking: budget where each held-out {kind} metric peaks"
+        sections.append(f"<h2>{html.escape(title)}</h2>{_html_table(lines)}")
+        markdown += [f"## {title}\n", _markdown_table(lines)]
     sections.append(f"<h2>Images: worst, median and best</h2>{image_grids(rows, folder, primary, budget)}")
     config_note = html.escape(f"{len(rows)} rows, budgets {budgets}, {len({r['cell'] for r in rows})} cells")
     page = (

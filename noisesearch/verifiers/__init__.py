@@ -33,6 +33,13 @@ def oracle_is(*, path=None) -> Verifier:
     return ClassifierVerifier(path=path, kind="evalnet", name="oracle-is")
 
 
+def oracle_fid_digits(*, path=None) -> Verifier:
+    """Oracle: minus the one-image FID against the target class's real-digit statistics (evaluation network)."""
+    from noisesearch.verifiers.digits import OracleFIDVerifier
+
+    return OracleFIDVerifier(path=path)
+
+
 def toy_distance(*, path=None) -> Verifier:
     """Analytic toy: minus the squared distance to the target point (optimum 0)."""
     from noisesearch.models.toy import ToyDistanceVerifier
@@ -194,7 +201,7 @@ for _factory in (imagereward, pickscore, hpsv2, oracle_is_imagenet, oracle_fid):
     _factory.domain = None  # any RGB (or grey) images in [0, 1]; the oracles expect ImageNet class ids
     _factory.needs_setup = True  # weights (and oracle-fid's reference statistics) are not shipped
 
-for _factory in (classifier, feature_similarity, oracle_is):
+for _factory in (classifier, feature_similarity, oracle_is, oracle_fid_digits):
     _factory.domain = "digits"
 toy_distance.domain = "toy"
 
@@ -202,6 +209,7 @@ VERIFIERS: dict[str, Callable[..., Verifier]] = {
     "classifier": classifier,
     "feature-similarity": feature_similarity,
     "oracle-is": oracle_is,
+    "oracle-fid-digits": oracle_fid_digits,
     "toy-distance": toy_distance,
     "clipscore": clipscore,
     "clip-zeroshot": clip_zeroshot,

@@ -1,9 +1,10 @@
 """Your own verifier: any callable ``f(images, prompts) -> scores`` wrapped into the verifier contract.
 
-``images`` (B, C, H, W) float in [0, 1] (videos: (B, C, F, H, W)), ``prompts`` the B targets,
-``scores`` anything ``torch.as_tensor`` takes, of shape (B,), **higher is better**; a NaN score is a
-failed one (recorded, never ranked). The wrapper names it, scores in batches of at most ``batch``
-images, moves the images to ``device`` (a verifier on its own GPU), and refuses a wrong shape in one line.
+``images`` (B, C, H, W) float in [0, 1] (with a video model: its chosen frames, ``verifiers/video.py``),
+``prompts`` the B targets, ``scores`` anything ``torch.as_tensor`` takes, of shape (B,), **higher is
+better**; a NaN score is a failed one (recorded, never ranked). The wrapper names it, scores in batches
+of at most ``batch`` images, moves the images to ``device`` (a verifier on its own GPU), and refuses a
+wrong shape in one line.
 
 Example::
 

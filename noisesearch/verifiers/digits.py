@@ -6,7 +6,11 @@
   x0-prediction at ``preview_sigma`` and of the final sample (the self-supervised verifier; it
   ignores the target);
 - ``oracle-is``: log p(target | image) from the evaluation network itself, the network behind
-  FID and IS (the paper's oracle Inception Score verifier).
+  FID and IS (the paper's oracle Inception Score verifier);
+- ``oracle-fid-digits``: minus the FID of the one-image set {image} against the evaluation
+  network's feature statistics (mean, covariance) of the real digits of the target class,
+  ``-(|f - mu_c|^2 + tr(sigma_c))`` (the paper's oracle FID verifier, scored one image at a time
+  as ``oracle-fid`` does on ImageNet; per class because the digits model is class-conditional).
 """
 
 from __future__ import annotations
@@ -80,3 +84,35 @@ class FeatureSimilarityVerifier:
         check_images(previews, channels=1)
         final, early = self.encoder(images * 2 - 1), self.encoder(previews * 2 - 1)  # (B, latent) each
         return torch.nn.functional.cosine_similarity(final, early, dim=1).clamp(-1.0, 1.0)  # rounding can pass 1
+
+
+class OracleFIDVerifier:
+    """Minus the one-image FID against the target class's real-digit statistics in evaluation-network features.
+
+    Range: (-inf, -tr(sigma_c)] per class, within (-inf, 0] (a Frechet distance is never negative).
+    """
+
+    preview_sigma = None
+    value_range = (-math.inf, 0.0)
+
+    def __init__(self, *, path: Path | str | None = None):
+        from noisesearch.digits.train import load_data
+
+        self.name = "oracle-fid-digits"
+        self.net = _load(path, "evalnet.safetensors", "evalnet")
+        data = load_data()
+        with torch.no_grad():
+            feats = self.net.features(data.images).double()  # (N, 64): real digits are already in [-1, 1]
+        self.mu = torch.stack([feats[data.labels == c].mean(0) for c in range(10)])  # (10, 64)
+        self.trace = torch.stack([feats[data.labels == c].var(0).sum() for c in range(10)])  # (10,) tr(cov)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
+        return self.score(images, targets, previews=previews)
+
+    def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
+        """``__call__`` with autograd (for first-order search)."""
+        check_images(images, channels=1)
+        c = _targets(targets)
+        d = self.net.features(images * 2 - 1).double() - self.mu[c]  # (B, 64)
+        return (-((d * d).sum(dim=1) + self.trace[c])).float().clamp(max=0.0)
