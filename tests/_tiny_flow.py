@@ -266,3 +266,104 @@ def qwen_image(seed: int = 0):
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def pixtral_processor(extra_words: str = "a red cube blue cat on the photo of dog"):
+    """A PixtralProcessor over a word-level tokenizer whose vocabulary is the words of FLUX.2's system message and
+    ``extra_words`` (others are ``<unk>``), with a minimal Mistral-style chat template set by hand."""
+    import re
+
+    from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PixtralImageProcessor, PixtralProcessor, PreTrainedTokenizerFast
+
+    special = ["<unk>", "<s>", "</s>", "<pad>", "[IMG]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[INST]", "[/INST]"]
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", f"{SYSTEM_MESSAGE} {extra_words}")))
+    backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(special + words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens(special)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    template = (
+        "{{ bos_token }}{% for m in messages %}{% set sys = m['role'] == 'system' %}"
+        "{{ '[SYSTEM_PROMPT]' if sys else '[INST]' }}{% for c in m['content'] %}{{ c['text'] }}{% endfor %}"
+        "{{ '[/SYSTEM_PROMPT]' if sys else '[/INST]' }}{% endfor %}"
+    )
+    return PixtralProcessor(
+        image_processor=PixtralImageProcessor(), tokenizer=tok, chat_template=template, patch_size=16
+    )
+
+
+def flux2(seed: int = 0, *, joint_attention_dim: int = 48):
+    """A tiny Flux2Pipeline: a 30-layer Mistral-3 text encoder of hidden size 16 (the pipeline's default
+    ``text_encoder_out_layers`` (10, 20, 30) need 30), a 2x Flux2 VAE with 2 latent channels and random batch-norm
+    statistics, a transformer on the 8 patchified channels (``joint_attention_dim``: 16 per text-encoder layer used).
+    Images are a multiple of 4 pixels."""
+    from diffusers import AutoencoderKLFlux2, Flux2Pipeline, Flux2Transformer2DModel
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        proc = pixtral_processor()
+        ids = {
+            k: proc.tokenizer.convert_tokens_to_ids(t) for k, t in (("bos", "<s>"), ("eos", "</s>"), ("pad", "<pad>"))
+        }
+        config = Mistral3Config(
+            text_config=dict(
+                model_type="mistral",
+                vocab_size=len(proc.tokenizer),
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=30,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=512,
+                sliding_window=None,
+                bos_token_id=ids["bos"],
+                eos_token_id=ids["eos"],
+                pad_token_id=ids["pad"],
+            ),
+            vision_config=dict(
+                model_type="pixtral",
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                intermediate_size=32,
+                image_size=32,
+                patch_size=16,
+            ),
+            image_token_index=proc.tokenizer.convert_tokens_to_ids("[IMG]"),
+            vision_feature_layer=-1,
+        )
+        vae = AutoencoderKLFlux2(
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            block_out_channels=(8, 8),
+            layers_per_block=1,
+            latent_channels=2,
+            norm_num_groups=4,
+            sample_size=32,
+        ).eval()
+        vae.bn.running_mean.copy_(0.3 * torch.randn(8))
+        vae.bn.running_var.copy_(torch.rand(8) + 0.5)
+        transformer = Flux2Transformer2DModel(
+            patch_size=1,
+            in_channels=8,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=joint_attention_dim,  # the default's three text-encoder layers of hidden 16
+            timestep_guidance_channels=256,
+            axes_dims_rope=(4, 4, 4, 4),
+        ).eval()
+        pipe = Flux2Pipeline(
+            scheduler=_flow_scheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15),
+            vae=vae,
+            text_encoder=Mistral3ForConditionalGeneration(config).eval(),
+            tokenizer=proc,
+            transformer=transformer,
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -232,12 +232,14 @@ FLOW_FAMILIES = {
         "QwenImageModel",
         "Qwen-Image via diffusers; guidance is true_cfg_scale (negative prompt ' ', norm-rescaled), 2 NFEs per step.",
     ),
+    "flux2": ("flux2", "Flux2Model", "FLUX.2 (Mistral-3 prompts) via diffusers; guidance-distilled, 1 NFE per step."),
 }
 FLOW_PIPELINES = {
     "StableDiffusion3Pipeline": "sd3",
     "ZImagePipeline": "z-image",
     "SanaPipeline": "sana",
     "QwenImagePipeline": "qwen-image",
+    "Flux2Pipeline": "flux2",
 }
 
 

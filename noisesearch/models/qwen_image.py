@@ -70,12 +70,15 @@ class QwenImageModel(FlowModel):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict, guidance: float) -> torch.Tensor:
         b, (h, w) = x.shape[0], self.noise_shape[1:]
+        # the cache pads every prompt to max_sequence_length; past the batch's longest prompt the tokens are masked
+        # padding that would still go through every block (the pipeline passes each call's longest length)
+        length = int(cond["mask"].sum(dim=1).max())
         v = self.pipe.transformer(
             hidden_states=_pack(x),  # (B, hw/4, 4C)
             timestep=t.to(self.dtype) / 1000,
             guidance=None,
-            encoder_hidden_states_mask=cond["mask"],
-            encoder_hidden_states=cond["prompt_embeds"],
+            encoder_hidden_states_mask=cond["mask"][:, :length],  # (B, L)
+            encoder_hidden_states=cond["prompt_embeds"][:, :length],  # (B, L, D)
             img_shapes=[[(1, h // 2, w // 2)]] * b,
             attention_kwargs=self.pipeline_kwargs.get("attention_kwargs") or {},
             return_dict=False,
