@@ -18,19 +18,22 @@ needs to charge a replay as if computed. Scores sit beside it, one small file pe
 a verifier without a stable identity (a callable without ``cache_key``) or whose scores depend on
 the batch (``batch_dependent``: the rank ensemble) never gets a cached score.
 
-Files: ``DIR/entries/<2 hex>/<key>.safetensors`` and ``<key>.<verifier id>.json``, each written
-whole through a temporary file, fsync and rename (``_io.atomic_write_bytes``), so two processes
-(Ray actors) or a ``kill -9`` can leave at most an orphaned ``.tmp`` file, never a partial entry;
-a reader treats an unreadable or missing file as a miss. With ``max_mb`` the least recently used
-entries (by modification time, touched on every hit) are removed once the folder exceeds the cap.
+Files: one pack per batch of computed candidates (``DIR/packs/<digest>.safetensors``) and one score
+file per batch and verifier (``DIR/scores/<verifier id>/<digest>.json``), each written whole and renamed
+into place, named by the digest of its bytes (checked on read). Two processes (Ray actors) or a
+``kill -9`` can leave at most an orphaned ``.tmp`` file, never a partial pack in use; a reader treats an
+unreadable, torn or missing file as a miss. With ``max_mb`` the least recently used files (by
+modification time, touched on every hit) are removed once the folder exceeds the cap.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
+import tempfile
 import time
 import weakref
 from pathlib import Path
@@ -42,6 +45,7 @@ from noisesearch import _io
 from noisesearch.errors import UserError
 
 IMAGE_MODES = ("exact", "uint8")
+MEMO_BYTES = 256 * 2**20  # packs kept in memory per process after their first read
 FORMAT = "1"  # bump when the entry layout changes: old entries then miss
 _SECRET_WORDS = ("key", "token", "secret", "password", "usage")  # never part of an identity (nor logged)
 
@@ -187,24 +191,44 @@ def cacheable(job, problem) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _sigmas_digest(sigmas: tuple[float, ...]) -> str:
+    return hashlib.sha256(torch.tensor(sigmas, dtype=torch.float64).numpy().tobytes()).hexdigest()
+
+
 def job_key(model_id: str, job, problem, guidance: float) -> str:
     """The content address of a cacheable job's result (see the module docstring)."""
-    if job.noise_seed is not None:
-        start = {"seed": int(job.noise_seed), "shape": list(job.x.shape)}
-    else:
-        x = job.x.detach()
-        start = {"sha256": hashlib.sha256(_tensor_bytes(x)).hexdigest(), "dtype": str(x.dtype), "shape": list(x.shape)}
-    sigmas = torch.tensor(job.sigmas, dtype=torch.float64).numpy().tobytes()
-    key = {
-        "format": FORMAT,
-        "model": model_id,
-        "sampler": job.sampler or problem.sampler,
-        "sigmas": hashlib.sha256(sigmas).hexdigest(),
-        "guidance": repr(float(guidance)),
-        "target": _simple(problem.target) if _simple(problem.target) is not None else repr(problem.target),
-        "start": start,
-    }
-    return hashlib.sha256(_io.dumps(key).encode()).hexdigest()
+    return job_keys(model_id, [job], [problem], guidance)[0]
+
+
+def job_keys(model_id: str, jobs: list, problems: list, guidance: float) -> list[str]:
+    """``job_key`` of each (job, problem) pair; the parts they share are serialised once."""
+    prefixes: dict[tuple, str] = {}
+    keys = []
+    for job, problem in zip(jobs, problems):
+        sampler = job.sampler or problem.sampler
+        shared = (sampler, id(job.sigmas), id(problem))  # objects alive during this call: ids are unique
+        prefix = prefixes.get(shared)
+        if prefix is None:
+            target = _simple(problem.target)
+            prefix = "\x1f".join(
+                (
+                    FORMAT,
+                    model_id,
+                    sampler,
+                    _sigmas_digest(tuple(float(s) for s in job.sigmas)),
+                    repr(float(guidance)),
+                    _io.dumps(target) if target is not None or problem.target is None else repr(problem.target),
+                )
+            )
+            prefixes[shared] = prefix
+        if job.noise_seed is not None:
+            start = f"seed:{job.noise_seed:d}:{tuple(job.x.shape)}"
+        else:
+            x = job.x.detach()
+            start = f"sha256:{hashlib.sha256(_tensor_bytes(x)).hexdigest()}:{x.dtype}:{list(x.shape)}"
+        keys.append(hashlib.sha256(f"{prefix}\x1f{start}".encode()).hexdigest())
+    return keys
 
 
 def check_settings(max_mb, images) -> None:
@@ -217,12 +241,46 @@ def check_settings(max_mb, images) -> None:
         raise UserError(f"cache images mode {images!r} is unknown; accepted: {', '.join(IMAGE_MODES)}")
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write ``path`` whole: a temporary file renamed over it (no fsync, see ``CandidateCache``)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _header(path: Path) -> dict:
+    """The JSON header of a safetensors file (tensor names and metadata) without reading its data."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 0 < n < 2**26:
+            raise ValueError("not a safetensors header")
+        return json.loads(f.read(n))
+
+
 class CandidateCache:
     """The replay cache in folder ``path`` (created); see the module docstring.
 
+    Storage: one *pack* per batch of computed candidates, ``packs/<digest>.safetensors`` (tensors ``x``,
+    ``image`` and ``preview@<step>``, row n for key n; the keys and FLOPs in its metadata), and one score file per
+    batch and verifier, ``scores/<verifier id>/<digest>.json`` (``{key: [score, verify FLOPs]}``). A file's
+    name is the BLAKE2b digest of its bytes, checked on every read, so a torn or foreign file is a miss.
+    Files are written whole and renamed into place; the cache is derived data, so they are not fsynced
+    (a ``kill -9`` loses nothing the kernel holds; a power cut can lose recent packs, which are then
+    recomputed, and the digest rejects any torn one). Packing a batch into one file keeps the cost per
+    candidate in microseconds, which matters for cheap models.
+
     Args:
         path: the cache folder (shared by any number of processes).
-        max_mb: size cap in MiB (None: unbounded); least recently used entries go first.
+        max_mb: size cap in MiB (None: unbounded); least recently used files go first.
         images: "exact" (the decoded image in its own dtype: a replay is bit-exact) or "uint8"
             (4x smaller for float32; a verifier scoring a replayed image then sees the quantised one).
     """
@@ -233,8 +291,9 @@ class CandidateCache:
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"cache {str(self.path)!r} is a file; give a folder (it is created if missing)")
         try:
-            (self.path / "entries").mkdir(parents=True, exist_ok=True)
-            probe = self.path / "entries" / f".probe-{os.getpid()}.tmp"
+            (self.path / "packs").mkdir(parents=True, exist_ok=True)
+            (self.path / "scores").mkdir(exist_ok=True)
+            probe = self.path / "packs" / f".probe-{os.getpid()}.tmp"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
@@ -242,58 +301,208 @@ class CandidateCache:
                 f"cannot write the cache folder {str(self.path)!r}: {e.strerror}; give a writable folder"
             ) from None
         self.max_mb, self.images = max_mb, images
+        self._reset()
+
+    def _reset(self) -> None:
+        self._packs: dict[str, dict[str, set[str]]] = {}  # pack name -> {key -> its tensor names}
+        self._where: dict[str, list[str]] = {}  # key -> pack names holding it
+        self._scores: dict[str, dict[str, list]] = {}  # verifier id -> {key -> [score, flops]}
+        self._score_files: dict[str, set[str]] = {}
         self._size: int | None = None  # bytes, estimated since the last scan (other writers add too)
+        self._memo: dict[str, tuple] = {}  # pack name -> (tensors, metadata), least recently used first
+        self._sizes: dict[str, int] = {}
+        self._memo_bytes = 0
 
     def __getstate__(self) -> dict:  # sent to Ray actors: settings only
-        return {"path": self.path, "max_mb": self.max_mb, "images": self.images, "_size": None}
+        return {"path": self.path, "max_mb": self.max_mb, "images": self.images}
 
-    def _file(self, key: str, suffix: str) -> Path:
-        return self.path / "entries" / key[:2] / f"{key}{suffix}"
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
 
-    def get(self, key: str, preview_step: int | None) -> dict | None:
-        """The entry of ``key`` (``x``, ``image``, ``preview`` when ``preview_step`` is given, FLOPs), or None.
+    # -- reading ---------------------------------------------------------------------------------
 
-        A missing, unreadable or preview-less entry is a miss. A hit marks the entry as recently used.
-        """
-        from safetensors import safe_open
-
-        path = self._file(key, ".safetensors")
+    def _refresh(self) -> None:
+        """Index the packs written since the last look (by this or any other process)."""
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                names = set(f.keys())
-                preview = f"preview@{preview_step}"
-                if preview_step is not None and preview not in names:
-                    return None
-                entry = {"x": f.get_tensor("x"), "image": f.get_tensor("image")}
-                if preview_step is not None:
-                    entry["preview"] = f.get_tensor(preview)
-                entry["previews"] = {n: f.get_tensor(n) for n in names if n.startswith("preview@")}
-            if meta.get("format") != FORMAT:
-                return None
-            dtype = getattr(torch, meta["image_dtype"])
-            if entry["image"].dtype == torch.uint8 and dtype != torch.uint8:
-                entry["image"] = (entry["image"].float() / 255).to(dtype)
-                if "preview" in entry:
-                    entry["preview"] = (entry["preview"].float() / 255).to(dtype)
-            entry["flops_per_nfe"] = json.loads(meta["flops_per_nfe"])
-            entry["decode_flops"] = json.loads(meta["decode_flops"])
-            os.utime(path)  # last used: the LRU order
-            return entry
-        except Exception:  # missing, partial or foreign: a miss, never an error
+            names = {p.name for p in os.scandir(self.path / "packs") if p.name.endswith(".safetensors")}
+        except OSError:
+            return
+        for gone in set(self._packs) - names:  # evicted
+            self._forget(gone)
+        for name in names - set(self._packs):
+            try:
+                header = _header(self.path / "packs" / name)
+            except (OSError, ValueError):
+                continue
+            try:
+                order = json.loads(header["__metadata__"]["keys"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            parts = {t for t in header if t != "__metadata__"}
+            keys = {key: parts for key in order}
+            self._packs[name] = keys
+            for key in keys:
+                self._where.setdefault(key, []).append(name)
+
+    def _forget(self, name: str) -> None:
+        for key in self._packs.pop(name, {}):
+            where = self._where.get(key, [])
+            if name in where:
+                where.remove(name)
+
+    def get(self, keys: list[str], preview_step: int | None) -> list[dict | None]:
+        """The entries of ``keys`` (``x``, ``image``, ``preview`` when ``preview_step`` is given, FLOPs), None
+        for a miss. An entry without that preview is a miss; a hit marks its pack as recently used."""
+        need = None if preview_step is None else f"preview@{preview_step}"
+
+        def find(key: str) -> str | None:
+            for name in self._where.get(key, []):
+                if need is None or need in self._packs[name][key]:
+                    return name
             return None
 
-    def put(self, key: str, x: torch.Tensor, image: torch.Tensor, previews: dict[str, torch.Tensor], **meta) -> None:
-        """Write the entry of ``key`` (end state, image, previews by ``preview@step``, FLOPs) atomically."""
+        if any(find(k) is None for k in keys):
+            self._refresh()
+        out: list[dict | None] = [None] * len(keys)
+        by_pack: dict[str, list[int]] = {}
+        for n, key in enumerate(keys):
+            name = find(key)
+            if name is not None:
+                by_pack.setdefault(name, []).append(n)
+        for name, rows in by_pack.items():
+            loaded = self._load(name)
+            if loaded is None:
+                continue
+            tensors, meta = loaded
+            dtype = getattr(torch, meta["image_dtype"])
+            row_of = {key: r for r, key in enumerate(meta["keys"])}
+            for n in rows:
+                r = row_of[keys[n]]
+                entry = {"x": tensors["x"][r].clone(), "image": self._restore(tensors["image"][r].clone(), dtype)}
+                if need is not None:  # (copies: the memo's tensors are never handed out)
+                    entry["preview"] = self._restore(tensors[need][r].clone(), dtype)
+                entry["flops_per_nfe"] = meta["flops_per_nfe"]
+                entry["decode_flops"] = meta["decode_flops"]
+                out[n] = entry
+        return out
+
+    def _load(self, name: str):
+        path = self.path / "packs" / name
+        if name in self._memo:  # a pack never changes (its name is its digest): read it once per process
+            self._memo[name] = self._memo.pop(name)  # most recently used last
+            self._touch(path)
+            return self._memo[name]
+        try:
+            data = path.read_bytes()
+            if _digest(data) != name.removesuffix(".safetensors"):
+                raise ValueError("torn or foreign pack")
+            from safetensors.torch import load
+
+            tensors = load(data)
+            meta = _header(path).get("__metadata__", {})
+            if meta.get("format") != FORMAT:
+                raise ValueError("another format")
+            meta = {
+                "keys": json.loads(meta["keys"]),
+                "image_dtype": meta["image_dtype"],
+                "flops_per_nfe": json.loads(meta["flops_per_nfe"]),
+                "decode_flops": json.loads(meta["decode_flops"]),
+            }
+            os.utime(path)  # last used: the LRU order
+        except Exception:  # missing (evicted), torn or foreign: its keys miss, never an error
+            self._forget(name)
+            return None
+        self._memo[name] = (tensors, meta)
+        self._memo_bytes += len(data)
+        self._sizes[name] = len(data)
+        while self._memo_bytes > MEMO_BYTES and len(self._memo) > 1:
+            old = next(iter(self._memo))
+            del self._memo[old]
+            self._memo_bytes -= self._sizes.pop(old)
+        return tensors, meta
+
+    def _touch(self, path: Path) -> None:
+        try:
+            os.utime(path)
+        except OSError:  # evicted by another process meanwhile: the memo still holds its bits
+            pass
+
+    @staticmethod
+    def _restore(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if image.dtype == torch.uint8 and dtype != torch.uint8:
+            return (image.float() / 255).to(dtype)
+        return image
+
+    def scores(self, keys: list[str], verifier_id: str) -> list[dict | None]:
+        """The cached ``{"score", "verify_flops"}`` of each key under ``verifier_id`` (None: not scored)."""
+        table = self._scores.setdefault(verifier_id, {})
+        if any(k not in table for k in keys):
+            self._refresh_scores(verifier_id)
+        out: list[dict | None] = []
+        for key in keys:
+            got = table.get(key)
+            out.append(
+                None
+                if got is None
+                else {"score": math.nan if got[0] is None else float(got[0]), "verify_flops": got[1]}
+            )
+        return out
+
+    def _refresh_scores(self, verifier_id: str) -> None:
+        folder = self.path / "scores" / verifier_id
+        seen = self._score_files.setdefault(verifier_id, set())
+        table = self._scores.setdefault(verifier_id, {})
+        try:
+            names = [p.name for p in os.scandir(folder) if p.name.endswith(".json") and p.name not in seen]
+        except OSError:
+            return
+        for name in names:
+            try:
+                data = (folder / name).read_bytes()
+                if _digest(data) != name.removesuffix(".json"):
+                    continue
+                for key, value in json.loads(data).items():
+                    table.setdefault(key, value)
+                seen.add(name)
+                os.utime(folder / name)
+            except (OSError, ValueError):
+                continue
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def put(
+        self,
+        keys: list[str],
+        xs: torch.Tensor,
+        images: torch.Tensor,
+        previews: dict[str, torch.Tensor],
+        *,
+        flops_per_nfe: float | None,
+        decode_flops: float | None,
+    ) -> None:
+        """Write one pack: row n of the end states ``xs``, ``images`` and ``previews`` (by ``preview@step``,
+        each (B, ...)) is the entry of ``keys[n]``."""
         from safetensors.torch import save
 
-        tensors = {"x": x, "image": self._store(image), **{k: self._store(v) for k, v in previews.items()}}
-        metadata = {"format": FORMAT, "image_dtype": str(image.dtype).removeprefix("torch.")}
-        metadata.update({k: json.dumps(v) for k, v in meta.items()})
-        data = save({k: v.detach().cpu().clone() for k, v in tensors.items()}, metadata=metadata)  # own storage each
-        path = self._file(key, ".safetensors")
-        path.parent.mkdir(exist_ok=True)
-        _io.atomic_write_bytes(path, data)
+        if not keys:
+            return
+        tensors = {"x": xs, "image": self._store(images), **{k: self._store(v) for k, v in previews.items()}}
+        metadata = {
+            "format": FORMAT,
+            "keys": json.dumps(keys),
+            "image_dtype": str(images.dtype).removeprefix("torch."),
+            "flops_per_nfe": json.dumps(flops_per_nfe),
+            "decode_flops": json.dumps(decode_flops),
+        }
+        own = {k: (v.detach().clone() if v.device.type == "cpu" else v.detach().cpu()) for k, v in tensors.items()}
+        data = save({k: v.contiguous() for k, v in own.items()}, metadata=metadata)  # each in its own storage
+        name = f"{_digest(data)}.safetensors"
+        _write(self.path / "packs" / name, data)
+        parts = {"x", "image", *previews}
+        self._packs[name] = {key: parts for key in keys}
+        for key in keys:
+            self._where.setdefault(key, []).append(name)
         self._grow(len(data))
 
     def _store(self, image: torch.Tensor) -> torch.Tensor:
@@ -301,21 +510,33 @@ class CandidateCache:
             return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
         return image
 
-    def score(self, key: str, verifier_id: str) -> dict | None:
-        """The cached ``{"score", "verify_flops"}`` of ``key`` under ``verifier_id``, or None."""
-        try:
-            data = json.loads(self._file(key, f".{verifier_id}.json").read_bytes())
-            score = data["score"]
-            return {"score": math.nan if score is None else float(score), "verify_flops": data["verify_flops"]}
-        except Exception:
-            return None
-
-    def put_score(self, key: str, verifier_id: str, score: float, verify_flops: float | None) -> None:
-        data = (_io.dumps({"score": score, "verify_flops": verify_flops}) + "\n").encode()
-        path = self._file(key, f".{verifier_id}.json")
-        path.parent.mkdir(exist_ok=True)
-        _io.atomic_write_bytes(path, data)
+    def put_scores(self, keys: list[str], verifier_id: str, scores: list[float], verify_flops: float | None) -> None:
+        """Write one score file: ``scores`` of ``keys`` under ``verifier_id`` (NaN kept as null)."""
+        if not keys:
+            return
+        flops = verify_flops if verify_flops is None or math.isfinite(verify_flops) else None
+        table = {k: [s if math.isfinite(s) else None, flops] for k, s in zip(keys, scores)}  # NaN: null
+        data = (json.dumps(table, allow_nan=False) + "\n").encode()
+        folder = self.path / "scores" / verifier_id
+        folder.mkdir(exist_ok=True)
+        name = f"{_digest(data)}.json"
+        _write(folder / name, data)
+        self._score_files.setdefault(verifier_id, set()).add(name)
+        mine = self._scores.setdefault(verifier_id, {})
+        for key, value in json.loads(data).items():
+            mine.setdefault(key, value)
         self._grow(len(data))
+
+    # -- size ------------------------------------------------------------------------------------
+
+    def _files(self) -> list[tuple[Path, os.stat_result]]:
+        found = []
+        for p in [*(self.path / "packs").glob("*"), *(self.path / "scores").glob("*/*")]:
+            try:
+                found.append((p, p.stat()))
+            except OSError:
+                pass
+        return found
 
     def _grow(self, n: int) -> None:
         if self.max_mb is None:
@@ -327,45 +548,35 @@ class CandidateCache:
             self.trim()
 
     def size_bytes(self) -> int:
-        """Bytes held by finished files (orphaned temporary files not counted)."""
-        total = 0
-        for p in (self.path / "entries").glob("*/*"):
-            try:
-                total += p.stat().st_size if not p.name.endswith(".tmp") else 0
-            except OSError:
-                pass
-        return total
+        """Bytes held by finished files (temporary files of writers not counted)."""
+        return sum(st.st_size for p, st in self._files() if not p.name.endswith(".tmp"))
 
     def trim(self) -> None:
-        """Remove least recently used entries (with their scores) until the folder fits ``max_mb``.
+        """Remove the least recently used files (packs and score files) until the folder fits ``max_mb``.
 
         Also removes temporary files older than an hour (left by a killed writer).
         """
         if self.max_mb is None:
             return
-        cap = self.max_mb * 2**20
-        groups: dict[str, list[tuple[Path, int]]] = {}
-        used: dict[str, float] = {}
-        for p in (self.path / "entries").glob("*/*"):
-            try:
-                st = p.stat()
-            except OSError:
-                continue
+        files = []
+        for p, st in self._files():
             if p.name.endswith(".tmp"):
                 if time.time() - st.st_mtime > 3600:
                     p.unlink(missing_ok=True)
-                continue
-            key = p.name.split(".", 1)[0]
-            groups.setdefault(key, []).append((p, st.st_size))
-            if p.name.endswith(".safetensors"):
-                used[key] = st.st_mtime_ns
-        total = sum(size for files in groups.values() for _, size in files)
-        for key in sorted(groups, key=lambda k: (used.get(k, -1), k)):  # score files without an entry first
-            if total <= cap:
+            else:
+                files.append((st.st_mtime_ns, p.name, p, st.st_size))
+        total = sum(f[3] for f in files)
+        for _, _, p, size in sorted(files):
+            if total <= self.max_mb * 2**20:
                 break
-            for p, size in sorted(groups[key], key=lambda f: not f[0].name.endswith(".safetensors")):
-                p.unlink(missing_ok=True)  # the entry first: its scores are useless without it
-                total -= size
+            p.unlink(missing_ok=True)
+            total -= size
+            if p.parent.name == "packs":
+                self._forget(p.name)
+            else:
+                self._score_files.get(p.parent.name, set()).discard(p.name)
+                self._scores.pop(p.parent.name, None)  # rebuilt from the files left
+                self._score_files.pop(p.parent.name, None)
         self._size = total
 
 

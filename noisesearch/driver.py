@@ -300,14 +300,14 @@ class _Replay:
         """``_run_batch`` for cacheable jobs: replay the hits, compute and store the misses, score what
         has no cached score (every row for a verifier without an identity, in one call as uncached)."""
         from noisesearch import ledger
-        from noisesearch.cache import job_key
+        from noisesearch.cache import job_keys
 
         jobs = [asked[i][k] for i, k in chunk]
         problem = problems[chunk[0][0]]
         sigmas = jobs[0].sigmas
         preview_at = _preview_step(sigmas, preview_sigma)
-        keys = [job_key(self.model_id, j, problems[i], guidance) for j, (i, _) in zip(jobs, chunk)]
-        entries = [self.cache.get(key, preview_at) for key in keys]
+        keys = job_keys(self.model_id, jobs, [problems[i] for i, _ in chunk], guidance)
+        entries = self.cache.get(keys, preview_at)
         owners = torch.tensor([i for i, _ in chunk], dtype=torch.int64)
         cost = problem.job_cost(jobs[0])
         decodes = 1 + (preview_sigma is not None)
@@ -334,19 +334,21 @@ class _Replay:
                 x_out = sampler.fn(denoise, x_in, sigmas, callback=callback)  # (b, *noise_shape)
                 computed = acct.decode(model, x_out, sub)
                 shown = acct.decode(model, seen.get("preview", x_out), sub) if preview_sigma is not None else None
+            shown_all = shown
             decode_flops = ledger.cached(model, ("decode", tuple(x_out.shape[1:])))
-            for m, n in enumerate(miss):
-                x_end[n], images[n] = x_out[m], computed[m]
-                previews[n] = None if shown is None else shown[m]
-                kept = {} if shown is None else {f"preview@{preview_at}": shown[m]}
-                self.cache.put(
-                    keys[n],
-                    x_out[m],
-                    computed[m],
-                    kept,
-                    flops_per_nfe=acct.flops_per_nfe,
-                    decode_flops=decode_flops,
-                )
+            rows = zip(
+                miss, x_out.unbind(0), computed.unbind(0), shown.unbind(0) if shown is not None else [None] * len(miss)
+            )
+            for n, x, image, preview in rows:
+                x_end[n], images[n], previews[n] = x, image, preview
+            self.cache.put(
+                [keys[n] for n in miss],
+                x_out,
+                computed,
+                {} if shown is None else {f"preview@{preview_at}": shown},
+                flops_per_nfe=acct.flops_per_nfe,
+                decode_flops=decode_flops,
+            )
         if hit:
             device = x_end[miss[0]].device if miss else jobs[0].x.device
             for n in hit:
@@ -363,7 +365,7 @@ class _Replay:
             )
         scores = [None] * len(jobs)  # float per row once known
         if self.verifier_id is not None:
-            stored = {n: self.cache.score(keys[n], self.verifier_id) for n in hit}
+            stored = dict(zip(hit, self.cache.scores([keys[n] for n in hit], self.verifier_id)))
             known = [n for n in hit if stored[n] is not None]
             for n in known:
                 scores[n] = stored[n]["score"]
@@ -371,15 +373,17 @@ class _Replay:
                 acct.replay_scores(owners[known], [stored[n]["verify_flops"] for n in known])
         need = [n for n in range(len(jobs)) if scores[n] is None]
         if need:
-            batch = torch.stack([images[n] for n in need])
-            shown = torch.stack([previews[n] for n in need]) if preview_sigma is not None else None
+            if not hit:  # nothing replayed: the computed batch as it is
+                batch, shown = computed, shown_all
+            else:
+                batch = torch.stack([images[n] for n in need])
+                shown = torch.stack([previews[n] for n in need]) if preview_sigma is not None else None
             targets = [problems[chunk[n][0]].target for n in need]
             got = acct.verify(verifier, batch, targets, owners[need], previews=shown).tolist()
             if self.verifier_id is not None:
                 key = ("verify", tuple(batch.shape[1:]), None if shown is None else tuple(shown.shape[1:]), False)
                 flops = None if getattr(verifier, "usage", None) is not None else ledger.cached(verifier, key)
-                for n, value in zip(need, got):
-                    self.cache.put_score(keys[n], self.verifier_id, value, flops)
+                self.cache.put_scores([keys[n] for n in need], self.verifier_id, got, flops)
             for n, value in zip(need, got):
                 scores[n] = value
         for n, (i, k) in enumerate(chunk):

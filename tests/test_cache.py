@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -243,31 +244,33 @@ def test_uint8_images_are_quantised_and_scores_replayed(tmp_path, digits, classi
 
 def test_the_size_cap_evicts_the_least_recently_used(tmp_path):
     cache = CandidateCache(tmp_path / "c", max_mb=0.1)
-    image = torch.rand(1, 64, 64)  # 16 KiB
+    image = torch.rand(1, 64, 64)  # 16 KiB, and as much again for the end state: a pack of one entry is ~32 KiB
+    keys = [f"{n:02d}" + "0" * 62 for n in range(5)]
     now = time.time()
-    for n in range(5):
-        key = f"{n:02d}" + "0" * 62
-        cache.put(key, image, image, {}, flops_per_nfe=None, decode_flops=None)
-        cache.put_score(key, "v", float(n), None)
-        path = cache._file(key, ".safetensors")
-        os.utime(path, (now - 100 + n, now - 100 + n))  # entry n used at time n
+    for n, key in enumerate(keys[:3]):
+        cache.put([key], image[None], image[None], {}, flops_per_nfe=None, decode_flops=None)
+        (pack,) = [p for p in (tmp_path / "c" / "packs").glob("*.safetensors") if p.stat().st_mtime > now - 50]
+        os.utime(pack, (now - 100 + n, now - 100 + n))  # pack n used at time n
+    assert cache.size_bytes() <= 0.1 * 2**20 and all(e is not None for e in cache.get(keys[:3], None))
+    for p in (tmp_path / "c" / "packs").glob("*.safetensors"):  # get() touched them: set the order again
+        os.utime(p, (now - 100, now - 100))
+    cache.get([keys[0]], None)  # 0 is now the most recently used
+    cache.put([keys[3]], image[None], image[None], {}, flops_per_nfe=None, decode_flops=None)  # over the cap: one goes
     assert cache.size_bytes() <= 0.1 * 2**20
-    kept = sorted(p.name for p in (tmp_path / "c" / "entries").glob("*/*"))
-    assert len(kept) == 6  # three entries and their scores fit; the two oldest went first
-    assert cache.get("00" + "0" * 62, None) is None and cache.get("02" + "0" * 62, None) is not None
-    assert cache.score("00" + "0" * 62, "v") is None and cache.score("04" + "0" * 62, "v")["score"] == 4.0
-    cache.put("05" + "0" * 62, image, image, {}, flops_per_nfe=None, decode_flops=None)  # 02 was used just now
-    assert cache.get("03" + "0" * 62, None) is None and cache.get("02" + "0" * 62, None) is not None
-    assert cache.size_bytes() <= 0.1 * 2**20
+    fresh = CandidateCache(tmp_path / "c")
+    hits = [e is not None for e in fresh.get(keys[:4], None)]
+    assert hits.count(True) == 3 and hits[0] and hits[3]  # 0 was used last and 3 is new: 1 or 2 went
 
 
-def test_an_unreadable_entry_is_a_miss(tmp_path, digits, classifier):
+def test_a_torn_pack_is_a_miss(tmp_path, digits, classifier):
     cache = CandidateCache(tmp_path / "c")
     search(digits, classifier, cache)
-    entries = sorted((tmp_path / "c" / "entries").glob("*/*.safetensors"))
-    entries[0].write_bytes(entries[0].read_bytes()[:50])  # a torn file (never written so, but tolerated)
-    again = search(digits, classifier, cache)
-    assert sum(r.ledger["nfe_computed"] for r in again) == STEPS
+    (pack,) = (tmp_path / "c" / "packs").glob("*.safetensors")
+    data = bytearray(pack.read_bytes())
+    data[-1] ^= 1  # one flipped bit: the digest in its name no longer matches
+    pack.write_bytes(bytes(data))
+    again = search(digits, classifier, CandidateCache(tmp_path / "c"))
+    assert [counts(r)[:2] for r in again] == [(32, 0)] * 2
 
 
 @pytest.mark.parametrize(
@@ -346,7 +349,7 @@ def test_a_sweep_caches_in_its_folder_and_a_rerun_computes_nothing(tmp_path):
         (16, 8, 2), (16, 8, 2), (16, 8, 2), (16, 8, 2),
         (32, 16, 4), (32, 16, 4), (32, 16, 4), (32, 16, 4),
     ]  # fmt: skip
-    assert (out / "cache" / "entries").is_dir()
+    assert len(list((out / "cache" / "packs").glob("*.safetensors"))) == 3  # one per batch computed
     (out / "results.jsonl").unlink()
     again = _sweep(tmp_path, out)
     assert [(r["nfe_computed"], r["verify_computed"]) for r in again] == [(0, 0)] * 12
@@ -383,18 +386,22 @@ def test_kill_9_of_a_cached_sweep_leaves_a_consistent_cache_and_a_rerun_gives_th
         start_new_session=True,
     )
     deadline = time.monotonic() + 120
-    while len(list(shared.glob("entries/*/*.safetensors"))) < 60 and proc.poll() is None:
+    while len(list(shared.glob("packs/*.safetensors"))) < 12 and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.002)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    entries = list(shared.glob("entries/*/*.safetensors"))
-    assert len(entries) >= 60
-    for path in entries:  # every finished file is whole: readable, with its end state and image
+    packs = list(shared.glob("packs/*.safetensors"))
+    assert len(packs) >= 12
+    for path in packs:  # every finished file is whole: its digest, readable, an end state and image per key
+        assert hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() == path.name.removesuffix(".safetensors")
         with safe_open(str(path), framework="pt") as f:
-            assert {"x", "image"} <= set(f.keys())
-    for path in shared.glob("entries/*/*.json"):
-        assert set(json.loads(path.read_text())) == {"score", "verify_flops"}
+            keys = json.loads(f.metadata()["keys"])
+            assert set(f.keys()) == {"x", "image"}
+            assert len(f.get_tensor("x")) == len(f.get_tensor("image")) == len(keys) > 0
+    for path in shared.glob("scores/*/*.json"):
+        assert hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() == path.name.removesuffix(".json")
+        assert all(len(v) == 2 for v in json.loads(path.read_text()).values())
     result = runner.invoke(app, ["sweep", str(config), "--out", str(out), "--cache", str(shared)])
     assert result.exit_code == 0, result.output
     rows = {
