@@ -179,11 +179,10 @@ class Accountant:
         """Charge cached scores (one per row of ``owners``) as verifier calls, with their stored FLOPs per image."""
         self._charge(self.verifier_calls, owners, 1)
         self._charge(self.scores_replayed, owners, 1)
-        for owner, flops in zip(owners.tolist(), verify_flops):
-            if flops is None:
-                self.verify_flops_known = False
-            else:
-                self.verify_flops[owner] += float(flops)
+        if any(flops is None for flops in verify_flops):
+            self.verify_flops_known = False
+        else:
+            self.verify_flops.index_add_(0, owners, torch.tensor(verify_flops, dtype=torch.float64))
 
     def charge_backward_seconds(self, owners: torch.Tensor, seconds: float) -> None:
         """A backward pass through the sampler: its seconds are denoiser work."""

@@ -13,7 +13,7 @@ gradient and no known x0-prediction (``cacheable``). Its key (``job_key``) is th
 
 An entry holds the end state (the latent, exact), the decoded image (exact, or uint8 with
 ``images="uint8"``), the decoded x0-previews a verifier used (by step), and the FLOPs the ledger
-needs to charge a replay as if computed. Scores sit beside it, one small file per verifier identity
+needs to charge a replay as if computed. Scores are kept apart, per verifier identity
 (``verifier_identity``: class, name, simple options and weights hash, or a declared ``cache_key``);
 a verifier without a stable identity (a callable without ``cache_key``) or whose scores depend on
 the batch (``batch_dependent``: the rank ensemble) never gets a cached score.
