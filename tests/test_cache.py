@@ -427,3 +427,50 @@ def test_kill_9_of_a_cached_sweep_leaves_a_consistent_cache_and_a_rerun_gives_th
     assert all(r["nfe_computed"] == 0 for r in again.values())
     for k in ref:
         assert plain_row(again[k]) == plain_row(rows[k])  # replayed: exact
+
+
+@pytest.mark.slow
+def test_two_processes_writing_one_cache_at_once_leave_it_whole(tmp_path):
+    shared = tmp_path / "shared"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def start(out: str, budget: int) -> subprocess.Popen:
+        args = ["generate", "--target", "3", "--steps", "4", "--budget", str(budget), "--cache", str(shared)]
+        return subprocess.Popen(
+            [sys.executable, "-m", "noisesearch.cli", *args, "--out", str(tmp_path / out)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    procs = [start("a", 256), start("b", 128)]  # the same first 32 candidates, written by both
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
+    for path in shared.glob("packs/*"):
+        assert not path.name.endswith(".tmp")
+        assert hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() == path.name.removesuffix(".safetensors")
+    a, b = (json.loads((tmp_path / d / "record.json").read_text()) for d in "ab")
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--target",
+            "3",
+            "--steps",
+            "4",
+            "--budget",
+            "256",
+            "--cache",
+            str(shared),
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    c = json.loads((tmp_path / "c" / "record.json").read_text())
+    assert (c["nfe_computed"], c["replayed"]) == (0, 64)
+    close(plain_row(c), plain_row(a))
+    close(plain_row(b)["candidates"], plain_row(a)["candidates"][:32])
+    for cand in c["candidates"]:  # each replay is exactly what one of the two writers computed
+        k = cand["index"]
+        assert cand["score"] in {a["candidates"][k]["score"], *([b["candidates"][k]["score"]] if k < 32 else [])}
