@@ -4,9 +4,10 @@ A *cacheable* job is a pure function of its key: it starts at the schedule's fir
 noise, runs with a deterministic sampler to sigma = 0, takes no per-step injected noises, no
 gradient and no known x0-prediction (``cacheable``). Its key (``job_key``) is the SHA-256 of
 
-- the model's identity (``model_identity``): its class, name, simple options (size, guidance form,
-  pipeline arguments ...) and a hash of every weight tensor's bytes, computed once per model object
-  and recomputed when a weight changes in place (torch's version counters);
+- the model's identity (``model_identity``): its class, name, public options (size, guidance form,
+  pipeline arguments, tensors and images in them by their bytes' hash) and a hash of every weight
+  tensor's bytes, computed once per model object and again when an option or a weight changes
+  (torch's version counters see an in-place edit);
 - the sampler's name, the exact sigma schedule (its float64 bytes), the guidance scale and the target;
 - the starting noise: its seed when it is a seeded draw (``Job.noise_seed``, with the noise's
   shape), else the SHA-256 of its exact bytes, dtype and shape.
@@ -72,6 +73,44 @@ def _simple(value: Any) -> Any:
     return None
 
 
+def _describe(value: Any, depth: int = 0) -> Any:
+    """``value`` as stable JSON data for an identity: plain data as it is, tensors, arrays and PIL images
+    by the SHA-256 of their bytes (a control image in ``pipeline_kwargs`` changes the key), dtypes,
+    devices and paths by name; modules are left to the weights hash, other objects by type name."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    if depth > 8:
+        return "<deep>"
+    if isinstance(value, (list, tuple)):
+        return [_describe(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _describe(v, depth + 1) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, torch.nn.Module):
+        return "<module>"
+    if isinstance(value, torch.Tensor):
+        return {
+            "tensor": hashlib.sha256(_tensor_bytes(value)).hexdigest(),
+            "dtype": str(value.dtype),
+            "shape": list(value.shape),
+        }
+    tobytes = getattr(value, "tobytes", None)  # numpy arrays, PIL images
+    if callable(tobytes):
+        try:
+            data = tobytes()
+        except Exception:
+            data = None
+        if isinstance(data, bytes):
+            extra = [str(getattr(value, a, "")) for a in ("shape", "dtype", "size", "mode")]
+            return {type(value).__name__: hashlib.sha256(data).hexdigest(), "meta": extra}
+    if isinstance(value, os.PathLike):
+        return "<path>"  # where weights were read from is not what they are: the weights hash says that
+    if isinstance(value, (torch.dtype, torch.device)):
+        return str(value)
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
 def _modules_and_tensors(obj: Any) -> list[tuple[str, Any]]:
     """(name, module or tensor) one level inside ``obj``, plus a diffusers pipeline's components."""
     found: list[tuple[str, Any]] = []
@@ -100,27 +139,29 @@ def _weights(found: list[tuple[str, Any]]) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-_IDENTITIES: weakref.WeakKeyDictionary[Any, tuple[tuple, str | None]] = weakref.WeakKeyDictionary()
+_IDENTITIES: weakref.WeakKeyDictionary[Any, tuple[tuple, str, str | None]] = weakref.WeakKeyDictionary()
 
 
 def _identity(obj: Any, kind: str) -> str | None:
-    """Class, name, simple public options and weights hash of ``obj``; None without any weight."""
-    found = _modules_and_tensors(obj)
-    weights = _weights(found)
+    """Class, name, public options and weights hash of ``obj``; None without any weight.
+
+    The weights' hash is kept per object and recomputed when an option or torch's version counter of a
+    weight changes (an in-place edit)."""
+    weights = _weights(_modules_and_tensors(obj))
     versions = tuple((id(t), t._version) for _, t in weights)
+    options = {
+        k: _describe(v)
+        for k, v in sorted(getattr(obj, "__dict__", {}).items())
+        if not k.startswith("_") and not any(w in k.lower() for w in _SECRET_WORDS)
+    }
+    head = _io.dumps({"kind": kind, "class": f"{type(obj).__module__}.{type(obj).__qualname__}", **options})
     try:
         known = _IDENTITIES.get(obj)
     except TypeError:
         known = None
-    if known is not None and known[0] == versions:
-        return known[1]
-    h = hashlib.sha256()
-    options = {
-        k: _simple(v)
-        for k, v in sorted(vars(obj).items())
-        if not k.startswith("_") and not any(w in k.lower() for w in _SECRET_WORDS)
-    }
-    h.update(_io.dumps({"kind": kind, "class": f"{type(obj).__module__}.{type(obj).__qualname__}", **options}).encode())
+    if known is not None and known[0] == versions and known[1] == head:
+        return known[2]
+    h = hashlib.sha256(head.encode())
     try:
         for name, t in weights:
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
@@ -129,7 +170,7 @@ def _identity(obj: Any, kind: str) -> str | None:
         return None  # weights that cannot be read (offloaded to meta): no stable identity
     identity = h.hexdigest() if weights else None
     try:
-        _IDENTITIES[obj] = (versions, identity)
+        _IDENTITIES[obj] = (versions, head, identity)
     except TypeError:
         pass
     return identity
@@ -170,7 +211,9 @@ def verifier_identity(verifier) -> str | None:
         ids = []
     own = _identity(verifier, "verifier")
     if own is None:  # no weights: class, name and options only
-        options = {k: _simple(v) for k, v in sorted(vars(verifier).items()) if not k.startswith("_")}
+        options = {
+            k: _describe(v) for k, v in sorted(getattr(verifier, "__dict__", {}).items()) if not k.startswith("_")
+        }
         options = {k: v for k, v in options.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
         own = hashlib.sha256(_io.dumps({"class": type(verifier).__qualname__, **options}).encode()).hexdigest()
     return hashlib.sha256(_io.dumps([own, ids]).encode()).hexdigest()[:24]

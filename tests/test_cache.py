@@ -474,3 +474,43 @@ def test_two_processes_writing_one_cache_at_once_leave_it_whole(tmp_path):
     for cand in c["candidates"]:  # each replay is exactly what one of the two writers computed
         k = cand["index"]
         assert cand["score"] in {a["candidates"][k]["score"], *([b["candidates"][k]["score"]] if k < 32 else [])}
+
+
+class _Tiny:
+    """A model-like object: one network and options that change its outputs."""
+
+    def __init__(self, **options):
+        self.net = torch.nn.Linear(2, 2)
+        torch.nn.init.constant_(self.net.weight, 0.5)
+        torch.nn.init.constant_(self.net.bias, 0.0)
+        self.path = Path("/somewhere") / str(len(options))  # where weights came from is not an identity
+        self.__dict__.update(options)
+
+
+def test_the_model_identity_sees_options_tensors_and_images_in_them():
+    from PIL import Image
+
+    def image(value: int):
+        return Image.new("RGB", (4, 4), (value, 0, 0))
+
+    control = torch.zeros(1, 3, 4, 4)
+    base = model_identity(_Tiny(height=32, pipeline_kwargs={"image": control, "strength": 0.5}))
+    assert base == model_identity(_Tiny(height=32, pipeline_kwargs={"image": control.clone(), "strength": 0.5}))
+    changed = [
+        _Tiny(height=64, pipeline_kwargs={"image": control, "strength": 0.5}),
+        _Tiny(height=32, pipeline_kwargs={"image": control + 1e-3, "strength": 0.5}),
+        _Tiny(height=32, pipeline_kwargs={"image": control, "strength": 0.6}),
+        _Tiny(height=32, pipeline_kwargs={"image": image(1), "strength": 0.5}),
+    ]
+    ids = [model_identity(m) for m in changed]
+    assert len({base, *ids}) == 5
+    assert (
+        model_identity(_Tiny(image=image(1)))
+        == model_identity(_Tiny(image=image(1)))
+        != model_identity(_Tiny(image=image(2)))
+    )
+    same = _Tiny(height=32)
+    first = model_identity(same)
+    same.height = 64  # an option changed on the same object is seen too
+    assert model_identity(same) != first
+    assert model_identity(object()) is None  # no weights: not cacheable
