@@ -51,6 +51,10 @@ class Accountant:
         self.api_tokens = torch.zeros(n, dtype=torch.float64)
         self.api_cost = torch.zeros(n, dtype=torch.float64)
         self.api_cost_known = True
+        self.replayed = torch.zeros(n, dtype=torch.int64)  # candidates replayed from the cache (noisesearch.cache)
+        self.nfe_replayed = torch.zeros(n, dtype=torch.int64)  # their NFEs: charged to the budget, not computed
+        self.decodes_replayed = torch.zeros(n, dtype=torch.int64)
+        self.scores_replayed = torch.zeros(n, dtype=torch.int64)
 
     def _share(self, counter: torch.Tensor, owners: torch.Tensor, amount: float) -> None:
         """Add ``amount`` to ``counter``, shared equally among the rows of ``owners``."""
@@ -148,6 +152,38 @@ class Accountant:
         self._share(self.decode_flops, owners, per_row * len(owners))
         return images
 
+    def replay(
+        self, owners: torch.Tensor, cost: int, *, decodes: int, decode_flops: float | None, flops_per_nfe: float | None
+    ) -> None:
+        """Charge candidates replayed from the cache as if computed, and count them as replayed.
+
+        Each row of ``owners`` is one finished candidate whose ``cost`` NFEs go to its search's budget
+        (checked: a replay spends the budget exactly like the run it stands for); ``decodes`` images
+        of ``decode_flops`` FLOPs each per row and the denoiser's ``flops_per_nfe`` (both as measured
+        when the entry was computed) keep the ledger equal to an uncached run's.
+        """
+        self._charge(self.nfe, owners, cost)
+        self._charge(self.nfe_replayed, owners, cost)
+        self._charge(self.replayed, owners, 1)
+        self._check()
+        self._charge(self.decodes, owners, decodes)
+        self._charge(self.decodes_replayed, owners, decodes)
+        if decode_flops is None:
+            self.decode_flops_known = False
+        else:
+            self._share(self.decode_flops, owners, decode_flops * decodes * len(owners))
+        if self.flops_per_nfe is None and flops_per_nfe is not None:
+            self.flops_per_nfe = float(flops_per_nfe)
+
+    def replay_scores(self, owners: torch.Tensor, verify_flops: list[float | None]) -> None:
+        """Charge cached scores (one per row of ``owners``) as verifier calls, with their stored FLOPs per image."""
+        self._charge(self.verifier_calls, owners, 1)
+        self._charge(self.scores_replayed, owners, 1)
+        if any(flops is None for flops in verify_flops):
+            self.verify_flops_known = False
+        else:
+            self.verify_flops.index_add_(0, owners, torch.tensor(verify_flops, dtype=torch.float64))
+
     def charge_backward_seconds(self, owners: torch.Tensor, seconds: float) -> None:
         """A backward pass through the sampler: its seconds are denoiser work."""
         self.backward_seconds += seconds
@@ -229,4 +265,9 @@ class Accountant:
             "seconds_verify": seconds["verify"],
             "seconds_other": other_seconds,
             "seconds_total": sum(seconds.values()) + other_seconds,
+            # what the replay cache saved (noisesearch.cache): the fields above count replays as computed
+            "nfe_computed": nfe - int(self.nfe_replayed[search]),
+            "replayed": int(self.replayed[search]),
+            "decode_computed": int(self.decodes[search] - self.decodes_replayed[search]),
+            "verify_computed": int(self.verifier_calls[search] - self.scores_replayed[search]),
         }

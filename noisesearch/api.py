@@ -99,6 +99,7 @@ def search(
     max_batch: int = 4096,
     keep_images: bool = False,
     progress=None,
+    cache=None,
     **algorithm_params,
 ) -> list[SearchResult]:
     """Search the noises of ``model`` for each target within ``budget`` NFEs each; one result per target.
@@ -113,8 +114,12 @@ def search(
         budget: hard NFE limit per target; ``steps``: denoising steps per candidate (default: the model's).
         seed: the search seed (every target's search uses it: common random numbers across targets).
         pipeline_kwargs: extra pipeline ``__call__`` arguments applied to every candidate.
-        verifier_options: the verifier factory's keywords, or a callable's ``name``, ``batch``, ``device``; for a
+        verifier_options: the verifier factory's keywords, or a callable's ``name``, ``batch``, ``device``,
+            ``cache_key`` (a callable's scores are replayed from a cache only with a declared key); for a
             video model also ``frames`` (keyframes k, or "all") and ``combine`` ("mean", "min"): verifiers/video.py.
+        cache: a folder or a ``noisesearch.cache.CandidateCache``: candidates found there are replayed
+            instead of computed (the budget is still charged; the ledger's ``nfe_computed`` and
+            ``replayed`` say what was saved); None (default) computes everything.
 
     Returns:
         One ``SearchResult`` per target: ``best_image`` (C, H, W) in [0, 1], ``best_score``,
@@ -138,6 +143,9 @@ def search(
     guidance = check_guidance(guidance)
     factory = pick(ALGORITHMS, algorithm, "algorithm")
     check_options(factory, algorithm_params, "algorithm", algorithm)
+    from noisesearch.cache import open_cache
+
+    candidate_cache = open_cache(cache)
     algo = factory(**algorithm_params)  # cheap validation first
     if not callable(getattr(model, "schedule", None)):  # not a Model: a pipeline object, or refused in one line
         model = from_pipeline(model)
@@ -169,6 +177,7 @@ def search(
         max_batch=max_batch,
         progress=progress,
         keep_images=keep_images,
+        cache=candidate_cache,
     )
     wall = time.perf_counter() - started
     for r in results:

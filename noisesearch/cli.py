@@ -151,6 +151,9 @@ def generate(
     step_size: Optional[float] = typer.Option(None, help="zero-order: neighbourhood size lambda (default 1.0)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Other algorithm parameter, KEY=VALUE."),
     max_batch: int = typer.Option(4096, help="Most candidates in one denoiser batch."),
+    cache: Optional[str] = typer.Option(None, help="Replay-cache folder: candidates found there are not recomputed."),
+    cache_max_mb: Optional[float] = typer.Option(None, help="Size cap of --cache in MiB (least recently used go)."),
+    cache_images: str = typer.Option("exact", help="Images in --cache: exact (bit-exact replays) or uint8."),
 ):
     """Search for the best sample of one target within a budget; write best.png and record.json."""
     # the numbers first, before torch is even imported: a typo costs a second, not a model load
@@ -200,6 +203,9 @@ def generate(
             out=out_dir,
             max_batch=max_batch,
             progress=progress,
+            cache=cache,
+            cache_max_mb=cache_max_mb,
+            cache_images=cache_images,
         )
     if record["best_score"] is None:  # a verifier that failed on every image: say so, exit 1
         print(
@@ -335,6 +341,12 @@ def sweep(
     out: Path = typer.Option(..., help="Output folder; rerunning the same command resumes."),
     backend: str = typer.Option("local", help="local, or ray (one actor per GPU or CPU slot)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
+    cache: Optional[str] = typer.Option(
+        None, help="Replay-cache folder (default: OUT/cache; share one across sweeps)."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Compute every candidate (no replay cache)."),
+    cache_max_mb: Optional[float] = typer.Option(None, help="Size cap of the cache in MiB (least recently used go)."),
+    cache_images: str = typer.Option("exact", help="Images in the cache: exact (bit-exact replays) or uint8."),
 ):
     """Run a benchmark x algorithms x budgets x seeds sweep into flat, resumable JSONL rows.
 
@@ -348,6 +360,8 @@ def sweep(
 
     if backend not in ("local", "ray"):
         raise UserError(f"unknown backend {backend!r}; accepted: local, ray")
+    if no_cache and cache is not None:
+        raise UserError("give --cache DIR or --no-cache, not both")
     cfg = load_config(config)
     executor = None
     if backend == "ray":
@@ -362,7 +376,15 @@ def sweep(
         def progress(done, total, note):
             bar.update(task, completed=done, total=total, extra=note)
 
-        counts = run_sweep(cfg, out, progress=progress, executor=executor)
+        counts = run_sweep(
+            cfg,
+            out,
+            progress=progress,
+            executor=executor,
+            cache=False if no_cache else (cache if cache is not None else True),
+            cache_max_mb=cache_max_mb,
+            cache_images=cache_images,
+        )
     rows = counts["cells"] * counts["targets"]
     if counts["written"] == 0 and counts["sets"] == 0:
         print(f"nothing to do: all {rows} rows are in {out / 'results.jsonl'}")

@@ -87,6 +87,7 @@ def run_search(
     progress: Callable[[int, int, float], None] | None = None,
     stats: dict | None = None,
     keep_images: bool = False,
+    cache=None,
 ) -> list[SearchResult]:
     """Run one search per target within ``budget`` NFEs each (see the module docstring).
 
@@ -101,6 +102,9 @@ def run_search(
             ``backward_seconds`` (time inside the model, the verifier and autograd's backward pass,
             measured at the accountant) and ``denoise_calls``.
         keep_images: keep every finished candidate's image in ``SearchResult.images`` (memory!).
+        cache: a ``noisesearch.cache.CandidateCache`` (or None): cacheable jobs found there are
+            replayed (charged to the budget as if computed, counted as ``replayed`` in the ledger),
+            the others computed and stored.
 
     Returns:
         One ``SearchResult`` per target, in order.
@@ -130,6 +134,7 @@ def run_search(
     results = [SearchResult(t, int(s), budget, 0, 0, -math.inf, -1, None, None, 0) for t, s in zip(targets, seeds)]
     active = list(range(len(targets)))
     preview_sigma = getattr(verifier, "preview_sigma", None)
+    replay = _Replay.open(cache, model, verifier) if cache is not None and not whole else None
 
     while active:
         asked: dict[int, list[Job]] = {}
@@ -155,6 +160,8 @@ def run_search(
             for start in range(0, len(members), max_batch):
                 chunk = members[start : start + max_batch]
                 run_batch = _run_whole if whole else _run_batch
+                if replay is not None and replay.takes(asked[chunk[0][0]][chunk[0][1]], problems[chunk[0][0]]):
+                    run_batch = replay.run_batch
                 run_batch(
                     model,
                     verifier,
@@ -255,6 +262,137 @@ def _run_batch(
     )
     for (i, k), x, denoised, image, score, grad in rows:
         outcomes[i][k] = Outcome(asked[i][k], x, denoised, image, score, cost, len(results[i].candidates) + k, grad)
+
+
+@dataclass
+class _Replay:
+    """The driver's side of the replay cache (``noisesearch.cache``): runs a batch of cacheable jobs."""
+
+    cache: Any
+    model_id: str
+    verifier_id: str | None
+
+    @classmethod
+    def open(cls, cache, model, verifier) -> _Replay | None:
+        from noisesearch.cache import model_identity, verifier_identity
+
+        model_id = model_identity(model)
+        return None if model_id is None else cls(cache, model_id, verifier_identity(verifier))
+
+    def takes(self, job: Job, problem: Problem) -> bool:
+        from noisesearch.cache import cacheable
+
+        return cacheable(job, problem)
+
+    def run_batch(
+        self,
+        model,
+        verifier,
+        acct,
+        cond_all,
+        problems,
+        asked,
+        outcomes,
+        chunk,
+        guidance,
+        preview_sigma,
+        results,
+        algorithm_name,
+    ):
+        """``_run_batch`` for cacheable jobs: replay the hits, compute and store the misses, score what
+        has no cached score (every row for a verifier without an identity, in one call as uncached)."""
+        from noisesearch import ledger
+        from noisesearch.cache import job_keys
+
+        jobs = [asked[i][k] for i, k in chunk]
+        problem = problems[chunk[0][0]]
+        sigmas = jobs[0].sigmas
+        preview_at = _preview_step(sigmas, preview_sigma)
+        keys = job_keys(self.model_id, jobs, [problems[i] for i, _ in chunk], guidance)
+        entries = self.cache.get(keys, preview_at)
+        owners = torch.tensor([i for i, _ in chunk], dtype=torch.int64)
+        cost = problem.job_cost(jobs[0])
+        decodes = 1 + (preview_sigma is not None)
+        hit = [n for n, e in enumerate(entries) if e is not None]
+        miss = [n for n, e in enumerate(entries) if e is None]
+        x_end = [None] * len(jobs)  # per row: end state, image, preview image (replayed or computed)
+        images = [None] * len(jobs)
+        previews = [None] * len(jobs)
+        if miss:
+            sampler = get_sampler(jobs[0].sampler or problem.sampler)
+            sub = owners[miss]
+            seen = {}
+
+            def callback(step, sigma, x, denoised):
+                if step == preview_at:
+                    seen["preview"] = denoised
+
+            denoise = acct.denoiser(model, index_cond(cond_all, sub), sub, guidance=guidance)
+            with torch.no_grad():
+                x_in = torch.stack([jobs[n].x for n in miss])  # (b, *noise_shape)
+                start_scale = getattr(model, "start_scale", None)
+                if start_scale is not None:
+                    x_in = x_in * start_scale(sigmas[0])
+                x_out = sampler.fn(denoise, x_in, sigmas, callback=callback)  # (b, *noise_shape)
+                computed = acct.decode(model, x_out, sub)
+                shown = acct.decode(model, seen.get("preview", x_out), sub) if preview_sigma is not None else None
+            shown_all = shown
+            decode_flops = ledger.cached(model, ("decode", tuple(x_out.shape[1:])))
+            rows = zip(
+                miss, x_out.unbind(0), computed.unbind(0), shown.unbind(0) if shown is not None else [None] * len(miss)
+            )
+            for n, x, image, preview in rows:
+                x_end[n], images[n], previews[n] = x, image, preview
+            self.cache.put(
+                [keys[n] for n in miss],
+                x_out,
+                computed,
+                {} if shown is None else {f"preview@{preview_at}": shown},
+                flops_per_nfe=acct.flops_per_nfe,
+                decode_flops=decode_flops,
+            )
+        if hit:
+            device = x_end[miss[0]].device if miss else jobs[0].x.device
+            for n in hit:
+                e = entries[n]
+                x_end[n], images[n] = e["x"].to(device), e["image"].to(device)
+                previews[n] = e["preview"].to(device) if preview_sigma is not None else None
+            first = entries[hit[0]]
+            acct.replay(
+                owners[hit],
+                cost,
+                decodes=decodes,
+                decode_flops=first["decode_flops"],
+                flops_per_nfe=first["flops_per_nfe"],
+            )
+        scores = [None] * len(jobs)  # float per row once known
+        if self.verifier_id is not None:
+            stored = dict(zip(hit, self.cache.scores([keys[n] for n in hit], self.verifier_id)))
+            known = [n for n in hit if stored[n] is not None]
+            for n in known:
+                scores[n] = stored[n]["score"]
+            if known:
+                acct.replay_scores(owners[known], [stored[n]["verify_flops"] for n in known])
+        need = [n for n in range(len(jobs)) if scores[n] is None]
+        if need:
+            if not hit:  # nothing replayed: the computed batch as it is
+                batch, shown = computed, shown_all
+            else:
+                batch = torch.stack([images[n] for n in need])
+                shown = torch.stack([previews[n] for n in need]) if preview_sigma is not None else None
+            targets = [problems[chunk[n][0]].target for n in need]
+            got = acct.verify(verifier, batch, targets, owners[need], previews=shown).tolist()
+            if self.verifier_id is not None:
+                key = ("verify", tuple(batch.shape[1:]), None if shown is None else tuple(shown.shape[1:]), False)
+                flops = None if getattr(verifier, "usage", None) is not None else ledger.cached(verifier, key)
+                self.cache.put_scores([keys[n] for n in need], self.verifier_id, got, flops)
+            for n, value in zip(need, got):
+                scores[n] = value
+        for n, (i, k) in enumerate(chunk):
+            x = x_end[n].detach()
+            outcomes[i][k] = Outcome(
+                asked[i][k], x, x, images[n].detach(), float(scores[n]), cost, len(results[i].candidates) + k
+            )
 
 
 def check_whole_trajectory(model, algorithm, sampler: str, verifier) -> None:

@@ -187,12 +187,19 @@ def generate(
     out: Path | str | None = None,
     max_batch: int = 4096,
     progress=None,
+    cache: Path | str | None = None,
+    cache_max_mb: float | None = None,
+    cache_images: str = "exact",
 ) -> tuple[SearchResult, dict]:
     """Search for the best sample of ``target`` within ``budget`` NFEs; write it if ``out`` is given.
 
     Returns the ``SearchResult`` and the record (a JSON-ready dict). With ``out``, writes
     ``out/best.png`` and ``out/record.json``. The same arguments give a byte-identical record
     apart from its wall times (``wall_time_s``, the ledger's ``seconds_*``).
+
+    ``cache``: a replay-cache folder (``noisesearch.cache``; off when None) with an optional size cap
+    ``cache_max_mb`` and ``cache_images`` "exact" or "uint8"; a replay changes only the record's
+    ``nfe_computed``, ``replayed``, ``decode_computed`` and ``verify_computed``.
 
     Every argument is checked before any work (and ``out`` before anything is written there): a
     bad one raises ``UserError`` naming it. A search whose candidates all score NaN (a failing
@@ -214,6 +221,9 @@ def generate(
     out_dir = (
         None if out is None else check_out_dir(out, files=("best.png", "record.json", "best.webp", "keyframes.png"))
     )
+    from noisesearch.cache import open_cache
+
+    candidate_cache = open_cache(cache, max_mb=cache_max_mb, images=cache_images)
     m, v, algo = build(
         model,
         verifier,
@@ -242,6 +252,7 @@ def generate(
         guidance=guidance,
         max_batch=max_batch,
         progress=progress,
+        cache=candidate_cache,
     )
     wall = time.perf_counter() - started
     record = make_record(

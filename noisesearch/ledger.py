@@ -67,3 +67,15 @@ def drop_seconds(row: dict) -> dict:
     for key in SECONDS:
         row.pop(key, None)
     return row
+
+
+COMPUTED = ("nfe_computed", "replayed", "decode_computed", "verify_computed")
+
+
+def drop_computed(row: dict) -> dict:
+    """``row`` without what the replay cache changes (removed in place, returned): the calls actually
+    computed and the candidates replayed. A run with the cache and one without agree on the rest
+    apart from wall times (``drop_seconds``)."""
+    for key in COMPUTED:
+        row.pop(key, None)
+    return row

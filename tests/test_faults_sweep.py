@@ -5,6 +5,11 @@ random write in-process; a real ``kill -9`` of a ``noisesearch sweep`` subproces
 rerun it to completion and compare rows (minus wall times), ``sets.jsonl`` entries, and the bytes of
 ``samples/*.npz`` and the kept PNGs with an uninterrupted run. Everything runs on one torch thread
 (``OMP_NUM_THREADS=1`` in subprocesses, as Ray's actors), so every run computes the same bits.
+
+These runs turn the replay cache off (``cache=False``, ``--no-cache``): a chunk searched again after a
+crash would replay some candidates and compute the rest in a smaller batch, which moves the last bits of
+a score on kernels that depend on the batch size, and the write points counted here would include
+cache entries. The cache's own kill test is in ``test_cache.py``.
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ def run(folder: Path, config: dict, world, **kwargs) -> dict:
     original = sweep_run.load_world
     sweep_run.load_world = lambda _config: world
     try:
-        return sweep_run.run_sweep(cfg, folder, note=lambda message: None, **kwargs)
+        return sweep_run.run_sweep(cfg, folder, note=lambda message: None, **{"cache": False, **kwargs})
     finally:
         sweep_run.load_world = original
 
@@ -195,7 +200,7 @@ def test_a_crash_at_any_write_then_a_rerun_gives_the_uninterrupted_result(tmp_pa
 def _sweep_process(config: Path, out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "noisesearch.cli", "sweep", str(config), "--out", str(out), *extra],
+        [sys.executable, "-m", "noisesearch.cli", "sweep", str(config), "--out", str(out), "--no-cache", *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

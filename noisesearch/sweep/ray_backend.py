@@ -15,7 +15,7 @@ from noisesearch.errors import UserError
 class _Worker:
     """Holds one loaded world; runs chunks of a sweep."""
 
-    def __init__(self, config: dict, items: list):
+    def __init__(self, config: dict, items: list, cache=None):
         import torch
 
         from noisesearch.sweep.config import SweepConfig
@@ -25,12 +25,13 @@ class _Worker:
         self.config = SweepConfig.model_validate(config)
         self.items = items
         self.world = load_world(self.config)
+        self.cache = cache  # a CandidateCache (its settings; every actor writes the shared folder)
 
     def run(self, task):
         from noisesearch.sweep.run import run_chunk
 
         cell, chunk = task
-        return run_chunk(self.config, self.world, self.items, cell, chunk)
+        return run_chunk(self.config, self.world, self.items, cell, chunk, cache=self.cache)
 
 
 class RayExecutor:
@@ -51,8 +52,8 @@ class RayExecutor:
         self.address, self.workers, self.num_cpus = address, workers, num_cpus
         self.actors: list = []
 
-    def map(self, config, items, tasks):
-        """Yield (cell, rows, images) for every task, in completion order."""
+    def map(self, config, items, tasks, cache=None):
+        """Yield (cell, rows, images) for every task, in completion order (``cache``: the replay cache)."""
         import ray
         from ray.util import ActorPool
 
@@ -71,7 +72,7 @@ class RayExecutor:
         remote = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1, max_restarts=-1, max_task_retries=-1)(
             _Worker
         )
-        self.actors = [remote.remote(config.canonical(), items) for _ in range(workers)]
+        self.actors = [remote.remote(config.canonical(), items, cache) for _ in range(workers)]
         pool = ActorPool(self.actors)
         yield from pool.map_unordered(lambda actor, task: actor.run.remote(task), tasks)
 

@@ -169,6 +169,9 @@ def run_sweep(
     progress: Callable[[int, int, str], None] | None = None,
     executor=None,
     note: Callable[[str], None] = _stderr,
+    cache: bool | str | Path | None = True,
+    cache_max_mb: float | None = None,
+    cache_images: str = "exact",
 ) -> dict:
     """Run (or resume) the sweep into ``out``; returns counts of rows written and skipped, and sets written.
 
@@ -182,11 +185,22 @@ def run_sweep(
 
     A full disk (or quota) while writing is a ``UserError`` saying to free space and rerun: the
     rerun resumes as after any crash.
+
+    ``cache``: the replay cache (``noisesearch.cache``): True (default) keeps it in ``out/cache``, a
+    folder puts it there (share one between sweeps, e.g. to add a verifier), False or None turns it
+    off; ``cache_max_mb`` caps its size (LRU), ``cache_images`` is "exact" or "uint8". Rows are the
+    same with or without it apart from ``nfe_computed``, ``replayed``, ``decode_computed`` and
+    ``verify_computed`` (``ledger.drop_computed``) and wall times.
     """
+    from noisesearch.cache import open_cache
+
     out = _io.ensure_out_dir(out)
     try:
-        with FolderLock(out, note=note):
-            return _run_locked(config, out, progress, executor, note)
+        with FolderLock(out, note=note):  # the cache folder is made only by the folder's one writer
+            candidate_cache = open_cache(
+                out / "cache" if cache is True else cache, max_mb=cache_max_mb, images=cache_images
+            )
+            return _run_locked(config, out, progress, executor, note, candidate_cache)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise UserError(
@@ -196,7 +210,7 @@ def run_sweep(
         raise
 
 
-def _run_locked(config: SweepConfig, out: Path, progress, executor, note) -> dict:
+def _run_locked(config: SweepConfig, out: Path, progress, executor, note, cache=None) -> dict:
     from noisesearch.benchmarks import BENCHMARKS
 
     results_path, sets_path = out / "results.jsonl", out / "sets.jsonl"
@@ -227,9 +241,9 @@ def _run_locked(config: SweepConfig, out: Path, progress, executor, note) -> dic
     world = None
     if executor is None and tasks:
         world = load_world(config)
-        results = (run_chunk(config, world, items, cell, chunk) for cell, chunk in tasks)
+        results = (run_chunk(config, world, items, cell, chunk, cache=cache) for cell, chunk in tasks)
     elif tasks:
-        results = executor.map(config, items, tasks)
+        results = executor.map(config, items, tasks, cache=cache)
     else:
         results = iter(())
     for cell, chunk_rows, images in results:
@@ -315,8 +329,11 @@ def read_sets(path: Path, *, warn: Callable[[str], None] | None = None) -> list[
     return sets
 
 
-def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[int]):
-    """Search every target of ``chunk`` for ``cell``; returns (cell, rows, best images or None)."""
+def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[int], *, cache=None):
+    """Search every target of ``chunk`` for ``cell``; returns (cell, rows, best images or None).
+
+    ``cache``: a ``noisesearch.cache.CandidateCache`` to replay candidates from, or None.
+    """
     from noisesearch.generate import versions
 
     model = world.model
@@ -345,6 +362,7 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
         guidance=config.guidance,
         max_batch=config.max_batch,
         keep_images=config.keep_images == "all",
+        cache=cache,
     )
     wall = (time.perf_counter() - started) / len(chunk)
     images = [r.best_image for r in results]  # (C, H, W) each, None for a search without a real score

@@ -230,7 +230,7 @@ def as_verifier(verifier, **options) -> Verifier:
     """A verifier from a registry name (``options`` go to its factory), a verifier object, or any callable.
 
     A callable ``f(images, prompts) -> scores`` is wrapped by ``CallableVerifier`` (``options``:
-    ``name``, ``batch``, ``device``). An object with ``name`` and ``preview_sigma`` is used as it is.
+    ``name``, ``batch``, ``device``, ``cache_key``). An object with ``name`` and ``preview_sigma`` is used as it is.
     """
     from noisesearch.errors import UserError
 
@@ -247,9 +247,11 @@ def as_verifier(verifier, **options) -> Verifier:
 
     if isinstance(verifier, Verifier):
         raise UserError(f"verifier {verifier.name!r} is an object already; options {sorted(options)} go to names")
-    unknown = set(options) - {"name", "batch", "device"}
+    unknown = set(options) - {"name", "batch", "device", "cache_key"}
     if unknown:
-        raise UserError(f"a callable verifier takes no option {sorted(unknown)[0]!r}; accepted: name, batch, device")
+        raise UserError(
+            f"a callable verifier takes no option {sorted(unknown)[0]!r}; accepted: name, batch, device, cache_key"
+        )
     return CallableVerifier(verifier, **options)
 
 

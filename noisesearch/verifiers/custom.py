@@ -29,16 +29,28 @@ class CallableVerifier:
         name: recorded name (default: the callable's ``__name__``).
         batch: most images per call (default: all at once).
         device: where ``fn`` gets the images (default: where they are); scores come back on the CPU.
+        cache_key: a name that changes whenever ``fn``'s scores would (e.g. "my-reward-v2"); only
+            with it are this verifier's scores replayed from a candidate cache (``noisesearch.cache``).
     """
 
     preview_sigma = None
 
-    def __init__(self, fn: Callable, *, name: str | None = None, batch: int | None = None, device=None):
+    def __init__(
+        self,
+        fn: Callable,
+        *,
+        name: str | None = None,
+        batch: int | None = None,
+        device=None,
+        cache_key: str | None = None,
+    ):
         if not callable(fn):
             raise UserError(f"a verifier must be a registry name or a callable f(images, prompts), got {fn!r}")
         if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
             raise UserError(f"verifier batch must be a positive integer, got {batch!r}")
-        self.fn, self.batch = fn, batch
+        if cache_key is not None and (not isinstance(cache_key, str) or not cache_key.strip()):
+            raise UserError(f"verifier cache_key must be a non-empty string, got {cache_key!r}")
+        self.fn, self.batch, self.cache_key = fn, batch, cache_key
         self.name = name or getattr(fn, "__name__", None) or type(fn).__name__
         if device is not None:
             from noisesearch.models._diffusers_common import parse_device

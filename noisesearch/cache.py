@@ -1,0 +1,637 @@
+"""The replay cache: a content-addressed store of finished candidates, so no candidate is paid twice.
+
+A *cacheable* job is a pure function of its key: it starts at the schedule's first sigma from a
+noise, runs with a deterministic sampler to sigma = 0, takes no per-step injected noises, no
+gradient and no known x0-prediction (``cacheable``). Its key (``job_key``) is the SHA-256 of
+
+- the model's identity (``model_identity``): its class, name, public options (size, guidance form,
+  pipeline arguments, tensors and images in them by their bytes' hash) and a hash of every weight
+  tensor's bytes, computed once per model object and again when an option or a weight changes
+  (torch's version counters see an in-place edit);
+- the sampler's name, the exact sigma schedule (its float64 bytes), the guidance scale and the target;
+- the starting noise: its seed when it is a seeded draw (``Job.noise_seed``, with the noise's
+  shape), else the SHA-256 of its exact bytes, dtype and shape.
+
+An entry holds the end state (the latent, exact), the decoded image (exact, or uint8 with
+``images="uint8"``), the decoded x0-previews a verifier used (by step), and the FLOPs the ledger
+needs to charge a replay as if computed. Scores are kept apart, per verifier identity
+(``verifier_identity``: class, name, simple options and weights hash, or a declared ``cache_key``);
+a verifier without a stable identity (a callable without ``cache_key``) or whose scores depend on
+the batch (``batch_dependent``: the rank ensemble) never gets a cached score.
+
+Files: one pack per batch of computed candidates (``DIR/packs/<digest>.safetensors``) and one score
+file per batch and verifier (``DIR/scores/<verifier id>/<digest>.json``), each written whole and renamed
+into place, named by the digest of its bytes (checked on read). Two processes (Ray actors) or a
+``kill -9`` can leave at most an orphaned ``.tmp`` file, never a partial pack in use; a reader treats an
+unreadable, torn or missing file as a miss. With ``max_mb`` the least recently used files (by
+modification time, touched on every hit) are removed once the folder exceeds the cap.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from noisesearch import _io
+from noisesearch.errors import UserError
+
+IMAGE_MODES = ("exact", "uint8")
+MEMO_BYTES = 256 * 2**20  # packs kept in memory per process after their first read
+FORMAT = "1"  # bump when the entry layout changes: old entries then miss
+_SECRET_WORDS = ("key", "token", "secret", "password", "usage")  # never part of an identity (nor logged)
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().contiguous().reshape(-1)
+    if t.device.type == "meta":
+        raise ValueError("a weight on the meta device has no bytes")
+    return t.cpu().view(torch.uint8).numpy().tobytes()
+
+
+def _simple(value: Any) -> Any:
+    """``value`` as stable JSON data, or None when it is not plain data (objects, tensors, paths)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        items = [_simple(v) for v in value]
+        return None if any(i is None and v is not None for i, v in zip(items, value)) else items
+    if isinstance(value, dict):
+        items = {str(k): _simple(v) for k, v in value.items()}
+        return None if any(items[str(k)] is None and v is not None for k, v in value.items()) else items
+    return None
+
+
+def _describe(value: Any, depth: int = 0) -> Any:
+    """``value`` as stable JSON data for an identity: plain data as it is, tensors, arrays and PIL images
+    by the SHA-256 of their bytes (a control image in ``pipeline_kwargs`` changes the key), dtypes,
+    devices and paths by name; modules are left to the weights hash, other objects by type name."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    if depth > 8:
+        return "<deep>"
+    if isinstance(value, (list, tuple)):
+        return [_describe(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _describe(v, depth + 1) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, torch.nn.Module):
+        return "<module>"
+    if isinstance(value, torch.Tensor):
+        return {
+            "tensor": hashlib.sha256(_tensor_bytes(value)).hexdigest(),
+            "dtype": str(value.dtype),
+            "shape": list(value.shape),
+        }
+    tobytes = getattr(value, "tobytes", None)  # numpy arrays, PIL images
+    if callable(tobytes):
+        try:
+            data = tobytes()
+        except Exception:
+            data = None
+        if isinstance(data, bytes):
+            extra = [str(getattr(value, a, "")) for a in ("shape", "dtype", "size", "mode")]
+            return {type(value).__name__: hashlib.sha256(data).hexdigest(), "meta": extra}
+    if isinstance(value, os.PathLike):
+        return "<path>"  # where weights were read from is not what they are: the weights hash says that
+    if isinstance(value, (torch.dtype, torch.device)):
+        return str(value)
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
+
+
+def _modules_and_tensors(obj: Any) -> list[tuple[str, Any]]:
+    """(name, module or tensor) one level inside ``obj``, plus a diffusers pipeline's components."""
+    found: list[tuple[str, Any]] = []
+    if isinstance(obj, torch.nn.Module):
+        found.append(("self", obj))
+    for name, value in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else ():
+        if isinstance(value, (torch.nn.Module, torch.Tensor)) and value is not obj:
+            found.append((name, value))
+        elif isinstance(value, (list, tuple)):
+            found += [(f"{name}.{i}", v) for i, v in enumerate(value) if isinstance(v, (torch.nn.Module, torch.Tensor))]
+    components = getattr(getattr(obj, "pipe", None), "components", None)
+    if isinstance(components, dict):
+        found += [(f"pipe.{k}", v) for k, v in sorted(components.items()) if isinstance(v, torch.nn.Module)]
+    return found
+
+
+def _weights(found: list[tuple[str, Any]]) -> list[tuple[str, torch.Tensor]]:
+    out: list[tuple[str, torch.Tensor]] = []
+    seen: set[int] = set()
+    for name, item in found:
+        tensors = item.state_dict(keep_vars=True).items() if isinstance(item, torch.nn.Module) else [("", item)]
+        for key, t in tensors:
+            if isinstance(t, torch.Tensor) and id(t) not in seen:
+                seen.add(id(t))
+                out.append((f"{name}.{key}", t))
+    return out
+
+
+_IDENTITIES: weakref.WeakKeyDictionary[Any, tuple[tuple, str, str | None]] = weakref.WeakKeyDictionary()
+
+
+def _identity(obj: Any, kind: str) -> str | None:
+    """Class, name, public options and weights hash of ``obj``; None without any weight.
+
+    The weights' hash is kept per object and recomputed when an option or torch's version counter of a
+    weight changes (an in-place edit)."""
+    weights = _weights(_modules_and_tensors(obj))
+    versions = tuple((id(t), t._version) for _, t in weights)
+    options = {
+        k: _describe(v)
+        for k, v in sorted(getattr(obj, "__dict__", {}).items())
+        if not k.startswith("_") and not any(w in k.lower() for w in _SECRET_WORDS)
+    }
+    head = _io.dumps({"kind": kind, "class": f"{type(obj).__module__}.{type(obj).__qualname__}", **options})
+    try:
+        known = _IDENTITIES.get(obj)
+    except TypeError:
+        known = None
+    if known is not None and known[0] == versions and known[1] == head:
+        return known[2]
+    h = hashlib.sha256(head.encode())
+    try:
+        for name, t in weights:
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(_tensor_bytes(t))
+    except (ValueError, RuntimeError):
+        return None  # weights that cannot be read (offloaded to meta): no stable identity
+    identity = h.hexdigest() if weights else None
+    try:
+        _IDENTITIES[obj] = (versions, head, identity)
+    except TypeError:
+        pass
+    return identity
+
+
+def model_identity(model) -> str | None:
+    """A hash of the model's weights and output-changing options; None when it has no readable weights.
+
+    A model may declare ``cache_key`` (a string) instead, e.g. one whose weights live elsewhere.
+    """
+    declared = getattr(model, "cache_key", None)
+    if isinstance(declared, str):
+        return hashlib.sha256(f"model:{declared}".encode()).hexdigest()
+    return _identity(model, "model")
+
+
+def verifier_identity(verifier) -> str | None:
+    """A short identity of the verifier's scores, or None when its scores must never be replayed.
+
+    None for a batch-dependent verifier (``batch_dependent``: the rank ensemble) and for a callable
+    wrapped by ``verifiers.custom`` without a declared ``cache_key``; a declared ``cache_key`` wins.
+    """
+    if getattr(verifier, "batch_dependent", False):
+        return None
+    declared = getattr(verifier, "cache_key", None)
+    if isinstance(declared, str) and declared:
+        return hashlib.sha256(f"verifier:{declared}".encode()).hexdigest()[:24]
+    from noisesearch.verifiers.custom import CallableVerifier
+
+    if isinstance(verifier, CallableVerifier):
+        return None
+    members = getattr(verifier, "members", None)
+    if isinstance(members, (list, tuple)):  # an ensemble: its members' identities too
+        ids = [verifier_identity(m) for m in members]
+        if any(i is None for i in ids):
+            return None
+    else:
+        ids = []
+    own = _identity(verifier, "verifier")
+    if own is None:  # no weights: class, name and options only
+        options = {
+            k: _describe(v) for k, v in sorted(getattr(verifier, "__dict__", {}).items()) if not k.startswith("_")
+        }
+        options = {k: v for k, v in options.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
+        own = hashlib.sha256(_io.dumps({"class": type(verifier).__qualname__, **options}).encode()).hexdigest()
+    return hashlib.sha256(_io.dumps([own, ids]).encode()).hexdigest()[:24]
+
+
+def cacheable(job, problem) -> bool:
+    """Whether ``job``'s result is a pure function of its key (see the module docstring)."""
+    from noisesearch.samplers import get_sampler
+
+    return (
+        tuple(job.sigmas) == tuple(problem.sigmas)
+        and job.sigmas[-1] == 0
+        and job.noises is None
+        and job.denoised is None
+        and not job.grad
+        and not job.score_end
+        and not get_sampler(job.sampler or problem.sampler).stochastic
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _sigmas_digest(sigmas: tuple[float, ...]) -> str:
+    return hashlib.sha256(torch.tensor(sigmas, dtype=torch.float64).numpy().tobytes()).hexdigest()
+
+
+def job_key(model_id: str, job, problem, guidance: float) -> str:
+    """The content address of a cacheable job's result (see the module docstring)."""
+    return job_keys(model_id, [job], [problem], guidance)[0]
+
+
+def job_keys(model_id: str, jobs: list, problems: list, guidance: float) -> list[str]:
+    """``job_key`` of each (job, problem) pair; the parts they share are serialised once."""
+    prefixes: dict[tuple, str] = {}
+    keys = []
+    for job, problem in zip(jobs, problems):
+        sampler = job.sampler or problem.sampler
+        shared = (sampler, id(job.sigmas), id(problem))  # objects alive during this call: ids are unique
+        prefix = prefixes.get(shared)
+        if prefix is None:
+            target = _simple(problem.target)
+            prefix = "\x1f".join(
+                (
+                    FORMAT,
+                    model_id,
+                    sampler,
+                    _sigmas_digest(tuple(float(s) for s in job.sigmas)),
+                    repr(float(guidance)),
+                    _io.dumps(target) if target is not None or problem.target is None else repr(problem.target),
+                )
+            )
+            prefixes[shared] = prefix
+        if job.noise_seed is not None:
+            start = f"seed:{job.noise_seed:d}:{tuple(job.x.shape)}"
+        else:
+            x = job.x.detach()
+            start = f"sha256:{hashlib.sha256(_tensor_bytes(x)).hexdigest()}:{x.dtype}:{list(x.shape)}"
+        keys.append(hashlib.sha256(f"{prefix}\x1f{start}".encode()).hexdigest())
+    return keys
+
+
+def check_settings(max_mb, images) -> None:
+    """Refuse a size cap that is not a positive number of MiB, or an unknown images mode, in one line."""
+    if max_mb is not None and (
+        isinstance(max_mb, bool) or not isinstance(max_mb, (int, float)) or not math.isfinite(max_mb) or max_mb <= 0
+    ):
+        raise UserError(f"cache size cap must be a positive number of MiB, got {max_mb!r}")
+    if images not in IMAGE_MODES:
+        raise UserError(f"cache images mode {images!r} is unknown; accepted: {', '.join(IMAGE_MODES)}")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write ``path`` whole: a temporary file renamed over it (no fsync, see ``CandidateCache``)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _header(path: Path) -> dict:
+    """The JSON header of a safetensors file (tensor names and metadata) without reading its data."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 0 < n < 2**26:
+            raise ValueError("not a safetensors header")
+        return json.loads(f.read(n))
+
+
+class CandidateCache:
+    """The replay cache in folder ``path`` (created); see the module docstring.
+
+    Storage: one *pack* per batch of computed candidates, ``packs/<digest>.safetensors`` (tensors ``x``,
+    ``image`` and ``preview@<step>``, row n for key n; the keys and FLOPs in its metadata), and one score file per
+    batch and verifier, ``scores/<verifier id>/<digest>.json`` (``{key: [score, verify FLOPs]}``). A file's
+    name is the BLAKE2b digest of its bytes, checked on every read, so a torn or foreign file is a miss.
+    Files are written whole and renamed into place; the cache is derived data, so they are not fsynced
+    (a ``kill -9`` loses nothing the kernel holds; a power cut can lose recent packs, which are then
+    recomputed, and the digest rejects any torn one). Packing a batch into one file keeps the cost per
+    candidate in microseconds, which matters for cheap models.
+
+    Args:
+        path: the cache folder (shared by any number of processes).
+        max_mb: size cap in MiB (None: unbounded); least recently used files go first.
+        images: "exact" (the decoded image in its own dtype: a replay is bit-exact) or "uint8"
+            (4x smaller for float32; a verifier scoring a replayed image then sees the quantised one).
+    """
+
+    def __init__(self, path, *, max_mb: float | None = None, images: str = "exact"):
+        check_settings(max_mb, images)
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"cache {str(self.path)!r} is a file; give a folder (it is created if missing)")
+        try:
+            (self.path / "packs").mkdir(parents=True, exist_ok=True)
+            (self.path / "scores").mkdir(exist_ok=True)
+            probe = self.path / "packs" / f".probe-{os.getpid()}.tmp"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(
+                f"cannot write the cache folder {str(self.path)!r}: {e.strerror}; give a writable folder"
+            ) from None
+        self.max_mb, self.images = max_mb, images
+        self._reset()
+
+    def _reset(self) -> None:
+        self._packs: dict[str, dict[str, set[str]]] = {}  # pack name -> {key -> its tensor names}
+        self._where: dict[str, list[str]] = {}  # key -> pack names holding it
+        self._scores: dict[str, dict[str, list]] = {}  # verifier id -> {key -> [score, flops]}
+        self._score_files: dict[str, set[str]] = {}
+        self._size: int | None = None  # bytes, estimated since the last scan (other writers add too)
+        self._memo: dict[str, tuple] = {}  # pack name -> (tensors, metadata), least recently used first
+        self._sizes: dict[str, int] = {}
+        self._memo_bytes = 0
+
+    def __getstate__(self) -> dict:  # sent to Ray actors: settings only
+        return {"path": self.path, "max_mb": self.max_mb, "images": self.images}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """Index the packs written since the last look (by this or any other process)."""
+        try:
+            names = {p.name for p in os.scandir(self.path / "packs") if p.name.endswith(".safetensors")}
+        except OSError:
+            return
+        for gone in set(self._packs) - names:  # evicted
+            self._forget(gone)
+        for name in names - set(self._packs):
+            try:
+                header = _header(self.path / "packs" / name)
+            except (OSError, ValueError):
+                continue
+            try:
+                order = json.loads(header["__metadata__"]["keys"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            parts = {t for t in header if t != "__metadata__"}
+            keys = {key: parts for key in order}
+            self._packs[name] = keys
+            for key in keys:
+                self._where.setdefault(key, []).append(name)
+
+    def _forget(self, name: str) -> None:
+        for key in self._packs.pop(name, {}):
+            where = self._where.get(key, [])
+            if name in where:
+                where.remove(name)
+
+    def get(self, keys: list[str], preview_step: int | None) -> list[dict | None]:
+        """The entries of ``keys`` (``x``, ``image``, ``preview`` when ``preview_step`` is given, FLOPs), None
+        for a miss. An entry without that preview is a miss; a hit marks its pack as recently used."""
+        need = None if preview_step is None else f"preview@{preview_step}"
+
+        def find(key: str) -> str | None:
+            for name in self._where.get(key, []):
+                if need is None or need in self._packs[name][key]:
+                    return name
+            return None
+
+        if any(find(k) is None for k in keys):
+            self._refresh()
+        out: list[dict | None] = [None] * len(keys)
+        by_pack: dict[str, list[int]] = {}
+        for n, key in enumerate(keys):
+            name = find(key)
+            if name is not None:
+                by_pack.setdefault(name, []).append(n)
+        for name, rows in by_pack.items():
+            loaded = self._load(name)
+            if loaded is None:
+                continue
+            tensors, meta = loaded
+            dtype = getattr(torch, meta["image_dtype"])
+            row_of = {key: r for r, key in enumerate(meta["keys"])}
+            for n in rows:
+                r = row_of[keys[n]]
+                entry = {"x": tensors["x"][r].clone(), "image": self._restore(tensors["image"][r].clone(), dtype)}
+                if need is not None:  # (copies: the memo's tensors are never handed out)
+                    entry["preview"] = self._restore(tensors[need][r].clone(), dtype)
+                entry["flops_per_nfe"] = meta["flops_per_nfe"]
+                entry["decode_flops"] = meta["decode_flops"]
+                out[n] = entry
+        return out
+
+    def _load(self, name: str):
+        path = self.path / "packs" / name
+        if name in self._memo:  # a pack never changes (its name is its digest): read it once per process
+            self._memo[name] = self._memo.pop(name)  # most recently used last
+            self._touch(path)
+            return self._memo[name]
+        try:
+            data = path.read_bytes()
+            if _digest(data) != name.removesuffix(".safetensors"):
+                raise ValueError("torn or foreign pack")
+            from safetensors.torch import load
+
+            tensors = load(data)
+            meta = _header(path).get("__metadata__", {})
+            if meta.get("format") != FORMAT:
+                raise ValueError("another format")
+            meta = {
+                "keys": json.loads(meta["keys"]),
+                "image_dtype": meta["image_dtype"],
+                "flops_per_nfe": json.loads(meta["flops_per_nfe"]),
+                "decode_flops": json.loads(meta["decode_flops"]),
+            }
+            os.utime(path)  # last used: the LRU order
+        except Exception:  # missing (evicted), torn or foreign: its keys miss, never an error
+            self._forget(name)
+            return None
+        self._memo[name] = (tensors, meta)
+        self._memo_bytes += len(data)
+        self._sizes[name] = len(data)
+        while self._memo_bytes > MEMO_BYTES and len(self._memo) > 1:
+            old = next(iter(self._memo))
+            del self._memo[old]
+            self._memo_bytes -= self._sizes.pop(old)
+        return tensors, meta
+
+    def _touch(self, path: Path) -> None:
+        try:
+            os.utime(path)
+        except OSError:  # evicted by another process meanwhile: the memo still holds its bits
+            pass
+
+    @staticmethod
+    def _restore(image: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if image.dtype == torch.uint8 and dtype != torch.uint8:
+            return (image.float() / 255).to(dtype)
+        return image
+
+    def scores(self, keys: list[str], verifier_id: str) -> list[dict | None]:
+        """The cached ``{"score", "verify_flops"}`` of each key under ``verifier_id`` (None: not scored)."""
+        table = self._scores.setdefault(verifier_id, {})
+        if any(k not in table for k in keys):
+            self._refresh_scores(verifier_id)
+        out: list[dict | None] = []
+        for key in keys:
+            got = table.get(key)
+            out.append(
+                None
+                if got is None
+                else {"score": math.nan if got[0] is None else float(got[0]), "verify_flops": got[1]}
+            )
+        return out
+
+    def _refresh_scores(self, verifier_id: str) -> None:
+        folder = self.path / "scores" / verifier_id
+        seen = self._score_files.setdefault(verifier_id, set())
+        table = self._scores.setdefault(verifier_id, {})
+        try:
+            names = [p.name for p in os.scandir(folder) if p.name.endswith(".json") and p.name not in seen]
+        except OSError:
+            return
+        for name in names:
+            try:
+                data = (folder / name).read_bytes()
+                if _digest(data) != name.removesuffix(".json"):
+                    continue
+                for key, value in json.loads(data).items():
+                    table.setdefault(key, value)
+                seen.add(name)
+                os.utime(folder / name)
+            except (OSError, ValueError):
+                continue
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def put(
+        self,
+        keys: list[str],
+        xs: torch.Tensor,
+        images: torch.Tensor,
+        previews: dict[str, torch.Tensor],
+        *,
+        flops_per_nfe: float | None,
+        decode_flops: float | None,
+    ) -> None:
+        """Write one pack: row n of the end states ``xs``, ``images`` and ``previews`` (by ``preview@step``,
+        each (B, ...)) is the entry of ``keys[n]``."""
+        from safetensors.torch import save
+
+        if not keys:
+            return
+        tensors = {"x": xs, "image": self._store(images), **{k: self._store(v) for k, v in previews.items()}}
+        metadata = {
+            "format": FORMAT,
+            "keys": json.dumps(keys),
+            "image_dtype": str(images.dtype).removeprefix("torch."),
+            "flops_per_nfe": json.dumps(flops_per_nfe),
+            "decode_flops": json.dumps(decode_flops),
+        }
+        own = {k: (v.detach().clone() if v.device.type == "cpu" else v.detach().cpu()) for k, v in tensors.items()}
+        data = save({k: v.contiguous() for k, v in own.items()}, metadata=metadata)  # each in its own storage
+        name = f"{_digest(data)}.safetensors"
+        _write(self.path / "packs" / name, data)
+        parts = {"x", "image", *previews}
+        self._packs[name] = {key: parts for key in keys}
+        for key in keys:
+            self._where.setdefault(key, []).append(name)
+        self._grow(len(data))
+
+    def _store(self, image: torch.Tensor) -> torch.Tensor:
+        if self.images == "uint8":
+            return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        return image
+
+    def put_scores(self, keys: list[str], verifier_id: str, scores: list[float], verify_flops: float | None) -> None:
+        """Write one score file: ``scores`` of ``keys`` under ``verifier_id`` (NaN kept as null)."""
+        if not keys:
+            return
+        flops = verify_flops if verify_flops is None or math.isfinite(verify_flops) else None
+        table = {k: [s if math.isfinite(s) else None, flops] for k, s in zip(keys, scores)}  # NaN: null
+        data = (json.dumps(table, allow_nan=False) + "\n").encode()
+        folder = self.path / "scores" / verifier_id
+        folder.mkdir(exist_ok=True)
+        name = f"{_digest(data)}.json"
+        _write(folder / name, data)
+        self._score_files.setdefault(verifier_id, set()).add(name)
+        mine = self._scores.setdefault(verifier_id, {})
+        for key, value in json.loads(data).items():
+            mine.setdefault(key, value)
+        self._grow(len(data))
+
+    # -- size ------------------------------------------------------------------------------------
+
+    def _files(self) -> list[tuple[Path, os.stat_result]]:
+        found = []
+        for p in [*(self.path / "packs").glob("*"), *(self.path / "scores").glob("*/*")]:
+            try:
+                found.append((p, p.stat()))
+            except OSError:
+                pass
+        return found
+
+    def _grow(self, n: int) -> None:
+        if self.max_mb is None:
+            return
+        if self._size is None:
+            self._size = self.size_bytes()
+        self._size += n
+        if self._size > self.max_mb * 2**20:
+            self.trim()
+
+    def size_bytes(self) -> int:
+        """Bytes held by finished files (temporary files of writers not counted)."""
+        return sum(st.st_size for p, st in self._files() if not p.name.endswith(".tmp"))
+
+    def trim(self) -> None:
+        """Remove the least recently used files (packs and score files) until the folder fits ``max_mb``.
+
+        Also removes temporary files older than an hour (left by a killed writer).
+        """
+        if self.max_mb is None:
+            return
+        files = []
+        for p, st in self._files():
+            if p.name.endswith(".tmp"):
+                if time.time() - st.st_mtime > 3600:
+                    p.unlink(missing_ok=True)
+            else:
+                files.append((st.st_mtime_ns, p.name, p, st.st_size))
+        total = sum(f[3] for f in files)
+        for _, _, p, size in sorted(files):
+            if total <= self.max_mb * 2**20:
+                break
+            p.unlink(missing_ok=True)
+            total -= size
+            if p.parent.name == "packs":
+                self._forget(p.name)
+            else:
+                self._score_files.get(p.parent.name, set()).discard(p.name)
+                self._scores.pop(p.parent.name, None)  # rebuilt from the files left
+                self._score_files.pop(p.parent.name, None)
+        self._size = total
+
+
+def open_cache(cache, *, max_mb: float | None = None, images: str = "exact") -> CandidateCache | None:
+    """A ``CandidateCache`` from a folder (str / Path), an existing cache (returned as is), or None.
+
+    The settings are checked even without a folder (a cap given with the cache off is a mistake too)."""
+    check_settings(max_mb, images)
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, CandidateCache):
+        return cache
+    if isinstance(cache, (str, os.PathLike)) and str(cache).strip():
+        return CandidateCache(cache, max_mb=max_mb, images=images)
+    raise UserError(f"cache must be a folder path or None, got {cache!r}")

@@ -1,0 +1,516 @@
+"""The replay cache: exact replays, exact savings, keys that see every change, bounded and crash-safe storage."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from noisesearch import ledger
+from noisesearch.algorithms import ALGORITHMS
+from noisesearch.algorithms.base import Job, Problem
+from noisesearch.algorithms.random import RandomSearch
+from noisesearch.cache import CandidateCache, job_key, model_identity, verifier_identity
+from noisesearch.cli import app
+from noisesearch.driver import run_search
+from noisesearch.errors import UserError
+from noisesearch.models import MODELS
+from noisesearch.verifiers import VERIFIERS
+from noisesearch.verifiers.custom import CallableVerifier
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+TARGETS = [3, 5]
+STEPS = 4  # digits: 1 NFE per step without guidance, so a candidate costs 4 NFEs
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def search(model, verifier, cache, *, budget=32, algorithm=None, sampler="euler", steps=STEPS, keep_images=False):
+    return run_search(
+        model,
+        verifier,
+        algorithm or RandomSearch(),
+        TARGETS,
+        seeds=[0] * len(TARGETS),
+        budget=budget,
+        steps=steps,
+        sampler=sampler,
+        cache=cache,
+        keep_images=keep_images,
+    )
+
+
+def plain(result) -> dict:
+    """What a run with the cache and one without must agree on (no wall times, no computed counts)."""
+    return ledger.drop_computed(ledger.drop_seconds(dict(result.ledger))) | {
+        "candidates": result.candidates,
+        "best_index": result.best_index,
+        "best_score": result.best_score,
+        "nfe_used": result.nfe_used,
+        "verifier_calls": result.verifier_calls,
+    }
+
+
+def close(a, b, where: str = "") -> None:
+    """Equal, floats within 1e-5: computing fewer rows in a batch can move a score's last bits on some kernels."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for n, (x, y) in enumerate(zip(a, b)):
+            close(x, y, f"{where}[{n}]")
+    elif isinstance(a, float) and not isinstance(b, bool):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), where
+    else:
+        assert a == b, where
+
+
+def counts(result) -> tuple[int, int, int, int]:
+    led = result.ledger
+    return led["nfe_computed"], led["replayed"], led["decode_computed"], led["verify_computed"]
+
+
+def test_a_first_cached_run_equals_an_uncached_one_and_a_rerun_replays_it_bit_for_bit(tmp_path, digits, classifier):
+    cache = CandidateCache(tmp_path / "c")
+    uncached = search(digits, classifier, None, keep_images=True)
+    first = search(digits, classifier, cache, keep_images=True)
+    again = search(digits, classifier, cache, keep_images=True)
+    for u, f, a in zip(uncached, first, again):
+        assert plain(u) == plain(f) == plain(a)  # exact: the misses ran in the same batch, the replays are stored bits
+        assert counts(u) == counts(f) == (32, 0, 8, 8)
+        assert counts(a) == (0, 8, 0, 0) and a.nfe_used == 32  # the budget is still charged in full
+        assert torch.equal(a.best_image, u.best_image) and torch.equal(a.best_noise, u.best_noise)
+        assert all(torch.equal(a.images[k], u.images[k]) for k in u.images)
+        assert a.ledger["total_flops"] == u.ledger["total_flops"] > 0
+
+
+def test_a_budget_sweep_computes_the_largest_budget_once(tmp_path, digits, classifier):
+    cache = CandidateCache(tmp_path / "c")
+    computed = []
+    for budget in (8, 16, 32, 64):
+        got = search(digits, classifier, cache, budget=budget)
+        want = search(digits, classifier, None, budget=budget)
+        for g, w in zip(got, want):
+            close(plain(g), plain(w))
+        computed.append([counts(g) for g in got])
+    n = [(c // STEPS) for c in (8, 16, 32, 64)]  # candidates per target: 2, 4, 8, 16
+    assert computed == [
+        [(8, 0, 2, 2)] * 2,
+        [(8, n[0], 2, 2)] * 2,
+        [(16, n[1], 4, 4)] * 2,
+        [(32, n[2], 8, 8)] * 2,
+    ]
+    assert sum(c[0][0] for c in computed) == 64  # per target: the largest budget, once
+
+
+def test_a_new_verifier_costs_only_its_calls(tmp_path, digits, classifier):
+    cache = CandidateCache(tmp_path / "c")
+    search(digits, classifier, cache)
+    oracle = VERIFIERS["oracle-is"]()
+    added = search(digits, oracle, cache)
+    uncached = search(digits, oracle, None)
+    for a, u in zip(added, uncached):
+        assert counts(a) == (0, 8, 0, 8)  # no denoiser call, no decode, 8 new verifier calls
+        assert plain(a) == plain(u)  # the same images scored in the same batch: exact
+    assert [counts(r) for r in search(digits, oracle, cache)] == [(0, 8, 0, 0)] * 2  # its scores are kept now
+
+
+def test_a_verifier_on_previews_recomputes_candidates_stored_without_them(tmp_path, digits, classifier):
+    cache = CandidateCache(tmp_path / "c")
+    search(digits, classifier, cache)
+    fs = VERIFIERS["feature-similarity"]()
+    assert [counts(r) for r in search(digits, fs, cache)] == [(32, 0, 16, 8)] * 2  # final + preview decodes
+    assert [counts(r) for r in search(digits, fs, cache)] == [(0, 8, 0, 0)] * 2
+    assert [counts(r) for r in search(digits, classifier, cache)] == [(0, 8, 0, 0)] * 2
+
+
+def test_zero_order_reruns_from_the_cache_and_stepwise_searches_are_computed(tmp_path, digits, classifier):
+    cache = CandidateCache(tmp_path / "c")
+    zo = ALGORITHMS["zero-order"](neighbours=3)
+    search(digits, classifier, cache, algorithm=zo)
+    again = search(digits, classifier, cache, algorithm=zo)
+    assert [counts(r) for r in again] == [(0, 8, 0, 0)] * 2  # neighbours are keyed by their noise's bytes
+    paths = ALGORITHMS["paths"]()
+    got = search(digits, classifier, cache, algorithm=paths, budget=64)
+    want = search(digits, classifier, None, algorithm=paths, budget=64)
+    for g, w in zip(got, want):
+        assert plain(g) == plain(w)
+        assert g.ledger["nfe_computed"] == g.nfe_used - 4 * g.ledger["replayed"]  # only its full candidates replay
+
+
+def _problem(sigmas=(1.0, 0.5, 0.0), sampler="euler", target=3) -> Problem:
+    return Problem(target, 0, 64, (1, 8, 8), sigmas, sampler, 1)
+
+
+def test_the_key_sees_every_input():
+    problem = _problem()
+    seed, noise = problem.noise(0)
+    job = Job(noise, problem.sigmas, noise_seed=seed)
+    base = job_key("m", job, problem, 1.0)
+    assert job_key("m", Job(noise.clone(), problem.sigmas, noise_seed=seed), problem, 1.0) == base
+    other_noise = noise.clone()
+    other_noise.view(-1)[5] += 1e-6
+    tweaked_sigmas = (1.0, math.nextafter(0.5, 1.0), 0.0)
+    changed = [
+        job_key("m2", job, problem, 1.0),  # other weights
+        job_key("m", Job(noise, problem.sigmas, sampler="heun"), problem, 1.0),
+        job_key("m", job, _problem(sampler="heun"), 1.0),
+        job_key("m", Job(noise, tweaked_sigmas, noise_seed=seed), _problem(tweaked_sigmas), 1.0),  # one ulp
+        job_key("m", job, problem, 1.5),  # guidance
+        job_key("m", job, _problem(target=4), 1.0),
+        job_key("m", Job(noise, problem.sigmas, noise_seed=seed + 1), problem, 1.0),
+        job_key("m", Job(noise, problem.sigmas), problem, 1.0),  # keyed by bytes, not by seed
+        job_key("m", Job(other_noise, problem.sigmas), problem, 1.0),
+    ]
+    assert len({base, *changed}) == 1 + len(changed)
+
+
+def test_one_changed_weight_is_a_miss(tmp_path, digits, classifier):
+    cache = CandidateCache(tmp_path / "c")
+    search(digits, classifier, cache)
+    other = copy.deepcopy(digits)
+    assert model_identity(other) == model_identity(digits)
+    assert [counts(r)[:2] for r in search(other, classifier, cache)] == [(0, 8)] * 2  # a copy: same weights
+    with torch.no_grad():
+        next(other.net.parameters()).view(-1)[0] += 1e-3  # in place: the identity notices (version counters)
+    assert model_identity(other) != model_identity(digits)
+    assert [counts(r)[:2] for r in search(other, classifier, cache)] == [(32, 0)] * 2
+
+
+def test_another_sampler_or_schedule_is_a_miss(tmp_path, digits, classifier):
+    cache = CandidateCache(tmp_path / "c")
+    search(digits, classifier, cache)
+    assert [counts(r)[:2] for r in search(digits, classifier, cache, sampler="heun", budget=56)] == [(56, 0)] * 2
+    assert [counts(r)[:2] for r in search(digits, classifier, cache, steps=2, budget=16)] == [(16, 0)] * 2
+
+
+def test_batch_dependent_and_anonymous_verifiers_never_replay_scores(tmp_path, digits, classifier):
+    cache = CandidateCache(tmp_path / "c")
+    rank = VERIFIERS["ensemble"](members="classifier,oracle-is", mode="rank")
+    raw = VERIFIERS["ensemble"](members="classifier,oracle-is", mode="weighted-sum", standardize=False)
+    anonymous = CallableVerifier(lambda images, prompts: images.mean(dim=(1, 2, 3)), name="brightness")
+    keyed = CallableVerifier(lambda images, prompts: images.mean(dim=(1, 2, 3)), name="brightness", cache_key="b1")
+    assert verifier_identity(rank) is None and verifier_identity(anonymous) is None
+    assert verifier_identity(raw) is not None and verifier_identity(keyed) is not None
+    assert verifier_identity(classifier) == verifier_identity(VERIFIERS["classifier"]())  # stable across objects
+    search(digits, classifier, cache)
+    for v, verified in ((rank, 8), (anonymous, 8), (raw, 8), (keyed, 8)):
+        assert [counts(r) for r in search(digits, v, cache)] == [(0, 8, 0, verified)] * 2
+    for v, verified in ((rank, 8), (anonymous, 8), (raw, 0), (keyed, 0)):  # only stable identities were stored
+        assert [counts(r) for r in search(digits, v, cache)] == [(0, 8, 0, verified)] * 2
+    plain_rank = search(digits, rank, None)
+    for a, b in zip(search(digits, rank, cache), plain_rank):
+        assert plain(a) == plain(b)  # scored over the same batch as without the cache
+
+
+def test_uint8_images_are_quantised_and_scores_replayed(tmp_path, digits, classifier):
+    cache = CandidateCache(tmp_path / "c", images="uint8")
+    first = search(digits, classifier, cache, keep_images=True)
+    again = search(digits, classifier, cache, keep_images=True)
+    for f, a in zip(first, again):
+        assert [c["score"] for c in a.candidates] == [c["score"] for c in f.candidates]  # stored scores
+        for k, image in f.images.items():
+            want = (image.clamp(0, 1) * 255).round() / 255
+            assert a.images[k].dtype == image.dtype and torch.allclose(a.images[k], want, atol=1e-7)
+            assert (a.images[k] - image).abs().max() <= 0.5 / 255 + 1e-7
+    oracle = VERIFIERS["oracle-is"]()
+    scored = search(digits, oracle, cache, keep_images=True)
+    for s in scored:  # a new verifier scores the quantised images
+        images = torch.stack([s.images[k] for k in sorted(s.images)])
+        want = oracle(images, [s.target] * len(images)).tolist()
+        assert [c["score"] for c in s.candidates] == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_the_size_cap_evicts_the_least_recently_used(tmp_path):
+    cache = CandidateCache(tmp_path / "c", max_mb=0.1)
+    image = torch.rand(1, 64, 64)  # 16 KiB, and as much again for the end state: a pack of one entry is ~32 KiB
+    keys = [f"{n:02d}" + "0" * 62 for n in range(5)]
+    now = time.time()
+    for n, key in enumerate(keys[:3]):
+        cache.put([key], image[None], image[None], {}, flops_per_nfe=None, decode_flops=None)
+        (pack,) = [p for p in (tmp_path / "c" / "packs").glob("*.safetensors") if p.stat().st_mtime > now - 50]
+        os.utime(pack, (now - 100 + n, now - 100 + n))  # pack n used at time n
+    assert cache.size_bytes() <= 0.1 * 2**20 and all(e is not None for e in cache.get(keys[:3], None))
+    for p in (tmp_path / "c" / "packs").glob("*.safetensors"):  # get() touched them: set the order again
+        os.utime(p, (now - 100, now - 100))
+    cache.get([keys[0]], None)  # 0 is now the most recently used
+    cache.put([keys[3]], image[None], image[None], {}, flops_per_nfe=None, decode_flops=None)  # over the cap: one goes
+    assert cache.size_bytes() <= 0.1 * 2**20
+    fresh = CandidateCache(tmp_path / "c")
+    hits = [e is not None for e in fresh.get(keys[:4], None)]
+    assert hits.count(True) == 3 and hits[0] and hits[3]  # 0 was used last and 3 is new: 1 or 2 went
+
+
+def test_a_torn_pack_is_a_miss(tmp_path, digits, classifier):
+    cache = CandidateCache(tmp_path / "c")
+    search(digits, classifier, cache)
+    (pack,) = (tmp_path / "c" / "packs").glob("*.safetensors")
+    data = bytearray(pack.read_bytes())
+    data[-1] ^= 1  # one flipped bit: the digest in its name no longer matches
+    pack.write_bytes(bytes(data))
+    again = search(digits, classifier, CandidateCache(tmp_path / "c"))
+    assert [counts(r)[:2] for r in again] == [(32, 0)] * 2
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"max_mb": -1}, "cache size cap must be a positive number of MiB, got -1"),
+        ({"max_mb": float("nan")}, "cache size cap must be a positive number of MiB, got nan"),
+        ({"images": "png"}, "cache images mode 'png' is unknown; accepted: exact, uint8"),
+    ],
+)
+def test_bad_settings_are_refused_in_one_line(tmp_path, kwargs, message):
+    with pytest.raises(UserError) as e:
+        CandidateCache(tmp_path / "c", **kwargs)
+    assert str(e.value) == message
+
+
+def test_an_unwritable_cache_folder_is_refused_in_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match=r"^cache '.*file' is a file; give a folder"):
+        CandidateCache(blocker)
+    with pytest.raises(UserError, match=r"^cannot write the cache folder '.*file/c': Not a directory; give a writable"):
+        CandidateCache(blocker / "c")
+    result = runner.invoke(
+        app, ["generate", "--out", str(tmp_path / "o"), "--budget", "8", "--target", "3", "--cache-max-mb", "-2"]
+    )
+    assert (
+        result.exit_code == 2 and result.stderr == "error: cache size cap must be a positive number of MiB, got -2.0\n"
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_generate_and_search_take_a_cache(tmp_path):
+    import noisesearch as ns
+
+    args = ["generate", "--budget", "16", "--steps", "4", "--target", "3", "--cache", str(tmp_path / "c")]
+    first = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    again = runner.invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert first.exit_code == again.exit_code == 0, first.output
+    a, b = (json.loads((tmp_path / d / "record.json").read_text()) for d in "ab")
+    assert (a["nfe_computed"], a["replayed"], b["nfe_computed"], b["replayed"]) == (16, 0, 0, 4)
+    assert ledger.drop_computed(ledger.drop_seconds(a)) == ledger.drop_computed(ledger.drop_seconds(b))
+    (r,) = ns.search(MODELS["digits"](), 3, verifier="classifier", budget=16, steps=4, cache=tmp_path / "c")
+    assert (r.record["nfe_computed"], r.record["replayed"], r.record["nfe_used"]) == (0, 4, 16)
+
+
+SWEEP = {
+    "model": "digits",
+    "benchmark": {"name": "digits", "per_class": 1, "subset": 4},
+    "verifier": {"name": "classifier"},
+    "algorithms": [{"name": "random"}],
+    "budgets": [8, 16, 32],
+    "seeds": [0],
+    "steps": 4,
+    "chunk": 4,
+    "baseline": False,
+}
+
+
+def _sweep(tmp_path, folder, *extra, config=SWEEP):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["sweep", str(path), "--out", str(folder), *extra])
+    assert result.exit_code == 0, result.output
+    return sorted(
+        (json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()),
+        key=lambda r: (r["budget"], r["target_index"]),
+    )
+
+
+def test_a_sweep_caches_in_its_folder_and_a_rerun_computes_nothing(tmp_path):
+    out = tmp_path / "out"
+    rows = _sweep(tmp_path, out)
+    assert [(r["budget"], r["nfe_computed"], r["replayed"]) for r in rows] == [
+        (8, 8, 0), (8, 8, 0), (8, 8, 0), (8, 8, 0),
+        (16, 8, 2), (16, 8, 2), (16, 8, 2), (16, 8, 2),
+        (32, 16, 4), (32, 16, 4), (32, 16, 4), (32, 16, 4),
+    ]  # fmt: skip
+    assert len(list((out / "cache" / "packs").glob("*.safetensors"))) == 3  # one per batch computed
+    (out / "results.jsonl").unlink()
+    again = _sweep(tmp_path, out)
+    assert [(r["nfe_computed"], r["verify_computed"]) for r in again] == [(0, 0)] * 12
+    assert [ledger.drop_computed(ledger.drop_seconds(r)) for r in again] == [
+        ledger.drop_computed(ledger.drop_seconds(r)) for r in rows
+    ]
+    off = _sweep(tmp_path, tmp_path / "off", "--no-cache")
+    assert not (tmp_path / "off" / "cache").exists()
+    assert [(r["nfe_computed"], r["replayed"]) for r in off] == [(r["nfe_used"], 0) for r in off]
+    for a, b in zip(off, again):
+        close(ledger.drop_computed(ledger.drop_seconds(a)), ledger.drop_computed(ledger.drop_seconds(b)))
+
+
+KILLED = {**SWEEP, "benchmark": {"name": "digits", "per_class": 2}, "budgets": [8, 16, 32, 64], "chunk": 2}
+
+
+def plain_row(row: dict) -> dict:
+    return ledger.drop_computed(ledger.drop_seconds(dict(row)))
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_cached_sweep_leaves_a_consistent_cache_and_a_rerun_gives_the_same_rows(tmp_path):
+    from safetensors import safe_open
+
+    config = tmp_path / "killed.yaml"
+    config.write_text(yaml.safe_dump(KILLED))
+    out, shared = tmp_path / "out", tmp_path / "shared"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noisesearch.cli", "sweep", str(config), "--out", str(out), "--cache", str(shared)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(list(shared.glob("packs/*.safetensors"))) < 12 and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    packs = list(shared.glob("packs/*.safetensors"))
+    assert len(packs) >= 12
+    for path in packs:  # every finished file is whole: its digest, readable, an end state and image per key
+        assert hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() == path.name.removesuffix(".safetensors")
+        with safe_open(str(path), framework="pt") as f:
+            keys = json.loads(f.metadata()["keys"])
+            assert set(f.keys()) == {"x", "image"}
+            assert len(f.get_tensor("x")) == len(f.get_tensor("image")) == len(keys) > 0
+    for path in shared.glob("scores/*/*.json"):
+        assert hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() == path.name.removesuffix(".json")
+        assert all(len(v) == 2 for v in json.loads(path.read_text()).values())
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(out), "--cache", str(shared)])
+    assert result.exit_code == 0, result.output
+    rows = {
+        (r["cell"], r["target_index"]): r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
+    }
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(tmp_path / "ref"), "--no-cache"])
+    assert result.exit_code == 0, result.output
+    ref = {
+        (r["cell"], r["target_index"]): r
+        for r in map(json.loads, (tmp_path / "ref" / "results.jsonl").read_text().splitlines())
+    }
+    assert rows.keys() == ref.keys() and len(rows) == 4 * 20
+    for k in ref:
+        close(plain_row(rows[k]), plain_row(ref[k]))
+    assert sum(r["replayed"] for r in rows.values()) > 0
+    # and the cache it left replays everything now
+    (out / "results.jsonl").unlink()
+    result = runner.invoke(app, ["sweep", str(config), "--out", str(out), "--cache", str(shared)])
+    assert result.exit_code == 0, result.output
+    again = {
+        (r["cell"], r["target_index"]): r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
+    }
+    assert all(r["nfe_computed"] == 0 for r in again.values())
+    for k in ref:
+        assert plain_row(again[k]) == plain_row(rows[k])  # replayed: exact
+
+
+@pytest.mark.slow
+def test_two_processes_writing_one_cache_at_once_leave_it_whole(tmp_path):
+    shared = tmp_path / "shared"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+    def start(out: str, budget: int) -> subprocess.Popen:
+        args = ["generate", "--target", "3", "--steps", "4", "--budget", str(budget), "--cache", str(shared)]
+        return subprocess.Popen(
+            [sys.executable, "-m", "noisesearch.cli", *args, "--out", str(tmp_path / out)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    procs = [start("a", 256), start("b", 128)]  # the same first 32 candidates, written by both
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
+    for path in shared.glob("packs/*"):
+        assert not path.name.endswith(".tmp")
+        assert hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() == path.name.removesuffix(".safetensors")
+    a, b = (json.loads((tmp_path / d / "record.json").read_text()) for d in "ab")
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            "--target",
+            "3",
+            "--steps",
+            "4",
+            "--budget",
+            "256",
+            "--cache",
+            str(shared),
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    c = json.loads((tmp_path / "c" / "record.json").read_text())
+    assert (c["nfe_computed"], c["replayed"]) == (0, 64)
+    close(plain_row(c), plain_row(a))
+    close(plain_row(b)["candidates"], plain_row(a)["candidates"][:32])
+    for cand in c["candidates"]:  # each replay is exactly what one of the two writers computed
+        k = cand["index"]
+        assert cand["score"] in {a["candidates"][k]["score"], *([b["candidates"][k]["score"]] if k < 32 else [])}
+
+
+class _Tiny:
+    """A model-like object: one network and options that change its outputs."""
+
+    def __init__(self, **options):
+        self.net = torch.nn.Linear(2, 2)
+        torch.nn.init.constant_(self.net.weight, 0.5)
+        torch.nn.init.constant_(self.net.bias, 0.0)
+        self.path = Path("/somewhere") / str(len(options))  # where weights came from is not an identity
+        self.__dict__.update(options)
+
+
+def test_the_model_identity_sees_options_tensors_and_images_in_them():
+    from PIL import Image
+
+    def image(value: int):
+        return Image.new("RGB", (4, 4), (value, 0, 0))
+
+    control = torch.zeros(1, 3, 4, 4)
+    base = model_identity(_Tiny(height=32, pipeline_kwargs={"image": control, "strength": 0.5}))
+    assert base == model_identity(_Tiny(height=32, pipeline_kwargs={"image": control.clone(), "strength": 0.5}))
+    changed = [
+        _Tiny(height=64, pipeline_kwargs={"image": control, "strength": 0.5}),
+        _Tiny(height=32, pipeline_kwargs={"image": control + 1e-3, "strength": 0.5}),
+        _Tiny(height=32, pipeline_kwargs={"image": control, "strength": 0.6}),
+        _Tiny(height=32, pipeline_kwargs={"image": image(1), "strength": 0.5}),
+    ]
+    ids = [model_identity(m) for m in changed]
+    assert len({base, *ids}) == 5
+    assert (
+        model_identity(_Tiny(image=image(1)))
+        == model_identity(_Tiny(image=image(1)))
+        != model_identity(_Tiny(image=image(2)))
+    )
+    same = _Tiny(height=32)
+    first = model_identity(same)
+    same.height = 64  # an option changed on the same object is seen too
+    assert model_identity(same) != first
+    assert model_identity(object()) is None  # no weights: not cacheable
