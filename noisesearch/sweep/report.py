@@ -8,7 +8,8 @@ seeds. The HTML page embeds its plots and images (base64) and escapes every piec
 A report only reads the rows: a half-written last line (a sweep that crashed mid-write) is left out
 with a warning, and only the next ``sweep`` repairs the file. A search without a best image (all
 its scores failed) has ``best_score: null``; the tables count such searches per configuration
-(``failed searches``).
+(``failed searches``); an unscored baseline's rows (``scored: false``) have ``best_score: null`` too
+and are no failure.
 
 Verifier hacking: for every configuration and every held-out metric (every metric but the search
 verifier's own ``best_score``), the budget at which the metric's mean is best (``onsets``); FID
@@ -212,7 +213,7 @@ def table(rows: list[dict], metrics: list[str], budget: int, *, failures: bool =
             mean, ci = mean_ci([g.get(m) for g in group])
             cells.append("-" if math.isnan(mean) else f"{mean:.4g} ± {ci:.2g}")
         if failures:
-            failed = sum(g["best_score"] is None for g in group)
+            failed = sum(g["best_score"] is None and g.get("scored", True) for g in group)  # unscored: no failure
             nan_scores = sum(g.get("nan_scores") or 0 for g in group)
             cells.append(f"{failed} of {len(group)} ({nan_scores})")
         lines.append([name, *cells])
