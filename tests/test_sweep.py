@@ -312,3 +312,22 @@ def test_an_actor_killed_mid_sweep_loses_and_duplicates_no_row(tmp_path, local_r
     assert killed and counts["written"] == 4 * 20
     assert sweep(write(tmp_path, RAY_CONFIG, "local.yaml"), "--out", tmp_path / "local").exit_code == 0
     same_rows(rows_of(tmp_path / "ray"), rows_of(tmp_path / "local"))
+
+
+def test_shipped_study_configs_validate_and_compare_covers_every_algorithm():
+    """``demo`` and ``compare`` are sweep configs: valid at every size, the baseline unscored from 1 step."""
+    from noisesearch.algorithms import ALGORITHMS
+    from noisesearch.studies import compare_study, demo_study
+
+    full = demo_study().sweeps
+    assert [folder for _, folder in full] == [".", "feature-similarity"]
+    main = full[0][0]
+    assert main.step_budgets == [1, 2, 4, 8, 16, 32, 64, 128] and not main.baseline_scored
+    assert [a.name for a in main.algorithms] == ["random", "zero-order"] and main.benchmark.per_class == 100
+    assert not full[1][0].baseline and full[1][0].verifier.name == "feature-similarity"
+    assert len(demo_study(quick=True).sweeps) == 1
+    [(config, _)] = compare_study().sweeps
+    assert [a.name for a in config.algorithms] == list(ALGORITHMS) and config.seeds == [0, 1, 2]
+    assert config.budgets == [64, 128, 256, 512, 1024] and not config.baseline_scored
+    [(quick, _)] = compare_study(quick=True, seeds=1).sweeps
+    assert quick.budgets == [64, 128, 256] and quick.benchmark.per_class == 20 and quick.seeds == [0]

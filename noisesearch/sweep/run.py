@@ -87,7 +87,8 @@ def cells_of(config: SweepConfig) -> list[Cell]:
     for seed in config.seeds:
         cells += [Cell("none", budget, budget, seed) for budget in config.step_budgets]
         for spec in config.algorithms:
-            cells += [Cell(spec.name, config.steps, budget, seed, dict(spec.params)) for budget in config.budgets]
+            budgets = config.budgets if spec.budgets is None else spec.budgets
+            cells += [Cell(spec.name, config.steps, budget, seed, dict(spec.params)) for budget in budgets]
     return cells
 
 
