@@ -442,11 +442,11 @@ def _file_chunk(config, out: Path, cell: Cell, rows: list[dict], images: list, c
     new = []
     for row in rows:
         row.pop("_candidates", None)
-        if (row["cell"], row["target_index"]) in done:
-            continue
-        _io.append_jsonl(path, row)
-        done.add((row["cell"], row["target_index"]))
-        new.append(row)
+        if (row["cell"], row["target_index"]) not in done:
+            new.append(row)
+    if new:
+        _io.append_jsonl(path, new)  # one write and one fsync for the chunk
+        done.update((row["cell"], row["target_index"]) for row in new)
     return new
 
 
