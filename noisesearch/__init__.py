@@ -11,7 +11,8 @@ The parts, by contract (see docs/ARCHITECTURE.md):
 - search algorithms: ``noisesearch.algorithms`` (``ALGORITHMS``, ``Problem``, ``Job``, ``Outcome``)
 - the one accounting point: ``noisesearch.accounting.Accountant``
 - the one driver loop: ``noisesearch.driver.run_search``
-- jobs: ``noisesearch.generate.generate``, ``noisesearch.study.run_study``, ``noisesearch.demo``
+- jobs: ``noisesearch.generate.generate``, ``noisesearch.sweep.run.run_sweep``, the studies behind ``demo`` and
+  ``compare`` (``noisesearch.studies``) and ``noisesearch.paper``
 """
 
 __version__ = "0.1.0"

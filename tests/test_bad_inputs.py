@@ -272,11 +272,17 @@ def test_read_only_out_is_refused_before_the_search(tmp_path, monkeypatch):
 
 def test_python_functions_refuse_the_same_inputs_before_any_work(tmp_path):
     """The functions behind the commands check their arguments too (one UserError each)."""
-    from noisesearch.compare import compare_configs
     from noisesearch.errors import UserError
     from noisesearch.generate import generate as run
-    from noisesearch.study import Config, run_study
+    from noisesearch.studies import compare_study, demo_study
+    from noisesearch.sweep.config import validate_config
 
+    plain = {
+        "benchmark": {"name": "digits"},
+        "verifier": {"name": "classifier"},
+        "algorithms": [{"name": "random"}],
+        "budgets": [8],
+    }
     bad_calls = [
         lambda: run(target=7, budget=64, seed=2**70, out=tmp_path / "a"),
         lambda: run(target=7, budget=10**12, out=tmp_path / "a"),
@@ -284,16 +290,15 @@ def test_python_functions_refuse_the_same_inputs_before_any_work(tmp_path):
         lambda: run(target=7, budget=64, steps=10**9, out=tmp_path / "a"),
         lambda: run(target=7, budget=64, out=tmp_path / "file" / "a"),
         lambda: run(target=7, budget=64, algorithm_params=["candidates"], out=tmp_path / "a"),
-        lambda: compare_configs(budgets=[64, 64]),
-        lambda: compare_configs(budgets=[64], seeds=0),
-        lambda: compare_configs(budgets=[64], algorithms=[]),
-        lambda: Config("random", 8, 64, "classifier", seed=-1),
-        lambda: Config("random", 8, 64, None),
-        lambda: Config("none", 8, 8, per_class=0),
-        lambda: Config("none", 8, 8, guidance=math.inf),
-        lambda: run_study([Config("none", 8, 8), Config("none", 8, 8)], tmp_path / "a"),
-        lambda: run_study([Config("none", 4, 8)], tmp_path / "a"),  # 4 steps do not spend 8 NFEs
-        lambda: run_study([], tmp_path / "a"),
+        lambda: compare_study(budgets=[64, 64]),
+        lambda: compare_study(budgets=[64], seeds=0),
+        lambda: compare_study(budgets=[64], algorithms=[]),
+        lambda: compare_study(budgets=[4], algorithms=["random"]),  # no search can run: nothing to compare
+        lambda: demo_study(seed=-1),
+        lambda: demo_study(guidance=math.inf),
+        lambda: validate_config({**plain, "benchmark": {"name": "digits", "per_class": 0}}, "x"),
+        lambda: validate_config({**plain, "algorithms": [{"name": "random"}, {"name": "random"}]}, "x"),
+        lambda: validate_config({**plain, "budgets": [16], "guidance": 1.5, "baseline_budgets": [3]}, "x"),  # 1.5 steps
     ]
     (tmp_path / "file").write_text("x")
     for call in bad_calls:
@@ -332,73 +337,94 @@ def test_a_verifier_failing_on_every_image_ends_generate_with_a_record_and_exit_
     assert sorted(p.name for p in out.iterdir()) == ["record.json"]
 
 
-def test_step_baseline_under_guidance_spends_exactly_its_budget_as_half_the_steps():
-    """With CFG a step costs 2 NFEs: the baseline at budget B runs B/2 steps and its row says so."""
-    from noisesearch.compare import compare_configs
-    from noisesearch.generate import build
-    from noisesearch.study import Config, impossible, run_config
+def test_step_baseline_under_guidance_spends_exactly_its_budget_as_half_the_steps(tmp_path):
+    """With CFG a step costs 2 NFEs: the baseline at budget B runs B/2 steps and its rows say so."""
+    from noisesearch.studies import compare_study, demo_study
+    from noisesearch.sweep.config import baseline_steps
+    from noisesearch.sweep.run import run_sweep
 
-    configs = compare_configs(budgets=[8, 16], seeds=1, algorithms=["random"], guidance=1.5)
-    baselines = [(c.steps, c.budget, c.guidance) for c in configs if c.algorithm == "none"]
-    assert baselines == [(4, 8, 1.5), (8, 16, 1.5)]
-    from noisesearch.demo import demo_configs
+    study = compare_study(budgets=[8, 16], seeds=1, algorithms=["random"], guidance=1.5)
+    [(config, _)] = study.sweeps
+    assert config.step_budgets == [8, 16] and config.guidance == 1.5
+    assert [baseline_steps(b, "euler", 2) for b in config.step_budgets] == [4, 8]
+    assert [(a, b) for a, b, _ in study.skipped] == [("random", 8)]
+    assert "budget 8 is smaller than 1 candidate(s) (16 NFEs" in study.skipped[0][2]
+    assert config.algorithms[0].budgets == [16]
+    [(demo, _)] = demo_study(quick=True, guidance=1.5).sweeps
+    assert demo.step_budgets == [2 * s for s in (1, 2, 4, 8, 16, 32)]
+    # without guidance the same budget buys as many steps as NFEs
+    assert baseline_steps(8, "euler", 1) == 8
+    small = config.model_copy(update={"benchmark": config.benchmark.model_copy(update={"per_class": 1})})
+    small = small.model_copy(update={"algorithms": [], "budgets": [8], "baseline_budgets": None})
+    run_sweep(small, tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert {(r["steps"], r["budget"], r["guidance"], r["nfe_used"]) for r in rows} == {(4, 8, 1.5, 8)}
+    assert len(rows) == 10
 
-    demo = [(c.steps, c.budget) for c in demo_configs(quick=True, guidance=1.5) if c.algorithm == "none"]
-    assert demo == [(s, 2 * s) for s in (1, 2, 4, 8, 16, 32)]
-    model = build("digits", "classifier", "random")[0]
-    assert impossible(configs[0], model) is None
-    search_at_8 = next(c for c in configs if c.algorithm == "random" and c.budget == 8)
-    assert "budget 8 is smaller than 1 candidate(s) (16 NFEs" in impossible(search_at_8, model)
-    # without guidance the same 4 steps spend 4 NFEs: refused as a baseline budgeted 8
-    assert "4 steps cost 4 NFEs" in impossible(Config("none", 4, 8), model)
-    config = Config("none", 4, 8, per_class=1, guidance=1.5)
-    _, _, row = run_config(config, lambda images, targets: {})
-    assert (row["steps"], row["budget"], row["guidance"], row["nfe_per_step"]) == (4, 8, 1.5, 2)
-    assert row["nfe_per_sample"] == 8 and row["nfe_max"] == 8
 
-
-def test_rerun_of_a_finished_study_says_all_rows_were_there(tmp_path, monkeypatch):
+def test_rerun_of_a_finished_study_says_all_rows_were_there(tmp_path):
     """A rerun computes nothing and says so; the CLI line comes from these counts."""
-    from noisesearch import metrics
     from noisesearch.cli import _written
-    from noisesearch.study import Config, run_study
+    from noisesearch.studies import Study, run_study
+    from noisesearch.sweep.config import validate_config
 
-    class NoMetrics:  # the evaluation network is not under test here
-        def __call__(self, images, targets):
-            return {}
-
-    monkeypatch.setattr(metrics, "DigitsEvaluator", NoMetrics)
-    configs = [Config("none", 2, 2, per_class=1), Config("random", 2, 4, "classifier", per_class=1)]
-    counts: dict = {}
-    run_study(configs, tmp_path, counts=counts)
-    assert counts == {"written": 2, "already": 0, "skipped": 0}
+    config = validate_config(
+        {
+            "benchmark": {"name": "digits", "per_class": 1},
+            "verifier": {"name": "classifier"},
+            "algorithms": [{"name": "random"}],
+            "budgets": [4],
+            "steps": 2,
+            "baseline_scored": False,
+        },
+        "x",
+    )
+    study = Study([(config, ".")])
+    assert run_study(study, tmp_path) == {"written": 20, "already": 0, "sets": 2}
     before = (tmp_path / "results.jsonl").read_bytes()
-    run_study(configs, tmp_path, counts=counts)
-    assert counts == {"written": 0, "already": 2, "skipped": 0}
+    counts = run_study(study, tmp_path)
+    assert counts == {"written": 0, "already": 20, "sets": 0}
     assert (tmp_path / "results.jsonl").read_bytes() == before
-    assert _written(counts, tmp_path) == f"all 2 rows were already in {tmp_path / 'results.jsonl'}; nothing recomputed"
+    assert _written(counts, tmp_path) == f"all 20 rows were already in {tmp_path / 'results.jsonl'}; nothing recomputed"
 
 
-def test_a_configuration_whose_verifier_fails_everywhere_is_skipped_with_its_reason(tmp_path, monkeypatch):
-    """A study goes on past a verifier that fails on every image: no row for it, the reason counted."""
-    from noisesearch import metrics, verifiers
-    from noisesearch.study import Config, run_study
+def test_a_configuration_whose_verifier_fails_everywhere_is_counted_not_lost(tmp_path, monkeypatch):
+    """A study goes on past a verifier that fails on every image: its searches are counted as failed."""
+    from noisesearch import verifiers
+    from noisesearch.studies import Study, draw, run_study
+    from noisesearch.sweep.config import validate_config
 
-    class NoMetrics:
-        def __call__(self, images, targets):
-            return {}
+    class Failing:
+        name = "failing"
+        preview_sigma = None
+
+        def __call__(self, images, targets, *, previews=None):
+            return torch.full((len(images),), math.nan)
 
     def failing():
-        return lambda images, targets, *, previews=None: torch.full((len(images),), math.nan)
+        return Failing()
 
     failing.domain = None
-    monkeypatch.setattr(metrics, "DigitsEvaluator", NoMetrics)
     monkeypatch.setitem(verifiers.VERIFIERS, "failing", failing)
-    configs = [Config("random", 2, 4, "failing", per_class=1), Config("none", 2, 2, per_class=1)]
-    skipped: list = []
-    counts: dict = {}
-    rows = run_study(configs, tmp_path, skipped=skipped, counts=counts)
-    assert [r["algorithm"] for r in rows] == ["none"] and counts == {"written": 1, "already": 0, "skipped": 1}
-    assert skipped == [
-        (configs[0], "10 of 10 targets got no sample: every candidate's score was NaN (20 NaN scores); no row written")
-    ]
+    config = validate_config(
+        {
+            "benchmark": {"name": "digits", "per_class": 1},
+            "verifier": {"name": "failing"},
+            "algorithms": [{"name": "random"}],
+            "budgets": [4],
+            "steps": 2,
+            "baseline_budgets": [2],
+            "baseline_scored": False,
+        },
+        "x",
+    )
+    study = Study([(config, ".")])
+    assert run_study(study, tmp_path)["written"] == 20
+    sets = {s["algorithm"]: s for s in map(json.loads, (tmp_path / "sets.jsonl").read_text().splitlines())}
+    assert sets["random"]["failed_searches"] == 10 and sets["random"]["n_samples"] == 0
+    assert sets["none"]["failed_searches"] == 0 and sets["none"]["n_samples"] == 10  # unscored: not failed
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    searched = [r for r in rows if r["algorithm"] == "random"]
+    assert all(r["best_score"] is None and r["nan_scores"] == 2 for r in searched)
+    lines = draw(study, tmp_path, metrics=["fid"], title="t")
+    assert lines[1][0] == "more denoising steps (no search)" and lines[2][-1] == "-"

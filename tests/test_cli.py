@@ -252,29 +252,40 @@ def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
     result = invoke("demo", "--quick", "--out", out)
     assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    from noisesearch.demo import demo_configs
+    sets = [json.loads(line) for line in (out / "sets.jsonl").read_text().splitlines()]
+    from noisesearch.studies import demo_study
+    from noisesearch.sweep.run import cells_of
 
-    assert len(rows) == len(demo_configs(quick=True))
+    [(config, _)] = demo_study(quick=True).sweeps
+    assert len(sets) == len(cells_of(config)) == 6 + 2 * 5  # 6 step counts; random and zero-order at 5 budgets
+    rows = (out / "results.jsonl").read_text().splitlines()
+    assert len(rows) == len(sets) * 300  # one row per target of every configuration
     assert (out / "scaling.png").stat().st_size > 10_000
-    for row in rows:
-        for key in ("algorithm", "nfe_per_sample", "fid", "is", "precision", "recall", "accuracy", "samples"):
-            assert key in row
-        with np.load(out / row["samples"]) as npz:
+    for s in sets:
+        for key in ("algorithm", "budget", "fid", "is", "precision", "recall", "accuracy", "samples"):
+            assert key in s
+        with np.load(out / s["samples"]) as npz:
             images, labels = npz["arr_0"], npz["arr_1"]
         assert images.dtype == np.uint8 and images.shape == (300, 8, 8, 1)
         assert labels.shape == (300,) and set(labels.tolist()) == set(range(10))
-    by = {(r["algorithm"], r["nfe_per_sample"]): r for r in rows}
+    by = {(s["algorithm"], s["budget"]): s for s in sets}
     # the paper's finding in miniature: steps plateau, search keeps improving at matched NFEs
     assert by[("none", 32)]["fid"] > by[("none", 8)]["fid"] - 5
     assert by[("random", 32)]["fid"] < by[("none", 32)]["fid"] - 8
     assert by[("random", 128)]["is"] > by[("none", 32)]["is"] + 1
-    assert "FID" in result.output and "zero-order" in result.output
+    assert "fid" in result.output and "zero-order" in result.output and "95% CI" in result.output
+    table = (out / "table.md").read_text()
+    assert (
+        "| more denoising steps (no search) | 8 | 8 | 1 |" in table
+        and "| random, classifier | 128 | 128 | 1 |" in table
+    )
     # rerunning resumes: nothing is recomputed, nothing duplicated
-    mtime = (out / rows[0]["samples"]).stat().st_mtime_ns
-    assert invoke("demo", "--quick", "--out", out).exit_code == 0
+    mtime = (out / sets[0]["samples"]).stat().st_mtime_ns
+    result = invoke("demo", "--quick", "--out", out)
+    assert result.exit_code == 0 and "nothing recomputed" in result.output
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
-    assert (out / rows[0]["samples"]).stat().st_mtime_ns == mtime
+    assert len((out / "sets.jsonl").read_text().splitlines()) == len(sets)
+    assert (out / sets[0]["samples"]).stat().st_mtime_ns == mtime
 
 
 def test_train_digits_writes_weights_that_generate_can_use(tmp_path, monkeypatch):
@@ -323,20 +334,21 @@ def test_compare_bad_input(tmp_path, args, message):
 
 @pytest.mark.slow
 def test_compare_quick_rows_spread_and_skips(tmp_path):
-    """A two-algorithm compare: one row per (configuration, seed), plot and table with spreads."""
+    """A two-algorithm compare: one sample set per (configuration, seed), plot and table with spreads."""
     out = tmp_path / "cmp"
     result = invoke(
         "compare", "--quick", "--budgets", "16,64", "--seeds", "2", "--algorithms", "random,paths", "--out", out
     )
     assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    keys = {(r["algorithm"], r["budget"], r["seed"]) for r in rows}
+    sets = [json.loads(line) for line in (out / "sets.jsonl").read_text().splitlines()]
+    keys = {(s["algorithm"], s["budget"], s["seed"]) for s in sets}
     # paths cannot run at 16 NFEs (one path costs 26): skipped with its reason, everything else ran
     assert keys == {(a, b, s) for a in ("none", "random") for b in (16, 64) for s in (0, 1)} | {
         ("paths", 64, 0),
         ("paths", 64, 1),
     }
-    assert "skipped" in result.output and "give --budget >= 26" in result.output
+    assert len(sets) == len(keys) and len((out / "results.jsonl").read_text().splitlines()) == 200 * len(keys)
+    assert "skipped paths at 16 NFEs" in result.output and "give --budget >= 26" in result.output
     table = (out / "table.md").read_text()
-    assert "| random | classifier | 8 | 64 | 2 |" in table and " ± " in table
+    assert "| random, classifier | 64 | 64 | 2 |" in table and " ± " in table
     assert (out / "scaling.png").stat().st_size > 10_000

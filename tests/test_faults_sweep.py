@@ -131,8 +131,8 @@ def reference(tmp_path_factory, world):
     finally:
         _io.append_jsonl, _io.atomic_write_bytes = append, atomic
     assert counts["written"] == ROWS and counts["sets"] == 4
-    # sweep.json + 16 chunk parts + 40 PNGs + 40 rows + 4 samples + 4 set entries
-    assert len(counted) == 1 + 16 + 40 + 40 + 4 + 4
+    # sweep.json + 16 chunk parts + 40 PNGs + 16 appends of a chunk's rows + 4 samples + 4 set entries
+    assert len(counted) == 1 + 16 + 40 + 16 + 4 + 4
     return snapshot(folder), len(counted)
 
 
@@ -146,13 +146,13 @@ class Killed(BaseException):
 
 def inject(monkeypatch, at: int, mode: str) -> None:
     """Make write number ``at`` fail: ``kill`` dies before it (a half temp file left), ``enospc`` gets a full
-    disk in the middle of it (half a JSONL line reaches the file)."""
+    disk in the middle of it (half of the JSONL lines of an append reach the file)."""
     calls = iter(range(10**6))
     append, atomic = _io.append_jsonl, _io.atomic_write_bytes
 
     def failing_append(path, row):
         if next(calls) == at:
-            line = (_io.dumps(row) + "\n").encode()
+            line = "".join(_io.dumps(r) + "\n" for r in (row if isinstance(row, list) else [row])).encode()
             if mode == "enospc":
                 with open(path, "ab") as f:
                     f.write(line[: len(line) // 2])
@@ -172,11 +172,11 @@ def inject(monkeypatch, at: int, mode: str) -> None:
     monkeypatch.setattr(_io, "atomic_write_bytes", failing_atomic)
 
 
-IN_PROCESS = [(k, "kill" if k % 3 else "enospc") for k in random.Random(10).sample(range(1, 97), 11)] + [
+IN_PROCESS = [(k, "kill" if k % 3 else "enospc") for k in random.Random(10).sample(range(1, 73), 11)] + [
     (0, "kill"),  # before sweep.json
-    (98, "enospc"),  # the merge: the first set entry half written
-    (101, "kill"),  # the merge: between a set entry and the next cell's samples
-    (104, "enospc"),  # the last set entry, half written
+    (74, "enospc"),  # the merge: the first set entry half written
+    (77, "kill"),  # the merge: between a set entry and the next cell's samples
+    (80, "enospc"),  # the last set entry, half written
 ]
 
 

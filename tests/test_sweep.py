@@ -129,6 +129,9 @@ def test_a_different_config_in_the_same_folder_is_refused(tmp_path, finished):
         ({"budgets": [16, 8]}, "budgets.1: zero-order (algorithms.1): budget 8 is smaller than"),
         ({"benchmark": {"name": "file", "path": "/nonexistent/prompts.txt"}}, "benchmark: cannot read prompt file"),
         ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
+        ({"baseline": False, "baseline_budgets": [1, 2]}, "baseline_budgets: given with baseline: false"),
+        ({"guidance": 1.5, "baseline_budgets": [2, 3]}, "baseline_budgets.1: the step baseline cannot spend budget 3"),
+        ({"baseline_budgets": [4, 4]}, "baseline_budgets.1: 4 is already baseline_budgets.0"),
     ],
 )
 def test_config_mistakes_name_their_place(tmp_path, change, message):
@@ -138,6 +141,42 @@ def test_config_mistakes_name_their_place(tmp_path, change, message):
     lines = result.output.strip().splitlines()
     assert lines[0].startswith(f"error: {config}: ") and any(message in line for line in lines), result.output
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_baseline_with_its_own_budgets_and_unscored(tmp_path):
+    """``baseline_budgets`` give the step curve its own budgets; ``baseline_scored: false`` calls no verifier."""
+    config = {
+        **BASE,
+        "benchmark": {"name": "digits", "per_class": 1},
+        "algorithms": [{"name": "random"}],
+        "budgets": [16],
+        "seeds": [0],
+        "keep_images": False,
+        "baseline_budgets": [1, 2],
+        "baseline_scored": False,
+    }
+    out = tmp_path / "out"
+    result = sweep(write(tmp_path, config), "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = rows_of(out)
+    baseline = [r for r in rows if r["algorithm"] == "none"]
+    assert sorted({(r["budget"], r["steps"]) for r in baseline}) == [(1, 1), (2, 2)] and len(baseline) == 20
+    for r in baseline:
+        assert r["nfe_used"] == r["budget"] and r["best_score"] is None and r["verifier"] is None
+        assert r["scored"] is False and math.isfinite(r["eval_oracle-is"])
+    searched = [r for r in rows if r["algorithm"] == "random"]
+    assert len(searched) == 10 and all(r["best_score"] is not None and "scored" not in r for r in searched)
+    assert len((out / "sets.jsonl").read_text().splitlines()) == 3  # every set exported, the baseline's too
+    assert runner.invoke(app, ["report", str(out), "--budget", "1"]).exit_code == 0
+    assert "| more denoising steps (no search) | - |" in (out / "report" / "tables.md").read_text()
+    assert "0 of 10 (0)" in (out / "report" / "tables.md").read_text()  # unscored is not a failed search
+    # the default settings are not stored, so folders written before they existed still resume
+    stored = json.loads((out / "sweep.json").read_text())
+    assert stored["baseline_budgets"] == [1, 2] and stored["baseline_scored"] is False
+    from noisesearch.sweep.config import validate_config
+
+    plain = validate_config({**BASE}, "x").canonical()
+    assert "baseline_budgets" not in plain and "baseline_scored" not in plain
 
 
 def test_unreadable_yaml_and_missing_file(tmp_path):
@@ -274,3 +313,22 @@ def test_an_actor_killed_mid_sweep_loses_and_duplicates_no_row(tmp_path, local_r
     assert killed and counts["written"] == 4 * 20
     assert sweep(write(tmp_path, RAY_CONFIG, "local.yaml"), "--out", tmp_path / "local").exit_code == 0
     same_rows(rows_of(tmp_path / "ray"), rows_of(tmp_path / "local"))
+
+
+def test_shipped_study_configs_validate_and_compare_covers_every_algorithm():
+    """``demo`` and ``compare`` are sweep configs: valid at every size, the baseline unscored from 1 step."""
+    from noisesearch.algorithms import ALGORITHMS
+    from noisesearch.studies import compare_study, demo_study
+
+    full = demo_study().sweeps
+    assert [folder for _, folder in full] == [".", "feature-similarity"]
+    main = full[0][0]
+    assert main.step_budgets == [1, 2, 4, 8, 16, 32, 64, 128] and not main.baseline_scored
+    assert [a.name for a in main.algorithms] == ["random", "zero-order"] and main.benchmark.per_class == 100
+    assert not full[1][0].baseline and full[1][0].verifier.name == "feature-similarity"
+    assert len(demo_study(quick=True).sweeps) == 1
+    [(config, _)] = compare_study().sweeps
+    assert [a.name for a in config.algorithms] == list(ALGORITHMS) and config.seeds == [0, 1, 2]
+    assert config.budgets == [64, 128, 256, 512, 1024] and not config.baseline_scored
+    [(quick, _)] = compare_study(quick=True, seeds=1).sweeps
+    assert quick.budgets == [64, 128, 256] and quick.benchmark.per_class == 20 and quick.seeds == [0]

@@ -13,6 +13,9 @@ Example (``examples/digits-sweep.yaml``)::
     seeds: [0, 1, 2]
     steps: 8
     baseline: true         # also spend each budget on more denoising steps
+    # an algorithm may list its own budgets: {name: paths, budgets: [64, 256]} (default: `budgets`)
+    baseline_budgets: null # the baseline's budgets if not `budgets` (e.g. [1, 2, 4, 8]: a step curve from 1 step)
+    baseline_scored: true  # false: the baseline's samples are not scored by the verifier (best_score null)
     keep_images: false     # true / "best": each search's best image as PNG; "all": every finished candidate's
                            # (class-conditional sets always go to .npz)
 """
@@ -52,6 +55,7 @@ class VerifierSpec(_Strict):
 class AlgorithmSpec(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
+    budgets: list[int] | None = Field(None, min_length=1)  # this algorithm's budgets if not the sweep's
 
 
 class SweepConfig(_Strict):
@@ -70,21 +74,42 @@ class SweepConfig(_Strict):
     sampler: str = "euler"
     guidance: float | None = None
     baseline: bool = True
+    baseline_budgets: list[int] | None = Field(None, min_length=1)
+    baseline_scored: bool = True
     keep_images: bool | Literal["best", "all"] = False
     max_batch: int = Field(4096, ge=1)
     chunk: int = Field(256, ge=1, description="targets searched together and appended together")
 
-    @field_validator("budgets")
+    @field_validator("budgets", "baseline_budgets")
     @classmethod
-    def _positive_budgets(cls, budgets: list[int]) -> list[int]:
-        bad = [b for b in budgets if b < 1]
+    def _positive_budgets(cls, budgets: list[int] | None) -> list[int] | None:
+        bad = [b for b in budgets or () if b < 1]
         if bad:
             raise ValueError(f"budgets must be positive NFE counts, got {bad}")
         return budgets
 
+    @property
+    def step_budgets(self) -> list[int]:
+        """The budgets the more-steps baseline spends: none without a baseline, else ``baseline_budgets`` or ``budgets``."""
+        if not self.baseline:
+            return []
+        return list(self.budgets if self.baseline_budgets is None else self.baseline_budgets)
+
     def canonical(self) -> dict:
-        """The config as plain JSON data (what is stored beside the results and compared on resume)."""
-        return json.loads(self.model_dump_json())
+        """The config as plain JSON data (what is stored beside the results and compared on resume).
+
+        The baseline settings added later are left out at their defaults, so a folder written
+        before they existed resumes with the same config.
+        """
+        data = json.loads(self.model_dump_json())
+        for spec in data["algorithms"]:
+            if spec["budgets"] is None:
+                del spec["budgets"]
+        if data["baseline_budgets"] is None:
+            del data["baseline_budgets"]
+        if data["baseline_scored"]:
+            del data["baseline_scored"]
+        return data
 
 
 def _where(loc: tuple) -> str:
@@ -189,8 +214,15 @@ def check_numbers(config: SweepConfig, path) -> None:
 
     for i, budget in enumerate(config.budgets):
         run(check_budget, budget, f"budgets.{i}", "budget")
+    for i, budget in enumerate(config.baseline_budgets or ()):
+        run(check_budget, budget, f"baseline_budgets.{i}", "budget")
+    for k, spec in enumerate(config.algorithms):
+        for i, budget in enumerate(spec.budgets or ()):
+            run(check_budget, budget, f"algorithms.{k}.budgets.{i}", "budget")
     for i, seed in enumerate(config.seeds):
         run(check_seed, seed, f"seeds.{i}", "seed")
+    if config.baseline_budgets is not None and not config.baseline:
+        problems.append(f"{path}: baseline_budgets: given with baseline: false; drop one of them")
     run(check_steps, config.steps, "steps", "steps")
     run(check_guidance, config.guidance, "guidance", "guidance")
     if problems:
@@ -230,7 +262,7 @@ def normalise(config: SweepConfig) -> SweepConfig:
             continue
         hints = typing.get_type_hints(ALGORITHMS[spec.name].__init__)
         params = {k: _normal(v, hints[k]) if k in hints else v for k, v in spec.params.items()}
-        specs.append(AlgorithmSpec(name=spec.name, params=params))
+        specs.append(AlgorithmSpec(name=spec.name, params=params, budgets=spec.budgets))
     return config.model_copy(update={"algorithms": specs})
 
 
@@ -238,8 +270,9 @@ def check_duplicates(config: SweepConfig, path) -> None:
     """Refuse an algorithm (same name and parameters), budget or seed listed twice, naming both places."""
     problems = []
     for field_name, values in (
-        ("algorithms", [dumps(a.model_dump()) for a in config.algorithms]),
+        ("algorithms", [dumps(a.model_dump(exclude={"budgets"})) for a in config.algorithms]),
         ("budgets", config.budgets),
+        ("baseline_budgets", config.baseline_budgets or []),
         ("seeds", config.seeds),
     ):
         first: dict = {}
@@ -300,28 +333,38 @@ def check_names(config: SweepConfig, path) -> None:
 
 def _check_budgets(config: SweepConfig, path) -> list[str]:
     """Every algorithm must be able to spend every budget (checked on the plain schedule of ``steps``)."""
-    from noisesearch.algorithms import ALGORITHMS, Problem
-    from noisesearch.samplers import schedule
-
     nfe_per_call = guided_nfe_per_call(config)
     problems = []
     if config.baseline:
-        for j, budget in enumerate(config.budgets):
+        where = "budgets" if config.baseline_budgets is None else "baseline_budgets"
+        for j, budget in enumerate(config.step_budgets):
             if baseline_steps(budget, config.sampler, nfe_per_call) is None:
                 problems.append(
-                    f"{path}: budgets.{j}: the step baseline cannot spend budget {budget} exactly with "
+                    f"{path}: {where}.{j}: the step baseline cannot spend budget {budget} exactly with "
                     f"{config.sampler} at {nfe_per_call} NFEs per model call (guidance {config.guidance}); use budgets "
                     f"it can (multiples of {nfe_per_call} for Euler), or baseline: false"
                 )
     for i, spec in enumerate(config.algorithms):
-        for j, budget in enumerate(config.budgets):
-            problem = Problem(0, 0, budget, (1, 8, 8), schedule(config.steps), config.sampler, nfe_per_call)
-            try:
-                ALGORITHMS[spec.name](**spec.params).init(problem)
-            except UserError as e:
-                problems.append(f"{path}: budgets.{j}: {spec.name} (algorithms.{i}): {e}")
+        where = "budgets" if spec.budgets is None else f"algorithms.{i}.budgets"
+        for j, budget in enumerate(config.budgets if spec.budgets is None else spec.budgets):
+            reason = cannot_spend(spec.name, spec.params, budget, config.steps, config.sampler, nfe_per_call)
+            if reason is not None:
+                problems.append(f"{path}: {where}.{j}: {spec.name} (algorithms.{i}): {reason}")
                 break
     return problems
+
+
+def cannot_spend(name: str, params: dict, budget: int, steps: int, sampler: str, nfe_per_call: int) -> str | None:
+    """Why algorithm ``name`` cannot spend ``budget`` (planned on the plain schedule of ``steps``), or None."""
+    from noisesearch.algorithms import ALGORITHMS, Problem
+    from noisesearch.samplers import schedule
+
+    problem = Problem(0, 0, budget, (1, 8, 8), schedule(steps), sampler, nfe_per_call)
+    try:
+        ALGORITHMS[name](**params).init(problem)
+    except UserError as e:
+        return str(e)
+    return None
 
 
 def guided_nfe_per_call(config: SweepConfig) -> int:

@@ -8,7 +8,8 @@ seeds. The HTML page embeds its plots and images (base64) and escapes every piec
 A report only reads the rows: a half-written last line (a sweep that crashed mid-write) is left out
 with a warning, and only the next ``sweep`` repairs the file. A search without a best image (all
 its scores failed) has ``best_score: null``; the tables count such searches per configuration
-(``failed searches``).
+(``failed searches``); an unscored baseline's rows (``scored: false``) have ``best_score: null`` too
+and are no failure.
 
 Verifier hacking: for every configuration and every held-out metric (every metric but the search
 verifier's own ``best_score``), the budget at which the metric's mean is best (``onsets``); FID
@@ -212,7 +213,7 @@ def table(rows: list[dict], metrics: list[str], budget: int, *, failures: bool =
             mean, ci = mean_ci([g.get(m) for g in group])
             cells.append("-" if math.isnan(mean) else f"{mean:.4g} ± {ci:.2g}")
         if failures:
-            failed = sum(g["best_score"] is None for g in group)
+            failed = sum(g["best_score"] is None and g.get("scored", True) for g in group)  # unscored: no failure
             nan_scores = sum(g.get("nan_scores") or 0 for g in group)
             cells.append(f"{failed} of {len(group)} ({nan_scores})")
         lines.append([name, *cells])
@@ -304,6 +305,48 @@ def _cell_mean(rows: list[dict], cell: str, key: str) -> float:
     return statistics.fmean(r[key] for r in rows if r["cell"] == cell)
 
 
+def sets_as_rows(rows: list[dict], sets: list[dict], x: str = "nfe") -> list[dict]:
+    """``sets.jsonl`` entries as rows ``curves`` and ``table`` read: the verifier, and the cost on axis ``x``.
+
+    The cost of a set is its budget in NFEs, or the mean over its cell's per-target rows on another axis.
+    """
+    key = AXES[x][0]
+    return [
+        {
+            **s,
+            "verifier": next((r["verifier"] for r in rows if r["cell"] == s["cell"]), "?"),
+            "nfe_used": s["budget"],
+            **({} if x == "nfe" else {key: _cell_mean(rows, s["cell"], key)}),
+        }
+        for s in sets
+    ]
+
+
+def points_table(
+    sets: list[dict], set_metrics: list[str], rows: list[dict] = (), target_metrics: list[str] = ()
+) -> list[list[str]]:
+    """Header + one line per point of the curves (configuration and budget): mean ± 95% CI of each metric.
+
+    ``sets`` (from ``sets_as_rows``) give the sample-set metrics, the CI over seeds; ``rows`` (per
+    target) give ``target_metrics``, the CI over seeds and targets. A metric a point lacks is "-".
+    """
+    groups: dict[tuple[str, int], dict[str, list[dict]]] = {}
+    for kind, group in (("sets", sets), ("rows", rows)):
+        for r in group:
+            groups.setdefault((label(r), r["budget"]), {"sets": [], "rows": []})[kind].append(r)
+    lines = [["configuration", "budget", "NFEs per sample", "seeds", *set_metrics, *target_metrics]]
+    for (name, budget), group in sorted(groups.items()):
+        nfe = statistics.fmean(r["nfe_used"] for r in group["rows"]) if group["rows"] else budget
+        seeds = len({r["seed"] for r in group["sets"] + group["rows"]})
+        cells = []
+        for kind, metrics in (("sets", set_metrics), ("rows", target_metrics)):
+            for m in metrics:
+                mean, ci = mean_ci([g.get(m) for g in group[kind]])
+                cells.append("-" if math.isnan(mean) else f"{mean:.4g} ± {ci:.2g}")
+        lines.append([name, str(budget), f"{nfe:g}", str(seeds), *cells])
+    return lines
+
+
 def _stderr(message: str) -> None:
     import sys
 
@@ -331,7 +374,7 @@ def build_report(
     if not rows:
         raise UserError(f"{str(path)!r} has no rows yet")
     sets = read_sets(folder / "sets.jsonl", warn=warn) if (folder / "sets.jsonl").exists() else []
-    key = check_axis(rows, x)
+    check_axis(rows, x)
     budgets = sorted({r["budget"] for r in rows})
     budget = budget if budget is not None else budgets[-1]
     if budget not in budgets:
@@ -350,15 +393,7 @@ def build_report(
     ]
     set_metrics = [m for m in SET_METRICS if any(m in s for s in sets)]
     if set_metrics:
-        set_rows = [
-            {
-                **s,
-                "verifier": next((r["verifier"] for r in rows if r["cell"] == s["cell"]), "?"),
-                "nfe_used": s["budget"],
-                **({} if x == "nfe" else {key: _cell_mean(rows, s["cell"], key)}),
-            }
-            for s in sets
-        ]
+        set_rows = sets_as_rows(rows, sets, x)
         set_png = plot(set_rows, set_metrics, "sample-set metrics (mean, 95% CI over seeds)", x)
         atomic_write_bytes(report / "sets.png", set_png)
         sections.append(_img(set_png, "sample-set scaling curves"))

@@ -29,7 +29,10 @@ below ``MIN_SET`` samples).
 
 The more-steps baseline (``algorithm: none``) spends each budget on one sample with as many steps
 as the budget buys exactly: ``budget`` Euler steps, ``budget / 2`` under classifier-free guidance
-(the config refuses budgets it cannot spend exactly); its rows give the ``steps`` used.
+(the config refuses budgets it cannot spend exactly); its rows give the ``steps`` used. It spends
+``baseline_budgets`` when the config gives them (else ``budgets``). With ``baseline_scored: false``
+its one candidate is not scored by the search verifier (``Unscored``): its rows have
+``best_score: null``, ``verifier: null`` and ``scored: false``, and it is no failed search.
 """
 
 from __future__ import annotations
@@ -82,10 +85,10 @@ def cells_of(config: SweepConfig) -> list[Cell]:
     """Every (configuration, seed) of the sweep, baseline first."""
     cells = []
     for seed in config.seeds:
-        if config.baseline:
-            cells += [Cell("none", budget, budget, seed) for budget in config.budgets]
+        cells += [Cell("none", budget, budget, seed) for budget in config.step_budgets]
         for spec in config.algorithms:
-            cells += [Cell(spec.name, config.steps, budget, seed, dict(spec.params)) for budget in config.budgets]
+            budgets = config.budgets if spec.budgets is None else spec.budgets
+            cells += [Cell(spec.name, config.steps, budget, seed, dict(spec.params)) for budget in budgets]
     return cells
 
 
@@ -122,6 +125,16 @@ def snapshot_check(out: Path, config: SweepConfig, *, has_rows: bool, note: Call
             )
     else:
         _io.write_json(path, new)
+
+
+class Unscored:
+    """The verifier of an unscored baseline: every image scores 0, so nothing is ranked (one candidate)."""
+
+    name = "none"
+    preview_sigma = None
+
+    def __call__(self, images, targets, *, previews=None):
+        return torch.zeros(len(images))
 
 
 @dataclass
@@ -348,11 +361,12 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
                 f"per call at guidance {guidance}; use budgets it can, or baseline: false"
             )
     algorithm = RandomSearch(candidates=1) if cell.algorithm == "none" else ALGORITHMS[cell.algorithm](**cell.params)
+    scored = cell.algorithm != "none" or config.baseline_scored
     seeds = [derive_seed(cell.seed, i) for i in chunk]
     started = time.perf_counter()
     results = run_search(
         model,
-        world.verifier,
+        world.verifier if scored else Unscored(),
         algorithm,
         [items[i].target for i in chunk],
         seeds=seeds,
@@ -366,13 +380,13 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
     )
     wall = (time.perf_counter() - started) / len(chunk)
     images = [r.best_image for r in results]  # (C, H, W) each, None for a search without a real score
-    scored = [n for n, image in enumerate(images) if image is not None]
+    present = [n for n, image in enumerate(images) if image is not None]
     evals: dict[str, list] = {}
     for name, v in world.eval_verifiers.items():
         evals[name] = [None] * len(chunk)
-        if scored:  # only searches that produced an image are scored
-            values = v(torch.stack([images[n] for n in scored]), [results[n].target for n in scored]).tolist()
-            for n, value in zip(scored, values):
+        if present:  # only searches that produced an image are scored
+            values = v(torch.stack([images[n] for n in present]), [results[n].target for n in present]).tolist()
+            for n, value in zip(present, values):
                 evals[name][n] = value
     rows = []
     for n, (i, r) in enumerate(zip(chunk, results)):
@@ -386,7 +400,7 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
                 "benchmark": config.benchmark.name,
                 "algorithm": cell.algorithm,
                 "params": cell.params,
-                "verifier": config.verifier.name,
+                "verifier": config.verifier.name if scored else None,
                 "budget": cell.budget,
                 "steps": steps,
                 "sampler": config.sampler,
@@ -396,12 +410,13 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
                 "nfe_used": r.nfe_used,
                 "verifier_calls": r.verifier_calls,
                 "candidates": len(r.candidates),
-                "best_score": r.best_score if r.best_image is not None else None,
+                "best_score": r.best_score if r.best_image is not None and scored else None,
                 "nan_scores": r.nan_scores,
                 **{f"eval_{name}": values[n] for name, values in evals.items()},
                 "wall_time_s": round(wall, 4),
                 **r.ledger,  # costs: FLOPs, decodes, verifier FLOPs, API tokens and cost, seconds by kind
                 "versions": versions(),
+                **({} if scored else {"scored": False}),
             }
         )
         if r.images:  # every finished candidate, with its score (keep_images: all)
@@ -445,11 +460,11 @@ def _file_chunk(config, out: Path, cell: Cell, rows: list[dict], images: list, c
     new = []
     for row in rows:
         row.pop("_candidates", None)
-        if (row["cell"], row["target_index"]) in done:
-            continue
-        _io.append_jsonl(path, row)
-        done.add((row["cell"], row["target_index"]))
-        new.append(row)
+        if (row["cell"], row["target_index"]) not in done:
+            new.append(row)
+    if new:
+        _io.append_jsonl(path, new)  # one write and one fsync for the chunk
+        done.update((row["cell"], row["target_index"]) for row in new)
     return new
 
 
