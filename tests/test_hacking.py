@@ -1,6 +1,7 @@
 """Verifier-hacking diagnostics of ``report``: where each held-out metric peaks, on hand-built rows."""
 
 import json
+import math
 
 from noisesearch.sweep.report import best_index, build_report, onset_table, onsets
 
@@ -65,3 +66,14 @@ def test_report_lists_the_onsets(tmp_path):
 
 def test_the_search_verifier_itself_is_not_held_out():
     assert onsets(ROWS, ["best_score"]) == {}
+
+
+def test_table_cells_state_an_interval_only_where_there_is_one():
+    """One seed has no spread: the cell is the mean alone, never a misleading "± 0"."""
+    from noisesearch.sweep.report import cell
+
+    assert cell([]) == "-" and cell([None, math.nan]) == "-"
+    assert cell([2.5]) == "2.5" and cell([2.5, None]) == "2.5"
+    # two values 1 and 3: mean 2, stdev sqrt(2), half-width 1.96 * sqrt(2) / sqrt(2) = 1.96
+    assert cell([1.0, 3.0]) == "2 ± 2"
+    assert cell([1.0, 3.0, None]) == "2 ± 2"

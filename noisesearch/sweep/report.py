@@ -63,6 +63,15 @@ def label(row: dict) -> str:
     return f"{row['algorithm']}{f' ({params})' if params else ''}, {row.get('verifier', '?')}"
 
 
+def cell(values: list) -> str:
+    """A table cell: "-" without values, the mean alone for one value (no interval to state), else mean ± 95% CI."""
+    mean, ci = mean_ci(values)
+    if math.isnan(mean):
+        return "-"
+    n = sum(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in values)
+    return f"{mean:.4g}" if n == 1 else f"{mean:.4g} ± {ci:.2g}"
+
+
 def mean_ci(values: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95% confidence interval (0 for a single value)."""
     values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
@@ -210,8 +219,7 @@ def table(rows: list[dict], metrics: list[str], budget: int, *, failures: bool =
         group = [r for r in at if label(r) == name]
         cells = []
         for m in metrics:
-            mean, ci = mean_ci([g.get(m) for g in group])
-            cells.append("-" if math.isnan(mean) else f"{mean:.4g} ± {ci:.2g}")
+            cells.append(cell([g.get(m) for g in group]))
         if failures:
             failed = sum(g["best_score"] is None and g.get("scored", True) for g in group)  # unscored: no failure
             nan_scores = sum(g.get("nan_scores") or 0 for g in group)
@@ -341,8 +349,7 @@ def points_table(
         cells = []
         for kind, metrics in (("sets", set_metrics), ("rows", target_metrics)):
             for m in metrics:
-                mean, ci = mean_ci([g.get(m) for g in group[kind]])
-                cells.append("-" if math.isnan(mean) else f"{mean:.4g} ± {ci:.2g}")
+                cells.append(cell([g.get(m) for g in group[kind]]))
         lines.append([name, str(budget), f"{nfe:g}", str(seeds), *cells])
     return lines
 
