@@ -396,7 +396,7 @@ class CandidateCache:
 
     Storage: one *pack* per batch of computed candidates, ``packs/<digest>.safetensors`` (tensors ``x``,
     ``image`` and ``preview@<step>``, row n for key n; the keys and FLOPs in its metadata), and one score file per
-    batch and verifier, ``scores/<verifier id>/<digest>.json`` (``{key: [score, verify FLOPs]}``). A file's
+    batch and verifier, ``scores/<verifier id>/<digest>.json`` (``keys``, ``scores`` in their order, ``verify_flops``). A file's
     name is the digest of its bytes (``file_digest``), checked on every read, so a torn or foreign file is a
     miss. A pack is written from the tensors' own memory and read without a copy (``_parse``).
     Files are written whole and renamed into place; the cache is derived data, so they are not fsynced
@@ -432,7 +432,7 @@ class CandidateCache:
     def _reset(self) -> None:
         self._packs: dict[str, dict[str, set[str]]] = {}  # pack name -> {key -> its tensor names}
         self._where: dict[str, list[str]] = {}  # key -> pack names holding it
-        self._scores: dict[str, dict[str, list]] = {}  # verifier id -> {key -> [score, flops]}
+        self._scores: dict[str, dict[str, tuple]] = {}  # verifier id -> {key -> (score, flops)}
         self._score_files: dict[str, set[str]] = {}
         self._size: int | None = None  # bytes, estimated since the last scan (other writers add too)
         self._memo: dict[str, tuple] = {}  # pack name -> (tensors, metadata), least recently used first
@@ -600,11 +600,15 @@ class CandidateCache:
                 data = (folder / name).read_bytes()
                 if file_digest(data) != name.removesuffix(".json"):
                     continue
-                for key, value in json.loads(data).items():
-                    table.setdefault(key, value)
+                doc = json.loads(data)
+                keys, scores, flops = doc["keys"], doc["scores"], doc["verify_flops"]
+                if doc["format"] != FORMAT or not isinstance(keys, list) or len(keys) != len(scores):
+                    continue
+                for key, score in zip(keys, scores):
+                    table.setdefault(key, (score, flops))
                 seen.add(name)
                 os.utime(folder / name)
-            except (OSError, ValueError):
+            except (OSError, ValueError, KeyError, TypeError):  # unreadable or another layout: not scored
                 continue
 
     # -- writing ---------------------------------------------------------------------------------
@@ -649,15 +653,16 @@ class CandidateCache:
         if not keys:
             return
         flops = verify_flops if verify_flops is None or math.isfinite(verify_flops) else None
-        table = {k: [s if math.isfinite(s) else None, flops] for k, s in zip(keys, scores)}  # NaN: null
-        data = (json.dumps(table, allow_nan=False) + "\n").encode()
+        kept = [s if math.isfinite(s) else None for s in scores]  # NaN: null
+        doc = {"format": FORMAT, "verify_flops": flops, "keys": keys, "scores": kept}
+        data = (json.dumps(doc, allow_nan=False) + "\n").encode()
         folder = self.path / "scores" / verifier_id
         folder.mkdir(exist_ok=True)
         name = _write(folder, ".json", [data])
         self._score_files.setdefault(verifier_id, set()).add(name)
         mine = self._scores.setdefault(verifier_id, {})
-        for key, value in table.items():
-            mine.setdefault(key, value)
+        for key, score in zip(keys, kept):
+            mine.setdefault(key, (score, flops))
         self._grow(len(data))
 
     # -- size ------------------------------------------------------------------------------------
