@@ -257,10 +257,11 @@ def job_keys(model_id: str, jobs: list, problems: list, guidance: float) -> list
 
     A key is ``<head>s<seed>`` for a seeded noise and ``<head>h<hash>`` for any other (the first 32 hex
     digits of the SHA-256 of its bytes), where ``head`` is the first 32 hex digits of the SHA-256 of
-    everything else (format, model, sampler, schedule, guidance, target, noise shape and dtype). The head
-    is computed once per (sampler, schedule, problem, shape, dtype) in the batch, so a seeded key costs
-    no hash of its own."""
+    everything else (format, model, sampler, schedule, guidance, noise shape and dtype, then the target).
+    The head is computed once per (sampler, schedule, problem, shape, dtype) in the batch, from a text
+    serialised once per (sampler, schedule, shape, dtype), so a seeded key costs no hash of its own."""
     heads: dict[tuple, str] = {}
+    runs: dict[tuple, bytes] = {}  # the part shared by every target: (sampler, schedule, shape, dtype)
     keys = []
     for job, problem in zip(jobs, problems):
         x = job.x
@@ -268,19 +269,25 @@ def job_keys(model_id: str, jobs: list, problems: list, guidance: float) -> list
         shared = (sampler, id(job.sigmas), id(problem), x.shape, x.dtype)  # objects alive during this call
         head = heads.get(shared)
         if head is None:
-            target = _simple(problem.target)
-            text = "\x1f".join(
-                (
-                    FORMAT,
-                    model_id,
-                    sampler,
-                    _sigmas_digest(tuple(float(s) for s in job.sigmas)),
-                    repr(float(guidance)),
-                    _io.dumps(target) if target is not None or problem.target is None else repr(problem.target),
-                    f"{tuple(x.shape)}:{x.dtype}",
-                )
-            )
-            head = heads[shared] = hashlib.sha256(text.encode()).hexdigest()[:32]
+            run = runs.get(shared[:2] + shared[3:])
+            if run is None:
+                run = runs[shared[:2] + shared[3:]] = "\x1f".join(
+                    (
+                        FORMAT,
+                        model_id,
+                        sampler,
+                        _sigmas_digest(tuple(float(s) for s in job.sigmas)),
+                        repr(float(guidance)),
+                        f"{tuple(x.shape)}:{x.dtype}",
+                    )
+                ).encode()
+            target = problem.target
+            if type(target) is int:  # a class label: what _io.dumps writes, without its cost
+                text = str(target)
+            else:
+                plain = _simple(target)
+                text = _io.dumps(plain) if plain is not None or target is None else repr(target)
+            head = heads[shared] = hashlib.sha256(run + b"\x1f" + text.encode()).hexdigest()[:32]
         if job.noise_seed is not None:
             keys.append(f"{head}s{job.noise_seed:d}")
         else:
