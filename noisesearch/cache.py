@@ -48,7 +48,7 @@ from noisesearch import _io
 from noisesearch.errors import UserError
 
 IMAGE_MODES = ("exact", "uint8")
-REHASH_BYTES = 64 * 2**20  # weights up to this size are hashed again on every identity call (see _identity)
+REHASH_BYTES = 64 * 2**20  # weights up to this size are kept as bytes and compared on every identity call
 MEMO_BYTES = 256 * 2**20  # packs kept in memory per process after their first read
 FORMAT = "2"  # bump when the entry layout changes: old entries then miss
 _SECRET_WORDS = ("key", "token", "secret", "password", "usage")  # never part of an identity (nor logged)
@@ -142,21 +142,24 @@ def _weights(found: list[tuple[str, Any]]) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-_IDENTITIES: weakref.WeakKeyDictionary[Any, tuple[tuple, str, str | None]] = weakref.WeakKeyDictionary()
+_IDENTITIES: weakref.WeakKeyDictionary[Any, tuple[tuple, str, str | None, list[bytes]]] = weakref.WeakKeyDictionary()
 
 
 def _identity(obj: Any, kind: str) -> str | None:
     """Class, name, public options and weights hash of ``obj``; None without any weight.
 
-    Weights of at most ``REHASH_BYTES`` in all are hashed on every call (2 ms for digits-large's 2.2 MB).
-    Larger ones' hash is kept per object and recomputed when an option changes, a weight's version
-    counter moves (an in-place edit, ``load_state_dict``) or its data pointer does (``p.data = t``); an
-    in-place edit through ``p.data`` of such a model moves neither, so give it a new ``cache_key`` then."""
+    The hash is kept per object. Weights of at most ``REHASH_BYTES`` in all are also kept as bytes and
+    compared with the current ones on every call (0.3 ms for digits-large's 2.2 MB, a sixth of hashing
+    them), so any edit is seen, also one through ``p.data``, which moves no version counter. Larger
+    weights' hash is recomputed when an option changes, a weight's version counter moves (an in-place
+    edit, ``load_state_dict``) or its data pointer does (``p.data = t``); an in-place edit through
+    ``p.data`` of such a model moves neither, so give it a new ``cache_key`` then."""
     weights = _weights(_modules_and_tensors(obj))
-    if sum(t.numel() * t.element_size() for _, t in weights) <= REHASH_BYTES:
-        versions = None  # small: hashed again every time (an edit through ``.data`` bumps no version counter)
+    small = sum(t.numel() * t.element_size() for _, t in weights) <= REHASH_BYTES
+    if small:  # compared by their bytes below
+        marks = tuple((name, id(t), t.dtype, tuple(t.shape)) for name, t in weights)
     else:  # an in-place edit bumps the version, a new tensor (``p.data = t``) moves the data pointer
-        versions = tuple((id(t), t._version, 0 if t.device.type == "meta" else t.data_ptr()) for _, t in weights)
+        marks = tuple((id(t), t._version, 0 if t.device.type == "meta" else t.data_ptr()) for _, t in weights)
     options = {
         k: _describe(v)
         for k, v in sorted(getattr(obj, "__dict__", {}).items())
@@ -167,18 +170,23 @@ def _identity(obj: Any, kind: str) -> str | None:
         known = _IDENTITIES.get(obj)
     except TypeError:
         known = None
-    if known is not None and versions is not None and known[0] == versions and known[1] == head:
-        return known[2]
-    h = hashlib.sha256(head.encode())
     try:
+        if known is not None and known[0] == marks and known[1] == head:
+            if not small or all(_tensor_bytes(t) == data for (_, t), data in zip(weights, known[3])):
+                return known[2]
+        h = hashlib.sha256(head.encode())
+        kept = []
         for name, t in weights:
+            data = _tensor_bytes(t)
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(_tensor_bytes(t))
+            h.update(data)
+            if small:
+                kept.append(data)
     except (ValueError, RuntimeError):
         return None  # weights that cannot be read (offloaded to meta): no stable identity
     identity = h.hexdigest() if weights else None
     try:
-        _IDENTITIES[obj] = (versions, head, identity)
+        _IDENTITIES[obj] = (marks, head, identity, kept)
     except TypeError:
         pass
     return identity

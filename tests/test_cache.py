@@ -260,7 +260,7 @@ def test_a_weight_edited_through_data_changes_the_identity(digits, monkeypatch):
     model = copy.deepcopy(digits)
     before = model_identity(model)
     weight = next(model.net.parameters())
-    weight.data.view(-1)[0] += 1e-3  # bumps no version counter: a small model is hashed again anyway
+    weight.data.view(-1)[0] += 1e-3  # bumps no version counter: a small model's bytes are compared
     assert model_identity(model) != before
     monkeypatch.setattr(cache, "REHASH_BYTES", 0)  # as for a large model: version counters and data pointers
     seen = model_identity(model)
