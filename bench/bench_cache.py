@@ -203,6 +203,12 @@ def main() -> None:
     ]
     lines += [
         "",
+        "The wall difference of two such runs moves by several percent either way with the machine's load (a "
+        "negative overhead is that noise); the time inside the cache's calls is the cost the cache adds to a run "
+        "where nothing hits. Besides those calls, a run with the cache does the same work as one without: one "
+        "denoiser batch, one decode, one verifier call (a cached sweep runs its largest budget first, so its "
+        "smaller budgets replay instead of computing small batches one budget at a time).",
+        "",
         f"Load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run on {os.cpu_count()} "
         "CPUs: a machine shared with other jobs, so the seconds (not the NFE counts) are noisy.",
     ]
