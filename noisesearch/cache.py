@@ -650,7 +650,10 @@ class CandidateCache:
             "flops_per_nfe": json.dumps(flops_per_nfe),
             "decode_flops": json.dumps(decode_flops),
         }
-        parts = _safetensors_parts(tensors, metadata)  # the tensors' own memory: written, never kept
+        try:
+            parts = _safetensors_parts(tensors, metadata)  # the tensors' own memory: written, never kept
+        except ValueError:  # a dtype safetensors has no code for here: these candidates are not cached
+            return
         name = _write(self.path / "packs", ".safetensors", parts)
         stored = {"x", "image", *previews}
         self._packs[name] = {key: stored for key in keys}

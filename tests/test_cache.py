@@ -227,6 +227,13 @@ def test_a_pack_is_a_safetensors_file_and_a_replay_never_aliases_it(tmp_path):
     assert cache.get(["a"], 3) == [None]  # no preview at step 3 in that pack
 
 
+def test_a_batch_of_a_dtype_without_a_safetensors_code_is_not_cached(tmp_path):
+    cache = CandidateCache(tmp_path / "c")
+    image = torch.zeros(1, 4, dtype=torch.complex64)
+    cache.put(["a"], torch.zeros(1, 4), image, {}, flops_per_nfe=None, decode_flops=None)
+    assert cache.get(["a"], None) == [None] and not list((tmp_path / "c" / "packs").iterdir())
+
+
 def test_a_well_named_but_malformed_pack_is_a_miss(tmp_path):
     cache = CandidateCache(tmp_path / "c")
     cache.put(["a"], torch.zeros(1, 4), torch.zeros(1, 4), {}, flops_per_nfe=None, decode_flops=None)
