@@ -3,11 +3,12 @@
 On the digits world (digits-large, 20 targets, 32 steps): random search over 6 budgets (32 ... 1024 NFEs), searched with each of
 the 3 digits verifiers as its own sweep. Without the cache every sweep computes every budget; with one
 cache folder shared by the three sweeps (``--cache DIR``) the first computes the largest budget once
-(with the x0-previews feature-similarity needs) and the others only score. The rows must agree apart
+(with the x0-previews feature-similarity needs; a cached sweep runs its largest budget first, so the
+smaller budgets replay its first candidates) and the others only score. The rows must agree apart
 from ``nfe_computed``, ``replayed``, ``decode_computed``, ``verify_computed`` and wall times (floats to
 1e-5: a batch of fewer rows can move a score's last bits on some kernels; the table says how many rows
 are bit-identical). The overhead: one random search of 16 candidates over 100 targets into an empty
-cache (every candidate a miss, written) against no cache, best of 3, on digits (the cheapest denoiser:
+cache (every candidate a miss, written) against no cache, best of 7, on digits (the cheapest denoiser:
 the worst case) and digits-large. Writes the table into
 BENCHMARKS.md between the ``bench_cache`` markers.
 """
@@ -84,9 +85,45 @@ def plain(row: dict) -> dict:
     return ledger.drop_computed(ledger.drop_seconds(dict(row)))
 
 
-def overhead(tmp: Path, model_name: str, per_class: int, repeats: int = 5) -> tuple[float, float, int]:
+class _Clock:
+    """Seconds spent inside the cache's own calls (identities, keys, lookups, writes), summed while installed."""
+
+    NAMES = ("get", "put", "scores", "put_scores")
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.saved = {}
+
+    def wrap(self, f):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return timed
+
+    def __enter__(self):
+        from noisesearch import cache
+
+        module = {n: getattr(cache, n) for n in ("job_keys", "model_identity", "verifier_identity")}
+        self.saved = {(n, cache): f for n, f in module.items()} | {
+            (n, CandidateCache): getattr(CandidateCache, n) for n in self.NAMES
+        }
+        for (name, owner), f in self.saved.items():
+            setattr(owner, name, self.wrap(f))
+        return self
+
+    def __exit__(self, *exc):
+        for (name, owner), f in self.saved.items():
+            setattr(owner, name, f)
+
+
+def overhead(tmp: Path, model_name: str, per_class: int, repeats: int = 7) -> tuple[float, float, float]:
     """Best-of wall seconds of one search of 16 candidates per target, without and with an
-    empty cache (every candidate a miss, computed and written)."""
+    empty cache (every candidate a miss, computed and written), and the least seconds spent inside the
+    cache's calls (identities, key derivation, lookup, pack and score writes) in one run with it."""
     model, verifier = MODELS[model_name](), VERIFIERS["classifier"]()
     targets = [c for c in range(10) for _ in range(per_class)]
     seeds = list(range(len(targets)))  # one search seed per target: every candidate distinct
@@ -98,13 +135,15 @@ def overhead(tmp: Path, model_name: str, per_class: int, repeats: int = 5) -> tu
 
     once(None)  # warm up (FLOPs measured, kernels loaded)
     once(CandidateCache(tmp / f"warm-{model_name}"))  # the model's weights hash, computed once per model object
-    plain_s, cached_s = [], []
+    plain_s, cached_s, inside = [], [], []
     for r in range(repeats):
         plain_s.append(once(None))
-        cached_s.append(once(CandidateCache(tmp / f"empty-{model_name}-{r}")))
+        with _Clock() as clock:
+            cached_s.append(once(CandidateCache(tmp / f"empty-{model_name}-{r}")))
+        inside.append(clock.seconds)
     packs = list((tmp / f"empty-{model_name}-0" / "packs").glob("*.safetensors"))
     assert len(packs) == 1  # one batch, one pack
-    return min(plain_s), min(cached_s), len(targets) * 16
+    return min(plain_s), min(cached_s), min(inside)
 
 
 def main() -> None:
@@ -151,13 +190,24 @@ def main() -> None:
         f"fields and wall times: all {len(cached)} (floats to 1e-5), {identical} of them bit for bit.",
         "",
         f"Overhead when nothing hits (one search batch of 100 targets x 16 candidates of {STEPS} steps, every candidate "
-        "computed and written as one pack, best of 5 interleaved; goal: under 5%):",
+        "computed and written as one pack, best of 7 interleaved; goal: under 5%). The last columns time the "
+        "cache's own calls (model and verifier identities, key derivation, lookup, pack and score writes) inside a run with it, which the "
+        "machine's load disturbs less than the difference of two wall times:",
         "",
-        "| model | no cache s | empty cache s | overhead |",
-        "| --- | ---: | ---: | ---: |",
-        *(f"| {name} | {b:.3f} | {c:.3f} | **{100 * (c / b - 1):+.1f}%** |" for name, (b, c, _) in costs.items()),
+        "| model | no cache s | empty cache s | overhead (wall) | in cache calls s | cache calls / no-cache run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {name} | {b:.3f} | {c:.3f} | {100 * (c / b - 1):+.1f}% | {inside:.4f} | **{100 * inside / b:.1f}%** |"
+            for name, (b, c, inside) in costs.items()
+        ),
     ]
     lines += [
+        "",
+        "The wall difference of two such runs moves by several percent either way with the machine's load (a "
+        "negative overhead is that noise); the time inside the cache's calls is the cost the cache adds to a run "
+        "where nothing hits. Besides those calls, a run with the cache does the same work as one without: one "
+        "denoiser batch, one decode, one verifier call (a cached sweep runs its largest budget first, so its "
+        "smaller budgets replay instead of computing small batches one budget at a time).",
         "",
         f"Load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run on {os.cpu_count()} "
         "CPUs: a machine shared with other jobs, so the seconds (not the NFE counts) are noisy.",

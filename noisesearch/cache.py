@@ -2,15 +2,17 @@
 
 A *cacheable* job is a pure function of its key: it starts at the schedule's first sigma from a
 noise, runs with a deterministic sampler to sigma = 0, takes no per-step injected noises, no
-gradient and no known x0-prediction (``cacheable``). Its key (``job_key``) is the SHA-256 of
+gradient and no known x0-prediction (``cacheable``). Its key (``job_key``) is a head, a SHA-256 of
 
 - the model's identity (``model_identity``): its class, name, public options (size, guidance form,
   pipeline arguments, tensors and images in them by their bytes' hash) and a hash of every weight
   tensor's bytes, computed once per model object and again when an option or a weight changes
   (torch's version counters see an in-place edit);
-- the sampler's name, the exact sigma schedule (its float64 bytes), the guidance scale and the target;
-- the starting noise: its seed when it is a seeded draw (``Job.noise_seed``, with the noise's
-  shape), else the SHA-256 of its exact bytes, dtype and shape.
+- the sampler's name, the exact sigma schedule (its float64 bytes), the guidance scale, the target
+  and the noise's shape and dtype;
+
+followed by the starting noise: its seed when it is a seeded draw (``Job.noise_seed``), else the
+SHA-256 of its exact bytes.
 
 An entry holds the end state (the latent, exact), the decoded image (exact, or uint8 with
 ``images="uint8"``), the decoded x0-previews a verifier used (by step), and the FLOPs the ledger
@@ -46,8 +48,9 @@ from noisesearch import _io
 from noisesearch.errors import UserError
 
 IMAGE_MODES = ("exact", "uint8")
+REHASH_BYTES = 64 * 2**20  # weights up to this size are kept as bytes and compared on every identity call
 MEMO_BYTES = 256 * 2**20  # packs kept in memory per process after their first read
-FORMAT = "1"  # bump when the entry layout changes: old entries then miss
+FORMAT = "2"  # bump when the entry layout changes: old entries then miss
 _SECRET_WORDS = ("key", "token", "secret", "password", "usage")  # never part of an identity (nor logged)
 
 
@@ -139,16 +142,24 @@ def _weights(found: list[tuple[str, Any]]) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-_IDENTITIES: weakref.WeakKeyDictionary[Any, tuple[tuple, str, str | None]] = weakref.WeakKeyDictionary()
+_IDENTITIES: weakref.WeakKeyDictionary[Any, tuple[tuple, str, str | None, list[bytes]]] = weakref.WeakKeyDictionary()
 
 
 def _identity(obj: Any, kind: str) -> str | None:
     """Class, name, public options and weights hash of ``obj``; None without any weight.
 
-    The weights' hash is kept per object and recomputed when an option or torch's version counter of a
-    weight changes (an in-place edit)."""
+    The hash is kept per object. Weights of at most ``REHASH_BYTES`` in all are also kept as bytes and
+    compared with the current ones on every call (0.3 ms for digits-large's 2.2 MB, a sixth of hashing
+    them), so any edit is seen, also one through ``p.data``, which moves no version counter. Larger
+    weights' hash is recomputed when an option changes, a weight's version counter moves (an in-place
+    edit, ``load_state_dict``) or its data pointer does (``p.data = t``); an in-place edit through
+    ``p.data`` of such a model moves neither, so give it a new ``cache_key`` then."""
     weights = _weights(_modules_and_tensors(obj))
-    versions = tuple((id(t), t._version) for _, t in weights)
+    small = sum(t.numel() * t.element_size() for _, t in weights) <= REHASH_BYTES
+    if small:  # compared by their bytes below
+        marks = tuple((name, id(t), t.dtype, tuple(t.shape)) for name, t in weights)
+    else:  # an in-place edit bumps the version, a new tensor (``p.data = t``) moves the data pointer
+        marks = tuple((id(t), t._version, 0 if t.device.type == "meta" else t.data_ptr()) for _, t in weights)
     options = {
         k: _describe(v)
         for k, v in sorted(getattr(obj, "__dict__", {}).items())
@@ -159,18 +170,23 @@ def _identity(obj: Any, kind: str) -> str | None:
         known = _IDENTITIES.get(obj)
     except TypeError:
         known = None
-    if known is not None and known[0] == versions and known[1] == head:
-        return known[2]
-    h = hashlib.sha256(head.encode())
     try:
+        if known is not None and known[0] == marks and known[1] == head:
+            if not small or all(_tensor_bytes(t) == data for (_, t), data in zip(weights, known[3])):
+                return known[2]
+        h = hashlib.sha256(head.encode())
+        kept = []
         for name, t in weights:
+            data = _tensor_bytes(t)
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(_tensor_bytes(t))
+            h.update(data)
+            if small:
+                kept.append(data)
     except (ValueError, RuntimeError):
         return None  # weights that cannot be read (offloaded to meta): no stable identity
     identity = h.hexdigest() if weights else None
     try:
-        _IDENTITIES[obj] = (versions, head, identity)
+        _IDENTITIES[obj] = (marks, head, identity, kept)
     except TypeError:
         pass
     return identity
@@ -245,32 +261,45 @@ def job_key(model_id: str, job, problem, guidance: float) -> str:
 
 
 def job_keys(model_id: str, jobs: list, problems: list, guidance: float) -> list[str]:
-    """``job_key`` of each (job, problem) pair; the parts they share are serialised once."""
-    prefixes: dict[tuple, str] = {}
+    """``job_key`` of each (job, problem) pair.
+
+    A key is ``<head>s<seed>`` for a seeded noise and ``<head>h<hash>`` for any other (the first 32 hex
+    digits of the SHA-256 of its bytes), where ``head`` is the first 32 hex digits of the SHA-256 of
+    everything else (format, model, sampler, schedule, guidance, noise shape and dtype, then the target).
+    The head is computed once per (sampler, schedule, problem, shape, dtype) in the batch, from a text
+    serialised once per (sampler, schedule, shape, dtype), so a seeded key costs no hash of its own."""
+    heads: dict[tuple, str] = {}
+    runs: dict[tuple, bytes] = {}  # the part shared by every target: (sampler, schedule, shape, dtype)
     keys = []
     for job, problem in zip(jobs, problems):
+        x = job.x
         sampler = job.sampler or problem.sampler
-        shared = (sampler, id(job.sigmas), id(problem))  # objects alive during this call: ids are unique
-        prefix = prefixes.get(shared)
-        if prefix is None:
-            target = _simple(problem.target)
-            prefix = "\x1f".join(
-                (
-                    FORMAT,
-                    model_id,
-                    sampler,
-                    _sigmas_digest(tuple(float(s) for s in job.sigmas)),
-                    repr(float(guidance)),
-                    _io.dumps(target) if target is not None or problem.target is None else repr(problem.target),
-                )
-            )
-            prefixes[shared] = prefix
+        shared = (sampler, id(job.sigmas), id(problem), x.shape, x.dtype)  # objects alive during this call
+        head = heads.get(shared)
+        if head is None:
+            run = runs.get(shared[:2] + shared[3:])
+            if run is None:
+                run = runs[shared[:2] + shared[3:]] = "\x1f".join(
+                    (
+                        FORMAT,
+                        model_id,
+                        sampler,
+                        _sigmas_digest(tuple(float(s) for s in job.sigmas)),
+                        repr(float(guidance)),
+                        f"{tuple(x.shape)}:{x.dtype}",
+                    )
+                ).encode()
+            target = problem.target
+            if type(target) is int:  # a class label: what _io.dumps writes, without its cost
+                text = str(target)
+            else:
+                plain = _simple(target)
+                text = _io.dumps(plain) if plain is not None or target is None else repr(target)
+            head = heads[shared] = hashlib.sha256(run + b"\x1f" + text.encode()).hexdigest()[:32]
         if job.noise_seed is not None:
-            start = f"seed:{job.noise_seed:d}:{tuple(job.x.shape)}"
+            keys.append(f"{head}s{job.noise_seed:d}")
         else:
-            x = job.x.detach()
-            start = f"sha256:{hashlib.sha256(_tensor_bytes(x)).hexdigest()}:{x.dtype}:{list(x.shape)}"
-        keys.append(hashlib.sha256(f"{prefix}\x1f{start}".encode()).hexdigest())
+            keys.append(f"{head}h{hashlib.sha256(_tensor_bytes(x)).hexdigest()[:32]}")
     return keys
 
 
@@ -284,20 +313,88 @@ def check_settings(max_mb, images) -> None:
         raise UserError(f"cache images mode {images!r} is unknown; accepted: {', '.join(IMAGE_MODES)}")
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+def file_digest(data: bytes) -> str:
+    """The name a cache file with these bytes has (without its suffix): 32 hex digits of their SHA-256."""
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Write ``path`` whole: a temporary file renamed over it (no fsync, see ``CandidateCache``)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write(folder: Path, suffix: str, parts: list) -> str:
+    """Write the concatenated ``parts`` (bytes-like) whole as ``folder/<digest><suffix>``; its name.
+
+    The bytes go to a temporary file, hashed as they are written (no joined copy), which is then renamed
+    into place (no fsync, see ``CandidateCache``)."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".new-", suffix=".tmp")
+    h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+            for part in parts:
+                h.update(part)
+                f.write(part)
+        name = f"{h.hexdigest()[:32]}{suffix}"
+        os.replace(tmp, folder / name)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return name
+
+
+_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+_CODES = {code: dtype for dtype, code in _DTYPES.items()}
+
+
+def _safetensors_parts(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> list:
+    """A safetensors file of ``tensors`` as a list of buffers: the header, then each tensor's own memory
+    (no copy of a contiguous CPU tensor). ``safetensors.safe_open`` and ``load`` read it."""
+    header: dict[str, Any] = {"__metadata__": metadata}
+    buffers = []
+    offset = 0
+    for name, t in tensors.items():
+        t = t.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        t = t.contiguous()
+        if t.dtype not in _DTYPES:
+            raise ValueError(f"dtype {t.dtype} is not stored")
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+        if size:
+            buffers.append(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+    return [len(text).to_bytes(8, "little") + text, *buffers]
+
+
+def _parse(data: bytearray) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (views of ``data``, no copy) and metadata of a safetensors file's bytes; ValueError
+    when they are not a well-formed one."""
+    n = int.from_bytes(data[:8], "little")
+    if not 0 < n <= len(data) - 8:
+        raise ValueError("not a safetensors header")
+    header = json.loads(bytes(data[8 : 8 + n]))
+    meta = header.pop("__metadata__", {})
+    tensors = {}
+    for name, info in header.items():
+        dtype, shape, (start, end) = _CODES[info["dtype"]], info["shape"], info["data_offsets"]
+        count = math.prod(shape)
+        if not 0 <= start <= end <= len(data) - 8 - n or end - start != count * dtype.itemsize:
+            raise ValueError("tensor out of the file")
+        if count == 0:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+        else:
+            tensors[name] = torch.frombuffer(data, dtype=dtype, count=count, offset=8 + n + start).reshape(shape)
+    return tensors, meta
 
 
 def _header(path: Path) -> dict:
@@ -314,8 +411,9 @@ class CandidateCache:
 
     Storage: one *pack* per batch of computed candidates, ``packs/<digest>.safetensors`` (tensors ``x``,
     ``image`` and ``preview@<step>``, row n for key n; the keys and FLOPs in its metadata), and one score file per
-    batch and verifier, ``scores/<verifier id>/<digest>.json`` (``{key: [score, verify FLOPs]}``). A file's
-    name is the BLAKE2b digest of its bytes, checked on every read, so a torn or foreign file is a miss.
+    batch and verifier, ``scores/<verifier id>/<digest>.json`` (``keys``, ``scores`` in their order, ``verify_flops``). A file's
+    name is the digest of its bytes (``file_digest``), checked on every read, so a torn or foreign file is a
+    miss. A pack is written from the tensors' own memory and read without a copy (``_parse``).
     Files are written whole and renamed into place; the cache is derived data, so they are not fsynced
     (a ``kill -9`` loses nothing the kernel holds; a power cut can lose recent packs, which are then
     recomputed, and the digest rejects any torn one). Packing a batch into one file keeps the cost per
@@ -349,7 +447,7 @@ class CandidateCache:
     def _reset(self) -> None:
         self._packs: dict[str, dict[str, set[str]]] = {}  # pack name -> {key -> its tensor names}
         self._where: dict[str, list[str]] = {}  # key -> pack names holding it
-        self._scores: dict[str, dict[str, list]] = {}  # verifier id -> {key -> [score, flops]}
+        self._scores: dict[str, dict[str, tuple]] = {}  # verifier id -> {key -> (score, flops)}
         self._score_files: dict[str, set[str]] = {}
         self._size: int | None = None  # bytes, estimated since the last scan (other writers add too)
         self._memo: dict[str, tuple] = {}  # pack name -> (tensors, metadata), least recently used first
@@ -396,21 +494,25 @@ class CandidateCache:
 
     def get(self, keys: list[str], preview_step: int | None) -> list[dict | None]:
         """The entries of ``keys`` (``x``, ``image``, ``preview`` when ``preview_step`` is given, FLOPs), None
-        for a miss. An entry without that preview is a miss; a hit marks its pack as recently used."""
+        for a miss. An entry without that preview is a miss; a hit marks its pack as recently used.
+
+        The rows of one pack are gathered in one copy per tensor (the memo's tensors are never handed
+        out); each entry's tensors are views of that copy."""
         need = None if preview_step is None else f"preview@{preview_step}"
 
         def find(key: str) -> str | None:
-            for name in self._where.get(key, []):
+            for name in self._where.get(key, ()):
                 if need is None or need in self._packs[name][key]:
                     return name
             return None
 
-        if any(find(k) is None for k in keys):
+        found = [find(k) for k in keys]
+        if None in found:
             self._refresh()
+            found = [name if name is not None else find(k) for name, k in zip(found, keys)]
         out: list[dict | None] = [None] * len(keys)
         by_pack: dict[str, list[int]] = {}
-        for n, key in enumerate(keys):
-            name = find(key)
+        for n, name in enumerate(found):
             if name is not None:
                 by_pack.setdefault(name, []).append(n)
         for name, rows in by_pack.items():
@@ -418,15 +520,20 @@ class CandidateCache:
             if loaded is None:
                 continue
             tensors, meta = loaded
+            row_of = meta["row_of"]
+            rows = [n for n in rows if keys[n] in row_of]
+            if not rows:
+                continue
+            index = torch.tensor([row_of[keys[n]] for n in rows], dtype=torch.int64)
             dtype = getattr(torch, meta["image_dtype"])
-            row_of = {key: r for r, key in enumerate(meta["keys"])}
-            for n in rows:
-                r = row_of[keys[n]]
-                entry = {"x": tensors["x"][r].clone(), "image": self._restore(tensors["image"][r].clone(), dtype)}
-                if need is not None:  # (copies: the memo's tensors are never handed out)
-                    entry["preview"] = self._restore(tensors[need][r].clone(), dtype)
-                entry["flops_per_nfe"] = meta["flops_per_nfe"]
-                entry["decode_flops"] = meta["decode_flops"]
+            xs = tensors["x"].index_select(0, index).unbind(0)
+            images = self._restore(tensors["image"].index_select(0, index), dtype).unbind(0)
+            previews = self._restore(tensors[need].index_select(0, index), dtype).unbind(0) if need else None
+            flops_per_nfe, decode_flops = meta["flops_per_nfe"], meta["decode_flops"]
+            for j, n in enumerate(rows):
+                entry = {"x": xs[j], "image": images[j], "flops_per_nfe": flops_per_nfe, "decode_flops": decode_flops}
+                if previews is not None:
+                    entry["preview"] = previews[j]
                 out[n] = entry
         return out
 
@@ -437,21 +544,24 @@ class CandidateCache:
             self._touch(path)
             return self._memo[name]
         try:
-            data = path.read_bytes()
-            if _digest(data) != name.removesuffix(".safetensors"):
+            with open(path, "rb") as f:
+                data = bytearray(os.fstat(f.fileno()).st_size)
+                if f.readinto(data) != len(data):
+                    raise ValueError("short read")
+            if file_digest(data) != name.removesuffix(".safetensors"):
                 raise ValueError("torn or foreign pack")
-            from safetensors.torch import load
-
-            tensors = load(data)
-            meta = _header(path).get("__metadata__", {})
-            if meta.get("format") != FORMAT:
+            tensors, raw = _parse(data)
+            if raw.get("format") != FORMAT:
                 raise ValueError("another format")
+            keys = json.loads(raw["keys"])
             meta = {
-                "keys": json.loads(meta["keys"]),
-                "image_dtype": meta["image_dtype"],
-                "flops_per_nfe": json.loads(meta["flops_per_nfe"]),
-                "decode_flops": json.loads(meta["decode_flops"]),
+                "row_of": {key: r for r, key in enumerate(keys)},
+                "image_dtype": raw["image_dtype"],
+                "flops_per_nfe": json.loads(raw["flops_per_nfe"]),
+                "decode_flops": json.loads(raw["decode_flops"]),
             }
+            if not {"x", "image"} <= tensors.keys() or any(len(t) != len(keys) for t in tensors.values()):
+                raise ValueError("rows do not match the keys")
             os.utime(path)  # last used: the LRU order
         except Exception:  # missing (evicted), torn or foreign: its keys miss, never an error
             self._forget(name)
@@ -503,13 +613,17 @@ class CandidateCache:
         for name in names:
             try:
                 data = (folder / name).read_bytes()
-                if _digest(data) != name.removesuffix(".json"):
+                if file_digest(data) != name.removesuffix(".json"):
                     continue
-                for key, value in json.loads(data).items():
-                    table.setdefault(key, value)
+                doc = json.loads(data)
+                keys, scores, flops = doc["keys"], doc["scores"], doc["verify_flops"]
+                if doc["format"] != FORMAT or not isinstance(keys, list) or len(keys) != len(scores):
+                    continue
+                for key, score in zip(keys, scores):
+                    table.setdefault(key, (score, flops))
                 seen.add(name)
                 os.utime(folder / name)
-            except (OSError, ValueError):
+            except (OSError, ValueError, KeyError, TypeError):  # unreadable or another layout: not scored
                 continue
 
     # -- writing ---------------------------------------------------------------------------------
@@ -526,8 +640,6 @@ class CandidateCache:
     ) -> None:
         """Write one pack: row n of the end states ``xs``, ``images`` and ``previews`` (by ``preview@step``,
         each (B, ...)) is the entry of ``keys[n]``."""
-        from safetensors.torch import save
-
         if not keys:
             return
         tensors = {"x": xs, "image": self._store(images), **{k: self._store(v) for k, v in previews.items()}}
@@ -538,15 +650,16 @@ class CandidateCache:
             "flops_per_nfe": json.dumps(flops_per_nfe),
             "decode_flops": json.dumps(decode_flops),
         }
-        own = {k: (v.detach().clone() if v.device.type == "cpu" else v.detach().cpu()) for k, v in tensors.items()}
-        data = save({k: v.contiguous() for k, v in own.items()}, metadata=metadata)  # each in its own storage
-        name = f"{_digest(data)}.safetensors"
-        _write(self.path / "packs" / name, data)
-        parts = {"x", "image", *previews}
-        self._packs[name] = {key: parts for key in keys}
+        try:
+            parts = _safetensors_parts(tensors, metadata)  # the tensors' own memory: written, never kept
+        except ValueError:  # a dtype safetensors has no code for here: these candidates are not cached
+            return
+        name = _write(self.path / "packs", ".safetensors", parts)
+        stored = {"x", "image", *previews}
+        self._packs[name] = {key: stored for key in keys}
         for key in keys:
             self._where.setdefault(key, []).append(name)
-        self._grow(len(data))
+        self._grow(sum(len(p) for p in parts))
 
     def _store(self, image: torch.Tensor) -> torch.Tensor:
         if self.images == "uint8":
@@ -558,16 +671,16 @@ class CandidateCache:
         if not keys:
             return
         flops = verify_flops if verify_flops is None or math.isfinite(verify_flops) else None
-        table = {k: [s if math.isfinite(s) else None, flops] for k, s in zip(keys, scores)}  # NaN: null
-        data = (json.dumps(table, allow_nan=False) + "\n").encode()
+        kept = [s if math.isfinite(s) else None for s in scores]  # NaN: null
+        doc = {"format": FORMAT, "verify_flops": flops, "keys": keys, "scores": kept}
+        data = (json.dumps(doc, allow_nan=False) + "\n").encode()
         folder = self.path / "scores" / verifier_id
         folder.mkdir(exist_ok=True)
-        name = f"{_digest(data)}.json"
-        _write(folder / name, data)
+        name = _write(folder, ".json", [data])
         self._score_files.setdefault(verifier_id, set()).add(name)
         mine = self._scores.setdefault(verifier_id, {})
-        for key, value in json.loads(data).items():
-            mine.setdefault(key, value)
+        for key, score in zip(keys, kept):
+            mine.setdefault(key, (score, flops))
         self._grow(len(data))
 
     # -- size ------------------------------------------------------------------------------------

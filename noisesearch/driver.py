@@ -320,7 +320,7 @@ class _Replay:
         previews = [None] * len(jobs)
         if miss:
             sampler = get_sampler(jobs[0].sampler or problem.sampler)
-            sub = owners[miss]
+            sub = owners if len(miss) == len(jobs) else owners[miss]  # (indexing by a list costs per row)
             seen = {}
 
             def callback(step, sigma, x, denoised):
@@ -381,7 +381,9 @@ class _Replay:
                 batch = torch.stack([images[n] for n in need])
                 shown = torch.stack([previews[n] for n in need]) if preview_sigma is not None else None
             targets = [problems[chunk[n][0]].target for n in need]
-            got = acct.verify(verifier, batch, targets, owners[need], previews=shown).tolist()
+            with torch.no_grad():  # as in _run_batch: a cacheable job takes no gradient
+                scored = owners if len(need) == len(jobs) else owners[need]
+                got = acct.verify(verifier, batch, targets, scored, previews=shown).tolist()
             if self.verifier_id is not None:
                 key = ("verify", tuple(batch.shape[1:]), None if shown is None else tuple(shown.shape[1:]), False)
                 flops = None if getattr(verifier, "usage", None) is not None else ledger.cached(verifier, key)
@@ -389,9 +391,9 @@ class _Replay:
             for n, value in zip(need, got):
                 scores[n] = value
         for n, (i, k) in enumerate(chunk):
-            x = x_end[n].detach()
+            x = x_end[n]  # no graph: computed under no_grad, or a copy from the cache
             outcomes[i][k] = Outcome(
-                asked[i][k], x, x, images[n].detach(), float(scores[n]), cost, len(results[i].candidates) + k
+                asked[i][k], x, x, images[n], float(scores[n]), cost, len(results[i].candidates) + k
             )
 
 

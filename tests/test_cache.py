@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -22,7 +21,7 @@ from noisesearch import ledger
 from noisesearch.algorithms import ALGORITHMS
 from noisesearch.algorithms.base import Job, Problem
 from noisesearch.algorithms.random import RandomSearch
-from noisesearch.cache import CandidateCache, job_key, model_identity, verifier_identity
+from noisesearch.cache import CandidateCache, file_digest, job_key, job_keys, model_identity, verifier_identity
 from noisesearch.cli import app
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
@@ -186,6 +185,70 @@ def test_the_key_sees_every_input():
     assert len({base, *changed}) == 1 + len(changed)
 
 
+def test_a_batch_of_keys_is_each_job_s_own_key():
+    problems = [_problem(), _problem(target=4)]
+    jobs, owners = [], []
+    for n in range(6):
+        problem = problems[n % 2]
+        seed, noise = problem.noise(n // 2)
+        jobs.append(Job(noise, problem.sigmas, noise_seed=seed if n < 4 else None))  # two keyed by bytes
+        owners.append(problem)
+    keys = job_keys("m", jobs, owners, 1.0)
+    assert keys == [job_key("m", job, problem, 1.0) for job, problem in zip(jobs, owners)]
+    assert len(set(keys)) == 6
+    assert keys[0][:32] == keys[2][:32] != keys[1][:32]  # a problem's seeded keys share everything but the seed
+    double = Job(jobs[0].x.double(), problems[0].sigmas, noise_seed=jobs[0].noise_seed)
+    assert job_key("m", double, problems[0], 1.0) != keys[0]  # the noise's dtype is part of the key
+
+
+def test_a_pack_is_a_safetensors_file_and_a_replay_never_aliases_it(tmp_path):
+    from safetensors import safe_open
+
+    cache = CandidateCache(tmp_path / "c")
+    xs = torch.randn(3, 1, 8, 8).transpose(2, 3)  # not contiguous: stored as its values
+    images = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    previews = {"preview@2": torch.rand(3, 1, 28, 28, dtype=torch.float64)}
+    cache.put(["a", "b", "c"], xs, images, previews, flops_per_nfe=5.0, decode_flops=None)
+    (pack,) = (tmp_path / "c" / "packs").glob("*.safetensors")
+    assert file_digest(pack.read_bytes()) == pack.name.removesuffix(".safetensors")
+    with safe_open(str(pack), framework="pt") as f:
+        assert json.loads(f.metadata()["keys"]) == ["a", "b", "c"]
+        assert torch.equal(f.get_tensor("x"), xs) and torch.equal(f.get_tensor("image"), images)
+        assert torch.equal(f.get_tensor("preview@2"), previews["preview@2"])
+    got = cache.get(["c", "z", "a"], 2)
+    assert got[1] is None and got[0]["flops_per_nfe"] == 5.0 and got[0]["decode_flops"] is None
+    assert torch.equal(got[0]["x"], xs[2]) and torch.equal(got[2]["image"], images[0])
+    assert torch.equal(got[2]["preview"], previews["preview@2"][0]) and got[2]["image"].dtype == torch.float64
+    for entry in (got[0], got[2]):
+        for t in (entry["x"], entry["image"], entry["preview"]):
+            t.add_(1)  # a caller editing what it got in place
+    again = cache.get(["c", "a"], 2)
+    assert torch.equal(again[0]["x"], xs[2]) and torch.equal(again[1]["preview"], previews["preview@2"][0])
+    assert cache.get(["a"], 3) == [None]  # no preview at step 3 in that pack
+
+
+def test_a_batch_of_a_dtype_without_a_safetensors_code_is_not_cached(tmp_path):
+    cache = CandidateCache(tmp_path / "c")
+    image = torch.zeros(1, 4, dtype=torch.complex64)
+    cache.put(["a"], torch.zeros(1, 4), image, {}, flops_per_nfe=None, decode_flops=None)
+    assert cache.get(["a"], None) == [None] and not list((tmp_path / "c" / "packs").iterdir())
+
+
+def test_a_well_named_but_malformed_pack_is_a_miss(tmp_path):
+    cache = CandidateCache(tmp_path / "c")
+    cache.put(["a"], torch.zeros(1, 4), torch.zeros(1, 4), {}, flops_per_nfe=None, decode_flops=None)
+    (pack,) = (tmp_path / "c" / "packs").glob("*.safetensors")
+    data = pack.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    header["image"]["data_offsets"] = [16, 48]  # past the end of the file
+    text = json.dumps(header).encode()
+    bad = len(text).to_bytes(8, "little") + text + data[8 + n :]
+    pack.unlink()
+    (tmp_path / "c" / "packs" / f"{file_digest(bad)}.safetensors").write_bytes(bad)
+    assert CandidateCache(tmp_path / "c").get(["a"], None) == [None]
+
+
 def test_one_changed_weight_is_a_miss(tmp_path, digits, classifier):
     cache = CandidateCache(tmp_path / "c")
     search(digits, classifier, cache)
@@ -196,6 +259,25 @@ def test_one_changed_weight_is_a_miss(tmp_path, digits, classifier):
         next(other.net.parameters()).view(-1)[0] += 1e-3  # in place: the identity notices (version counters)
     assert model_identity(other) != model_identity(digits)
     assert [counts(r)[:2] for r in search(other, classifier, cache)] == [(32, 0)] * 2
+
+
+def test_a_weight_edited_through_data_changes_the_identity(digits, monkeypatch):
+    from noisesearch import cache
+
+    model = copy.deepcopy(digits)
+    before = model_identity(model)
+    weight = next(model.net.parameters())
+    weight.data.view(-1)[0] += 1e-3  # bumps no version counter: a small model's bytes are compared
+    assert model_identity(model) != before
+    monkeypatch.setattr(cache, "REHASH_BYTES", 0)  # as for a large model: version counters and data pointers
+    seen = model_identity(model)
+    assert model_identity(model) == seen
+    weight.data = weight.data.clone() + 1e-3  # a new tensor: its data pointer moves
+    assert model_identity(model) != seen
+    seen = model_identity(model)
+    with torch.no_grad():
+        weight.view(-1)[1] -= 1e-3  # in place: its version counter moves
+    assert model_identity(model) != seen
 
 
 def test_another_sampler_or_schedule_is_a_miss(tmp_path, digits, classifier):
@@ -345,11 +427,20 @@ def test_a_sweep_caches_in_its_folder_and_a_rerun_computes_nothing(tmp_path):
     out = tmp_path / "out"
     rows = _sweep(tmp_path, out)
     assert [(r["budget"], r["nfe_computed"], r["replayed"]) for r in rows] == [
-        (8, 8, 0), (8, 8, 0), (8, 8, 0), (8, 8, 0),
-        (16, 8, 2), (16, 8, 2), (16, 8, 2), (16, 8, 2),
-        (32, 16, 4), (32, 16, 4), (32, 16, 4), (32, 16, 4),
-    ]  # fmt: skip
-    assert len(list((out / "cache" / "packs").glob("*.safetensors"))) == 3  # one per batch computed
+        (8, 0, 2),
+        (8, 0, 2),
+        (8, 0, 2),
+        (8, 0, 2),
+        (16, 0, 4),
+        (16, 0, 4),
+        (16, 0, 4),
+        (16, 0, 4),
+        (32, 32, 0),
+        (32, 32, 0),
+        (32, 32, 0),
+        (32, 32, 0),
+    ]  # fmt: skip  (the largest budget runs first: the smaller budgets' candidates are its first ones)
+    assert len(list((out / "cache" / "packs").glob("*.safetensors"))) == 1  # one per batch computed
     (out / "results.jsonl").unlink()
     again = _sweep(tmp_path, out)
     assert [(r["nfe_computed"], r["verify_computed"]) for r in again] == [(0, 0)] * 12
@@ -386,22 +477,23 @@ def test_kill_9_of_a_cached_sweep_leaves_a_consistent_cache_and_a_rerun_gives_th
         start_new_session=True,
     )
     deadline = time.monotonic() + 120
-    while len(list(shared.glob("packs/*.safetensors"))) < 12 and proc.poll() is None:
+    while len(list(shared.glob("packs/*.safetensors"))) < 4 and proc.poll() is None:
         assert time.monotonic() < deadline
         time.sleep(0.002)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     packs = list(shared.glob("packs/*.safetensors"))
-    assert len(packs) >= 12
+    assert len(packs) >= 4  # killed while the largest budget (run first, 10 chunks) was computed
     for path in packs:  # every finished file is whole: its digest, readable, an end state and image per key
-        assert hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() == path.name.removesuffix(".safetensors")
+        assert file_digest(path.read_bytes()) == path.name.removesuffix(".safetensors")
         with safe_open(str(path), framework="pt") as f:
             keys = json.loads(f.metadata()["keys"])
             assert set(f.keys()) == {"x", "image"}
             assert len(f.get_tensor("x")) == len(f.get_tensor("image")) == len(keys) > 0
     for path in shared.glob("scores/*/*.json"):
-        assert hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() == path.name.removesuffix(".json")
-        assert all(len(v) == 2 for v in json.loads(path.read_text()).values())
+        assert file_digest(path.read_bytes()) == path.name.removesuffix(".json")
+        doc = json.loads(path.read_text())
+        assert len(doc["keys"]) == len(doc["scores"]) > 0
     result = runner.invoke(app, ["sweep", str(config), "--out", str(out), "--cache", str(shared)])
     assert result.exit_code == 0, result.output
     rows = {
@@ -448,7 +540,7 @@ def test_two_processes_writing_one_cache_at_once_leave_it_whole(tmp_path):
         assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
     for path in shared.glob("packs/*"):
         assert not path.name.endswith(".tmp")
-        assert hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest() == path.name.removesuffix(".safetensors")
+        assert file_digest(path.read_bytes()) == path.name.removesuffix(".safetensors")
     a, b = (json.loads((tmp_path / d / "record.json").read_text()) for d in "ab")
     result = runner.invoke(
         app,

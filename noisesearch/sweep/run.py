@@ -249,6 +249,8 @@ def _run_locked(config: SweepConfig, out: Path, progress, executor, note, cache=
             no_part = class_conditional and cell.key not in sets_done and not _part_path(out, cell, chunk).is_file()
             if missing or no_part:  # a chunk is always searched whole: the same batch gives the same bits
                 tasks.append((cell, chunk))
+    if cache is not None:  # largest budget first: the smaller budgets' candidates are then replays, not
+        tasks.sort(key=lambda task: -task[0].budget)  # small batches computed one budget at a time (stable)
     skipped = len(done)
     total, written, nfe, best = len(cells) * len(items), 0, 0, float("-inf")
     world = None
