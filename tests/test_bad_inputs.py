@@ -380,7 +380,10 @@ def test_rerun_of_a_finished_study_says_all_rows_were_there(tmp_path):
         "x",
     )
     study = Study([(config, ".")])
-    assert run_study(study, tmp_path) == {"written": 20, "already": 0, "sets": 2}
+    assert run_study(study, tmp_path, keep_cache=True) == {"written": 20, "already": 0, "sets": 2}
+    assert any((tmp_path / "cache").rglob("*.safetensors")), "the sweep's replay cache was not used"
+    assert run_study(study, tmp_path) == {"written": 0, "already": 20, "sets": 0}
+    assert not (tmp_path / "cache").exists(), "a finished study keeps no cache unless asked"
     before = (tmp_path / "results.jsonl").read_bytes()
     counts = run_study(study, tmp_path)
     assert counts == {"written": 0, "already": 20, "sets": 0}

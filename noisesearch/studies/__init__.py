@@ -218,8 +218,18 @@ def compare_study(
     return Study([(_validate(data, "compare"), ".")], skipped)
 
 
-def run_study(study: Study, out: Path, *, progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Run (or resume) every sweep of ``study`` under ``out``; returns the rows written and already there."""
+def run_study(
+    study: Study, out: Path, *, progress: Callable[[int, int, str], None] | None = None, keep_cache: bool = False
+) -> dict:
+    """Run (or resume) every sweep of ``study`` under ``out``; returns the rows written and already there.
+
+    Each sweep replays candidates from its ``cache/`` folder (the budgets share their candidates), and
+    that folder is deleted once the sweep has finished unless ``keep_cache``: on the full demo it is
+    about 170 MB that a finished study never reads again. A run that stops early keeps it, so that
+    the resume replays what was computed.
+    """
+    import shutil
+
     from noisesearch import _io
     from noisesearch.checks import check_out_dir
     from noisesearch.sweep.run import run_sweep
@@ -229,6 +239,8 @@ def run_study(study: Study, out: Path, *, progress: Callable[[int, int, str], No
     counts = {"written": 0, "already": 0, "sets": 0}
     for config, folder in study.sweeps:
         got = run_sweep(config, out / folder, progress=progress)
+        if not keep_cache:
+            shutil.rmtree(out / folder / "cache", ignore_errors=True)
         counts["written"] += got["written"]
         counts["already"] += got["skipped"]
         counts["sets"] += got["sets"]
