@@ -275,7 +275,10 @@ def test_flux2_text_encoder_layers_pipeline_kwarg_equals_the_pipeline():
 
 
 def test_qwen_image_runs_no_text_padding_past_the_batch_longest_prompt(pipes):
-    """The cache pads prompts to max_sequence_length; the transformer gets only up to the longest unmasked token."""
+    """The cache pads prompts to max_sequence_length; the transformer gets only up to the longest unmasked token.
+
+    With guidance the negative prompt (" ", a few tokens) and the prompts run as two calls, as the pipeline
+    runs them, each cut to its own longest: stacked, the negative would run at the prompts' length."""
     model = adapter(pipes, "qwen-image")
     cond = model.encode([PROMPT, "a blue cat on the photo"])
     longest = int(cond["mask"].sum(dim=1).max())
@@ -288,4 +291,5 @@ def test_qwen_image_runs_no_text_padding_past_the_batch_longest_prompt(pipes):
         model.denoise(noise(model, 2), 0.5, cond, guidance=4.0)
     finally:
         hook.remove()
-    assert seen == [longest]
+    negative = int(cond["negative_mask"].sum(dim=1).max())
+    assert negative < longest and seen == [negative, longest]

@@ -72,6 +72,9 @@ class FlowModel(StepKwargs):
     name = "flow"
     cond_keys: tuple[str, ...] = ("prompt_embeds",)
     uncond_first = True  # row order of the CFG batch, as the pipeline stacks it
+    # True: the unconditional and conditional rows run as two transformer calls (as the pipeline does), for a
+    # family whose calls are cut to their longest prompt: stacked, the short negative would be padded to it
+    cfg_two_calls = False
     text_encoders: tuple[str, ...] = ("text_encoder",)
     default_max_sequence_length = 256
     guidance_arg = "guidance_scale"  # the pipeline's __call__ argument that ``guidance`` stands for
@@ -227,6 +230,12 @@ class FlowModel(StepKwargs):
         xin = x.to(self.device, self.dtype)  # (B, C, h, w)
         if not self.guided(guidance):
             return self.forward(xin, self.timestep(sigma, b), {k: cond[k] for k in self.cond_keys}, guidance).float()
+        if self.cfg_two_calls:
+            t = self.timestep(sigma, b)
+            uncond = self.forward(xin, t, {k: cond[f"negative_{k}"] for k in self.cond_keys}, guidance).float()
+            return self.combine(
+                uncond, self.forward(xin, t, {k: cond[k] for k in self.cond_keys}, guidance).float(), guidance
+            )
         order = (lambda k: (f"negative_{k}", k)) if self.uncond_first else (lambda k: (k, f"negative_{k}"))
         stacks = self.cfg_stack(cond, tuple(order(k) for k in self.cond_keys))  # each (2B, ...)
         both = self.forward(

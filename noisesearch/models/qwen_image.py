@@ -36,6 +36,7 @@ class QwenImageModel(FlowModel):
     cond_keys = ("prompt_embeds", "mask")
     default_max_sequence_length = 512
     guidance_arg = "true_cfg_scale"
+    cfg_two_calls = True  # the negative prompt " " is a few tokens; stacked, it would run at the prompt's length
 
     def latent_channels(self) -> int:
         if self.pipe.transformer.config.guidance_embeds:
