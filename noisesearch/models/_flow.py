@@ -118,6 +118,10 @@ class FlowModel(StepKwargs):
         self.prompts = PromptCache(self._embed)
         self.cfg_stack = CFGStack()
         self.timesteps: dict[float, float] = {}  # sigma -> the pipeline's timestep, filled by schedule()
+        self.setup()
+
+    def setup(self) -> None:
+        """Family state derived from the built base (ids, shapes, defaults); runs last in ``__init__``."""
 
     # -- family hooks ------------------------------------------------------------------------------------------
     def vae_factor(self) -> int:

@@ -48,24 +48,7 @@ class FluxModel(FlowModel):
     text_encoders = ("text_encoder", "text_encoder_2")
     default_max_sequence_length = 512
 
-    def __init__(
-        self,
-        pipe,
-        *,
-        height: int | None = None,
-        width: int | None = None,
-        max_sequence_length: int | None = None,
-        decode_batch: int | None = None,
-        release_text_encoders: bool = False,
-    ):
-        super().__init__(
-            pipe,
-            height=height,
-            width=width,
-            max_sequence_length=max_sequence_length,
-            decode_batch=decode_batch,
-            release_text_encoders=release_text_encoders,
-        )
+    def setup(self) -> None:
         self.distilled = bool(self.pipe.transformer.config.guidance_embeds)
         self.default_guidance = 3.5 if self.distilled else 1.0  # FLUX.1-dev's default; schnell has none
         self.default_steps = 28 if self.distilled else 4

@@ -47,24 +47,7 @@ class Flux2Model(FlowModel):
     step_kwargs = ("attention_kwargs", "text_encoder_out_layers")  # the pipeline extras this loop honours
     default_max_sequence_length = 512
 
-    def __init__(
-        self,
-        pipe,
-        *,
-        height: int | None = None,
-        width: int | None = None,
-        max_sequence_length: int | None = None,
-        decode_batch: int | None = None,
-        release_text_encoders: bool = False,
-    ):
-        super().__init__(
-            pipe,
-            height=height,
-            width=width,
-            max_sequence_length=max_sequence_length,
-            decode_batch=decode_batch,
-            release_text_encoders=release_text_encoders,
-        )
+    def setup(self) -> None:
         # the base checked the size against VAE factor x 2x2 patch; our noise is the patchified latent grid
         f = self.vae_factor() * self.patch
         self.noise_shape = (self.channels, self.height // f, self.width // f)
