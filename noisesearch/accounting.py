@@ -227,7 +227,7 @@ class Accountant:
             raise RuntimeError(
                 f"verifier {verifier.name!r} returned shape {tuple(scores.shape)}, expected ({len(images)},)"
             )
-        return scores.float() if grad else scores.detach().float().cpu()
+        return scores.float() if grad else scores.detach().float()
 
     @staticmethod
     def _verify(verifier, images, targets, previews, grad):

@@ -235,18 +235,19 @@ def verifier_identity(verifier) -> str | None:
     return hashlib.sha256(_io.dumps([own, ids]).encode()).hexdigest()[:24]
 
 
-def cacheable(job, problem) -> bool:
-    """Whether ``job``'s result is a pure function of its key (see the module docstring)."""
+def cacheable(jobs, problems) -> bool:
+    """Whether the rows of ``jobs`` (a ``Jobs`` batch of the run ``problems``) are each a pure function of
+    their key (see the module docstring)."""
     from noisesearch.samplers import get_sampler
 
     return (
-        tuple(job.sigmas) == tuple(problem.sigmas)
-        and job.sigmas[-1] == 0
-        and job.noises is None
-        and job.denoised is None
-        and not job.grad
-        and not job.score_end
-        and not get_sampler(job.sampler or problem.sampler).stochastic
+        tuple(jobs.sigmas) == tuple(problems.sigmas)
+        and jobs.sigmas[-1] == 0
+        and jobs.noises is None
+        and jobs.denoised is None
+        and not jobs.grad
+        and not jobs.score_end
+        and not get_sampler(jobs.sampler or problems.sampler).stochastic
     )
 
 
@@ -255,52 +256,52 @@ def _sigmas_digest(sigmas: tuple[float, ...]) -> str:
     return hashlib.sha256(torch.tensor(sigmas, dtype=torch.float64).numpy().tobytes()).hexdigest()
 
 
-def job_key(model_id: str, job, problem, guidance: float) -> str:
-    """The content address of a cacheable job's result (see the module docstring)."""
-    return job_keys(model_id, [job], [problem], guidance)[0]
-
-
-def job_keys(model_id: str, jobs: list, problems: list, guidance: float) -> list[str]:
-    """``job_key`` of each (job, problem) pair.
+def job_keys(model_id: str, jobs, problems, guidance: float) -> list[str]:
+    """The content address of each row of a cacheable ``Jobs`` batch of the run ``problems``.
 
     A key is ``<head>s<seed>`` for a seeded noise and ``<head>h<hash>`` for any other (the first 32 hex
     digits of the SHA-256 of its bytes), where ``head`` is the first 32 hex digits of the SHA-256 of
     everything else (format, model, sampler, schedule, guidance, noise shape and dtype, then the target).
-    The head is computed once per (sampler, schedule, problem, shape, dtype) in the batch, from a text
-    serialised once per (sampler, schedule, shape, dtype), so a seeded key costs no hash of its own."""
-    heads: dict[tuple, str] = {}
-    runs: dict[tuple, bytes] = {}  # the part shared by every target: (sampler, schedule, shape, dtype)
-    keys = []
-    for job, problem in zip(jobs, problems):
-        x = job.x
-        sampler = job.sampler or problem.sampler
-        shared = (sampler, id(job.sigmas), id(problem), x.shape, x.dtype)  # objects alive during this call
-        head = heads.get(shared)
-        if head is None:
-            run = runs.get(shared[:2] + shared[3:])
-            if run is None:
-                run = runs[shared[:2] + shared[3:]] = "\x1f".join(
-                    (
-                        FORMAT,
-                        model_id,
-                        sampler,
-                        _sigmas_digest(tuple(float(s) for s in job.sigmas)),
-                        repr(float(guidance)),
-                        f"{tuple(x.shape)}:{x.dtype}",
-                    )
-                ).encode()
-            target = problem.target
-            if type(target) is int:  # a class label: what _io.dumps writes, without its cost
-                text = str(target)
-            else:
-                plain = _simple(target)
-                text = _io.dumps(plain) if plain is not None or target is None else repr(target)
-            head = heads[shared] = hashlib.sha256(run + b"\x1f" + text.encode()).hexdigest()[:32]
-        if job.noise_seed is not None:
-            keys.append(f"{head}s{job.noise_seed:d}")
+    The head is computed once per search in the batch, from a text serialised once per batch, so a
+    seeded key costs no hash of its own."""
+    x = jobs.x
+    sampler = jobs.sampler or problems.sampler
+    run = "\x1f".join(
+        (
+            FORMAT,
+            model_id,
+            sampler,
+            _sigmas_digest(tuple(float(s) for s in jobs.sigmas)),
+            repr(float(guidance)),
+            f"{tuple(x.shape[1:])}:{x.dtype}",
+        )
+    ).encode()
+    heads: dict[int, str] = {}
+    owners = jobs.owner.tolist()
+    for i in set(owners):
+        target = problems.targets[i]
+        if type(target) is int:  # a class label: what _io.dumps writes, without its cost
+            text = str(target)
         else:
-            keys.append(f"{head}h{hashlib.sha256(_tensor_bytes(x)).hexdigest()[:32]}")
+            plain = _simple(target)
+            text = _io.dumps(plain) if plain is not None or target is None else repr(target)
+        heads[i] = hashlib.sha256(run + b"\x1f" + text.encode()).hexdigest()[:32]
+    seeds = jobs.noise_seed or [None] * len(owners)
+    keys = []
+    rows = None
+    for r, (i, seed) in enumerate(zip(owners, seeds)):
+        if seed is not None:
+            keys.append(f"{heads[i]}s{seed:d}")
+        else:
+            if rows is None:
+                rows = x.detach().contiguous().cpu()
+            keys.append(f"{heads[i]}h{hashlib.sha256(_tensor_bytes(rows[r])).hexdigest()[:32]}")
     return keys
+
+
+def job_key(model_id: str, jobs, problems, guidance: float) -> str:
+    """The key of the first row of ``jobs`` (see ``job_keys``)."""
+    return job_keys(model_id, jobs.rows(slice(0, 1)), problems, guidance)[0]
 
 
 def check_settings(max_mb, images) -> None:

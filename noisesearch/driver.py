@@ -1,34 +1,36 @@
 """The one driver loop: batching, budgeting, stopping and recording for every search algorithm.
 
-``run_search`` runs one independent search per target, all in lock step, and stands for this loop::
+``run_search`` runs one search per target, all in lock step, and stands for this loop::
 
-    states = [algorithm.init(problem_i) for each target i]
-    while any search is active:
-        jobs = {i: algorithm.ask(states[i]) for each active i}     # empty list: search i is done
-        refuse the round if any search's jobs cost more than its NFEs left  (BudgetExceeded)
-        for each group of jobs that share a sigma schedule, in batches of at most max_batch rows
-        (rows from different searches mixed):
-            x = sampler(accountant.denoiser(...), stacked starting states, sigmas)
+    state = algorithm.init(problems)                   # every search of the run
+    while batches := algorithm.ask(state):             # a list of Jobs (columns, rows of any searches)
+        refuse the round if any search's rows cost more than its NFEs left  (BudgetExceeded)
+        give every row its candidate index within its search (in asked order)
+        for each batch, in chunks of at most max_batch rows:
+            x = sampler(accountant.denoiser(...), start states, sigmas)
             scores = accountant.verify(verifier, decode(x or last x0-prediction), targets)
-        algorithm.tell(states[i], outcomes of i, in job order) for each i
-        record every candidate; keep each search's best finished candidate (NaN never ranks)
+        algorithm.tell(state, outcomes)                # one Outcomes per Jobs, same rows
+        record the batches as columns; keep each search's best finished candidate (NaN never ranks)
 
-Candidates are never generated one by one: on a CPU a batch of 32 is over ten times faster than
-32 single calls, and on a GPU the gap is larger.
+Candidates are never generated one by one, and there is no Python object per candidate in this
+loop: start states, noises, scores and indices are tensors of a whole batch, and the records are
+columns turned into one dict per candidate only when ``SearchResult.candidates`` is read. States,
+previews and scores stay on the model's device; the only copies to the CPU are the scores of a
+finished batch (for the best candidate of each search) and the records when they are read.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import torch
 
 from noisesearch.accounting import Accountant
-from noisesearch.algorithms.base import Job, Outcome, Problem, SearchAlgorithm, noise_hash, rank_key
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, SearchAlgorithm, noise_hashes
 from noisesearch.errors import BudgetExceeded, UserError
 from noisesearch.models.base import Model, index_cond
 from noisesearch.samplers import get_sampler
@@ -41,9 +43,10 @@ class SearchResult:
     """The answer of one search and how it was reached.
 
     ``best_image`` (C, H, W) in [0, 1] and ``best_noise`` (*noise_shape, the starting state of the
-    best job) are None only if no finished candidate got a real score. ``candidates`` holds one
-    flat dict per evaluated job, in evaluation order; ``images`` maps candidate index -> image
-    (C, H, W) for every finished candidate when ``run_search(keep_images=True)``.
+    best job) are None only if no finished candidate got a real score; both are on the CPU.
+    ``candidates`` holds one flat dict per evaluated job, in candidate-index order (built from the
+    run's columns when first read); ``images`` maps candidate index -> image (C, H, W) for every
+    finished candidate when ``run_search(keep_images=True)``.
     """
 
     target: Any
@@ -56,10 +59,177 @@ class SearchResult:
     best_image: torch.Tensor | None
     best_noise: torch.Tensor | None
     nan_scores: int
-    candidates: list[dict] = field(default_factory=list)
+    candidates: Sequence[dict] = field(default_factory=list)
     images: dict[int, torch.Tensor] = field(default_factory=dict)  # finished candidates' images, if kept
     record: dict = field(default_factory=dict)  # the JSON-ready record (``noisesearch.search`` fills it)
     ledger: dict = field(default_factory=dict)  # its costs, flat (``Accountant.ledger``): FLOPs, decodes, seconds
+
+
+@dataclass
+class RunStats:
+    """Where a run's wall time went, measured at the accountant (for benchmarks and progress reports).
+
+    ``denoise_seconds``, ``verify_seconds`` and ``backward_seconds``: time inside the model, the verifier
+    and autograd's backward pass; ``denoise_calls``: batched denoiser calls; ``rounds``: ask/tell rounds;
+    ``candidates``: rows run (all searches).
+    """
+
+    wall_seconds: float = 0.0
+    denoise_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    backward_seconds: float = 0.0
+    denoise_calls: int = 0
+    rounds: int = 0
+    candidates: int = 0
+
+    @property
+    def inside_share(self) -> float:
+        """Share of the wall time spent inside the model, the verifier and backward passes."""
+        inside = self.denoise_seconds + self.verify_seconds + self.backward_seconds
+        return inside / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+class SearchRun(list):
+    """What ``run_search`` returns: the ``SearchResult`` of each target, in order (a list), and ``stats``."""
+
+    stats: RunStats
+
+    def __init__(self, results: list[SearchResult], stats: RunStats):
+        super().__init__(results)
+        self.stats = stats
+
+
+class CandidateTable:
+    """The records of a run as columns: one chunk per run batch, turned into dicts only when read."""
+
+    def __init__(self, n_searches: int, schedule_start: float, latent_shape: tuple[int, ...] | None):
+        self.n = n_searches
+        self.schedule_start = schedule_start
+        self.latent_shape = list(latent_shape) if latent_shape else None
+        self.chunks: list[tuple[Jobs, Outcomes, list[str | None] | None]] = []
+        self._rows: list[list[dict]] | None = None
+
+    def add(self, jobs: Jobs, out: Outcomes) -> None:
+        """Record a batch: hashes of derived noises are taken now (one copy of the batch to the CPU), the
+        rest stays as tensors until read."""
+        hashes = None
+        if jobs.sigmas[0] == self.schedule_start and (jobs.noise_seed is None or None in jobs.noise_seed):
+            # a noise that is not a seeded draw (a neighbour, an iterate, a CEM sample) is identified by its hash
+            if jobs.noise_seed is None:
+                hashes = noise_hashes(jobs.x)
+            else:
+                rows = [r for r, s in enumerate(jobs.noise_seed) if s is None]
+                got = iter(noise_hashes(jobs.x[torch.tensor(rows, device=jobs.x.device)]))
+                hashes = [next(got) if s is None else None for s in jobs.noise_seed]
+        self.chunks.append((jobs, out, hashes))
+        self._rows = None
+
+    def rows(self, search: int) -> list[dict]:
+        """The records of search ``search``, in candidate-index order (all searches built at once)."""
+        if self._rows is None:
+            self._rows = self._build()
+        return self._rows[search]
+
+    def _build(self) -> list[list[dict]]:
+        per: list[list[dict]] = [[] for _ in range(self.n)]
+        for jobs, out, hashes in self.chunks:
+            owners, indices = jobs.owner.tolist(), out.index.tolist()
+            scores = out.score.tolist()
+            seeds = jobs.noise_seed or [None] * len(owners)
+            info = {k: (v.tolist() if isinstance(v, torch.Tensor) else list(v)) for k, v in jobs.info.items()}
+            start, end, nfe = jobs.sigmas[0], jobs.sigmas[-1], out.nfe
+            for r, (i, index, score, seed) in enumerate(zip(owners, indices, scores, seeds)):
+                record = {
+                    "index": index,
+                    "noise_seed": seed,
+                    # torch.randn(latent_shape, generator=torch.Generator("cpu").manual_seed(noise_seed)) is the draw
+                    **({"latent_shape": self.latent_shape} if self.latent_shape and seed is not None else {}),
+                    "noise_sha256": hashes[r] if hashes is not None else None,
+                    "sigma_start": start,
+                    "sigma_end": end,
+                    "nfe": nfe,
+                    "score": None if math.isnan(score) else score,
+                }
+                if info:
+                    record["info"] = {k: v[r] for k, v in info.items()}
+                per[i].append(record)
+        for rows in per:
+            rows.sort(key=lambda c: c["index"])
+        return per
+
+
+class Candidates(Sequence[dict]):
+    """One search's records, read from the run's ``CandidateTable`` on first use (a read-only list)."""
+
+    def __init__(self, table: CandidateTable, search: int):
+        self._table, self._search = table, search
+
+    def _list(self) -> list[dict]:
+        return self._table.rows(self._search)
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    @overload
+    def __getitem__(self, i: int) -> dict: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[dict]: ...
+    def __getitem__(self, i):
+        return self._list()[i]
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == (list(other) if isinstance(other, Sequence) else other)
+
+    def __repr__(self) -> str:
+        return repr(self._list())
+
+    def __reduce__(self):
+        return (list, (self._list(),))  # pickled (Ray) as a plain list
+
+
+class _Best:
+    """Each search's best finished candidate so far, as tensors (a NaN never ranks; ties keep the earliest)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.score = torch.full((n,), -math.inf, dtype=torch.float64)
+        self.index = torch.full((n,), -1, dtype=torch.int64)
+        self.image: torch.Tensor | None = None
+        self.noise: torch.Tensor | None = None
+        self.nans = torch.zeros(n, dtype=torch.int64)
+
+    def update(self, jobs: Jobs, out: Outcomes) -> None:
+        score = out.score.detach().double()
+        owner = jobs.owner.to(score.device)
+        nan = torch.isnan(score)
+        self.nans = self.nans.to(score.device) + torch.bincount(owner[nan], minlength=self.n)
+        if not jobs.final:
+            return
+        self.score, self.index = self.score.to(score.device), self.index.to(score.device)
+        ranked = score.nan_to_num(nan=-math.inf)
+        top = torch.full((self.n,), -math.inf, dtype=torch.float64, device=score.device)
+        top = top.scatter_reduce(0, owner, ranked, "amax")  # (S,) best of this batch per search
+        better = (top > self.score) & ~torch.isneginf(top)  # (S,) strictly better than the kept one
+        rows = torch.arange(len(score), device=score.device)
+        winner = better[owner] & (ranked == top[owner])  # (n,) a best row of a search that improves
+        first = torch.full((self.n,), len(score), dtype=torch.int64, device=score.device)
+        first = first.scatter_reduce(0, owner, torch.where(winner, rows, len(score)), "amin")  # (S,)
+        searches = better.nonzero().flatten()  # one copy of a small index, per finished batch
+        if not len(searches):
+            return
+        pick = first[searches]  # (m,) the winning rows
+        self.score[searches] = ranked[pick]
+        self.index[searches] = out.index.to(score.device)[pick]
+        images, noises = out.image.detach(), jobs.x.detach()
+        if self.image is None:
+            self.image = torch.zeros((self.n, *images.shape[1:]), dtype=images.dtype, device=images.device)
+            self.noise = torch.zeros((self.n, *noises.shape[1:]), dtype=noises.dtype, device=noises.device)
+        assert self.noise is not None
+        self.image[searches.to(images.device)] = images[pick.to(images.device)]
+        self.noise[searches.to(noises.device)] = noises[pick.to(noises.device)]
 
 
 def _preview_step(sigmas: tuple[float, ...], preview_sigma: float | None) -> int | None:
@@ -85,10 +255,9 @@ def run_search(
     guidance: float | None = None,
     max_batch: int = 4096,
     progress: Callable[[int, int, float], None] | None = None,
-    stats: dict | None = None,
     keep_images: bool = False,
     cache=None,
-) -> list[SearchResult]:
+) -> SearchRun:
     """Run one search per target within ``budget`` NFEs each (see the module docstring).
 
     Args:
@@ -98,16 +267,13 @@ def run_search(
             (default: the model's).
         max_batch: most rows in one denoiser batch.
         progress: called after every batch with (NFEs spent, NFEs budgeted, best score so far).
-        stats: if given, filled with ``wall_seconds``, ``denoise_seconds``, ``verify_seconds`` and
-            ``backward_seconds`` (time inside the model, the verifier and autograd's backward pass,
-            measured at the accountant) and ``denoise_calls``.
         keep_images: keep every finished candidate's image in ``SearchResult.images`` (memory!).
         cache: a ``noisesearch.cache.CandidateCache`` (or None): cacheable jobs found there are
             replayed (charged to the budget as if computed, counted as ``replayed`` in the ledger),
             the others computed and stored.
 
     Returns:
-        One ``SearchResult`` per target, in order.
+        A ``SearchRun``: one ``SearchResult`` per target, in order, and the run's ``stats``.
     """
     if len(seeds) != len(targets):
         raise ValueError(f"{len(targets)} targets but {len(seeds)} seeds")
@@ -122,146 +288,241 @@ def run_search(
     if whole:
         check_whole_trajectory(model, algorithm, sampler, verifier)
     guidance = model.default_guidance if guidance is None else float(guidance)
-    sigmas = model.schedule(steps)
     targets = [model.check_target(t) for t in targets]
-    cond_all = model.encode(targets)  # encoded once per target, reused for every candidate
-    problems = [
-        Problem(t, int(s), budget, tuple(model.noise_shape), sigmas, sampler, model.nfe_per_call(guidance))
-        for t, s in zip(targets, seeds)
-    ]
-    states = [algorithm.init(p) for p in problems]
-    acct = Accountant([budget] * len(targets))
-    results = [SearchResult(t, int(s), budget, 0, 0, -math.inf, -1, None, None, 0) for t, s in zip(targets, seeds)]
-    active = list(range(len(targets)))
-    preview_sigma = getattr(verifier, "preview_sigma", None)
-    replay = _Replay.open(cache, model, verifier) if cache is not None and not whole else None
+    device = torch.device(getattr(model, "device", None) or "cpu")
+    problems = Problems(
+        targets,
+        [int(s) for s in seeds],
+        budget,
+        tuple(model.noise_shape),
+        model.schedule(steps),
+        sampler,
+        model.nfe_per_call(guidance),
+        device,
+    )
+    state = algorithm.init(problems)
+    run = _Run(
+        model,
+        verifier,
+        Accountant([budget] * len(targets)),
+        model.encode(targets),  # encoded once per target, reused for every candidate
+        problems,
+        guidance,
+        getattr(verifier, "preview_sigma", None),
+        algorithm.name,
+        max_batch,
+        whole,
+        _Replay.open(cache, model, verifier) if cache is not None and not whole else None,
+    )
+    table = CandidateTable(len(targets), problems.sigmas[0], getattr(model, "latent_shape", None))
+    best = _Best(len(targets))
+    stats = RunStats()
+    images: list[dict[int, torch.Tensor]] = [{} for _ in targets]
+    next_index = torch.zeros(len(targets), dtype=torch.int64)
 
-    while active:
-        asked: dict[int, list[Job]] = {}
-        for i in active:
-            jobs = algorithm.ask(states[i])
-            if jobs:
-                asked[i] = jobs
-                planned = sum(problems[i].job_cost(j) for j in jobs)
-                if planned > acct.left(i):
-                    raise BudgetExceeded(
-                        f"algorithm {algorithm.name!r} asked for {planned} NFEs in search {i} "
-                        f"with {acct.left(i)} of {budget} left"
-                    )
-        active = list(asked)
-        if not active:
-            break
-        outcomes: dict[int, list[Outcome | None]] = {i: [None] * len(asked[i]) for i in active}
-        groups: dict[tuple, list[tuple[int, int]]] = {}
-        for i in active:
-            for k, job in enumerate(asked[i]):
-                groups.setdefault(job.group_key(), []).append((i, k))
-        for members in groups.values():
-            for start in range(0, len(members), max_batch):
-                chunk = members[start : start + max_batch]
-                run_batch = _run_whole if whole else _run_batch
-                if replay is not None and replay.takes(asked[chunk[0][0]][chunk[0][1]], problems[chunk[0][0]]):
-                    run_batch = replay.run_batch
-                run_batch(
-                    model,
-                    verifier,
-                    acct,
-                    cond_all,
-                    problems,
-                    asked,
-                    outcomes,
-                    chunk,
-                    guidance,
-                    preview_sigma,
-                    results,
-                    algorithm.name,
-                )
-                if progress:
-                    best = max((r.best_score for r in results), default=-math.inf)
-                    progress(int(acct.nfe.sum()), budget * len(targets), best)
-        for i in active:
-            filed = [o for o in outcomes[i] if o is not None]
-            assert len(filed) == len(asked[i]), "every asked job gets exactly one outcome"
-            algorithm.tell(states[i], filed)
-            _record(results[i], filed, problems[i].sigmas[0], keep_images, getattr(model, "latent_shape", None))
+    while batches := algorithm.ask(state):
+        run.plan(batches)
+        indices = []
+        for jobs in batches:
+            indices.append(_assign(jobs.owner, next_index))
+        outcomes = []
+        for jobs, index in zip(batches, indices):
+            out = run.run(jobs, index)
+            outcomes.append(out)
+            best.update(jobs, out)
+            if progress:
+                progress(int(run.acct.nfe.sum()), budget * len(targets), float(best.score.max()))
+        algorithm.tell(state, outcomes)
+        for jobs, out in zip(batches, outcomes):
+            table.add(jobs, out)
+            if keep_images and jobs.final:
+                for i, k, image in zip(jobs.owner.tolist(), out.index.tolist(), out.image.detach().unbind(0)):
+                    images[i][k] = image
+            stats.candidates += len(jobs)
+        stats.rounds += 1
 
+    acct = run.acct
     wall = time.perf_counter() - started
     timed = float(sum(v.sum() for v in acct.seconds.values()))
-    for i, r in enumerate(results):
-        r.nfe_used, r.verifier_calls = int(acct.nfe[i]), int(acct.verifier_calls[i])
-        r.ledger = acct.ledger(i, max(wall - timed, 0.0) / len(results))  # time outside calls, shared equally
-    if stats is not None:
-        stats.update(
-            wall_seconds=wall,
-            denoise_seconds=acct.denoise_seconds,
-            verify_seconds=acct.verify_seconds,
-            backward_seconds=acct.backward_seconds,
-            denoise_calls=acct.denoise_calls,
+    best_score, best_index, nans = best.score.tolist(), best.index.tolist(), best.nans.tolist()
+    results = []
+    for i, (t, s) in enumerate(zip(targets, seeds)):
+        found = best_index[i] >= 0
+        result = SearchResult(
+            t,
+            int(s),
+            budget,
+            int(acct.nfe[i]),
+            int(acct.verifier_calls[i]),
+            best_score[i],
+            best_index[i],
+            best.image[i].cpu() if found and best.image is not None else None,
+            best.noise[i].cpu() if found and best.noise is not None else None,
+            int(nans[i]),
+            Candidates(table, i),
+            images[i],
         )
-    return results
+        result.ledger = acct.ledger(i, max(wall - timed, 0.0) / len(targets))  # time outside calls, shared equally
+        results.append(result)
+    stats.wall_seconds = time.perf_counter() - started
+    stats.denoise_seconds, stats.verify_seconds = acct.denoise_seconds, acct.verify_seconds
+    stats.backward_seconds, stats.denoise_calls = acct.backward_seconds, acct.denoise_calls
+    return SearchRun(results, stats)
 
 
-def _run_batch(
-    model, verifier, acct, cond_all, problems, asked, outcomes, chunk, guidance, preview_sigma, results, algorithm_name
-):
-    """Integrate one batch of jobs that share a group key, score them, and file their outcomes."""
-    jobs = [asked[i][k] for i, k in chunk]
-    first = jobs[0]
-    sigmas = first.sigmas
-    sampler = get_sampler(first.sampler or problems[chunk[0][0]].sampler)
-    if sampler.stochastic != (first.noises is not None):
-        need = "needs per-step noises" if sampler.stochastic else "is deterministic and takes no noises"
-        raise ValueError(f"algorithm {algorithm_name!r} gave a job whose sampler {need}")
-    owners = torch.tensor([i for i, _ in chunk], dtype=torch.int64)
-    x_start = torch.stack([j.x for j in jobs])  # (B, *noise_shape)
-    extra = {"noises": torch.stack([j.noises for j in jobs], dim=1)} if sampler.stochastic else {}  # (n, B, ...)
-    preview_at = _preview_step(sigmas, preview_sigma)
-    seen: dict[str, torch.Tensor] = {}
+def _assign(owner: torch.Tensor, next_index: torch.Tensor) -> torch.Tensor:
+    """Candidate indices (n,) of a batch's rows: each search's next numbers, in row order (advances ``next_index``)."""
+    counts = torch.bincount(owner, minlength=len(next_index))  # (S,)
+    order = torch.sort(owner, stable=True).indices  # (n,) rows grouped by search, in row order
+    starts = torch.cumsum(counts, 0) - counts  # (S,) first sorted position of each search
+    rank = torch.empty_like(owner)
+    rank[order] = torch.arange(len(owner)) - starts[owner[order]]
+    index = next_index[owner] + rank
+    next_index += counts
+    return index
 
-    def callback(step, sigma, x, denoised):
-        seen["last"] = denoised
-        if step == preview_at:
-            seen["preview"] = denoised
 
-    denoise = acct.denoiser(model, index_cond(cond_all, owners), owners, guidance=guidance, grad=first.grad)
-    if first.denoised is not None:
-        denoise = _first_call_known(denoise, torch.stack([j.denoised for j in jobs]))
-    with torch.enable_grad() if first.grad else torch.no_grad():
-        if first.grad:
-            x_start.requires_grad_(True)
-        x_in = x_start
-        start_scale = getattr(model, "start_scale", None)
-        if start_scale is not None and sigmas[0] == problems[chunk[0][0]].sigmas[0]:
-            x_in = x_start * start_scale(sigmas[0])  # a noise at the schedule's start -> the model's state there
-        x_end = sampler.fn(denoise, x_in, sigmas, callback=callback, **extra)  # (B, *noise_shape)
-        if first.final:
-            end_denoised = x_end
-        elif first.score_end:
-            end_denoised = denoise(x_end, sigmas[-1])
-        else:
-            end_denoised = seen["last"]
-        images = acct.decode(model, end_denoised, owners)  # (B, C, H, W)
-        # a job too short to reach the preview sigma shows its end state's x0-prediction instead
-        previews = acct.decode(model, seen.get("preview", end_denoised), owners) if preview_sigma is not None else None
-        targets = [problems[i].target for i, _ in chunk]
-        scores = acct.verify(verifier, images, targets, owners, previews=previews, grad=first.grad)
-        grads = [None] * len(jobs)
-        if first.grad:
-            started = time.perf_counter()
-            (g,) = torch.autograd.grad(scores.nan_to_num(0.0).sum(), x_start)  # rows are independent
-            acct.charge_backward_seconds(owners, time.perf_counter() - started)
-            acct.charge_backward(owners, problems[chunk[0][0]].job_costs(first)[1])
-    cost = problems[chunk[0][0]].job_cost(first)  # same rules for every search of a run
-    rows = zip(
-        chunk,
-        x_end.detach().unbind(0),
-        end_denoised.detach().unbind(0),
-        images.detach().unbind(0),
-        scores.detach().tolist(),
-        (g.unbind(0) if first.grad else grads),
-    )
-    for (i, k), x, denoised, image, score, grad in rows:
-        outcomes[i][k] = Outcome(asked[i][k], x, denoised, image, score, cost, len(results[i].candidates) + k, grad)
+@dataclass
+class _Run:
+    """What every batch of a run needs: the run state that ``run_search`` builds once."""
+
+    model: Model
+    verifier: Any
+    acct: Accountant
+    cond: Any  # every target's condition, rows selected per batch
+    problems: Problems
+    guidance: float
+    preview_sigma: float | None
+    algorithm: str  # its name, for errors
+    max_batch: int
+    whole: bool
+    replay: _Replay | None
+
+    def plan(self, batches: list[Jobs]) -> None:
+        """Refuse a round that would take any search past its budget, before any work."""
+        planned = torch.zeros(len(self.problems), dtype=torch.int64)
+        for jobs in batches:
+            planned += torch.bincount(jobs.owner, minlength=len(planned)) * self.problems.job_cost(jobs)
+        left = self.acct.budgets - self.acct.nfe
+        over = (planned > left).nonzero().flatten()
+        if len(over):
+            i = int(over[0])
+            raise BudgetExceeded(
+                f"algorithm {self.algorithm!r} asked for {int(planned[i])} NFEs in search {i} "
+                f"with {int(left[i])} of {self.problems.budget} left"
+            )
+
+    def starts_at_noise(self, jobs: Jobs) -> bool:
+        """A row that starts at the schedule's first sigma starts from a noise (the one place this is decided)."""
+        return jobs.sigmas[0] == self.problems.sigmas[0]
+
+    def start_state(self, jobs: Jobs, x: torch.Tensor) -> torch.Tensor:
+        """The model's state at ``jobs.sigmas[0]``: a noise is scaled by ``model.start_scale`` (VP models)."""
+        start_scale = getattr(self.model, "start_scale", None)
+        if start_scale is not None and self.starts_at_noise(jobs):
+            return x * start_scale(jobs.sigmas[0])
+        return x
+
+    def run(self, jobs: Jobs, index: torch.Tensor) -> Outcomes:
+        """Outcomes of ``jobs``, run in chunks of at most ``max_batch`` rows."""
+        n = len(jobs)
+        if n <= self.max_batch:
+            return self._chunk(jobs, index)
+        parts = [
+            self._chunk(jobs.rows(slice(a, a + self.max_batch)), index[a : a + self.max_batch])
+            for a in range(0, n, self.max_batch)
+        ]
+        grads = [p.grad for p in parts]
+        return Outcomes(
+            jobs,
+            torch.cat([p.x for p in parts]),
+            torch.cat([p.denoised for p in parts]),
+            torch.cat([p.image for p in parts]),
+            torch.cat([p.score for p in parts]),
+            parts[0].nfe,
+            index,
+            None if grads[0] is None else torch.cat(grads),  # type: ignore[arg-type]
+        )
+
+    def _chunk(self, jobs: Jobs, index: torch.Tensor) -> Outcomes:
+        if self.whole:
+            return self.run_whole(jobs, index)
+        if self.replay is not None and self.replay.takes(jobs, self.problems):
+            return self.replay.run(self, jobs, index)
+        return self.compute(jobs, index)
+
+    def targets(self, owner: torch.Tensor) -> list:
+        targets = self.problems.targets
+        return [targets[i] for i in owner.tolist()]
+
+    def compute(self, jobs: Jobs, index: torch.Tensor) -> Outcomes:
+        """Integrate one batch of jobs, decode and score it."""
+        problems, acct, model = self.problems, self.acct, self.model
+        sampler = get_sampler(jobs.sampler or problems.sampler)
+        if sampler.stochastic != (jobs.noises is not None):
+            need = "needs per-step noises" if sampler.stochastic else "is deterministic and takes no noises"
+            raise ValueError(f"algorithm {self.algorithm!r} gave a job whose sampler {need}")
+        owners = jobs.owner
+        extra = {"noises": jobs.noises.transpose(0, 1)} if jobs.noises is not None else {}  # (n_steps, B, ...)
+        preview_at = _preview_step(jobs.sigmas, self.preview_sigma)
+        seen: dict[str, torch.Tensor] = {}
+
+        def callback(step, sigma, x, denoised):
+            seen["last"] = denoised
+            if step == preview_at:
+                seen["preview"] = denoised
+
+        denoise = acct.denoiser(model, index_cond(self.cond, owners), owners, guidance=self.guidance, grad=jobs.grad)
+        if jobs.denoised is not None:
+            denoise = _first_call_known(denoise, jobs.denoised)
+        grad = None
+        with torch.enable_grad() if jobs.grad else torch.no_grad():
+            x_start = jobs.x.detach().requires_grad_(True) if jobs.grad else jobs.x
+            x_end = sampler.fn(denoise, self.start_state(jobs, x_start), jobs.sigmas, callback=callback, **extra)
+            if jobs.final:
+                end_denoised = x_end
+            elif jobs.score_end:
+                end_denoised = denoise(x_end, jobs.sigmas[-1])
+            else:
+                end_denoised = seen["last"]
+            images = acct.decode(model, end_denoised, owners)  # (B, C, H, W)
+            # a job too short to reach the preview sigma shows its end state's x0-prediction instead
+            previews = None
+            if self.preview_sigma is not None:
+                previews = acct.decode(model, seen.get("preview", end_denoised), owners)
+            targets = self.targets(owners)
+            scores = acct.verify(self.verifier, images, targets, owners, previews=previews, grad=jobs.grad)
+            if jobs.grad:
+                started = time.perf_counter()
+                (grad,) = torch.autograd.grad(scores.nan_to_num(0.0).sum(), x_start)  # rows are independent
+                acct.charge_backward_seconds(owners, time.perf_counter() - started)
+                acct.charge_backward(owners, problems.job_costs(jobs)[1])
+        return Outcomes(
+            jobs,
+            x_end.detach(),
+            end_denoised.detach(),
+            images.detach(),
+            scores.detach(),
+            problems.job_cost(jobs),
+            index,
+            grad,
+        )
+
+    def run_whole(self, jobs: Jobs, index: torch.Tensor) -> Outcomes:
+        """One batch of full candidates through a whole-trajectory model, scored."""
+        problems = self.problems
+        step_level = jobs.sampler not in (None, "euler") or jobs.noises is not None or jobs.denoised is not None
+        if step_level or jobs.score_end or jobs.grad or jobs.sigmas != problems.sigmas:
+            raise UserError(
+                f"algorithm {self.algorithm!r} asked for a step-level job; {self.model.name} runs only full candidates"
+            )
+        owners = jobs.owner
+        cost = problems.job_cost(jobs)
+        targets = self.targets(owners)
+        run = self.acct.trajectories(self.model, owners, cost, steps=problems.steps, guidance=self.guidance)
+        images = run(jobs.x, targets)  # (B, C, H, W), or (B, C, F, H, W) for video
+        scores = self.acct.verify(self.verifier, images, targets, owners)
+        return Outcomes(jobs, images, images, images, scores, cost, index)
 
 
 @dataclass
@@ -279,122 +540,119 @@ class _Replay:
         model_id = model_identity(model)
         return None if model_id is None else cls(cache, model_id, verifier_identity(verifier))
 
-    def takes(self, job: Job, problem: Problem) -> bool:
+    def takes(self, jobs: Jobs, problems: Problems) -> bool:
         from noisesearch.cache import cacheable
 
-        return cacheable(job, problem)
+        return cacheable(jobs, problems)
 
-    def run_batch(
-        self,
-        model,
-        verifier,
-        acct,
-        cond_all,
-        problems,
-        asked,
-        outcomes,
-        chunk,
-        guidance,
-        preview_sigma,
-        results,
-        algorithm_name,
-    ):
-        """``_run_batch`` for cacheable jobs: replay the hits, compute and store the misses, score what
+    def run(self, run: _Run, jobs: Jobs, index: torch.Tensor) -> Outcomes:
+        """``_Run.compute`` for cacheable jobs: replay the hits, compute and store the misses, score what
         has no cached score (every row for a verifier without an identity, in one call as uncached)."""
         from noisesearch import ledger
         from noisesearch.cache import job_keys
 
-        jobs = [asked[i][k] for i, k in chunk]
-        problem = problems[chunk[0][0]]
-        sigmas = jobs[0].sigmas
-        preview_at = _preview_step(sigmas, preview_sigma)
-        keys = job_keys(self.model_id, jobs, [problems[i] for i, _ in chunk], guidance)
+        problems, acct = run.problems, run.acct
+        preview_sigma = run.preview_sigma
+        preview_at = _preview_step(jobs.sigmas, preview_sigma)
+        keys = job_keys(self.model_id, jobs, problems, run.guidance)
         entries = self.cache.get(keys, preview_at)
-        owners = torch.tensor([i for i, _ in chunk], dtype=torch.int64)
-        cost = problem.job_cost(jobs[0])
+        owners = jobs.owner
+        cost = problems.job_cost(jobs)
         decodes = 1 + (preview_sigma is not None)
         hit = [n for n, e in enumerate(entries) if e is not None]
         miss = [n for n, e in enumerate(entries) if e is None]
-        x_end = [None] * len(jobs)  # per row: end state, image, preview image (replayed or computed)
-        images = [None] * len(jobs)
-        previews = [None] * len(jobs)
+        n = len(jobs)
+        computed = None
         if miss:
-            sampler = get_sampler(jobs[0].sampler or problem.sampler)
-            sub = owners if len(miss) == len(jobs) else owners[miss]  # (indexing by a list costs per row)
-            seen = {}
-
-            def callback(step, sigma, x, denoised):
-                if step == preview_at:
-                    seen["preview"] = denoised
-
-            denoise = acct.denoiser(model, index_cond(cond_all, sub), sub, guidance=guidance)
-            with torch.no_grad():
-                x_in = torch.stack([jobs[n].x for n in miss])  # (b, *noise_shape)
-                start_scale = getattr(model, "start_scale", None)
-                if start_scale is not None:
-                    x_in = x_in * start_scale(sigmas[0])
-                x_out = sampler.fn(denoise, x_in, sigmas, callback=callback)  # (b, *noise_shape)
-                computed = acct.decode(model, x_out, sub)
-                shown = acct.decode(model, seen.get("preview", x_out), sub) if preview_sigma is not None else None
-            shown_all = shown
-            decode_flops = ledger.cached(model, ("decode", tuple(x_out.shape[1:])))
-            rows = zip(
-                miss, x_out.unbind(0), computed.unbind(0), shown.unbind(0) if shown is not None else [None] * len(miss)
-            )
-            for n, x, image, preview in rows:
-                x_end[n], images[n], previews[n] = x, image, preview
+            computed = self._compute_unscored(run, jobs.rows(miss) if hit else jobs, preview_at)
             self.cache.put(
-                [keys[n] for n in miss],
-                x_out,
-                computed,
-                {} if shown is None else {f"preview@{preview_at}": shown},
+                [keys[r] for r in miss],
+                computed["x"],
+                computed["image"],
+                {} if computed["preview"] is None else {f"preview@{preview_at}": computed["preview"]},
                 flops_per_nfe=acct.flops_per_nfe,
-                decode_flops=decode_flops,
+                decode_flops=ledger.cached(run.model, ("decode", tuple(computed["x"].shape[1:]))),
             )
-        if hit:
-            device = x_end[miss[0]].device if miss else jobs[0].x.device
-            for n in hit:
-                e = entries[n]
-                x_end[n], images[n] = e["x"].to(device), e["image"].to(device)
-                previews[n] = e["preview"].to(device) if preview_sigma is not None else None
+        if not hit:
+            assert computed is not None
+            x, image_all, preview_all = computed["x"], computed["image"], computed["preview"]
+        else:
+            device = jobs.x.device
+            x_end: list[Any] = [None] * n
+            images: list[Any] = [None] * n
+            previews: list[Any] = [None] * n
+            if computed is not None:
+                for j, r in enumerate(miss):
+                    x_end[r], images[r] = computed["x"][j], computed["image"][j]
+                    previews[r] = None if computed["preview"] is None else computed["preview"][j]
+            for r in hit:
+                e = entries[r]
+                x_end[r], images[r] = e["x"].to(device), e["image"].to(device)
+                previews[r] = e["preview"].to(device) if preview_sigma is not None else None
+            x, image_all = torch.stack(x_end), torch.stack(images)
+            preview_all = torch.stack(previews) if preview_sigma is not None else None
             first = entries[hit[0]]
             acct.replay(
-                owners[hit],
+                owners[torch.tensor(hit)],
                 cost,
                 decodes=decodes,
                 decode_flops=first["decode_flops"],
                 flops_per_nfe=first["flops_per_nfe"],
             )
-        scores = [None] * len(jobs)  # float per row once known
-        if self.verifier_id is not None:
-            stored = dict(zip(hit, self.cache.scores([keys[n] for n in hit], self.verifier_id)))
-            known = [n for n in hit if stored[n] is not None]
-            for n in known:
-                scores[n] = stored[n]["score"]
+        scores: list[Any] = [None] * n  # float per row once known
+        if self.verifier_id is not None and hit:
+            stored = dict(zip(hit, self.cache.scores([keys[r] for r in hit], self.verifier_id)))
+            known = [r for r in hit if stored[r] is not None]
+            for r in known:
+                scores[r] = stored[r]["score"]
             if known:
-                acct.replay_scores(owners[known], [stored[n]["verify_flops"] for n in known])
-        need = [n for n in range(len(jobs)) if scores[n] is None]
-        if need:
-            if not hit:  # nothing replayed: the computed batch as it is
-                batch, shown = computed, shown_all
-            else:
-                batch = torch.stack([images[n] for n in need])
-                shown = torch.stack([previews[n] for n in need]) if preview_sigma is not None else None
-            targets = [problems[chunk[n][0]].target for n in need]
-            with torch.no_grad():  # as in _run_batch: a cacheable job takes no gradient
-                scored = owners if len(need) == len(jobs) else owners[need]
-                got = acct.verify(verifier, batch, targets, scored, previews=shown).tolist()
-            if self.verifier_id is not None:
-                key = ("verify", tuple(batch.shape[1:]), None if shown is None else tuple(shown.shape[1:]), False)
-                flops = None if getattr(verifier, "usage", None) is not None else ledger.cached(verifier, key)
-                self.cache.put_scores([keys[n] for n in need], self.verifier_id, got, flops)
-            for n, value in zip(need, got):
-                scores[n] = value
-        for n, (i, k) in enumerate(chunk):
-            x = x_end[n]  # no graph: computed under no_grad, or a copy from the cache
-            outcomes[i][k] = Outcome(
-                asked[i][k], x, x, images[n], float(scores[n]), cost, len(results[i].candidates) + k
-            )
+                acct.replay_scores(owners[torch.tensor(known)], [stored[r]["verify_flops"] for r in known])
+        need = [r for r in range(n) if scores[r] is None]
+        if len(need) == n:  # every row scored in one call, as without the cache
+            score = self._score(run, keys, need, image_all, preview_all, owners)
+        else:
+            if need:
+                got = self._score(run, keys, need, image_all, preview_all, owners).tolist()
+                for r, value in zip(need, got):
+                    scores[r] = value
+            score = torch.tensor(scores, dtype=torch.float32, device=image_all.device)
+        return Outcomes(jobs, x, x, image_all, score, cost, index)
+
+    def _score(self, run: _Run, keys: list[str], need: list[int], images, previews, owners) -> torch.Tensor:
+        """Score rows ``need`` of a batch in one verifier call and store their scores."""
+        from noisesearch import ledger
+
+        whole = len(need) == len(images)
+        pick = torch.tensor(need, dtype=torch.int64)
+        batch = images if whole else images[pick.to(images.device)]
+        shown = None if previews is None else (previews if whole else previews[pick.to(previews.device)])
+        scored = owners if whole else owners[pick]
+        with torch.no_grad():  # a cacheable job takes no gradient
+            got = run.acct.verify(run.verifier, batch, run.targets(scored), scored, previews=shown)
+        if self.verifier_id is not None:
+            key = ("verify", tuple(batch.shape[1:]), None if shown is None else tuple(shown.shape[1:]), False)
+            flops = None if getattr(run.verifier, "usage", None) is not None else ledger.cached(run.verifier, key)
+            self.cache.put_scores([keys[r] for r in need], self.verifier_id, got.tolist(), flops)
+        return got
+
+    @staticmethod
+    def _compute_unscored(run: _Run, jobs: Jobs, preview_at: int | None) -> dict:
+        """Integrate and decode rows without scoring them (their scores are taken with the replayed rows')."""
+        sampler = get_sampler(jobs.sampler or run.problems.sampler)
+        seen: dict[str, torch.Tensor] = {}
+
+        def callback(step, sigma, x, denoised):
+            if step == preview_at:
+                seen["preview"] = denoised
+
+        denoise = run.acct.denoiser(run.model, index_cond(run.cond, jobs.owner), jobs.owner, guidance=run.guidance)
+        with torch.no_grad():
+            x_out = sampler.fn(denoise, run.start_state(jobs, jobs.x), jobs.sigmas, callback=callback)
+            image = run.acct.decode(run.model, x_out, jobs.owner)
+            preview = None
+            if run.preview_sigma is not None:
+                preview = run.acct.decode(run.model, seen.get("preview", x_out), jobs.owner)
+        return {"x": x_out, "image": image, "preview": preview}
 
 
 def check_whole_trajectory(model, algorithm, sampler: str, verifier) -> None:
@@ -413,28 +671,6 @@ def check_whole_trajectory(model, algorithm, sampler: str, verifier) -> None:
         raise UserError(f"verifier {verifier.name!r} needs x0-previews, which {model.name} (generic adapter) has not")
 
 
-def _run_whole(
-    model, verifier, acct, cond_all, problems, asked, outcomes, chunk, guidance, preview_sigma, results, algorithm_name
-):
-    """Run one batch of full candidates through a whole-trajectory model, score them, and file their outcomes."""
-    jobs = [asked[i][k] for i, k in chunk]
-    problem = problems[chunk[0][0]]
-    for job in jobs:
-        step_level = job.sampler not in (None, "euler") or job.noises is not None or job.denoised is not None
-        if step_level or job.score_end or job.grad or job.sigmas != problem.sigmas:
-            raise UserError(
-                f"algorithm {algorithm_name!r} asked for a step-level job; {model.name} runs only full candidates"
-            )
-    owners = torch.tensor([i for i, _ in chunk], dtype=torch.int64)
-    cost = problem.job_cost(jobs[0])
-    targets = [problems[i].target for i, _ in chunk]
-    run = acct.trajectories(model, owners, cost, steps=len(problem.sigmas) - 1, guidance=guidance)
-    images = run(torch.stack([j.x for j in jobs]), targets)  # (B, C, H, W), or (B, C, F, H, W) for video
-    scores = acct.verify(verifier, images, targets, owners)
-    for (i, k), image, score in zip(chunk, images.unbind(0), scores.tolist()):
-        outcomes[i][k] = Outcome(asked[i][k], image, image, image, score, cost, len(results[i].candidates) + k)
-
-
 def _first_call_known(denoise, known: torch.Tensor):
     """A denoiser whose first call returns ``known`` (already computed and paid for) without a new call."""
     state = {"first": True}
@@ -445,37 +681,3 @@ def _first_call_known(denoise, known: torch.Tensor):
         return denoise(x, sigma)
 
     return wrapped
-
-
-def _record(
-    result: SearchResult,
-    outcomes: list[Outcome],
-    schedule_start: float,
-    keep_images: bool,
-    latent_shape: tuple[int, ...] | None = None,
-) -> None:
-    for o in outcomes:
-        if keep_images and o.job.final:
-            result.images[o.index] = o.image
-        nan = math.isnan(o.score)
-        result.nan_scores += nan
-        # A seeded draw is identified by its seed, any other noise (a neighbour, an iterate) by a hash
-        # of it; an intermediate state (paths, halving, SMC steps) by the algorithm's notes in "info".
-        derived_noise = o.job.noise_seed is None and o.job.sigmas[0] == schedule_start
-        result.candidates.append(
-            {
-                "index": o.index,
-                "noise_seed": o.job.noise_seed,
-                # torch.randn(latent_shape, generator=torch.Generator("cpu").manual_seed(noise_seed)) is the draw
-                **({"latent_shape": list(latent_shape)} if latent_shape and o.job.noise_seed is not None else {}),
-                "noise_sha256": noise_hash(o.job.x) if derived_noise else None,
-                "sigma_start": o.job.sigmas[0],
-                "sigma_end": o.job.sigmas[-1],
-                "nfe": o.nfe,
-                "score": None if nan else o.score,
-                **({"info": o.job.info} if o.job.info else {}),
-            }
-        )
-        if o.job.final and not nan and rank_key(o.score) > result.best_score:
-            result.best_score, result.best_index = o.score, o.index
-            result.best_image, result.best_noise = o.image, o.job.x

@@ -408,7 +408,7 @@ def test_stochastic_sampler_mismatch_is_refused(toy, dist):
 
 
 class Spy:
-    """Wraps an algorithm and keeps every job it asks for."""
+    """Wraps an algorithm and keeps every round's batches (``jobs``: one list of ``Jobs`` per ``ask``)."""
 
     def __init__(self, inner):
         self.inner, self.name, self.jobs = inner, inner.name, []
@@ -416,13 +416,14 @@ class Spy:
     def params(self):
         return self.inner.params()
 
-    def init(self, problem):
-        return self.inner.init(problem)
+    def init(self, problems):
+        return self.inner.init(problems)
 
     def ask(self, state):
-        jobs = self.inner.ask(state)
-        self.jobs.append(jobs)
-        return jobs
+        batches = self.inner.ask(state)
+        if batches:
+            self.jobs.append(batches)
+        return batches
 
     def tell(self, state, outcomes):
         self.inner.tell(state, outcomes)

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from noisesearch.algorithms.base import Job, Outcome, Problem, SearchAlgorithm, derive_seed, gaussian, noise_hash
+from noisesearch.algorithms.base import (
+    Jobs,
+    Outcomes,
+    Problem,
+    Problems,
+    SearchAlgorithm,
+    derive_seed,
+    gaussian,
+    noise_hash,
+)
 from noisesearch.algorithms.epsilon_greedy import EpsilonGreedySearch
 from noisesearch.algorithms.evolution import EvolutionSearch
 from noisesearch.algorithms.evosearch import EvoSearch
@@ -33,4 +42,14 @@ ALGORITHMS: dict[str, Callable[..., SearchAlgorithm]] = {
     "halving": HalvingSearch,
 }
 
-__all__ = ["ALGORITHMS", "Job", "Outcome", "Problem", "SearchAlgorithm", "derive_seed", "gaussian", "noise_hash"]
+__all__ = [
+    "ALGORITHMS",
+    "Jobs",
+    "Outcomes",
+    "Problem",
+    "Problems",
+    "SearchAlgorithm",
+    "derive_seed",
+    "gaussian",
+    "noise_hash",
+]

@@ -1,25 +1,35 @@
-"""The search-algorithm contract: explicit state and ask/tell, driven by ``noisesearch.driver``.
+"""The search-algorithm contract: explicit state, ask/tell, and jobs as columns.
 
-An algorithm object holds only its hyperparameters. Everything that changes lives in a state
-object that ``init`` creates for one search problem (one target, one seed, one budget)::
+An algorithm object holds only its hyperparameters. Everything that changes lives in a state object
+that ``init`` creates for *all the searches of one run* (``Problems``: one target and seed each, the
+same budget, schedule, sampler and noise shape)::
 
-    state = algorithm.init(problem)
-    while jobs := algorithm.ask(state):          # a list of Jobs; empty when the search is done
-        outcomes = [run and score each job]      # the driver does this, batched across searches
-        algorithm.tell(state, outcomes)          # outcomes in the order of the jobs
+    state = algorithm.init(problems)
+    while batches := algorithm.ask(state):       # a list of Jobs; empty when every search is done
+        outcomes = [run and score each batch]    # the driver does this, in chunks of max_batch rows
+        algorithm.tell(state, outcomes)          # one Outcomes per Jobs, rows in the same order
 
-A ``Job`` is one candidate: a starting state ``x`` at ``sigmas[0]`` (fresh noise at sigma = 1,
-or an intermediate state) integrated along ``sigmas``. A job that ends at sigma = 0 is a finished
-sample and may become the search's answer; one that ends earlier is scored on the decoded
-x0-prediction of its last step (a preview). Noise is drawn by the algorithm from explicit
-generators (``Problem.noise``), one seed per draw, so each candidate is reproducible on its own.
+``tell`` is the only place where a state advances; ``ask`` reads it. A ``Jobs`` batch is a set of
+candidates that share a sigma schedule and options, held as columns: one tensor of start states
+(``x``, rows of any searches, ``owner`` says whose), optional per-row noises, seeds and the
+algorithm's notes (``info``, a dict of columns). A row starts at ``sigmas[0]`` (fresh noise at the
+schedule's first sigma, or an intermediate state) and is integrated along ``sigmas``; a batch ending at
+sigma = 0 holds finished samples, any other is scored on the decoded x0-prediction of its last step
+(a preview). There is no Python object per candidate.
+
+Noise is drawn by algorithms only, on the CPU, each draw from its own generator seeded with
+``derive_seed(search seed, *path)`` (``Problems.noise``), so a candidate is reproducible on its own,
+on any device and in plain diffusers; a batch of draws is moved to the model's device once
+(``Problems.device``), and states stay there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -39,26 +49,68 @@ def derive_seed(seed: int, *path: int) -> int:
     Different paths give independent-looking seeds; the same path always gives the same seed, on
     every platform.
     """
-    data = b"".join(int(v).to_bytes(8, "little", signed=True) for v in (seed, *path))
+    data = struct.pack(f"<{1 + len(path)}q", seed, *path)
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
 
 
 def gaussian(shape: tuple[int, ...], seed: int) -> torch.Tensor:
-    """Standard normal noise of ``shape`` from its own generator seeded with ``seed``."""
+    """Standard normal noise of ``shape`` from its own generator seeded with ``seed``.
+
+    This is exactly ``torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))``, the
+    draw a diffusers pipeline user writes.
+    """
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def gaussians(shape: tuple[int, ...], seeds: Sequence[int]) -> torch.Tensor:
+    """``torch.stack([gaussian(shape, s) for s in seeds])`` (len(seeds), *shape), without a tensor per row.
+
+    One generator is reseeded per row and each row is filled in place (the same values as ``gaussian``:
+    ``randn`` is ``normal_`` on a fresh tensor). The unavoidable cost of per-candidate seeding is here.
+    """
+    out = torch.empty((len(seeds), *shape))
+    g = torch.Generator()
+    for row, seed in zip(out, seeds):
+        g.manual_seed(seed)
+        row.normal_(generator=g)
+    return out
 
 
 def noise_hash(x: torch.Tensor) -> str:
     """First 16 hex digits of the SHA-256 of a tensor's float32 bytes (identifies a noise)."""
-    return hashlib.sha256(x.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
+    return noise_hashes(x[None])[0]
 
 
-STEP_NOISES = 2**40  # path marker: draws under it are a stochastic sampler's per-step noises
+def noise_hashes(x: torch.Tensor) -> list[str]:
+    """``noise_hash`` of each row of ``x`` (B, ...): one copy to the CPU for the batch."""
+    rows = x.detach().float().contiguous().cpu().numpy()
+    return [hashlib.sha256(row.tobytes()).hexdigest()[:16] for row in rows]
+
+
+STEP_NOISES = 2**40  # path marker: a stochastic sampler's per-step noises are the stream (*path, STEP_NOISES)
+
+
+def plain_cost(
+    sigmas: Sequence[float],
+    sampler: str,
+    nfe_per_call: int,
+    *,
+    denoised: bool = False,
+    score_end: bool = False,
+    grad: bool = False,
+    backward_cost: float = 0.0,
+) -> tuple[int, int]:
+    """(forward NFEs, backward-pass NFE-equivalents) of one row along ``sigmas`` (see ``Jobs`` for the options)."""
+    evals = get_sampler(sampler).nfe(tuple(sigmas))
+    evals -= bool(denoised)  # the first evaluation is already known
+    evals += bool(score_end and sigmas[-1] > 0)  # one more evaluation at the end state
+    forward = evals * nfe_per_call
+    return forward, (math.ceil(backward_cost * forward) if grad else 0)
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One search: find a good noise for ``target`` within ``budget`` NFEs.
+    """One search of a run: its ``target`` and ``seed``, and what every search of the run shares.
 
     ``sigmas`` is the full sampling schedule of one finished candidate and ``sampler`` the run's
     sampler; ``nfe_per_call`` is what one denoiser evaluation costs per sample (2 with
@@ -73,42 +125,96 @@ class Problem:
     sampler: str
     nfe_per_call: int
 
-    def cost(self, sigmas: tuple[float, ...] | None = None) -> int:
-        """Exact NFEs of one plain job along ``sigmas`` (default: a full candidate) with the run's sampler."""
-        return get_sampler(self.sampler).nfe(sigmas or self.sigmas) * self.nfe_per_call
-
-    def job_cost(self, job: Job) -> int:
-        """Exact NFEs that ``job`` will be charged (see ``Job`` for what each option costs)."""
-        return sum(self.job_costs(job))
-
-    def job_costs(self, job: Job) -> tuple[int, int]:
-        """(forward NFEs, backward-pass NFE-equivalents) of ``job``."""
-        evals = get_sampler(job.sampler or self.sampler).nfe(job.sigmas)
-        evals -= job.denoised is not None  # the first evaluation is already known
-        evals += job.score_end and job.sigmas[-1] > 0  # one more evaluation at the end state
-        forward = evals * self.nfe_per_call
-        return forward, (math.ceil(job.backward_cost * forward) if job.grad else 0)
-
     def noise(self, *path: int) -> tuple[int, torch.Tensor]:
         """(seed, noise) for the draw named by ``path``: the same path always gives the same noise."""
         seed = derive_seed(self.seed, *path)
         return seed, gaussian(self.noise_shape, seed)
 
-    def step_noises(self, n_steps: int, *path: int) -> torch.Tensor:
-        """Per-step noises (n_steps, *noise_shape) for a stochastic sampler: step i is the draw
-        ``(*path, STEP_NOISES, i)``."""
-        return torch.stack([self.noise(*path, STEP_NOISES, i)[1] for i in range(n_steps)])
+
+@dataclass
+class Problems:
+    """The searches of one run: ``targets[i]`` and ``seeds[i]`` for search ``i``; everything else shared.
+
+    The budget, schedule, sampler and cost per call are the same for every search of a run, so an
+    algorithm plans once and runs every search in lock step (rows of all searches in one ``Jobs``).
+    ``device`` is where the model computes: draws are moved there once per batch.
+    """
+
+    targets: list
+    seeds: list[int]
+    budget: int
+    noise_shape: tuple[int, ...]
+    sigmas: tuple[float, ...]
+    sampler: str
+    nfe_per_call: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def of(cls, *problems: Problem, device: torch.device | None = None) -> Problems:
+        """The run made of these searches (which must share everything but target and seed)."""
+        first = problems[0]
+        for p in problems[1:]:
+            if (p.budget, p.noise_shape, p.sigmas, p.sampler, p.nfe_per_call) != (
+                first.budget,
+                first.noise_shape,
+                first.sigmas,
+                first.sampler,
+                first.nfe_per_call,
+            ):
+                raise ValueError("the searches of one run share budget, noise shape, schedule, sampler and cost")
+        return cls(
+            [p.target for p in problems],
+            [int(p.seed) for p in problems],
+            first.budget,
+            tuple(first.noise_shape),
+            tuple(first.sigmas),
+            first.sampler,
+            first.nfe_per_call,
+            device or torch.device("cpu"),
+        )
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, i: int) -> Problem:
+        return Problem(
+            self.targets[i], self.seeds[i], self.budget, self.noise_shape, self.sigmas, self.sampler, self.nfe_per_call
+        )
+
+    @property
+    def steps(self) -> int:
+        """Steps of a full candidate."""
+        return len(self.sigmas) - 1
 
     @property
     def stochastic(self) -> bool:
         """Whether the run's sampler injects noise at every step."""
         return get_sampler(self.sampler).stochastic
 
-    def fresh_job(self, *path: int, info: dict | None = None) -> Job:
-        """A full candidate from the draw ``path`` (and, for a stochastic sampler, its per-step noises)."""
-        seed, noise = self.noise(*path)
-        noises = self.step_noises(len(self.sigmas) - 1, *path) if self.stochastic else None
-        return Job(noise, self.sigmas, noise_seed=seed, info=info or {}, noises=noises)
+    # ---- costs -------------------------------------------------------------------------------
+    def cost(self, sigmas: Sequence[float] | None = None, sampler: str | None = None, **options: Any) -> int:
+        """Exact NFEs of one row along ``sigmas`` (default: a full candidate) with ``sampler`` (default
+        the run's) and the ``Jobs`` options given (``denoised``, ``score_end``, ``grad``, ``backward_cost``)."""
+        forward, backward = plain_cost(
+            tuple(sigmas) if sigmas is not None else self.sigmas, sampler or self.sampler, self.nfe_per_call, **options
+        )
+        return forward + backward
+
+    def job_costs(self, jobs: Jobs) -> tuple[int, int]:
+        """(forward NFEs, backward-pass NFE-equivalents) of one row of ``jobs``."""
+        return plain_cost(
+            jobs.sigmas,
+            jobs.sampler or self.sampler,
+            self.nfe_per_call,
+            denoised=jobs.denoised is not None,
+            score_end=jobs.score_end,
+            grad=jobs.grad,
+            backward_cost=jobs.backward_cost,
+        )
+
+    def job_cost(self, jobs: Jobs) -> int:
+        """Exact NFEs that each row of ``jobs`` will be charged."""
+        return sum(self.job_costs(jobs))
 
     def require_budget(self, needed: int, what: str) -> None:
         """Raise a clear ``UserError`` when the budget cannot pay for ``needed`` NFEs.
@@ -118,36 +224,85 @@ class Problem:
         """
         if self.budget < needed:
             raise UserError(
-                f"budget {self.budget} is smaller than {what} ({needed} NFEs with {len(self.sigmas) - 1} "
+                f"budget {self.budget} is smaller than {what} ({needed} NFEs with {self.steps} "
                 f"steps at {self.nfe_per_call} NFE(s) per evaluation); "
                 f"give --budget >= {needed} or fewer --steps"
             )
 
+    # ---- draws -------------------------------------------------------------------------------
+    def seeds_of(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> list[int]:
+        """The seed of draw ``paths[r]`` of search ``owners[r]`` for every row r."""
+        base = self.seeds
+        return [derive_seed(base[o], *p) for o, p in zip(owners, paths)]
+
+    def noise(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> tuple[list[int], torch.Tensor]:
+        """(seeds, noises (n, *noise_shape) on ``device``): row r is the draw ``paths[r]`` of search ``owners[r]``,
+        ``gaussian(noise_shape, seed)``; drawn on the CPU, moved once."""
+        seeds = self.seeds_of(owners, paths)
+        return seeds, gaussians(self.noise_shape, seeds).to(self.device)
+
+    def step_noises(
+        self, owners: Sequence[int], paths: Sequence[tuple[int, ...]], n_steps: int
+    ) -> tuple[list[int], torch.Tensor]:
+        """(stream seeds, noises (n, n_steps, *noise_shape) on ``device``): the per-step noises of a
+        stochastic sampler. Row r is one draw of shape (n_steps, *noise_shape) seeded with
+        ``derive_seed(seed, *paths[r], STEP_NOISES)``; step i of it is row i (a stream per path, one
+        generator per candidate rather than per step)."""
+        seeds = self.seeds_of(owners, [(*p, STEP_NOISES) for p in paths])
+        return seeds, gaussians((n_steps, *self.noise_shape), seeds).to(self.device)
+
+    def uniforms(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> torch.Tensor:
+        """Uniform numbers (n,) float64 in [0, 1) on ``device``: row r is the normal CDF of the first
+        element of the draw ``paths[r]`` of search ``owners[r]``."""
+        z = gaussians(self.noise_shape, self.seeds_of(owners, paths)).flatten(1)[:, 0].double()  # (n,)
+        u = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+        return u.clamp(max=1.0 - 2.0**-53).to(self.device)
+
+    def grid(self, per_search: int) -> tuple[list[int], list[int]]:
+        """(owners, k): ``per_search`` rows per search, search-major: row ``i * per_search + k``."""
+        n = len(self)
+        return [i for i in range(n) for _ in range(per_search)], [k for _ in range(n) for k in range(per_search)]
+
+    def fresh(self, per_search: int, *prefix: int, info: dict | None = None) -> Jobs:
+        """Full candidates: ``per_search`` per search, candidate k from the draw ``(*prefix, k)`` (and,
+        for a stochastic sampler, its step-noise stream), search-major."""
+        owners, ks = self.grid(per_search)
+        paths = [(*prefix, k) for k in ks]
+        seeds, x = self.noise(owners, paths)
+        noises = self.step_noises(owners, paths, self.steps)[1] if self.stochastic else None
+        return Jobs(
+            torch.tensor(owners, dtype=torch.int64), x, self.sigmas, noise_seed=seeds, info=info or {}, noises=noises
+        )
+
 
 @dataclass
-class Job:
-    """A candidate to run: start state ``x`` (*noise_shape) at ``sigmas[0]``, integrated along ``sigmas``.
+class Jobs:
+    """Candidates to run, as columns: rows of start states ``x`` (n, *noise_shape) at ``sigmas[0]``,
+    each integrated along ``sigmas``, row r for search ``owner[r]``.
 
-    ``noise_seed`` is set only when ``x`` is exactly ``gaussian(noise_shape, noise_seed)``; for
-    any other start state (a neighbour, an intermediate state) it is None and the record carries
-    a hash of ``x`` instead. Options, each with its exact cost (``Problem.job_cost``):
+    ``noise_seed[r]`` is set only when ``x[r]`` is exactly ``gaussian(noise_shape, noise_seed[r])``
+    (None for the column: no row is); for any other start state (a neighbour, an intermediate state)
+    it is None and the record carries a hash of the row instead. ``info`` holds the algorithm's notes,
+    JSON-serialisable columns of length n (lists or 1-d tensors), recorded per row. Options, shared by
+    every row, each with its exact cost (``Problems.job_cost``):
 
-    - ``sampler``: run this job with another registered sampler than the run's (same cost rules);
-    - ``noises`` (n_steps, *noise_shape): the per-step noises of a stochastic sampler (required by
+    - ``sampler``: run with another registered sampler than the run's (same cost rules);
+    - ``noises`` (n, n_steps, *noise_shape): the per-step noises of a stochastic sampler (required by
       one, refused by a deterministic one);
-    - ``denoised``: the already-computed x0-prediction of ``x`` at ``sigmas[0]`` (from an earlier
-      ``score_end``), so the first evaluation is not paid twice;
-    - ``score_end``: for a job ending at sigma > 0, evaluate the denoiser once more at the end state
-      (+1 evaluation) and score that x0-prediction; without it an unfinished job is scored on the
+    - ``denoised`` (n, *noise_shape): the already-computed x0-prediction of ``x`` at ``sigmas[0]``
+      (from an earlier ``score_end``), so the first evaluation is not paid twice;
+    - ``score_end``: for a batch ending at sigma > 0, evaluate the denoiser once more at the end state
+      (+1 evaluation) and score that x0-prediction; without it an unfinished row is scored on the
       x0-prediction of its last evaluated step (free);
     - ``grad``: also return the gradient of the score with respect to ``x`` (first-order search),
       charged ``ceil(backward_cost * forward NFEs)`` extra NFEs for the backward pass.
     """
 
+    owner: torch.Tensor  # (n,) int64, on the CPU
     x: torch.Tensor
     sigmas: tuple[float, ...]
-    noise_seed: int | None = None
-    info: dict = field(default_factory=dict)  # the algorithm's own notes, JSON-serialisable; recorded
+    noise_seed: list[int | None] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
     sampler: str | None = None
     noises: torch.Tensor | None = None
     denoised: torch.Tensor | None = None
@@ -155,15 +310,49 @@ class Job:
     grad: bool = False
     backward_cost: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.sigmas = tuple(float(s) for s in self.sigmas)
+        if not isinstance(self.owner, torch.Tensor):
+            self.owner = torch.as_tensor(self.owner, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
     @property
     def final(self) -> bool:
-        """True when the job ends at sigma = 0, i.e. produces a finished sample."""
+        """True when the rows end at sigma = 0, i.e. produce finished samples."""
         return self.sigmas[-1] == 0
 
-    def group_key(self) -> tuple:
-        """Jobs with equal keys run in one batch."""
+    def rows(self, idx: slice | torch.Tensor | Sequence[int]) -> Jobs:
+        """The rows ``idx`` (a slice, or indices), every column cut alike."""
+        if isinstance(idx, slice):
+            pick = idx
+            listed: Any = idx
+        else:
+            pick = torch.as_tensor(idx, dtype=torch.int64)
+            listed = pick.tolist()
+
+        def cut(col):
+            if col is None:
+                return None
+            if isinstance(col, torch.Tensor):
+                return col[pick.to(col.device) if isinstance(pick, torch.Tensor) else pick]
+            return col[listed] if isinstance(listed, slice) else [col[i] for i in listed]
+
+        return replace(
+            self,
+            owner=cut(self.owner),
+            x=cut(self.x),
+            noise_seed=cut(self.noise_seed),
+            info={k: cut(v) for k, v in self.info.items()},
+            noises=cut(self.noises),
+            denoised=cut(self.denoised),
+        )
+
+    def options(self) -> tuple:
+        """Batches with equal options may run as one."""
         return (
-            tuple(self.sigmas),
+            self.sigmas,
             self.sampler,
             self.noises is not None,
             self.denoised is not None,
@@ -174,24 +363,32 @@ class Job:
 
 
 @dataclass
-class Outcome:
-    """What the driver reports back for one job.
+class Outcomes:
+    """What the driver reports back for one ``Jobs`` batch, row for row.
 
-    ``x``: end state; ``denoised``: x0-prediction at the end state when the job ended at sigma = 0
-    (then equal to ``x``) or asked ``score_end``, else that of its last evaluated step;
-    ``image``: decoded (C, H, W) in [0, 1], what was scored; ``score``: the verifier's score (NaN if
-    it failed); ``nfe``: NFEs charged; ``index``: candidate number within its search; ``grad``:
-    d score / d ``job.x`` for ``grad`` jobs.
+    ``x`` (n, *noise_shape): end states; ``denoised``: x0-predictions at the end states when the rows
+    ended at sigma = 0 (then equal to ``x``) or asked ``score_end``, else those of their last evaluated
+    step; ``image`` (n, C, H, W): decoded, what was scored; ``score`` (n,): the verifier's scores (NaN if
+    it failed), on the verifier's device; ``nfe``: NFEs charged per row; ``index`` (n,) int64: each row's
+    candidate number within its search (assigned when the jobs were asked); ``grad``: d score / d
+    ``jobs.x`` for ``grad`` jobs.
     """
 
-    job: Job
+    jobs: Jobs
     x: torch.Tensor
     denoised: torch.Tensor
     image: torch.Tensor
-    score: float
+    score: torch.Tensor
     nfe: int
-    index: int
+    index: torch.Tensor
     grad: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def ranked_score(self) -> torch.Tensor:
+        """Scores (n,) float64 with NaN as -inf (a NaN ranks below every real score)."""
+        return self.score.double().nan_to_num(nan=-math.inf)
 
 
 def rank_key(score: float) -> float:
@@ -199,23 +396,34 @@ def rank_key(score: float) -> float:
     return -math.inf if math.isnan(score) else score
 
 
+def first_best(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Index of the first maximum along ``dim`` of ``scores`` with NaN ranked lowest (ties: the earliest)."""
+    s = scores.double().nan_to_num(nan=-math.inf)
+    return torch.argmax((s == s.amax(dim=dim, keepdim=True)).to(torch.int8), dim=dim)
+
+
+def rank_order(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Indices that sort ``scores`` best first along ``dim``, NaN last, ties in their original order."""
+    return torch.sort(scores.double().nan_to_num(nan=-math.inf), dim=dim, descending=True, stable=True).indices
+
+
 @runtime_checkable
 class SearchAlgorithm(Protocol):
-    """Proposes candidates for one problem at a time through explicit state (see module docstring)."""
+    """Proposes candidates for the searches of a run through explicit state (see module docstring)."""
 
     name: str
 
     def params(self) -> dict:
         """Hyperparameters, as recorded."""
 
-    def init(self, problem: Problem) -> Any:
-        """Fresh state for ``problem``; raises ``UserError`` if the budget cannot pay one round."""
+    def init(self, problems: Problems) -> Any:
+        """Fresh state for the searches ``problems``; raises ``UserError`` if the budget cannot pay one round."""
 
-    def ask(self, state: Any) -> list[Job]:
-        """The next jobs; an empty list ends the search."""
+    def ask(self, state: Any) -> list[Jobs]:
+        """The next batches; an empty list ends every search. Reads ``state``, never advances it."""
 
-    def tell(self, state: Any, outcomes: list[Outcome]) -> None:
-        """Update ``state`` with the outcomes of the last ``ask``, in the same order."""
+    def tell(self, state: Any, outcomes: list[Outcomes]) -> None:
+        """Advance ``state`` with the outcomes of the last ``ask``, one ``Outcomes`` per ``Jobs``, in order."""
 
 
 class SearchAlgorithmFactory(Protocol):
@@ -228,3 +436,5 @@ class SearchAlgorithmFactory(Protocol):
 
     def __call__(self, **hyperparameters: Any) -> SearchAlgorithm:
         """An algorithm with these hyperparameters (``UserError`` for a bad value)."""
+Job: Any = None  # TEMP-COLUMNAR: removed once every algorithm is ported
+Outcome: Any = None  # TEMP-COLUMNAR

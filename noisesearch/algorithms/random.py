@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from noisesearch.algorithms.base import Job, Outcome, Problem, is_count
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, is_count
 from noisesearch.errors import UserError
 
 
 @dataclass
 class RandomState:
-    problem: Problem
+    problems: Problems
     candidates: int
     asked: bool = False
 
@@ -32,17 +32,16 @@ class RandomSearch:
     def params(self) -> dict:
         return {"candidates": self.candidates}
 
-    def init(self, problem: Problem) -> RandomState:
-        cost = problem.cost()
-        n = self.candidates if self.candidates is not None else problem.budget // cost
-        problem.require_budget(max(n, 1) * cost, f"{max(n, 1)} candidate(s)")
-        return RandomState(problem, n)
+    def init(self, problems: Problems) -> RandomState:
+        cost = problems.cost()
+        n = self.candidates if self.candidates is not None else problems.budget // cost
+        problems.require_budget(max(n, 1) * cost, f"{max(n, 1)} candidate(s)")
+        return RandomState(problems, n)
 
-    def ask(self, state: RandomState) -> list[Job]:
+    def ask(self, state: RandomState) -> list[Jobs]:
         if state.asked:
             return []
-        state.asked = True
-        return [state.problem.fresh_job(k) for k in range(state.candidates)]
+        return [state.problems.fresh(state.candidates)]  # every search's candidates 0..N-1, one batch
 
-    def tell(self, state: RandomState, outcomes: list[Outcome]) -> None:
-        pass  # the driver keeps the best finished candidate; nothing to adapt
+    def tell(self, state: RandomState, outcomes: list[Outcomes]) -> None:
+        state.asked = True  # the driver keeps each search's best finished candidate; nothing to adapt

@@ -1,0 +1,58 @@
+"""Test helpers for driving a search algorithm by hand, without a model: build a run and outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from noisesearch.algorithms.base import Jobs, Outcomes, Problem, Problems
+from noisesearch.samplers import schedule
+
+
+def run_of(
+    targets: Sequence = (1,),
+    seeds: Sequence[int] = (0,),
+    *,
+    budget: int = 10**6,
+    shape: tuple[int, ...] = (1,),
+    steps: int = 4,
+    sampler: str = "euler",
+    nfe_per_call: int = 1,
+) -> Problems:
+    """A run of ``len(targets)`` searches on a schedule of ``steps`` uniform steps."""
+    return Problems(list(targets), [int(s) for s in seeds], budget, shape, schedule(steps), sampler, nfe_per_call)
+
+
+def single(problem: Problem) -> Problems:
+    """The run made of one search."""
+    return Problems.of(problem)
+
+
+def outcomes_of(
+    jobs: Jobs,
+    scores: Sequence[float] | torch.Tensor,
+    *,
+    x: torch.Tensor | None = None,
+    index: Sequence[int] | None = None,
+    nfe: int = 1,
+) -> Outcomes:
+    """Outcomes of ``jobs`` with the given scores; end states ``x`` (default: the start states), which also
+    stand for the x0-predictions and images."""
+    end = jobs.x if x is None else x
+    score = torch.as_tensor(scores, dtype=torch.float32)
+    idx = torch.arange(len(jobs)) if index is None else torch.as_tensor(index, dtype=torch.int64)
+    return Outcomes(jobs, end, end, end, score, nfe, idx)
+
+
+def drive(algorithm, problems: Problems, score: Callable[[Jobs], Sequence[float] | torch.Tensor]):
+    """Run ``algorithm`` by hand: every batch's rows get ``score(jobs)``, end states = start states.
+
+    Returns (state, asked): the final state and every ``ask``'s batches, in order.
+    """
+    state = algorithm.init(problems)
+    asked = []
+    while batches := algorithm.ask(state):
+        asked.append(batches)
+        algorithm.tell(state, [outcomes_of(jobs, score(jobs)) for jobs in batches])
+    return state, asked
