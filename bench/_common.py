@@ -23,10 +23,9 @@ class Timed:
             self.seconds += time.perf_counter() - start
 
 
-def inside_share(stats: dict) -> float:
-    """Share of a run's wall time spent inside the model, the verifier and backward passes."""
-    inside = stats["denoise_seconds"] + stats["verify_seconds"] + stats["backward_seconds"]
-    return inside / stats["wall_seconds"]
+def inside_share(stats) -> float:
+    """Share of a run's wall time spent inside the model, the verifier and backward passes (``run_search(...).stats``)."""
+    return stats.inside_share
 
 
 def write_section(name: str, text: str) -> None:

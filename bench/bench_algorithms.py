@@ -31,11 +31,9 @@ def measure(model_name: str, name: str, *, targets: int, budget: int, steps: int
     seeds = [derive_seed(0, i) for i in range(targets)]
     best = None
     for _ in range(repeats):
-        stats: dict = {}
-        results = run_search(
-            model, verifier, ALGORITHMS[name](), ts, seeds=seeds, budget=budget, steps=steps, stats=stats
-        )
-        total = stats["wall_seconds"]
+        results = run_search(model, verifier, ALGORITHMS[name](), ts, seeds=seeds, budget=budget, steps=steps)
+        stats = results.stats
+        total = stats.wall_seconds
         if best is None or total < best["total"]:
             best = {"total": total, "nfe": sum(r.nfe_used for r in results), "outside": 1 - inside_share(stats)}
     return {**best, "nfe_per_s": best["nfe"] / best["total"]}

@@ -159,7 +159,7 @@ def make_record(
         "best_score": None if result.best_image is None else result.best_score,
         "best_index": result.best_index,
         "nan_scores": result.nan_scores,
-        "candidates": result.candidates,
+        "candidates": list(result.candidates),
         **result.ledger,  # costs: FLOPs, decodes, verifier FLOPs, API tokens and cost, seconds by kind
         **({"verifier_usage": dict(v.usage)} if getattr(v, "usage", None) else {}),  # e.g. an LLM grader's tokens
         **({"verifier_frames": v.describe()} if getattr(v, "video", False) and hasattr(v, "describe") else {}),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from noisesearch.algorithms import ALGORITHMS, Job
+from noisesearch.algorithms import ALGORITHMS
 from noisesearch.algorithms.random import RandomSearch
 from noisesearch.driver import run_search
 from noisesearch.errors import BudgetExceeded, UserError
@@ -91,18 +91,17 @@ class Greedy:
     def params(self):
         return {}
 
-    def init(self, problem):
-        return {"problem": problem, "done": False}
+    def init(self, problems):
+        return {"problems": problems, "done": False}
 
     def ask(self, state):
         if state["done"]:
             return []
-        state["done"] = True
-        p = state["problem"]
-        return [Job(p.noise(k)[1], p.sigmas) for k in range(p.budget // p.cost() + 1)]
+        p = state["problems"]
+        return [p.fresh(p.budget // p.cost() + 1)]
 
     def tell(self, state, outcomes):
-        pass
+        state["done"] = True
 
 
 def test_overspending_algorithm_raises_instead_of_truncating(digits, classifier):
@@ -172,8 +171,7 @@ def test_nan_scores_are_recorded_and_never_ranked(digits):
 
 
 def test_stats_time_the_model_and_verifier_at_the_accountant(digits, classifier):
-    stats = {}
-    run_search(digits, classifier, RandomSearch(), [1, 2], seeds=[0, 1], budget=32, steps=4, stats=stats)
-    assert stats["denoise_calls"] == 4
-    assert 0 < stats["denoise_seconds"] + stats["verify_seconds"] <= stats["wall_seconds"]
-    assert stats["backward_seconds"] == 0
+    stats = run_search(digits, classifier, RandomSearch(), [1, 2], seeds=[0, 1], budget=32, steps=4).stats
+    assert stats.denoise_calls == 4 and stats.rounds == 1 and stats.candidates == 16
+    assert 0 < stats.denoise_seconds + stats.verify_seconds <= stats.wall_seconds
+    assert stats.backward_seconds == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -19,9 +20,17 @@ from typer.testing import CliRunner
 
 from noisesearch import ledger
 from noisesearch.algorithms import ALGORITHMS
-from noisesearch.algorithms.base import Job, Problem
+from noisesearch.algorithms.base import Jobs, Problems
 from noisesearch.algorithms.random import RandomSearch
-from noisesearch.cache import CandidateCache, file_digest, job_key, job_keys, model_identity, verifier_identity
+from noisesearch.cache import (
+    FORMAT,
+    CandidateCache,
+    file_digest,
+    job_key,
+    job_keys,
+    model_identity,
+    verifier_identity,
+)
 from noisesearch.cli import app
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
@@ -158,47 +167,61 @@ def test_zero_order_reruns_from_the_cache_and_stepwise_searches_are_computed(tmp
         assert g.ledger["nfe_computed"] == g.nfe_used - 4 * g.ledger["replayed"]  # only its full candidates replay
 
 
-def _problem(sigmas=(1.0, 0.5, 0.0), sampler="euler", target=3) -> Problem:
-    return Problem(target, 0, 64, (1, 8, 8), sigmas, sampler, 1)
+def _problem(sigmas=(1.0, 0.5, 0.0), sampler="euler", target=3) -> Problems:
+    return Problems([target], [0], 64, (1, 8, 8), sigmas, sampler, 1)
+
+
+def _key(model_id, noise, problems, guidance=1.0, *, seed=None, sigmas=None, sampler=None) -> str:
+    """The key of one row (search 0) starting from ``noise``."""
+    jobs = Jobs(torch.tensor([0]), noise[None], sigmas or problems.sigmas, noise_seed=[seed], sampler=sampler)
+    return job_key(model_id, jobs, problems, guidance)
 
 
 def test_the_key_sees_every_input():
     problem = _problem()
-    seed, noise = problem.noise(0)
-    job = Job(noise, problem.sigmas, noise_seed=seed)
-    base = job_key("m", job, problem, 1.0)
-    assert job_key("m", Job(noise.clone(), problem.sigmas, noise_seed=seed), problem, 1.0) == base
+    (seed,), (noise,) = problem.noise([0], [(0,)])
+    base = _key("m", noise, problem, seed=seed)
+    assert _key("m", noise.clone(), problem, seed=seed) == base
+    # the format written out by hand: head (format, model, sampler, schedule, guidance, shape:dtype, target), seed
+    run = "\x1f".join(
+        (
+            FORMAT,
+            "m",
+            "euler",
+            hashlib.sha256(torch.tensor([1.0, 0.5, 0.0]).double().numpy().tobytes()).hexdigest(),
+            "1.0",
+            "(1, 8, 8):torch.float32",
+        )
+    )
+    assert base == hashlib.sha256((run + "\x1f3").encode()).hexdigest()[:32] + f"s{seed}"
     other_noise = noise.clone()
     other_noise.view(-1)[5] += 1e-6
     tweaked_sigmas = (1.0, math.nextafter(0.5, 1.0), 0.0)
     changed = [
-        job_key("m2", job, problem, 1.0),  # other weights
-        job_key("m", Job(noise, problem.sigmas, sampler="heun"), problem, 1.0),
-        job_key("m", job, _problem(sampler="heun"), 1.0),
-        job_key("m", Job(noise, tweaked_sigmas, noise_seed=seed), _problem(tweaked_sigmas), 1.0),  # one ulp
-        job_key("m", job, problem, 1.5),  # guidance
-        job_key("m", job, _problem(target=4), 1.0),
-        job_key("m", Job(noise, problem.sigmas, noise_seed=seed + 1), problem, 1.0),
-        job_key("m", Job(noise, problem.sigmas), problem, 1.0),  # keyed by bytes, not by seed
-        job_key("m", Job(other_noise, problem.sigmas), problem, 1.0),
+        _key("m2", noise, problem, seed=seed),  # other weights
+        _key("m", noise, problem, sampler="heun"),
+        _key("m", noise, _problem(sampler="heun"), seed=seed),
+        _key("m", noise, _problem(tweaked_sigmas), seed=seed),  # one ulp
+        _key("m", noise, problem, 1.5, seed=seed),  # guidance
+        _key("m", noise, _problem(target=4), seed=seed),
+        _key("m", noise, problem, seed=seed + 1),
+        _key("m", noise, problem),  # keyed by bytes, not by seed
+        _key("m", other_noise, problem),
     ]
     assert len({base, *changed}) == 1 + len(changed)
 
 
 def test_a_batch_of_keys_is_each_job_s_own_key():
-    problems = [_problem(), _problem(target=4)]
-    jobs, owners = [], []
-    for n in range(6):
-        problem = problems[n % 2]
-        seed, noise = problem.noise(n // 2)
-        jobs.append(Job(noise, problem.sigmas, noise_seed=seed if n < 4 else None))  # two keyed by bytes
-        owners.append(problem)
-    keys = job_keys("m", jobs, owners, 1.0)
-    assert keys == [job_key("m", job, problem, 1.0) for job, problem in zip(jobs, owners)]
+    problems = Problems([3, 4], [0, 0], 64, (1, 8, 8), (1.0, 0.5, 0.0), "euler", 1)
+    owners = [n % 2 for n in range(6)]
+    seeds, noise = problems.noise(owners, [(n // 2,) for n in range(6)])
+    seeds = [seed if n < 4 else None for n, seed in enumerate(seeds)]  # two keyed by bytes
+    keys = job_keys("m", Jobs(torch.tensor(owners), noise, problems.sigmas, noise_seed=seeds), problems, 1.0)
+    alone = [_key("m", noise[n], _problem(target=3 + owners[n]), seed=seeds[n]) for n in range(6)]
+    assert keys == alone
     assert len(set(keys)) == 6
-    assert keys[0][:32] == keys[2][:32] != keys[1][:32]  # a problem's seeded keys share everything but the seed
-    double = Job(jobs[0].x.double(), problems[0].sigmas, noise_seed=jobs[0].noise_seed)
-    assert job_key("m", double, problems[0], 1.0) != keys[0]  # the noise's dtype is part of the key
+    assert keys[0][:32] == keys[2][:32] != keys[1][:32]  # a search's seeded keys share everything but the seed
+    assert _key("m", noise[0].double(), _problem(), seed=seeds[0]) != keys[0]  # the noise's dtype is part of the key
 
 
 def test_a_pack_is_a_safetensors_file_and_a_replay_never_aliases_it(tmp_path):

@@ -189,3 +189,52 @@ def test_integer_parameters_refuse_booleans(name):
     for key in counts:
         with pytest.raises(UserError, match="True"):
             factory(**{key: True})
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_searches_of_one_run_are_independent_and_numbered_when_asked(name):
+    """Vectorised across searches, an algorithm must not couple them: each search of a run of three gets the
+    records it gets alone; candidate indices run 0, 1, 2... per search in asked order."""
+    model, verifier = MODELS["toy"](), VERIFIERS["toy-distance"]()
+
+    def run(targets, seeds):
+        return run_search(model, verifier, ALGORITHMS[name](), targets, seeds=seeds, budget=40, steps=4)
+
+    together = run([0, 1, 0], [3, 4, 5])
+    for r, (t, s) in zip(together, [(0, 3), (1, 4), (0, 5)]):
+        (alone,) = run([t], [s])
+        assert [c["index"] for c in r.candidates] == list(range(len(r.candidates)))
+        strip = [{k: v for k, v in c.items() if k != "score"} for c in r.candidates]
+        assert strip == [{k: v for k, v in c.items() if k != "score"} for c in alone.candidates]
+        got, want = [c["score"] for c in r.candidates], [c["score"] for c in alone.candidates]
+        assert got == pytest.approx(want, abs=1e-6)  # another batch size: float32 rounding only
+        assert (r.best_index, r.nfe_used) == (alone.best_index, alone.nfe_used)
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_ask_reads_the_state_and_only_tell_advances_it(name):
+    """Asking twice without telling gives the same batches (``tell`` is the only place a state advances)."""
+    from noisesearch.algorithms.base import Problems
+    from noisesearch.samplers import schedule
+
+    problems = Problems([0, 1], [3, 4], 40, (1,), schedule(4), "euler", 1)
+    algorithm = ALGORITHMS[name]()
+    state = algorithm.init(problems)
+    for _ in range(3):  # the first rounds
+        first, again = algorithm.ask(state), algorithm.ask(state)
+        if not first:
+            break
+        assert len(first) == len(again)
+        for a, b in zip(first, again):
+            assert a.options() == b.options() and a.noise_seed == b.noise_seed
+            assert torch.equal(a.owner, b.owner) and torch.equal(a.x, b.x)
+        algorithm.tell(state, [_outcomes(jobs) for jobs in first])
+
+
+def _outcomes(jobs):
+    """Outcomes that score each row by the mean of its state (end state = start state)."""
+    from noisesearch.algorithms.base import Outcomes
+
+    score = jobs.x.reshape(len(jobs), -1).mean(1).float()
+    grad = torch.ones_like(jobs.x) if jobs.grad else None
+    return Outcomes(jobs, jobs.x, jobs.x, jobs.x, score, 1, torch.arange(len(jobs)), grad)

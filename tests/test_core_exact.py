@@ -14,7 +14,18 @@ import torch
 
 from noisesearch.accounting import Accountant
 from noisesearch.algorithms import ALGORITHMS
-from noisesearch.algorithms.base import STEP_NOISES, Job, Problem, derive_seed, gaussian, noise_hash, rank_key
+from noisesearch.algorithms.base import (
+    STEP_NOISES,
+    Jobs,
+    Problem,
+    Problems,
+    derive_seed,
+    gaussian,
+    gaussians,
+    noise_hash,
+    noise_hashes,
+    rank_key,
+)
 from noisesearch.algorithms.random import RandomSearch
 from noisesearch.algorithms.zero_order import ZeroOrderSearch
 from noisesearch.driver import _preview_step, run_search
@@ -128,7 +139,7 @@ class Scores:
         return self.values[: len(images)] * images.sum()
 
 
-def test_accountant_verify_counts_images_per_owner_and_returns_float32_on_the_cpu():
+def test_accountant_verify_counts_images_per_owner_and_returns_float32():
     acct = Accountant([5, 5])
     v = Scores([0.5, 1.5, 2.5])
     out = acct.verify(v, torch.zeros(3, 1, 1, 1), [7, 8, 9], torch.tensor([1, 0, 1]), previews="p")
@@ -159,11 +170,18 @@ def test_seeds_noises_and_hashes_by_hand():
     x = torch.arange(6.0).reshape(2, 3)
     assert noise_hash(x) == hashlib.sha256(x.numpy().tobytes()).hexdigest()[:16]
     assert noise_hash(x.double()) == noise_hash(x) and len(noise_hash(x)) == 16
+    assert noise_hashes(torch.stack([x, -x])) == [noise_hash(x), noise_hash(-x)]
     assert rank_key(float("nan")) == -math.inf and rank_key(-3.5) == -3.5
 
 
 def problem(sampler="euler", nfe_per_call=2, budget=40, steps=4, shape=(2,)):
-    return Problem(3, 9, budget, shape, schedule(steps), sampler, nfe_per_call)
+    """A run of two searches (targets 3 and 4, seeds 9 and 10)."""
+    return Problems([3, 4], [9, 10], budget, shape, schedule(steps), sampler, nfe_per_call)
+
+
+def jobs(x, sigmas, **options):
+    """A batch of one row of search 0."""
+    return Jobs(torch.tensor([0]), x[None], sigmas, **options)
 
 
 def test_problem_costs_every_job_option_exactly():
@@ -171,44 +189,63 @@ def test_problem_costs_every_job_option_exactly():
     sig = schedule(4)
     assert p.cost() == 4 * 2 and p.cost(sig[:3]) == 2 * 2
     assert problem("heun").cost() == (2 * 4 - 1) * 2 and problem("heun").cost(sig[:3]) == 4 * 2
+    assert p.cost(sig[:3], "heun", denoised=True, score_end=True) == (4 - 1 + 1) * 2
     x = torch.zeros(2)
-    assert p.job_costs(Job(x, sig)) == (8, 0)
-    assert p.job_costs(Job(x, sig, denoised=x)) == (6, 0)  # the first evaluation is known
-    assert p.job_costs(Job(x, sig[:3], score_end=True)) == (6, 0)  # +1 evaluation at sigma 0.5
-    assert p.job_costs(Job(x, sig, score_end=True)) == (8, 0)  # ends at 0: nothing more to evaluate
-    assert p.job_costs(Job(x, sig, grad=True, backward_cost=1.3)) == (8, math.ceil(1.3 * 8))
-    assert p.job_costs(Job(x, sig, backward_cost=1.3)) == (8, 0)
-    assert p.job_costs(Job(x, sig, grad=True)) == (8, 0)  # backward_cost defaults to 0: nothing extra
-    assert p.job_cost(Job(x, sig[:3], sampler="heun", denoised=x, score_end=True)) == (4 - 1 + 1) * 2
+    assert p.job_costs(jobs(x, sig)) == (8, 0)
+    assert p.job_costs(jobs(x, sig, denoised=x[None])) == (6, 0)  # the first evaluation is known
+    assert p.job_costs(jobs(x, sig[:3], score_end=True)) == (6, 0)  # +1 evaluation at sigma 0.5
+    assert p.job_costs(jobs(x, sig, score_end=True)) == (8, 0)  # ends at 0: nothing more to evaluate
+    assert p.job_costs(jobs(x, sig, grad=True, backward_cost=1.3)) == (8, math.ceil(1.3 * 8))
+    assert p.job_costs(jobs(x, sig, backward_cost=1.3)) == (8, 0)
+    assert p.job_costs(jobs(x, sig, grad=True)) == (8, 0)  # backward_cost defaults to 0: nothing extra
+    assert p.job_cost(jobs(x, sig[:3], sampler="heun", denoised=x[None], score_end=True)) == (4 - 1 + 1) * 2
 
 
 def test_problem_noises_fresh_jobs_and_budget_message():
     p = problem()
-    seed, noise = p.noise(4, 1)
-    assert seed == by_hand_seed(9, 4, 1) and torch.equal(noise, gaussian((2,), seed))
-    steps = p.step_noises(3, 5)
-    assert steps.shape == (3, 2) and STEP_NOISES == 2**40  # the marker is part of every recorded step-noise seed
-    for i in range(3):
-        assert torch.equal(steps[i], gaussian((2,), by_hand_seed(9, 5, STEP_NOISES, i)))
-    job = p.fresh_job(6, info={"a": 1})
-    assert job.noise_seed == by_hand_seed(9, 6) and torch.equal(job.x, gaussian((2,), job.noise_seed))
-    assert job.noises is None and job.info == {"a": 1} and job.sigmas == p.sigmas and job.final
+    seeds, noise = p.noise([0, 1, 1], [(4, 1), (4, 1), (2,)])
+    assert seeds == [by_hand_seed(9, 4, 1), by_hand_seed(10, 4, 1), by_hand_seed(10, 2)]
+    for row, seed in zip(noise, seeds):  # each row its own generator: the diffusers user's draw
+        assert torch.equal(row, torch.randn((2,), generator=torch.Generator("cpu").manual_seed(seed)))
+    assert torch.equal(gaussians((2,), seeds), noise) and gaussians((2,), []).shape == (0, 2)
+    assert p[1] == Problem(4, 10, 40, (2,), p.sigmas, "euler", 2) and p[1].noise(4, 1)[0] == seeds[1]
+    assert torch.equal(p[1].noise(4, 1)[1], noise[1])
+    stream_seeds, steps = p.step_noises([1, 0], [(5,), (6, 2)], 3)
+    assert steps.shape == (2, 3, 2) and STEP_NOISES == 2**40  # the marker is part of every recorded stream seed
+    assert stream_seeds == [by_hand_seed(10, 5, STEP_NOISES), by_hand_seed(9, 6, 2, STEP_NOISES)]
+    for row, seed in zip(steps, stream_seeds):  # one draw per stream: step i is row i
+        assert torch.equal(row, gaussian((3, 2), seed))
+    u = p.uniforms([0, 1], [(7,), (7,)])
+    z = [float(gaussian((2,), by_hand_seed(s, 7))[0]) for s in (9, 10)]
+    assert u.dtype == torch.float64 and u.tolist() == pytest.approx(
+        [0.5 * (1 + math.erf(v / 2**0.5)) for v in z], abs=1e-15
+    )
+    fresh = p.fresh(3, 6, info={"a": [1] * 6})
+    assert fresh.owner.tolist() == [0, 0, 0, 1, 1, 1] and fresh.sigmas == p.sigmas and fresh.final
+    assert fresh.noise_seed == [by_hand_seed(s, 6, k) for s in (9, 10) for k in range(3)]
+    assert torch.equal(fresh.x, gaussians((2,), fresh.noise_seed)) and fresh.noises is None
     assert not p.stochastic and problem("euler-sde").stochastic
-    sde = problem("euler-sde").fresh_job(6)
-    assert sde.info == {} and torch.equal(sde.noises, problem("euler-sde").step_noises(4, 6))
-    assert not Job(job.x, p.sigmas[:2]).final
-    keys = {
-        Job(job.x, p.sigmas).group_key(),
-        Job(job.x, p.sigmas[:3]).group_key(),
-        Job(job.x, p.sigmas, sampler="heun").group_key(),
-        Job(job.x, p.sigmas, noises=job.x).group_key(),
-        Job(job.x, p.sigmas, denoised=job.x).group_key(),
-        Job(job.x, p.sigmas, score_end=True).group_key(),
-        Job(job.x, p.sigmas, grad=True).group_key(),
-        Job(job.x, p.sigmas, backward_cost=2.0).group_key(),
+    sde = problem("euler-sde").fresh(2)
+    assert sde.info == {} and torch.equal(
+        sde.noises, problem("euler-sde").step_noises([0, 0, 1, 1], [(0,), (1,)] * 2, 4)[1]
+    )
+    assert not jobs(fresh.x[0], p.sigmas[:2]).final
+    cut = fresh.rows([4, 0])
+    assert cut.owner.tolist() == [1, 0] and cut.noise_seed == [fresh.noise_seed[4], fresh.noise_seed[0]]
+    assert torch.equal(cut.x, fresh.x[[4, 0]]) and cut.info == {"a": [1, 1]} and len(fresh.rows(slice(1, 3))) == 2
+    x = fresh.x[0]
+    options = {
+        jobs(x, p.sigmas).options(),
+        jobs(x, p.sigmas[:3]).options(),
+        jobs(x, p.sigmas, sampler="heun").options(),
+        jobs(x, p.sigmas, noises=x[None, None]).options(),
+        jobs(x, p.sigmas, denoised=x[None]).options(),
+        jobs(x, p.sigmas, score_end=True).options(),
+        jobs(x, p.sigmas, grad=True).options(),
+        jobs(x, p.sigmas, backward_cost=2.0).options(),
     }
-    assert len(keys) == 8
-    assert Job(job.x, p.sigmas, noise_seed=1).group_key() == Job(torch.ones(2), p.sigmas).group_key()
+    assert len(options) == 8
+    assert jobs(x, p.sigmas, noise_seed=[1]).options() == jobs(torch.ones(2), p.sigmas).options()
     p.require_budget(40, "anything")  # exactly the budget: fine
     message = "budget 40 is smaller than 5 candidate(s) (41 NFEs with 4 steps at 2 NFE(s) per evaluation); "
     with pytest.raises(UserError) as e:
@@ -262,8 +299,9 @@ def test_driver_batches_progress_and_keeps_images(toy, dist):
         progress=lambda used, total, best: seen.append((used, total, best)),
         keep_images=True,
     )
-    # 6 rows in one group: batches of 4 and 2 rows, 2 steps each; the best is recorded when the round ends
-    assert seen == [(8, 24, -math.inf), (12, 24, -math.inf)]
+    # 6 rows in one batch, run in chunks of 4 and 2 rows, 2 steps each; the best so far after each chunk
+    a, b = ([c["score"] for c in r.candidates] for r in results)
+    assert seen == [(12, 24, max(a + b))]  # progress is reported per batch (rows of both searches)
     for r in results:
         assert sorted(r.images) == [0, 1, 2]
         assert torch.equal(r.images[r.best_index], r.best_image)
@@ -333,16 +371,14 @@ class OneJob:
     def params(self):
         return {}
 
-    def init(self, problem):
-        return {"problem": problem, "done": False}
+    def init(self, problems):
+        return {"problems": problems, "done": False}
 
     def ask(self, state):
-        if state["done"]:
-            return []
-        state["done"] = True
-        return self.make(state["problem"])
+        return [] if state["done"] else self.make(state["problems"])
 
     def tell(self, state, outcomes):
+        state["done"] = True
         self.outcomes.extend(outcomes)
 
 
@@ -354,16 +390,19 @@ def test_score_end_and_known_denoised_are_charged_and_used_exactly(toy, dist):
     def den(v, s):
         return toy.denoise(v[None], s, cond, guidance=1.0)[0]
 
-    algo = OneJob(lambda p: [Job(x, sig[:3], score_end=True), Job(x, sig[:3]), Job(x, sig[:3], denoised=x * 0 + 5)])
+    algo = OneJob(
+        lambda p: [jobs(x, sig[:3], score_end=True), jobs(x, sig[:3]), jobs(x, sig[:3], denoised=x[None] * 0 + 5)]
+    )
     (r,) = run_search(toy, dist, algo, [0], seeds=[0], budget=20, steps=4)
     ends, plain, known = algo.outcomes
     assert [c["nfe"] for c in r.candidates] == [3, 2, 1] and r.nfe_used == 6
     x_end = sample_euler(lambda v, s: toy.denoise(v, s, cond, guidance=1.0), x[None], sig[:3])[0]
-    torch.testing.assert_close(ends.x, x_end, **TOL)
-    torch.testing.assert_close(ends.denoised, den(x_end, sig[2]), **TOL)  # the end state's x0-prediction
-    torch.testing.assert_close(plain.denoised, den(_after_one(toy, x), 0.75), **TOL)  # its last evaluated step
+    assert [o.index.tolist() for o in algo.outcomes] == [[0], [1], [2]]  # numbered in asked order
+    torch.testing.assert_close(ends.x[0], x_end, **TOL)
+    torch.testing.assert_close(ends.denoised[0], den(x_end, sig[2]), **TOL)  # the end state's x0-prediction
+    torch.testing.assert_close(plain.denoised[0], den(_after_one(toy, x), 0.75), **TOL)  # its last evaluated step
     first = x + (sig[1] - sig[0]) * (x - 5) / sig[0]  # the first step used the known x0-prediction 5
-    torch.testing.assert_close(known.x, first + (sig[2] - sig[1]) * (first - den(first, sig[1])) / sig[1], **TOL)
+    torch.testing.assert_close(known.x[0], first + (sig[2] - sig[1]) * (first - den(first, sig[1])) / sig[1], **TOL)
     # jobs from a noise at the schedule's start without a seed are identified by a hash of it
     assert all(c["noise_seed"] is None and c["sigma_end"] == 0.5 for c in r.candidates)
     assert [c["noise_sha256"] for c in r.candidates] == [noise_hash(x)] * 3
@@ -384,22 +423,22 @@ class Scaled(ToyModel):
 def test_start_scale_applies_only_at_the_schedule_start(dist):
     toy = Scaled()
     noise = torch.tensor([0.8])
-    algo = OneJob(lambda p: [Job(noise, p.sigmas), Job(noise, p.sigmas[1:])])
+    algo = OneJob(lambda p: [jobs(noise, p.sigmas), jobs(noise, p.sigmas[1:])])
     run_search(toy, dist, algo, [1], seeds=[0], budget=20, steps=4)
     cond = toy.encode([1])
 
     def run(x0, sig):
         return sample_euler(lambda v, s: toy.denoise(v, s, cond, guidance=1.0), x0[None], sig)[0]
 
-    torch.testing.assert_close(algo.outcomes[0].x, run(0.5 * noise, schedule(4)), **TOL)
-    torch.testing.assert_close(algo.outcomes[1].x, run(noise, schedule(4)[1:]), **TOL)
+    torch.testing.assert_close(algo.outcomes[0].x[0], run(0.5 * noise, schedule(4)), **TOL)
+    torch.testing.assert_close(algo.outcomes[1].x[0], run(noise, schedule(4)[1:]), **TOL)
 
 
 def test_stochastic_sampler_mismatch_is_refused(toy, dist):
-    algo = OneJob(lambda p: [Job(torch.zeros(1), p.sigmas, noises=torch.zeros(4, 1))])
+    algo = OneJob(lambda p: [jobs(torch.zeros(1), p.sigmas, noises=torch.zeros(1, 4, 1))])
     with pytest.raises(ValueError, match="is deterministic and takes no noises"):
         run_search(toy, dist, algo, [0], seeds=[0], budget=20, steps=4)
-    algo = OneJob(lambda p: [Job(torch.zeros(1), p.sigmas)])
+    algo = OneJob(lambda p: [jobs(torch.zeros(1), p.sigmas)])
     with pytest.raises(ValueError, match="needs per-step noises"):
         run_search(toy, dist, algo, [0], seeds=[0], budget=20, steps=4, sampler="euler-sde")
 

@@ -48,13 +48,13 @@ class WholeToy(ToyModel):
 
 def test_a_whole_trajectory_model_is_charged_counted_and_equals_its_own_run():
     model, verifier = WholeToy(), ToyDistanceVerifier()
-    stats: dict = {}
-    (r,) = run_search(model, verifier, RandomSearch(candidates=3), [1], seeds=[5], budget=12, steps=4, stats=stats)
+    run = run_search(model, verifier, RandomSearch(candidates=3), [1], seeds=[5], budget=12, steps=4)
+    (r,), stats = run, run.stats
     assert r.nfe_used == 12 and model.calls == [12]  # 3 candidates x 4 steps, one pipeline call
     ledger = r.ledger
     assert ledger["decode_count"] == 3 and ledger["decode_flops"] is None  # decoded inside the call: FLOPs unknown
     assert ledger["denoise_nfe"] == 12 and ledger["verify_calls"] == 3 and ledger["seconds_denoise"] > 0
-    assert ledger["seconds_denoise"] < stats["wall_seconds"] + TOL
+    assert ledger["seconds_denoise"] < stats.wall_seconds + TOL
     cond = model.encode([1])
     for c in r.candidates:  # every candidate's image equals the toy sampled from its own seed, outside the driver
         noise = gaussian(model.noise_shape, c["noise_seed"])[None]
@@ -127,8 +127,7 @@ def test_backward_seconds_are_a_part_of_the_wall_time():
     from noisesearch.models.digits import DigitsModel
     from noisesearch.verifiers import VERIFIERS
 
-    stats: dict = {}
-    run_search(
+    run = run_search(
         DigitsModel(),
         VERIFIERS["classifier"](),
         ALGORITHMS["first-order"](),
@@ -136,6 +135,5 @@ def test_backward_seconds_are_a_part_of_the_wall_time():
         seeds=[0],
         budget=64,
         steps=2,
-        stats=stats,
     )
-    assert 0 < stats["backward_seconds"] < stats["wall_seconds"]
+    assert 0 < run.stats.backward_seconds < run.stats.wall_seconds

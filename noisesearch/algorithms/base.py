@@ -230,6 +230,10 @@ class Problems:
             )
 
     # ---- draws -------------------------------------------------------------------------------
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on the model's device: the one place where drawn noise leaves the CPU (once per batch)."""
+        return x.to(self.device)
+
     def seeds_of(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> list[int]:
         """The seed of draw ``paths[r]`` of search ``owners[r]`` for every row r."""
         base = self.seeds
@@ -239,7 +243,7 @@ class Problems:
         """(seeds, noises (n, *noise_shape) on ``device``): row r is the draw ``paths[r]`` of search ``owners[r]``,
         ``gaussian(noise_shape, seed)``; drawn on the CPU, moved once."""
         seeds = self.seeds_of(owners, paths)
-        return seeds, gaussians(self.noise_shape, seeds).to(self.device)
+        return seeds, self.to_device(gaussians(self.noise_shape, seeds))
 
     def step_noises(
         self, owners: Sequence[int], paths: Sequence[tuple[int, ...]], n_steps: int
@@ -249,14 +253,14 @@ class Problems:
         ``derive_seed(seed, *paths[r], STEP_NOISES)``; step i of it is row i (a stream per path, one
         generator per candidate rather than per step)."""
         seeds = self.seeds_of(owners, [(*p, STEP_NOISES) for p in paths])
-        return seeds, gaussians((n_steps, *self.noise_shape), seeds).to(self.device)
+        return seeds, self.to_device(gaussians((n_steps, *self.noise_shape), seeds))
 
     def uniforms(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> torch.Tensor:
         """Uniform numbers (n,) float64 in [0, 1) on ``device``: row r is the normal CDF of the first
         element of the draw ``paths[r]`` of search ``owners[r]``."""
         z = gaussians(self.noise_shape, self.seeds_of(owners, paths)).flatten(1)[:, 0].double()  # (n,)
         u = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
-        return u.clamp(max=1.0 - 2.0**-53).to(self.device)
+        return self.to_device(u.clamp(max=1.0 - 2.0**-53))
 
     def grid(self, per_search: int) -> tuple[list[int], list[int]]:
         """(owners, k): ``per_search`` rows per search, search-major: row ``i * per_search + k``."""

@@ -356,12 +356,12 @@ def _check_budgets(config: SweepConfig, path) -> list[str]:
 
 def cannot_spend(name: str, params: dict, budget: int, steps: int, sampler: str, nfe_per_call: int) -> str | None:
     """Why algorithm ``name`` cannot spend ``budget`` (planned on the plain schedule of ``steps``), or None."""
-    from noisesearch.algorithms import ALGORITHMS, Problem
+    from noisesearch.algorithms import ALGORITHMS, Problems
     from noisesearch.samplers import schedule
 
-    problem = Problem(0, 0, budget, (1, 8, 8), schedule(steps), sampler, nfe_per_call)
+    problems = Problems([0], [0], budget, (1, 8, 8), schedule(steps), sampler, nfe_per_call)
     try:
-        ALGORITHMS[name](**params).init(problem)
+        ALGORITHMS[name](**params).init(problems)
     except UserError as e:
         return str(e)
     return None
