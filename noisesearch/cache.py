@@ -241,7 +241,8 @@ def cacheable(jobs, problems) -> bool:
     from noisesearch.samplers import get_sampler
 
     return (
-        tuple(jobs.sigmas) == tuple(problems.sigmas)
+        problems.starts_at_noise(jobs)
+        and tuple(jobs.sigmas) == tuple(problems.sigmas)
         and jobs.sigmas[-1] == 0
         and jobs.noises is None
         and jobs.denoised is None

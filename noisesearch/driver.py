@@ -102,9 +102,9 @@ class SearchRun(list):
 class CandidateTable:
     """The records of a run as columns: one chunk per run batch, turned into dicts only when read."""
 
-    def __init__(self, n_searches: int, schedule_start: float, latent_shape: tuple[int, ...] | None):
-        self.n = n_searches
-        self.schedule_start = schedule_start
+    def __init__(self, problems: Problems, latent_shape: tuple[int, ...] | None):
+        self.n = len(problems)
+        self.problems = problems
         self.latent_shape = list(latent_shape) if latent_shape else None
         self.chunks: list[tuple[Jobs, Outcomes, list[str | None] | None]] = []
         self._rows: list[list[dict]] | None = None
@@ -112,11 +112,11 @@ class CandidateTable:
     def add(self, jobs: Jobs, out: Outcomes) -> None:
         """Record a batch: hashes of derived noises are taken now (one copy of the batch to the CPU), the
         rest stays as tensors until read."""
-        hashes = None
-        if jobs.sigmas[0] == self.schedule_start and (jobs.noise_seed is None or None in jobs.noise_seed):
+        hashes: list[str | None] | None = None
+        if self.problems.starts_at_noise(jobs) and (jobs.noise_seed is None or None in jobs.noise_seed):
             # a noise that is not a seeded draw (a neighbour, an iterate, a CEM sample) is identified by its hash
             if jobs.noise_seed is None:
-                hashes = noise_hashes(jobs.x)
+                hashes = list(noise_hashes(jobs.x))
             else:
                 rows = [r for r, s in enumerate(jobs.noise_seed) if s is None]
                 got = iter(noise_hashes(jobs.x[torch.tensor(rows, device=jobs.x.device)]))
@@ -314,7 +314,7 @@ def run_search(
         whole,
         _Replay.open(cache, model, verifier) if cache is not None and not whole else None,
     )
-    table = CandidateTable(len(targets), problems.sigmas[0], getattr(model, "latent_shape", None))
+    table = CandidateTable(problems, getattr(model, "latent_shape", None))
     best = _Best(len(targets))
     stats = RunStats()
     images: list[dict[int, torch.Tensor]] = [{} for _ in targets]
@@ -412,14 +412,10 @@ class _Run:
                 f"with {int(left[i])} of {self.problems.budget} left"
             )
 
-    def starts_at_noise(self, jobs: Jobs) -> bool:
-        """A row that starts at the schedule's first sigma starts from a noise (the one place this is decided)."""
-        return jobs.sigmas[0] == self.problems.sigmas[0]
-
     def start_state(self, jobs: Jobs, x: torch.Tensor) -> torch.Tensor:
         """The model's state at ``jobs.sigmas[0]``: a noise is scaled by ``model.start_scale`` (VP models)."""
         start_scale = getattr(self.model, "start_scale", None)
-        if start_scale is not None and self.starts_at_noise(jobs):
+        if start_scale is not None and self.problems.starts_at_noise(jobs):
             return x * start_scale(jobs.sigmas[0])
         return x
 

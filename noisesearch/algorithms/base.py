@@ -191,6 +191,15 @@ class Problems:
         """Whether the run's sampler injects noise at every step."""
         return get_sampler(self.sampler).stochastic
 
+    def starts_at_noise(self, jobs: Jobs) -> bool:
+        """Whether the rows of ``jobs`` start from a *noise*: they start at the schedule's first sigma.
+
+        The one place this rule is written: such a row is turned into the model's state by
+        ``start_scale`` (VP models), identified in its record by its seed or a hash of it, and may be
+        replayed from the cache; a row starting anywhere else starts from an intermediate state.
+        """
+        return jobs.sigmas[0] == self.sigmas[0]
+
     # ---- costs -------------------------------------------------------------------------------
     def cost(self, sigmas: Sequence[float] | None = None, sampler: str | None = None, **options: Any) -> int:
         """Exact NFEs of one row along ``sigmas`` (default: a full candidate) with ``sampler`` (default
@@ -305,7 +314,7 @@ class Jobs:
     owner: torch.Tensor  # (n,) int64, on the CPU
     x: torch.Tensor
     sigmas: tuple[float, ...]
-    noise_seed: list[int | None] | None = None
+    noise_seed: Sequence[int | None] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     sampler: str | None = None
     noises: torch.Tensor | None = None
@@ -329,12 +338,8 @@ class Jobs:
 
     def rows(self, idx: slice | torch.Tensor | Sequence[int]) -> Jobs:
         """The rows ``idx`` (a slice, or indices), every column cut alike."""
-        if isinstance(idx, slice):
-            pick = idx
-            listed: Any = idx
-        else:
-            pick = torch.as_tensor(idx, dtype=torch.int64)
-            listed = pick.tolist()
+        pick: Any = idx if isinstance(idx, slice) else torch.as_tensor(idx, dtype=torch.int64)
+        listed: Any = idx if isinstance(idx, slice) else pick.tolist()
 
         def cut(col):
             if col is None:
@@ -440,5 +445,7 @@ class SearchAlgorithmFactory(Protocol):
 
     def __call__(self, **hyperparameters: Any) -> SearchAlgorithm:
         """An algorithm with these hyperparameters (``UserError`` for a bad value)."""
+
+
 Job: Any = None  # TEMP-COLUMNAR: removed once every algorithm is ported
 Outcome: Any = None  # TEMP-COLUMNAR
