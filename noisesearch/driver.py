@@ -71,7 +71,8 @@ class RunStats:
 
     ``denoise_seconds``, ``verify_seconds`` and ``backward_seconds``: time inside the model, the verifier
     and autograd's backward pass; ``denoise_calls``: batched denoiser calls; ``rounds``: ask/tell rounds;
-    ``candidates``: rows run (all searches).
+    ``candidates``: rows run (all searches); ``draw_seconds``: time drawing seeded noise (one generator per
+    draw: the per-candidate cost of reproducibility, part of the time outside the calls).
     """
 
     wall_seconds: float = 0.0
@@ -81,6 +82,7 @@ class RunStats:
     denoise_calls: int = 0
     rounds: int = 0
     candidates: int = 0
+    draw_seconds: float = 0.0
 
     @property
     def inside_share(self) -> float:
@@ -367,6 +369,7 @@ def run_search(
     stats.wall_seconds = time.perf_counter() - started
     stats.denoise_seconds, stats.verify_seconds = acct.denoise_seconds, acct.verify_seconds
     stats.backward_seconds, stats.denoise_calls = acct.backward_seconds, acct.denoise_calls
+    stats.draw_seconds = problems.draw_seconds
     return SearchRun(results, stats)
 
 

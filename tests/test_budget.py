@@ -175,3 +175,4 @@ def test_stats_time_the_model_and_verifier_at_the_accountant(digits, classifier)
     assert stats.denoise_calls == 4 and stats.rounds == 1 and stats.candidates == 16
     assert 0 < stats.denoise_seconds + stats.verify_seconds <= stats.wall_seconds
     assert stats.backward_seconds == 0
+    assert 0 < stats.draw_seconds < stats.wall_seconds - stats.denoise_seconds  # 16 seeded draws, outside the calls

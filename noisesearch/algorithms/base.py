@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
@@ -148,6 +149,7 @@ class Problems:
     sampler: str
     nfe_per_call: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    draw_seconds: float = 0.0  # wall time spent drawing seeded noise (the per-candidate cost that cannot go)
 
     @classmethod
     def of(cls, *problems: Problem, device: torch.device | None = None) -> Problems:
@@ -251,8 +253,11 @@ class Problems:
     def noise(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> tuple[list[int], torch.Tensor]:
         """(seeds, noises (n, *noise_shape) on ``device``): row r is the draw ``paths[r]`` of search ``owners[r]``,
         ``gaussian(noise_shape, seed)``; drawn on the CPU, moved once."""
+        start = time.perf_counter()
         seeds = self.seeds_of(owners, paths)
-        return seeds, self.to_device(gaussians(self.noise_shape, seeds))
+        drawn = gaussians(self.noise_shape, seeds)
+        self.draw_seconds += time.perf_counter() - start
+        return seeds, self.to_device(drawn)
 
     def step_noises(
         self, owners: Sequence[int], paths: Sequence[tuple[int, ...]], n_steps: int
@@ -261,13 +266,18 @@ class Problems:
         stochastic sampler. Row r is one draw of shape (n_steps, *noise_shape) seeded with
         ``derive_seed(seed, *paths[r], STEP_NOISES)``; step i of it is row i (a stream per path, one
         generator per candidate rather than per step)."""
+        start = time.perf_counter()
         seeds = self.seeds_of(owners, [(*p, STEP_NOISES) for p in paths])
-        return seeds, self.to_device(gaussians((n_steps, *self.noise_shape), seeds))
+        drawn = gaussians((n_steps, *self.noise_shape), seeds)
+        self.draw_seconds += time.perf_counter() - start
+        return seeds, self.to_device(drawn)
 
     def uniforms(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> torch.Tensor:
         """Uniform numbers (n,) float64 in [0, 1) on ``device``: row r is the normal CDF of the first
         element of the draw ``paths[r]`` of search ``owners[r]``."""
+        start = time.perf_counter()
         z = gaussians(self.noise_shape, self.seeds_of(owners, paths)).flatten(1)[:, 0].double()  # (n,)
+        self.draw_seconds += time.perf_counter() - start
         u = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
         return self.to_device(u.clamp(max=1.0 - 2.0**-53))
 
