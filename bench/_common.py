@@ -23,11 +23,6 @@ class Timed:
             self.seconds += time.perf_counter() - start
 
 
-def inside_share(stats) -> float:
-    """Share of a run's wall time spent inside the model, the verifier and backward passes (``run_search(...).stats``)."""
-    return stats.inside_share
-
-
 def write_section(name: str, text: str) -> None:
     """Replace (or append) the section between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
     path = ROOT / "BENCHMARKS.md"

@@ -1,0 +1,114 @@
+"""Candidates per second of each algorithm at two git revisions, measured in one run, alternating.
+
+The machine's speed drifts (other jobs, turbo, thermals), so a ratio of two figures measured minutes or
+days apart says little. This script checks out ``--before`` (default: the commit before the columnar
+driver) into a temporary git worktree, then times the same search with each tree's package in fresh
+subprocesses, alternating before/after ``--repeats`` times, and keeps each side's best. Timing is taken
+around ``run_search`` from outside, so it works with both APIs. Writes the ``bench_ab`` section of
+BENCHMARKS.md. Run: ``python bench/bench_ab.py [--before REV] [--algorithms NAME ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import ROOT, write_section  # noqa: E402
+
+BEFORE = "4437f86"  # the last commit before issue 13's columnar jobs
+
+SNIPPET = r"""
+import json, sys, time
+import torch
+from noisesearch.algorithms import ALGORITHMS, derive_seed
+from noisesearch.driver import run_search
+from noisesearch.models import MODELS
+from noisesearch.verifiers import VERIFIERS
+name, model_name, targets, budget, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+model, verifier = MODELS[model_name](), VERIFIERS["classifier"]()
+ts = [t % 10 for t in range(targets)]
+seeds = [derive_seed(0, i) for i in range(targets)]
+run_search(model, verifier, ALGORITHMS[name](), ts[:4], seeds=seeds[:4], budget=budget, steps=steps)  # warm-up
+start = time.perf_counter()
+results = run_search(model, verifier, ALGORITHMS[name](), ts, seeds=seeds, budget=budget, steps=steps)
+wall = time.perf_counter() - start
+candidates = sum(len(r.candidates) for r in results)  # read after the clock: records built lazily are not timed
+print(json.dumps({"wall": wall, "candidates": candidates, "nfe": sum(r.nfe_used for r in results)}))
+"""
+
+
+def once(tree: Path, name: str, model: str, targets: int, budget: int, steps: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    out = subprocess.run(
+        [sys.executable, "-c", SNIPPET, name, model, str(targets), str(budget), str(steps)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tree,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default=BEFORE)
+    parser.add_argument("--algorithms", nargs="*", default=None)
+    parser.add_argument("--models", nargs="*", default=["digits", "digits-large"])
+    parser.add_argument("--targets", type=int, default=200)
+    parser.add_argument("--budget", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from noisesearch.algorithms import ALGORITHMS
+
+    names = args.algorithms or list(ALGORITHMS)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "before"
+        subprocess.run(["git", "worktree", "add", "--detach", str(old), args.before], cwd=ROOT, check=True)
+        try:
+            for name in names:
+                for model in args.models:
+                    best: dict[str, dict] = {}
+                    for _ in range(args.repeats):
+                        for side, tree in (("before", old), ("after", ROOT)):
+                            got = once(tree, name, model, args.targets, args.budget, args.steps)
+                            if side not in best or got["wall"] < best[side]["wall"]:
+                                best[side] = got
+                    b, a = best["before"], best["after"]
+                    row = (name, model, b["candidates"] / b["wall"], a["candidates"] / a["wall"], b["wall"] / a["wall"])
+                    rows.append(row)
+                    print(f"{name} {model}: {row[2]:,.0f} -> {row[3]:,.0f} cand/s ({row[4]:.2f}x)", flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, check=False)
+    lines = [
+        "## Before and after the columnar driver (candidates per second, measured in one run)",
+        "",
+        f"Measured by `bench/bench_ab.py` on {platform.machine()}: revision {args.before} (before) and "
+        f"{head.strip()} (after), each in fresh subprocesses, alternating, best of {args.repeats}; "
+        f"{args.targets} targets, budget {args.budget} NFEs, {args.steps} Euler steps, classifier verifier, "
+        "default parameters. Wall time of `run_search` (records read after the clock).",
+        "",
+        "| algorithm | model | before cand./s | after cand./s | after / before |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {n} | {m} | {b:,.0f} | {a:,.0f} | **{r:.2f}x** |" for n, m, b, a, r in rows]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_section("bench_ab", text)
+
+
+if __name__ == "__main__":
+    main()
