@@ -57,8 +57,9 @@ def test_best_score_improves_with_budget_and_reaches_the_optimum(toy, toy_verifi
 
 def test_zero_order_neighbours_stay_standard_normal():
     """The neighbourhood step is projected back to N(0, I) whatever lambda is."""
-    from noisesearch.algorithms.base import Problem, Problems
     from _algo import outcomes_of
+
+    from noisesearch.algorithms.base import Problem, Problems
 
     problems = Problems.of(Problem(0, 0, 10**9, (20000,), (1.0, 0.0), "euler", 1))
     algorithm = ZeroOrderSearch(neighbours=2, step_size=0.7)

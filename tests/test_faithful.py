@@ -124,9 +124,10 @@ def test_fk_scores_the_x0_prediction_made_before_the_step(toy, toy_verifier):
 
 def zero_order_neighbours(toy_problem_shape=(64,), **kw):
     """The pivot (*shape) of a one-search run and its 8 neighbours (rows of one batch)."""
+    from _algo import outcomes_of
+
     from noisesearch.algorithms.base import Problems
     from noisesearch.algorithms.zero_order import ZeroOrderSearch
-    from _algo import outcomes_of
 
     algorithm = ZeroOrderSearch(neighbours=8, **kw)
     state = algorithm.init(Problems.of(Problem(1, 3, 10**6, toy_problem_shape, schedule(2), "euler", 1)))

@@ -27,7 +27,6 @@ takes the same number of neighbours each round): pivots are a tensor (S, *noise_
 batch holds the neighbours of all searches.
 """
 
-
 from __future__ import annotations
 
 import math
