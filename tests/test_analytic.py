@@ -57,17 +57,18 @@ def test_best_score_improves_with_budget_and_reaches_the_optimum(toy, toy_verifi
 
 def test_zero_order_neighbours_stay_standard_normal():
     """The neighbourhood step is projected back to N(0, I) whatever lambda is."""
-    from noisesearch.algorithms.base import Problem
+    from _algo import outcomes_of
 
-    problem = Problem(0, 0, 10**9, (20000,), (1.0, 0.0), "euler", 1)
+    from noisesearch.algorithms.base import Problem, Problems
+
+    problems = Problems.of(Problem(0, 0, 10**9, (20000,), (1.0, 0.0), "euler", 1))
     algorithm = ZeroOrderSearch(neighbours=2, step_size=0.7)
-    state = algorithm.init(problem)
-    (pivot_job,) = algorithm.ask(state)
-    from noisesearch.algorithms.base import Outcome
-
-    algorithm.tell(state, [Outcome(pivot_job, pivot_job.x, pivot_job.x, pivot_job.x, 0.0, 1, 0)])
-    neighbours = algorithm.ask(state)
-    for job in neighbours:
-        assert abs(float(job.x.std()) - 1) < 0.02
-        corr = float((job.x * pivot_job.x).mean())
+    state = algorithm.init(problems)
+    (pivot_jobs,) = algorithm.ask(state)
+    algorithm.tell(state, [outcomes_of(pivot_jobs, [0.0])])
+    (neighbours,) = algorithm.ask(state)
+    assert len(neighbours) == 2
+    for x in neighbours.x:
+        assert abs(float(x.std()) - 1) < 0.02
+        corr = float((x * pivot_jobs.x[0]).mean())
         assert abs(corr - 1 / (1 + 0.7**2) ** 0.5) < 0.02  # correlation with the pivot set by lambda

@@ -482,19 +482,20 @@ def test_zero_order_trajectory_by_hand(toy, dist, budget, neighbours, iterations
     step = 0.5
     spy = Spy(ZeroOrderSearch(neighbours=neighbours, step_size=step, iterations=iterations))
     (r,) = run_search(toy, dist, spy, [0], seeds=[4], budget=budget, steps=4)  # a bad pivot: neighbours win
-    asked = [jobs for jobs in spy.jobs if jobs]
-    assert [len(j) for j in asked] == rounds and spy.jobs[-1] == []
+    assert [len(batches) for batches in spy.jobs] == [1] * len(rounds)  # one batch per round
+    asked = [batches[0] for batches in spy.jobs]
+    assert [len(jobs) for jobs in asked] == rounds
     assert r.nfe_used == 4 * sum(rounds) and [c["nfe"] for c in r.candidates] == [4] * sum(rounds)
     scores = [c["score"] for c in r.candidates]
     pivot, pivot_index = gaussian((1,), by_hand_seed(4, 0)), 0
-    assert torch.equal(asked[0][0].x, pivot) and r.candidates[0]["noise_seed"] == by_hand_seed(4, 0)
+    assert torch.equal(asked[0].x[0], pivot) and r.candidates[0]["noise_seed"] == by_hand_seed(4, 0)
     assert r.candidates[0]["info"] == {"role": "pivot", "iteration": 0}
     index = 1
     for it, jobs in enumerate(asked[1:], start=1):
         best_round = pivot_index
-        for j, job in enumerate(jobs):
+        for j, x in enumerate(jobs.x):
             eps = gaussian((1,), by_hand_seed(4, it, j))
-            torch.testing.assert_close(job.x, (pivot + step * eps) / math.sqrt(1 + step**2), **TOL)
+            torch.testing.assert_close(x, (pivot + step * eps) / math.sqrt(1 + step**2), **TOL)
             c = r.candidates[index]
             assert c["info"] == {
                 "role": "neighbour",
@@ -502,12 +503,12 @@ def test_zero_order_trajectory_by_hand(toy, dist, budget, neighbours, iterations
                 "pivot": pivot_index,
                 "eps_seed": eps_seed(4, it, j),
             }
-            assert c["noise_seed"] is None and c["noise_sha256"] == noise_hash(job.x)
+            assert c["noise_seed"] is None and c["noise_sha256"] == noise_hash(x)
             if scores[index] > scores[best_round]:  # strictly better moves the pivot
                 best_round = index
             index += 1
         pivot_index = best_round
-        pivot = spy.jobs[0][0].x if pivot_index == 0 else _job_at(asked, pivot_index).x
+        pivot = _row_at(asked, pivot_index)
     assert r.best_index == max(range(len(scores)), key=lambda k: (scores[k], -k))
     if budget >= 20:
         assert pivot_index != 0, "the pivot must move in this case, else its update rule is untested"
@@ -517,9 +518,9 @@ def eps_seed(seed, it, j):
     return by_hand_seed(seed, it, j)
 
 
-def _job_at(asked, index):
-    flat = [j for jobs in asked for j in jobs]
-    return flat[index]
+def _row_at(asked, index):
+    """The start state of candidate ``index`` of a one-search run whose rounds are one batch each."""
+    return torch.cat([jobs.x for jobs in asked])[index]
 
 
 def test_zero_order_keeps_the_pivot_on_ties_and_checks_its_parameters(toy):
@@ -533,7 +534,7 @@ def test_zero_order_keeps_the_pivot_on_ties_and_checks_its_parameters(toy):
     (r,) = run_search(toy, Flat(), spy, [0], seeds=[1], budget=20, steps=4)
     assert {c["info"].get("pivot") for c in r.candidates[1:]} == {0}
     torch.testing.assert_close(
-        spy.jobs[2][0].x, (spy.jobs[0][0].x + gaussian((1,), by_hand_seed(1, 2, 0))) / 2**0.5, **TOL
+        spy.jobs[2][0].x[0], (spy.jobs[0][0].x[0] + gaussian((1,), by_hand_seed(1, 2, 0))) / 2**0.5, **TOL
     )
     assert r.best_index == 0
     with pytest.raises(UserError, match=r"budget 7 is smaller than a pivot and one neighbour \(8 NFEs"):

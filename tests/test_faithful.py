@@ -123,13 +123,18 @@ def test_fk_scores_the_x0_prediction_made_before_the_step(toy, toy_verifier):
 
 
 def zero_order_neighbours(toy_problem_shape=(64,), **kw):
+    """The pivot (*shape) of a one-search run and its 8 neighbours (rows of one batch)."""
+    from _algo import outcomes_of
+
+    from noisesearch.algorithms.base import Problems
     from noisesearch.algorithms.zero_order import ZeroOrderSearch
 
     algorithm = ZeroOrderSearch(neighbours=8, **kw)
-    state = algorithm.init(Problem(1, 3, 10**6, toy_problem_shape, schedule(2), "euler", 1))
-    (pivot_job,) = algorithm.ask(state)
-    algorithm.tell(state, [Outcome(pivot_job, pivot_job.x, pivot_job.x, pivot_job.x, 0.0, 2, 0)])
-    return pivot_job.x, [j.x for j in algorithm.ask(state)]
+    state = algorithm.init(Problems.of(Problem(1, 3, 10**6, toy_problem_shape, schedule(2), "euler", 1)))
+    (pivot_jobs,) = algorithm.ask(state)
+    algorithm.tell(state, [outcomes_of(pivot_jobs, [0.0], nfe=2)])
+    (jobs,) = algorithm.ask(state)
+    return pivot_jobs.x[0], list(jobs.x)
 
 
 def test_distance_neighbours_are_exactly_lambda_from_the_pivot():

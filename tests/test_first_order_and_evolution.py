@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from noisesearch.algorithms.base import Job, Outcome, Problem
+from noisesearch.algorithms.base import Outcome, Problem
 from noisesearch.algorithms.evolution import EvolutionSearch
 from noisesearch.algorithms.first_order import FirstOrderSearch
 from noisesearch.digits import nets
@@ -41,9 +41,12 @@ class OneGradJob:
         return self.state
 
     def ask(self, state):
+        from noisesearch.algorithms.base import Jobs
+
         if state["outcome"] is not None:
             return []
-        return [Job(state["p"].noise(0)[1].double(), state["p"].sigmas, grad=True, backward_cost=3.0)]
+        p = state["p"]
+        return [Jobs(torch.tensor([0]), p.noise([0], [(0,)])[1].double(), p.sigmas, grad=True, backward_cost=3.0)]
 
     def tell(self, state, outcomes):
         (state["outcome"],) = outcomes
@@ -66,7 +69,7 @@ def test_driver_gradient_matches_central_differences_in_float64(digits, classifi
     algorithm = OneGradJob()
     (r,) = run_search(model, verifier, algorithm, [7], seeds=[3], budget=32, steps=8)
     o = algorithm.state["outcome"]
-    assert o.grad.dtype == torch.float64 and o.grad.shape == (1, 8, 8)
+    assert o.grad.dtype == torch.float64 and o.grad.shape == (1, 1, 8, 8)  # one row
     assert r.nfe_used == o.nfe == 8 + 24  # forward + ceil(3 * forward)
 
     cond = model.encode([7])
@@ -76,14 +79,14 @@ def test_driver_gradient_matches_central_differences_in_float64(digits, classifi
             x_end = sample_euler(lambda y, s: model.denoise(y, s, cond, guidance=1.0), x[None], schedule(8))
             return float(verifier.score(model.decode(x_end), [7])[0])
 
-    x = o.job.x
-    assert score(x) == pytest.approx(o.score, rel=1e-6)
+    x, grad = o.jobs.x[0], o.grad[0]
+    assert score(x) == pytest.approx(float(o.score[0]), rel=1e-6)
     gen, h = torch.Generator().manual_seed(0), 1e-4
     for _ in range(4):
         u = torch.randn(x.shape, generator=gen, dtype=torch.float64)
         u /= u.norm()
         fd = (score(x + h * u) - score(x - h * u)) / (2 * h)
-        assert float((o.grad * u).sum()) == pytest.approx(fd, rel=1e-6, abs=1e-9)
+        assert float((grad * u).sum()) == pytest.approx(fd, rel=1e-6, abs=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -131,38 +134,53 @@ def test_first_order_improves_on_its_start_and_is_reproducible(digits, classifie
     assert best > start + 0.05  # gradient steps raise log p(target | image) well above the start
 
 
+def graded(jobs, scores, grad):
+    """Outcomes of a gradient batch with the given scores and gradients (n, *noise_shape)."""
+    from _algo import outcomes_of
+
+    out = outcomes_of(jobs, scores)
+    out.grad = grad
+    return out
+
+
 def test_update_turns_the_noise_by_atan_of_the_learning_rate_on_the_shell():
-    p = problem(steps=4)
+    from _algo import run_of
+
+    p = run_of((0,), (0,), shape=(1, 8, 8), steps=4)
     algorithm = FirstOrderSearch(learning_rate=0.4)
     state = algorithm.init(p)
-    (job,) = algorithm.ask(state)
+    (jobs,) = algorithm.ask(state)
     grad = torch.randn(p.noise_shape, generator=torch.Generator().manual_seed(1))
-    algorithm.tell(state, [outcome(job, -1.0, grad)])
-    (job,) = algorithm.ask(state)  # now on the shell
-    assert float(job.x.norm()) == pytest.approx(8.0, rel=1e-5)  # sqrt(64)
+    algorithm.tell(state, [graded(jobs, [-1.0], grad[None])])
+    (jobs,) = algorithm.ask(state)  # now on the shell
+    assert float(jobs.x[0].norm()) == pytest.approx(8.0, rel=1e-5)  # sqrt(64)
     grad = torch.randn(p.noise_shape, generator=torch.Generator().manual_seed(2))
-    algorithm.tell(state, [outcome(job, -1.0, grad)])
+    algorithm.tell(state, [graded(jobs, [-1.0], grad[None])])
     (nxt,) = algorithm.ask(state)
-    x, y, g = job.x.flatten(), nxt.x.flatten(), grad.flatten()
+    x, y, g = jobs.x[0].flatten(), nxt.x[0].flatten(), grad.flatten()
     assert float(y.norm()) == pytest.approx(8.0, rel=1e-5)
     angle = math.acos(float(x @ y / (x.norm() * y.norm())))
     assert angle == pytest.approx(math.atan(0.4), rel=1e-4)
     tangent = g - (g @ x) / (x @ x) * x
     move = y - (y @ x) / (x @ x) * x  # the move is all along the tangential gradient
     assert float(move @ tangent) == pytest.approx(float(move.norm() * tangent.norm()), rel=1e-5)
-    assert nxt.noise_seed is None and state.starts[0].seed is None
+    assert nxt.noise_seed == [None] and int(state.seed[0, 0]) == -1  # -1: no longer a draw
 
 
 def test_step_noises_stay_fixed_and_a_vanishing_gradient_restarts():
-    p = problem(steps=4, sampler="euler-sde")
+    from _algo import run_of
+
+    p = run_of((0,), (0,), shape=(1, 8, 8), steps=4, sampler="euler-sde")
     algorithm = FirstOrderSearch(starts=2)
     state = algorithm.init(p)
-    jobs = algorithm.ask(state)
-    grads = [torch.ones(p.noise_shape), torch.zeros(p.noise_shape)]  # start 1 sits on a plateau
-    algorithm.tell(state, [outcome(j, -1.0, g, k) for k, (j, g) in enumerate(zip(jobs, grads))])
-    moved, restarted = algorithm.ask(state)
-    assert torch.equal(moved.noises, jobs[0].noises) and not torch.equal(moved.x, jobs[0].x)
-    assert restarted.noise_seed == p.noise(1, 1)[0] and torch.equal(restarted.noises, p.step_noises(4, 1, 1))
+    (jobs,) = algorithm.ask(state)
+    grads = torch.stack([torch.ones(p.noise_shape), torch.zeros(p.noise_shape)])  # start 1 sits on a plateau
+    algorithm.tell(state, [graded(jobs, [-1.0, -1.0], grads)])
+    (nxt,) = algorithm.ask(state)
+    assert nxt.info["start"] == [0, 1]
+    assert torch.equal(nxt.noises[0], jobs.noises[0]) and not torch.equal(nxt.x[0], jobs.x[0])  # moved
+    assert nxt.noise_seed[1] == p.noise([0], [(1, 1)])[0][0]  # restarted from the draw (1, 1)
+    assert torch.equal(nxt.noises[1], p.step_noises([0], [(1, 1)], 4)[1][0])  # with that draw's stream
 
 
 def test_first_order_climbs_a_smooth_toy_to_its_optimum():

@@ -15,8 +15,16 @@ neighbours around it, move the pivot to the best one, repeat. Three neighbourhoo
   ``cosine`` (default 0.95) to it: ``y = |n| (cosine * n / |n| + sqrt(1 - cosine**2) * v)`` with
   ``v`` the unit component of ``eps`` orthogonal to ``n`` (needs noises of at least 2 elements).
 
-The pivot moves only when a neighbour beats it, and it is never re-run: its score is kept.
-The last round takes as many neighbours as the budget still pays for.
+The pivot moves only when a neighbour beats it (the first best neighbour of the round; on a tie
+the pivot stays), and it is never re-run: its score is kept. The pivot is the draw ``(0,)``; the
+neighbours of round ``t`` (t = 1, 2, ...) are made from the draws ``(t, j)``, j = 0..N-1. With a
+stochastic sampler every candidate runs with the pivot's per-step noises (the stream of the draw
+``(0,)``), so only the starting noise moves. The last round takes as many neighbours as the budget
+still pays for.
+
+Every search of a run advances in lock step (the budget and schedule are shared, so every search
+takes the same number of neighbours each round): pivots are a tensor (S, *noise_shape) and one
+batch holds the neighbours of all searches.
 """
 
 from __future__ import annotations
@@ -26,37 +34,51 @@ from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Job, Outcome, Problem, is_count, rank_key
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, first_best, is_count
 from noisesearch.errors import UserError
 
 NEIGHBOURHOODS = ("mix", "distance", "cosine")
 
 
-def neighbour(pivot: torch.Tensor, eps: torch.Tensor, kind: str, step_size: float, cosine: float) -> torch.Tensor:
-    """The neighbour of ``pivot`` made from the standard normal draw ``eps`` (same shape), per the module docstring."""
+def make_neighbours(pivot: torch.Tensor, eps: torch.Tensor, kind: str, step_size: float, cosine: float) -> torch.Tensor:
+    """Neighbours (B, *shape) of the pivots ``pivot`` (B, *shape), row r made from the standard normal draw
+    ``eps[r]``, per the module docstring (norms and dot products are taken per row)."""
+
+    def per_row(v: torch.Tensor) -> torch.Tensor:  # (B,) -> (B, 1, ..., 1), to broadcast against rows
+        return v.view(-1, *([1] * (pivot.dim() - 1)))
+
     if kind == "mix":
         return (pivot + step_size * eps) / math.sqrt(1.0 + step_size**2)
     if kind == "distance":
-        return pivot + step_size * eps / eps.norm()
+        return pivot + step_size * eps / per_row(eps.flatten(1).norm(dim=1))
     if kind == "cosine":
         n = pivot.double()
-        unit = n / n.norm()
-        v = eps.double() - (eps.double() * unit).sum() * unit  # the part of eps orthogonal to the pivot
-        y = n.norm() * (cosine * unit + math.sqrt(1.0 - cosine**2) * v / v.norm())
-        return y.to(pivot.dtype)
+        unit = n / per_row(n.flatten(1).norm(dim=1))
+        e = eps.double()
+        v = e - per_row((e * unit).flatten(1).sum(dim=1)) * unit  # the part of eps orthogonal to the pivot
+        along = cosine * unit + math.sqrt(1.0 - cosine**2) * v / per_row(v.flatten(1).norm(dim=1))
+        return (per_row(n.flatten(1).norm(dim=1)) * along).to(pivot.dtype)
     raise ValueError(f"unknown neighbourhood {kind!r}")
+
+
+def neighbour(pivot: torch.Tensor, eps: torch.Tensor, kind: str, step_size: float, cosine: float) -> torch.Tensor:
+    """The neighbour of one ``pivot`` made from the standard normal draw ``eps`` (same shape)."""
+    return make_neighbours(pivot[None], eps[None], kind, step_size, cosine)[0]
 
 
 @dataclass
 class ZeroOrderState:
-    problem: Problem
-    spent: int = 0
-    iteration: int = 0  # rounds of neighbours asked so far
+    """Every search's pivot, in lock step. ``pivot`` (S, *noise_shape), ``pivot_score`` (S,) float64 (NaN
+    as -inf) and ``pivot_index`` (S,) int64 live on the run's device; ``pivot_noises`` (S, n_steps,
+    *noise_shape) are a stochastic sampler's per-step noises, fixed for the whole search."""
+
+    problems: Problems
+    spent: int = 0  # NFEs spent by each search (the same for all: every search runs the same rows)
+    iteration: int = 0  # rounds of neighbours told so far
     pivot: torch.Tensor | None = None
-    pivot_score: float = -math.inf
-    pivot_index: int = -1
-    pivot_noises: torch.Tensor | None = None  # a stochastic sampler's per-step noises, kept fixed
-    told: int = 0  # candidates told so far (their indices in this search)
+    pivot_score: torch.Tensor | None = None
+    pivot_index: torch.Tensor | None = None
+    pivot_noises: torch.Tensor | None = None
 
 
 class ZeroOrderSearch:
@@ -95,33 +117,60 @@ class ZeroOrderSearch:
             "cosine": self.cosine,
         }
 
-    def init(self, problem: Problem) -> ZeroOrderState:
-        if self.neighbourhood == "cosine" and math.prod(problem.noise_shape) < 2:
-            raise UserError(f"the cosine neighbourhood needs noises of at least 2 elements, got {problem.noise_shape}")
-        problem.require_budget(2 * problem.cost(), "a pivot and one neighbour")
-        return ZeroOrderState(problem)
+    def init(self, problems: Problems) -> ZeroOrderState:
+        if self.neighbourhood == "cosine" and math.prod(problems.noise_shape) < 2:
+            raise UserError(f"the cosine neighbourhood needs noises of at least 2 elements, got {problems.noise_shape}")
+        problems.require_budget(2 * problems.cost(), "a pivot and one neighbour")
+        return ZeroOrderState(problems)
 
-    def ask(self, state: ZeroOrderState) -> list[Job]:
-        p = state.problem
-        cost = p.cost()
-        if state.told == 0:  # first round: the pivot itself
-            return [p.fresh_job(0, info={"role": "pivot", "iteration": 0})]
-        n = min(self.neighbours, (p.budget - state.spent) // cost)
-        if n < 1 or (self.iterations is not None and state.iteration >= self.iterations):
+    def _round_size(self, state: ZeroOrderState) -> int:
+        """Neighbours per search in the next round (0: the search is over)."""
+        p = state.problems
+        if self.iterations is not None and state.iteration >= self.iterations:
+            return 0
+        return min(self.neighbours, (p.budget - state.spent) // p.cost())
+
+    def ask(self, state: ZeroOrderState) -> list[Jobs]:
+        p, n_searches = state.problems, len(state.problems)
+        if state.pivot is None:  # first round: every search's pivot, the draw (0,)
+            return [p.fresh(1, info={"role": ["pivot"] * n_searches, "iteration": [0] * n_searches})]
+        n = self._round_size(state)
+        if n < 1:
             return []
-        state.iteration += 1
-        jobs = []
-        for j in range(n):
-            seed, eps = p.noise(state.iteration, j)
-            x = neighbour(state.pivot, eps, self.neighbourhood, self.step_size, self.cosine)
-            info = {"role": "neighbour", "iteration": state.iteration, "pivot": state.pivot_index, "eps_seed": seed}
-            jobs.append(Job(x, p.sigmas, info=info, noises=state.pivot_noises))  # same per-step noises
-        return jobs
+        assert state.pivot_index is not None
+        it = state.iteration + 1
+        owners, ks = p.grid(n)  # search-major: row i * n + j is neighbour j of search i
+        seeds, eps = p.noise(owners, [(it, j) for j in ks])  # (S * n, *noise_shape)
+        x = make_neighbours(state.pivot.repeat_interleave(n, 0), eps, self.neighbourhood, self.step_size, self.cosine)
+        noises = None if state.pivot_noises is None else state.pivot_noises.repeat_interleave(n, 0)
+        info = {
+            "role": ["neighbour"] * len(owners),
+            "iteration": [it] * len(owners),
+            "pivot": state.pivot_index.repeat_interleave(n),  # (S * n,) data-dependent: a tensor column
+            "eps_seed": seeds,
+        }
+        return [Jobs(torch.tensor(owners, dtype=torch.int64), x, p.sigmas, info=info, noises=noises)]
 
-    def tell(self, state: ZeroOrderState, outcomes: list[Outcome]) -> None:
-        for o in outcomes:
-            state.spent += o.nfe
-            state.told += 1
-            if state.pivot is None or rank_key(o.score) > rank_key(state.pivot_score):
-                state.pivot, state.pivot_score, state.pivot_index = o.job.x, o.score, o.index
-                state.pivot_noises = o.job.noises
+    def tell(self, state: ZeroOrderState, outcomes: list[Outcomes]) -> None:
+        (out,) = outcomes
+        p = state.problems
+        device, n_searches = state.problems.device, len(state.problems)
+        n = len(out) // n_searches  # rows per search, search-major
+        state.spent += out.nfe * n
+        score = out.ranked_score().to(device).view(n_searches, n)  # (S, n)
+        index = out.index.to(device).view(n_searches, n)  # (S, n)
+        x = out.jobs.x.view(n_searches, n, *p.noise_shape)  # (S, n, *noise_shape) start states
+        if state.pivot is None:  # the pivots themselves (n = 1)
+            state.pivot, state.pivot_score, state.pivot_index = x[:, 0], score[:, 0], index[:, 0]
+            state.pivot_noises = out.jobs.noises
+            return
+        assert state.pivot_score is not None and state.pivot_index is not None
+        state.iteration += 1
+        rows = torch.arange(n_searches, device=device)
+        best = first_best(score, dim=1)  # (S,) the first best neighbour of each search
+        best_score = score[rows, best]  # (S,)
+        move = best_score > state.pivot_score  # (S,) strictly better: on a tie the pivot stays
+        shape = (-1, *([1] * len(p.noise_shape)))
+        state.pivot = torch.where(move.view(shape), x[rows, best], state.pivot)
+        state.pivot_score = torch.where(move, best_score, state.pivot_score)
+        state.pivot_index = torch.where(move, index[rows, best], state.pivot_index)
