@@ -2,13 +2,15 @@
 
 This machine has no GPU, so the model's device is simulated: ``Problems.to_device`` (the one place where
 drawn noise leaves the CPU) marks tensors as ``OnDevice``, a tensor subclass that every torch operation
-propagates, and the model refuses any unmarked input in ``denoise``. A state that went through the CPU as a
+propagates, and so is a tensor allocated with an explicit ``device=`` (``torch.empty(..., device=dev)``,
+an allocation on the device); the model refuses any unmarked input in ``denoise``. A state that went through the CPU as a
 plain tensor and back would arrive unmarked. Reads to the host (``.cpu()``, ``.tolist()``, ``.item()``,
 ``float()``...) of marked tensors are counted, and none may happen between two denoiser calls of a batch.
 """
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from noisesearch.accounting import Accountant
 from noisesearch.algorithms import ALGORITHMS
@@ -37,6 +39,17 @@ class OnDevice(torch.Tensor):
         if func in HOST_READS:
             COUNTS["reads"] += 1
         return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class Allocations(TorchFunctionMode):
+    """Marks tensors made by a factory called with an explicit ``device=`` (allocated on the device)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if kwargs.get("device") is not None and type(out) is torch.Tensor:
+            out = out.as_subclass(OnDevice)
+        return out
 
 
 class DeviceOnlyDigits(DigitsModel):
@@ -68,7 +81,8 @@ def device(monkeypatch):
     monkeypatch.setattr(Problems, "to_device", to_device)
     monkeypatch.setattr(Accountant, "denoiser", batch_denoiser)
     COUNTS.update(moves=0, reads=0, batch=0)
-    return COUNTS
+    with Allocations():
+        yield COUNTS
 
 
 @pytest.mark.parametrize("name", list(ALGORITHMS))
