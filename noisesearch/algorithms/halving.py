@@ -175,12 +175,12 @@ class HalvingSearch:
             return  # finished samples (or extras): the driver keeps each search's best
         (out,) = outcomes
         n_searches = len(state.problems)
-        score = out.score.view(n_searches, -1)  # (S, n) this round's candidates of each search
+        score = out.score.reshape(n_searches, -1)  # (S, n) this round's candidates of each search
         keep = rank_order(score, dim=1)[:, : state.sizes[r + 1]].to(out.x.device)  # (S, n') best first
         rows = torch.arange(n_searches, device=out.x.device)[:, None]
 
         def pick(t: torch.Tensor) -> torch.Tensor:
-            return t.view(n_searches, score.shape[1], *t.shape[1:])[rows, keep]
+            return t.reshape(n_searches, score.shape[1], *t.shape[1:])[rows, keep]
 
         if state.candidate is None:  # round 0: candidate k of every search
             candidate = torch.arange(score.shape[1], device=out.x.device).repeat(n_searches)

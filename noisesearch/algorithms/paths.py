@@ -159,7 +159,7 @@ class PathsSearch:
             return  # the driver keeps each search's best finished candidate
         (out,) = outcomes
         n_searches = len(state.problems)
-        score = out.score.view(n_searches, -1)  # (S, K): K = N initial paths or N x M branches
+        score = out.score.reshape(n_searches, -1)  # (S, K): K = N initial paths or N x M branches
         keep = rank_order(score, dim=1)[:, : state.initial].to(out.x.device)  # (S, N) best first
-        x = out.x.view(n_searches, score.shape[1], *out.x.shape[1:])  # (S, K, ...)
+        x = out.x.reshape(n_searches, score.shape[1], *out.x.shape[1:])  # (S, K, ...)
         state.states = x[torch.arange(n_searches, device=x.device)[:, None], keep]  # (S, N, ...)
