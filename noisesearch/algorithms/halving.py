@@ -41,7 +41,8 @@ class HalvingState:
     sizes: list[int]  # candidates per search and round
     extra: int  # extra independent candidates per search
     round: int = 0
-    streams: torch.Tensor | None = None  # (S, n, steps, *noise_shape) stochastic samplers: the candidates' streams
+    # stochastic samplers: (S, n, steps, *noise_shape) the full step-noise streams of this round's candidates
+    streams: torch.Tensor | None = None
     x: torch.Tensor | None = None  # (S, n, *noise_shape) survivors' states at the last checkpoint, best first
     denoised: torch.Tensor | None = None  # (S, n, *noise_shape) their x0-predictions there (already paid)
     candidate: torch.Tensor | None = None  # (S, n) int64 their candidate numbers k (draw (k,))
@@ -145,10 +146,8 @@ class HalvingSearch:
         if r <= last:
             assert state.x is not None and state.denoised is not None and state.candidate is not None
             n = state.candidate.shape[1]
-            noises = None
-            if state.streams is not None:  # the survivors' own later step noises
-                rows = torch.arange(n_searches, device=state.streams.device)[:, None]
-                noises = state.streams[rows, state.candidate.to(state.streams.device), steps].flatten(0, 1)
+            # the survivors' own later step noises (their streams are kept in survivor order)
+            noises = state.streams[:, :, steps].flatten(0, 1) if state.streams is not None else None
             info = {
                 "round": torch.full((n_searches * n,), r, dtype=torch.int64),
                 "candidate": state.candidate.flatten(),
@@ -187,3 +186,5 @@ class HalvingSearch:
         else:
             candidate = state.candidate.to(out.x.device).flatten()
         state.x, state.denoised, state.candidate = pick(out.x), pick(out.denoised), pick(candidate)
+        if state.streams is not None:  # only the survivors' streams are needed from here on
+            state.streams = pick(state.streams.flatten(0, 1))
