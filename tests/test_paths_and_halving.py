@@ -17,6 +17,7 @@ from noisesearch.samplers import renoise, schedule
 
 
 def problem(budget, steps=8, sampler="euler"):
+    """The run of one search on a digits-shaped noise, at one NFE per evaluation."""
     return single(Problem(0, 0, budget, (1, 8, 8), schedule(steps), sampler, 1))
 
 
