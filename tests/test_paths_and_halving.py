@@ -1,17 +1,24 @@
-"""Search over paths and successive halving: plans, exact costs, reuse of paid work, bad input."""
+"""Search over paths and successive halving: plans, exact costs, reuse of paid work, the selection
+rules by hand, searches run together as alone, bad input."""
+
+import math
 
 import pytest
+import torch
+from _algo import outcomes_of, run_of, single
 
 from noisesearch.algorithms import ALGORITHMS, Problem
+from noisesearch.algorithms.base import STEP_NOISES, derive_seed, gaussian
 from noisesearch.algorithms.halving import HalvingSearch
 from noisesearch.algorithms.paths import PathsSearch
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
-from noisesearch.samplers import schedule
+from noisesearch.samplers import renoise, schedule
 
 
 def problem(budget, steps=8, sampler="euler"):
-    return Problem(0, 0, budget, (1, 8, 8), schedule(steps), sampler, 1)
+    """The run of one search on a digits-shaped noise, at one NFE per evaluation."""
+    return single(Problem(0, 0, budget, (1, 8, 8), schedule(steps), sampler, 1))
 
 
 def test_paths_rounds_follow_table_6_parameters():
@@ -91,6 +98,129 @@ def test_halving_beats_random_search_on_the_verifier_at_equal_budget(digits, cla
         return sum(r.best_score for r in rs) / len(rs)
 
     assert mean_best("halving") > mean_best("random")
+
+
+NAN = math.nan
+TOL = dict(atol=1e-6, rtol=1e-5)  # the same float32 formula recomputed here on one row instead of a batch
+
+
+def stream(seed, path, n_steps):
+    """A path's per-step noise stream, by hand (Problems.step_noises' contract): one draw (n_steps, 2)."""
+    return gaussian((n_steps, 2), derive_seed(seed, *path, STEP_NOISES))
+
+
+@pytest.mark.parametrize("sampler", ["euler", "euler-sde"])
+def test_paths_keeps_each_searchs_best_branches_ties_first_nan_last(sampler):
+    """Per search, the N best of its N x M branches are kept, best first (equal scores in asked order, NaN
+    last), and branch m of kept state j is that state re-noised with the draw (round, j, m)."""
+    seeds = (3, 4)
+    problems = run_of((1, 2), seeds, shape=(2,), steps=8, sampler=sampler)
+    algorithm = PathsSearch(initial=2, width=2)
+    state = algorithm.init(problems)
+    (head,) = algorithm.ask(state)
+    assert head.owner.tolist() == [0, 0, 1, 1] and head.sigmas == (1.0, 0.875, 0.75)
+    assert head.noise_seed == [derive_seed(s, 0, j) for s in seeds for j in range(2)]
+    assert head.info["round"].tolist() == [0] * 4 and head.info["path"].tolist() == [0, 1, 0, 1]
+    if sampler == "euler-sde":  # the head's 2 steps of each path's full-schedule stream (copied: exact)
+        assert torch.equal(head.noises, torch.stack([stream(s, (0, j), 8)[:2] for s in seeds for j in range(2)]))
+    else:
+        assert head.noises is None
+    end = torch.arange(8.0).view(4, 2)  # distinct end states, to see which were kept
+    algorithm.tell(state, [outcomes_of(head, [NAN, 1.0, 2.0, 2.0], x=end)])
+    kept = [[1, 0], [2, 3]]  # rows of `end` kept by search 0 (NaN last) and search 1 (a tie: asked order)
+
+    (branches,) = algorithm.ask(state)
+    assert torch.equal(algorithm.ask(state)[0].x, branches.x)  # ask does not advance the state (same process)
+    assert branches.owner.tolist() == [0] * 4 + [1] * 4 and branches.sigmas == (0.875, 0.75, 0.625)
+    assert branches.noise_seed is None
+    assert branches.info["round"].tolist() == [1] * 8 and branches.info["sigma"].tolist() == [0.875] * 8
+    assert branches.info["parent"].tolist() == [0, 0, 1, 1] * 2 and branches.info["branch"].tolist() == [0, 1] * 4
+    for row in range(8):
+        i, j, m = row // 4, row // 2 % 2, row % 2
+        z = gaussian((2,), derive_seed(seeds[i], 1, j, m))
+        torch.testing.assert_close(branches.x[row], renoise(end[kept[i][j]], 0.75, 0.875, z), **TOL)
+        if sampler == "euler-sde":  # each branch's own 2-step stream
+            assert torch.equal(branches.noises[row], stream(seeds[i], (1, j, m), 2))
+    end = 100 + torch.arange(16.0).view(8, 2)
+    algorithm.tell(state, [outcomes_of(branches, [1.0, 3.0, 1.0, NAN, NAN, NAN, 0.0, 0.0], x=end)])
+    kept = [[1, 0], [6, 7]]  # search 0: the 3, then the first of two 1s; search 1: the real scores before NaN
+
+    (nxt,) = algorithm.ask(state)
+    assert nxt.sigmas == (0.75, 0.625, 0.5) and nxt.info["round"].tolist() == [2] * 8
+    for row in range(8):
+        i, j, m = row // 4, row // 2 % 2, row % 2
+        z = gaussian((2,), derive_seed(seeds[i], 2, j, m))
+        torch.testing.assert_close(nxt.x[row], renoise(end[kept[i][j]], 0.625, 0.75, z), **TOL)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "euler-sde"])
+def test_halving_keeps_each_searchs_best_ties_first_nan_last(sampler):
+    """Per search, the survivors are its best candidates (equal scores in asked order, NaN last); they
+    continue from their end states with their x0-predictions (paid once) and their own later step noises."""
+    seeds = (3, 4)
+    # 19 NFEs of halving (4 x 3 + 2 x 2 + 1 x 3) and one extra full candidate (8)
+    problems = run_of((1, 2), seeds, budget=27, shape=(2,), steps=8, sampler=sampler)
+    algorithm = HalvingSearch(eta=2, final=1, initial=4)
+    state = algorithm.init(problems)
+    assert state.sizes == [4, 2, 1] and state.extra == 1
+    assert state.segments == [(1.0, 0.875, 0.75), (0.75, 0.625, 0.5), (0.5, 0.375, 0.25, 0.125, 0.0)]
+    streams = {(s, k): stream(s, (k,), 8) for s in seeds for k in range(4)}  # random search's candidate k's
+
+    (first,) = algorithm.ask(state)
+    assert first.owner.tolist() == [0] * 4 + [1] * 4 and first.sigmas == state.segments[0] and first.score_end
+    assert first.noise_seed == [derive_seed(s, k) for s in seeds for k in range(4)] and first.denoised is None
+    assert first.info["round"].tolist() == [0] * 8 and first.info["candidate"].tolist() == [0, 1, 2, 3] * 2
+    if sampler == "euler-sde":  # copied rows of each candidate's stream: exact
+        assert torch.equal(first.noises, torch.stack([streams[s, k][0:2] for s in seeds for k in range(4)]))
+    else:
+        assert first.noises is None
+    end = torch.arange(16.0).view(8, 2)
+    algorithm.tell(state, [outcomes_of(first, [NAN, 1.0, 5.0, 1.0, 0.0, 0.0, 0.0, 0.0], x=end)])
+
+    (second,) = algorithm.ask(state)
+    assert torch.equal(algorithm.ask(state)[0].x, second.x)  # ask does not advance the state (same process)
+    assert second.owner.tolist() == [0, 0, 1, 1] and second.sigmas == state.segments[1] and second.score_end
+    assert second.info["candidate"].tolist() == [2, 1, 0, 1] and second.info["round"].tolist() == [1] * 4
+    assert second.noise_seed is None
+    assert torch.equal(second.x, end[[2, 1, 4, 5]]) and torch.equal(second.denoised, end[[2, 1, 4, 5]])  # copied
+    if sampler == "euler-sde":
+        assert torch.equal(second.noises, torch.stack([streams[s, k][2:4] for s, k in zip((3, 3, 4, 4), (2, 1, 0, 1))]))
+    end = 100 + torch.arange(8.0).view(4, 2)
+    algorithm.tell(state, [outcomes_of(second, [NAN, NAN, 1.0, 2.0], x=end)])
+
+    (third,) = algorithm.ask(state)
+    assert third.info["candidate"].tolist() == [2, 1] and third.info["round"].tolist() == [2, 2]
+    assert third.sigmas == state.segments[2] and not third.score_end
+    assert torch.equal(third.x, end[[0, 3]]) and torch.equal(third.denoised, end[[0, 3]])  # copied
+    if sampler == "euler-sde":
+        assert torch.equal(third.noises, torch.stack([streams[3, 2][4:8], streams[4, 1][4:8]]))
+    algorithm.tell(state, [outcomes_of(third, [0.0, 0.0])])
+
+    (extras,) = algorithm.ask(state)
+    assert extras.noise_seed == [derive_seed(s, 2**20, 0) for s in seeds] and extras.info == {"role": ["extra"] * 2}
+    algorithm.tell(state, [outcomes_of(extras, [0.0, 0.0])])
+    assert algorithm.ask(state) == []
+
+
+@pytest.mark.parametrize("name", ["paths", "halving"])
+@pytest.mark.parametrize("sampler", ["euler", "euler-sde"])
+def test_searches_run_together_get_the_records_they_get_alone(digits, classifier, name, sampler):
+    """Several searches in one state: each gets exactly the records (draws, plan, choices) it gets alone."""
+    targets, seeds = [1, 4, 7], [0, 1, 2]
+    together = run_search(
+        digits, classifier, ALGORITHMS[name](), targets, seeds=seeds, budget=150, steps=8, sampler=sampler
+    )
+    for t, s, joint in zip(targets, seeds, together):
+        (alone,) = run_search(
+            digits, classifier, ALGORITHMS[name](), [t], seeds=[s], budget=150, steps=8, sampler=sampler
+        )
+        assert joint.nfe_used == alone.nfe_used and joint.best_index == alone.best_index
+        assert len(joint.candidates) == len(alone.candidates)
+        for a, b in zip(joint.candidates, alone.candidates):
+            a, b = dict(a), dict(b)
+            # the network ran these rows in another batch: scores agree to float32 rounding of a small CNN
+            assert a.pop("score") == pytest.approx(b.pop("score"), abs=1e-5)
+            assert a == b
 
 
 @pytest.mark.parametrize(

@@ -12,16 +12,23 @@ Checkpoints snap to the nearest sigma of the run's schedule, so a survivor follo
 trajectory that the same noise follows in random search. Without ``initial`` the number of
 starting candidates is the largest the budget pays for; what is left (less than one more starting
 candidate) goes to extra independent full candidates when it pays for one.
+
+Draws, per search: candidate k is the draw ``(k,)`` (random search's candidate k) and, with a
+stochastic sampler, takes the steps of each round from its one full-schedule stream of per-step
+noises (``Problems.step_noises``), as random search's candidate k does; extra candidate k is the
+draw ``(2**20, k)``. The survivors of a checkpoint are the best of its candidates (ties in asked
+order, NaN last). Every search of a run follows the same plan, so all searches run in lock step:
+survivors are held as (S, n, ...) and one batch per round carries every search's rows.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Job, Outcome, Problem, is_count, rank_key
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, is_count, rank_order
 from noisesearch.errors import UserError
 
 _EXTRA = 2**20  # path marker of the extra independent candidates
@@ -29,13 +36,16 @@ _EXTRA = 2**20  # path marker of the extra independent candidates
 
 @dataclass
 class HalvingState:
-    problem: Problem
+    problems: Problems
     segments: list[tuple[float, ...]]  # schedule pieces between checkpoints, the last ends at 0
-    sizes: list[int]  # candidates per round
-    extra: int
+    sizes: list[int]  # candidates per search and round
+    extra: int  # extra independent candidates per search
     round: int = 0
-    survivors: list[Job] = field(default_factory=list)  # continuation jobs for the next round
-    step_noises: dict[int, torch.Tensor] = field(default_factory=dict)  # stochastic samplers: per candidate
+    # stochastic samplers: (S, n, steps, *noise_shape) the full step-noise streams of this round's candidates
+    streams: torch.Tensor | None = None
+    x: torch.Tensor | None = None  # (S, n, *noise_shape) survivors' states at the last checkpoint, best first
+    denoised: torch.Tensor | None = None  # (S, n, *noise_shape) their x0-predictions there (already paid)
+    candidate: torch.Tensor | None = None  # (S, n) int64 their candidate numbers k (draw (k,))
 
 
 class HalvingSearch:
@@ -90,69 +100,91 @@ class HalvingSearch:
             sizes.append(min(sizes[-1], max(self.final, math.ceil(sizes[-1] / self.eta))))
         return sizes
 
-    def _cost(self, problem: Problem, segments, sizes) -> int:
-        dummy = torch.zeros(problem.noise_shape)
-        total = 0
-        for r, (segment, n) in enumerate(zip(segments, sizes)):
-            job = Job(dummy, segment, denoised=dummy if r else None, score_end=r < len(segments) - 1)
-            total += n * problem.job_cost(job)
-        return total
+    def _cost(self, problems: Problems, segments: list[tuple[float, ...]], sizes: list[int]) -> int:
+        """NFEs of one search: round r runs ``sizes[r]`` rows along ``segments[r]``, each but the first
+        reusing the checkpoint evaluation, each but the last scoring its end state (+1 evaluation)."""
+        last = len(segments) - 1
+        return sum(
+            n * problems.cost(segment, denoised=r > 0, score_end=r < last)
+            for r, (segment, n) in enumerate(zip(segments, sizes))
+        )
 
-    def init(self, problem: Problem) -> HalvingState:
-        segments = self._segments(problem.sigmas)
+    def init(self, problems: Problems) -> HalvingState:
+        segments = self._segments(problems.sigmas)
         if self.initial is not None:
             n0 = self.initial
         else:
             n0 = self.final
-            while self._cost(problem, segments, self._sizes(n0 + 1)) <= problem.budget:
+            while self._cost(problems, segments, self._sizes(n0 + 1)) <= problems.budget:
                 n0 += 1
         sizes = self._sizes(n0)
-        needed = self._cost(problem, segments, sizes)
-        problem.require_budget(needed, f"successive halving from {n0} candidate(s) to {self.final}")
-        extra = (problem.budget - needed) // problem.cost()
-        return HalvingState(problem, segments, sizes, extra)
+        needed = self._cost(problems, segments, sizes)
+        problems.require_budget(needed, f"successive halving from {n0} candidate(s) to {self.final}")
+        extra = (problems.budget - needed) // problems.cost()
+        state = HalvingState(problems, segments, sizes, extra)
+        if problems.stochastic:  # every candidate's full stream, drawn once; survivors take their later steps
+            owners, ks = problems.grid(n0)
+            streams = problems.step_noises(owners, [(k,) for k in ks], problems.steps)[1]  # (S*n0, steps, ...)
+            state.streams = streams.view(len(problems), n0, *streams.shape[1:])
+        return state
 
-    def ask(self, state: HalvingState) -> list[Job]:
-        p, r = state.problem, state.round
-        last = len(state.segments) - 1
+    def ask(self, state: HalvingState) -> list[Jobs]:
+        p, r = state.problems, state.round
+        n_searches, last = len(p), len(state.segments) - 1
+        segment = state.segments[min(r, last)]
+        done = sum(len(s) - 1 for s in state.segments[: min(r, last)])  # steps before this round
+        steps = slice(done, done + len(segment) - 1)
         if r == 0:
-            jobs = []
-            for k in range(state.sizes[0]):
-                job = p.fresh_job(k, info={"round": 0, "candidate": k})
-                job.sigmas, job.score_end = state.segments[0], last > 0
-                if job.noises is not None:
-                    state.step_noises[k] = job.noises
-                    job.noises = job.noises[: len(job.sigmas) - 1]
-                jobs.append(job)
-            return jobs
+            n0 = state.sizes[0]
+            owners, ks = p.grid(n0)
+            seeds, x = p.noise(owners, [(k,) for k in ks])
+            info = {"round": torch.zeros(len(ks), dtype=torch.int64), "candidate": torch.tensor(ks)}
+            noises = state.streams.flatten(0, 1)[:, steps] if state.streams is not None else None
+            owner = torch.tensor(owners, dtype=torch.int64)
+            seeded: list[int | None] = list(seeds)
+            return [Jobs(owner, x, segment, noise_seed=seeded, info=info, noises=noises, score_end=last > 0)]
         if r <= last:
-            return state.survivors
+            assert state.x is not None and state.denoised is not None and state.candidate is not None
+            n = state.candidate.shape[1]
+            # the survivors' own later step noises (their streams are kept in survivor order)
+            noises = state.streams[:, :, steps].flatten(0, 1) if state.streams is not None else None
+            info = {
+                "round": torch.full((n_searches * n,), r, dtype=torch.int64),
+                "candidate": state.candidate.flatten(),
+            }
+            return [
+                Jobs(
+                    torch.arange(n_searches).repeat_interleave(n),
+                    state.x.flatten(0, 1),
+                    segment,
+                    info=info,
+                    noises=noises,
+                    denoised=state.denoised.flatten(0, 1),
+                    score_end=r < last,
+                )
+            ]
         if r == last + 1 and state.extra:
-            return [p.fresh_job(_EXTRA, k, info={"role": "extra"}) for k in range(state.extra)]
+            return [p.fresh(state.extra, _EXTRA, info={"role": ["extra"] * (n_searches * state.extra)})]
         return []
 
-    def tell(self, state: HalvingState, outcomes: list[Outcome]) -> None:
+    def tell(self, state: HalvingState, outcomes: list[Outcomes]) -> None:
         r, last = state.round, len(state.segments) - 1
         state.round += 1
         if r >= last:
-            return  # finished samples (or extras): the driver keeps the best
-        ranked = sorted(range(len(outcomes)), key=lambda i: rank_key(outcomes[i].score), reverse=True)
-        segment = state.segments[r + 1]
-        state.survivors = []
-        for i in ranked[: state.sizes[r + 1]]:
-            o = outcomes[i]
-            k = o.job.info["candidate"]
-            noises = None
-            if state.problem.stochastic:  # continue with the candidate's own later step noises
-                done = sum(len(seg) - 1 for seg in state.segments[: r + 1])
-                noises = state.step_noises[k][done : done + len(segment) - 1]
-            state.survivors.append(
-                Job(
-                    o.x,
-                    segment,
-                    info={"round": r + 1, "candidate": k},
-                    noises=noises,
-                    denoised=o.denoised,
-                    score_end=r + 1 < last,
-                )
-            )
+            return  # finished samples (or extras): the driver keeps each search's best
+        (out,) = outcomes
+        n_searches = len(state.problems)
+        score = out.score.reshape(n_searches, -1)  # (S, n) this round's candidates of each search
+        keep = rank_order(score, dim=1)[:, : state.sizes[r + 1]].to(out.x.device)  # (S, n') best first
+        rows = torch.arange(n_searches, device=out.x.device)[:, None]
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(n_searches, score.shape[1], *t.shape[1:])[rows, keep]
+
+        if state.candidate is None:  # round 0: candidate k of every search
+            candidate = torch.arange(score.shape[1], device=out.x.device).repeat(n_searches)
+        else:
+            candidate = state.candidate.to(out.x.device).flatten()
+        state.x, state.denoised, state.candidate = pick(out.x), pick(out.denoised), pick(candidate)
+        if state.streams is not None:  # only the survivors' streams are needed from here on
+            state.streams = pick(state.streams.flatten(0, 1))

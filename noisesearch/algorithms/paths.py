@@ -13,15 +13,24 @@ Ma et al. 2025, Sec. 3.2 "Search over Paths" and Table 6, in this package's sigm
 Each round moves sigma down by ``backward - forward``. What the budget leaves after the N paths
 (less than one path) goes to extra independent full candidates (random search), so the budget is
 used to within one candidate.
+
+Draws, per search: initial path j starts from the draw ``(0, j)``; in round r (from 1) branch m of
+kept state j is re-noised with the draw ``(r, j, m)``, where j is the kept state's rank after the
+previous round (best first, ties in asked order, NaN last); extra candidate k is the draw
+``(2**20, k)``. With a stochastic sampler each of these paths also names one stream of per-step
+noises (``Problems.step_noises``): an initial path takes the first steps of its full-schedule
+stream, a branch its ``path_length``-step stream. Every search of a run follows the same plan, so all
+searches run in lock step: kept states are held as (S, N, ...) and one batch per round carries the
+S x N x M branches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Job, Outcome, Problem, is_count, rank_key
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, is_count, rank_order
 from noisesearch.errors import UserError
 from noisesearch.samplers import renoise
 
@@ -35,15 +44,13 @@ def _r(sigma: float) -> float:
 
 @dataclass
 class PathsState:
-    problem: Problem
+    problems: Problems
     initial: int
     head: tuple[float, ...]  # schedule from 1 to start_sigma
     rounds: list[tuple[float, float]]  # (sigma re-noised to, sigma integrated to) per round
-    extra: int  # extra independent candidates paid by the leftover budget
+    extra: int  # extra independent candidates per search, paid by the leftover budget
     stage: int = 0  # 0: head not asked; 1 + r: round r asked next; then extras; then done
-    states: list[torch.Tensor] = field(default_factory=list)  # kept states at the current sigma
-    noises: list[torch.Tensor | None] = field(default_factory=list)
-    done: bool = False
+    states: torch.Tensor | None = None  # (S, N, *noise_shape) kept states at the current sigma, best first
 
 
 class PathsSearch:
@@ -97,60 +104,62 @@ class PathsSearch:
     def _segment(self, up: float, down: float) -> tuple[float, ...]:
         return tuple(_r(up + (down - up) * i / self.path_length) for i in range(self.path_length + 1))
 
-    def init(self, problem: Problem) -> PathsState:
-        head = tuple(s for s in problem.sigmas if s > self.start_sigma) + (self.start_sigma,)
+    def init(self, problems: Problems) -> PathsState:
+        head = tuple(s for s in problems.sigmas if s > self.start_sigma) + (self.start_sigma,)
         rounds = self._rounds()
-        per_path = problem.cost(head) + sum(self.width * problem.cost(self._segment(u, d)) for u, d in rounds)
-        n = self.initial if self.initial is not None else max(problem.budget // per_path, 1)
-        problem.require_budget(n * per_path, f"{n} path(s) of {len(rounds)} rounds of width {self.width}")
-        extra = (problem.budget - n * per_path) // problem.cost()
-        return PathsState(problem, n, head, rounds, extra)
+        per_path = problems.cost(head) + sum(self.width * problems.cost(self._segment(u, d)) for u, d in rounds)
+        n = self.initial if self.initial is not None else max(problems.budget // per_path, 1)
+        problems.require_budget(n * per_path, f"{n} path(s) of {len(rounds)} rounds of width {self.width}")
+        extra = (problems.budget - n * per_path) // problems.cost()
+        return PathsState(problems, n, head, rounds, extra)
 
-    def _job(self, state: PathsState, x, sigmas, path, info) -> Job:
-        p = state.problem
-        noises = p.step_noises(len(sigmas) - 1, *path) if p.stochastic else None
-        return Job(x, sigmas, info=info, noises=noises)
-
-    def ask(self, state: PathsState) -> list[Job]:
-        p = state.problem
-        if state.stage == 0:
-            jobs = []
-            for j in range(state.initial):
-                job = p.fresh_job(0, j, info={"round": 0, "path": j})
-                if p.stochastic:
-                    job.noises = job.noises[: len(state.head) - 1]
-                job.sigmas = state.head
-                jobs.append(job)
-            return jobs
+    def ask(self, state: PathsState) -> list[Jobs]:
+        p, n_searches, n = state.problems, len(state.problems), state.initial
+        if state.stage == 0:  # the N initial paths of every search, integrated to start_sigma
+            rows = n_searches * n
+            jobs = p.fresh(
+                n,
+                0,
+                info={"round": torch.zeros(rows, dtype=torch.int64), "path": torch.arange(n).repeat(n_searches)},
+            )
+            jobs.sigmas = state.head
+            if jobs.noises is not None:  # (S*N, steps, ...): the head's steps of each path's stream
+                jobs.noises = jobs.noises[:, : len(state.head) - 1]
+            return [jobs]
         r = state.stage - 1
         if r < len(state.rounds):
+            assert state.states is not None
             up, down = state.rounds[r]
             sigma = state.rounds[r - 1][1] if r > 0 else self.start_sigma
             segment = self._segment(up, down)
-            jobs = []
-            for j, x in enumerate(state.states):
-                for m in range(self.width):
-                    _, z = p.noise(1 + r, j, m)
-                    branch = renoise(x, sigma, up, z)
-                    jobs.append(
-                        self._job(
-                            state,
-                            branch,
-                            segment,
-                            (1 + r, j, m),
-                            {"round": r + 1, "parent": j, "branch": m, "sigma": up},
-                        )
-                    )
-            return jobs
+            m = self.width
+            rows = n_searches * n * m  # row (i * N + j) * M + b: branch b of kept state j of search i
+            owners = [i for i in range(n_searches) for _ in range(n * m)]
+            paths = [(1 + r, j, b) for _ in range(n_searches) for j in range(n) for b in range(m)]
+            _, z = p.noise(owners, paths)  # (S*N*M, *shape)
+            x = state.states
+            branches = renoise(x[:, :, None], sigma, up, z.view(n_searches, n, m, *x.shape[2:]))  # (S, N, M, ...)
+            noises = p.step_noises(owners, paths, len(segment) - 1)[1] if p.stochastic else None
+            info = {
+                "round": torch.full((rows,), r + 1, dtype=torch.int64),
+                "parent": torch.arange(n).repeat_interleave(m).repeat(n_searches),
+                "branch": torch.arange(m).repeat(n_searches * n),
+                "sigma": torch.full((rows,), up, dtype=torch.float64),
+            }
+            owner = torch.arange(n_searches).repeat_interleave(n * m)
+            return [Jobs(owner, branches.flatten(0, 2), segment, info=info, noises=noises)]
         if r == len(state.rounds) and state.extra:
-            return [p.fresh_job(_EXTRA, k, info={"role": "extra"}) for k in range(state.extra)]
+            return [p.fresh(state.extra, _EXTRA, info={"role": ["extra"] * (n_searches * state.extra)})]
         return []
 
-    def tell(self, state: PathsState, outcomes: list[Outcome]) -> None:
+    def tell(self, state: PathsState, outcomes: list[Outcomes]) -> None:
         extras = state.stage > len(state.rounds)
         state.stage += 1
         if extras:
-            return  # the driver keeps the best finished candidate
-        ranked = sorted(range(len(outcomes)), key=lambda i: rank_key(outcomes[i].score), reverse=True)
-        keep = ranked[: state.initial]
-        state.states = [outcomes[i].x for i in keep]
+            return  # the driver keeps each search's best finished candidate
+        (out,) = outcomes
+        n_searches = len(state.problems)
+        score = out.score.reshape(n_searches, -1)  # (S, K): K = N initial paths or N x M branches
+        keep = rank_order(score, dim=1)[:, : state.initial].to(out.x.device)  # (S, N) best first
+        x = out.x.reshape(n_searches, score.shape[1], *out.x.shape[1:])  # (S, K, ...)
+        state.states = x[torch.arange(n_searches, device=x.device)[:, None], keep]  # (S, N, ...)
