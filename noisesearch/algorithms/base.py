@@ -71,7 +71,7 @@ def gaussians(shape: tuple[int, ...], seeds: Sequence[int]) -> torch.Tensor:
     """
     out = torch.empty((len(seeds), *shape))
     g = torch.Generator()
-    for row, seed in zip(out, seeds):
+    for row, seed in zip(out.unbind(0), seeds):  # one unbind: views made in C, not one Python index per row
         g.manual_seed(seed)
         row.normal_(generator=g)
     return out
@@ -246,9 +246,19 @@ class Problems:
         return x.to(self.device)
 
     def seeds_of(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> list[int]:
-        """The seed of draw ``paths[r]`` of search ``owners[r]`` for every row r."""
-        base = self.seeds
-        return [derive_seed(base[o], *p) for o, p in zip(owners, paths)]
+        """The seed of draw ``paths[r]`` of search ``owners[r]`` for every row r (``derive_seed``, with each
+        search's seed hashed once: BLAKE2b is a stream, so a copy of its state after the seed's 8 bytes
+        continues with the path's)."""
+        prefix: dict[int, Any] = {}
+        seeds = []
+        for o, p in zip(owners, paths):
+            h = prefix.get(o)
+            if h is None:
+                h = prefix[o] = hashlib.blake2b(struct.pack("<q", self.seeds[o]), digest_size=8)
+            h = h.copy()
+            h.update(struct.pack(f"<{len(p)}q", *p))
+            seeds.append(int.from_bytes(h.digest(), "little") >> 1)
+        return seeds
 
     def noise(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> tuple[list[int], torch.Tensor]:
         """(seeds, noises (n, *noise_shape) on ``device``): row r is the draw ``paths[r]`` of search ``owners[r]``,
