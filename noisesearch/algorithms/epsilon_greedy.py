@@ -2,8 +2,8 @@
 
 Ramesh and Mardani 2025, "Test-time Scaling of Diffusion Models via Noise Trajectory Search".
 Each of ``paths`` independent trajectories starts from the draw ``(p,)``. At every step it runs
-``candidates`` jobs from its current state, each with its own step noise (the draw
-``(p, STEP_NOISES, step, c)``), scored on the x0-prediction of the end state (``score_end``); it
+``candidates`` jobs from its current state, candidate ``c`` with its own step noise (row ``step``
+of the stream ``(p, c)``, ``Problems.step_noises`` with one row per schedule step), scored on the x0-prediction of the end state (``score_end``); it
 keeps the best one, or with probability ``epsilon`` a uniformly random one, and the kept
 candidate's x0-prediction is passed as ``denoised`` to the next step, so it is never paid twice.
 
@@ -15,16 +15,20 @@ always greedy (exploring there could only lose), and the final step is one free 
 turns the kept state into a finished sample. Without ``paths``, trajectories with ``candidates``
 per step are started while the budget pays for them, and what is left goes to one narrower
 trajectory with as many candidates per step as it pays for.
+
+Every search of a run advances in lock step: kept states carry a leading search dimension (``x``
+(S, paths, ...)), and a step's rows are every candidate of every path of every search, search-major
+(within a search path-major, as the candidate indices go).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler, seeded_uniform
-from noisesearch.algorithms.base import STEP_NOISES, Job, Outcome, Problem, rank_key
+from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, first_best
 from noisesearch.errors import UserError
 
 _EXPLORE = 2**41  # path marker of the exploration uniforms
@@ -32,14 +36,24 @@ _EXPLORE = 2**41  # path marker of the exploration uniforms
 
 @dataclass
 class EpsilonGreedyState:
-    problem: Problem
+    problems: Problems
     sampler: str
-    widths: list[int]  # candidates per step of each path
+    widths: list[int]  # candidates per step of each path (P paths, C candidates per search and step in all)
+    x: torch.Tensor  # (S, P, *noise_shape) kept state of each path (the initial noises before step 0)
+    noise_seed: list[int | None]  # (S * P) seeds of the initial noises, search-major
+    candidate_seeds: list[int | None]  # (S * C) the seed of each candidate's path (its start at step 0)
+    step_noises: torch.Tensor  # (S * C, steps, *noise_shape) the stream of each (path, candidate), search-major
+    uniforms: torch.Tensor  # (S, P, steps) float64 exploration uniform of each choice (NaN: never explores)
+    plan: dict  # columns of a search's C rows: "path", "candidate" (CPU int64); "offset" (P,): first row of a path
+    info: dict  # CPU int64 columns (S * C): "owner", "path", "candidate", "step_noise_seed"
     step: int = 0  # the next step to run
-    x: list[torch.Tensor] = field(default_factory=list)  # kept state of each path (*noise_shape)
-    denoised: list[torch.Tensor | None] = field(default_factory=list)  # its x0-prediction (cached)
-    choices: list[list[int]] = field(default_factory=list)  # per path, the candidate kept at each step
-    explored: list[list[bool]] = field(default_factory=list)  # per path, whether that choice explored
+    denoised: torch.Tensor | None = None  # (S, P, *noise_shape) x0-predictions of the kept states (cached)
+    choices: torch.Tensor | None = None  # (S, P, choices made) int64 the candidate kept at each step
+    explored: torch.Tensor | None = None  # (S, P, choices made) bool whether that choice explored
+
+    @property
+    def searches(self) -> int:
+        return self.x.shape[0]
 
 
 class EpsilonGreedySearch:
@@ -62,9 +76,9 @@ class EpsilonGreedySearch:
     def params(self) -> dict:
         return {"candidates": self.candidates, "epsilon": self.epsilon, "sampler": self.sampler, "paths": self.paths}
 
-    def init(self, problem: Problem) -> EpsilonGreedyState:
-        sampler = resolve_sampler(self.sampler, problem)
-        costs = chain_step_costs(problem, sampler)
+    def widths(self, problems: Problems, sampler: str) -> list[int]:
+        """Candidates per step of each path, planned from the exact cost (module docstring)."""
+        costs = chain_step_costs(problems, sampler)
         per_candidate, finish = sum(costs[:-1]), costs[-1]  # K candidates on every step but the last
 
         def cost(width: int) -> int:
@@ -73,63 +87,125 @@ class EpsilonGreedySearch:
         if self.paths is not None:
             widths = [self.candidates] * self.paths
         else:
-            widths = [self.candidates] * (problem.budget // cost(self.candidates))
-            left = problem.budget - len(widths) * cost(self.candidates)
+            widths = [self.candidates] * (problems.budget // cost(self.candidates))
+            left = problems.budget - len(widths) * cost(self.candidates)
             if per_candidate and left >= cost(1):
                 widths.append((left - finish) // per_candidate)  # < candidates, since left < cost(candidates)
         if widths:
-            problem.require_budget(sum(cost(w) for w in widths), f"{len(widths)} trajectory(ies)")
+            problems.require_budget(sum(cost(w) for w in widths), f"{len(widths)} trajectory(ies)")
         else:
-            problem.require_budget(cost(1), "one trajectory with one candidate per step")
-        n = len(widths)
+            problems.require_budget(cost(1), "one trajectory with one candidate per step")
+        return widths
+
+    def init(self, problems: Problems) -> EpsilonGreedyState:
+        sampler = resolve_sampler(self.sampler, problems)
+        widths = self.widths(problems, sampler)
+        S, P, n, device = len(problems), len(widths), problems.steps, problems.device
+        path_of = [p for p, w in enumerate(widths) for _ in range(w)]  # (C,) a search's rows
+        cand_of = [c for w in widths for c in range(w)]
+        owners = [i for i in range(S) for _ in path_of]  # (S * C,)
+        stream_seeds, step_noises = problems.step_noises(
+            owners, [(p, c) for _ in range(S) for p, c in zip(path_of, cand_of)], n
+        )
+        seeds, x = problems.noise([i for i in range(S) for _ in range(P)], [(p,) for _ in range(S) for p in range(P)])
+        start_seeds: list[int | None] = list(seeds)
+        uniforms = torch.full((S, P, n), float("nan"), dtype=torch.float64, device=device)
+        explorable = list(range(n - 2)) if self.epsilon > 0 else []  # the last choice (step n - 2) is greedy
+        if explorable and P:
+            u = problems.uniforms(
+                [i for i in range(S) for _ in range(P) for _ in explorable],
+                [(p, _EXPLORE, t) for _ in range(S) for p in range(P) for t in explorable],
+            )
+            uniforms[:, :, explorable] = u.view(S, P, len(explorable))
+        offset = torch.tensor([0, *widths[:-1]], dtype=torch.int64).cumsum(0)  # (P,)
         return EpsilonGreedyState(
-            problem, sampler, widths, choices=[[] for _ in range(n)], explored=[[] for _ in range(n)]
+            problems,
+            sampler,
+            widths,
+            x.view(S, P, *x.shape[1:]),
+            start_seeds,
+            [start_seeds[i * P + q] for i in range(S) for q in path_of],
+            step_noises,
+            uniforms,
+            plan={
+                "path": torch.tensor(path_of, dtype=torch.int64),
+                "candidate": torch.tensor(cand_of, dtype=torch.int64),
+                "offset": offset,
+            },
+            info={
+                "owner": torch.tensor(owners, dtype=torch.int64),
+                "path": torch.tensor(path_of, dtype=torch.int64).repeat(S),
+                "candidate": torch.tensor(cand_of, dtype=torch.int64).repeat(S),
+                "step_noise_seed": torch.tensor(stream_seeds, dtype=torch.int64),
+            },
         )
 
-    def ask(self, state: EpsilonGreedyState) -> list[Job]:
-        p, t = state.problem, state.step
-        n = len(p.sigmas) - 1
+    def ask(self, state: EpsilonGreedyState) -> list[Jobs]:
+        p, t = state.problems, state.step
+        n, S = p.steps, state.searches
         if t == n:
             return []
-        jobs = []
-        for path, width in enumerate(state.widths):
-            seed, x = p.noise(path) if t == 0 else (None, state.x[path])
-            denoised = None if t == 0 else state.denoised[path]
-            for c in range(width if t < n - 1 else 1):  # the final step injects no noise: one job
-                step_seed, eps = p.noise(path, STEP_NOISES, t, c)
-                info = {"path": path, "step": t, "candidate": c, "step_noise_seed": step_seed}
-                jobs.append(
-                    Job(
-                        x,
-                        p.sigmas[t : t + 2],
-                        noise_seed=seed,
-                        info=info,
-                        sampler=state.sampler,
-                        noises=eps[None],  # (1, *noise_shape)
-                        denoised=denoised,
-                        score_end=t < n - 1,
-                    )
-                )
-        return jobs
+        plan, info = state.plan, state.info
+        C = len(plan["path"])
+        if t < n - 1:  # every candidate of every path
+            rows = torch.arange(S * C)  # (S * C,)
+            path = plan["path"].to(state.x.device)
+            x = state.x.index_select(1, path).flatten(0, 1)  # (S * C, *noise_shape) each starts at its path's state
+            denoised = None if state.denoised is None else state.denoised.index_select(1, path).flatten(0, 1)
+            seeds = state.candidate_seeds if t == 0 else None
+        else:  # the final step injects no noise: one job per path, with its candidate 0's stream
+            rows = (torch.arange(S)[:, None] * C + plan["offset"]).flatten()  # (S * P,)
+            x = state.x.flatten(0, 1)
+            denoised = None if state.denoised is None else state.denoised.flatten(0, 1)
+            seeds = state.noise_seed if t == 0 else None
+        columns = {
+            "path": info["path"][rows],
+            "step": torch.full((len(rows),), t, dtype=torch.int64),
+            "candidate": info["candidate"][rows],
+            "step_noise_seed": info["step_noise_seed"][rows],
+        }
+        return [
+            Jobs(
+                info["owner"][rows],
+                x,
+                p.sigmas[t : t + 2],
+                noise_seed=seeds,
+                info=columns,
+                sampler=state.sampler,
+                noises=state.step_noises[rows.to(state.step_noises.device), t : t + 1],  # (rows, 1, *noise_shape)
+                denoised=denoised,
+                score_end=t < n - 1,
+            )
+        ]
 
-    def tell(self, state: EpsilonGreedyState, outcomes: list[Outcome]) -> None:
-        p, t = state.problem, state.step
-        n = len(p.sigmas) - 1
+    def tell(self, state: EpsilonGreedyState, outcomes: list[Outcomes]) -> None:
+        (out,) = outcomes
+        p, t = state.problems, state.step
+        n, S, P = p.steps, state.searches, len(state.widths)
         state.step += 1
         if t == n - 1:
             return  # finished samples: the driver keeps the best
-        start, last_choice = 0, t == n - 2
-        state.x, state.denoised = [], []
-        for path, width in enumerate(state.widths):
-            group = outcomes[start : start + width]  # this path's candidates, in job order
-            start += width
-            u = seeded_uniform(p, path, _EXPLORE, t)
-            explore = not last_choice and u < self.epsilon
-            if explore:
-                c = min(int(width * u / self.epsilon), width - 1)
-            else:
-                c = max(range(width), key=lambda i: rank_key(group[i].score))  # first best; NaN never wins
-            state.x.append(group[c].x)
-            state.denoised.append(group[c].denoised)
-            state.choices[path].append(c)
-            state.explored[path].append(explore)
+        device = state.x.device
+        plan, C, K = state.plan, len(state.plan["path"]), max(state.widths)
+        scores = out.ranked_score().to(device).view(S, C)  # NaN -> -inf: never wins
+        slot = (plan["path"] * K + plan["candidate"]).to(device)  # (C,) place of each row in a path x K grid
+        grid = torch.full((S, P * K), float("-inf"), dtype=torch.float64, device=device)
+        grid[:, slot] = scores
+        choice = first_best(grid.view(S, P, K), dim=-1)  # (S, P) first best; missing candidates never win
+        explore = torch.zeros((S, P), dtype=torch.bool, device=device)
+        if t < n - 2 and self.epsilon > 0:  # the last choice (t = n - 2) is always greedy
+            u = state.uniforms[:, :, t]  # (S, P)
+            explore = u < self.epsilon
+            width = torch.tensor(state.widths, dtype=torch.float64, device=device)  # (P,)
+            picked = torch.minimum(torch.floor(width * u / self.epsilon), width - 1).long()  # floor(K u / epsilon)
+            choice = torch.where(explore, picked, choice)
+        kept = plan["offset"].to(device) + choice  # (S, P) row of the kept candidate within its search
+        rows = (torch.arange(S, device=device)[:, None] * C + kept).flatten()  # (S * P,) its row in the batch
+        state.x = out.x.index_select(0, rows.to(out.x.device)).view(S, P, *out.x.shape[1:])
+        state.denoised = out.denoised.index_select(0, rows.to(out.denoised.device)).view(S, P, *out.x.shape[1:])
+        state.choices = (
+            choice[..., None] if state.choices is None else torch.cat([state.choices, choice[..., None]], -1)
+        )
+        state.explored = (
+            explore[..., None] if state.explored is None else torch.cat([state.explored, explore[..., None]], -1)
+        )
