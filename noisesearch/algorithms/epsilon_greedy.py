@@ -147,32 +147,36 @@ class EpsilonGreedySearch:
             return []
         plan, info = state.plan, state.info
         C = len(plan["path"])
-        if t < n - 1:  # every candidate of every path
-            rows = torch.arange(S * C)  # (S * C,)
+        if t < n - 1:  # every candidate of every path: the plan's columns as they are
             path = plan["path"].to(state.x.device)
             x = state.x.index_select(1, path).flatten(0, 1)  # (S * C, *noise_shape) each starts at its path's state
             denoised = None if state.denoised is None else state.denoised.index_select(1, path).flatten(0, 1)
             seeds = state.candidate_seeds if t == 0 else None
+            columns = {key: info[key] for key in ("owner", "path", "candidate", "step_noise_seed")}
+            noises = state.step_noises[:, t : t + 1]  # (S * C, 1, *noise_shape) row t of each stream
         else:  # the final step injects no noise: one job per path, with its candidate 0's stream
-            rows = (torch.arange(S)[:, None] * C + plan["offset"]).flatten()  # (S * P,)
+            rows = (torch.arange(S)[:, None] * C + plan["offset"]).flatten()  # (S * P,) each path's candidate 0
             x = state.x.flatten(0, 1)
             denoised = None if state.denoised is None else state.denoised.flatten(0, 1)
             seeds = state.noise_seed if t == 0 else None
+            columns = {key: info[key][rows] for key in ("owner", "path", "candidate", "step_noise_seed")}
+            noises = state.step_noises.index_select(0, rows.to(state.step_noises.device))[:, t : t + 1]
+        owner = columns.pop("owner")
         columns = {
-            "path": info["path"][rows],
-            "step": torch.full((len(rows),), t, dtype=torch.int64),
-            "candidate": info["candidate"][rows],
-            "step_noise_seed": info["step_noise_seed"][rows],
+            "path": columns["path"],
+            "step": torch.full((len(owner),), t, dtype=torch.int64),
+            "candidate": columns["candidate"],
+            "step_noise_seed": columns["step_noise_seed"],
         }
         return [
             Jobs(
-                info["owner"][rows],
+                owner,
                 x,
                 p.sigmas[t : t + 2],
                 noise_seed=seeds,
                 info=columns,
                 sampler=state.sampler,
-                noises=state.step_noises[rows.to(state.step_noises.device), t : t + 1],  # (rows, 1, *noise_shape)
+                noises=noises,
                 denoised=denoised,
                 score_end=t < n - 1,
             )
