@@ -8,7 +8,7 @@ import torch
 from _algo import drive, run_of
 
 from noisesearch.algorithms import ALGORITHMS
-from noisesearch.algorithms.base import Outcomes
+from noisesearch.algorithms.base import Outcomes, derive_seed, gaussian
 from noisesearch.algorithms.epsilon_greedy import EpsilonGreedySearch
 from noisesearch.algorithms.random import RandomSearch
 from noisesearch.algorithms.smc import (
@@ -277,6 +277,30 @@ def test_epsilon_explores_at_its_rate_and_uniformly():
     assert sum(c != 3 for c in choices) > 0
 
 
+def test_epsilon_greedy_paths_of_different_widths_choose_among_their_own_candidates():
+    """Widths [3, 3, 2] (5 NFEs per candidate on 5 euler-sde steps, budget 40): candidate c scores c, so each
+    path keeps its own last candidate, and exploring picks floor(width u / epsilon) within the path."""
+    algorithm = EpsilonGreedySearch(candidates=3, epsilon=0.5)
+    state, asked = drive(
+        algorithm, run_of([1, 1], [0, 1], budget=40, steps=5, sampler="euler-sde"), lambda jobs: jobs.info["candidate"]
+    )
+    assert state.widths == [3, 3, 2]
+    assert [len(batches[0]) for batches in asked] == [16, 16, 16, 16, 6]  # 2 searches x 8 candidates, then 2 x 3
+    assert asked[0][0].info["path"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2] * 2
+    greedy = torch.tensor([2, 2, 1])  # (P,) the last candidate of each path
+    width = torch.tensor([3.0, 3.0, 2.0], dtype=torch.float64)
+    u = state.uniforms[:, :, :3]  # (S, P, 3): the explorable choices (steps 0..2)
+    explored = torch.minimum(torch.floor(width[:, None] * u / 0.5), width[:, None] - 1).long()
+    expected = torch.where(u < 0.5, explored, greedy[:, None])
+    assert torch.equal(state.choices[:, :, :3], expected) and torch.equal(state.explored[:, :, :3], u < 0.5)
+    assert (state.choices[:, :, 3] == greedy).all() and not state.explored[:, :, 3].any()  # the last choice
+    for i, seed in enumerate([0, 1]):  # u of path p at step t is the old seeded uniform of the draw (p, EXPLORE, t)
+        for p in range(3):
+            for t in range(3):
+                z = float(gaussian((1,), derive_seed(seed, p, 2**41, t))[0])
+                assert float(u[i, p, t]) == pytest.approx(0.5 * (1 + math.erf(z / math.sqrt(2))), abs=1e-15)
+
+
 def test_epsilon_greedy_continues_from_the_kept_candidate_and_its_cached_x0():
     algorithm = EpsilonGreedySearch(candidates=3, epsilon=0.0, paths=1)
     state = algorithm.init(run_of(shape=(2,), steps=4))
@@ -315,10 +339,11 @@ def test_smc_resampling_copies_state_cached_x0_and_reward_history_together():
 # --- searches run in one state do not couple --------------------------------------------------------
 
 
-def _alone_and_together(algorithm, seeds, score):
+def _alone_and_together(algorithm, seeds, score, budget=10**6):
     """Drive ``algorithm`` on one run of searches ``seeds`` and on each search alone, same scoring rule."""
-    together = drive(algorithm, run_of([1] * len(seeds), seeds, shape=(2,), steps=5, sampler="euler-sde"), score)
-    alone = [drive(algorithm, run_of([1], [s], shape=(2,), steps=5, sampler="euler-sde"), score) for s in seeds]
+    kw = dict(budget=budget, shape=(2,), steps=5, sampler="euler-sde")
+    together = drive(algorithm, run_of([1] * len(seeds), seeds, **kw), score)
+    alone = [drive(algorithm, run_of([1], [s], **kw), score) for s in seeds]
     return together, alone
 
 
@@ -343,20 +368,21 @@ def _rows_of(batches, search):
 
 
 @pytest.mark.parametrize(
-    "algorithm",
+    "algorithm,budget",
     [
-        SMCSearch(particles=4, lmbda=3.0),
-        SMCSearch(particles=3, adaptive=False, potential="sum", resample_every=2),
-        IncrementalSMCSearch(particles=4, lmbda=3.0),
-        EpsilonGreedySearch(candidates=3, epsilon=0.5, paths=2),
+        (SMCSearch(particles=4, lmbda=3.0), 10**6),
+        (SMCSearch(particles=3, adaptive=False, potential="sum", resample_every=2), 10**6),
+        (IncrementalSMCSearch(particles=4, lmbda=3.0), 10**6),
+        (EpsilonGreedySearch(candidates=3, epsilon=0.5, paths=2), 10**6),
+        (EpsilonGreedySearch(candidates=3, epsilon=0.5), 40),  # widths [3, 3, 2]: a narrower last path
     ],
-    ids=["smc", "smc-every-other", "smc-incremental", "epsilon-greedy"],
+    ids=["smc", "smc-every-other", "smc-incremental", "epsilon-greedy", "epsilon-greedy-narrow"],
 )
-def test_searches_in_one_state_equal_each_search_alone(algorithm):
+def test_searches_in_one_state_equal_each_search_alone(algorithm, budget):
     """Vectorising across searches couples nothing: each search's rows, decisions and diagnostics are those of
     the search run alone (rewards depend on a row only: the first element of its start state)."""
     seeds = [3, 8, 11]
-    (state, asked), alone = _alone_and_together(algorithm, seeds, lambda jobs: jobs.x.flatten(1)[:, 0])
+    (state, asked), alone = _alone_and_together(algorithm, seeds, lambda jobs: jobs.x.flatten(1)[:, 0], budget)
     for i, (single_state, single_asked) in enumerate(alone):
         assert len(asked) == len(single_asked)
         for batches, single in zip(asked, single_asked):  # copied and row-wise data: bit for bit

@@ -44,8 +44,11 @@ class EpsilonGreedyState:
     candidate_seeds: list[int | None]  # (S * C) the seed of each candidate's path (its start at step 0)
     step_noises: torch.Tensor  # (S * C, steps, *noise_shape) the stream of each (path, candidate), search-major
     uniforms: torch.Tensor  # (S, P, steps) float64 exploration uniform of each choice (NaN: never explores)
-    plan: dict  # columns of a search's C rows: "path", "candidate" (CPU int64); "offset" (P,): first row of a path
+    plan: dict  # on the device, int64: "path" (C,) of each of a search's rows, "offset" (P,) first row of each path,
+    # "slot" (C,) place of each row in a (path, candidate) grid of P x max(widths), "finals" (S * P,) rows of the
+    # final step (each path's candidate 0), "width" (P,) float64
     info: dict  # CPU int64 columns (S * C): "owner", "path", "candidate", "step_noise_seed"
+    final_info: dict  # the same columns for the final step's rows (S * P): each path's candidate 0
     step: int = 0  # the next step to run
     denoised: torch.Tensor | None = None  # (S, P, *noise_shape) x0-predictions of the kept states (cached)
     choices: torch.Tensor | None = None  # (S, P, choices made) int64 the candidate kept at each step
@@ -118,6 +121,13 @@ class EpsilonGreedySearch:
             )
             uniforms[:, :, explorable] = u.view(S, P, len(explorable))
         offset = torch.tensor([0, *widths[:-1]], dtype=torch.int64).cumsum(0)  # (P,)
+        finals = (torch.arange(S)[:, None] * len(path_of) + offset).flatten()  # (S * P,) each path's candidate 0
+        info = {
+            "owner": torch.tensor(owners, dtype=torch.int64),
+            "path": torch.tensor(path_of, dtype=torch.int64).repeat(S),
+            "candidate": torch.tensor(cand_of, dtype=torch.int64).repeat(S),
+            "step_noise_seed": torch.tensor(stream_seeds, dtype=torch.int64),
+        }
         return EpsilonGreedyState(
             problems,
             sampler,
@@ -128,39 +138,36 @@ class EpsilonGreedySearch:
             step_noises,
             uniforms,
             plan={
-                "path": torch.tensor(path_of, dtype=torch.int64),
-                "candidate": torch.tensor(cand_of, dtype=torch.int64),
-                "offset": offset,
+                "path": torch.tensor(path_of, dtype=torch.int64, device=device),
+                "offset": offset.to(device),
+                "slot": torch.tensor([q * max(widths) + c for q, c in zip(path_of, cand_of)], device=device),
+                "finals": finals.to(device),
+                "width": torch.tensor(widths, dtype=torch.float64, device=device),
             },
-            info={
-                "owner": torch.tensor(owners, dtype=torch.int64),
-                "path": torch.tensor(path_of, dtype=torch.int64).repeat(S),
-                "candidate": torch.tensor(cand_of, dtype=torch.int64).repeat(S),
-                "step_noise_seed": torch.tensor(stream_seeds, dtype=torch.int64),
-            },
+            info=info,
+            final_info={key: column[finals] for key, column in info.items()},
         )
 
     def ask(self, state: EpsilonGreedyState) -> list[Jobs]:
         p, t = state.problems, state.step
-        n, S = p.steps, state.searches
+        n = p.steps
         if t == n:
             return []
         plan, info = state.plan, state.info
-        C = len(plan["path"])
         if t < n - 1:  # every candidate of every path: the plan's columns as they are
-            path = plan["path"].to(state.x.device)
+            path = plan["path"]
             x = state.x.index_select(1, path).flatten(0, 1)  # (S * C, *noise_shape) each starts at its path's state
             denoised = None if state.denoised is None else state.denoised.index_select(1, path).flatten(0, 1)
             seeds = state.candidate_seeds if t == 0 else None
             columns = {key: info[key] for key in ("owner", "path", "candidate", "step_noise_seed")}
             noises = state.step_noises[:, t : t + 1]  # (S * C, 1, *noise_shape) row t of each stream
         else:  # the final step injects no noise: one job per path, with its candidate 0's stream
-            rows = (torch.arange(S)[:, None] * C + plan["offset"]).flatten()  # (S * P,) each path's candidate 0
+            rows = plan["finals"]  # (S * P,) each path's candidate 0
             x = state.x.flatten(0, 1)
             denoised = None if state.denoised is None else state.denoised.flatten(0, 1)
             seeds = state.noise_seed if t == 0 else None
-            columns = {key: info[key][rows] for key in ("owner", "path", "candidate", "step_noise_seed")}
-            noises = state.step_noises.index_select(0, rows.to(state.step_noises.device))[:, t : t + 1]
+            columns = dict(state.final_info)
+            noises = state.step_noises.index_select(0, rows)[:, t : t + 1]
         owner = columns.pop("owner")
         columns = {
             "path": columns["path"],
@@ -192,18 +199,17 @@ class EpsilonGreedySearch:
         device = state.x.device
         plan, C, K = state.plan, len(state.plan["path"]), max(state.widths)
         scores = out.ranked_score().to(device).view(S, C)  # NaN -> -inf: never wins
-        slot = (plan["path"] * K + plan["candidate"]).to(device)  # (C,) place of each row in a path x K grid
         grid = torch.full((S, P * K), float("-inf"), dtype=torch.float64, device=device)
-        grid[:, slot] = scores
+        grid[:, plan["slot"]] = scores
         choice = first_best(grid.view(S, P, K), dim=-1)  # (S, P) first best; missing candidates never win
         explore = torch.zeros((S, P), dtype=torch.bool, device=device)
         if t < n - 2 and self.epsilon > 0:  # the last choice (t = n - 2) is always greedy
             u = state.uniforms[:, :, t]  # (S, P)
             explore = u < self.epsilon
-            width = torch.tensor(state.widths, dtype=torch.float64, device=device)  # (P,)
+            width = plan["width"]  # (P,)
             picked = torch.minimum(torch.floor(width * u / self.epsilon), width - 1).long()  # floor(K u / epsilon)
             choice = torch.where(explore, picked, choice)
-        kept = plan["offset"].to(device) + choice  # (S, P) row of the kept candidate within its search
+        kept = plan["offset"] + choice  # (S, P) row of the kept candidate within its search
         rows = (torch.arange(S, device=device)[:, None] * C + kept).flatten()  # (S * P,) its row in the batch
         state.x = out.x.index_select(0, rows.to(out.x.device)).view(S, P, *out.x.shape[1:])
         state.denoised = out.denoised.index_select(0, rows.to(out.denoised.device)).view(S, P, *out.x.shape[1:])

@@ -148,7 +148,7 @@ class _Particles:
     noise_seed: list[int | None]  # (S * k) seeds of the initial noises, search-major
     step_noises: torch.Tensor  # (S * k, steps, *noise_shape) slot j's stream, search-major
     uniforms: torch.Tensor  # (S, steps) float64 resampling uniform of each search and step (NaN: no point)
-    info: dict  # plan columns (S * k): "particle", "step_noise_seed" (CPU int64)
+    info: dict  # plan columns (S * k), CPU int64: "owner", "particle", "step_noise_seed"
     ancestors: torch.Tensor  # (S, k) int64 initial particle of each slot's lineage
     parents: torch.Tensor  # (S, k) int64 slot each particle was copied from at the last step
     step: int = 0  # the next step to run
