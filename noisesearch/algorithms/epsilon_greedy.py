@@ -3,9 +3,11 @@
 Ramesh and Mardani 2025, "Test-time Scaling of Diffusion Models via Noise Trajectory Search".
 Each of ``paths`` independent trajectories starts from the draw ``(p,)``. At every step it runs
 ``candidates`` jobs from its current state, candidate ``c`` with its own step noise (row ``step``
-of the stream ``(p, c)``, ``Problems.step_noises`` with one row per schedule step), scored on the x0-prediction of the end state (``score_end``); it
-keeps the best one, or with probability ``epsilon`` a uniformly random one, and the kept
-candidate's x0-prediction is passed as ``denoised`` to the next step, so it is never paid twice.
+of the stream ``(p, c)``: ``Problems.step_noises`` with one row per schedule step), scored on the
+x0-prediction of the end state (``score_end``); it keeps the best one, or with probability
+``epsilon`` a uniformly random one, and the kept candidate's x0-prediction is passed as
+``denoised`` to the next step, so it is never paid twice. The final step's one job per path takes
+row ``steps - 1`` of its candidate 0's stream (a stochastic sampler needs one; it injects nothing).
 
 One seeded uniform ``u`` per choice (the draw ``(p, EXPLORE, step)``) decides both: ``u < epsilon``
 explores, and then ``u / epsilon`` is again uniform and picks candidate ``floor(K u / epsilon)``.
