@@ -9,8 +9,9 @@ import math
 
 import pytest
 import torch
+from _algo import outcomes_of, run_of
 
-from noisesearch.algorithms.base import Outcome, Problem
+from noisesearch.algorithms.base import Outcome, Outcomes, Problem
 from noisesearch.algorithms.smc import SMCSearch, effective_sample_size, fk_log_weights, normalise
 from noisesearch.driver import run_search
 from noisesearch.samplers import schedule
@@ -68,12 +69,13 @@ def test_fk_nan_reward_gets_zero_weight():
 
 
 def drive(algorithm, rewards, steps):
-    """Run ``algorithm`` by hand on a 1-d problem; particle j's reward at step t is ``rewards[t][slot]``."""
-    state = algorithm.init(Problem(1, 0, 10**6, (1,), schedule(steps), "euler-sde", 1))
-    while jobs := algorithm.ask(state):
-        t = jobs[0].info["step"]
-        outcomes = [Outcome(j, j.x, j.x, j.x, rewards[t][i], 1, i) for i, j in enumerate(jobs)]
-        algorithm.tell(state, outcomes)
+    """Run ``algorithm`` by hand on one search of a 1-d problem; particle j's reward at step t is
+    ``rewards[t][slot]`` (one row per slot)."""
+    state = algorithm.init(run_of(steps=steps, sampler="euler-sde"))
+    while batches := algorithm.ask(state):
+        (jobs,) = batches
+        score = torch.tensor(rewards[jobs.info["step"][0]], dtype=torch.float64)  # the hand values, unrounded
+        algorithm.tell(state, [Outcomes(jobs, jobs.x, jobs.x, jobs.x, score, 1, torch.arange(len(jobs)))])
     return state
 
 
@@ -83,38 +85,40 @@ def test_fk_adaptive_passes_reset_the_weights():
     r0, r1 = [0.0, 0.01, 0.02], [0.5, 0.41, 0.22]
     state = drive(SMCSearch(particles=3, potential="difference", lmbda=20.0), [r0, r1, [0.0] * 3], 3)
     w = softmax([20 * (b - a) for a, b in zip(r0, r1)])  # exp(20 (.5, .4, .2))
-    assert state.resamplings[0]["step"] == 1
-    assert state.resamplings[0]["ess"] == pytest.approx(1 / sum(v * v for v in w), rel=1e-9)
-    assert state.resamplings[0]["ess"] == pytest.approx(1.2714, abs=1e-4)  # 1 / (.8789^2 + .1189^2 + .0022^2)
+    (resamplings,) = state.resamplings  # one search
+    assert resamplings[0]["step"] == 1
+    assert resamplings[0]["ess"] == pytest.approx(1 / sum(v * v for v in w), rel=1e-9)
+    assert resamplings[0]["ess"] == pytest.approx(1.2714, abs=1e-4)  # 1 / (.8789^2 + .1189^2 + .0022^2)
 
 
 def test_fk_final_step_corrects_max_by_the_applied_potentials_and_resamples():
     """Not adaptive: step 0 always resamples; at the final step w = exp(10 max) / P[lineage]."""
     r0, r1 = [0.0, 0.4, 0.1], [0.5, 0.4, 0.2]
     state = drive(SMCSearch(particles=3, potential="max", adaptive=False, reward_min=0.0), [r0, r1], 2)
-    idx = state.resamplings[0]["indices"]
-    assert state.resamplings[0]["step"] == 0
+    (resamplings,) = state.resamplings  # one search
+    idx = resamplings[0]["indices"]
+    assert resamplings[0]["step"] == 0
     carried = [r0[i] for i in idx]  # max(r_0, 0) of each slot's parent
     log_p = [10 * c for c in carried]
     expected = softmax([10 * max(r, c) - lp for r, c, lp in zip(r1, carried, log_p)])
-    assert state.weights.tolist() == pytest.approx(expected, abs=1e-12)
+    assert state.weights[0].tolist() == pytest.approx(expected, abs=1e-12)
     ess = 1 / sum(v * v for v in expected)
-    assert (len(state.resamplings) == 2) == (ess < 1.5)  # the final step resamples by the ESS rule
-    assert state.population == (state.resamplings[-1]["indices"] if ess < 1.5 else [0, 1, 2])
+    assert (len(resamplings) == 2) == (ess < 1.5)  # the final step resamples by the ESS rule
+    assert state.population[0].tolist() == (resamplings[-1]["indices"] if ess < 1.5 else [0, 1, 2])
 
 
 def test_fk_high_temperature_final_population_is_the_best_particle():
     state = drive(SMCSearch(particles=4, lmbda=100.0), [[0.0] * 4, [0.0, 0.3, 0.9, 0.1]], 2)
-    assert state.population == [2, 2, 2, 2] and state.resamplings[-1]["step"] == 1
-    assert effective_sample_size(state.weights) == pytest.approx(1.0, abs=1e-9)  # exp(-30) and less elsewhere
+    assert state.population[0].tolist() == [2, 2, 2, 2] and state.resamplings[0][-1]["step"] == 1
+    assert float(effective_sample_size(state.weights[0])) == pytest.approx(1.0, abs=1e-9)  # exp(-30) and less elsewhere
 
 
 def test_fk_scores_the_x0_prediction_made_before_the_step(toy, toy_verifier):
     """No score_end and no cached x0: each step's reward is its own evaluation's x0-prediction, so a
     particle costs exactly one plain trajectory (steps NFEs with euler-sde)."""
-    state = SMCSearch(particles=2).init(Problem(1, 0, 100, (1,), schedule(4), "euler-sde", 1))
-    jobs = SMCSearch(particles=2).ask(state)
-    assert all(not j.score_end and j.denoised is None for j in jobs)
+    state = SMCSearch(particles=2).init(run_of(budget=100, steps=4, sampler="euler-sde"))
+    (jobs,) = SMCSearch(particles=2).ask(state)
+    assert len(jobs) == 2 and not jobs.score_end and jobs.denoised is None
     (r,) = run_search(toy, toy_verifier, SMCSearch(particles=3), [1], seeds=[0], budget=12, steps=4)
     assert r.nfe_used == 12 and [c["nfe"] for c in r.candidates] == [1] * 12
 
@@ -378,7 +382,8 @@ def test_incremental_smc_with_threshold_one_resamples_even_uniform_weights():
     from noisesearch.algorithms.smc import IncrementalSMCSearch
 
     algorithm = IncrementalSMCSearch(particles=3, ess_threshold=1.0)
-    state = algorithm.init(Problem(1, 3, 10**6, (2,), schedule(4), "euler", 1))
-    jobs = algorithm.ask(state)
-    algorithm.tell(state, [Outcome(j, j.x, j.x, j.x, 0.5, 1, n) for n, j in enumerate(jobs)])  # equal rewards
-    assert [x["step"] for x in state.resamplings] == [0] and state.resamplings[0]["ess"] == pytest.approx(3.0)
+    state = algorithm.init(run_of(seeds=(3,), shape=(2,), steps=4))
+    (jobs,) = algorithm.ask(state)
+    algorithm.tell(state, [outcomes_of(jobs, [0.5] * 3)])  # equal rewards
+    (resamplings,) = state.resamplings  # one search
+    assert [x["step"] for x in resamplings] == [0] and resamplings[0]["ess"] == pytest.approx(3.0)

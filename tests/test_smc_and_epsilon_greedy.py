@@ -5,9 +5,10 @@ import math
 
 import pytest
 import torch
+from _algo import drive, run_of
 
 from noisesearch.algorithms import ALGORITHMS
-from noisesearch.algorithms.base import Outcome, Problem
+from noisesearch.algorithms.base import Outcomes, derive_seed, gaussian
 from noisesearch.algorithms.epsilon_greedy import EpsilonGreedySearch
 from noisesearch.algorithms.random import RandomSearch
 from noisesearch.algorithms.smc import (
@@ -20,7 +21,6 @@ from noisesearch.algorithms.smc import (
 )
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
-from noisesearch.samplers import schedule
 
 NAMES = ["smc", "smc-incremental", "epsilon-greedy"]
 
@@ -63,10 +63,13 @@ def test_nan_rewards_get_zero_weight():
 
 
 def test_effective_sample_size_by_hand():
-    assert effective_sample_size(torch.tensor([0.1, 0.2, 0.3, 0.4])) == pytest.approx(1 / 0.3)  # float64 vs 1/0.3
-    assert effective_sample_size(torch.tensor([1.0, 0.0, 0.0, 0.0])) == pytest.approx(1.0)
-    assert effective_sample_size(torch.full((5,), 0.2)) == pytest.approx(5.0)
-    assert effective_sample_size(torch.tensor([3.0, 3.0])) == pytest.approx(2.0)  # unnormalised is fine
+    assert float(effective_sample_size(torch.tensor([0.1, 0.2, 0.3, 0.4]))) == pytest.approx(1 / 0.3)  # float64
+    assert float(effective_sample_size(torch.tensor([1.0, 0.0, 0.0, 0.0]))) == pytest.approx(1.0)
+    assert float(effective_sample_size(torch.full((5,), 0.2))) == pytest.approx(5.0)
+    assert float(effective_sample_size(torch.tensor([3.0, 3.0]))) == pytest.approx(2.0)  # unnormalised is fine
+    # per search: weights (S, k) give one ESS per search
+    both = effective_sample_size(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]]))
+    assert both.tolist() == pytest.approx([1.0, 4.0])
 
 
 def test_systematic_resample_by_hand():
@@ -80,6 +83,20 @@ def test_systematic_resample_by_hand():
     assert systematic_resample(gaps, 0.0).tolist() == [0, 0, 2, 2]
     assert systematic_resample(gaps, 0.999).tolist() == [0, 0, 2, 2]
     assert systematic_resample(torch.full((4,), 0.25), 0.3).tolist() == [0, 1, 2, 3]
+    # a batch of searches, each with its own uniform: the rows above, at once
+    batch = torch.stack([w, w, gaps, gaps])
+    got = systematic_resample(batch, torch.tensor([0.5, 0.0, 0.0, 0.999], dtype=torch.float64))
+    assert got.tolist() == [[1, 2, 3, 3], [0, 1, 2, 3], [0, 0, 2, 2], [0, 0, 2, 2]]
+
+
+def test_resampling_weights_per_search_since():
+    """Each search's window starts after its own last resampling (``since`` per search)."""
+    r = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    lam = math.log(2.0)
+    for kind in ("difference", "max", "sum"):
+        batch = resampling_weights(torch.stack([r, r]), torch.tensor([-1, 0]), kind, lam)  # (2, 2)
+        assert torch.equal(batch[0], resampling_weights(r, -1, kind, lam))
+        assert torch.equal(batch[1], resampling_weights(r, 0, kind, lam))
 
 
 # --- budgets -------------------------------------------------------------------------------------
@@ -138,8 +155,7 @@ def test_smc_particles_default_to_what_the_budget_pays_for(toy, toy_verifier):
 
 def test_epsilon_greedy_plans_paths_from_the_exact_cost():
     def widths(budget, **kw):
-        problem = Problem(1, 0, budget, (1,), schedule(8), "euler", 1)
-        return EpsilonGreedySearch(**kw).init(problem).widths
+        return EpsilonGreedySearch(**kw).init(run_of(budget=budget, steps=8)).widths
 
     # one trajectory with K candidates per step costs 2K + 6K + 0 = 8K
     assert widths(16) == [2]  # a narrower trajectory when the budget cannot pay K = 4
@@ -166,15 +182,16 @@ def test_same_seed_same_result_other_seed_other_result(toy, toy_verifier, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_draw_has_its_own_path(toy, toy_verifier, name):
+    """A step noise is row ``step`` of its stream (seed ``step_noise_seed``): no two candidates share one."""
     (r,) = run_search(toy, toy_verifier, ALGORITHMS[name](), [1], seeds=[0], budget=96, steps=6)
-    step_seeds = [c["info"]["step_noise_seed"] for c in r.candidates]
+    step_noises = [(c["info"]["step_noise_seed"], c["info"]["step"]) for c in r.candidates]
     start_seeds = {c["noise_seed"] for c in r.candidates} - {None}
-    assert len(set(step_seeds)) == len(step_seeds)
-    assert not start_seeds & set(step_seeds)
+    assert len(set(step_noises)) == len(step_noises)
+    assert not start_seeds & {seed for seed, _ in step_noises}
 
 
 def test_smc_without_resampling_is_random_search_with_the_same_stochastic_sampler(toy, toy_verifier):
-    """Particle j follows candidate j's trajectory (draws (j,) and (j, STEP_NOISES, i))."""
+    """Particle j follows candidate j's trajectory (the draw (j,) and the step-noise stream (j,))."""
     kw = dict(seeds=[7], budget=40, steps=5, sampler="euler-sde")
     (smc,) = run_search(toy, toy_verifier, SMCSearch(ess_threshold=1e-9), [1], **kw)
     (rnd,) = run_search(toy, toy_verifier, RandomSearch(), [1], **kw)
@@ -227,20 +244,19 @@ def test_smc_always_resampling_concentrates_particles_on_the_preferred_point(toy
 def choices_made(epsilon, seeds, score=float):
     """Drive epsilon-greedy by hand; candidate c scores ``score(c)``.
 
-    Returns (choices before the last one, whether each explored, the last choices)."""
+    Returns (choices before the last one, whether each explored, the last choices), over every search."""
     algorithm = EpsilonGreedySearch(candidates=4, epsilon=epsilon, paths=2)
-    choices, explored, last = [], [], []
-    for seed in seeds:
-        state = algorithm.init(Problem(1, seed, 10**6, (1,), schedule(8), "euler", 1))
-        while jobs := algorithm.ask(state):
-            algorithm.tell(
-                state, [Outcome(j, j.x, j.x, j.x, score(j.info["candidate"]), 0, i) for i, j in enumerate(jobs)]
-            )
-        assert [len(path) for path in state.choices] == [7, 7]  # 8 steps: 7 choices, then one free final job
-        choices += [c for path in state.choices for c in path[:-1]]
-        explored += [e for path in state.explored for e in path[:-1]]
-        last += [path[-1] for path in state.choices]
-        assert not any(path[-1] for path in state.explored)  # the last choice is always greedy
+    seeds = list(seeds)
+    state, _ = drive(
+        algorithm,
+        run_of([1] * len(seeds), seeds, steps=8),
+        lambda jobs: [score(c) for c in jobs.info["candidate"].tolist()],
+    )
+    assert state.choices.shape == (len(seeds), 2, 7)  # 8 steps: 7 choices, then one free final job
+    choices = state.choices[:, :, :-1].flatten().tolist()
+    explored = state.explored[:, :, :-1].flatten().tolist()
+    last = state.choices[:, :, -1].flatten().tolist()
+    assert not state.explored[:, :, -1].any()  # the last choice is always greedy
     return choices, explored, last
 
 
@@ -261,31 +277,127 @@ def test_epsilon_explores_at_its_rate_and_uniformly():
     assert sum(c != 3 for c in choices) > 0
 
 
+def test_epsilon_greedy_paths_of_different_widths_choose_among_their_own_candidates():
+    """Widths [3, 3, 2] (5 NFEs per candidate on 5 euler-sde steps, budget 40): candidate c scores c, so each
+    path keeps its own last candidate, and exploring picks floor(width u / epsilon) within the path."""
+    algorithm = EpsilonGreedySearch(candidates=3, epsilon=0.5)
+    state, asked = drive(
+        algorithm, run_of([1, 1], [0, 1], budget=40, steps=5, sampler="euler-sde"), lambda jobs: jobs.info["candidate"]
+    )
+    assert state.widths == [3, 3, 2]
+    assert [len(batches[0]) for batches in asked] == [16, 16, 16, 16, 6]  # 2 searches x 8 candidates, then 2 x 3
+    assert asked[0][0].info["path"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2] * 2
+    greedy = torch.tensor([2, 2, 1])  # (P,) the last candidate of each path
+    width = torch.tensor([3.0, 3.0, 2.0], dtype=torch.float64)
+    u = state.uniforms[:, :, :3]  # (S, P, 3): the explorable choices (steps 0..2)
+    explored = torch.minimum(torch.floor(width[:, None] * u / 0.5), width[:, None] - 1).long()
+    expected = torch.where(u < 0.5, explored, greedy[:, None])
+    assert torch.equal(state.choices[:, :, :3], expected) and torch.equal(state.explored[:, :, :3], u < 0.5)
+    assert (state.choices[:, :, 3] == greedy).all() and not state.explored[:, :, 3].any()  # the last choice
+    for i, seed in enumerate([0, 1]):  # u of path p at step t is the old seeded uniform of the draw (p, EXPLORE, t)
+        for p in range(3):
+            for t in range(3):
+                z = float(gaussian((1,), derive_seed(seed, p, 2**41, t))[0])
+                assert float(u[i, p, t]) == pytest.approx(0.5 * (1 + math.erf(z / math.sqrt(2))), abs=1e-15)
+
+
 def test_epsilon_greedy_continues_from_the_kept_candidate_and_its_cached_x0():
     algorithm = EpsilonGreedySearch(candidates=3, epsilon=0.0, paths=1)
-    state = algorithm.init(Problem(1, 0, 10**6, (2,), schedule(4), "euler", 1))
-    jobs = algorithm.ask(state)
-    assert [j.denoised is None for j in jobs] == [True] * 3
+    state = algorithm.init(run_of(shape=(2,), steps=4))
+    (jobs,) = algorithm.ask(state)
+    assert len(jobs) == 3 and jobs.denoised is None
     kept = 1
-    outcomes = [Outcome(j, j.x + c, j.x - 10 * c, j.x, float(c == kept), 2, c) for c, j in enumerate(jobs)]
-    algorithm.tell(state, outcomes)
-    for job in algorithm.ask(state):
-        assert torch.equal(job.x, outcomes[kept].x) and torch.equal(job.denoised, outcomes[kept].denoised)
+    c = jobs.info["candidate"].float()[:, None]  # (3, 1)
+    score = (c[:, 0] == kept).float()
+    outcome = Outcomes(jobs, jobs.x + c, jobs.x - 10 * c, jobs.x, score, 2, torch.arange(3))
+    algorithm.tell(state, [outcome])
+    (after,) = algorithm.ask(state)
+    assert len(after) == 3
+    for row in range(3):  # data copied, not computed: bit for bit
+        assert torch.equal(after.x[row], outcome.x[kept]) and torch.equal(after.denoised[row], outcome.denoised[kept])
 
 
 def test_smc_resampling_copies_state_cached_x0_and_reward_history_together():
     """With a high temperature every slot becomes a copy of the best particle."""
     algorithm = IncrementalSMCSearch(particles=4, lmbda=50.0, potential="max", ess_threshold=1.0)
-    state = algorithm.init(Problem(1, 0, 10**6, (2,), schedule(4), "euler", 1))
-    jobs = algorithm.ask(state)
-    outcomes = [Outcome(j, j.x + 1, j.x - 1, j.x, float(j.info["particle"]), 2, i) for i, j in enumerate(jobs)]
-    algorithm.tell(state, outcomes)
-    assert state.resamplings[0]["indices"] == [3, 3, 3, 3]
-    assert state.rewards[:, 0].tolist() == [3.0] * 4 and state.ancestors == [3] * 4
-    for job in algorithm.ask(state):
-        assert torch.equal(job.x, outcomes[3].x) and torch.equal(job.denoised, outcomes[3].denoised)
-        assert job.info["parent"] == job.info["ancestor"] == 3
-    assert len({j.info["step_noise_seed"] for j in algorithm.ask(state)}) == 4  # the copies then diverge
+    state = algorithm.init(run_of(shape=(2,), steps=4))
+    (jobs,) = algorithm.ask(state)
+    outcome = Outcomes(jobs, jobs.x + 1, jobs.x - 1, jobs.x, jobs.info["particle"].float(), 2, torch.arange(4))
+    algorithm.tell(state, [outcome])
+    (search,) = state.resamplings
+    assert search[0]["indices"] == [3, 3, 3, 3]
+    assert state.rewards[0, :, 0].tolist() == [3.0] * 4 and state.ancestors[0].tolist() == [3] * 4
+    (after,) = algorithm.ask(state)
+    for row in range(4):  # data copied, not computed: bit for bit
+        assert torch.equal(after.x[row], outcome.x[3]) and torch.equal(after.denoised[row], outcome.denoised[3])
+    assert after.info["parent"].tolist() == after.info["ancestor"].tolist() == [3] * 4
+    # the copies then diverge: each slot keeps its own step-noise stream
+    assert len(set(after.info["step_noise_seed"].tolist())) == 4
+    assert len({tuple(row.flatten().tolist()) for row in after.noises}) == 4
+
+
+# --- searches run in one state do not couple --------------------------------------------------------
+
+
+def _alone_and_together(algorithm, seeds, score, budget=10**6):
+    """Drive ``algorithm`` on one run of searches ``seeds`` and on each search alone, same scoring rule."""
+    kw = dict(budget=budget, shape=(2,), steps=5, sampler="euler-sde")
+    together = drive(algorithm, run_of([1] * len(seeds), seeds, **kw), score)
+    alone = [drive(algorithm, run_of([1], [s], **kw), score) for s in seeds]
+    return together, alone
+
+
+def _rows_of(batches, search):
+    """Every column of search ``search``'s rows of one ask (a list of Jobs), as plain values."""
+    got = []
+    for jobs in batches:
+        rows = (jobs.owner == search).nonzero().flatten()
+        cut = jobs.rows(rows)
+        got.append(
+            {
+                "sigmas": cut.sigmas,
+                "x": cut.x.tolist(),
+                "noise_seed": cut.noise_seed,
+                "noises": None if cut.noises is None else cut.noises.tolist(),
+                "denoised": None if cut.denoised is None else cut.denoised.tolist(),
+                "score_end": cut.score_end,
+                "info": {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in cut.info.items()},
+            }
+        )
+    return got
+
+
+@pytest.mark.parametrize(
+    "algorithm,budget",
+    [
+        (SMCSearch(particles=4, lmbda=3.0), 10**6),
+        (SMCSearch(particles=3, adaptive=False, potential="sum", resample_every=2), 10**6),
+        (IncrementalSMCSearch(particles=4, lmbda=3.0), 10**6),
+        (EpsilonGreedySearch(candidates=3, epsilon=0.5, paths=2), 10**6),
+        (EpsilonGreedySearch(candidates=3, epsilon=0.5), 40),  # widths [3, 3, 2]: a narrower last path
+    ],
+    ids=["smc", "smc-every-other", "smc-incremental", "epsilon-greedy", "epsilon-greedy-narrow"],
+)
+def test_searches_in_one_state_equal_each_search_alone(algorithm, budget):
+    """Vectorising across searches couples nothing: each search's rows, decisions and diagnostics are those of
+    the search run alone (rewards depend on a row only: the first element of its start state)."""
+    seeds = [3, 8, 11]
+    (state, asked), alone = _alone_and_together(algorithm, seeds, lambda jobs: jobs.x.flatten(1)[:, 0], budget)
+    for i, (single_state, single_asked) in enumerate(alone):
+        assert len(asked) == len(single_asked)
+        for batches, single in zip(asked, single_asked):  # copied and row-wise data: bit for bit
+            assert _rows_of(batches, i) == _rows_of(single, 0)
+        if isinstance(algorithm, EpsilonGreedySearch):
+            assert torch.equal(state.choices[i], single_state.choices[0])
+            assert torch.equal(state.explored[i], single_state.explored[0])
+        else:
+            assert state.resamplings[i] == single_state.resamplings[0]
+            assert torch.equal(state.ancestors[i], single_state.ancestors[0])
+    if isinstance(algorithm, EpsilonGreedySearch):
+        assert state.explored.any() and not state.explored.all()  # both kinds of choice were made
+    else:
+        counts = [len(r) for r in state.resamplings]
+        assert sum(counts) > 0  # some search resampled
 
 
 # --- parameters ----------------------------------------------------------------------------------

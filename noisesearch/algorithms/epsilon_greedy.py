@@ -2,10 +2,12 @@
 
 Ramesh and Mardani 2025, "Test-time Scaling of Diffusion Models via Noise Trajectory Search".
 Each of ``paths`` independent trajectories starts from the draw ``(p,)``. At every step it runs
-``candidates`` jobs from its current state, each with its own step noise (the draw
-``(p, STEP_NOISES, step, c)``), scored on the x0-prediction of the end state (``score_end``); it
-keeps the best one, or with probability ``epsilon`` a uniformly random one, and the kept
-candidate's x0-prediction is passed as ``denoised`` to the next step, so it is never paid twice.
+``candidates`` jobs from its current state, candidate ``c`` with its own step noise (row ``step``
+of the stream ``(p, c)``: ``Problems.step_noises`` with one row per schedule step), scored on the
+x0-prediction of the end state (``score_end``); it keeps the best one, or with probability
+``epsilon`` a uniformly random one, and the kept candidate's x0-prediction is passed as
+``denoised`` to the next step, so it is never paid twice. The final step's one job per path takes
+row ``steps - 1`` of its candidate 0's stream (a stochastic sampler needs one; it injects nothing).
 
 One seeded uniform ``u`` per choice (the draw ``(p, EXPLORE, step)``) decides both: ``u < epsilon``
 explores, and then ``u / epsilon`` is again uniform and picks candidate ``floor(K u / epsilon)``.
@@ -15,16 +17,20 @@ always greedy (exploring there could only lose), and the final step is one free 
 turns the kept state into a finished sample. Without ``paths``, trajectories with ``candidates``
 per step are started while the budget pays for them, and what is left goes to one narrower
 trajectory with as many candidates per step as it pays for.
+
+Every search of a run advances in lock step: kept states carry a leading search dimension (``x``
+(S, paths, ...)), and a step's rows are every candidate of every path of every search, search-major
+(within a search path-major, as the candidate indices go).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler, seeded_uniform
-from noisesearch.algorithms.base import STEP_NOISES, Job, Outcome, Problem, rank_key
+from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, first_best
 from noisesearch.errors import UserError
 
 _EXPLORE = 2**41  # path marker of the exploration uniforms
@@ -32,14 +38,27 @@ _EXPLORE = 2**41  # path marker of the exploration uniforms
 
 @dataclass
 class EpsilonGreedyState:
-    problem: Problem
+    problems: Problems
     sampler: str
-    widths: list[int]  # candidates per step of each path
+    widths: list[int]  # candidates per step of each path (P paths, C candidates per search and step in all)
+    x: torch.Tensor  # (S, P, *noise_shape) kept state of each path (the initial noises before step 0)
+    noise_seed: list[int | None]  # (S * P) seeds of the initial noises, search-major
+    candidate_seeds: list[int | None]  # (S * C) the seed of each candidate's path (its start at step 0)
+    step_noises: torch.Tensor  # (S * C, steps, *noise_shape) the stream of each (path, candidate), search-major
+    uniforms: torch.Tensor  # (S, P, steps) float64 exploration uniform of each choice (NaN: never explores)
+    plan: dict  # on the device, int64: "path" (C,) of each of a search's rows, "offset" (P,) first row of each path,
+    # "slot" (C,) place of each row in a (path, candidate) grid of P x max(widths), "finals" (S * P,) rows of the
+    # final step (each path's candidate 0), "width" (P,) float64
+    info: dict  # CPU int64 columns (S * C): "owner", "path", "candidate", "step_noise_seed"
+    final_info: dict  # the same columns for the final step's rows (S * P): each path's candidate 0
     step: int = 0  # the next step to run
-    x: list[torch.Tensor] = field(default_factory=list)  # kept state of each path (*noise_shape)
-    denoised: list[torch.Tensor | None] = field(default_factory=list)  # its x0-prediction (cached)
-    choices: list[list[int]] = field(default_factory=list)  # per path, the candidate kept at each step
-    explored: list[list[bool]] = field(default_factory=list)  # per path, whether that choice explored
+    denoised: torch.Tensor | None = None  # (S, P, *noise_shape) x0-predictions of the kept states (cached)
+    choices: torch.Tensor | None = None  # (S, P, choices made) int64 the candidate kept at each step
+    explored: torch.Tensor | None = None  # (S, P, choices made) bool whether that choice explored
+
+    @property
+    def searches(self) -> int:
+        return self.x.shape[0]
 
 
 class EpsilonGreedySearch:
@@ -62,9 +81,9 @@ class EpsilonGreedySearch:
     def params(self) -> dict:
         return {"candidates": self.candidates, "epsilon": self.epsilon, "sampler": self.sampler, "paths": self.paths}
 
-    def init(self, problem: Problem) -> EpsilonGreedyState:
-        sampler = resolve_sampler(self.sampler, problem)
-        costs = chain_step_costs(problem, sampler)
+    def widths(self, problems: Problems, sampler: str) -> list[int]:
+        """Candidates per step of each path, planned from the exact cost (module docstring)."""
+        costs = chain_step_costs(problems, sampler)
         per_candidate, finish = sum(costs[:-1]), costs[-1]  # K candidates on every step but the last
 
         def cost(width: int) -> int:
@@ -73,63 +92,132 @@ class EpsilonGreedySearch:
         if self.paths is not None:
             widths = [self.candidates] * self.paths
         else:
-            widths = [self.candidates] * (problem.budget // cost(self.candidates))
-            left = problem.budget - len(widths) * cost(self.candidates)
+            widths = [self.candidates] * (problems.budget // cost(self.candidates))
+            left = problems.budget - len(widths) * cost(self.candidates)
             if per_candidate and left >= cost(1):
                 widths.append((left - finish) // per_candidate)  # < candidates, since left < cost(candidates)
         if widths:
-            problem.require_budget(sum(cost(w) for w in widths), f"{len(widths)} trajectory(ies)")
+            problems.require_budget(sum(cost(w) for w in widths), f"{len(widths)} trajectory(ies)")
         else:
-            problem.require_budget(cost(1), "one trajectory with one candidate per step")
-        n = len(widths)
+            problems.require_budget(cost(1), "one trajectory with one candidate per step")
+        return widths
+
+    def init(self, problems: Problems) -> EpsilonGreedyState:
+        sampler = resolve_sampler(self.sampler, problems)
+        widths = self.widths(problems, sampler)
+        S, P, n, device = len(problems), len(widths), problems.steps, problems.device
+        path_of = [p for p, w in enumerate(widths) for _ in range(w)]  # (C,) a search's rows
+        cand_of = [c for w in widths for c in range(w)]
+        owners = [i for i in range(S) for _ in path_of]  # (S * C,)
+        stream_seeds, step_noises = problems.step_noises(
+            owners, [(p, c) for _ in range(S) for p, c in zip(path_of, cand_of)], n
+        )
+        seeds, x = problems.noise([i for i in range(S) for _ in range(P)], [(p,) for _ in range(S) for p in range(P)])
+        start_seeds: list[int | None] = list(seeds)
+        uniforms = torch.full((S, P, n), float("nan"), dtype=torch.float64, device=device)
+        explorable = list(range(n - 2)) if self.epsilon > 0 else []  # the last choice (step n - 2) is greedy
+        if explorable and P:
+            u = problems.uniforms(
+                [i for i in range(S) for _ in range(P) for _ in explorable],
+                [(p, _EXPLORE, t) for _ in range(S) for p in range(P) for t in explorable],
+            )
+            uniforms[:, :, explorable] = u.view(S, P, len(explorable))
+        offset = torch.tensor([0, *widths[:-1]], dtype=torch.int64).cumsum(0)  # (P,)
+        finals = (torch.arange(S)[:, None] * len(path_of) + offset).flatten()  # (S * P,) each path's candidate 0
+        info = {
+            "owner": torch.tensor(owners, dtype=torch.int64),
+            "path": torch.tensor(path_of, dtype=torch.int64).repeat(S),
+            "candidate": torch.tensor(cand_of, dtype=torch.int64).repeat(S),
+            "step_noise_seed": torch.tensor(stream_seeds, dtype=torch.int64),
+        }
         return EpsilonGreedyState(
-            problem, sampler, widths, choices=[[] for _ in range(n)], explored=[[] for _ in range(n)]
+            problems,
+            sampler,
+            widths,
+            x.view(S, P, *x.shape[1:]),
+            start_seeds,
+            [start_seeds[i * P + q] for i in range(S) for q in path_of],
+            step_noises,
+            uniforms,
+            plan={
+                "path": torch.tensor(path_of, dtype=torch.int64, device=device),
+                "offset": offset.to(device),
+                "slot": torch.tensor([q * max(widths) + c for q, c in zip(path_of, cand_of)], device=device),
+                "finals": finals.to(device),
+                "width": torch.tensor(widths, dtype=torch.float64, device=device),
+            },
+            info=info,
+            final_info={key: column[finals] for key, column in info.items()},
         )
 
-    def ask(self, state: EpsilonGreedyState) -> list[Job]:
-        p, t = state.problem, state.step
-        n = len(p.sigmas) - 1
+    def ask(self, state: EpsilonGreedyState) -> list[Jobs]:
+        p, t = state.problems, state.step
+        n = p.steps
         if t == n:
             return []
-        jobs = []
-        for path, width in enumerate(state.widths):
-            seed, x = p.noise(path) if t == 0 else (None, state.x[path])
-            denoised = None if t == 0 else state.denoised[path]
-            for c in range(width if t < n - 1 else 1):  # the final step injects no noise: one job
-                step_seed, eps = p.noise(path, STEP_NOISES, t, c)
-                info = {"path": path, "step": t, "candidate": c, "step_noise_seed": step_seed}
-                jobs.append(
-                    Job(
-                        x,
-                        p.sigmas[t : t + 2],
-                        noise_seed=seed,
-                        info=info,
-                        sampler=state.sampler,
-                        noises=eps[None],  # (1, *noise_shape)
-                        denoised=denoised,
-                        score_end=t < n - 1,
-                    )
-                )
-        return jobs
+        plan, info = state.plan, state.info
+        if t < n - 1:  # every candidate of every path: the plan's columns as they are
+            path = plan["path"]
+            x = state.x.index_select(1, path).flatten(0, 1)  # (S * C, *noise_shape) each starts at its path's state
+            denoised = None if state.denoised is None else state.denoised.index_select(1, path).flatten(0, 1)
+            seeds = state.candidate_seeds if t == 0 else None
+            columns = {key: info[key] for key in ("owner", "path", "candidate", "step_noise_seed")}
+            noises = state.step_noises[:, t : t + 1]  # (S * C, 1, *noise_shape) row t of each stream
+        else:  # the final step injects no noise: one job per path, with its candidate 0's stream
+            rows = plan["finals"]  # (S * P,) each path's candidate 0
+            x = state.x.flatten(0, 1)
+            denoised = None if state.denoised is None else state.denoised.flatten(0, 1)
+            seeds = state.noise_seed if t == 0 else None
+            columns = dict(state.final_info)
+            noises = state.step_noises.index_select(0, rows)[:, t : t + 1]
+        owner = columns.pop("owner")
+        columns = {
+            "path": columns["path"],
+            "step": torch.full((len(owner),), t, dtype=torch.int64),
+            "candidate": columns["candidate"],
+            "step_noise_seed": columns["step_noise_seed"],
+        }
+        return [
+            Jobs(
+                owner,
+                x,
+                p.sigmas[t : t + 2],
+                noise_seed=seeds,
+                info=columns,
+                sampler=state.sampler,
+                noises=noises,
+                denoised=denoised,
+                score_end=t < n - 1,
+            )
+        ]
 
-    def tell(self, state: EpsilonGreedyState, outcomes: list[Outcome]) -> None:
-        p, t = state.problem, state.step
-        n = len(p.sigmas) - 1
+    def tell(self, state: EpsilonGreedyState, outcomes: list[Outcomes]) -> None:
+        (out,) = outcomes
+        p, t = state.problems, state.step
+        n, S, P = p.steps, state.searches, len(state.widths)
         state.step += 1
         if t == n - 1:
             return  # finished samples: the driver keeps the best
-        start, last_choice = 0, t == n - 2
-        state.x, state.denoised = [], []
-        for path, width in enumerate(state.widths):
-            group = outcomes[start : start + width]  # this path's candidates, in job order
-            start += width
-            u = seeded_uniform(p, path, _EXPLORE, t)
-            explore = not last_choice and u < self.epsilon
-            if explore:
-                c = min(int(width * u / self.epsilon), width - 1)
-            else:
-                c = max(range(width), key=lambda i: rank_key(group[i].score))  # first best; NaN never wins
-            state.x.append(group[c].x)
-            state.denoised.append(group[c].denoised)
-            state.choices[path].append(c)
-            state.explored[path].append(explore)
+        device = state.x.device
+        plan, C, K = state.plan, len(state.plan["path"]), max(state.widths)
+        scores = out.ranked_score().to(device).view(S, C)  # NaN -> -inf: never wins
+        grid = torch.full((S, P * K), float("-inf"), dtype=torch.float64, device=device)
+        grid[:, plan["slot"]] = scores
+        choice = first_best(grid.view(S, P, K), dim=-1)  # (S, P) first best; missing candidates never win
+        explore = torch.zeros((S, P), dtype=torch.bool, device=device)
+        if t < n - 2 and self.epsilon > 0:  # the last choice (t = n - 2) is always greedy
+            u = state.uniforms[:, :, t]  # (S, P)
+            explore = u < self.epsilon
+            width = plan["width"]  # (P,)
+            picked = torch.minimum(torch.floor(width * u / self.epsilon), width - 1).long()  # floor(K u / epsilon)
+            choice = torch.where(explore, picked, choice)
+        kept = plan["offset"] + choice  # (S, P) row of the kept candidate within its search
+        rows = (torch.arange(S, device=device)[:, None] * C + kept).flatten()  # (S * P,) its row in the batch
+        state.x = out.x.index_select(0, rows.to(out.x.device)).view(S, P, *out.x.shape[1:])
+        state.denoised = out.denoised.index_select(0, rows.to(out.denoised.device)).view(S, P, *out.x.shape[1:])
+        state.choices = (
+            choice[..., None] if state.choices is None else torch.cat([state.choices, choice[..., None]], -1)
+        )
+        state.explored = (
+            explore[..., None] if state.explored is None else torch.cat([state.explored, explore[..., None]], -1)
+        )

@@ -2,11 +2,18 @@
 
 Singhal et al. 2025, "A General Framework for Inference-time Scaling and Steering of Diffusion
 Models" (FK steering; arXiv 2501.06848). ``k`` particles run a stochastic sampler in lock step,
-one step per round. Particle ``j``'s initial noise is the draw ``(j,)`` and its step ``i`` noise
-the draw ``(j, STEP_NOISES, i)``, so without resampling particle ``j`` follows exactly the
-trajectory of candidate ``j`` of random search with the same stochastic sampler. Resampling is
-systematic with one seeded uniform (Kitagawa 1996; the reference draws multinomially, which has
-the same expectation and more variance); a copied particle takes its parent's state and history.
+one step per round. Particle ``j``'s initial noise is the draw ``(j,)`` and its step noises the
+stream ``(j,)`` (``Problems.step_noises`` with one row per schedule step; step ``i`` is row ``i``),
+so without resampling particle ``j`` follows exactly the trajectory of candidate ``j`` of random
+search with the same stochastic sampler. The step noises belong to the slot ``j``, not to the
+lineage: a copied particle takes its parent's state and history, then its own slot's noises.
+Resampling is systematic with one seeded uniform per search and resampling point (the draw
+``(_RESAMPLE, t)``; Kitagawa 1996; the reference draws multinomially, which has the same
+expectation and more variance).
+
+Every search of a run advances in lock step: states carry a leading search dimension (``x`` (S, k,
+...), rewards (S, k, T)), and each search decides at each point on its own whether it resamples (a
+mask per search), so searches never couple.
 
 ``smc`` (``SMCSearch``) computes what the reference implementation computes (the ``FKD`` class
 of github.com/zacharyhorvitz/Fk-Diffusion-Steering, text_to_image/fkd_diffusers/fkd_class.py):
@@ -31,8 +38,8 @@ of github.com/zacharyhorvitz/Fk-Diffusion-Steering, text_to_image/fkd_diffusers/
   ``ess_threshold * k`` (the reference's 0.5); otherwise the point is passed (carried values are
   updated, ``P`` is not). Not adaptive: resample at every point, and at the final step by the ESS
   rule (as the reference does);
-- the final step is a resampling point too: ``state.population`` lists the slots of the finished
-  particles that survive it. The search's answer is, as for every algorithm, its best finished
+- the final step is a resampling point too: ``state.population[i]`` lists the slots of search
+  ``i``'s finished particles that survive it. The search's answer is, as for every algorithm, its best finished
   candidate; the final resampling only decides the returned population.
 
 Weights are computed in log space (softmax), so the reference's clamp of unnormalised weights at
@@ -67,8 +74,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler, seeded_uniform
-from noisesearch.algorithms.base import STEP_NOISES, Job, Outcome, Problem
+from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems
 from noisesearch.errors import UserError
 
 POTENTIALS = ("difference", "max", "sum")
@@ -76,63 +83,184 @@ _RESAMPLE = 2**41  # path marker of the resampling uniforms
 
 
 def log_potentials(rewards: torch.Tensor, kind: str, lmbda: float) -> torch.Tensor:
-    """log G_t (k, T) for reward histories (k, T), per the module docstring (FK steering, Sec. 3)."""
+    """log G_t (..., k, T) for reward histories (..., k, T), per the module docstring (FK steering, Sec. 3)."""
     rewards = rewards.double()
     if kind == "difference":
-        previous = torch.cat([torch.zeros_like(rewards[:, :1]), rewards[:, :-1]], dim=1)  # (k, T), r_{-1} = 0
+        previous = torch.cat([torch.zeros_like(rewards[..., :1]), rewards[..., :-1]], dim=-1)  # r_{-1} = 0
         return lmbda * (rewards - previous)
     if kind == "max":
-        return lmbda * torch.cummax(rewards, dim=1).values  # (k, T); NaN propagates
+        return lmbda * torch.cummax(rewards, dim=-1).values  # NaN propagates
     if kind == "sum":
-        return lmbda * torch.cumsum(rewards, dim=1)  # (k, T)
+        return lmbda * torch.cumsum(rewards, dim=-1)
     raise ValueError(f"unknown potential {kind!r}")
 
 
-def resampling_weights(rewards: torch.Tensor, since: int, kind: str, lmbda: float) -> torch.Tensor:
-    """Normalised weights (k,) at the last column of ``rewards`` (k, T), last resampled at ``since``.
+def normalise(log_w: torch.Tensor) -> torch.Tensor:
+    """softmax of log-weights (..., k) along the last dim; a row of all -inf gives uniform weights."""
+    dead = torch.isneginf(log_w).all(dim=-1, keepdim=True)  # (..., 1)
+    return torch.where(dead, 1.0 / log_w.shape[-1], torch.softmax(log_w, dim=-1))
+
+
+def resampling_weights(rewards: torch.Tensor, since: int | torch.Tensor, kind: str, lmbda: float) -> torch.Tensor:
+    """Normalised weights (..., k) at the last column of ``rewards`` (..., k, T), last resampled at
+    ``since`` (an int, or a tensor (...) of steps per search; -1: never).
 
     FK steering (Singhal et al. 2025, Alg. 1); NaN weights are zero, and all-zero weights uniform.
     """
-    log_g = log_potentials(rewards, kind, lmbda)  # (k, T)
+    log_g = log_potentials(rewards, kind, lmbda)  # (..., k, T)
+    tau = torch.as_tensor(since, dtype=torch.int64, device=log_g.device)[..., None, None]  # (..., 1, 1)
     if kind == "difference":
-        log_w = log_g[:, since + 1 :].sum(dim=1)  # (k,) product of the incremental potentials
+        window = torch.arange(log_g.shape[-1], device=log_g.device) > tau  # (..., 1, T) steps after tau
+        log_w = torch.where(window, log_g, 0.0).sum(dim=-1)  # (..., k) product of the incremental potentials
     else:
-        log_w = log_g[:, -1] - (log_g[:, since] if since >= 0 else 0.0)  # (k,) G_t / G_tau
-    log_w = torch.nan_to_num(log_w, nan=-math.inf, posinf=math.inf)
-    if torch.isneginf(log_w).all():
-        return torch.full_like(log_w, 1.0 / len(log_w))
-    return torch.softmax(log_w, dim=0)
+        at_tau = log_g.gather(-1, tau.clamp(min=0).expand(*log_g.shape[:-1], 1)).squeeze(-1)  # (..., k) G_tau
+        log_w = log_g[..., -1] - torch.where(tau[..., 0] >= 0, at_tau, 0.0)  # (..., k) G_t / G_tau
+    return normalise(torch.nan_to_num(log_w, nan=-math.inf, posinf=math.inf))
 
 
-def effective_sample_size(weights: torch.Tensor) -> float:
-    """(sum w)^2 / sum w^2: k for equal weights, 1 when one particle holds all (Kong et al. 1994)."""
+def effective_sample_size(weights: torch.Tensor) -> torch.Tensor:
+    """(sum w)^2 / sum w^2 along the last dim, float64 (...): k for equal weights, 1 when one particle
+    holds all (Kong et al. 1994)."""
     w = weights.double()
-    return float(w.sum() ** 2 / (w**2).sum())
+    return w.sum(dim=-1) ** 2 / (w**2).sum(dim=-1)
 
 
-def systematic_resample(weights: torch.Tensor, u: float) -> torch.Tensor:
-    """Indices (k,) of systematic resampling: particle ``i`` is picked for every position
-    ``(u + m) / k`` that falls in its slice of the cumulative weights (Kitagawa 1996)."""
-    k = len(weights)
-    cdf = torch.cumsum(weights.double(), dim=0)  # (k,)
-    cdf = cdf / cdf[-1]
-    positions = (u + torch.arange(k, dtype=torch.float64)) / k  # (k,) in [0, 1)
-    return torch.searchsorted(cdf, positions, right=True).clamp(max=k - 1)  # (k,)
+def systematic_resample(weights: torch.Tensor, u: float | torch.Tensor) -> torch.Tensor:
+    """Indices (..., k) of systematic resampling of weights (..., k) with uniforms ``u`` (a float, or (...)):
+    particle ``i`` is picked for every position ``(u + m) / k`` that falls in its slice of the cumulative
+    weights (Kitagawa 1996)."""
+    k = weights.shape[-1]
+    cdf = torch.cumsum(weights.double(), dim=-1)  # (..., k)
+    cdf = cdf / cdf[..., -1:]
+    u = torch.as_tensor(u, dtype=torch.float64, device=cdf.device)[..., None]  # (..., 1)
+    positions = (u + torch.arange(k, dtype=torch.float64, device=cdf.device)) / k  # (..., k) in [0, 1)
+    return torch.searchsorted(cdf, positions.expand_as(cdf).contiguous(), right=True).clamp(max=k - 1)
 
 
 @dataclass
-class SMCState:
-    problem: Problem
+class _Particles:
+    """What both SMC variants keep for the S searches of a run, k particles each (slot-major per search)."""
+
+    problems: Problems
     sampler: str
     particles: int
+    x: torch.Tensor  # (S, k, *noise_shape) current states (the initial noises before step 0)
+    noise_seed: list[int | None]  # (S * k) seeds of the initial noises, search-major
+    step_noises: torch.Tensor  # (S * k, steps, *noise_shape) slot j's stream, search-major
+    uniforms: torch.Tensor  # (S, steps) float64 resampling uniform of each search and step (NaN: no point)
+    info: dict  # plan columns (S * k), CPU int64: "owner", "particle", "step_noise_seed"
+    ancestors: torch.Tensor  # (S, k) int64 initial particle of each slot's lineage
+    parents: torch.Tensor  # (S, k) int64 slot each particle was copied from at the last step
     step: int = 0  # the next step to run
-    x: torch.Tensor | None = None  # (k, *noise_shape) current states
-    denoised: torch.Tensor | None = None  # (k, *noise_shape) their x0-predictions (cached)
-    rewards: torch.Tensor | None = None  # (k, steps told) reward history of each particle
-    since: int = -1  # step of the last resampling (-1: none yet)
-    ancestors: list[int] = field(default_factory=list)  # initial particle of each slot's lineage
-    parents: list[int] = field(default_factory=list)  # slot each particle was copied from at the last step
-    resamplings: list[dict] = field(default_factory=list)  # {"step", "ess", "indices"} per resampling
+    rewards: torch.Tensor | None = None  # (S, k, steps told) float64 rewards per slot, reordered with the particles
+    events: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    # (step, resampled (S,) bool, ess (S,), indices (S, k)) per resampling point reached (``resamplings`` reads it)
+
+    @property
+    def searches(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def resamplings(self) -> list[list[dict]]:
+        """Per search, {"step", "ess", "indices"} of each of its resamplings (read from the device once)."""
+        out: list[list[dict]] = [[] for _ in range(self.searches)]
+        for t, done, ess, idx in self.events:
+            for i, (d, e, ix) in enumerate(zip(done.tolist(), ess.tolist(), idx.tolist())):
+                if d:
+                    out[i].append({"step": t, "ess": e, "indices": ix})
+        return out
+
+    def resample(self, t: int, weights: torch.Tensor, ess: torch.Tensor, resampled: torch.Tensor) -> torch.Tensor:
+        """Systematic indices (S, k) of the searches ``resampled`` (S,) (identity elsewhere); sets parents and
+        ancestors and records the event."""
+        k = self.particles
+        keep = torch.arange(k, device=weights.device).expand_as(weights)  # (S, k)
+        idx = torch.where(resampled[:, None], systematic_resample(weights, self.uniforms[:, t]), keep)  # (S, k)
+        self.parents = idx
+        self.ancestors = self.ancestors.gather(1, idx)
+        self.events.append((t, resampled, ess, idx))
+        return idx
+
+    def jobs(self, denoised: torch.Tensor | None, score_end: bool) -> Jobs:
+        """The rows of step ``self.step``: every particle of every search, search-major."""
+        p, t = self.problems, self.step
+        info = {
+            "particle": self.info["particle"],
+            "step": torch.full((len(self.noise_seed),), t, dtype=torch.int64),
+            "ancestor": self.ancestors.flatten(),  # data-dependent: tensor columns on the device
+            "parent": self.parents.flatten(),
+            "step_noise_seed": self.info["step_noise_seed"],
+        }
+        return Jobs(
+            self.info["owner"],
+            self.x.flatten(0, 1),  # (S * k, *noise_shape)
+            p.sigmas[t : t + 2],
+            noise_seed=self.noise_seed if t == 0 else None,
+            info=info,
+            sampler=self.sampler,
+            noises=self.step_noises[:, t : t + 1],  # (S * k, 1, *noise_shape) row t of each slot's stream
+            denoised=denoised,
+            score_end=score_end,
+        )
+
+
+def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x[i, idx[i, j]]`` for x (S, k, ...) and idx (S, k) (one ``index_select`` of the flattened rows)."""
+    S, k = idx.shape
+    rows = (torch.arange(S, device=idx.device)[:, None] * k + idx).flatten()  # (S * k,)
+    return x.flatten(0, 1).index_select(0, rows).view(x.shape)
+
+
+def _particles(problems: Problems, sampler: str, k: int, points: list[int], **fields) -> dict:
+    """The shared initial fields: noises, streams, resampling uniforms at ``points``, plan columns."""
+    S, device = len(problems), problems.device
+    owners, slots = problems.grid(k)
+    paths = [(j,) for j in slots]
+    seeds, x = problems.noise(owners, paths)
+    stream_seeds, step_noises = problems.step_noises(owners, paths, problems.steps)
+    uniforms = torch.full((S, problems.steps), math.nan, dtype=torch.float64, device=device)
+    if points:
+        u = problems.uniforms(
+            [i for i in range(S) for _ in points], [(_RESAMPLE, t) for _ in range(S) for t in points]
+        )  # (S * len(points),)
+        uniforms[:, points] = u.view(S, len(points))
+    slot = torch.arange(k, device=device)
+    return dict(
+        problems=problems,
+        sampler=sampler,
+        particles=k,
+        x=x.view(S, k, *x.shape[1:]),
+        noise_seed=seeds,
+        step_noises=step_noises,
+        uniforms=uniforms,
+        info={
+            "owner": torch.tensor(owners, dtype=torch.int64),
+            "particle": torch.tensor(slots, dtype=torch.int64),
+            "step_noise_seed": torch.tensor(stream_seeds, dtype=torch.int64),
+        },
+        ancestors=slot.expand(S, k).clone(),
+        parents=slot.expand(S, k).clone(),
+        **fields,
+    )
+
+
+def _check(particles, potential, lmbda, resample_every, ess_threshold) -> None:
+    if particles is not None and (not isinstance(particles, int) or isinstance(particles, bool) or particles < 2):
+        raise UserError(f"particles must be an integer >= 2, got {particles!r}")
+    if potential not in POTENTIALS:
+        raise UserError(f"unknown potential {potential!r}; accepted: {', '.join(POTENTIALS)}")
+    if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not 0 <= lmbda < math.inf:
+        raise UserError(f"lmbda must be a finite number >= 0, got {lmbda!r}")
+    if not isinstance(resample_every, int) or isinstance(resample_every, bool) or resample_every < 1:
+        raise UserError(f"resample_every must be a positive integer, got {resample_every!r}")
+    if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, (int, float)) or not 0 < ess_threshold <= 1:
+        raise UserError(f"ess_threshold must be a number in (0, 1], got {ess_threshold!r}")
+
+
+@dataclass
+class SMCState(_Particles):
+    denoised: torch.Tensor | None = None  # (S, k, *noise_shape) x0-predictions of the states (cached)
+    since: torch.Tensor | None = None  # (S,) int64 step of each search's last resampling (-1: none yet)
 
 
 class IncrementalSMCSearch:
@@ -150,16 +278,7 @@ class IncrementalSMCSearch:
         resample_every: int = 1,
         ess_threshold: float = 0.5,
     ):
-        if particles is not None and (not isinstance(particles, int) or isinstance(particles, bool) or particles < 2):
-            raise UserError(f"particles must be an integer >= 2, got {particles!r}")
-        if potential not in POTENTIALS:
-            raise UserError(f"unknown potential {potential!r}; accepted: {', '.join(POTENTIALS)}")
-        if isinstance(lmbda, bool) or not isinstance(lmbda, (int, float)) or not 0 <= lmbda < math.inf:
-            raise UserError(f"lmbda must be a finite number >= 0, got {lmbda!r}")
-        if not isinstance(resample_every, int) or isinstance(resample_every, bool) or resample_every < 1:
-            raise UserError(f"resample_every must be a positive integer, got {resample_every!r}")
-        if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, (int, float)) or not 0 < ess_threshold <= 1:
-            raise UserError(f"ess_threshold must be a number in (0, 1], got {ess_threshold!r}")
+        _check(particles, potential, lmbda, resample_every, ess_threshold)
         self.particles, self.sampler = particles, check_stochastic_sampler(sampler)
         self.potential, self.lmbda = potential, float(lmbda)
         self.resample_every, self.ess_threshold = resample_every, float(ess_threshold)
@@ -174,72 +293,58 @@ class IncrementalSMCSearch:
             "ess_threshold": self.ess_threshold,
         }
 
-    def init(self, problem: Problem) -> SMCState:
-        sampler = resolve_sampler(self.sampler, problem)
-        cost = sum(chain_step_costs(problem, sampler))
-        k = self.particles if self.particles is not None else max(problem.budget // cost, 2)
-        problem.require_budget(k * cost, f"{k} SMC particles")
-        return SMCState(problem, sampler, k, ancestors=list(range(k)), parents=list(range(k)))
+    def _points(self, steps: int) -> list[int]:
+        """Steps after which a search may resample: every ``resample_every``-th, never the final one."""
+        return [t for t in range(steps - 1) if (t + 1) % self.resample_every == 0]
 
-    def ask(self, state: SMCState) -> list[Job]:
-        p, t = state.problem, state.step
-        n = len(p.sigmas) - 1
-        if t == n:
+    def init(self, problems: Problems) -> SMCState:
+        sampler = resolve_sampler(self.sampler, problems)
+        cost = sum(chain_step_costs(problems, sampler))
+        k = self.particles if self.particles is not None else max(problems.budget // cost, 2)
+        problems.require_budget(k * cost, f"{k} SMC particles")
+        since = torch.full((len(problems),), -1, dtype=torch.int64, device=problems.device)
+        return SMCState(**_particles(problems, sampler, k, self._points(problems.steps), since=since))
+
+    def ask(self, state: SMCState) -> list[Jobs]:
+        n = state.problems.steps
+        if state.step == n:
             return []
-        jobs = []
-        for j in range(state.particles):
-            seed, x = p.noise(j) if t == 0 else (None, state.x[j])
-            step_seed, eps = p.noise(j, STEP_NOISES, t)
-            info = {
-                "particle": j,
-                "step": t,
-                "ancestor": state.ancestors[j],
-                "parent": state.parents[j],
-                "step_noise_seed": step_seed,
-            }
-            jobs.append(
-                Job(
-                    x,
-                    p.sigmas[t : t + 2],
-                    noise_seed=seed,
-                    info=info,
-                    sampler=state.sampler,
-                    noises=eps[None],  # (1, *noise_shape)
-                    denoised=None if t == 0 else state.denoised[j],
-                    score_end=t < n - 1,
-                )
-            )
-        return jobs
+        denoised = None if state.step == 0 else state.denoised.flatten(0, 1)  # type: ignore[union-attr]
+        return [state.jobs(denoised, score_end=state.step < n - 1)]
 
-    def tell(self, state: SMCState, outcomes: list[Outcome]) -> None:
-        t, k = state.step, state.particles
+    def tell(self, state: SMCState, outcomes: list[Outcomes]) -> None:
+        (out,) = outcomes
+        t, k, S = state.step, state.particles, state.searches
+        device = state.problems.device
         state.step += 1
-        state.x = torch.stack([o.x for o in outcomes])  # (k, *noise_shape)
-        state.denoised = torch.stack([o.denoised for o in outcomes])  # (k, *noise_shape)
-        r = torch.tensor([o.score for o in outcomes], dtype=torch.float64)[:, None]  # (k, 1)
-        state.rewards = r if state.rewards is None else torch.cat([state.rewards, r], dim=1)  # (k, t + 1)
-        state.parents = list(range(k))
-        if t >= len(state.problem.sigmas) - 2 or (t + 1) % self.resample_every:
+        state.x = out.x.view(S, k, *out.x.shape[1:])
+        state.denoised = out.denoised.view(S, k, *out.denoised.shape[1:])
+        r = out.score.to(device).double().view(S, k, 1)  # (S, k, 1) NaN stays NaN
+        state.rewards = r if state.rewards is None else torch.cat([state.rewards, r], dim=-1)  # (S, k, t + 1)
+        state.parents = torch.arange(k, device=device).expand(S, k)
+        if t not in self._points(state.problems.steps):
             return  # not a resampling point, or the final step (its particles are finished samples)
-        w = resampling_weights(state.rewards, state.since, self.potential, self.lmbda)  # (k,)
-        ess = effective_sample_size(w)
-        if self.ess_threshold < 1.0 and ess >= self.ess_threshold * k:
-            return
-        idx = systematic_resample(w, seeded_uniform(state.problem, _RESAMPLE, t))  # (k,)
-        state.x, state.denoised, state.rewards = state.x[idx], state.denoised[idx], state.rewards[idx]
-        state.parents = idx.tolist()
-        state.ancestors = [state.ancestors[i] for i in state.parents]
-        state.since = t
-        state.resamplings.append({"step": t, "ess": ess, "indices": state.parents})
+        assert state.since is not None
+        w = resampling_weights(state.rewards, state.since, self.potential, self.lmbda)  # (S, k)
+        ess = effective_sample_size(w)  # (S,)
+        if self.ess_threshold < 1.0:
+            resampled = ess < self.ess_threshold * k  # (S,)
+        else:
+            resampled = torch.ones(S, dtype=torch.bool, device=device)
+        idx = state.resample(t, w, ess, resampled)  # (S, k)
+        state.x, state.denoised = _gather(state.x, idx), _gather(state.denoised, idx)
+        state.rewards = _gather(state.rewards, idx)
+        state.since = torch.where(resampled, t, state.since)  # type: ignore[arg-type]
 
 
 def fk_log_weights(
     rewards: torch.Tensor, carried: torch.Tensor, log_product: torch.Tensor, kind: str, lmbda: float, final: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """FK steering's unnormalised log-weights (k,) at one resampling point, and the new carried values (k,).
+    """FK steering's unnormalised log-weights at one resampling point, and the new carried values (both
+    shaped like ``rewards``, e.g. (S, k)).
 
-    ``rewards`` (k,) of this point, ``carried`` (k,) from the last one, ``log_product`` (k,) the log
-    of the potentials applied along each lineage; per the module docstring (``smc``). NaN -> -inf.
+    ``rewards`` of this point, ``carried`` from the last one, ``log_product`` the log of the potentials
+    applied along each lineage; per the module docstring (``smc``). NaN -> -inf.
     """
     r, c = rewards.double(), carried.double()
     if kind == "difference":
@@ -257,28 +362,12 @@ def fk_log_weights(
     return torch.nan_to_num(log_w, nan=-math.inf, posinf=math.inf), value
 
 
-def normalise(log_w: torch.Tensor) -> torch.Tensor:
-    """softmax of log-weights (k,); all -inf gives uniform weights."""
-    if torch.isneginf(log_w).all():
-        return torch.full_like(log_w, 1.0 / len(log_w))
-    return torch.softmax(log_w, dim=0)
-
-
 @dataclass
-class FKState:
-    problem: Problem
-    sampler: str
-    particles: int
-    step: int = 0  # the next step to run
-    x: torch.Tensor | None = None  # (k, *noise_shape) current states
-    carried: torch.Tensor | None = None  # (k,) float64 value carried from the last resampling point
-    log_product: torch.Tensor | None = None  # (k,) float64 log of the potentials applied along each lineage
-    rewards: torch.Tensor | None = None  # (k, steps told) rewards per slot, reordered with the particles
-    ancestors: list[int] = field(default_factory=list)  # initial particle of each slot's lineage
-    parents: list[int] = field(default_factory=list)  # slot each particle was copied from at the last step
-    resamplings: list[dict] = field(default_factory=list)  # {"step", "ess", "indices"} per resampling
-    population: list[int] = field(default_factory=list)  # finished slots kept by the final resampling
-    weights: torch.Tensor | None = None  # (k,) normalised weights at the last resampling point (passed or not)
+class FKState(_Particles):
+    carried: torch.Tensor | None = None  # (S, k) float64 value carried from the last resampling point
+    log_product: torch.Tensor | None = None  # (S, k) float64 log of the potentials applied along each lineage
+    population: torch.Tensor | None = None  # (S, k) int64 finished slots kept by the final resampling
+    weights: torch.Tensor | None = None  # (S, k) normalised weights at the last resampling point (passed or not)
 
 
 class SMCSearch:
@@ -298,14 +387,7 @@ class SMCSearch:
         ess_threshold: float = 0.5,
         reward_min: float | None = None,
     ):
-        IncrementalSMCSearch(
-            particles=particles,
-            sampler=sampler,
-            potential=potential,
-            lmbda=lmbda,
-            resample_every=resample_every,
-            ess_threshold=ess_threshold,
-        )  # the shared checks
+        _check(particles, potential, lmbda, resample_every, ess_threshold)
         if not isinstance(adaptive, bool):
             raise UserError(f"adaptive must be true or false, got {adaptive!r}")
         if reward_min is not None and (
@@ -329,68 +411,59 @@ class SMCSearch:
             "reward_min": self.reward_min,
         }
 
-    def _step_costs(self, problem: Problem, sampler: str) -> list[int]:
-        sigmas, known = problem.sigmas, torch.empty(0)
-        return [problem.job_cost(Job(known, sigmas[i : i + 2], sampler=sampler)) for i in range(len(sigmas) - 1)]
+    def _points(self, steps: int) -> list[int]:
+        """Resampling points: every ``resample_every``-th step, and the final step."""
+        return [t for t in range(steps) if (t + 1) % self.resample_every == 0 or t == steps - 1]
 
-    def init(self, problem: Problem) -> FKState:
-        sampler = resolve_sampler(self.sampler, problem)
-        cost = sum(self._step_costs(problem, sampler))
-        k = self.particles if self.particles is not None else max(problem.budget // cost, 2)
-        problem.require_budget(k * cost, f"{k} SMC particles")
+    def init(self, problems: Problems) -> FKState:
+        sampler = resolve_sampler(self.sampler, problems)
+        sigmas = problems.sigmas
+        cost = sum(problems.cost(sigmas[i : i + 2], sampler) for i in range(problems.steps))
+        k = self.particles if self.particles is not None else max(problems.budget // cost, 2)
+        problems.require_budget(k * cost, f"{k} SMC particles")
         start = self.reward_min
         if start is None:
             start = -math.inf if self.potential == "max" else 0.0
-        carried = torch.full((k,), start, dtype=torch.float64)
-        zeros = torch.zeros(k, dtype=torch.float64)
+        S, device = len(problems), problems.device
+        carried = torch.full((S, k), start, dtype=torch.float64, device=device)
+        zeros = torch.zeros((S, k), dtype=torch.float64, device=device)
         return FKState(
-            problem, sampler, k, carried=carried, log_product=zeros, ancestors=list(range(k)), parents=list(range(k))
+            **_particles(problems, sampler, k, self._points(problems.steps), carried=carried, log_product=zeros)
         )
 
-    def ask(self, state: FKState) -> list[Job]:
-        p, t = state.problem, state.step
-        if t == len(p.sigmas) - 1:
+    def ask(self, state: FKState) -> list[Jobs]:
+        if state.step == state.problems.steps:
             return []
-        jobs = []
-        for j in range(state.particles):
-            seed, x = p.noise(j) if t == 0 else (None, state.x[j])
-            step_seed, eps = p.noise(j, STEP_NOISES, t)
-            info = {
-                "particle": j,
-                "step": t,
-                "ancestor": state.ancestors[j],
-                "parent": state.parents[j],
-                "step_noise_seed": step_seed,
-            }
-            # scored on the x0-prediction of the step's own evaluation at x (before the step), as FK steering
-            jobs.append(
-                Job(x, p.sigmas[t : t + 2], noise_seed=seed, info=info, sampler=state.sampler, noises=eps[None])
-            )
-        return jobs
+        # scored on the x0-prediction of the step's own evaluation at x (before the step), as FK steering
+        return [state.jobs(None, score_end=False)]
 
-    def tell(self, state: FKState, outcomes: list[Outcome]) -> None:
-        t, k = state.step, state.particles
-        final = t == len(state.problem.sigmas) - 2
+    def tell(self, state: FKState, outcomes: list[Outcomes]) -> None:
+        (out,) = outcomes
+        t, k, S = state.step, state.particles, state.searches
+        device = state.problems.device
+        final = t == state.problems.steps - 1
         state.step += 1
-        state.x = torch.stack([o.x for o in outcomes])  # (k, *noise_shape)
-        r = torch.tensor([o.score for o in outcomes], dtype=torch.float64)  # (k,)
-        state.rewards = r[:, None] if state.rewards is None else torch.cat([state.rewards, r[:, None]], dim=1)
-        state.parents = list(range(k))
-        if final:
-            state.population = list(range(k))
-        if not final and (t + 1) % self.resample_every:
-            return  # not a resampling point: the reference does not even score here
-        log_w, value = fk_log_weights(r, state.carried, state.log_product, self.potential, self.lmbda, final)
-        w = state.weights = normalise(log_w)  # (k,)
-        ess = effective_sample_size(w)
-        if (self.adaptive or final) and ess >= self.ess_threshold * k:
-            state.carried = value  # passed: carried values move on, the applied product does not
-            return
-        idx = systematic_resample(w, seeded_uniform(state.problem, _RESAMPLE, t))  # (k,)
-        state.x, state.rewards, state.carried = state.x[idx], state.rewards[idx], value[idx]
-        state.log_product = state.log_product[idx] + torch.nan_to_num(log_w[idx], neginf=0.0)
-        state.parents = idx.tolist()
-        state.ancestors = [state.ancestors[i] for i in state.parents]
-        state.resamplings.append({"step": t, "ess": ess, "indices": state.parents})
+        state.x = out.x.view(S, k, *out.x.shape[1:])
+        r = out.score.to(device).double().view(S, k)  # (S, k) NaN stays NaN
+        state.rewards = r[..., None] if state.rewards is None else torch.cat([state.rewards, r[..., None]], dim=-1)
+        state.parents = torch.arange(k, device=device).expand(S, k)
         if final:
             state.population = state.parents
+        if t not in self._points(state.problems.steps):
+            return  # not a resampling point: the reference does not even score here
+        assert state.carried is not None and state.log_product is not None
+        log_w, value = fk_log_weights(r, state.carried, state.log_product, self.potential, self.lmbda, final)
+        w = state.weights = normalise(log_w)  # (S, k)
+        ess = effective_sample_size(w)  # (S,)
+        if self.adaptive or final:
+            resampled = ess < self.ess_threshold * k  # (S,) the others pass
+        else:
+            resampled = torch.ones(S, dtype=torch.bool, device=device)
+        idx = state.resample(t, w, ess, resampled)  # (S, k)
+        # passed: carried values move on, the applied product does not
+        state.x, state.rewards = _gather(state.x, idx), _gather(state.rewards, idx)
+        state.carried = value.gather(1, idx)  # identity where passed
+        applied = state.log_product.gather(1, idx) + torch.nan_to_num(log_w.gather(1, idx), neginf=0.0)
+        state.log_product = torch.where(resampled[:, None], applied, state.log_product)
+        if final:
+            state.population = idx
