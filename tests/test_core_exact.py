@@ -623,3 +623,13 @@ def test_smc_resamples_at_every_point_and_at_the_final_step_by_ess(toy, dist):
     every_other.init = lambda p: states.append(every_other.inner.init(p)) or states[-1]
     run_search(toy, dist, every_other, [1], seeds=[24], budget=12, steps=4)
     assert [x["step"] for x in states[0].resamplings[0]] == [1, 3]
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (1, 8, 8), (4, 16, 16), (16,), (17,)])
+def test_uniforms_use_the_first_element_of_the_whole_draw(shape):
+    """``Problems.uniforms`` draws 16 elements where the noise has more; the first is that of the whole draw."""
+    p = Problems([0, 1], [7, 8], 10, shape, schedule(2), "euler", 1)
+    owners, paths = [0, 1] * 50, [(k, 2**41) for k in range(100)]
+    z = torch.stack([gaussian(shape, by_hand_seed(7 + o, *path)).flatten()[0] for o, path in zip(owners, paths)])
+    want = 0.5 * (1 + torch.erf(z.double() / math.sqrt(2.0)))
+    assert torch.equal(p.uniforms(owners, paths), want.clamp(max=1.0 - 2.0**-53))
