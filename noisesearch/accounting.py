@@ -243,31 +243,51 @@ class Accountant:
 
     def ledger(self, search: int, other_seconds: float) -> dict:
         """The flat ledger of search ``search``; ``other_seconds``: its share of the time outside all calls."""
-        nfe = int(self.nfe[search])
-        seconds = {kind: float(v[search]) for kind, v in self.seconds.items()}
-        denoise_flops = None if self.flops_per_nfe is None else self.flops_per_nfe * nfe
-        decode_flops = float(self.decode_flops[search]) if self.decode_flops_known else None
-        verify_flops = float(self.verify_flops[search]) if self.verify_flops_known else None
-        parts = (denoise_flops, decode_flops, verify_flops)
-        return {
-            "denoise_nfe": nfe,
-            "flops_per_nfe": self.flops_per_nfe,
-            "denoise_flops": denoise_flops,
-            "decode_count": int(self.decodes[search]),
-            "decode_flops": decode_flops,
-            "verify_calls": int(self.verifier_calls[search]),
-            "verify_flops": verify_flops,
-            "total_flops": None if any(p is None for p in parts) else sum(p for p in parts if p is not None),
-            "api_tokens": round(float(self.api_tokens[search])),
-            "api_cost_usd": float(self.api_cost[search]) if self.api_cost_known else None,
-            "seconds_denoise": seconds["denoise"],
-            "seconds_decode": seconds["decode"],
-            "seconds_verify": seconds["verify"],
-            "seconds_other": other_seconds,
-            "seconds_total": sum(seconds.values()) + other_seconds,
-            # what the replay cache saved (noisesearch.cache): the fields above count replays as computed
-            "nfe_computed": nfe - int(self.nfe_replayed[search]),
-            "replayed": int(self.replayed[search]),
-            "decode_computed": int(self.decodes[search] - self.decodes_replayed[search]),
-            "verify_computed": int(self.verifier_calls[search] - self.scores_replayed[search]),
-        }
+        return self.ledgers(other_seconds, [search])[0]
+
+    def ledgers(self, other_seconds: float, searches: list[int] | None = None) -> list[dict]:
+        """``ledger`` of each search in ``searches`` (default: all), each counter read once for all of them."""
+        idx = list(range(len(self.nfe))) if searches is None else searches
+
+        def col(t: torch.Tensor) -> list:
+            values = t.tolist()
+            return [values[i] for i in idx]
+
+        nfe, decodes, calls = col(self.nfe), col(self.decodes), col(self.verifier_calls)
+        seconds = {kind: col(v) for kind, v in self.seconds.items()}
+        decode_flops, verify_flops = col(self.decode_flops), col(self.verify_flops)
+        tokens, cost = col(self.api_tokens), col(self.api_cost)
+        nfe_replayed, replayed = col(self.nfe_replayed), col(self.replayed)
+        decodes_replayed, scores_replayed = col(self.decodes_replayed), col(self.scores_replayed)
+        out = []
+        for n in range(len(idx)):
+            denoise_flops = None if self.flops_per_nfe is None else self.flops_per_nfe * nfe[n]
+            decode = float(decode_flops[n]) if self.decode_flops_known else None
+            verify = float(verify_flops[n]) if self.verify_flops_known else None
+            parts = (denoise_flops, decode, verify)
+            secs = {kind: float(v[n]) for kind, v in seconds.items()}
+            out.append(
+                {
+                    "denoise_nfe": int(nfe[n]),
+                    "flops_per_nfe": self.flops_per_nfe,
+                    "denoise_flops": denoise_flops,
+                    "decode_count": int(decodes[n]),
+                    "decode_flops": decode,
+                    "verify_calls": int(calls[n]),
+                    "verify_flops": verify,
+                    "total_flops": None if any(p is None for p in parts) else sum(p for p in parts if p is not None),
+                    "api_tokens": round(float(tokens[n])),
+                    "api_cost_usd": float(cost[n]) if self.api_cost_known else None,
+                    "seconds_denoise": secs["denoise"],
+                    "seconds_decode": secs["decode"],
+                    "seconds_verify": secs["verify"],
+                    "seconds_other": other_seconds,
+                    "seconds_total": sum(secs.values()) + other_seconds,
+                    # what the replay cache saved (noisesearch.cache): the fields above count replays as computed
+                    "nfe_computed": int(nfe[n] - nfe_replayed[n]),
+                    "replayed": int(replayed[n]),
+                    "decode_computed": int(decodes[n] - decodes_replayed[n]),
+                    "verify_computed": int(calls[n] - scores_replayed[n]),
+                }
+            )
+        return out

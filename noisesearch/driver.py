@@ -348,6 +348,7 @@ def run_search(
     timed = float(sum(v.sum() for v in acct.seconds.values()))
     best_score, best_index, nans = best.score.tolist(), best.index.tolist(), best.nans.tolist()
     results = []
+    ledgers = acct.ledgers(max(wall - timed, 0.0) / len(targets))  # time outside calls, shared equally
     for i, (t, s) in enumerate(zip(targets, seeds)):
         found = best_index[i] >= 0
         result = SearchResult(
@@ -364,7 +365,7 @@ def run_search(
             Candidates(table, i),
             images[i],
         )
-        result.ledger = acct.ledger(i, max(wall - timed, 0.0) / len(targets))  # time outside calls, shared equally
+        result.ledger = ledgers[i]
         results.append(result)
     stats.wall_seconds = time.perf_counter() - started
     stats.denoise_seconds, stats.verify_seconds = acct.denoise_seconds, acct.verify_seconds
