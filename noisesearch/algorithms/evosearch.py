@@ -276,10 +276,10 @@ class EvoSearch:
         ``entries``: each the best of a random ``tournament`` share of it (the first ``entrants`` of a
         ``randperm`` from the search's generator ``(TOURNAMENT, k)``)."""
         entrants = max(1, int(entries * self.tournament))
-        winners = torch.empty((len(problems), count), dtype=torch.int64)
-        g = torch.Generator()
-        for row, seed in zip(winners, problems.seeds):  # one generator per search: the unavoidable cost
+        if count == 0:
+            return torch.empty((len(problems), 0), dtype=torch.int64)
+        g, perms = torch.Generator(), []
+        for seed in problems.seeds:  # one generator per search, drawn in order: the unavoidable cost
             g.manual_seed(derive_seed(seed, TOURNAMENT, k))
-            for t in range(count):
-                row[t] = torch.randperm(entries, generator=g)[:entrants].min()
-        return winners
+            perms += [torch.randperm(entries, generator=g) for _ in range(count)]
+        return torch.stack(perms)[:, :entrants].amin(1).view(len(problems), count)  # (S, count)
