@@ -278,6 +278,8 @@ def test_evosearch_keeps_elites_and_mutates_tournament_winners():
     (first,) = algorithm.ask(state)
     algorithm.tell(state, [outcomes_of(first, [float(i) for i in range(4)])])
     (children,) = algorithm.ask(state)
+    (again,) = algorithm.ask(state)  # ask reads the state, never advances it
+    assert torch.equal(again.x, children.x) and torch.equal(again.noises, children.noises)
     assert len(children) == 3 and children.sigmas == problems.sigmas
     assert torch.equal(children.x[0], first.x[3])
     for j, child in enumerate(children.x[1:], start=1):

@@ -269,6 +269,8 @@ def test_evolution_refits_mean_and_floored_std_on_the_elites():
     assert state.std.min() == 0.2
     assert state.top_generation.tolist() == [[0, 0]] and state.top_member.tolist() == [[2, 4]]
     (nxt,) = algorithm.ask(state)
+    (again,) = algorithm.ask(state)  # ask reads the state, never advances it
+    assert torch.equal(again.x, nxt.x) and again.info == nxt.info
     for x in torch.cat([jobs.x, nxt.x]):
         assert abs(float(x.mean())) < 1e-5 and float(x.pow(2).mean()) == pytest.approx(1.0, rel=1e-5)
 

@@ -26,7 +26,7 @@ With ``n`` steps, the evolution steps ``e_0 < .. < e_{m-1}`` are ``round(f * n)`
    fresh per-step noises (elites included: each run is a new stochastic trajectory);
 4. the answer is the best finished sample of all generations.
 
-A run is cut into one job per stretch between evolution steps (unfinished stretches are scored on
+A run is cut into one batch row per stretch between evolution steps (unfinished stretches are scored on
 their free x0-preview, which nothing uses), so generation 0 costs ``p_0`` full trajectories and
 generation ``k >= 1`` costs ``p_k`` trajectories from ``e_{k-1}``: exactly what the reference pays.
 With ``populations`` unset, the sizes are the reference's shape (first 42, middle 26, last 30)
@@ -35,8 +35,9 @@ schedule are dropped until 2 members per generation fit. Draws: member ``j`` of 
 starts from ``(k, j)`` (generation 0); its per-step noises are the stream ``(k, j, STEP_NOISES)`` of
 ``steps`` rows, row ``i`` for the step from sigma_i (the rows before its birth step are drawn and
 unused, so that a step's noise does not depend on where the member was born); its mutation is
-``(k, j, MUTATION)``; the tournaments of generation ``k`` use a generator seeded with the path
-``(TOURNAMENT, k)``, one ``randperm`` of the archive per tournament in member order.
+``(k, j, MUTATION)``; the tournaments that make generation ``k + 1`` (from the archive of ``e_k``) draw
+one ``randperm`` of the archive each, in member order, from one generator seeded with the path
+``(TOURNAMENT, k)``.
 
 Every search of a run evolves in lock step (the plan depends only on the budget and schedule): a
 generation's states, step-noise streams and archives carry a leading search dimension, and one batch
