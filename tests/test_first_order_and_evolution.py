@@ -326,6 +326,25 @@ def test_evolution_finals_use_their_members_step_noises():
     assert jobs.sigmas == p.sigmas and torch.equal(jobs.noises[0], stream)
 
 
+def test_evolution_records_a_failed_preview_score_as_none():
+    """Every preview fails (NaN): the finals are the first members in order, their preview_score None (JSON null)."""
+    from _algo import outcomes_of
+
+    p = evolution_run(seeds=(0, 1), budget=2 * 8 + 3 * 2)  # 3 previews of 2 NFEs, then 2 full runs
+    algorithm = EvolutionSearch(population=3, elites=1)
+    state = algorithm.init(p)
+    (jobs,) = algorithm.ask(state)
+    assert len(jobs) == 6 and jobs.owner.tolist() == [0, 0, 0, 1, 1, 1]
+    algorithm.tell(state, [outcomes_of(jobs, [float("nan")] * 6)])
+    (finals,) = algorithm.ask(state)
+    assert finals.owner.tolist() == [0, 0, 1, 1] and finals.info["role"] == ["final"] * 4
+    assert finals.info["generation"].tolist() == [0] * 4 and finals.info["member"].tolist() == [0, 1, 0, 1]
+    assert finals.info["preview_score"] == [None] * 4
+    assert torch.equal(finals.x, jobs.x[[0, 1, 3, 4]])
+    algorithm.tell(state, [outcomes_of(finals, [0.0] * 4)])
+    assert algorithm.ask(state) == []
+
+
 def search_rows(asked, search):
     """Every batch's rows of search ``search`` in a hand-driven run (``_algo.drive``), as comparable values."""
     rows = []
