@@ -249,14 +249,16 @@ def test_evosearch_noise_mutation_keeps_the_gaussian_marginal():
 def test_evosearch_defaults_reproduce_the_reference_plan_and_its_exact_cost():
     """50 steps, budget 100 trajectories: evolution at 0, 20, 30, 40 with populations 42, 26, 26, 26, 30,
     costing 42 * 50 + 26 * 50 + 26 * 30 + 26 * 20 + 30 * 10 = 5000 NFEs (the reference's SD2.1 example)."""
+    from _algo import run_of
+
     from noisesearch.algorithms.evosearch import EvoSearch
 
-    state = EvoSearch().init(Problem(1, 0, 5000, (2,), schedule(50), "euler", 1))
+    state = EvoSearch().init(run_of(budget=5000, shape=(2,), steps=50))
     assert state.steps == [0, 20, 30, 40] and state.populations == [42, 26, 26, 26, 30]
     assert state.sampler == "euler-ancestral"  # DDIM with eta = 1, as the reference
     # 8 steps, budget 96: steps round(8 * (0, .4, .6, .8)) = 0, 3, 5, 6; sizes 5, 3, 3, 3, 4 cost
     # 5 * 8 + 3 * 8 + 3 * 5 + 3 * 3 + 4 * 2 = 96
-    state = EvoSearch().init(Problem(1, 0, 96, (2,), schedule(8), "euler", 1))
+    state = EvoSearch().init(run_of(budget=96, shape=(2,), steps=8))
     assert state.steps == [0, 3, 5, 6] and state.populations == [5, 3, 3, 3, 4]
 
 
@@ -275,22 +277,26 @@ def test_evosearch_keeps_elites_and_mutates_tournament_winners():
     """One evolution at step 0, populations 4 then 3, 1 elite: generation 0 member j scores j. The elite
     is member 3's noise unchanged; each child is sqrt(1 - 0.04) w + 0.2 eps for a tournament winner w,
     the fittest of 3 (90% of 4) random entrants: member 3 or member 2."""
+    from _algo import outcomes_of, run_of
+
     from noisesearch.algorithms.evosearch import MUTATION, EvoSearch
 
     algorithm = EvoSearch(schedule=(0.0,), populations=(4, 3), elites=1)
-    problem = Problem(1, 5, 10**6, (3,), schedule(2), "euler", 1)
-    state = algorithm.init(problem)
-    first = algorithm.ask(state)
-    algorithm.tell(state, [Outcome(j, j.x, j.x, j.x, float(i), 2, i) for i, j in enumerate(first)])
-    children = algorithm.ask(state)
-    assert len(children) == 3 and all(c.sigmas == problem.sigmas for c in children)
-    assert torch.equal(children[0].x, first[3].x)
-    for j, child in enumerate(children[1:], start=1):
-        eps = problem.noise(1, j, MUTATION)[1]
-        parent = (child.x - 0.2 * eps) / math.sqrt(1 - 0.04)
+    problems = run_of(seeds=(5,), shape=(3,), steps=2)
+    state = algorithm.init(problems)
+    (first,) = algorithm.ask(state)
+    algorithm.tell(state, [outcomes_of(first, [float(i) for i in range(4)])])
+    (children,) = algorithm.ask(state)
+    (again,) = algorithm.ask(state)  # ask reads the state, never advances it
+    assert torch.equal(again.x, children.x) and torch.equal(again.noises, children.noises)
+    assert len(children) == 3 and children.sigmas == problems.sigmas
+    assert torch.equal(children.x[0], first.x[3])
+    for j, child in enumerate(children.x[1:], start=1):
+        eps = problems[0].noise(1, j, MUTATION)[1]
+        parent = (child - 0.2 * eps) / math.sqrt(1 - 0.04)
         # float32 arithmetic on values of size ~1: 1e-5
-        assert any(torch.allclose(parent, first[w].x, atol=1e-5) for w in (2, 3))
-    algorithm.tell(state, [Outcome(j, j.x, j.x, j.x, 0.0, 2, i) for i, j in enumerate(children)])
+        assert any(torch.allclose(parent, first.x[w], atol=1e-5) for w in (2, 3))
+    algorithm.tell(state, [outcomes_of(children, [0.0] * 3)])
     assert algorithm.ask(state) == []
 
 

@@ -263,61 +263,155 @@ def test_evolution_reaches_the_toy_optimum(toy, toy_verifier):
     assert means[2] > -1e-3  # a miss scores -4
 
 
+def evolution_run(shape=(1, 8, 8), steps=8, budget=10**6, sampler="euler", seeds=(0,)):
+    """A run of searches with seeds ``seeds`` (target 0) for the evolution tests."""
+    from _algo import run_of
+
+    return run_of([0] * len(seeds), seeds, budget=budget, shape=shape, steps=steps, sampler=sampler)
+
+
 def test_evolution_refits_mean_and_floored_std_on_the_elites():
-    p = problem()
+    from _algo import outcomes_of
+
+    p = evolution_run()
     algorithm = EvolutionSearch(population=8, elites=3, std_floor=0.2)
     state = algorithm.init(p)
-    jobs = algorithm.ask(state)
+    (jobs,) = algorithm.ask(state)
     scores = [0.5, -1.0, 3.0, float("nan"), 2.0, -2.0, 1.0, 0.0]
-    algorithm.tell(state, [outcome(j, s, index=k) for k, (j, s) in enumerate(zip(jobs, scores))])
-    elites = torch.stack([jobs[2].x, jobs[4].x, jobs[6].x])
+    algorithm.tell(state, [outcomes_of(jobs, scores)])
+    elites = jobs.x[[2, 4, 6]]
     # default float32 tolerance: the same mean/std in another order
-    torch.testing.assert_close(state.mean, elites.mean(0))
+    torch.testing.assert_close(state.mean[0], elites.mean(0))
     # default float32 tolerance: reduction order
-    torch.testing.assert_close(state.std, elites.std(0, unbiased=False).clamp_min(0.2))
-    assert state.std.min() == 0.2 and [c.path for c in state.top] == [(0, 2), (0, 4)]
-    for job in jobs + algorithm.ask(state):
-        assert abs(float(job.x.mean())) < 1e-5 and float(job.x.pow(2).mean()) == pytest.approx(1.0, rel=1e-5)
+    torch.testing.assert_close(state.std[0], elites.std(0, unbiased=False).clamp_min(0.2))
+    assert state.std.min() == 0.2
+    assert state.top_generation.tolist() == [[0, 0]] and state.top_member.tolist() == [[2, 4]]
+    (nxt,) = algorithm.ask(state)
+    (again,) = algorithm.ask(state)  # ask reads the state, never advances it
+    assert torch.equal(again.x, nxt.x) and again.info == nxt.info
+    for x in torch.cat([jobs.x, nxt.x]):
+        assert abs(float(x.mean())) < 1e-5 and float(x.pow(2).mean()) == pytest.approx(1.0, rel=1e-5)
 
 
 @pytest.mark.parametrize("fraction", [None, 0.3, 0.6])
 def test_low_frequency_mode_moves_only_the_low_band(fraction):
+    from _algo import outcomes_of
+
     shape = (2, 8, 12)
-    p = problem(shape)
+    p = evolution_run(shape)
     algorithm = EvolutionSearch(population=6, elites=2, low_frequency=fraction)
     state = algorithm.init(p)
-    first = algorithm.ask(state)
-    algorithm.tell(state, [outcome(j, float(k), index=k) for k, j in enumerate(first)])
-    jobs = first + algorithm.ask(state)  # generation 0 and, after a refit, generation 1
+    (first,) = algorithm.ask(state)
+    algorithm.tell(state, [outcomes_of(first, [float(k) for k in range(6)])])
+    (second,) = algorithm.ask(state)
+    xs = torch.cat([first.x, second.x])  # generation 0 and, after a refit, generation 1
     fy, fx = torch.fft.fftfreq(8), torch.fft.rfftfreq(12)
     radius = (fy[:, None] ** 2 + fx[None, :] ** 2).sqrt()  # (8, 7)
     band = radius <= (fraction or 0.3) * radius.max() + 1e-6
-    for job in jobs[1:]:
-        change = torch.fft.rfft2(job.x - first[0].x).abs()  # (2, 8, 7)
+    for x in xs[1:]:
+        change = torch.fft.rfft2(x - xs[0]).abs()  # (2, 8, 7)
         assert change[:, band].max() > 0.1
         if fraction is None:
             assert change[:, ~band].max() > 0.1  # the check can fail: here the whole noise moves
         else:
             assert change[:, ~band].max() < 1e-4
-        assert abs(float(job.x.mean())) < 1e-5 and float(job.x.pow(2).mean()) == pytest.approx(1.0, rel=1e-5)
+        assert abs(float(x.mean())) < 1e-5 and float(x.pow(2).mean()) == pytest.approx(1.0, rel=1e-5)
     if fraction is not None:
-        standardised = p.noise(0, 0)[1] - p.noise(0, 0)[1].mean()
-        torch.testing.assert_close(first[0].x, standardised / standardised.pow(2).mean().sqrt())  # the first sample
+        draw = p[0].noise(0, 0)[1]
+        standardised = draw - draw.mean()
+        torch.testing.assert_close(xs[0], standardised / standardised.pow(2).mean().sqrt())  # the first sample
 
 
 def test_evolution_finals_use_their_members_step_noises():
-    p = problem(steps=4, sampler="euler-sde", budget=2 * 4 + 8 * 3)  # 8 previews of 3 NFEs: two generations
+    """A member's step noises are its stream (generation, member, STEP_NOISES) of 4 rows (the run's steps):
+    its preview takes the first 2 rows, its final run all 4."""
+    from _algo import outcomes_of
+
+    from noisesearch.algorithms.base import STEP_NOISES, derive_seed, gaussian
+
+    p = evolution_run(steps=4, sampler="euler-sde", budget=2 * 4 + 8 * 3)  # 8 previews of 3 NFEs: two generations
     algorithm = EvolutionSearch(population=4, elites=2, preview_steps=3)
     state = algorithm.init(p)
-    jobs = algorithm.ask(state)
+    (jobs,) = algorithm.ask(state)
     # a coarse subsample of the run's own 4-step schedule: steps 0, round(4/3), round(8/3)
-    assert jobs[1].sigmas == tuple(p.sigmas[i] for i in (0, 1, 3)) and jobs[1].score_end
-    assert torch.equal(jobs[1].noises, p.step_noises(2, 0, 1))  # the member's own step noises
-    algorithm.tell(state, [outcome(j, float(k == 1), index=k) for k, j in enumerate(jobs)])
-    while (jobs := algorithm.ask(state))[0].info["role"] == "preview":
-        algorithm.tell(state, [outcome(j, -5.0, index=k) for k, j in enumerate(jobs)])
-    final = jobs[0]
-    assert final.sigmas == p.sigmas and torch.equal(final.noises, p.step_noises(4, 0, 1))
+    assert jobs.sigmas == tuple(p.sigmas[i] for i in (0, 1, 3)) and jobs.score_end
+    stream = gaussian((4, 1, 8, 8), derive_seed(0, 0, 1, STEP_NOISES))  # member (0, 1)'s stream, by hand
+    assert torch.equal(jobs.noises[1], stream[:2])  # the member's own step noises
+    algorithm.tell(state, [outcomes_of(jobs, [float(k == 1) for k in range(4)])])
+    while (jobs := algorithm.ask(state)[0]).info["role"][0] == "preview":
+        algorithm.tell(state, [outcomes_of(jobs, [-5.0] * len(jobs))])
+    assert jobs.info["generation"][0] == 0 and jobs.info["member"][0] == 1
+    assert jobs.sigmas == p.sigmas and torch.equal(jobs.noises[0], stream)
+
+
+def test_evolution_records_a_failed_preview_score_as_none():
+    """Every preview fails (NaN): the finals are the first members in order, their preview_score None (JSON null)."""
+    from _algo import outcomes_of
+
+    p = evolution_run(seeds=(0, 1), budget=2 * 8 + 3 * 2)  # 3 previews of 2 NFEs, then 2 full runs
+    algorithm = EvolutionSearch(population=3, elites=1)
+    state = algorithm.init(p)
+    (jobs,) = algorithm.ask(state)
+    assert len(jobs) == 6 and jobs.owner.tolist() == [0, 0, 0, 1, 1, 1]
+    algorithm.tell(state, [outcomes_of(jobs, [float("nan")] * 6)])
+    (finals,) = algorithm.ask(state)
+    assert finals.owner.tolist() == [0, 0, 1, 1] and finals.info["role"] == ["final"] * 4
+    assert finals.info["generation"].tolist() == [0] * 4 and finals.info["member"].tolist() == [0, 1, 0, 1]
+    assert finals.info["preview_score"] == [None] * 4
+    assert torch.equal(finals.x, jobs.x[[0, 1, 3, 4]])
+    algorithm.tell(state, [outcomes_of(finals, [0.0] * 4)])
+    assert algorithm.ask(state) == []
+
+
+def search_rows(asked, search):
+    """Every batch's rows of search ``search`` in a hand-driven run (``_algo.drive``), as comparable values."""
+    rows = []
+    for batches in asked:
+        for jobs in batches:
+            part = jobs.rows((jobs.owner == search).nonzero().flatten())
+            info = {k: v.tolist() if isinstance(v, torch.Tensor) else list(v) for k, v in part.info.items()}
+            rows.append((part.sigmas, part.sampler, part.score_end, part.noise_seed, info, part.x, part.noises))
+    return rows
+
+
+def same_rows(a, b):
+    """Rows equal bit for bit (the same draws and arithmetic per row, whichever other searches share the batch)."""
+    assert len(a) == len(b)
+    for (*plain_a, x_a, noises_a), (*plain_b, x_b, noises_b) in zip(a, b):
+        assert plain_a == plain_b and torch.equal(x_a, x_b)
+        assert (noises_a is None) == (noises_b is None) and (noises_a is None or torch.equal(noises_a, noises_b))
+
+
+def row_score(jobs):
+    """A score from each row alone: its first element rounded to halves (ties), NaN where its second is > 1."""
+    flat = jobs.x.flatten(1)
+    return torch.where(flat[:, 1] > 1, float("nan"), (2 * flat[:, 0]).round() / 2)
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,sampler",
+    [
+        ("evolution", {}, "euler"),
+        ("evolution", {"low_frequency": 0.5, "final": 3}, "euler"),
+        ("evolution", {"population": 5, "elites": 2}, "euler-sde"),
+        ("evosearch", {}, "euler"),
+        ("evosearch", {"schedule": (0.25, 0.5), "elites": 1}, "euler-sde"),
+    ],
+)
+def test_evolution_searches_in_one_run_get_the_rows_they_get_alone(name, kwargs, sampler):
+    """Evolution and EvoSearch: each search of a run of three is asked exactly what it is asked alone."""
+    from _algo import drive
+
+    from noisesearch.algorithms import ALGORITHMS
+
+    seeds = (3, 8, 21)
+    algorithm = ALGORITHMS[name](**kwargs)
+    together = drive(algorithm, evolution_run(budget=120, sampler=sampler, seeds=seeds), row_score)[1]
+    scores = torch.cat([row_score(jobs) for batches in together for jobs in batches])
+    assert scores.isnan().any() and len(scores.unique()) < len(scores)  # NaN and ties were ranked
+    for i, seed in enumerate(seeds):
+        alone = drive(algorithm, evolution_run(budget=120, sampler=sampler, seeds=(seed,)), row_score)[1]
+        same_rows(search_rows(together, i), search_rows(alone, 0))
 
 
 # ---- errors --------------------------------------------------------------------------------------
@@ -368,14 +462,14 @@ def test_budget_below_one_round_names_the_smallest_budget(digits, classifier, al
 )
 def test_evolution_refuses_settings_the_problem_cannot_take(kwargs, shape, steps, message):
     with pytest.raises(UserError, match=message):
-        EvolutionSearch(**kwargs).init(problem(shape, steps))
+        EvolutionSearch(**kwargs).init(evolution_run(shape, steps))
 
 
 def test_evolution_previews_follow_the_run_schedule_of_vp_models():
     """A VP model's schedule starts below sigma = 1; previews start where it does (start_scale applies)."""
-    from noisesearch.algorithms.base import Problem
+    from noisesearch.algorithms.base import Problems
 
     vp_sigmas = (0.93, 0.8, 0.6, 0.4, 0.2, 0.1, 0.05, 0.02, 0.0)
-    p = Problem(0, 0, 200, (1, 8, 8), vp_sigmas, "euler", 1)
+    p = Problems([0], [0], 200, (1, 8, 8), vp_sigmas, "euler", 1)
     state = EvolutionSearch(preview_steps=2).init(p)
     assert state.preview_sigmas == (0.93, 0.2)

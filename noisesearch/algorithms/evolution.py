@@ -18,29 +18,39 @@ Budget: ``final`` full runs are reserved; the rest pays for previews, in generat
 ``population`` (the last may be smaller); then the ``final`` best previewed noises run over the
 full schedule and the best of them is the answer. The budget is so used to within one preview.
 
+With a stochastic sampler, member ``(generation, member)`` takes its per-step noises from the stream
+``(generation, member, STEP_NOISES)`` of ``steps`` rows (one per step of the run's schedule): its
+preview uses the first rows, and its final run, if it gets one, the same stream whole.
+
 With ``low_frequency`` = f in (0, 1] only the spatial frequencies of the last two dimensions whose
 radius is at most f times the largest (the Nyquist corner) move, through ``torch.fft.rfft2``; the
-other frequencies stay those of the first sample (generation 0, member 0), and standardising
-rescales the moving band only, so that the energy split with the fixed band stays exact.
+other frequencies stay those of the first sample (generation 0, member 0, of each search), and
+standardising rescales the moving band only, so that the energy split with the fixed band stays exact.
 Sampling and refitting still act on pixel values; only the band of each sample is kept.
+
+Every search of a run evolves in lock step: the mean, std and best previews carry a leading search
+dimension, and one batch holds a generation of every search.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Job, Outcome, Problem, rank_key
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, is_count, rank_order
 from noisesearch.errors import UserError
 
 
 def _standardise(y: torch.Tensor) -> torch.Tensor:
-    """``y`` with zero mean and unit variance (a one-coordinate noise can only be scaled, to +-1)."""
-    if y.numel() > 1:
-        y = y - y.mean()
-    return y * (math.sqrt(y.numel()) / y.norm().clamp_min(1e-12))
+    """Each row of ``y`` (n, ...) with zero mean and unit variance (a one-coordinate noise can only be
+    scaled, to +-1)."""
+    dims = tuple(range(1, y.dim()))
+    size = math.prod(y.shape[1:])
+    if size > 1:
+        y = y - y.mean(dim=dims, keepdim=True)
+    return y * (math.sqrt(size) / torch.linalg.vector_norm(y, dim=dims, keepdim=True).clamp_min(1e-12))
 
 
 def _band_mask(shape: tuple[int, ...], fraction: float) -> torch.Tensor:
@@ -55,28 +65,34 @@ def _lowpass(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft2(torch.fft.rfft2(y) * mask, s=y.shape[-2:])  # (..., H, W)
 
 
-@dataclass
-class Previewed:
-    score: float
-    x: torch.Tensor  # (*noise_shape)
-    path: tuple[int, int]  # (generation, member)
+def _take(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``values[i, idx[i, j]]`` for every search i: rows of ``values`` (S, m, ...) picked by ``idx`` (S, k)."""
+    return values[torch.arange(len(idx), device=values.device)[:, None], idx.to(values.device)]  # (S, k, ...)
 
 
 @dataclass
 class EvolutionState:
-    problem: Problem
+    """Every search's search distribution and best previews; one generation of all searches per round.
+
+    ``top_*`` hold the ``final`` best previewed noises of each search so far, best first: their
+    starting states ``top_x`` (S, t, *noise_shape), preview scores ``top_score`` (S, t) (NaN: failed),
+    and names ``top_generation`` / ``top_member`` (S, t). t grows to ``final`` as generations come in.
+    """
+
+    problems: Problems
     preview_sigmas: tuple[float, ...]
-    previews_left: int  # previews the budget still pays for, after the reserved final runs
-    mean: torch.Tensor  # (*noise_shape)
-    std: torch.Tensor  # (*noise_shape)
-    mask: torch.Tensor | None = None  # low-frequency band, or None for the whole noise
-    base: torch.Tensor | None = None  # the first sample: its other frequencies stay
+    previews_left: int  # previews (per search) the budget still pays for, after the reserved final runs
+    mean: torch.Tensor  # (S, *noise_shape)
+    std: torch.Tensor  # (S, *noise_shape)
+    top_x: torch.Tensor  # (S, t, *noise_shape)
+    top_score: torch.Tensor  # (S, t) float64
+    top_generation: torch.Tensor  # (S, t) int64
+    top_member: torch.Tensor  # (S, t) int64
+    mask: torch.Tensor | None = None  # low-frequency band (H, W // 2 + 1), or None for the whole noise
+    base: torch.Tensor | None = None  # (S, *noise_shape) each search's first sample: its other frequencies stay
+    base_low: torch.Tensor | None = None  # (S, *noise_shape) the band of ``base``
     generation: int = 0
-    top: list[Previewed] = field(default_factory=list)  # the best previewed noises, best first
-    finals_asked: bool = False
-    best_x: torch.Tensor | None = None
-    best_score: float = -math.inf
-    best_index: int = -1
+    done: bool = False
 
 
 class EvolutionSearch:
@@ -100,7 +116,7 @@ class EvolutionSearch:
             ("preview steps", preview_steps),
             ("final", final),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_count(value) or value < 1:
                 raise UserError(f"{what} must be a positive integer, got {value!r}")
         if elites > population:
             raise UserError(f"elites must be at most the population ({population}), got {elites}")
@@ -123,106 +139,151 @@ class EvolutionSearch:
             "std_floor": self.std_floor,
         }
 
-    def init(self, problem: Problem) -> EvolutionState:
-        steps = len(problem.sigmas) - 1
+    def init(self, problems: Problems) -> EvolutionState:
+        steps = problems.steps
         if self.preview_steps >= steps:
             raise UserError(f"preview steps must be fewer than the run's {steps} steps, got {self.preview_steps}")
         # every (steps / preview_steps)-th sigma of the run's own schedule (so VP models start where
         # their schedule does); stop before sigma = 0 and score the x0-prediction there
-        n = len(problem.sigmas) - 1
-        preview_sigmas = tuple(problem.sigmas[round(i * n / self.preview_steps)] for i in range(self.preview_steps))
-        preview_cost = problem.job_cost(Job(torch.empty(0), preview_sigmas, score_end=True))
-        reserved = self.final * problem.cost()
-        problem.require_budget(
+        preview_sigmas = tuple(
+            problems.sigmas[round(i * steps / self.preview_steps)] for i in range(self.preview_steps)
+        )
+        preview_cost = problems.cost(preview_sigmas, score_end=True)
+        reserved = self.final * problems.cost()
+        problems.require_budget(
             reserved + self.final * preview_cost, f"{self.final} preview(s) and {self.final} full run(s)"
         )
-        shape = problem.noise_shape
+        n, device, shape = len(problems), problems.device, problems.noise_shape
         state = EvolutionState(
-            problem, preview_sigmas, (problem.budget - reserved) // preview_cost, torch.zeros(shape), torch.ones(shape)
+            problems,
+            preview_sigmas,
+            (problems.budget - reserved) // preview_cost,
+            torch.zeros((n, *shape), device=device),
+            torch.ones((n, *shape), device=device),
+            torch.empty((n, 0, *shape), device=device),
+            torch.empty((n, 0), dtype=torch.float64, device=device),
+            torch.empty((n, 0), dtype=torch.int64, device=device),
+            torch.empty((n, 0), dtype=torch.int64, device=device),
         )
         if self.low_frequency is not None:
             if len(shape) < 2:
                 raise UserError(
                     f"low frequency needs a noise with 2 spatial dimensions, got noise shape {shape}; leave it unset"
                 )
-            state.mask = _band_mask(shape, self.low_frequency)
-            if state.mask.sum() < 2:
+            mask = _band_mask(shape, self.low_frequency)
+            if mask.sum() < 2:
                 raise UserError(
                     f"low frequency {self.low_frequency:g} keeps only the mean of a {shape[-2:]} noise; "
                     "give a larger fraction"
                 )
-            state.base = _standardise(problem.noise(0, 0)[1])
+            state.mask = mask.to(device)
+            state.base = _standardise(problems.noise(range(n), [(0, 0)] * n)[1])  # (S, *noise_shape)
+            state.base_low = _lowpass(state.base, state.mask)  # (S, *noise_shape) its moving band
         return state
 
-    def ask(self, state: EvolutionState) -> list[Job]:
-        p = state.problem
-        if state.previews_left > 0:
-            g, n = state.generation, min(self.population, state.previews_left)
-            state.generation += 1
-            state.previews_left -= n
-            return [self._preview(state, g, k) for k in range(n)]
-        if state.finals_asked:
+    def ask(self, state: EvolutionState) -> list[Jobs]:
+        if state.done:
             return []
-        state.finals_asked = True
-        n_steps = len(p.sigmas) - 1
-        return [
-            Job(
-                c.x,
-                p.sigmas,
-                noises=p.step_noises(n_steps, *c.path) if p.stochastic else None,
-                info={
-                    "role": "final",
-                    "generation": c.path[0],
-                    "member": c.path[1],
-                    "preview_score": None if math.isnan(c.score) else c.score,
-                },
-            )
-            for c in state.top
-        ]
+        if state.previews_left > 0:
+            return [self._previews(state)]
+        return [self._finals(state)]
 
-    def tell(self, state: EvolutionState, outcomes: list[Outcome]) -> None:
-        if outcomes and outcomes[0].job.info["role"] == "final":
-            for o in outcomes:
-                if state.best_x is None or rank_key(o.score) > rank_key(state.best_score):
-                    state.best_x, state.best_score, state.best_index = o.job.x, o.score, o.index
+    def tell(self, state: EvolutionState, outcomes: list[Outcomes]) -> None:
+        if state.previews_left <= 0:  # the final runs: the driver keeps each search's best
+            state.done = True
             return
-        ranked = sorted(outcomes, key=lambda o: rank_key(o.score), reverse=True)  # stable: ties by member
-        elites = torch.stack([o.job.x for o in ranked[: self.elites]])  # (E, *noise_shape)
-        state.mean = elites.mean(0)
-        state.std = elites.std(0, unbiased=False).clamp_min(self.std_floor)
-        merged = state.top + [
-            Previewed(o.score, o.job.x, (o.job.info["generation"], o.job.info["member"])) for o in ranked[: self.final]
-        ]
-        state.top = sorted(merged, key=lambda c: rank_key(c.score), reverse=True)[: self.final]
+        (out,) = outcomes
+        jobs = out.jobs
+        n_searches, shape = len(state.problems), state.problems.noise_shape
+        members = len(jobs) // n_searches
+        x = jobs.x.view(n_searches, members, *shape)  # (S, n, *noise_shape)
+        score = out.score.to(x.device).double().view(n_searches, members)  # (S, n), NaN: failed
+        order = rank_order(score, dim=1)  # (S, n) best first, stable: ties by member, NaN last
+        elites = _take(x, order[:, : self.elites])  # (S, E, *noise_shape)
+        state.mean = elites.mean(1)
+        state.std = elites.std(1, unbiased=False).clamp_min(self.std_floor)
+        # merge the generation's best into the kept best previews (kept first: a tie keeps the older)
+        best = order[:, : self.final]  # (S, m)
+        generation = torch.full_like(best, state.generation)
+        score_all = torch.cat([state.top_score, torch.gather(score, 1, best)], 1)  # (S, t + m)
+        keep = rank_order(score_all, dim=1)[:, : self.final]  # (S, t')
+        state.top_score = torch.gather(score_all, 1, keep)
+        state.top_x = _take(torch.cat([state.top_x, _take(x, best)], 1), keep)
+        state.top_generation = torch.gather(torch.cat([state.top_generation, generation], 1), 1, keep)
+        state.top_member = torch.gather(torch.cat([state.top_member, best], 1), 1, keep)
+        state.generation += 1
+        state.previews_left -= members
 
-    def _preview(self, state: EvolutionState, g: int, k: int) -> Job:
-        """Member ``k`` of generation ``g``: a standardised sample, as a preview job."""
-        p = state.problem
-        y = state.mean + state.std * p.noise(g, k)[1]  # (*noise_shape)
+    def _previews(self, state: EvolutionState) -> Jobs:
+        """Generation ``state.generation`` of every search: standardised samples, as preview jobs."""
+        p = state.problems
+        g, members = state.generation, min(self.population, state.previews_left)
+        owners, ks = p.grid(members)
+        z = p.noise(owners, [(g, k) for k in ks])[1].view(len(p), members, *p.noise_shape)  # (S, n, *noise_shape)
+        y = (state.mean[:, None] + state.std[:, None] * z).flatten(0, 1)  # (S * n, *noise_shape)
         if state.mask is None:
             x = _standardise(y)
         else:
-            x = self._standardise_band(y, state.base, state.mask)
+            assert state.base is not None and state.base_low is not None
+            x = self._standardise_band(
+                y, state.base.repeat_interleave(members, 0), state.base_low.repeat_interleave(members, 0), state.mask
+            )
         n_steps = len(state.preview_sigmas) - 1
         noises = None
         if p.stochastic:
-            noises = p.step_noises(n_steps, g, k) if n_steps else torch.empty(0, *p.noise_shape)
-        return Job(
+            # the member's whole stream, of which the preview takes the first rows (the final run takes all)
+            noises = p.step_noises(owners, [(g, k) for k in ks], p.steps)[1][:, :n_steps]  # (S * n, n_steps, ...)
+        return Jobs(
+            torch.tensor(owners, dtype=torch.int64),
             x,
             state.preview_sigmas,
+            info={
+                "role": ["preview"] * len(owners),
+                "generation": [g] * len(owners),
+                "member": ks,
+            },
             noises=noises,
             score_end=True,
-            info={"role": "preview", "generation": g, "member": k},
+        )
+
+    def _finals(self, state: EvolutionState) -> Jobs:
+        """The full runs of every search's best previewed noises, best first."""
+        p = state.problems
+        n_searches, kept = state.top_x.shape[:2]
+        owners = torch.arange(n_searches).repeat_interleave(kept)  # (S * t,)
+        # one copy to the CPU per run: the draws' names and the recorded preview scores
+        generation, member = state.top_generation.flatten().cpu(), state.top_member.flatten().cpu()
+        noises = None
+        if p.stochastic:
+            paths = list(zip(generation.tolist(), member.tolist()))
+            noises = p.step_noises(owners.tolist(), paths, p.steps)[1]  # (S * t, steps, *noise_shape)
+        previewed = [None if math.isnan(s) else s for s in state.top_score.flatten().tolist()]
+        return Jobs(
+            owners,
+            state.top_x.flatten(0, 1),
+            p.sigmas,
+            info={
+                "role": ["final"] * len(owners),
+                "generation": generation,
+                "member": member,
+                "preview_score": previewed,
+            },
+            noises=noises,
         )
 
     @staticmethod
-    def _standardise_band(y: torch.Tensor, base: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``y``'s band (mean removed) scaled to the base's band energy, plus the base's other frequencies.
+    def _standardise_band(
+        y: torch.Tensor, base: torch.Tensor, base_low: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Each row of ``y`` (n, ...): its band (mean removed) scaled to the band energy ``base_low`` of the
+        same row of ``base``, plus the base's other frequencies.
 
-        The base has zero mean and unit variance and the bands are orthogonal, so the result has too.
+        The base rows have zero mean and unit variance and the bands are orthogonal, so the result has too.
         """
-        base_low = _lowpass(base, mask)  # (*noise_shape)
+        dims = tuple(range(1, y.dim()))
         low = _lowpass(y, mask)
-        low = low - low.mean()  # a constant lies in the band (radius 0)
-        low = low * (base_low.norm() / low.norm().clamp_min(1e-12))
-        return base - base_low + low  # (*noise_shape)
+        low = low - low.mean(dim=dims, keepdim=True)  # a constant lies in the band (radius 0)
+        scale = torch.linalg.vector_norm(base_low, dim=dims, keepdim=True) / torch.linalg.vector_norm(
+            low, dim=dims, keepdim=True
+        ).clamp_min(1e-12)
+        return base - base_low + low * scale  # (n, *noise_shape)

@@ -26,14 +26,22 @@ With ``n`` steps, the evolution steps ``e_0 < .. < e_{m-1}`` are ``round(f * n)`
    fresh per-step noises (elites included: each run is a new stochastic trajectory);
 4. the answer is the best finished sample of all generations.
 
-A run is cut into one job per stretch between evolution steps (unfinished stretches are scored on
+A run is cut into one batch row per stretch between evolution steps (unfinished stretches are scored on
 their free x0-preview, which nothing uses), so generation 0 costs ``p_0`` full trajectories and
 generation ``k >= 1`` costs ``p_k`` trajectories from ``e_{k-1}``: exactly what the reference pays.
 With ``populations`` unset, the sizes are the reference's shape (first 42, middle 26, last 30)
 scaled to the largest that the budget pays for, at least 2 each; evolution steps at the end of the
 schedule are dropped until 2 members per generation fit. Draws: member ``j`` of generation ``k``
-starts from ``(k, j)`` (generation 0) and takes per-step noises ``(k, j, STEP_NOISES, i)``; its
-mutation is ``(k, j, MUTATION)``; the tournaments of generation ``k`` use the draw ``(TOURNAMENT, k)``.
+starts from ``(k, j)`` (generation 0); its per-step noises are the stream ``(k, j, STEP_NOISES)`` of
+``steps`` rows, row ``i`` for the step from sigma_i (the rows before its birth step are drawn and
+unused, so that a step's noise does not depend on where the member was born); its mutation is
+``(k, j, MUTATION)``; the tournaments that make generation ``k + 1`` (from the archive of ``e_k``) draw
+one ``randperm`` of the archive each, in member order, from one generator seeded with the path
+``(TOURNAMENT, k)``.
+
+Every search of a run evolves in lock step (the plan depends only on the budget and schedule): a
+generation's states, step-noise streams and archives carry a leading search dimension, and one batch
+holds a stretch of every member of every search.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from dataclasses import dataclass, field
 import torch
 
 from noisesearch.algorithms._stepwise import check_stochastic_sampler
-from noisesearch.algorithms.base import STEP_NOISES, Job, Outcome, Problem, derive_seed, rank_key
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, derive_seed, rank_order
 from noisesearch.errors import UserError
 
 MUTATION = 2**42  # path marker of the mutation draws
@@ -65,23 +73,27 @@ def injected_std(sigma: float, sigma_next: float, eta: float) -> float:
 
 
 @dataclass
-class Member:
-    x: torch.Tensor  # state at the start of its next stretch
-    at: int  # step index of x
-    generation: int
-    index: int
-    archived: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (evolution step j, state)
-
-
-@dataclass
 class EvoState:
-    problem: Problem
+    """Every search's current generation and archives; members are rows ``i * population + j``.
+
+    ``x`` (S * p, *noise_shape) holds the members' states at step ``at`` and ``streams``
+    (S * p, steps - born, *noise_shape) their step noises from their birth step ``born`` on.
+    ``archive[j]`` is (states (S, A, *noise_shape), fitness (S, A) float64, NaN: failed): the states at
+    ``steps[j]`` of every finished member that passed it, in (generation, member) order.
+    """
+
+    problems: Problems
     sampler: str
     steps: list[int]  # evolution step indices e_0 < .. < e_{m-1}
     populations: list[int]  # p_0 .. p_m
+    x: torch.Tensor  # (S * p, *noise_shape) the members' states at ``at``
+    streams: torch.Tensor  # (S * p, steps - born, *noise_shape)
+    seeds: list[int | None] | None  # generation 0's noise seeds (recorded for its first stretch)
+    archive: list[tuple[torch.Tensor, torch.Tensor]]
     generation: int = 0
-    members: list[Member] = field(default_factory=list)
-    archive: list[list[tuple[float, torch.Tensor]]] = field(default_factory=list)  # per e_j: (fitness, state)
+    at: int = 0  # step index of ``x``: the start of the next stretch
+    born: int = 0  # step index where the current generation was born
+    passed: dict[int, torch.Tensor] = field(default_factory=dict)  # evolution step j -> states there (S * p, ...)
     done: bool = False
 
 
@@ -138,97 +150,137 @@ class EvoSearch:
 
     # --- planning ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def _run_cost(problem: Problem, sampler: str, start: int) -> int:
-        return problem.job_cost(Job(torch.empty(0), problem.sigmas[start:], sampler=sampler))
-
-    def plan_cost(self, problem: Problem, sampler: str, steps: list[int], populations: list[int]) -> int:
-        """Exact NFEs of generations of ``populations`` evolving at ``steps``."""
+    def plan_cost(self, problems: Problems, sampler: str, steps: list[int], populations: list[int]) -> int:
+        """Exact NFEs (per search) of generations of ``populations`` evolving at ``steps``."""
         starts = [0] + steps  # generation k >= 1 is born at e_{k-1}
-        return sum(p * self._run_cost(problem, sampler, s) for p, s in zip(populations, starts))
+        return sum(p * problems.cost(problems.sigmas[s:], sampler) for p, s in zip(populations, starts))
 
-    def plan(self, problem: Problem, sampler: str) -> tuple[list[int], list[int]]:
-        n = len(problem.sigmas) - 1
+    def plan(self, problems: Problems, sampler: str) -> tuple[list[int], list[int]]:
+        """(evolution steps, population sizes) for the run's budget and schedule (module docstring)."""
+        n = problems.steps
         steps = sorted({min(round(f * n), n - 1) for f in self.schedule})
         if self.populations is not None:
             if len(steps) != len(self.schedule):
                 raise UserError(f"schedule {self.schedule} repeats a step at {n} steps; give fewer fractions")
-            needed = self.plan_cost(problem, sampler, steps, self.populations)
-            problem.require_budget(needed, f"EvoSearch with populations {self.populations}")
+            needed = self.plan_cost(problems, sampler, steps, self.populations)
+            problems.require_budget(needed, f"EvoSearch with populations {self.populations}")
             return steps, self.populations
-        while len(steps) > 1 and self.plan_cost(problem, sampler, steps, [2] * (len(steps) + 1)) > problem.budget:
+        while len(steps) > 1 and self.plan_cost(problems, sampler, steps, [2] * (len(steps) + 1)) > problems.budget:
             steps = steps[:-1]
-        problem.require_budget(self.plan_cost(problem, sampler, steps, [2, 2]), "two EvoSearch generations of 2")
+        problems.require_budget(self.plan_cost(problems, sampler, steps, [2, 2]), "two EvoSearch generations of 2")
 
         def sizes(c: float) -> list[int]:
             shape = [SHAPE[0]] + [SHAPE[1]] * (len(steps) - 1) + [SHAPE[2]]
             return [max(2, math.floor(c * w)) for w in shape]
 
-        lo, hi = 0.0, float(problem.budget)
+        lo, hi = 0.0, float(problems.budget)
         for _ in range(60):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self.plan_cost(problem, sampler, steps, sizes(mid)) <= problem.budget else (lo, mid)
+            lo, hi = (mid, hi) if self.plan_cost(problems, sampler, steps, sizes(mid)) <= problems.budget else (lo, mid)
         return steps, sizes(lo)
 
     # --- ask / tell -------------------------------------------------------------------------------
 
-    def init(self, problem: Problem) -> EvoState:
-        sampler = self.sampler or (problem.sampler if problem.stochastic else "euler-ancestral")
-        steps, populations = self.plan(problem, sampler)
-        state = EvoState(problem, sampler, steps, populations, archive=[[] for _ in steps])
-        for j in range(populations[0]):
-            state.members.append(Member(problem.noise(0, j)[1], 0, 0, j))
-        return state
+    def init(self, problems: Problems) -> EvoState:
+        sampler = self.sampler or (problems.sampler if problems.stochastic else "euler-ancestral")
+        steps, populations = self.plan(problems, sampler)
+        owners, js = problems.grid(populations[0])
+        paths = [(0, j) for j in js]
+        drawn, x = problems.noise(owners, paths)  # (S * p_0, *noise_shape)
+        seeds: list[int | None] = list(drawn)
+        streams = problems.step_noises(owners, paths, problems.steps)[1]  # (S * p_0, steps, *noise_shape)
+        empty = (
+            torch.empty((len(problems), 0, *problems.noise_shape), device=problems.device),
+            torch.empty((len(problems), 0), dtype=torch.float64, device=problems.device),
+        )
+        return EvoState(problems, sampler, steps, populations, x, streams, seeds, [empty] * len(steps))
 
     def _next_stop(self, state: EvoState, at: int) -> int:
-        return next((e for e in state.steps if e > at), len(state.problem.sigmas) - 1)
+        return next((e for e in state.steps if e > at), state.problems.steps)
 
-    def ask(self, state: EvoState) -> list[Job]:
+    def ask(self, state: EvoState) -> list[Jobs]:
         if state.done:
             return []
-        p, jobs = state.problem, []
-        for m in state.members:
-            stop = self._next_stop(state, m.at)
-            seed = p.noise(0, m.index)[0] if m.generation == 0 and m.at == 0 else None
-            noises = torch.stack([p.noise(m.generation, m.index, STEP_NOISES, i)[1] for i in range(m.at, stop)])
-            info = {"generation": m.generation, "member": m.index, "from_step": m.at, "to_step": stop}
-            jobs.append(
-                Job(m.x, p.sigmas[m.at : stop + 1], noise_seed=seed, info=info, sampler=state.sampler, noises=noises)
+        p, at = state.problems, state.at
+        stop = self._next_stop(state, at)
+        size = state.populations[state.generation]
+        owners, js = p.grid(size)
+        rows = len(owners)
+        info = {
+            "generation": [state.generation] * rows,
+            "member": js,
+            "from_step": [at] * rows,
+            "to_step": [stop] * rows,
+        }
+        return [
+            Jobs(
+                torch.tensor(owners, dtype=torch.int64),
+                state.x,
+                p.sigmas[at : stop + 1],
+                noise_seed=state.seeds if state.generation == 0 and at == 0 else None,
+                info=info,
+                sampler=state.sampler,
+                noises=state.streams[:, at - state.born : stop - state.born],  # (S * p, stop - at, *noise_shape)
             )
-        return jobs
+        ]
 
-    def tell(self, state: EvoState, outcomes: list[Outcome]) -> None:
-        n = len(state.problem.sigmas) - 1
-        for m, o in zip(state.members, outcomes):
-            if m.at in state.steps:
-                m.archived.append((state.steps.index(m.at), m.x))
-            m.x, m.at = o.x, self._next_stop(state, m.at)
-            if m.at == n:  # finished: its score is the fitness of every state it left on the way
-                for j, x in m.archived:
-                    state.archive[j].append((o.score, x))
-        if state.members[0].at < n:
+    def tell(self, state: EvoState, outcomes: list[Outcomes]) -> None:
+        (out,) = outcomes
+        p = state.problems
+        if state.at in state.steps:
+            state.passed[state.steps.index(state.at)] = out.jobs.x
+        state.x, state.at = out.x, self._next_stop(state, state.at)
+        if state.at < p.steps:
             return
+        # finished: each member's score is the fitness of every state it left on the way
+        n_searches = len(p)
+        fitness = out.score.to(state.x.device).double().view(n_searches, -1)  # (S, p)
+        for j, states in sorted(state.passed.items()):
+            kept, scores = state.archive[j]
+            state.archive[j] = (
+                torch.cat([kept, states.view(n_searches, -1, *p.noise_shape)], 1),
+                torch.cat([scores, fitness], 1),
+            )
+        state.passed = {}
         k = state.generation
         if k == len(state.steps):
             state.done = True
             return
-        state.generation += 1
-        state.members = self._offspring(state, k)
+        self._offspring(state, k)
 
-    def _offspring(self, state: EvoState, k: int) -> list[Member]:
-        """Generation ``k + 1``, born at ``e_k`` from its archive (module docstring, step 3)."""
-        p, at = state.problem, state.steps[k]
+    def _offspring(self, state: EvoState, k: int) -> None:
+        """Make generation ``k + 1``, born at ``e_k`` from its archive (module docstring, step 3)."""
+        p, at = state.problems, state.steps[k]
         size = state.populations[k + 1]
-        pool = sorted(state.archive[k], key=lambda fx: rank_key(fx[0]), reverse=True)  # fittest first
-        kept = min(self.elites, size - 1, len(pool))
-        g = torch.Generator().manual_seed(derive_seed(p.seed, TOURNAMENT, k))
-        entrants = max(1, int(len(pool) * self.tournament))
-        parents = [pool[int(torch.randperm(len(pool), generator=g)[:entrants].min())][1] for _ in range(size - kept)]
-        if at > 0:
+        pool, fitness = state.archive[k]  # (S, A, *noise_shape), (S, A)
+        n_searches, entries = fitness.shape
+        order = rank_order(fitness, dim=1)  # (S, A) fittest first, ties in archive order
+        kept = min(self.elites, size - 1, entries)
+        winners = self._tournaments(p, k, entries, size - kept).to(order.device)  # (S, size - kept) ranks
+        rows = torch.arange(n_searches, device=order.device)[:, None]
+        elites = pool[rows, order[:, :kept]]  # (S, kept, *noise_shape)
+        parents = pool[rows, torch.gather(order, 1, winners)]  # (S, size - kept, *noise_shape)
+        owners, js = p.grid(size - kept)
+        eps = p.noise(owners, [(k + 1, j + kept, MUTATION) for j in js])[1].view(parents.shape)
+        if at == 0:
+            children = mutate_noise(parents, eps, self.mutation_rate)
+        else:
             c = injected_std(p.sigmas[at - 1], p.sigmas[at], ETA.get(state.sampler, 1.0))
-        members = [Member(x, at, k + 1, j) for j, (_, x) in enumerate(pool[:kept])]
-        for j, x in enumerate(parents, start=kept):
-            eps = p.noise(k + 1, j, MUTATION)[1]
-            child = mutate_noise(x, eps, self.mutation_rate) if at == 0 else x + c * eps
-            members.append(Member(child, at, k + 1, j))
-        return members
+            children = parents + c * eps
+        owners, js = p.grid(size)
+        state.x = torch.cat([elites, children], 1).flatten(0, 1)  # (S * size, *noise_shape)
+        state.streams = p.step_noises(owners, [(k + 1, j) for j in js], p.steps)[1][:, at:]
+        state.seeds, state.generation, state.at, state.born = None, k + 1, at, at
+
+    def _tournaments(self, problems: Problems, k: int, entries: int, count: int) -> torch.Tensor:
+        """The winners (S, count) int64 of generation ``k + 1``'s tournaments, as ranks in the sorted pool of
+        ``entries``: each the best of a random ``tournament`` share of it (the first ``entrants`` of a
+        ``randperm`` from the search's generator ``(TOURNAMENT, k)``)."""
+        entrants = max(1, int(entries * self.tournament))
+        if count == 0:
+            return torch.empty((len(problems), 0), dtype=torch.int64)
+        g, perms = torch.Generator(), []
+        for seed in problems.seeds:  # one generator per search, drawn in order: the unavoidable cost
+            g.manual_seed(derive_seed(seed, TOURNAMENT, k))
+            perms += [torch.randperm(entries, generator=g) for _ in range(count)]
+        return torch.stack(perms)[:, :entrants].amin(1).view(len(problems), count)  # (S, count)
