@@ -8,7 +8,7 @@ The parts, by contract (see docs/ARCHITECTURE.md):
 - sigma convention and samplers: ``noisesearch.samplers`` (``SAMPLERS``, ``schedule``)
 - models: ``noisesearch.models`` (``MODELS``, the ``Model`` contract)
 - verifiers: ``noisesearch.verifiers`` (``VERIFIERS``, the ``Verifier`` contract)
-- search algorithms: ``noisesearch.algorithms`` (``ALGORITHMS``, ``Problem``, ``Job``, ``Outcome``)
+- search algorithms: ``noisesearch.algorithms`` (``ALGORITHMS``, ``Problems``, ``Jobs``, ``Outcomes``)
 - the one accounting point: ``noisesearch.accounting.Accountant``
 - the one driver loop: ``noisesearch.driver.run_search``
 - jobs: ``noisesearch.generate.generate``, ``noisesearch.sweep.run.run_sweep``, the studies behind ``demo`` and

@@ -11,7 +11,7 @@ gradient and no known x0-prediction (``cacheable``). Its key (``job_key``) is a 
 - the sampler's name, the exact sigma schedule (its float64 bytes), the guidance scale, the target
   and the noise's shape and dtype;
 
-followed by the starting noise: its seed when it is a seeded draw (``Job.noise_seed``), else the
+followed by the starting noise: its seed when it is a seeded draw (``Jobs.noise_seed``), else the
 SHA-256 of its exact bytes.
 
 An entry holds the end state (the latent, exact), the decoded image (exact, or uint8 with

@@ -1,4 +1,4 @@
-"""Exact values of the core (accountant, driver, Problem/Job, random and zero-order search, samplers).
+"""Exact values of the core (accountant, driver, Problems/Jobs, random and zero-order search, samplers).
 
 Each expected value is computed here independently of the code under test (by hand, or by re-running
 the sampler on the toy model's exact denoiser), so these tests fail when a formula changes. They are
@@ -158,7 +158,7 @@ def test_accountant_verify_counts_images_per_owner_and_returns_float32():
         acct.verify(Scores([1.0], with_score=False), torch.zeros(1, 1, 1, 1), [0], torch.tensor([0]), grad=True)
 
 
-# --- Problem, Job, seeds ---------------------------------------------------------------------------
+# --- Problems, Jobs, seeds -------------------------------------------------------------------------
 
 
 def test_seeds_noises_and_hashes_by_hand():

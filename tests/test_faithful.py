@@ -11,7 +11,7 @@ import pytest
 import torch
 from _algo import outcomes_of, run_of
 
-from noisesearch.algorithms.base import Outcome, Outcomes, Problem
+from noisesearch.algorithms.base import Outcomes, Problem
 from noisesearch.algorithms.smc import SMCSearch, effective_sample_size, fk_log_weights, normalise
 from noisesearch.driver import run_search
 from noisesearch.samplers import schedule

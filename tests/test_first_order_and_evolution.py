@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from noisesearch.algorithms.base import Outcome, Problem
+from noisesearch.algorithms.base import Problem
 from noisesearch.algorithms.evolution import EvolutionSearch
 from noisesearch.algorithms.first_order import FirstOrderSearch
 from noisesearch.digits import nets
@@ -18,10 +18,6 @@ from noisesearch.samplers import sample_euler, schedule
 
 def problem(shape=(1, 8, 8), steps=8, budget=10**6, sampler="euler"):
     return Problem(0, 0, budget, shape, schedule(steps), sampler, 1)
-
-
-def outcome(job, score, grad=None, index=0):
-    return Outcome(job, job.x, job.x, job.x, score, 1, index, grad)
 
 
 def roles(result):

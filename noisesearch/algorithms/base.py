@@ -468,7 +468,3 @@ class SearchAlgorithmFactory(Protocol):
 
     def __call__(self, **hyperparameters: Any) -> SearchAlgorithm:
         """An algorithm with these hyperparameters (``UserError`` for a bad value)."""
-
-
-Job: Any = None  # TEMP-COLUMNAR: removed once every algorithm is ported
-Outcome: Any = None  # TEMP-COLUMNAR
