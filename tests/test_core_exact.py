@@ -213,8 +213,9 @@ def test_problem_noises_fresh_jobs_and_budget_message():
     stream_seeds, steps = p.step_noises([1, 0], [(5,), (6, 2)], 3)
     assert steps.shape == (2, 3, 2) and STEP_NOISES == 2**40  # the marker is part of every recorded stream seed
     assert stream_seeds == [by_hand_seed(10, 5, STEP_NOISES), by_hand_seed(9, 6, 2, STEP_NOISES)]
-    for row, seed in zip(steps, stream_seeds):  # one draw per stream: step i is row i
-        assert torch.equal(row, gaussian((3, 2), seed))
+    for row, seed in zip(steps, stream_seeds):  # one generator per stream: step i is its (i+1)-th draw
+        g = torch.Generator().manual_seed(seed)
+        assert torch.equal(row, torch.stack([torch.randn((2,), generator=g) for _ in range(3)]))
     u = p.uniforms([0, 1], [(7,), (7,)])
     z = [float(gaussian((2,), by_hand_seed(s, 7))[0]) for s in (9, 10)]
     assert u.dtype == torch.float64 and u.tolist() == pytest.approx(
@@ -633,3 +634,31 @@ def test_uniforms_use_the_first_element_of_the_whole_draw(shape):
     z = torch.stack([gaussian(shape, by_hand_seed(7 + o, *path)).flatten()[0] for o, path in zip(owners, paths)])
     want = 0.5 * (1 + torch.erf(z.double() / math.sqrt(2.0)))
     assert torch.equal(p.uniforms(owners, paths), want.clamp(max=1.0 - 2.0**-53))
+
+
+@pytest.mark.parametrize("shape", [(1,), (2,), (3, 5), (1, 8, 8), (17,), (4, 4, 4)])
+def test_streams_are_successive_draws_held_whole_or_drawn_step_by_step(shape):
+    """Row t of a stream is the (t+1)-th randn(shape) on a generator seeded with the stream seed, whether the
+    streams are held whole or drawn step by step (read in order, a block asked twice given twice, rows
+    skipped, streams selected with repeats)."""
+    p = Problems([0, 1], [7, 8], 10, shape, schedule(6), "euler-sde", 1)
+    owners, paths = [0, 1, 1], [(0,), (0,), (3, 1)]
+
+    def by_hand(seed, steps):
+        g = torch.Generator().manual_seed(seed)
+        return torch.stack([torch.randn(shape, generator=g) for _ in range(steps)])
+
+    whole, lazy = p.streams(owners, paths, 6), p.streams(owners, paths, 6, cap_bytes=0)
+    assert whole.whole is not None and lazy.whole is None
+    assert whole.seeds == lazy.seeds == [by_hand_seed(s, *q, STEP_NOISES) for s, q in zip([7, 8, 8], paths)]
+    want = torch.stack([by_hand(seed, 6) for seed in whole.seeds])  # (3, 6, *shape)
+    assert torch.equal(whole.rows(0, 6), want) and torch.equal(p.step_noises(owners, paths, 6)[1], want)
+    assert torch.equal(lazy.rows(1, 3), want[:, 1:3]) and torch.equal(lazy.rows(1, 3), want[:, 1:3])  # skip, again
+    with pytest.raises(ValueError, match="read in order"):
+        lazy.rows(0, 1)
+    picked, picked_whole = lazy.select([2, 0, 2]), whole.select(torch.tensor([2, 0, 2]))
+    assert picked.seeds == picked_whole.seeds == [whole.seeds[i] for i in (2, 0, 2)]
+    assert torch.equal(picked.rows(3, 4), want[[2, 0, 2], 3:4]) and torch.equal(picked.rows(4, 6), want[[2, 0, 2], 4:6])
+    assert torch.equal(picked_whole.rows(3, 6), want[[2, 0, 2], 3:6])
+    with pytest.raises(ValueError, match="rows 5:7 of streams of 6 steps"):
+        whole.rows(5, 7)

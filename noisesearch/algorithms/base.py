@@ -89,6 +89,7 @@ def noise_hashes(x: torch.Tensor) -> list[str]:
 
 
 STEP_NOISES = 2**40  # path marker: a stochastic sampler's per-step noises are the stream (*path, STEP_NOISES)
+STREAM_CAP_BYTES = 256 * 2**20  # a batch of streams is held whole up to this size, else drawn step by step
 
 
 def plain_cost(
@@ -273,14 +274,26 @@ class Problems:
         self, owners: Sequence[int], paths: Sequence[tuple[int, ...]], n_steps: int
     ) -> tuple[list[int], torch.Tensor]:
         """(stream seeds, noises (n, n_steps, *noise_shape) on ``device``): the per-step noises of a
-        stochastic sampler. Row r is one draw of shape (n_steps, *noise_shape) seeded with
-        ``derive_seed(seed, *paths[r], STEP_NOISES)``; step i of it is row i (a stream per path, one
-        generator per candidate rather than per step)."""
+        stochastic sampler, one stream per row, drawn whole (see ``Streams`` for the definition; use
+        ``streams`` to hold streams across rounds without holding every step at once)."""
+        streams = self.streams(owners, paths, n_steps, cap_bytes=None)
+        return streams.seeds, streams.rows(0, n_steps)
+
+    def streams(
+        self,
+        owners: Sequence[int],
+        paths: Sequence[tuple[int, ...]],
+        n_steps: int,
+        *,
+        cap_bytes: int | None = STREAM_CAP_BYTES,
+    ) -> Streams:
+        """The step-noise streams of draws ``paths`` of searches ``owners`` (``Streams``): seeded with
+        ``derive_seed(seed, *path, STEP_NOISES)``; held whole when they take at most ``cap_bytes``, else
+        drawn step by step (the same values either way)."""
         start = time.perf_counter()
         seeds = self.seeds_of(owners, [(*p, STEP_NOISES) for p in paths])
-        drawn = gaussians((n_steps, *self.noise_shape), seeds)
         self.draw_seconds += time.perf_counter() - start
-        return seeds, self.to_device(drawn)
+        return Streams(self, seeds, n_steps, cap_bytes=cap_bytes)
 
     def uniforms(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> torch.Tensor:
         """Uniform numbers (n,) float64 in [0, 1) on ``device``: row r is the normal CDF of the first
@@ -309,6 +322,102 @@ class Problems:
         return Jobs(
             torch.tensor(owners, dtype=torch.int64), x, self.sigmas, noise_seed=seeds, info=info or {}, noises=noises
         )
+
+
+def _stream_draws_whole(shape: tuple[int, ...]) -> bool:
+    """Whether one draw of (steps, *shape) equals ``steps`` successive draws of ``shape`` on one generator.
+
+    On torch's CPU ``normal_`` it does when a draw has one element or a multiple of 16 (the Box-Muller
+    transform fills blocks of 16 from a block of uniforms; a ragged tail is filled from fresh uniforms).
+    ``tests/test_core_exact.py`` checks both forms against each other for such shapes and others.
+    """
+    size = math.prod(shape)
+    return size == 1 or size % 16 == 0
+
+
+class Streams:
+    """The per-step noises of a stochastic sampler for n candidates: one stream per candidate.
+
+    Stream r is seeded with ``seeds[r]``; its row t (the noise injected at step t) is the ``t + 1``-th
+    ``torch.randn(noise_shape, generator=g)`` on ``g = torch.Generator("cpu").manual_seed(seeds[r])``, so
+    a candidate's step noises are reproducible with plain PyTorch, and one generator is seeded per
+    candidate, not per step. When the n streams of ``n_steps`` rows take at most ``cap_bytes`` they are
+    drawn once and held (on the device); beyond it (a video latent, many particles) each keeps its
+    generator on the CPU and ``rows`` draws only the rows asked for, in order, so memory holds one step.
+    """
+
+    def __init__(self, problems: Problems, seeds: list[int], n_steps: int, *, cap_bytes: int | None):
+        self.problems, self.seeds, self.n_steps = problems, seeds, n_steps
+        shape = problems.noise_shape
+        nbytes = len(seeds) * n_steps * math.prod(shape) * 4
+        self.whole: torch.Tensor | None = None
+        self.generators: list[torch.Generator] = []
+        self.next = 0  # step-by-step: the next row each generator gives
+        self.last: tuple[int, int, torch.Tensor] | None = None  # step-by-step: the last block read
+        if cap_bytes is None or nbytes <= cap_bytes:
+            start = time.perf_counter()
+            if _stream_draws_whole(shape):
+                drawn = gaussians((n_steps, *shape), seeds)  # (n, n_steps, *shape)
+            else:
+                drawn = torch.empty((len(seeds), n_steps, *shape))
+                g = torch.Generator()
+                for rows, seed in zip(drawn.unbind(0), seeds):
+                    g.manual_seed(seed)
+                    for row in rows.unbind(0):
+                        row.normal_(generator=g)
+            problems.draw_seconds += time.perf_counter() - start
+            self.whole = problems.to_device(drawn)
+        else:
+            self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of every stream, (n, stop - start, *noise_shape) on the device.
+
+        Held whole: any rows. Step by step: rows are read in order (asking for the last block again gives
+        it again, so an algorithm's ``ask`` may run twice; rows skipped are drawn and dropped)."""
+        if not 0 <= start <= stop <= self.n_steps:
+            raise ValueError(f"rows {start}:{stop} of streams of {self.n_steps} steps")
+        if self.whole is not None:
+            return self.whole[:, start:stop]
+        if self.last is not None and self.last[:2] == (start, stop):
+            return self.last[2]
+        if start < self.next:
+            raise ValueError(f"streams drawn step by step are read in order: rows {start}:{stop} after {self.next}")
+        t0 = time.perf_counter()
+        shape = self.problems.noise_shape
+        out = torch.empty((len(self.seeds), stop - start, *shape))
+        scratch = torch.empty(shape)
+        for g, rows in zip(self.generators, out.unbind(0)):
+            for _ in range(self.next, start):
+                scratch.normal_(generator=g)
+            for row in rows.unbind(0):
+                row.normal_(generator=g)
+        self.next = stop
+        self.problems.draw_seconds += time.perf_counter() - t0
+        block = self.problems.to_device(out)
+        self.last = (start, stop, block)
+        return block
+
+    def select(self, idx: Sequence[int] | torch.Tensor) -> Streams:
+        """The streams ``idx`` (in that order; repeats allowed), each continuing where it was."""
+        new = Streams.__new__(Streams)
+        new.problems, new.n_steps, new.next, new.last = self.problems, self.n_steps, self.next, None
+        if self.whole is not None:
+            pick = torch.as_tensor(idx, dtype=torch.int64)
+            new.whole, new.generators = self.whole[pick.to(self.whole.device)], []
+            listed = pick.tolist()  # the seeds are a host list
+        else:
+            listed = idx.tolist() if isinstance(idx, torch.Tensor) else list(idx)  # one copy: generators live here
+            new.whole, new.generators = None, []
+            for i in listed:
+                g = torch.Generator()
+                g.set_state(self.generators[i].get_state())
+                new.generators.append(g)
+        new.seeds = [self.seeds[i] for i in listed]
+        return new
 
 
 @dataclass
