@@ -285,11 +285,13 @@ class Problems:
         paths: Sequence[tuple[int, ...]],
         n_steps: int,
         *,
-        cap_bytes: int | None = STREAM_CAP_BYTES,
+        cap_bytes: int | None = -1,
     ) -> Streams:
         """The step-noise streams of draws ``paths`` of searches ``owners`` (``Streams``): seeded with
-        ``derive_seed(seed, *path, STEP_NOISES)``; held whole when they take at most ``cap_bytes``, else
-        drawn step by step (the same values either way)."""
+        ``derive_seed(seed, *path, STEP_NOISES)``; held whole when they take at most ``cap_bytes`` (-1: the
+        module's ``STREAM_CAP_BYTES`` now; None: always), else drawn step by step (the same values either way)."""
+        if cap_bytes == -1:
+            cap_bytes = STREAM_CAP_BYTES
         start = time.perf_counter()
         seeds = self.seeds_of(owners, [(*p, STEP_NOISES) for p in paths])
         self.draw_seconds += time.perf_counter() - start
