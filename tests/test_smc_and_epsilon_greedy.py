@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
-from _algo import drive, run_of
+from _algo import drive, outcomes_of, run_of
 
-from noisesearch.algorithms import ALGORITHMS
+from noisesearch.algorithms import ALGORITHMS, base
 from noisesearch.algorithms.base import Outcomes, derive_seed, gaussian
 from noisesearch.algorithms.epsilon_greedy import EpsilonGreedySearch
 from noisesearch.algorithms.random import RandomSearch
@@ -188,6 +188,60 @@ def test_every_draw_has_its_own_path(toy, toy_verifier, name):
     start_seeds = {c["noise_seed"] for c in r.candidates} - {None}
     assert len(set(step_noises)) == len(step_noises)
     assert not start_seeds & {seed for seed, _ in step_noises}
+
+
+STEPWISE = {  # settings that resample / explore on these runs
+    "smc": lambda: SMCSearch(particles=4, lmbda=30.0),
+    "smc-incremental": lambda: IncrementalSMCSearch(particles=4, lmbda=30.0, ess_threshold=1.0),
+    "epsilon-greedy": lambda: EpsilonGreedySearch(candidates=3, epsilon=0.5, paths=2),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_streams_drawn_step_by_step_give_the_same_records(digits, classifier, monkeypatch, name):
+    """The step-noise streams held whole (the default cap) or drawn step by step (cap 0) give the same
+    records on digits, and the same batches on a ragged toy shape (3, 5) whose successive draws are not one
+    draw of (steps, 3, 5); ``ask`` asked twice gives the same noises in either mode."""
+    made = []
+    streams = base.Problems.streams
+
+    def spy(self, *args, **kwargs):
+        made.append(streams(self, *args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(base.Problems, "streams", spy)
+
+    def records():
+        runs = run_search(
+            digits, classifier, STEPWISE[name](), [1, 7, 3], seeds=[5, 6, 7], budget=48, steps=6, sampler="euler-sde"
+        )
+        return [r.candidates for r in runs]
+
+    def batches():
+        algorithm, asked = STEPWISE[name](), []
+        state = algorithm.init(run_of([0, 1], [3, 4], shape=(3, 5), steps=5, sampler="euler-sde"))
+        while jobs := algorithm.ask(state):
+            (again,) = algorithm.ask(state)
+            assert torch.equal(again.noises, jobs[0].noises)  # ask does not advance the streams
+            asked.append(jobs[0])
+            score = jobs[0].noises.flatten(1).sum(1) + jobs[0].x.flatten(1).sum(1)  # choices follow the noises
+            algorithm.tell(state, [outcomes_of(jobs[0], score)])
+        return asked
+
+    whole_records, whole_batches = records(), batches()
+    assert made and all(s.whole is not None for s in made)
+    made.clear()
+    monkeypatch.setattr(base, "STREAM_CAP_BYTES", 0)
+    lazy_records, lazy_batches = records(), batches()
+    assert made and all(s.whole is None for s in made)  # every stream drawn step by step
+    assert lazy_records == whole_records
+    if name != "epsilon-greedy":  # particles were resampled: the noises decided something
+        assert any(c["info"]["parent"] != c["info"]["particle"] for r in whole_records for c in r)
+    assert len(lazy_batches) == len(whole_batches) == 5
+    for lazy, whole in zip(lazy_batches, whole_batches):
+        assert torch.equal(lazy.noises, whole.noises) and torch.equal(lazy.x, whole.x)
+        assert lazy.info.keys() == whole.info.keys()
+        assert all(torch.equal(torch.as_tensor(lazy.info[k]), torch.as_tensor(whole.info[k])) for k in lazy.info)
 
 
 def test_smc_without_resampling_is_random_search_with_the_same_stochastic_sampler(toy, toy_verifier):

@@ -3,7 +3,8 @@
 Ramesh and Mardani 2025, "Test-time Scaling of Diffusion Models via Noise Trajectory Search".
 Each of ``paths`` independent trajectories starts from the draw ``(p,)``. At every step it runs
 ``candidates`` jobs from its current state, candidate ``c`` with its own step noise (row ``step``
-of the stream ``(p, c)``: ``Problems.step_noises`` with one row per schedule step), scored on the
+of the stream ``(p, c)``: ``Problems.streams`` with one row per schedule step, held as ``Streams``
+and read one row per step, so a large latent's streams are not held for every step), scored on the
 x0-prediction of the end state (``score_end``); it keeps the best one, or with probability
 ``epsilon`` a uniformly random one, and the kept candidate's x0-prediction is passed as
 ``denoised`` to the next step, so it is never paid twice. The final step's one job per path takes
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, first_best
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, Streams, first_best
 from noisesearch.errors import UserError
 
 _EXPLORE = 2**41  # path marker of the exploration uniforms
@@ -44,11 +45,12 @@ class EpsilonGreedyState:
     x: torch.Tensor  # (S, P, *noise_shape) kept state of each path (the initial noises before step 0)
     noise_seed: list[int | None]  # (S * P) seeds of the initial noises, search-major
     candidate_seeds: list[int | None]  # (S * C) the seed of each candidate's path (its start at step 0)
-    step_noises: torch.Tensor  # (S * C, steps, *noise_shape) the stream of each (path, candidate), search-major
+    streams: Streams  # (S * C) the step-noise stream of each (path, candidate), search-major; row t read at step t
+    # (for the final step: only each path's candidate 0's, S * P)
     uniforms: torch.Tensor  # (S, P, steps) float64 exploration uniform of each choice (NaN: never explores)
     plan: dict  # on the device, int64: "path" (C,) of each of a search's rows, "offset" (P,) first row of each path,
-    # "slot" (C,) place of each row in a (path, candidate) grid of P x max(widths), "finals" (S * P,) rows of the
-    # final step (each path's candidate 0), "width" (P,) float64
+    # "slot" (C,) place of each row in a (path, candidate) grid of P x max(widths), "width" (P,) float64; and on
+    # the CPU "finals" (S * P,) the streams of the final step (each path's candidate 0's)
     info: dict  # CPU int64 columns (S * C): "owner", "path", "candidate", "step_noise_seed"
     final_info: dict  # the same columns for the final step's rows (S * P): each path's candidate 0
     step: int = 0  # the next step to run
@@ -109,9 +111,7 @@ class EpsilonGreedySearch:
         path_of = [p for p, w in enumerate(widths) for _ in range(w)]  # (C,) a search's rows
         cand_of = [c for w in widths for c in range(w)]
         owners = [i for i in range(S) for _ in path_of]  # (S * C,)
-        stream_seeds, step_noises = problems.step_noises(
-            owners, [(p, c) for _ in range(S) for p, c in zip(path_of, cand_of)], n
-        )
+        streams = problems.streams(owners, [(p, c) for _ in range(S) for p, c in zip(path_of, cand_of)], n)
         seeds, x = problems.noise([i for i in range(S) for _ in range(P)], [(p,) for _ in range(S) for p in range(P)])
         start_seeds: list[int | None] = list(seeds)
         uniforms = torch.full((S, P, n), float("nan"), dtype=torch.float64, device=device)
@@ -128,7 +128,7 @@ class EpsilonGreedySearch:
             "owner": torch.tensor(owners, dtype=torch.int64),
             "path": torch.tensor(path_of, dtype=torch.int64).repeat(S),
             "candidate": torch.tensor(cand_of, dtype=torch.int64).repeat(S),
-            "step_noise_seed": torch.tensor(stream_seeds, dtype=torch.int64),
+            "step_noise_seed": torch.tensor(streams.seeds, dtype=torch.int64),
         }
         return EpsilonGreedyState(
             problems,
@@ -137,13 +137,13 @@ class EpsilonGreedySearch:
             x.view(S, P, *x.shape[1:]),
             start_seeds,
             [start_seeds[i * P + q] for i in range(S) for q in path_of],
-            step_noises,
+            streams if n > 1 else streams.select(finals),  # a single step is the final one
             uniforms,
             plan={
                 "path": torch.tensor(path_of, dtype=torch.int64, device=device),
                 "offset": offset.to(device),
                 "slot": torch.tensor([q * max(widths) + c for q, c in zip(path_of, cand_of)], device=device),
-                "finals": finals.to(device),
+                "finals": finals,  # on the CPU: it picks streams (host generators when drawn step by step)
                 "width": torch.tensor(widths, dtype=torch.float64, device=device),
             },
             info=info,
@@ -162,14 +162,13 @@ class EpsilonGreedySearch:
             denoised = None if state.denoised is None else state.denoised.index_select(1, path).flatten(0, 1)
             seeds = state.candidate_seeds if t == 0 else None
             columns = {key: info[key] for key in ("owner", "path", "candidate", "step_noise_seed")}
-            noises = state.step_noises[:, t : t + 1]  # (S * C, 1, *noise_shape) row t of each stream
+            noises = state.streams.rows(t, t + 1)  # (S * C, 1, *noise_shape) row t of each stream
         else:  # the final step injects no noise: one job per path, with its candidate 0's stream
-            rows = plan["finals"]  # (S * P,) each path's candidate 0
             x = state.x.flatten(0, 1)
             denoised = None if state.denoised is None else state.denoised.flatten(0, 1)
             seeds = state.noise_seed if t == 0 else None
             columns = dict(state.final_info)
-            noises = state.step_noises.index_select(0, rows)[:, t : t + 1]
+            noises = state.streams.rows(t, t + 1)  # (S * P, 1, *noise_shape) each path's candidate 0's stream
         owner = columns.pop("owner")
         columns = {
             "path": columns["path"],
@@ -198,6 +197,8 @@ class EpsilonGreedySearch:
         state.step += 1
         if t == n - 1:
             return  # finished samples: the driver keeps the best
+        if t == n - 2:  # the final step uses only each path's candidate 0's stream, from where it is now
+            state.streams = state.streams.select(state.plan["finals"])
         device = state.x.device
         plan, C, K = state.plan, len(state.plan["path"]), max(state.widths)
         scores = out.ranked_score().to(device).view(S, C)  # NaN -> -inf: never wins

@@ -3,9 +3,10 @@
 Singhal et al. 2025, "A General Framework for Inference-time Scaling and Steering of Diffusion
 Models" (FK steering; arXiv 2501.06848). ``k`` particles run a stochastic sampler in lock step,
 one step per round. Particle ``j``'s initial noise is the draw ``(j,)`` and its step noises the
-stream ``(j,)`` (``Problems.step_noises`` with one row per schedule step; step ``i`` is row ``i``),
+stream ``(j,)`` (``Problems.streams`` with one row per schedule step; step ``i`` is row ``i``),
 so without resampling particle ``j`` follows exactly the trajectory of candidate ``j`` of random
-search with the same stochastic sampler. The step noises belong to the slot ``j``, not to the
+search with the same stochastic sampler. The streams are held as ``Streams`` and read one row per
+round (a large latent's streams are then drawn step by step, not held for every step at once). The step noises belong to the slot ``j``, not to the
 lineage: a copied particle takes its parent's state and history, then its own slot's noises.
 Resampling is systematic with one seeded uniform per search and resampling point (the draw
 ``(_RESAMPLE, t)``; Kitagawa 1996; the reference draws multinomially, which has the same
@@ -75,7 +76,7 @@ from dataclasses import dataclass, field
 import torch
 
 from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, Streams
 from noisesearch.errors import UserError
 
 POTENTIALS = ("difference", "max", "sum")
@@ -146,7 +147,7 @@ class _Particles:
     particles: int
     x: torch.Tensor  # (S, k, *noise_shape) current states (the initial noises before step 0)
     noise_seed: list[int | None]  # (S * k) seeds of the initial noises, search-major
-    step_noises: torch.Tensor  # (S * k, steps, *noise_shape) slot j's stream, search-major
+    streams: Streams  # (S * k) slot j's step-noise stream of ``steps`` rows, search-major; row t read at step t
     uniforms: torch.Tensor  # (S, steps) float64 resampling uniform of each search and step (NaN: no point)
     info: dict  # plan columns (S * k), CPU int64: "owner", "particle", "step_noise_seed"
     ancestors: torch.Tensor  # (S, k) int64 initial particle of each slot's lineage
@@ -198,7 +199,7 @@ class _Particles:
             noise_seed=self.noise_seed if t == 0 else None,
             info=info,
             sampler=self.sampler,
-            noises=self.step_noises[:, t : t + 1],  # (S * k, 1, *noise_shape) row t of each slot's stream
+            noises=self.streams.rows(t, t + 1),  # (S * k, 1, *noise_shape) row t of each slot's stream
             denoised=denoised,
             score_end=score_end,
         )
@@ -217,7 +218,7 @@ def _particles(problems: Problems, sampler: str, k: int, points: list[int], **fi
     owners, slots = problems.grid(k)
     paths = [(j,) for j in slots]
     seeds, x = problems.noise(owners, paths)
-    stream_seeds, step_noises = problems.step_noises(owners, paths, problems.steps)
+    streams = problems.streams(owners, paths, problems.steps)
     uniforms = torch.full((S, problems.steps), math.nan, dtype=torch.float64, device=device)
     if points:
         u = problems.uniforms(
@@ -231,12 +232,12 @@ def _particles(problems: Problems, sampler: str, k: int, points: list[int], **fi
         particles=k,
         x=x.view(S, k, *x.shape[1:]),
         noise_seed=seeds,
-        step_noises=step_noises,
+        streams=streams,
         uniforms=uniforms,
         info={
             "owner": torch.tensor(owners, dtype=torch.int64),
             "particle": torch.tensor(slots, dtype=torch.int64),
-            "step_noise_seed": torch.tensor(stream_seeds, dtype=torch.int64),
+            "step_noise_seed": torch.tensor(streams.seeds, dtype=torch.int64),
         },
         ancestors=slot.expand(S, k).clone(),
         parents=slot.expand(S, k).clone(),
