@@ -451,7 +451,7 @@ class Spy:
     """Wraps an algorithm and keeps every round's batches (``jobs``: one list of ``Jobs`` per ``ask``)."""
 
     def __init__(self, inner):
-        self.inner, self.name, self.jobs = inner, inner.name, []
+        self.inner, self.name, self.jobs, self.ended = inner, inner.name, [], False
 
     def params(self):
         return self.inner.params()
@@ -463,6 +463,8 @@ class Spy:
         batches = self.inner.ask(state)
         if batches:
             self.jobs.append(batches)
+        else:
+            self.ended = True  # the search ended by asking for nothing
         return batches
 
     def tell(self, state, outcomes):
@@ -600,7 +602,7 @@ def test_every_registered_algorithm_spends_exactly_what_its_records_say(toy, dis
         rows.clear()
         spy = Spy(ALGORITHMS[name]())
         (r,) = run_search(model, dist, spy, [1], seeds=[0], budget=40, steps=4)
-        assert type(spy.jobs[-1]) is list and spy.jobs[-1] == [], f"{name}: the search ends with an empty list"
+        assert spy.ended and all(type(b) is list and b for b in spy.jobs), f"{name}: ends with an empty list"
         assert r.nfe_used == sum(rows) == sum(c["nfe"] for c in r.candidates), name
         assert 40 - 4 < r.nfe_used, name  # uses the budget to within one full candidate
 

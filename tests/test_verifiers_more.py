@@ -78,8 +78,11 @@ def test_contract(name, files):
     assert len(set(s.tolist())) == 3, "different images must score differently"
     lo, hi = v.value_range  # the range the class docstring states (tests/test_verifier_ranges.py)
     assert "Range:" in type(v).__doc__ and bool(((s >= lo) & (s <= hi)).all()), (s.tolist(), lo, hi)
-    # batch of 1 vs batch of 3: other BLAS blocking, float32 rounding of O(1) scores
-    torch.testing.assert_close(v(x[1:2], t[1:2]), s[1:2], atol=1e-4, rtol=1e-5)
+    # batch of 1 vs batch of 3: other BLAS blocking. Float32 rounding of O(1) scores, except InceptionV3 (a deep
+    # network: 1e-4 relative, the policy of docs/TESTING.md), whose FID score -(|d|^2 + tr) is ~1e7 here and
+    # carries the relative error of |d|^2 (measured 1.2e-5 of the score on this machine under load)
+    rtol = 1e-4 if name.startswith("oracle") else 1e-5
+    torch.testing.assert_close(v(x[1:2], t[1:2]), s[1:2], atol=1e-4, rtol=rtol)
     xg = x.clone().requires_grad_(True)
     v.score(xg, t).sum().backward()
     assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
