@@ -45,6 +45,36 @@ def outcomes_of(
     return Outcomes(jobs, end, end, end, score, nfe, idx)
 
 
+def records_at_stream_cap(monkeypatch, cap: int | None, algorithm, run: Callable) -> tuple[list, list[bool]]:
+    """``run(algorithm)`` (a ``run_search``) with ``base.STREAM_CAP_BYTES`` set to ``cap`` (None: the default)
+    and each ``ask`` asked twice (the second answer is run; its step noises must equal the first's).
+
+    Returns (each search's candidate records, for every ``Streams.rows`` read whether its streams were
+    drawn step by step)."""
+    from noisesearch.algorithms import base
+
+    stepwise: list[bool] = []
+    rows, ask = base.Streams.rows, algorithm.ask
+
+    def spy(self, start, stop):
+        stepwise.append(self.whole is None)
+        return rows(self, start, stop)
+
+    def ask_twice(state):
+        first, second = ask(state), ask(state)
+        assert [j.noises is None for j in first] == [j.noises is None for j in second]
+        assert all(a.noises is None or torch.equal(a.noises, b.noises) for a, b in zip(first, second))
+        return second
+
+    with monkeypatch.context() as m:
+        if cap is not None:
+            m.setattr(base, "STREAM_CAP_BYTES", cap)
+        m.setattr(base.Streams, "rows", spy)
+        m.setattr(algorithm, "ask", ask_twice)
+        result = run(algorithm)
+    return [list(r.candidates) for r in result], stepwise
+
+
 def drive(algorithm, problems: Problems, score: Callable[[Jobs], Sequence[float] | torch.Tensor]):
     """Run ``algorithm`` by hand: every batch's rows get ``score(jobs)``, end states = start states.
 

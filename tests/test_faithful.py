@@ -360,6 +360,25 @@ def test_evosearch_intermediate_mutation_scale_is_the_samplers_injected_std():
     assert injected_std(0.6, 0.35, 1.0) > injected_std(0.6, 0.35, 0.5) > 0
 
 
+def test_evosearch_records_are_the_same_with_streams_drawn_step_by_step(digits, classifier, monkeypatch):
+    """With the stream cap at 0 each generation's streams are drawn stretch by stretch from its birth step
+    (the rows before it drawn and dropped): the records equal those of streams held whole."""
+    from _algo import records_at_stream_cap
+
+    from noisesearch.algorithms.evosearch import EvoSearch
+
+    def run(algorithm):
+        return run_search(
+            digits, classifier, algorithm, [0, 3, 9], seeds=[0, 1, 2], budget=128, steps=8, sampler="euler-sde"
+        )
+
+    whole, held_reads = records_at_stream_cap(monkeypatch, None, EvoSearch(), run)
+    stepwise, stepwise_reads = records_at_stream_cap(monkeypatch, 0, EvoSearch(), run)
+    # evolution steps 0, 3, 5, 6: generations born at 0, 0, 3, 5, 6 run 4, 4, 3, 2, 1 stretches, each asked twice
+    assert held_reads == [False] * 28 and stepwise_reads == [True] * 28
+    assert [len(c) for c in whole] == [64] * 3 and stepwise == whole
+
+
 # --- parameter boundaries (each pins one accepted or refused edge value) ------------------------
 
 

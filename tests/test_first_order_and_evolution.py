@@ -340,6 +340,23 @@ def test_evolution_finals_use_their_members_step_noises():
     assert jobs.sigmas == p.sigmas and torch.equal(jobs.noises[0], stream)
 
 
+def test_evolution_records_are_the_same_with_streams_drawn_step_by_step(digits, classifier, monkeypatch):
+    """With the stream cap at 0 a preview draws only the first row of each member's stream: the records
+    equal those of streams drawn whole (the finals' streams are one-shot, drawn whole either way)."""
+    from _algo import records_at_stream_cap
+
+    def run(algorithm):
+        return run_search(
+            digits, classifier, algorithm, [2, 5, 8], seeds=[0, 1, 2], budget=128, steps=8, sampler="euler-sde"
+        )
+
+    whole, held_reads = records_at_stream_cap(monkeypatch, None, EvolutionSearch(), run)
+    stepwise, stepwise_reads = records_at_stream_cap(monkeypatch, 0, EvolutionSearch(), run)
+    # (128 - 2 finals x 8) // 2 = 56 previews: generations of 16, 16, 16, 8, then the finals; each asked twice
+    assert held_reads == [False] * 10 and stepwise_reads == [True] * 8 + [False] * 2
+    assert [len(c) for c in whole] == [58] * 3 and stepwise == whole
+
+
 def test_evolution_records_a_failed_preview_score_as_none():
     """Every preview fails (NaN): the finals are the first members in order, their preview_score None (JSON null)."""
     from _algo import outcomes_of

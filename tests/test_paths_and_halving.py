@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from _algo import outcomes_of, run_of, single
+from _algo import outcomes_of, records_at_stream_cap, run_of, single
 
 from noisesearch.algorithms import ALGORITHMS, Problem
 from noisesearch.algorithms.base import STEP_NOISES, derive_seed, gaussian
@@ -105,8 +105,10 @@ TOL = dict(atol=1e-6, rtol=1e-5)  # the same float32 formula recomputed here on 
 
 
 def stream(seed, path, n_steps):
-    """A path's per-step noise stream, by hand (Problems.step_noises' contract): one draw (n_steps, 2)."""
-    return gaussian((n_steps, 2), derive_seed(seed, *path, STEP_NOISES))
+    """A path's per-step noise stream, by hand (the ``Streams`` contract): ``n_steps`` successive draws of
+    shape (2,) from one generator seeded with the path's stream seed, (n_steps, 2)."""
+    g = torch.Generator().manual_seed(derive_seed(seed, *path, STEP_NOISES))
+    return torch.stack([torch.randn(2, generator=g) for _ in range(n_steps)])
 
 
 @pytest.mark.parametrize("sampler", ["euler", "euler-sde"])
@@ -200,6 +202,22 @@ def test_halving_keeps_each_searchs_best_ties_first_nan_last(sampler):
     assert extras.noise_seed == [derive_seed(s, 2**20, 0) for s in seeds] and extras.info == {"role": ["extra"] * 2}
     algorithm.tell(state, [outcomes_of(extras, [0.0, 0.0])])
     assert algorithm.ask(state) == []
+
+
+def test_halving_records_are_the_same_with_streams_drawn_step_by_step(digits, classifier, monkeypatch):
+    """With the stream cap at 0 every candidate's step noises are drawn round by round, and the survivors'
+    generators selected after each checkpoint: the records equal those of streams held whole."""
+
+    def run(algorithm):
+        return run_search(
+            digits, classifier, algorithm, [1, 4, 7], seeds=[0, 1, 2], budget=128, steps=8, sampler="euler-sde"
+        )
+
+    whole, held_reads = records_at_stream_cap(monkeypatch, None, HalvingSearch(), run)
+    stepwise, stepwise_reads = records_at_stream_cap(monkeypatch, 0, HalvingSearch(), run)
+    # 33, 9 and 3 candidates per search (no extra one): three rounds read their streams, each asked twice
+    assert held_reads == [False] * 6 and stepwise_reads == [True] * 6
+    assert [len(c) for c in whole] == [45] * 3 and stepwise == whole
 
 
 @pytest.mark.parametrize("name", ["paths", "halving"])

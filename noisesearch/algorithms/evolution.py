@@ -20,7 +20,8 @@ full schedule and the best of them is the answer. The budget is so used to withi
 
 With a stochastic sampler, member ``(generation, member)`` takes its per-step noises from the stream
 ``(generation, member, STEP_NOISES)`` of ``steps`` rows (one per step of the run's schedule): its
-preview uses the first rows, and its final run, if it gets one, the same stream whole.
+preview uses the first rows (for a large latent only those are drawn, see ``Streams``), and its final
+run, if it gets one, the same stream whole.
 
 With ``low_frequency`` = f in (0, 1] only the spatial frequencies of the last two dimensions whose
 radius is at most f times the largest (the Nyquist corner) move, through ``torch.fft.rfft2``; the
@@ -231,8 +232,8 @@ class EvolutionSearch:
         n_steps = len(state.preview_sigmas) - 1
         noises = None
         if p.stochastic:
-            # the member's whole stream, of which the preview takes the first rows (the final run takes all)
-            noises = p.step_noises(owners, [(g, k) for k in ks], p.steps)[1][:, :n_steps]  # (S * n, n_steps, ...)
+            # the first rows of the member's stream of ``steps`` rows (its final run takes them all)
+            noises = p.streams(owners, [(g, k) for k in ks], p.steps).rows(0, n_steps)  # (S * n, n_steps, ...)
         return Jobs(
             torch.tensor(owners, dtype=torch.int64),
             x,

@@ -34,10 +34,11 @@ scaled to the largest that the budget pays for, at least 2 each; evolution steps
 schedule are dropped until 2 members per generation fit. Draws: member ``j`` of generation ``k``
 starts from ``(k, j)`` (generation 0); its per-step noises are the stream ``(k, j, STEP_NOISES)`` of
 ``steps`` rows, row ``i`` for the step from sigma_i (the rows before its birth step are drawn and
-unused, so that a step's noise does not depend on where the member was born); its mutation is
-``(k, j, MUTATION)``; the tournaments that make generation ``k + 1`` (from the archive of ``e_k``) draw
-one ``randperm`` of the archive each, in member order, from one generator seeded with the path
-``(TOURNAMENT, k)``.
+unused, so that a step's noise does not depend on where the member was born), read stretch by stretch
+as the generation runs (``Streams``: a large latent's streams are not held for every step at once); its
+mutation is ``(k, j, MUTATION)``; the tournaments that make generation ``k + 1`` (from the archive of
+``e_k``) draw one ``randperm`` of the archive each, in member order, from one generator seeded with the
+path ``(TOURNAMENT, k)``.
 
 Every search of a run evolves in lock step (the plan depends only on the budget and schedule): a
 generation's states, step-noise streams and archives carry a leading search dimension, and one batch
@@ -52,7 +53,7 @@ from dataclasses import dataclass, field
 import torch
 
 from noisesearch.algorithms._stepwise import check_stochastic_sampler
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, derive_seed, rank_order
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, Streams, derive_seed, rank_order
 from noisesearch.errors import UserError
 
 MUTATION = 2**42  # path marker of the mutation draws
@@ -76,8 +77,9 @@ def injected_std(sigma: float, sigma_next: float, eta: float) -> float:
 class EvoState:
     """Every search's current generation and archives; members are rows ``i * population + j``.
 
-    ``x`` (S * p, *noise_shape) holds the members' states at step ``at`` and ``streams``
-    (S * p, steps - born, *noise_shape) their step noises from their birth step ``born`` on.
+    ``x`` (S * p, *noise_shape) holds the members' states at step ``at`` and ``streams`` their S * p
+    step-noise streams of ``steps`` rows each, read from row ``at`` on (the rows before the generation's
+    birth step are never read).
     ``archive[j]`` is (states (S, A, *noise_shape), fitness (S, A) float64, NaN: failed): the states at
     ``steps[j]`` of every finished member that passed it, in (generation, member) order.
     """
@@ -87,12 +89,11 @@ class EvoState:
     steps: list[int]  # evolution step indices e_0 < .. < e_{m-1}
     populations: list[int]  # p_0 .. p_m
     x: torch.Tensor  # (S * p, *noise_shape) the members' states at ``at``
-    streams: torch.Tensor  # (S * p, steps - born, *noise_shape)
+    streams: Streams  # S * p streams of ``steps`` rows
     seeds: list[int | None] | None  # generation 0's noise seeds (recorded for its first stretch)
     archive: list[tuple[torch.Tensor, torch.Tensor]]
     generation: int = 0
     at: int = 0  # step index of ``x``: the start of the next stretch
-    born: int = 0  # step index where the current generation was born
     passed: dict[int, torch.Tensor] = field(default_factory=dict)  # evolution step j -> states there (S * p, ...)
     done: bool = False
 
@@ -188,7 +189,7 @@ class EvoSearch:
         paths = [(0, j) for j in js]
         drawn, x = problems.noise(owners, paths)  # (S * p_0, *noise_shape)
         seeds: list[int | None] = list(drawn)
-        streams = problems.step_noises(owners, paths, problems.steps)[1]  # (S * p_0, steps, *noise_shape)
+        streams = problems.streams(owners, paths, problems.steps)  # S * p_0 streams of ``steps`` rows
         empty = (
             torch.empty((len(problems), 0, *problems.noise_shape), device=problems.device),
             torch.empty((len(problems), 0), dtype=torch.float64, device=problems.device),
@@ -220,7 +221,7 @@ class EvoSearch:
                 noise_seed=state.seeds if state.generation == 0 and at == 0 else None,
                 info=info,
                 sampler=state.sampler,
-                noises=state.streams[:, at - state.born : stop - state.born],  # (S * p, stop - at, *noise_shape)
+                noises=state.streams.rows(at, stop),  # (S * p, stop - at, *noise_shape)
             )
         ]
 
@@ -269,8 +270,8 @@ class EvoSearch:
             children = parents + c * eps
         owners, js = p.grid(size)
         state.x = torch.cat([elites, children], 1).flatten(0, 1)  # (S * size, *noise_shape)
-        state.streams = p.step_noises(owners, [(k + 1, j) for j in js], p.steps)[1][:, at:]
-        state.seeds, state.generation, state.at, state.born = None, k + 1, at, at
+        state.streams = p.streams(owners, [(k + 1, j) for j in js], p.steps)  # read from row ``at`` on
+        state.seeds, state.generation, state.at = None, k + 1, at
 
     def _tournaments(self, problems: Problems, k: int, entries: int, count: int) -> torch.Tensor:
         """The winners (S, count) int64 of generation ``k + 1``'s tournaments, as ranks in the sorted pool of

@@ -15,10 +15,11 @@ candidate) goes to extra independent full candidates when it pays for one.
 
 Draws, per search: candidate k is the draw ``(k,)`` (random search's candidate k) and, with a
 stochastic sampler, takes the steps of each round from its one full-schedule stream of per-step
-noises (``Problems.step_noises``), as random search's candidate k does; extra candidate k is the
-draw ``(2**20, k)``. The survivors of a checkpoint are the best of its candidates (ties in asked
-order, NaN last). Every search of a run follows the same plan, so all searches run in lock step:
-survivors are held as (S, n, ...) and one batch per round carries every search's rows.
+noises, as random search's candidate k does (held as ``Streams``, read round by round; after each
+checkpoint only the survivors' streams are kept); extra candidate k is the draw ``(2**20, k)``. The
+survivors of a checkpoint are the best of its candidates (ties in asked order, NaN last). Every search
+of a run follows the same plan, so all searches run in lock step: survivors are held as (S, n, ...)
+and one batch per round carries every search's rows.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, is_count, rank_order
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, Streams, is_count, rank_order
 from noisesearch.errors import UserError
 
 _EXTRA = 2**20  # path marker of the extra independent candidates
@@ -41,8 +42,8 @@ class HalvingState:
     sizes: list[int]  # candidates per search and round
     extra: int  # extra independent candidates per search
     round: int = 0
-    # stochastic samplers: (S, n, steps, *noise_shape) the full step-noise streams of this round's candidates
-    streams: torch.Tensor | None = None
+    # stochastic samplers: the S * n full-schedule step-noise streams of this round's candidates, search-major
+    streams: Streams | None = None
     x: torch.Tensor | None = None  # (S, n, *noise_shape) survivors' states at the last checkpoint, best first
     denoised: torch.Tensor | None = None  # (S, n, *noise_shape) their x0-predictions there (already paid)
     candidate: torch.Tensor | None = None  # (S, n) int64 their candidate numbers k (draw (k,))
@@ -122,10 +123,9 @@ class HalvingSearch:
         problems.require_budget(needed, f"successive halving from {n0} candidate(s) to {self.final}")
         extra = (problems.budget - needed) // problems.cost()
         state = HalvingState(problems, segments, sizes, extra)
-        if problems.stochastic:  # every candidate's full stream, drawn once; survivors take their later steps
+        if problems.stochastic:  # every candidate's full stream, read round by round; survivors read on
             owners, ks = problems.grid(n0)
-            streams = problems.step_noises(owners, [(k,) for k in ks], problems.steps)[1]  # (S*n0, steps, ...)
-            state.streams = streams.view(len(problems), n0, *streams.shape[1:])
+            state.streams = problems.streams(owners, [(k,) for k in ks], problems.steps)
         return state
 
     def ask(self, state: HalvingState) -> list[Jobs]:
@@ -133,13 +133,13 @@ class HalvingSearch:
         n_searches, last = len(p), len(state.segments) - 1
         segment = state.segments[min(r, last)]
         done = sum(len(s) - 1 for s in state.segments[: min(r, last)])  # steps before this round
-        steps = slice(done, done + len(segment) - 1)
+        stop = done + len(segment) - 1
         if r == 0:
             n0 = state.sizes[0]
             owners, ks = p.grid(n0)
             seeds, x = p.noise(owners, [(k,) for k in ks])
             info = {"round": torch.zeros(len(ks), dtype=torch.int64), "candidate": torch.tensor(ks)}
-            noises = state.streams.flatten(0, 1)[:, steps] if state.streams is not None else None
+            noises = state.streams.rows(done, stop) if state.streams is not None else None  # (S * n0, ...)
             owner = torch.tensor(owners, dtype=torch.int64)
             seeded: list[int | None] = list(seeds)
             return [Jobs(owner, x, segment, noise_seed=seeded, info=info, noises=noises, score_end=last > 0)]
@@ -147,7 +147,7 @@ class HalvingSearch:
             assert state.x is not None and state.denoised is not None and state.candidate is not None
             n = state.candidate.shape[1]
             # the survivors' own later step noises (their streams are kept in survivor order)
-            noises = state.streams[:, :, steps].flatten(0, 1) if state.streams is not None else None
+            noises = state.streams.rows(done, stop) if state.streams is not None else None  # (S * n, ...)
             info = {
                 "round": torch.full((n_searches * n,), r, dtype=torch.int64),
                 "candidate": state.candidate.flatten(),
@@ -187,4 +187,4 @@ class HalvingSearch:
             candidate = state.candidate.to(out.x.device).flatten()
         state.x, state.denoised, state.candidate = pick(out.x), pick(out.denoised), pick(candidate)
         if state.streams is not None:  # only the survivors' streams are needed from here on
-            state.streams = pick(state.streams.flatten(0, 1))
+            state.streams = state.streams.select((rows * score.shape[1] + keep).flatten())  # (S * n',) flat rows
