@@ -349,7 +349,9 @@ class Streams:
     """
 
     def __init__(self, problems: Problems, seeds: list[int], n_steps: int, *, cap_bytes: int | None):
-        self.problems, self.seeds, self.n_steps = problems, seeds, n_steps
+        self.problems, self.n_steps = problems, n_steps
+        self._seeds: list[int] = seeds
+        self._pick: torch.Tensor | None = None  # seeds[r] = _seeds[_pick[r]] (a selection read lazily)
         shape = problems.noise_shape
         nbytes = len(seeds) * n_steps * math.prod(shape) * 4
         self.whole: torch.Tensor | None = None
@@ -372,8 +374,16 @@ class Streams:
         else:
             self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
 
+    @property
+    def seeds(self) -> list[int]:
+        """The stream seeds (a host list; after a ``select`` by a device index, one copy when first read)."""
+        if self._pick is not None:
+            listed = self._pick.tolist()
+            self._seeds, self._pick = [self._seeds[i] for i in listed], None
+        return self._seeds
+
     def __len__(self) -> int:
-        return len(self.seeds)
+        return len(self._seeds) if self._pick is None else len(self._pick)
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows ``start:stop`` of every stream, (n, stop - start, *noise_shape) on the device.
@@ -390,7 +400,7 @@ class Streams:
             raise ValueError(f"streams drawn step by step are read in order: rows {start}:{stop} after {self.next}")
         t0 = time.perf_counter()
         shape = self.problems.noise_shape
-        out = torch.empty((len(self.seeds), stop - start, *shape))
+        out = torch.empty((len(self), stop - start, *shape))
         scratch = torch.empty(shape)
         for g, rows in zip(self.generators, out.unbind(0)):
             for _ in range(self.next, start):
@@ -407,18 +417,20 @@ class Streams:
         """The streams ``idx`` (in that order; repeats allowed), each continuing where it was."""
         new = Streams.__new__(Streams)
         new.problems, new.n_steps, new.next, new.last = self.problems, self.n_steps, self.next, None
-        if self.whole is not None:
+        if self.whole is not None:  # no host copy: the seeds are picked when read
             pick = torch.as_tensor(idx, dtype=torch.int64)
             new.whole, new.generators = self.whole[pick.to(self.whole.device)], []
-            listed = pick.tolist()  # the seeds are a host list
-        else:
-            listed = idx.tolist() if isinstance(idx, torch.Tensor) else list(idx)  # one copy: generators live here
-            new.whole, new.generators = None, []
-            for i in listed:
-                g = torch.Generator()
-                g.set_state(self.generators[i].get_state())
-                new.generators.append(g)
-        new.seeds = [self.seeds[i] for i in listed]
+            base = torch.arange(len(self)) if self._pick is None else self._pick
+            new._seeds, new._pick = self._seeds, base.to(pick.device)[pick]
+            return new
+        listed = idx.tolist() if isinstance(idx, torch.Tensor) else list(idx)  # one copy: generators live here
+        new.whole, new.generators = None, []
+        for i in listed:
+            g = torch.Generator()
+            g.set_state(self.generators[i].get_state())
+            new.generators.append(g)
+        seeds = self.seeds
+        new._seeds, new._pick = [seeds[i] for i in listed], None
         return new
 
 
