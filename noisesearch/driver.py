@@ -110,6 +110,7 @@ class CandidateTable:
         self.latent_shape = list(latent_shape) if latent_shape else None
         self.chunks: list[tuple[Jobs, Outcomes, list[str | None] | None]] = []
         self._rows: list[list[dict]] | None = None
+        self.counts = torch.zeros(self.n, dtype=torch.int64)  # records per search (known without building them)
 
     def add(self, jobs: Jobs, out: Outcomes) -> None:
         """Record a batch: hashes of derived noises are taken now (one copy of the batch to the CPU), the
@@ -124,6 +125,7 @@ class CandidateTable:
                 got = iter(noise_hashes(jobs.x[torch.tensor(rows, device=jobs.x.device)]))
                 hashes = [next(got) if s is None else None for s in jobs.noise_seed]
         self.chunks.append((jobs, out, hashes))
+        self.counts += torch.bincount(jobs.owner, minlength=self.n)
         self._rows = None
 
     def rows(self, search: int) -> list[dict]:
@@ -170,7 +172,7 @@ class Candidates(Sequence[dict]):
         return self._table.rows(self._search)
 
     def __len__(self) -> int:
-        return len(self._list())
+        return int(self._table.counts[self._search])  # a count needs no records built
 
     @overload
     def __getitem__(self, i: int) -> dict: ...
