@@ -71,9 +71,10 @@ def gaussians(shape: tuple[int, ...], seeds: Sequence[int]) -> torch.Tensor:
     """
     out = torch.empty((len(seeds), *shape))
     g = torch.Generator()
-    for row, seed in zip(out.unbind(0), seeds):  # one unbind: views made in C, not one Python index per row
-        g.manual_seed(seed)
-        row.normal_(generator=g)
+    for a in range(0, len(seeds), 1024):  # views made by unbind in C, a block at a time (a list of 1e5 is slower)
+        for row, seed in zip(out[a : a + 1024].unbind(0), seeds[a : a + 1024]):
+            g.manual_seed(seed)
+            row.normal_(generator=g)
     return out
 
 
