@@ -39,6 +39,7 @@ import os
 import tempfile
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -288,16 +289,18 @@ def job_keys(model_id: str, jobs, problems, guidance: float) -> list[str]:
             text = _io.dumps(plain) if plain is not None or target is None else repr(target)
         heads[i] = hashlib.sha256(run + b"\x1f" + text.encode()).hexdigest()[:32]
     seeds = jobs.noise_seed or [None] * len(owners)
-    keys = []
-    rows = None
-    for r, (i, seed) in enumerate(zip(owners, seeds)):
-        if seed is not None:
-            keys.append(f"{heads[i]}s{seed:d}")
-        else:
-            if rows is None:
-                rows = x.detach().contiguous().cpu()
-            keys.append(f"{heads[i]}h{hashlib.sha256(_tensor_bytes(rows[r])).hexdigest()[:32]}")
-    return keys
+    if None not in seeds:
+        return [f"{heads[i]}s{seed:d}" for i, seed in zip(owners, seeds)]
+    raw = _row_bytes(x)  # (n, bytes per row): one copy of the batch to the host
+    return [
+        f"{heads[i]}s{seed:d}" if seed is not None else f"{heads[i]}h{hashlib.sha256(raw[r]).hexdigest()[:32]}"
+        for r, (i, seed) in enumerate(zip(owners, seeds))
+    ]
+
+
+def _row_bytes(x: torch.Tensor):
+    """The raw bytes of each row of ``x`` (B, ...) as a (B, bytes) uint8 array: row r's are ``_tensor_bytes(x[r])``."""
+    return x.detach().contiguous().reshape(len(x), -1).cpu().view(torch.uint8).numpy()
 
 
 def job_key(model_id: str, jobs, problems, guidance: float) -> str:
@@ -408,6 +411,19 @@ def _header(path: Path) -> dict:
         return json.loads(f.read(n))
 
 
+@dataclass
+class Hits:
+    """The cached rows of a batch of keys, as columns: ``rows`` (positions in the keys, ascending) and their
+    end states ``x``, images and previews (rows in that order), and the FLOPs stored with the first pack."""
+
+    rows: list[int]
+    x: torch.Tensor
+    image: torch.Tensor
+    preview: torch.Tensor | None
+    flops_per_nfe: float | None
+    decode_flops: float | None
+
+
 class CandidateCache:
     """The replay cache in folder ``path`` (created); see the module docstring.
 
@@ -498,8 +514,24 @@ class CandidateCache:
         """The entries of ``keys`` (``x``, ``image``, ``preview`` when ``preview_step`` is given, FLOPs), None
         for a miss. An entry without that preview is a miss; a hit marks its pack as recently used.
 
-        The rows of one pack are gathered in one copy per tensor (the memo's tensors are never handed
-        out); each entry's tensors are views of that copy."""
+        Each entry's tensors are views of one gathered copy (the memo's tensors are never handed out)."""
+        hits = self.get_rows(keys, preview_step)
+        out: list[dict | None] = [None] * len(keys)
+        if hits is None:
+            return out
+        xs, images = hits.x.unbind(0), hits.image.unbind(0)
+        previews = hits.preview.unbind(0) if hits.preview is not None else None
+        for j, n in enumerate(hits.rows):
+            entry = {"x": xs[j], "image": images[j], "flops_per_nfe": hits.flops_per_nfe}
+            entry["decode_flops"] = hits.decode_flops
+            if previews is not None:
+                entry["preview"] = previews[j]
+            out[n] = entry
+        return out
+
+    def get_rows(self, keys: list[str], preview_step: int | None) -> Hits | None:
+        """The hits among ``keys`` as columns (``Hits``: their positions, ascending, and their tensors gathered
+        in one copy per pack and tensor), or None when nothing hit. Misses as in ``get``."""
         need = None if preview_step is None else f"preview@{preview_step}"
 
         def find(key: str) -> str | None:
@@ -512,11 +544,11 @@ class CandidateCache:
         if None in found:
             self._refresh()
             found = [name if name is not None else find(k) for name, k in zip(found, keys)]
-        out: list[dict | None] = [None] * len(keys)
         by_pack: dict[str, list[int]] = {}
         for n, name in enumerate(found):
             if name is not None:
                 by_pack.setdefault(name, []).append(n)
+        parts = []
         for name, rows in by_pack.items():
             loaded = self._load(name)
             if loaded is None:
@@ -528,16 +560,26 @@ class CandidateCache:
                 continue
             index = torch.tensor([row_of[keys[n]] for n in rows], dtype=torch.int64)
             dtype = getattr(torch, meta["image_dtype"])
-            xs = tensors["x"].index_select(0, index).unbind(0)
-            images = self._restore(tensors["image"].index_select(0, index), dtype).unbind(0)
-            previews = self._restore(tensors[need].index_select(0, index), dtype).unbind(0) if need else None
-            flops_per_nfe, decode_flops = meta["flops_per_nfe"], meta["decode_flops"]
-            for j, n in enumerate(rows):
-                entry = {"x": xs[j], "image": images[j], "flops_per_nfe": flops_per_nfe, "decode_flops": decode_flops}
-                if previews is not None:
-                    entry["preview"] = previews[j]
-                out[n] = entry
-        return out
+            x = tensors["x"].index_select(0, index)
+            image = self._restore(tensors["image"].index_select(0, index), dtype)
+            preview = self._restore(tensors[need].index_select(0, index), dtype) if need else None
+            parts.append((rows, x, image, preview, meta))
+        if not parts:
+            return None
+        first = parts[0][4]
+        if len(parts) == 1:
+            rows, x, image, preview, _ = parts[0]
+            return Hits(rows, x, image, preview, first["flops_per_nfe"], first["decode_flops"])
+        rows = [n for p in parts for n in p[0]]
+        order = torch.tensor(sorted(range(len(rows)), key=rows.__getitem__), dtype=torch.int64)  # ascending positions
+        return Hits(
+            [rows[i] for i in order.tolist()],
+            torch.cat([p[1] for p in parts])[order],
+            torch.cat([p[2] for p in parts])[order],
+            None if need is None else torch.cat([p[3] for p in parts])[order],
+            first["flops_per_nfe"],
+            first["decode_flops"],
+        )
 
     def _load(self, name: str):
         path = self.path / "packs" / name

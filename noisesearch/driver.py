@@ -557,13 +557,14 @@ class _Replay:
         preview_sigma = run.preview_sigma
         preview_at = _preview_step(jobs.sigmas, preview_sigma)
         keys = job_keys(self.model_id, jobs, problems, run.guidance)
-        entries = self.cache.get(keys, preview_at)
+        hits = self.cache.get_rows(keys, preview_at)
         owners = jobs.owner
         cost = problems.job_cost(jobs)
         decodes = 1 + (preview_sigma is not None)
-        hit = [n for n, e in enumerate(entries) if e is not None]
-        miss = [n for n, e in enumerate(entries) if e is None]
         n = len(jobs)
+        hit = [] if hits is None else hits.rows
+        taken = set(hit)
+        miss = [r for r in range(n) if r not in taken]
         computed = None
         if miss:
             computed = self._compute_unscored(run, jobs.rows(miss) if hit else jobs, preview_at)
@@ -575,31 +576,36 @@ class _Replay:
                 flops_per_nfe=acct.flops_per_nfe,
                 decode_flops=ledger.cached(run.model, ("decode", tuple(computed["x"].shape[1:]))),
             )
-        if not hit:
+        if hits is None:
             assert computed is not None
             x, image_all, preview_all = computed["x"], computed["image"], computed["preview"]
         else:
             device = jobs.x.device
-            x_end: list[Any] = [None] * n
-            images: list[Any] = [None] * n
-            previews: list[Any] = [None] * n
-            if computed is not None:
-                for j, r in enumerate(miss):
-                    x_end[r], images[r] = computed["x"][j], computed["image"][j]
-                    previews[r] = None if computed["preview"] is None else computed["preview"][j]
-            for r in hit:
-                e = entries[r]
-                x_end[r], images[r] = e["x"].to(device), e["image"].to(device)
-                previews[r] = e["preview"].to(device) if preview_sigma is not None else None
-            x, image_all = torch.stack(x_end), torch.stack(images)
-            preview_all = torch.stack(previews) if preview_sigma is not None else None
-            first = entries[hit[0]]
+            got = {"x": hits.x.to(device), "image": hits.image.to(device), "preview": None}
+            if preview_sigma is not None:
+                assert hits.preview is not None
+                got["preview"] = hits.preview.to(device)
+            if computed is None:  # every row replayed
+                x, image_all, preview_all = got["x"], got["image"], got["preview"]
+            else:  # the two parts put back in row order
+                at_hit = torch.tensor(hit, dtype=torch.int64, device=device)
+                at_miss = torch.tensor(miss, dtype=torch.int64, device=device)
+
+                def merge(part: str) -> torch.Tensor:
+                    a, b = got[part], computed[part]
+                    out = torch.empty((n, *b.shape[1:]), dtype=b.dtype, device=b.device)
+                    out[at_hit] = a.to(b.dtype)
+                    out[at_miss] = b
+                    return out
+
+                x, image_all = merge("x"), merge("image")
+                preview_all = merge("preview") if preview_sigma is not None else None
             acct.replay(
                 owners[torch.tensor(hit)],
                 cost,
                 decodes=decodes,
-                decode_flops=first["decode_flops"],
-                flops_per_nfe=first["flops_per_nfe"],
+                decode_flops=hits.decode_flops,
+                flops_per_nfe=hits.flops_per_nfe,
             )
         scores: list[Any] = [None] * n  # float per row once known
         if self.verifier_id is not None and hit:
@@ -614,8 +620,8 @@ class _Replay:
             score = self._score(run, keys, need, image_all, preview_all, owners)
         else:
             if need:
-                got = self._score(run, keys, need, image_all, preview_all, owners).tolist()
-                for r, value in zip(need, got):
+                values = self._score(run, keys, need, image_all, preview_all, owners).tolist()
+                for r, value in zip(need, values):
                     scores[r] = value
             score = torch.tensor(scores, dtype=torch.float32, device=image_all.device)
         return Outcomes(jobs, x, x, image_all, score, cost, index)
