@@ -267,6 +267,7 @@ def job_keys(model_id: str, jobs, problems, guidance: float) -> list[str]:
     The head is computed once per search in the batch, from a text serialised once per batch, so a
     seeded key costs no hash of its own."""
     x = jobs.x
+    shape, dtype = (problems.noise_shape, torch.float32) if x is None else (tuple(x.shape[1:]), x.dtype)
     sampler = jobs.sampler or problems.sampler
     run = "\x1f".join(
         (
@@ -275,7 +276,7 @@ def job_keys(model_id: str, jobs, problems, guidance: float) -> list[str]:
             sampler,
             _sigmas_digest(tuple(float(s) for s in jobs.sigmas)),
             repr(float(guidance)),
-            f"{tuple(x.shape[1:])}:{x.dtype}",
+            f"{tuple(shape)}:{dtype}",
         )
     ).encode()
     heads: dict[int, str] = {}
@@ -291,7 +292,7 @@ def job_keys(model_id: str, jobs, problems, guidance: float) -> list[str]:
     seeds = jobs.noise_seed or [None] * len(owners)
     if None not in seeds:
         return [f"{heads[i]}s{seed:d}" for i, seed in zip(owners, seeds)]
-    raw = _row_bytes(x)  # (n, bytes per row): one copy of the batch to the host
+    raw = _row_bytes(problems.start_states(jobs))  # (n, bytes per row): one copy of the batch to the host
     return [
         f"{heads[i]}s{seed:d}" if seed is not None else f"{heads[i]}h{hashlib.sha256(raw[r]).hexdigest()[:32]}"
         for r, (i, seed) in enumerate(zip(owners, seeds))

@@ -30,7 +30,7 @@ from typing import Any, overload
 import torch
 
 from noisesearch.accounting import Accountant
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, SearchAlgorithm, noise_hashes
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, SearchAlgorithm, gaussians, noise_hashes
 from noisesearch.errors import BudgetExceeded, UserError
 from noisesearch.models.base import Model, index_cond
 from noisesearch.samplers import get_sampler
@@ -118,11 +118,12 @@ class CandidateTable:
         hashes: list[str | None] | None = None
         if self.problems.starts_at_noise(jobs) and (jobs.noise_seed is None or None in jobs.noise_seed):
             # a noise that is not a seeded draw (a neighbour, an iterate, a CEM sample) is identified by its hash
+            x = self.problems.start_states(jobs)  # drawn: a row without a seed is never deferred
             if jobs.noise_seed is None:
-                hashes = list(noise_hashes(jobs.x))
+                hashes = list(noise_hashes(x))
             else:
                 rows = [r for r, s in enumerate(jobs.noise_seed) if s is None]
-                got = iter(noise_hashes(jobs.x[torch.tensor(rows, device=jobs.x.device)]))
+                got = iter(noise_hashes(x[torch.tensor(rows, device=x.device)]))
                 hashes = [next(got) if s is None else None for s in jobs.noise_seed]
         self.chunks.append((jobs, out, hashes))
         self.counts += torch.bincount(jobs.owner, minlength=self.n)
@@ -205,7 +206,7 @@ class _Best:
         self.noise: torch.Tensor | None = None
         self.nans = torch.zeros(n, dtype=torch.int64)
 
-    def update(self, jobs: Jobs, out: Outcomes) -> None:
+    def update(self, jobs: Jobs, out: Outcomes, problems: Problems) -> None:
         score = out.score.detach().double()
         owner = jobs.owner.to(score.device)
         nan = torch.isnan(score)
@@ -227,13 +228,19 @@ class _Best:
         pick = first[searches]  # (m,) the winning rows
         self.score[searches] = ranked[pick]
         self.index[searches] = out.index.to(score.device)[pick]
-        images, noises = out.image.detach(), jobs.x.detach()
+        images = out.image.detach()
+        if jobs.x is not None:
+            noises = jobs.x.detach()[pick.to(jobs.x.device)]
+        else:  # a deferred batch: only the winners' noises are drawn
+            seeds = jobs.noise_seed
+            assert seeds is not None
+            noises = problems.to_device(gaussians(problems.noise_shape, [seeds[r] for r in pick.tolist()]))
         if self.image is None:
             self.image = torch.zeros((self.n, *images.shape[1:]), dtype=images.dtype, device=images.device)
             self.noise = torch.zeros((self.n, *noises.shape[1:]), dtype=noises.dtype, device=noises.device)
         assert self.noise is not None
         self.image[searches.to(images.device)] = images[pick.to(images.device)]
-        self.noise[searches.to(noises.device)] = noises[pick.to(noises.device)]
+        self.noise[searches.to(noises.device)] = noises
 
 
 def _preview_step(sigmas: tuple[float, ...], preview_sigma: float | None) -> int | None:
@@ -333,7 +340,7 @@ def run_search(
         for jobs, index in zip(batches, indices):
             out = run.run(jobs, index)
             outcomes.append(out)
-            best.update(jobs, out)
+            best.update(jobs, out, problems)
             if progress:
                 progress(int(run.acct.nfe.sum()), budget * len(targets), float(best.score.max()))
         algorithm.tell(state, outcomes)
@@ -479,7 +486,8 @@ class _Run:
             denoise = _first_call_known(denoise, jobs.denoised)
         grad = None
         with torch.enable_grad() if jobs.grad else torch.no_grad():
-            x_start = jobs.x.detach().requires_grad_(True) if jobs.grad else jobs.x
+            x = problems.start_states(jobs)
+            x_start = x.detach().requires_grad_(True) if jobs.grad else x
             x_end = sampler.fn(denoise, self.start_state(jobs, x_start), jobs.sigmas, callback=callback, **extra)
             if jobs.final:
                 end_denoised = x_end
@@ -522,7 +530,7 @@ class _Run:
         cost = problems.job_cost(jobs)
         targets = self.targets(owners)
         run = self.acct.trajectories(self.model, owners, cost, steps=problems.steps, guidance=self.guidance)
-        images = run(jobs.x, targets)  # (B, C, H, W), or (B, C, F, H, W) for video
+        images = run(problems.start_states(jobs), targets)  # (B, C, H, W), or (B, C, F, H, W) for video
         scores = self.acct.verify(self.verifier, images, targets, owners)
         return Outcomes(jobs, images, images, images, scores, cost, index)
 
@@ -580,7 +588,7 @@ class _Replay:
             assert computed is not None
             x, image_all, preview_all = computed["x"], computed["image"], computed["preview"]
         else:
-            device = jobs.x.device
+            device = problems.device
             got = {"x": hits.x.to(device), "image": hits.image.to(device), "preview": None}
             if preview_sigma is not None:
                 assert hits.preview is not None
@@ -655,7 +663,9 @@ class _Replay:
 
         denoise = run.acct.denoiser(run.model, index_cond(run.cond, jobs.owner), jobs.owner, guidance=run.guidance)
         with torch.no_grad():
-            x_out = sampler.fn(denoise, run.start_state(jobs, jobs.x), jobs.sigmas, callback=callback)
+            x_out = sampler.fn(
+                denoise, run.start_state(jobs, run.problems.start_states(jobs)), jobs.sigmas, callback=callback
+            )
             image = run.acct.decode(run.model, x_out, jobs.owner)
             preview = None
             if run.preview_sigma is not None:

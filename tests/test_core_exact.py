@@ -664,3 +664,25 @@ def test_streams_are_successive_draws_held_whole_or_drawn_step_by_step(shape):
     assert torch.equal(picked_whole.rows(3, 6), want[[2, 0, 2], 3:6])
     with pytest.raises(ValueError, match="rows 5:7 of streams of 6 steps"):
         whole.rows(5, 7)
+
+
+def test_deferred_draws_are_drawn_only_for_the_rows_computed(tmp_path, toy, dist):
+    """Random search asks with its noises undrawn; the driver draws the rows it computes (here, every row
+    once), and a rerun replayed from the cache draws none but the best candidate's, with the same results."""
+    from noisesearch.cache import CandidateCache
+
+    jobs = problem().fresh(2, deferred=True)
+    assert jobs.x is None and jobs.noise_seed == problem().fresh(2).noise_seed
+    assert torch.equal(problem().start_states(jobs), problem().fresh(2).x) and jobs.x is not None  # kept
+    with pytest.raises(ValueError, match="seeded draw on every row"):
+        problem().start_states(Jobs(torch.tensor([0]), None, schedule(4), noise_seed=[None]))
+    cache = CandidateCache(tmp_path / "c")
+    first = run_search(toy, dist, RandomSearch(candidates=6), [1, 0], seeds=[5, 6], budget=24, steps=4, cache=cache)
+    again = run_search(toy, dist, RandomSearch(candidates=6), [1, 0], seeds=[5, 6], budget=24, steps=4, cache=cache)
+    assert [list(r.candidates) for r in first] == [list(r.candidates) for r in again]
+    for a, b in zip(first, again):
+        assert torch.equal(a.best_noise, b.best_noise) and torch.equal(
+            a.best_noise, gaussian((1,), by_hand_seed(a.seed, a.best_index))
+        )
+        assert b.ledger["replayed"] == 6
+    assert first.stats.draw_seconds > 0 and again.stats.draw_seconds > 0  # seeds, and the two winners' noises

@@ -315,16 +315,36 @@ class Problems:
         n = len(self)
         return [i for i in range(n) for _ in range(per_search)], [k for _ in range(n) for k in range(per_search)]
 
-    def fresh(self, per_search: int, *prefix: int, info: dict | None = None) -> Jobs:
+    def fresh(self, per_search: int, *prefix: int, info: dict | None = None, deferred: bool = False) -> Jobs:
         """Full candidates: ``per_search`` per search, candidate k from the draw ``(*prefix, k)`` (and,
-        for a stochastic sampler, its step-noise stream), search-major."""
+        for a stochastic sampler, its step-noise stream), search-major. ``deferred``: leave ``x`` undrawn
+        (None) for an algorithm that never reads it; the driver draws only the rows it computes (a candidate
+        replayed from the cache needs its seed, not its noise)."""
         owners, ks = self.grid(per_search)
         paths = [(*prefix, k) for k in ks]
-        seeds, x = self.noise(owners, paths)
+        x: torch.Tensor | None = None
+        if deferred:
+            start = time.perf_counter()
+            seeds = self.seeds_of(owners, paths)
+            self.draw_seconds += time.perf_counter() - start
+        else:
+            seeds, x = self.noise(owners, paths)
         noises = self.step_noises(owners, paths, self.steps)[1] if self.stochastic else None
         return Jobs(
             torch.tensor(owners, dtype=torch.int64), x, self.sigmas, noise_seed=seeds, info=info or {}, noises=noises
         )
+
+    def start_states(self, jobs: Jobs) -> torch.Tensor:
+        """``jobs.x``, drawn now (once, kept on ``jobs``) if the batch was asked with its draws deferred."""
+        if jobs.x is None:
+            seeds = jobs.noise_seed
+            if seeds is None or any(seed is None for seed in seeds):
+                raise ValueError("a batch without start states must have a seeded draw on every row")
+            start = time.perf_counter()
+            drawn = gaussians(self.noise_shape, seeds)  # type: ignore[arg-type]
+            self.draw_seconds += time.perf_counter() - start
+            jobs.x = self.to_device(drawn)
+        return jobs.x
 
 
 def _stream_draws_whole(shape: tuple[int, ...]) -> bool:
@@ -459,7 +479,7 @@ class Jobs:
     """
 
     owner: torch.Tensor  # (n,) int64, on the CPU
-    x: torch.Tensor
+    x: torch.Tensor | None  # None: every row is its seeded draw, not drawn yet (``Problems.start_states``)
     sigmas: tuple[float, ...]
     noise_seed: Sequence[int | None] | None = None
     info: dict[str, Any] = field(default_factory=dict)

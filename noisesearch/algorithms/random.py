@@ -41,7 +41,8 @@ class RandomSearch:
     def ask(self, state: RandomState) -> list[Jobs]:
         if state.asked:
             return []
-        return [state.problems.fresh(state.candidates)]  # every search's candidates 0..N-1, one batch
+        # every search's candidates 0..N-1 in one batch; their noises are drawn by the driver when computed
+        return [state.problems.fresh(state.candidates, deferred=True)]
 
     def tell(self, state: RandomState, outcomes: list[Outcomes]) -> None:
         state.asked = True  # the driver keeps each search's best finished candidate; nothing to adapt

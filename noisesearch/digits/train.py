@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,10 @@ class DigitsData:
         return DigitsData(self.images[mask], self.labels[mask])
 
 
+@functools.lru_cache(maxsize=1)
 def load_data() -> DigitsData:
-    """scikit-learn's 8x8 digits (pixel values 0..16) scaled to [-1, 1]."""
+    """scikit-learn's 8x8 digits (pixel values 0..16) scaled to [-1, 1]; read once per process (importing
+    scikit-learn takes seconds). The tensors are shared: callers must not change them in place."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
