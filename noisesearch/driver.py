@@ -108,7 +108,7 @@ class CandidateTable:
         self.n = len(problems)
         self.problems = problems
         self.latent_shape = list(latent_shape) if latent_shape else None
-        self.chunks: list[tuple[Jobs, Outcomes, list[str | None] | None]] = []
+        self.chunks: list[tuple] = []  # per batch: the columns a record needs (no states or images are kept)
         self._rows: list[list[dict]] | None = None
         self.counts = torch.zeros(self.n, dtype=torch.int64)  # records per search (known without building them)
 
@@ -125,7 +125,18 @@ class CandidateTable:
                 rows = [r for r, s in enumerate(jobs.noise_seed) if s is None]
                 got = iter(noise_hashes(x[torch.tensor(rows, device=x.device)]))
                 hashes = [next(got) if s is None else None for s in jobs.noise_seed]
-        self.chunks.append((jobs, out, hashes))
+        seeds = jobs.noise_seed
+        self.chunks.append(
+            (
+                jobs.owner,
+                out.index,
+                None if seeds is None else list(seeds),
+                hashes,
+                (jobs.sigmas[0], jobs.sigmas[-1], out.nfe),
+                out.score.detach(),
+                dict(jobs.info),
+            )
+        )
         self.counts += torch.bincount(jobs.owner, minlength=self.n)
         self._rows = None
 
@@ -137,12 +148,10 @@ class CandidateTable:
 
     def _build(self) -> list[list[dict]]:
         per: list[list[dict]] = [[] for _ in range(self.n)]
-        for jobs, out, hashes in self.chunks:
-            owners, indices = jobs.owner.tolist(), out.index.tolist()
-            scores = out.score.tolist()
-            seeds = jobs.noise_seed or [None] * len(owners)
-            info = {k: (v.tolist() if isinstance(v, torch.Tensor) else list(v)) for k, v in jobs.info.items()}
-            start, end, nfe = jobs.sigmas[0], jobs.sigmas[-1], out.nfe
+        for owner, index, seeds, hashes, (start, end, nfe), score, columns in self.chunks:
+            owners, indices, scores = owner.tolist(), index.tolist(), score.tolist()
+            seeds = seeds or [None] * len(owners)
+            info = {k: (v.tolist() if isinstance(v, torch.Tensor) else list(v)) for k, v in columns.items()}
             for r, (i, index, score, seed) in enumerate(zip(owners, indices, scores, seeds)):
                 record = {
                     "index": index,

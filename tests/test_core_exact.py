@@ -686,3 +686,14 @@ def test_deferred_draws_are_drawn_only_for_the_rows_computed(tmp_path, toy, dist
         )
         assert b.ledger["replayed"] == 6
     assert first.stats.draw_seconds > 0 and again.stats.draw_seconds > 0  # seeds, and the two winners' noises
+
+
+def test_records_keep_no_states_or_images(toy, dist):
+    """The run's records are columns of numbers: after the search, no start state, end state or image is held
+    for them (a diffusers run of thousands of candidates would otherwise keep every image)."""
+    run = run_search(toy, dist, ZeroOrderSearch(neighbours=3), [0, 1], seeds=[1, 2], budget=40, steps=4)
+    table = run[0].candidates._table
+    held = [t for chunk in table.chunks for t in chunk if isinstance(t, torch.Tensor)]
+    held += [v for chunk in table.chunks for v in chunk[-1].values() if isinstance(v, torch.Tensor)]
+    assert held and all(t.dim() == 1 for t in held)  # owners, indices, scores, info columns
+    assert len(run[0].candidates) == run[0].verifier_calls and run[0].candidates[0]["index"] == 0
