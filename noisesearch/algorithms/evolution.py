@@ -62,8 +62,12 @@ def _band_mask(shape: tuple[int, ...], fraction: float) -> torch.Tensor:
 
 
 def _lowpass(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Orthogonal projection of ``y`` (..., H, W) onto the frequencies in ``mask``."""
-    return torch.fft.irfft2(torch.fft.rfft2(y) * mask, s=y.shape[-2:])  # (..., H, W)
+    """Orthogonal projection of each noise of ``y`` (N, ..., H, W) onto the frequencies in ``mask``.
+
+    One FFT call per noise: with several threads a batched FFT groups transforms into SIMD lanes by the
+    batch's size, so a noise's last bits would depend on which other searches share the batch.
+    """
+    return torch.stack([torch.fft.irfft2(torch.fft.rfft2(row) * mask, s=row.shape[-2:]) for row in y.unbind(0)])
 
 
 def _take(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
