@@ -90,3 +90,15 @@ def test_guidance_is_the_cfg_combination_of_separate_network_calls(digits, guida
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert digits.nfe_per_call(guidance) == (1 if guidance == 1.0 else 2)
     assert (v_cond - v_uncond).abs().max() > 0.1, "the condition must matter, else guidance is untested"
+
+
+def test_shipped_digits_are_scikit_learns():
+    """The digits shipped in the package (read without scikit-learn) are ``load_digits()``, scaled to [-1, 1]."""
+    from sklearn.datasets import load_digits
+
+    from noisesearch.digits.train import load_data
+
+    d, data = load_digits(), load_data()
+    assert data.images.shape == (1797, 1, 8, 8) and data.images.dtype == torch.float32
+    assert torch.equal(data.images, torch.tensor(d.images, dtype=torch.float32)[:, None] / 8.0 - 1.0)
+    assert torch.equal(data.labels, torch.tensor(d.target, dtype=torch.int64))

@@ -1,4 +1,4 @@
-"""Data and training for the built-in digits world (scikit-learn's ``load_digits``; no download).
+"""Data and training for the built-in digits world (scikit-learn's ``load_digits``, shipped; no download).
 
 ``train_world(seed)`` retrains every network reproducibly from one seed; the shipped weights in
 ``noisesearch/digits/weights`` were made by ``noisesearch train digits --seed 0``.
@@ -41,15 +41,20 @@ class DigitsData:
         return DigitsData(self.images[mask], self.labels[mask])
 
 
+DATA = Path(__file__).parent / "data" / "digits.npz"
+
+
 @functools.lru_cache(maxsize=1)
 def load_data() -> DigitsData:
-    """scikit-learn's 8x8 digits (pixel values 0..16) scaled to [-1, 1]; read once per process (importing
-    scikit-learn takes seconds). The tensors are shared: callers must not change them in place."""
-    from sklearn.datasets import load_digits
+    """The 1797 8x8 digits of scikit-learn's ``load_digits`` (pixel values 0..16, shipped in ``data/``,
+    see its README) scaled to [-1, 1]; read once per process. The tensors are shared: callers must not
+    change them in place."""
+    import numpy as np
 
-    d = load_digits()
-    images = torch.tensor(d.images, dtype=torch.float32)[:, None] / 8.0 - 1.0  # (N, 1, 8, 8)
-    return DigitsData(images, torch.tensor(d.target, dtype=torch.int64))
+    with np.load(DATA, allow_pickle=False) as f:
+        images, labels = f["images"], f["labels"]
+    scaled = torch.from_numpy(images.astype(np.float32))[:, None] / 8.0 - 1.0  # (N, 1, 8, 8)
+    return DigitsData(scaled, torch.from_numpy(labels.astype(np.int64)))
 
 
 def _batches(n: int, batch: int, steps: int, gen: torch.Generator):
