@@ -30,7 +30,15 @@ from typing import Any, overload
 import torch
 
 from noisesearch.accounting import Accountant
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, SearchAlgorithm, gaussians, noise_hashes
+from noisesearch.algorithms.base import (
+    Jobs,
+    Outcomes,
+    Problems,
+    SearchAlgorithm,
+    gaussians,
+    noise_hashes,
+    rank_values,
+)
 from noisesearch.errors import BudgetExceeded, UserError
 from noisesearch.models.base import Model, index_cond
 from noisesearch.samplers import get_sampler
@@ -216,14 +224,14 @@ class _Best:
         self.nans = torch.zeros(n, dtype=torch.int64)
 
     def update(self, jobs: Jobs, out: Outcomes, problems: Problems) -> None:
-        score = out.score.detach().double()
+        score = out.score.detach()
         owner = jobs.owner.to(score.device)
         nan = torch.isnan(score)
         self.nans = self.nans.to(score.device) + torch.bincount(owner[nan], minlength=self.n)
         if not jobs.final:
             return
         self.score, self.index = self.score.to(score.device), self.index.to(score.device)
-        ranked = score.nan_to_num(nan=-math.inf)
+        ranked = rank_values(score)
         top = torch.full((self.n,), -math.inf, dtype=torch.float64, device=score.device)
         top = top.scatter_reduce(0, owner, ranked, "amax")  # (S,) best of this batch per search
         better = (top > self.score) & ~torch.isneginf(top)  # (S,) strictly better than the kept one
@@ -342,9 +350,7 @@ def run_search(
 
     while batches := algorithm.ask(state):
         run.plan(batches)
-        indices = []
-        for jobs in batches:
-            indices.append(_assign(jobs.owner, next_index))
+        indices = [_assign(jobs.owner, next_index) for jobs in batches]
         outcomes = []
         for jobs, index in zip(batches, indices):
             out = run.run(jobs, index)

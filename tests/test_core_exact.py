@@ -20,11 +20,13 @@ from noisesearch.algorithms.base import (
     Problem,
     Problems,
     derive_seed,
+    first_best,
     gaussian,
     gaussians,
     noise_hash,
     noise_hashes,
-    rank_key,
+    rank_order,
+    rank_values,
 )
 from noisesearch.algorithms.random import RandomSearch
 from noisesearch.algorithms.zero_order import ZeroOrderSearch
@@ -171,7 +173,11 @@ def test_seeds_noises_and_hashes_by_hand():
     assert noise_hash(x) == hashlib.sha256(x.numpy().tobytes()).hexdigest()[:16]
     assert noise_hash(x.double()) == noise_hash(x) and len(noise_hash(x)) == 16
     assert noise_hashes(torch.stack([x, -x])) == [noise_hash(x), noise_hash(-x)]
-    assert rank_key(float("nan")) == -math.inf and rank_key(-3.5) == -3.5
+    scores = torch.tensor([0.5, float("nan"), 2.0, -1.0, 2.0, float("nan")])
+    assert rank_values(scores).tolist() == [0.5, -math.inf, 2.0, -1.0, 2.0, -math.inf]
+    assert int(first_best(scores)) == 2  # the first of the tied best; NaN never wins
+    assert rank_order(scores).tolist() == [2, 4, 0, 3, 1, 5]  # best first, ties in order, NaN last
+    assert rank_order(scores.reshape(2, 3), dim=1).tolist() == [[2, 0, 1], [1, 0, 2]]  # per row
 
 
 def problem(sampler="euler", nfe_per_call=2, budget=40, steps=4, shape=(2,)):

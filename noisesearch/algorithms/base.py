@@ -562,25 +562,21 @@ class Outcomes:
     def __len__(self) -> int:
         return len(self.score)
 
-    def ranked_score(self) -> torch.Tensor:
-        """Scores (n,) float64 with NaN as -inf (a NaN ranks below every real score)."""
-        return self.score.double().nan_to_num(nan=-math.inf)
 
-
-def rank_key(score: float) -> float:
-    """Sort key that ranks a NaN score below every real one."""
-    return -math.inf if math.isnan(score) else score
+def rank_values(scores: torch.Tensor) -> torch.Tensor:
+    """``scores`` as float64 with NaN as -inf: a failed score ranks below every real one."""
+    return scores.double().nan_to_num(nan=-math.inf)
 
 
 def first_best(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Index of the first maximum along ``dim`` of ``scores`` with NaN ranked lowest (ties: the earliest)."""
-    s = scores.double().nan_to_num(nan=-math.inf)
+    s = rank_values(scores)
     return torch.argmax((s == s.amax(dim=dim, keepdim=True)).to(torch.int8), dim=dim)
 
 
 def rank_order(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Indices that sort ``scores`` best first along ``dim``, NaN last, ties in their original order."""
-    return torch.sort(scores.double().nan_to_num(nan=-math.inf), dim=dim, descending=True, stable=True).indices
+    return torch.sort(rank_values(scores), dim=dim, descending=True, stable=True).indices
 
 
 @runtime_checkable

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, Streams, first_best
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, Streams, first_best, rank_values
 from noisesearch.errors import UserError
 
 _EXPLORE = 2**41  # path marker of the exploration uniforms
@@ -201,7 +201,7 @@ class EpsilonGreedySearch:
             state.streams = state.streams.select(state.plan["finals"])
         device = state.x.device
         plan, C, K = state.plan, len(state.plan["path"]), max(state.widths)
-        scores = out.ranked_score().to(device).view(S, C)  # NaN -> -inf: never wins
+        scores = rank_values(out.score).to(device).view(S, C)  # NaN -> -inf: never wins
         grid = torch.full((S, P * K), float("-inf"), dtype=torch.float64, device=device)
         grid[:, plan["slot"]] = scores
         choice = first_best(grid.view(S, P, K), dim=-1)  # (S, P) first best; missing candidates never win

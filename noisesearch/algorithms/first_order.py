@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, plain_cost, rank_order
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, plain_cost, rank_order, rank_values
 from noisesearch.errors import UserError
 
 
@@ -245,7 +245,7 @@ class FirstOrderSearch:
         (out,) = outcomes  # one gradient job per search and start, search-major
         m, dev = state.starts, p.device
         score = out.score.to(dev).view(n, m)
-        state.best_score = torch.maximum(state.best_score, score.double().nan_to_num(nan=-math.inf))
+        state.best_score = torch.maximum(state.best_score, rank_values(score))
         x = state.x
         direction, valid = self._directions(out.grad, x, score)
         state.last_x, state.last_dir = x, direction

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, first_best, is_count
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, first_best, is_count, rank_values
 from noisesearch.errors import UserError
 
 NEIGHBOURHOODS = ("mix", "distance", "cosine")
@@ -157,7 +157,7 @@ class ZeroOrderSearch:
         device, n_searches = state.problems.device, len(state.problems)
         n = len(out) // n_searches  # rows per search, search-major
         state.spent += out.nfe * n
-        score = out.ranked_score().to(device).view(n_searches, n)  # (S, n)
+        score = rank_values(out.score).to(device).view(n_searches, n)  # (S, n)
         index = out.index.to(device).view(n_searches, n)  # (S, n)
         x = out.jobs.x.view(n_searches, n, *p.noise_shape)  # (S, n, *noise_shape) start states
         if state.pivot is None:  # the pivots themselves (n = 1)
