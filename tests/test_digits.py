@@ -102,3 +102,20 @@ def test_shipped_digits_are_scikit_learns():
     assert data.images.shape == (1797, 1, 8, 8) and data.images.dtype == torch.float32
     assert torch.equal(data.images, torch.tensor(d.images, dtype=torch.float32)[:, None] / 8.0 - 1.0)
     assert torch.equal(data.labels, torch.tensor(d.target, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("n", [4, 37, 200])
+def test_precision_recall_equal_torch_fidelitys_with_the_reference_radii_cached(n):
+    """The cached reference radii change no value: precision and recall are torch-fidelity's, exactly."""
+    from torch_fidelity.metric_prc import calculate_precision_recall_full
+
+    evaluator = DigitsEvaluator()
+    ref = evaluator.reference[0]
+    g = torch.Generator().manual_seed(n)
+    # Near the reference (some inside its balls, some not) and with duplicates, so both tests see ties.
+    feats = ref[torch.randint(len(ref), (n,), generator=g)] + torch.randn(n, ref.shape[1], generator=g).double()
+    feats[: n // 4] = ref[: n // 4]
+    expected = calculate_precision_recall_full(feats.float(), ref.float(), neighborhood=3)
+    for _ in range(2):  # the second call reads the cached radii
+        assert evaluator.precision_recall(feats) == expected
+    assert 0 < expected[0] < 1 and 0 < expected[1] < 1
