@@ -54,7 +54,10 @@ def json_safe(obj):
 
 def dumps(obj, **kwargs) -> str:
     """``json.dumps`` of ``json_safe(obj)`` with sorted keys; refuses anything that is not valid JSON."""
-    return json.dumps(json_safe(obj), sort_keys=True, allow_nan=False, **kwargs)
+    try:  # most rows hold no NaN or inf: json_safe would return them unchanged, so skip its walk
+        return json.dumps(obj, sort_keys=True, allow_nan=False, **kwargs)
+    except ValueError:  # a non-finite float somewhere (json's only ValueError here)
+        return json.dumps(json_safe(obj), sort_keys=True, allow_nan=False, **kwargs)
 
 
 def write_json(path: Path, obj) -> None:

@@ -1,5 +1,9 @@
 """The digits world behaves as documented: search beats more steps, the verifiers mean something."""
 
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
 
@@ -119,3 +123,36 @@ def test_precision_recall_equal_torch_fidelitys_with_the_reference_radii_cached(
     for _ in range(2):  # the second call reads the cached radii
         assert evaluator.precision_recall(feats) == expected
     assert 0 < expected[0] < 1 and 0 < expected[1] < 1
+
+
+def test_fid_equals_torch_fidelitys_and_an_analytic_case():
+    """FID from our statistics equals torch-fidelity's functions, and a closed form for diagonal Gaussians."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    from noisesearch.metrics import frechet_distance, gaussian_statistics
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 16, generator=g, dtype=torch.float64) @ torch.randn(16, 16, generator=g, dtype=torch.float64)
+    b = 0.5 + torch.randn(200, 16, generator=g, dtype=torch.float64)
+    ours = frechet_distance(gaussian_statistics(a), gaussian_statistics(b))
+    theirs = fid_statistics_to_metric(fid_features_to_statistics(a), fid_features_to_statistics(b), verbose=False)
+    assert ours == theirs["frechet_inception_distance"]
+    assert frechet_distance(gaussian_statistics(a), gaussian_statistics(a)) == pytest.approx(0, abs=1e-8)
+    # N(m1, diag(v1)) vs N(m2, diag(v2)): |m1 - m2|^2 + sum (sqrt(v1) - sqrt(v2))^2
+    m1, m2, v1, v2 = np.zeros(3), np.array([1.0, 2.0, 0.0]), np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 9.0])
+    expected = 5.0 + ((np.sqrt(v1) - np.sqrt(v2)) ** 2).sum()  # 5 + 1 + 1 + 0
+    assert frechet_distance((m1, np.diag(v1)), (m2, np.diag(v2))) == pytest.approx(expected, abs=1e-12)
+
+
+def test_evaluating_a_set_imports_neither_torch_fidelity_nor_torchvision():
+    """Loading the digits model and scoring a set stays clear of torchvision's 2.7 s import (torch._dynamo)."""
+    code = (
+        "import sys, torch\n"
+        "from noisesearch.models.digits import DigitsModel\n"
+        "from noisesearch.metrics import DigitsEvaluator\n"
+        "DigitsModel('digits-large')\n"
+        "DigitsEvaluator()(torch.rand(8, 1, 8, 8), list(range(8)))\n"
+        "print(sorted(m for m in ('torch_fidelity', 'torchvision', 'torch._dynamo') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from noisesearch._io import append_jsonl, load_weights, read_jsonl_tolerant, save_weights, write_json
+from noisesearch._io import append_jsonl, dumps, load_weights, read_jsonl_tolerant, save_weights, write_json
 from noisesearch.errors import UserError
 
 
@@ -35,6 +35,16 @@ def test_write_json_is_atomic_and_stable(tmp_path):
     write_json(path, {"a": [1.5], "b": 1})
     assert path.read_bytes() == first
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
+
+
+def test_dumps_writes_non_finite_floats_as_null_and_sorts_keys():
+    """Both paths of ``dumps``: finite rows as they are, rows with NaN/inf (even nested) with null there."""
+    assert dumps({"b": 1.5, "a": [1, (2, 3)]}) == '{"a": [1, [2, 3]], "b": 1.5}'
+    row = {"b": float("nan"), "a": {"x": [1.0, float("-inf")], "y": (float("inf"),)}, "c": "nan"}
+    assert dumps(row) == '{"a": {"x": [1.0, null], "y": [null]}, "b": null, "c": "nan"}'
+    assert row["b"] != row["b"]  # the caller's row is not changed
+    with pytest.raises(TypeError):
+        dumps({"a": object()})
 
 
 def test_weights_round_trip_with_metadata(tmp_path):

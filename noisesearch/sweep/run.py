@@ -44,6 +44,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +72,10 @@ class Cell:
     seed: int
     params: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def key(self) -> str:
-        return _io.dumps(asdict(self))
+        """The cell as canonical JSON: its identity in rows, ``sets.jsonl`` and the resume check."""
+        return _io.dumps(asdict(self))  # computed once: the resume check asks it for every target
 
     @property
     def slug(self) -> str:
