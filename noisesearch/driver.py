@@ -9,14 +9,16 @@
         for each batch, in chunks of at most max_batch rows:
             x = sampler(accountant.denoiser(...), start states, sigmas)
             scores = accountant.verify(verifier, decode(x or last x0-prediction), targets)
+        keep each search's best finished candidate (NaN never ranks); record the batches as columns
         algorithm.tell(state, outcomes)                # one Outcomes per Jobs, same rows
-        record the batches as columns; keep each search's best finished candidate (NaN never ranks)
 
 Candidates are never generated one by one, and there is no Python object per candidate in this
 loop: start states, noises, scores and indices are tensors of a whole batch, and the records are
 columns turned into one dict per candidate only when ``SearchResult.candidates`` is read. States,
 previews and scores stay on the model's device; the only copies to the CPU are the scores of a
-finished batch (for the best candidate of each search) and the records when they are read.
+finished batch (for the best candidate of each search) and the records when they are read. A
+noise that is not a seeded draw is recorded by its SHA-256, taken when the records are read (the
+noises wait as CPU copies, up to ``HASH_LATER_BYTES``; past that they are hashed at once).
 """
 
 from __future__ import annotations
@@ -109,6 +111,9 @@ class SearchRun(list):
         self.stats = stats
 
 
+HASH_LATER_BYTES = 64 * 2**20  # derived noises a run keeps to hash when its records are read (CandidateTable)
+
+
 class CandidateTable:
     """The records of a run as columns: one chunk per run batch, turned into dicts only when read."""
 
@@ -119,20 +124,28 @@ class CandidateTable:
         self.chunks: list[tuple] = []  # per batch: the columns a record needs (no states or images are kept)
         self._rows: list[list[dict]] | None = None
         self.counts = torch.zeros(self.n, dtype=torch.int64)  # records per search (known without building them)
+        self.held_bytes = 0  # bytes of derived noises kept for hashing when the records are read
 
     def add(self, jobs: Jobs, out: Outcomes) -> None:
-        """Record a batch: hashes of derived noises are taken now (one copy of the batch to the CPU), the
-        rest stays as tensors until read."""
-        hashes: list[str | None] | None = None
+        """Record a batch; everything stays as columns until read.
+
+        A noise that is not a seeded draw (a neighbour, an iterate, a CEM sample) is identified in its
+        record by its hash. Hashing (SHA-256, about 2 us a row) waits until the records are read, which
+        a sweep never does: the batch's derived noises are kept as one float32 CPU copy for it, up to
+        ``HASH_LATER_BYTES`` in all; past that they are hashed now and only the hashes are kept.
+        """
+        hashes: list[str | None] | torch.Tensor | None = None
         if self.problems.starts_at_noise(jobs) and (jobs.noise_seed is None or None in jobs.noise_seed):
-            # a noise that is not a seeded draw (a neighbour, an iterate, a CEM sample) is identified by its hash
             x = self.problems.start_states(jobs)  # drawn: a row without a seed is never deferred
-            if jobs.noise_seed is None:
-                hashes = list(noise_hashes(x))
+            if jobs.noise_seed is not None:
+                x = x[torch.tensor([s is None for s in jobs.noise_seed], device=x.device)]
+            size = x.numel() * 4
+            if self.held_bytes + size <= HASH_LATER_BYTES:
+                hashes = x.detach().to("cpu", torch.float32, copy=True)  # (u, ...): a copy, safe from in-place edits
+                self.held_bytes += size
             else:
-                rows = [r for r, s in enumerate(jobs.noise_seed) if s is None]
-                got = iter(noise_hashes(x[torch.tensor(rows, device=x.device)]))
-                hashes = [next(got) if s is None else None for s in jobs.noise_seed]
+                got = iter(noise_hashes(x))
+                hashes = [next(got) if s is None else None for s in (jobs.noise_seed or [None] * len(x))]
         seeds = jobs.noise_seed
         self.chunks.append(
             (
@@ -156,9 +169,14 @@ class CandidateTable:
 
     def _build(self) -> list[list[dict]]:
         per: list[list[dict]] = [[] for _ in range(self.n)]
-        for owner, index, seeds, hashes, (start, end, nfe), score, columns in self.chunks:
+        for c, (owner, index, seeds, hashes, (start, end, nfe), score, columns) in enumerate(self.chunks):
             owners, indices, scores = owner.tolist(), index.tolist(), score.tolist()
             seeds = seeds or [None] * len(owners)
+            if isinstance(hashes, torch.Tensor):  # kept noises of the rows without a seed: hashed now, once
+                got = iter(noise_hashes(hashes))
+                self.held_bytes -= hashes.numel() * 4
+                hashes = [next(got) if s is None else None for s in seeds]
+                self.chunks[c] = (*self.chunks[c][:3], hashes, *self.chunks[c][4:])
             info = {k: (v.tolist() if isinstance(v, torch.Tensor) else list(v)) for k, v in columns.items()}
             for r, (i, index, score, seed) in enumerate(zip(owners, indices, scores, seeds)):
                 record = {
@@ -358,13 +376,13 @@ def run_search(
             best.update(jobs, out, problems)
             if progress:
                 progress(int(run.acct.nfe.sum()), budget * len(targets), float(best.score.max()))
-        algorithm.tell(state, outcomes)
-        for jobs, out in zip(batches, outcomes):
+        for jobs, out in zip(batches, outcomes):  # recorded before ``tell``: what was run, whatever tell does next
             table.add(jobs, out)
             if keep_images and jobs.final:
                 for i, k, image in zip(jobs.owner.tolist(), out.index.tolist(), out.image.detach().unbind(0)):
                     images[i][k] = image
             stats.candidates += len(jobs)
+        algorithm.tell(state, outcomes)
         stats.rounds += 1
 
     acct = run.acct

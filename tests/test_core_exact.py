@@ -695,11 +695,56 @@ def test_deferred_draws_are_drawn_only_for_the_rows_computed(tmp_path, toy, dist
 
 
 def test_records_keep_no_states_or_images(toy, dist):
-    """The run's records are columns of numbers: after the search, no start state, end state or image is held
-    for them (a diffusers run of thousands of candidates would otherwise keep every image)."""
+    """The run's records are columns of numbers: after the search, no end state or image is held for them (a
+    diffusers run of thousands of candidates would otherwise keep every image), and start states only as the
+    bounded copies of derived noises still to be hashed, which reading the records releases."""
     run = run_search(toy, dist, ZeroOrderSearch(neighbours=3), [0, 1], seeds=[1, 2], budget=40, steps=4)
     table = run[0].candidates._table
-    held = [t for chunk in table.chunks for t in chunk if isinstance(t, torch.Tensor)]
-    held += [v for chunk in table.chunks for v in chunk[-1].values() if isinstance(v, torch.Tensor)]
-    assert held and all(t.dim() == 1 for t in held)  # owners, indices, scores, info columns
+
+    def held():
+        columns = [t for chunk in table.chunks for t in chunk[:3] + chunk[4:] if isinstance(t, torch.Tensor)]
+        columns += [v for chunk in table.chunks for v in chunk[-1].values() if isinstance(v, torch.Tensor)]
+        assert columns and all(t.dim() == 1 for t in columns)  # owners, indices, scores, info columns
+        return [chunk[3] for chunk in table.chunks if isinstance(chunk[3], torch.Tensor)]
+
+    to_hash = held()  # the neighbours' noises (1 float each): 2 searches x 3 neighbours x 3 rounds
+    assert [tuple(t.shape) for t in to_hash] == [(6, 1)] * 3 and table.held_bytes == 18 * 4
     assert len(run[0].candidates) == run[0].verifier_calls and run[0].candidates[0]["index"] == 0
+    assert held() == [] and table.held_bytes == 0
+
+
+class InPlace:
+    """Two rounds from one noise tensor that the algorithm edits in place between them (derived, unseeded noises)."""
+
+    name = "in-place"
+
+    def params(self):
+        return {}
+
+    def init(self, problems):
+        return {"problems": problems, "x": torch.full((2, 1), 0.25), "round": 0}
+
+    def ask(self, state):
+        if state["round"] == 2:
+            return []
+        p = state["problems"]
+        return [Jobs(torch.tensor([0, 0]), state["x"], p.sigmas, noise_seed=[None, 7] if state["round"] else None)]
+
+    def tell(self, state, outcomes):
+        state["x"].mul_(-2)  # the tensor the first round's jobs held changes after the driver recorded it
+        state["round"] += 1
+
+
+@pytest.mark.parametrize("held", [0, 4, 64 * 2**20])  # hash at once / the first batch later / every batch later
+def test_noise_hashes_are_the_same_whenever_they_are_taken(toy, dist, monkeypatch, held):
+    import noisesearch.driver as driver
+
+    monkeypatch.setattr(driver, "HASH_LATER_BYTES", held)
+    (r,) = run_search(toy, dist, InPlace(), [0], seeds=[0], budget=16, steps=4)
+    first, second = torch.tensor([0.25]), torch.tensor([-0.5])  # as asked, not as later edited
+    assert [(c["noise_seed"], c["noise_sha256"]) for c in r.candidates] == [
+        (None, noise_hash(first)),
+        (None, noise_hash(first)),
+        (None, noise_hash(second)),
+        (7, None),
+    ]

@@ -48,6 +48,7 @@ holds a stretch of every member of every search.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -280,8 +281,10 @@ class EvoSearch:
         entrants = max(1, int(entries * self.tournament))
         if count == 0:
             return torch.empty((len(problems), 0), dtype=torch.int64)
+        start = time.perf_counter()
         g, perms = torch.Generator(), []
         for seed in problems.seeds:  # one generator per search, drawn in order: the unavoidable cost
             g.manual_seed(derive_seed(seed, TOURNAMENT, k))
             perms += [torch.randperm(entries, generator=g) for _ in range(count)]
+        problems.draw_seconds += time.perf_counter() - start  # seeded draws: counted with the noises'
         return torch.stack(perms)[:, :entrants].amin(1).view(len(problems), count)  # (S, count)
