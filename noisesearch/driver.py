@@ -244,22 +244,21 @@ class _Best:
     def update(self, jobs: Jobs, out: Outcomes, problems: Problems) -> None:
         score = out.score.detach()
         owner = jobs.owner.to(score.device)
-        nan = torch.isnan(score)
-        self.nans = self.nans.to(score.device) + torch.bincount(owner[nan], minlength=self.n)
+        self.nans = self.nans.to(score.device).index_add_(0, owner, torch.isnan(score).long())
         if not jobs.final:
             return
         self.score, self.index = self.score.to(score.device), self.index.to(score.device)
-        ranked = rank_values(score)
-        top = torch.full((self.n,), -math.inf, dtype=torch.float64, device=score.device)
-        top = top.scatter_reduce(0, owner, ranked, "amax")  # (S,) best of this batch per search
-        better = (top > self.score) & ~torch.isneginf(top)  # (S,) strictly better than the kept one
-        rows = torch.arange(len(score), device=score.device)
-        winner = better[owner] & (ranked == top[owner])  # (n,) a best row of a search that improves
-        first = torch.full((self.n,), len(score), dtype=torch.int64, device=score.device)
-        first = first.scatter_reduce(0, owner, torch.where(winner, rows, len(score)), "amin")  # (S,)
-        searches = better.nonzero().flatten()  # one copy of a small index, per finished batch
+        ranked = rank_values(score)  # (n,) NaN -> -inf
+        top = self.score.scatter_reduce(0, owner, ranked, "amax")  # (S,) best of the kept one and this batch's
+        searches = (top > self.score).nonzero().flatten()  # (m,) strictly better; one copy of a small index
         if not len(searches):
             return
+        # each improving search's first row that reaches its new best (rows of other searches never do:
+        # their best stays the kept score, which none of their rows exceeds, and a tie is not better)
+        n = len(score)
+        winner = (ranked == top[owner]) & (ranked > self.score[owner])  # (n,)
+        first = torch.full((self.n,), n, dtype=torch.int64, device=score.device)
+        first = first.scatter_reduce(0, owner, torch.where(winner, torch.arange(n, device=score.device), n), "amin")
         pick = first[searches]  # (m,) the winning rows
         self.score[searches] = ranked[pick]
         self.index[searches] = out.index.to(score.device)[pick]

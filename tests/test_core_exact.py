@@ -748,3 +748,33 @@ def test_noise_hashes_are_the_same_whenever_they_are_taken(toy, dist, monkeypatc
         (None, noise_hash(second)),
         (7, None),
     ]
+
+
+def test_the_best_of_each_search_over_batches_by_hand():
+    """Strictly better replaces, a tie keeps the earlier, NaN never ranks (but is counted), unfinished rows never win."""
+    from types import SimpleNamespace
+
+    from noisesearch.driver import _Best
+
+    best, nan = _Best(3), float("nan")
+
+    def batch(owners, scores, first_index, sigmas=(1.0, 0.0)):
+        n = len(owners)
+        x = torch.arange(n, dtype=torch.float32)[:, None] + 10 * first_index  # (n, 1): each row's noise
+        jobs = Jobs(torch.tensor(owners), x, sigmas)
+        out = SimpleNamespace(
+            score=torch.tensor(scores, dtype=torch.float64),
+            index=torch.arange(first_index, first_index + n),
+            image=-x,
+        )
+        best.update(jobs, out, None)
+
+    batch([0, 0, 0, 1, 2], [1.0, 3.0, 3.0, nan, 2.0], 0)  # search 0: rows 1 and 2 tie, row 1 (index 1) wins
+    batch([0, 1, 2], [3.0, nan, 1.0], 5)  # a tie and a worse score change nothing
+    batch([0, 2, 2], [9.0, 7.0, 7.0], 8, sigmas=(1.0, 0.5))  # unfinished: never a best, NaNs still counted
+    batch([2, 0, 2], [nan, 4.0, 5.0], 11)  # search 2's NaN is counted; its 5.0 (index 13) wins
+    assert best.index.tolist() == [12, -1, 13]
+    assert best.score.tolist()[0] == 4.0 and best.score.tolist()[1] == -math.inf and best.score.tolist()[2] == 5.0
+    assert best.nans.tolist() == [0, 2, 1]
+    assert best.noise is not None and best.image is not None
+    assert best.noise[:, 0].tolist() == [111.0, 0.0, 112.0] and torch.equal(best.image[[0, 2]], -best.noise[[0, 2]])
