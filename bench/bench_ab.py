@@ -38,7 +38,7 @@ seeds = [derive_seed(0, i) for i in range(targets)]
 run_search(model, verifier, ALGORITHMS[name](), ts[:4], seeds=seeds[:4], budget=budget, steps=steps)  # warm-up
 start = time.perf_counter()
 results = run_search(model, verifier, ALGORITHMS[name](), ts, seeds=seeds, budget=budget, steps=steps)
-candidates = sum(len(r.candidates) for r in results)  # records built lazily are timed too
+candidates = sum(len(list(r.candidates)) for r in results)  # every record read: lazily built ones are timed too
 wall = time.perf_counter() - start
 print(json.dumps({"wall": wall, "candidates": candidates, "nfe": sum(r.nfe_used for r in results)}))
 """
