@@ -61,14 +61,53 @@ def test_larger_model_costs_more_flops_per_nfe(digits, classifier):
     assert large["flops_per_nfe"] > 5 * small["flops_per_nfe"]
 
 
+class Unhooked:
+    """A model or verifier without its analytic FLOP counts: the ledger measures it with FlopCounterMode."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        if name in ("flops_per_nfe", "flops_per_row"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def __call__(self, *args, **kwargs):
+        return self._inner(*args, **kwargs)
+
+
 def test_measuring_flops_changes_no_result_and_charges_no_nfe(digits, classifier):
     ledger.clear()
-    measured = search(digits, classifier)  # first call of each network counted under FlopCounterMode
-    cached = search(digits, classifier)  # counts read from the cache
+    model, verifier = Unhooked(digits), Unhooked(classifier)
+    measured = search(model, verifier)  # first call of each network counted under FlopCounterMode
+    cached = search(model, verifier)  # counts read from the cache
     for a, b in zip(measured, cached):
         assert a.candidates == b.candidates and a.nfe_used == b.nfe_used == 40
         assert torch.equal(a.best_image, b.best_image)
-        assert a.ledger["total_flops"] == b.ledger["total_flops"]
+        assert (
+            a.ledger["total_flops"]
+            == b.ledger["total_flops"]
+            == linear_flops(digits.net) * 40 + linear_flops(classifier.net) * len(a.candidates)
+        )
+
+
+@pytest.mark.parametrize("model_name", ["digits", "digits-large"])
+@pytest.mark.parametrize("verifier_name", ["classifier", "feature-similarity"])
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_analytic_flops_of_the_digits_networks_equal_the_flop_counters(model_name, verifier_name, guidance):
+    """The digits networks' own counts (no FlopCounterMode, no torch._dynamo import) are the counter's, exactly."""
+    from noisesearch.verifiers import VERIFIERS
+
+    model, verifier = MODELS[model_name](), VERIFIERS[verifier_name]()
+    ledger.clear()
+    counted = search(Unhooked(model), Unhooked(verifier), guidance=guidance)
+    ledger.clear()
+    analytic = search(model, verifier, guidance=guidance)
+    keys = ("flops_per_nfe", "denoise_flops", "decode_flops", "verify_flops", "total_flops")
+    for a, b in zip(counted, analytic):
+        assert a.candidates == b.candidates
+        assert {k: a.ledger[k] for k in keys} == {k: b.ledger[k] for k in keys}
+        assert a.ledger["verify_flops"] > 0 and a.ledger["flops_per_nfe"] > 0
 
 
 def test_seconds_add_up_to_the_wall_time(digits, classifier):

@@ -117,6 +117,14 @@ class DigitsModel:
     def nfe_per_call(self, guidance: float) -> int:
         return 1 if guidance == 1.0 else 2
 
+    def flops_per_nfe(self) -> float:
+        """Exact FLOPs of one NFE (one row through the network), as the FLOP counter would measure them."""
+        return float(nets.linear_flops(self.net))
+
+    def flops_per_row(self, key: tuple) -> float | None:
+        """Analytic FLOPs of the accountant's call ``key`` (``ledger.counted``): decoding is element-wise (0)."""
+        return 0.0 if key[0] == "decode" else None
+
     @torch.no_grad()
     def denoise(self, x: torch.Tensor, sigma: float, cond: torch.Tensor, *, guidance: float) -> torch.Tensor:
         return self.denoise_grad(x, sigma, cond, guidance=guidance)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from noisesearch.digits import nets
 from noisesearch.digits.train import WEIGHTS_DIR
 from noisesearch.verifiers.base import check_images
 
@@ -52,6 +53,10 @@ class ClassifierVerifier:
     def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         return self.score(images, targets, previews=previews)
 
+    def flops_per_row(self, key: tuple) -> float | None:
+        """Exact FLOPs of scoring one image with the MLP classifier (``ledger.counted``); None: measure them."""
+        return float(nets.linear_flops(self.net)) if isinstance(self.net, nets.Classifier) else None
+
     def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         """``__call__`` with autograd (for first-order search)."""
         check_images(images, channels=1)
@@ -75,6 +80,10 @@ class FeatureSimilarityVerifier:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         return self.score(images, targets, previews=previews)
+
+    def flops_per_row(self, key: tuple) -> float | None:
+        """Exact FLOPs of scoring one image (``ledger.counted``): the encoder on the image and on its preview."""
+        return float(2 * nets.linear_flops(self.encoder.net))
 
     def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         """``__call__`` with autograd (for first-order search)."""
