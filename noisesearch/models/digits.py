@@ -119,7 +119,10 @@ class DigitsModel:
 
     def flops_per_nfe(self) -> float:
         """Exact FLOPs of one NFE (one row through the network), as the FLOP counter would measure them."""
-        return float(nets.linear_flops(self.net))
+        known = getattr(self, "_flops", None)  # (net, count): the accountant asks once per batch
+        if known is None or known[0] is not self.net:
+            known = self._flops = (self.net, float(nets.linear_flops(self.net)))
+        return known[1]
 
     def flops_per_row(self, key: tuple) -> float | None:
         """Analytic FLOPs of the accountant's call ``key`` (``ledger.counted``): decoding is element-wise (0)."""
