@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 
 import torch
@@ -15,6 +16,9 @@ from noisesearch.errors import UserError
 from noisesearch.samplers import schedule
 
 CONFIG_MAX = 65536  # the largest size a digits network's config may give (the shipped ones use at most 384)
+
+
+_FLOPS: weakref.WeakKeyDictionary[torch.nn.Module, float] = weakref.WeakKeyDictionary()  # flops_per_nfe
 
 
 class _SkipInit(TorchFunctionMode):
@@ -119,10 +123,10 @@ class DigitsModel:
 
     def flops_per_nfe(self) -> float:
         """Exact FLOPs of one NFE (one row through the network), as the FLOP counter would measure them."""
-        known = getattr(self, "_flops", None)  # (net, count): the accountant asks once per batch
-        if known is None or known[0] is not self.net:
-            known = self._flops = (self.net, float(nets.linear_flops(self.net)))
-        return known[1]
+        flops = _FLOPS.get(self.net)  # the accountant asks once per batch: walk the modules once per network
+        if flops is None:  # (kept beside the model, not on it: its attributes are its cache identity)
+            flops = _FLOPS[self.net] = float(nets.linear_flops(self.net))
+        return flops
 
     def flops_per_row(self, key: tuple) -> float | None:
         """Analytic FLOPs of the accountant's call ``key`` (``ledger.counted``): decoding is element-wise (0)."""
