@@ -22,6 +22,7 @@ from noisesearch import ledger
 from noisesearch.algorithms import ALGORITHMS
 from noisesearch.algorithms.base import Jobs, Problems
 from noisesearch.algorithms.random import RandomSearch
+from noisesearch.algorithms.zero_order import ZeroOrderSearch
 from noisesearch.cache import (
     FORMAT,
     CandidateCache,
@@ -629,3 +630,15 @@ def test_the_model_identity_sees_options_tensors_and_images_in_them():
     same.height = 64  # an option changed on the same object is seen too
     assert model_identity(same) != first
     assert model_identity(object()) is None  # no weights: not cacheable
+
+
+@pytest.mark.parametrize("model_name", ["digits", "digits-large"])
+@pytest.mark.parametrize("verifier_name", ["classifier", "feature-similarity"])
+def test_using_a_model_or_verifier_never_changes_its_identity(model_name, verifier_name):
+    """What a model or verifier keeps on itself while it works (a memo, a counted FLOP figure) must not move its
+    cache identity: a put and the next get would then disagree and nothing would ever replay."""
+    model, verifier = MODELS[model_name](), VERIFIERS[verifier_name]()
+    before = (model_identity(model), verifier_identity(verifier))
+    run_search(model, verifier, ZeroOrderSearch(neighbours=2), [3], seeds=[0], budget=16, steps=STEPS, guidance=2.0)
+    assert (model_identity(model), verifier_identity(verifier)) == before
+    assert before[0] is not None and before[1] is not None
