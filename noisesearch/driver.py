@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 import torch
 
@@ -114,6 +114,19 @@ class SearchRun(list):
 HASH_LATER_BYTES = 64 * 2**20  # derived noises a run keeps to hash when its records are read (CandidateTable)
 
 
+class _Chunk(NamedTuple):
+    """One recorded batch: the columns its records are built from (no states or images)."""
+
+    owner: torch.Tensor  # (n,) search of each row
+    indices: torch.Tensor  # (n,) candidate index within its search
+    seeds: list[int | None] | None  # noise seed per row (None: no seeded draw)
+    hashes: list[str | None] | torch.Tensor | None  # per row, or the unseeded rows' noises (u, ...) to hash on read
+    sigmas: tuple[float, float]  # (start, end) of every row
+    nfe: int  # NFEs of each row
+    score: torch.Tensor  # (n,)
+    info: dict  # the batch's info columns
+
+
 class CandidateTable:
     """The records of a run as columns: one chunk per run batch, turned into dicts only when read."""
 
@@ -121,7 +134,7 @@ class CandidateTable:
         self.n = len(problems)
         self.problems = problems
         self.latent_shape = list(latent_shape) if latent_shape else None
-        self.chunks: list[tuple] = []  # per batch: the columns a record needs (no states or images are kept)
+        self.chunks: list[_Chunk] = []  # one per recorded batch
         self._rows: list[list[dict]] | None = None
         self.counts = torch.zeros(self.n, dtype=torch.int64)  # records per search (known without building them)
         self.held_bytes = 0  # bytes of derived noises kept for hashing when the records are read
@@ -146,17 +159,10 @@ class CandidateTable:
             else:
                 got = iter(noise_hashes(x))
                 hashes = [next(got) if s is None else None for s in (jobs.noise_seed or [None] * len(x))]
-        seeds = jobs.noise_seed
+        seeds = None if jobs.noise_seed is None else list(jobs.noise_seed)
+        sigmas = (jobs.sigmas[0], jobs.sigmas[-1])
         self.chunks.append(
-            (
-                jobs.owner,
-                out.index,
-                None if seeds is None else list(seeds),
-                hashes,
-                (jobs.sigmas[0], jobs.sigmas[-1], out.nfe),
-                out.score.detach(),
-                dict(jobs.info),
-            )
+            _Chunk(jobs.owner, out.index, seeds, hashes, sigmas, out.nfe, out.score.detach(), dict(jobs.info))
         )
         self.counts += torch.bincount(jobs.owner, minlength=self.n)
         self._rows = None
@@ -169,15 +175,17 @@ class CandidateTable:
 
     def _build(self) -> list[list[dict]]:
         per: list[list[dict]] = [[] for _ in range(self.n)]
-        for c, (owner, index, seeds, hashes, (start, end, nfe), score, columns) in enumerate(self.chunks):
-            owners, indices, scores = owner.tolist(), index.tolist(), score.tolist()
-            seeds = seeds or [None] * len(owners)
+        for c, chunk in enumerate(self.chunks):
+            owners, indices, scores = chunk.owner.tolist(), chunk.indices.tolist(), chunk.score.tolist()
+            seeds = chunk.seeds or [None] * len(owners)
+            hashes = chunk.hashes
             if isinstance(hashes, torch.Tensor):  # kept noises of the rows without a seed: hashed now, once
                 got = iter(noise_hashes(hashes))
                 self.held_bytes -= hashes.numel() * 4
                 hashes = [next(got) if s is None else None for s in seeds]
-                self.chunks[c] = (*self.chunks[c][:3], hashes, *self.chunks[c][4:])
-            info = {k: (v.tolist() if isinstance(v, torch.Tensor) else list(v)) for k, v in columns.items()}
+                self.chunks[c] = chunk._replace(hashes=hashes)
+            (start, end), nfe = chunk.sigmas, chunk.nfe
+            info = {k: (v.tolist() if isinstance(v, torch.Tensor) else list(v)) for k, v in chunk.info.items()}
             for r, (i, index, score, seed) in enumerate(zip(owners, indices, scores, seeds)):
                 record = {
                     "index": index,

@@ -702,10 +702,11 @@ def test_records_keep_no_states_or_images(toy, dist):
     table = run[0].candidates._table
 
     def held():
-        columns = [t for chunk in table.chunks for t in chunk[:3] + chunk[4:] if isinstance(t, torch.Tensor)]
-        columns += [v for chunk in table.chunks for v in chunk[-1].values() if isinstance(v, torch.Tensor)]
+        kept = [chunk._replace(hashes=None) for chunk in table.chunks]
+        columns = [t for chunk in kept for t in chunk if isinstance(t, torch.Tensor)]
+        columns += [v for chunk in kept for v in chunk.info.values() if isinstance(v, torch.Tensor)]
         assert columns and all(t.dim() == 1 for t in columns)  # owners, indices, scores, info columns
-        return [chunk[3] for chunk in table.chunks if isinstance(chunk[3], torch.Tensor)]
+        return [chunk.hashes for chunk in table.chunks if isinstance(chunk.hashes, torch.Tensor)]
 
     to_hash = held()  # the neighbours' noises (1 float each): 2 searches x 3 neighbours x 3 rounds
     assert [tuple(t.shape) for t in to_hash] == [(6, 1)] * 3 and table.held_bytes == 18 * 4
