@@ -8,7 +8,7 @@ import torch
 from noisesearch.algorithms import ALGORITHMS, SearchAlgorithm
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
-from noisesearch.models import MODELS
+from noisesearch.models import MODELS, digits_models, domain_of
 from noisesearch.models.base import Model
 from noisesearch.verifiers import VERIFIERS, Verifier
 
@@ -164,8 +164,10 @@ def test_registries_are_plain_dicts_of_factories():
     for name, factory in MODELS.items():
         if not getattr(factory, "needs_setup", False):
             m = factory()
-            assert m.name == name and m.domain in ("digits", "toy"), name
+            assert m.name == name and m.domain in ("digits", "toy") and m.domain == domain_of(name), name
             assert any(VERIFIERS[v].domain == m.domain for v in VERIFIERS), f"no verifier for {name}'s images"
+    assert all(hasattr(factory, "domain") for factory in MODELS.values()), "every model entry names its domain"
+    assert digits_models() == ["digits", "digits-large"] and domain_of("no-such-model") is None
     for name, factory in ALGORITHMS.items():
         algorithm = factory()
         params = algorithm.params()

@@ -93,7 +93,7 @@ def start_state(model, z, sigma0):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_contract_shapes(models, name):
     model = models[name]
-    assert isinstance(model, Model) and model.domain == "rgb"
+    assert isinstance(model, Model) and model.domain == MODELS[name].domain == "rgb"
     sigmas = model.schedule(3)
     assert len(sigmas) == 4 and sigmas[-1] == 0.0 and all(a > b for a, b in zip(sigmas, sigmas[1:]))
     assert sigmas[0] == 1.0 if name == "flux" else 0 < sigmas[0] < 1

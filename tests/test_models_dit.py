@@ -82,6 +82,7 @@ def test_dit_batch_row_equals_candidate_alone(dit):
 
 @pytest.mark.parametrize("guidance,per_call", [(4.0, 2), (1.0, 1)])
 def test_nfes_equal_transformer_rows(dit, sit, guidance, per_call):
+    assert dit.domain == MODELS["dit"].domain == "rgb" and sit.domain == MODELS["sit"].domain == "rgb"
     for model, sampler in ((dit, "euler"), (sit, "heun")):
         rows = []
         hook = model.net.register_forward_pre_hook(

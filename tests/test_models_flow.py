@@ -17,7 +17,7 @@ import noisesearch as ns
 from noisesearch.algorithms import ALGORITHMS
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
-from noisesearch.models import MODELS, PIPELINES
+from noisesearch.models import MODELS, PIPELINES, domain_of
 from noisesearch.models.base import Model
 from noisesearch.models.flux import _pack
 from noisesearch.samplers import sample_euler
@@ -82,6 +82,7 @@ def test_registered_in_both_registries(pipes):
         model = adapter(pipes, name)
         assert PIPELINES[type(pipes[name]).__name__] and name in MODELS
         assert isinstance(model, Model) and model.name == name and model.adapter == "step"
+        assert model.domain == domain_of(name) == "rgb", name  # the registry knows it without loading
 
 
 @pytest.mark.parametrize("square", [True, False])

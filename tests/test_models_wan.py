@@ -71,7 +71,7 @@ def test_registered_in_both_registries(pipes):
     model = adapter(pipes["2.1"])
     assert isinstance(model, WanModel) and isinstance(model, Model)
     assert "WanPipeline" in PIPELINES and "wan" in MODELS and MODELS["wan"].needs_setup
-    assert model.domain == "video" and model.adapter == "step" and model.name == "wan"
+    assert model.domain == MODELS["wan"].domain == "video" and model.adapter == "step" and model.name == "wan"
     assert model.noise_shape == (8, 2, 2, 2) and model.latent_shape == (1, 8, 2, 2, 2)  # 5 frames -> 2 latent
 
 

@@ -326,6 +326,15 @@ PIPELINES["WanPipeline"] = _flow_pipeline("wan", "WanModel")  # video, on FlowMo
 _flow_models = {name: _flow_factory(*spec) for name, spec in FLOW_FAMILIES.items()}
 for _factory in (flux, sd, sdxl, pixart_sigma, dit, sit, diffusers, *_flow_models.values()):
     _factory.needs_setup = True  # loads a pipeline (hub id or --model-path); not built from nothing
+# the family of images each entry's model makes, known without building it (a built model carries the same
+# ``domain``; tests hold the two equal): what decides which verifiers fit and where the digits set metrics apply
+for _factory in (digits, digits_large):
+    _factory.domain = "digits"
+toy.domain = "toy"
+for _factory in (flux, sd, sdxl, pixart_sigma, dit, sit, *_flow_models.values()):
+    _factory.domain = "rgb"
+wan.domain = "video"
+diffusers.domain = None  # an image or a video pipeline: known only once it is loaded
 
 MODELS: dict[str, Callable[..., Model]] = {
     "digits": digits,
@@ -342,4 +351,17 @@ MODELS: dict[str, Callable[..., Model]] = {
     "diffusers": diffusers,
 }
 
-__all__ = ["MODELS", "PIPELINES", "Model", "index_cond"]
+
+
+def domain_of(name: str) -> str | None:
+    """The family of images registry entry ``name`` makes ("digits", "toy", "rgb", "video"), without building
+    it; None for an unknown name or one known only once loaded (``diffusers``)."""
+    return getattr(MODELS.get(name), "domain", None)
+
+
+def digits_models() -> list[str]:
+    """Names of the registry's digits-world models (the set metrics, ``compare`` and the demo run on these)."""
+    return [name for name in MODELS if domain_of(name) == "digits"]
+
+
+__all__ = ["MODELS", "PIPELINES", "Model", "digits_models", "domain_of", "index_cond"]

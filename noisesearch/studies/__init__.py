@@ -167,11 +167,13 @@ def compare_study(
     """
     from noisesearch.algorithms import ALGORITHMS
     from noisesearch.generate import pick
+    from noisesearch.models import digits_models
     from noisesearch.verifiers import VERIFIERS
 
-    if model not in ("digits", "digits-large"):
+    if model not in digits_models():
         raise UserError(
-            f"compare runs on the built-in digits models; got --model {model!r}, accepted: digits, digits-large"
+            f"compare runs on the built-in digits models; got --model {model!r}, "
+            f"accepted: {', '.join(digits_models())}"
         )
     pick(VERIFIERS, verifier, "verifier")
     if algorithms is not None and not algorithms:

@@ -172,12 +172,18 @@ def load_world(config: SweepConfig) -> World:
         if v.preview_sigma is not None:
             raise UserError(f"eval verifier {spec.name!r} needs x0-previews and cannot score finished images alone")
         evals[spec.name] = v
-    evaluator = None
-    if getattr(model, "domain", None) == "digits":
-        from noisesearch.metrics import DigitsEvaluator
+    return World(model, verifier, evals, _evaluator(config.model))
 
-        evaluator = DigitsEvaluator()
-    return World(model, verifier, evals, evaluator)
+
+def _evaluator(model: str):
+    """The set evaluator of ``model``'s images: ``DigitsEvaluator`` for the digits world, else None."""
+    from noisesearch.models import domain_of
+
+    if domain_of(model) != "digits":
+        return None
+    from noisesearch.metrics import DigitsEvaluator
+
+    return DigitsEvaluator()
 
 
 def run_sweep(
@@ -518,10 +524,8 @@ def _finish_sets(config, out: Path, cells, items, chunks, done: set, sets_done: 
             "failed_searches": len(missing),
             "missing_targets": missing,
         }
-        if evaluator is None and config.model in ("digits", "digits-large"):
-            from noisesearch.metrics import DigitsEvaluator
-
-            evaluator = evaluator or DigitsEvaluator()
+        if world is None and evaluator is None:  # every search ran elsewhere (Ray) or earlier (a resume)
+            evaluator = _evaluator(config.model)
         if evaluator is not None and len(label) >= MIN_SET:
             tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255  # (N, C, H, W)
             row.update(evaluator(tensor, label.tolist()))
