@@ -24,6 +24,24 @@ from noisesearch import ledger
 from noisesearch.errors import BudgetExceeded, UserError
 from noisesearch.models.base import Model
 
+SYNC_TIMERS = False  # True: the timers wait for an accelerator's queued work (see ``clock``)
+
+
+def clock() -> float:
+    """``time.perf_counter()`` for the accountant's timers; with ``SYNC_TIMERS``, read after the GPU's queued work.
+
+    A CUDA (or MPS) call returns once its kernels are queued, so without waiting the time of a model call
+    lands in whatever Python code next waits for a result. Waiting at both ends of each timed call puts
+    the device's work inside the call that queued it, at the price of the overlap of Python and device
+    work: off by default, on in ``bench/bench_algorithms.py --device cuda`` for the overhead shares.
+    """
+    if SYNC_TIMERS:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+        elif torch.backends.mps.is_available():
+            torch.mps.synchronize()
+    return time.perf_counter()
+
 
 class Accountant:
     """Counts NFEs and verifier calls per search and enforces each search's NFE budget.
@@ -40,6 +58,7 @@ class Accountant:
         self.denoise_seconds = 0.0  # wall time inside the model's denoise (forward, and autograd's tape)
         self.verify_seconds = 0.0  # wall time inside the verifier
         self.backward_seconds = 0.0  # wall time in backward passes (first-order search)
+        self.decode_seconds = 0.0  # wall time in the model's decoder
         n = len(budgets)
         self.decodes = torch.zeros(n, dtype=torch.int64)  # images decoded (finals and previews)
         self.seconds = {kind: torch.zeros(n, dtype=torch.float64) for kind in ("denoise", "decode", "verify")}
@@ -97,7 +116,7 @@ class Accountant:
             self._charge(self.nfe, owners, cost)
             self.denoise_calls += 1
             self._check()
-            start = time.perf_counter()
+            start = clock()
             try:
                 if analytic is not None:
                     return fn(x, sigma, cond, guidance=guidance)
@@ -106,7 +125,7 @@ class Accountant:
                 self.flops_per_nfe = per_row / cost
                 return out
             finally:
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 self.denoise_seconds += elapsed
                 self._share(self.seconds["denoise"], owners, elapsed)
 
@@ -125,11 +144,11 @@ class Accountant:
             self._charge(self.nfe, owners, cost)
             self.denoise_calls += 1
             self._check()
-            start = time.perf_counter()
+            start = clock()
             try:
                 images, rows = model.trajectories(x, targets, steps=steps, guidance=guidance, rows=planned)
             finally:
-                elapsed = time.perf_counter() - start
+                elapsed = clock() - start
                 self.denoise_seconds += elapsed
                 self._share(self.seconds["denoise"], owners, elapsed)
             # the pipeline decodes each candidate itself, inside the timed call: counted, FLOPs unknown
@@ -144,11 +163,13 @@ class Accountant:
     def decode(self, model: Model, x0: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
         """``model.decode(x0)`` (B rows, one image each for its owner), counted and timed."""
         self._charge(self.decodes, owners, 1)
-        start = time.perf_counter()
+        start = clock()
         try:
             images, per_row = ledger.counted(model, ("decode", tuple(x0.shape[1:])), len(x0), lambda: model.decode(x0))
         finally:
-            self._share(self.seconds["decode"], owners, time.perf_counter() - start)
+            elapsed = clock() - start
+            self.decode_seconds += elapsed
+            self._share(self.seconds["decode"], owners, elapsed)
         self._share(self.decode_flops, owners, per_row * len(owners))
         return images
 
@@ -199,7 +220,7 @@ class Accountant:
         self._charge(self.verifier_calls, owners, 1)
         usage = getattr(verifier, "usage", None)  # an API grader: tokens and cost, FLOPs unknown
         before = dict(usage) if usage is not None else None
-        start = time.perf_counter()
+        start = clock()
         try:
             if usage is not None:
                 scores = self._verify(verifier, images, targets, previews, grad)
@@ -211,7 +232,7 @@ class Accountant:
                 )
                 self._share(self.verify_flops, owners, per_row * len(owners))
         finally:
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             self.verify_seconds += elapsed
             self._share(self.seconds["verify"], owners, elapsed)
         if before is not None:

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, overload
 
 import torch
 
-from noisesearch.accounting import Accountant
+from noisesearch.accounting import Accountant, clock
 from noisesearch.algorithms.base import (
     Jobs,
     Outcomes,
@@ -82,7 +82,8 @@ class RunStats:
     ``denoise_seconds``, ``verify_seconds`` and ``backward_seconds``: time inside the model, the verifier
     and autograd's backward pass; ``denoise_calls``: batched denoiser calls; ``rounds``: ask/tell rounds;
     ``candidates``: rows run (all searches); ``draw_seconds``: time drawing seeded noise (one generator per
-    draw: the per-candidate cost of reproducibility, part of the time outside the calls).
+    draw: the per-candidate cost of reproducibility, part of the time outside the calls); ``decode_seconds``:
+    time in the model's decoder (a VAE for latent models; also outside the calls of ``inside_share``).
     """
 
     wall_seconds: float = 0.0
@@ -93,6 +94,7 @@ class RunStats:
     rounds: int = 0
     candidates: int = 0
     draw_seconds: float = 0.0
+    decode_seconds: float = 0.0
 
     @property
     def inside_share(self) -> float:
@@ -419,6 +421,7 @@ def run_search(
     stats.wall_seconds = time.perf_counter() - started
     stats.denoise_seconds, stats.verify_seconds = acct.denoise_seconds, acct.verify_seconds
     stats.backward_seconds, stats.denoise_calls = acct.backward_seconds, acct.denoise_calls
+    stats.decode_seconds = acct.decode_seconds
     stats.draw_seconds = problems.draw_seconds
     return SearchRun(results, stats)
 
@@ -543,9 +546,9 @@ class _Run:
             targets = self.targets(owners)
             scores = acct.verify(self.verifier, images, targets, owners, previews=previews, grad=jobs.grad)
             if jobs.grad:
-                started = time.perf_counter()
+                started = clock()
                 (grad,) = torch.autograd.grad(scores.nan_to_num(0.0).sum(), x_start)  # rows are independent
-                acct.charge_backward_seconds(owners, time.perf_counter() - started)
+                acct.charge_backward_seconds(owners, clock() - started)
                 acct.charge_backward(owners, problems.job_costs(jobs)[1])
         return Outcomes(
             jobs,

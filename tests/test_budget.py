@@ -176,3 +176,18 @@ def test_stats_time_the_model_and_verifier_at_the_accountant(digits, classifier)
     assert 0 < stats.denoise_seconds + stats.verify_seconds <= stats.wall_seconds
     assert stats.backward_seconds == 0
     assert 0 < stats.draw_seconds < stats.wall_seconds - stats.denoise_seconds  # 16 seeded draws, outside the calls
+
+
+def test_stats_time_the_decoder_apart(digits, classifier, monkeypatch):
+    """Decoding (a VAE on latent models) is timed at the accountant too, apart from model and verifier calls."""
+    import time
+
+    decode = digits.decode
+
+    def slow(x0):
+        time.sleep(0.01)
+        return decode(x0)
+
+    monkeypatch.setattr(digits, "decode", slow)
+    stats = run_search(digits, classifier, RandomSearch(), [1, 2], seeds=[0, 1], budget=32, steps=4).stats
+    assert 0.01 <= stats.decode_seconds < stats.wall_seconds - stats.denoise_seconds - stats.verify_seconds

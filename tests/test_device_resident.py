@@ -98,3 +98,91 @@ def test_search_states_stay_on_the_device(device, name):
     assert not moved, f"{name}: a transfer or host read between two denoiser steps: {moved[:3]}"
     # noise left the CPU at most once per batch asked (draws), never per candidate
     assert device["moves"] <= 3 * run.stats.rounds + 2, (device["moves"], run.stats.rounds)
+
+
+def test_digits_device_option():
+    """``device``: a clear error before loading for an unknown or absent device; on the CPU the model is the
+    one it always was (no ``device`` attribute, the same cache identity, so existing caches keep their keys)."""
+    from noisesearch.cache import model_identity
+    from noisesearch.errors import UserError
+    from noisesearch.models import MODELS
+
+    plain, cpu = DigitsModel(), MODELS["digits"](device="cpu")
+    assert not hasattr(cpu, "device") and model_identity(cpu) == model_identity(plain)
+    assert cpu.encode([3, 1]).device.type == "cpu"
+    with pytest.raises(UserError, match="'warp'.*accepted: cpu, cuda"):
+        MODELS["digits-large"](device="warp")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="'cuda:0' is not available"):
+            DigitsModel("digits", device="cuda:0")
+
+
+def test_synchronized_timers_bracket_every_timed_call(monkeypatch):
+    """With ``SYNC_TIMERS`` the accountant waits for the GPU right before and right after each model,
+    verifier and backward call (simulated here: a fake CUDA whose synchronize is logged)."""
+    from noisesearch import accounting
+
+    log: list[str] = []
+    monkeypatch.setattr(accounting, "SYNC_TIMERS", True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: log.append("sync"))
+    grad = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: (log.append("backward"), grad(*a, **k))[1])
+
+    class Logged(DigitsModel):
+        def denoise(self, *a, **k):
+            log.append("denoise")
+            return super().denoise(*a, **k)
+
+        def denoise_grad(self, *a, **k):
+            if torch.is_grad_enabled():  # a call of its own, not from denoise (which runs it under no_grad)
+                log.append("denoise")
+            return super().denoise_grad(*a, **k)
+
+    classifier = VERIFIERS["classifier"]()
+
+    class LoggedVerifier:
+        name, preview_sigma = "classifier", None
+
+        def __call__(self, *a, **k):
+            log.append("verify")
+            return classifier(*a, **k)
+
+        def score(self, *a, **k):
+            log.append("verify")
+            return classifier.score(*a, **k)
+
+    for name in ("random", "first-order"):
+        log.clear()
+        run_search(Logged(), LoggedVerifier(), ALGORITHMS[name](), [1, 2], seeds=[0, 1], budget=32, steps=4)
+        calls = [i for i, event in enumerate(log) if event != "sync"]
+        events = [log[i] for i in calls]
+        if name == "random":  # one batch of 2 x 8 candidates: 4 Euler steps, then one verifier call
+            assert events == ["denoise"] * 4 + ["verify"], events
+        else:
+            assert {"denoise", "verify", "backward"} <= set(events), events
+        for i in calls:
+            assert log[i - 1] == "sync" and log[i + 1] == "sync", (name, log[max(0, i - 2) : i + 3])
+    monkeypatch.setattr(accounting, "SYNC_TIMERS", False)
+    log.clear()
+    run_search(Logged(), LoggedVerifier(), ALGORITHMS["random"](), [1], seeds=[0], budget=8, steps=4)
+    assert "sync" not in log and "denoise" in log  # off by default: no waiting
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on the CI machine)")
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_digits_search_on_cuda_matches_the_cpu(name):
+    """On a GPU: the same plan (NFEs), noises drawn on the CPU from the same seeds, scores within float noise."""
+    from noisesearch.models import MODELS
+
+    runs = {}
+    for device in ("cpu", "cuda"):
+        model, verifier = MODELS["digits"](device=device), VERIFIERS["classifier"]()
+        runs[device] = run_search(model, verifier, ALGORITHMS[name](), [1, 2, 3], seeds=[0, 1, 2], budget=48, steps=4)
+    for cpu, gpu in zip(runs["cpu"], runs["cuda"]):
+        assert gpu.nfe_used == cpu.nfe_used
+        first_cpu, first_gpu = cpu.candidates[0], gpu.candidates[0]
+        assert first_gpu["noise_seed"] == first_cpu["noise_seed"]
+        assert first_gpu["noise_sha256"] == first_cpu["noise_sha256"]  # drawn on the CPU, hashed as float32
+        assert abs(first_gpu["score"] - first_cpu["score"]) < 1e-3

@@ -30,7 +30,7 @@ NULL_LABEL = NUM_CLASSES  # the "no class" slot of the flow model, for classifie
 def timestep_features(sigma: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of sigma in [0, 1]: (B,) -> (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32, device=sigma.device) / half)
     args = sigma.float()[:, None] * 1000.0 * freqs[None, :]  # (B, half)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 

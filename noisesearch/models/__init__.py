@@ -9,18 +9,18 @@ from collections.abc import Callable
 from noisesearch.models.base import Model, index_cond
 
 
-def digits(*, path=None) -> Model:
+def digits(*, path=None, device=None) -> Model:
     """Built-in class-conditional rectified flow on 8x8 digits (~55k parameters, shipped weights)."""
     from noisesearch.models.digits import DigitsModel
 
-    return DigitsModel("digits", path=path)
+    return DigitsModel("digits", path=path, device=device)
 
 
-def digits_large(*, path=None) -> Model:
+def digits_large(*, path=None, device=None) -> Model:
     """Built-in digits flow model, ~600k parameters (for model-size studies)."""
     from noisesearch.models.digits import DigitsModel
 
-    return DigitsModel("digits-large", path=path)
+    return DigitsModel("digits-large", path=path, device=device)
 
 
 def toy(*, path=None) -> Model:
@@ -350,7 +350,6 @@ MODELS: dict[str, Callable[..., Model]] = {
     "wan": wan,
     "diffusers": diffusers,
 }
-
 
 
 def domain_of(name: str) -> str | None:

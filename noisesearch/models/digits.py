@@ -99,11 +99,17 @@ class DigitsModel:
     default_steps = 8
     default_guidance = 1.0  # as the paper's SiT-XL setting: no classifier-free guidance
 
-    def __init__(self, name: str = "digits", *, path: Path | str | None = None):
+    def __init__(self, name: str = "digits", *, path: Path | str | None = None, device: str | None = None):
+        from noisesearch.models._diffusers_common import parse_device  # torch only: no diffusers import
+
+        dev = parse_device("cpu" if device is None else device)  # a clear error before loading anything
         self.name = name
         file = "flow.safetensors" if name == "digits" else "flow-large.safetensors"
         self.path = Path(path) if path is not None else WEIGHTS_DIR / file
         self.net = load_net(self.path, "flow")
+        if dev.type != "cpu":  # set only off the CPU: a CPU model keeps the cache identity it always had
+            self.device = dev  # the driver's search states, noises and scores live here (driver.run_search)
+            self.net.to(dev)
 
     def check_target(self, target) -> int:
         try:
@@ -116,7 +122,8 @@ class DigitsModel:
         return value
 
     def encode(self, targets: list) -> torch.Tensor:
-        return torch.tensor([self.check_target(t) for t in targets], dtype=torch.int64)  # (B,)
+        labels = [self.check_target(t) for t in targets]
+        return torch.tensor(labels, dtype=torch.int64, device=getattr(self, "device", None))  # (B,)
 
     def nfe_per_call(self, guidance: float) -> int:
         return 1 if guidance == 1.0 else 2
@@ -138,7 +145,7 @@ class DigitsModel:
 
     def denoise_grad(self, x: torch.Tensor, sigma: float, cond: torch.Tensor, *, guidance: float) -> torch.Tensor:
         """``denoise`` with autograd left on (for first-order search)."""
-        sig = torch.full((x.shape[0],), float(sigma))
+        sig = torch.full((x.shape[0],), float(sigma), device=x.device)
         if guidance == 1.0:
             v = self.net(x, sig, cond)
         else:

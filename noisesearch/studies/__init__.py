@@ -172,8 +172,7 @@ def compare_study(
 
     if model not in digits_models():
         raise UserError(
-            f"compare runs on the built-in digits models; got --model {model!r}, "
-            f"accepted: {', '.join(digits_models())}"
+            f"compare runs on the built-in digits models; got --model {model!r}, accepted: {', '.join(digits_models())}"
         )
     pick(VERIFIERS, verifier, "verifier")
     if algorithms is not None and not algorithms:

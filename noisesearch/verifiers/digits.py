@@ -31,8 +31,15 @@ def _load(path, default: str, kind: str):
     return load_net(Path(path) if path else WEIGHTS_DIR / default, kind)
 
 
-def _targets(targets: list) -> torch.Tensor:
-    return torch.as_tensor([int(t) for t in targets], dtype=torch.int64)
+def _targets(targets: list, device: torch.device) -> torch.Tensor:
+    return torch.tensor([int(t) for t in targets], dtype=torch.int64, device=device)
+
+
+def _follow(net: torch.nn.Module, images: torch.Tensor) -> None:
+    """Move ``net`` to the device of the images it is given (once: a model on a GPU gives GPU images)."""
+    weight = next(net.parameters())
+    if weight.device != images.device:
+        net.to(images.device)
 
 
 class ClassifierVerifier:
@@ -60,8 +67,11 @@ class ClassifierVerifier:
     def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         """``__call__`` with autograd (for first-order search)."""
         check_images(images, channels=1)
+        _follow(self.net, images)
         logp = self.net(images * 2 - 1).log_softmax(dim=1)  # (B, 10)
-        return logp.gather(1, _targets(targets)[:, None])[:, 0].clamp(max=0.0)  # a log-probability is <= 0
+        return logp.gather(1, _targets(targets, images.device)[:, None])[:, 0].clamp(
+            max=0.0
+        )  # a log-probability is <= 0
 
 
 class FeatureSimilarityVerifier:
@@ -91,6 +101,7 @@ class FeatureSimilarityVerifier:
         if previews is None:
             raise ValueError("feature-similarity needs the x0-previews of the candidates (previews=...)")
         check_images(previews, channels=1)
+        _follow(self.encoder, images)
         final, early = self.encoder(images * 2 - 1), self.encoder(previews * 2 - 1)  # (B, latent) each
         return torch.nn.functional.cosine_similarity(final, early, dim=1).clamp(-1.0, 1.0)  # rounding can pass 1
 
@@ -122,6 +133,8 @@ class OracleFIDVerifier:
     def score(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         """``__call__`` with autograd (for first-order search)."""
         check_images(images, channels=1)
-        c = _targets(targets)
+        _follow(self.net, images)
+        self.mu, self.trace = self.mu.to(images.device), self.trace.to(images.device)
+        c = _targets(targets, images.device)
         d = self.net.features(images * 2 - 1).double() - self.mu[c]  # (B, 64)
         return (-((d * d).sum(dim=1) + self.trace[c])).float().clamp(max=0.0)
