@@ -169,7 +169,8 @@ def test_list_shows_every_registered_name():
             ["--model-path", "/nonexistent/flow.safetensors"],
             "weights file '/nonexistent/flow.safetensors' does not exist",
         ),
-        (["--device", "cuda"], "model 'digits' takes no parameter 'device'; accepted: path"),
+        (["--dtype", "float16"], "model 'digits' takes no parameter 'dtype'; accepted: path, device"),
+        (["--device", "warp"], "unknown device 'warp'; accepted: cpu, cuda, cuda:N, mps"),
         (["--model-param", "foo=1"], "model 'digits' takes no parameter 'foo'"),
         (
             ["--verifier-param", "temperature=2"],
