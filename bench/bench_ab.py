@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--section", default="bench_ab", help="BENCHMARKS.md section to write (for a subset run)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from noisesearch.algorithms import ALGORITHMS
@@ -140,7 +141,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section("bench_ab", text)
+        write_section(args.section, text)
 
 
 if __name__ == "__main__":
