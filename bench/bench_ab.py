@@ -115,7 +115,8 @@ def main() -> None:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, check=False)
     lines = [
-        "## Before and after the columnar driver (candidates per second, measured in one run)",
+        "## Before and after the columnar driver (candidates per second, measured in one run)"
+        + ("" if args.section == "bench_ab" else f": {', '.join(names)} on {', '.join(args.models)}"),
         "",
         f"Measured by `bench/bench_ab.py` on {platform.machine()}: revision {args.before} (before) and "
         f"{head.strip()} (after), each in fresh subprocesses, alternating, best of {args.repeats}; "
