@@ -63,7 +63,9 @@ def sample_euler(
         denoised = denoise(x, sigma)
         if callback is not None:
             callback(i, sigma, x, denoised)
-        x = x + (sigma_next - sigma) * (x - denoised) / sigma  # (B, ...)
+        # x + (sigma_next - sigma) * (x - denoised) / sigma, in one new tensor (bitwise the same values;
+        # autograd-safe: no value that a backward pass needs is overwritten)
+        x = (x - denoised).mul_(sigma_next - sigma).div_(sigma).add_(x)  # (B, ...)
     return x
 
 
@@ -115,10 +117,11 @@ def sample_euler_sde(
         denoised = denoise(x, sigma)
         if callback is not None:
             callback(i, sigma, x, denoised)
-        eps_hat = (x - (1 - sigma) * denoised) / sigma
         a = (1 - sigma) / (1 - sigma_next)
         c = eta * sigma_next * max(sigma**2 - (a * sigma_next) ** 2, 0.0) ** 0.5 / sigma
-        x = (1 - sigma_next) * denoised + (sigma_next**2 - c**2) ** 0.5 * eps_hat + c * noises[i]
+        # the formula above with two new tensors instead of seven (bitwise the same values, autograd-safe)
+        eps_hat = torch.sub(x, denoised * (1 - sigma)).div_(sigma)
+        x = (denoised * (1 - sigma_next)).add_(eps_hat.mul_((sigma_next**2 - c**2) ** 0.5)).add_(noises[i] * c)
     return x
 
 
