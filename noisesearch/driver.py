@@ -398,6 +398,10 @@ def run_search(
     wall = time.perf_counter() - started
     timed = float(sum(v.sum() for v in acct.seconds.values()))
     best_score, best_index, nans = best.score.tolist(), best.index.tolist(), best.nans.tolist()
+    nfe, calls = acct.nfe.tolist(), acct.verifier_calls.tolist()
+    # each search's best image and noise: rows of one copy of the stacks to the CPU (none when already there)
+    best_images = [None] * len(targets) if best.image is None else list(best.image.cpu().unbind(0))
+    best_noises = [None] * len(targets) if best.noise is None else list(best.noise.cpu().unbind(0))
     results = []
     ledgers = acct.ledgers(max(wall - timed, 0.0) / len(targets))  # time outside calls, shared equally
     for i, (t, s) in enumerate(zip(targets, seeds)):
@@ -406,13 +410,13 @@ def run_search(
             t,
             int(s),
             budget,
-            int(acct.nfe[i]),
-            int(acct.verifier_calls[i]),
+            nfe[i],
+            calls[i],
             best_score[i],
             best_index[i],
-            best.image[i].cpu() if found and best.image is not None else None,
-            best.noise[i].cpu() if found and best.noise is not None else None,
-            int(nans[i]),
+            best_images[i] if found else None,
+            best_noises[i] if found else None,
+            nans[i],
             Candidates(table, i),
             images[i],
         )
