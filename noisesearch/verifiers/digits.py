@@ -69,9 +69,8 @@ class ClassifierVerifier:
         check_images(images, channels=1)
         _follow(self.net, images)
         logp = self.net(images * 2 - 1).log_softmax(dim=1)  # (B, 10)
-        return logp.gather(1, _targets(targets, images.device)[:, None])[:, 0].clamp(
-            max=0.0
-        )  # a log-probability is <= 0
+        target_logp = logp.gather(1, _targets(targets, images.device)[:, None])[:, 0]  # (B,)
+        return target_logp.clamp(max=0.0)  # a log-probability is <= 0
 
 
 class FeatureSimilarityVerifier:
