@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo demo-quick test test-fast lint bench clean
+.PHONY: venv demo demo-quick test test-kernels test-fast lint bench clean
 
 venv: $(STAMP)
 
@@ -24,14 +24,26 @@ demo-quick: venv
 	$(BIN)/noisesearch demo --quick --out demo-out-quick
 
 # Lint, formatting and types first (seconds), then the suite in a random order (pytest-randomly
-# prints the seed: rerun one order with `make test PYTEST_ARGS=--randomly-seed=N`).
+# prints the seed: rerun one order with `make test PYTEST_ARGS=--randomly-seed=N`), then the tests marked
+# `numerics` (they compare floats recomputed in other batches, with or without the cache) again under
+# other CPU kernels: MKL limited to AVX2, then to SSE4.2 (Intel CPUs; MKL ignores these elsewhere), then
+# everything generic on one thread (ATen's default kernels, MKL's compatible code path: any CPU).
+# Rounding differs between those; the tests' tolerances must not (docs/TESTING.md).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+NUMERICS := $(BIN)/python -m pytest -q -p no:randomly -m numerics
+
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-kernels
+
+test-kernels: venv
+	MKL_ENABLE_INSTRUCTIONS=AVX2 $(NUMERICS)
+	MKL_ENABLE_INSTRUCTIONS=SSE4_2 $(NUMERICS)
+	ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(NUMERICS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -80,6 +80,23 @@ def t5_encoder(vocab_size: int):
     return T5EncoderModel(config).eval()
 
 
+def umt5_encoder(vocab_size: int, *, d_model: int = 32, d_ff: int = 37, num_heads: int = 4):
+    """A 2-layer UMT5 encoder (AuraFlow's and Wan's text encoder), d_model 32 unless given."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    config = UMT5Config(
+        vocab_size=vocab_size,
+        d_model=d_model,
+        d_kv=8,
+        d_ff=d_ff,
+        num_layers=2,
+        num_heads=num_heads,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+    )
+    return UMT5EncoderModel(config).eval()
+
+
 def vae(*, latent_channels: int, blocks: int = 1, **kwargs):
     """An AutoencoderKL with ``blocks`` resolution levels (downsampling ``2**(blocks-1)``)."""
     from diffusers import AutoencoderKL

@@ -104,22 +104,6 @@ def pixart_alpha(seed: int = 0):
         )
 
 
-def _umt5(vocab_size: int):
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    config = UMT5Config(
-        vocab_size=vocab_size,
-        d_model=32,
-        d_kv=8,
-        d_ff=37,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        dropout_rate=0.0,
-    )
-    return UMT5EncoderModel(config).eval()
-
-
 def auraflow(seed: int = 0):
     """A tiny AuraFlowPipeline (MMDiT + single DiT layers, UMT5 text encoder, flow-matching Euler)."""
     from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel, FlowMatchEulerDiscreteScheduler
@@ -142,7 +126,7 @@ def auraflow(seed: int = 0):
         ).eval()
         return AuraFlowPipeline(
             tokenizer=tok,
-            text_encoder=_umt5(len(tok)),
+            text_encoder=tiny.umt5_encoder(len(tok)),
             vae=tiny.vae(latent_channels=4, blocks=2, scaling_factor=0.13025),
             transformer=transformer,
             scheduler=FlowMatchEulerDiscreteScheduler(),
@@ -175,7 +159,7 @@ def wan(seed: int = 0):
         ).eval()
         return WanPipeline(
             tokenizer=tok,
-            text_encoder=_umt5(len(tok)),
+            text_encoder=tiny.umt5_encoder(len(tok)),
             vae=vae,
             scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
             transformer=transformer,

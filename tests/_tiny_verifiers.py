@@ -414,3 +414,65 @@ def reference_npz(path: Path, *, dim: int = 2048, seed: int = 0) -> Path:
     a = rng.standard_normal((dim, 64)) * 0.1
     np.savez(path, mu=rng.standard_normal(dim) * 0.1, sigma=a @ a.T + 0.01 * np.eye(dim))
     return Path(path)
+
+
+class Brightness:
+    """Mean brightness of each image (B, C, H, W), in [0, 1] (tests only); differentiable for first-order search.
+
+    ``calls`` keeps the shapes of the images and previews of every call. It checks that it is given frames
+    (4-D images, never videos) and one target per image.
+    """
+
+    name = "brightness"
+    preview_sigma = None
+    value_range = (0.0, 1.0)
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def __call__(self, images, targets, *, previews=None):
+        self.calls.append((tuple(images.shape), None if previews is None else tuple(previews.shape)))
+        return self.score(images, targets).detach()
+
+    def score(self, images, targets, *, previews=None):
+        assert images.dim() == 4 and len(targets) == len(images)  # frames, never videos
+        return images.mean(dim=(1, 2, 3))
+
+
+def every_image(images, targets):
+    """A ``FailingVerifier`` mask: every image fails."""
+    return torch.ones(len(images), dtype=torch.bool)
+
+
+class FailingVerifier:
+    """The scores of ``inner`` (default: ``Brightness``) with a failed score (NaN) wherever ``fails(images,
+    targets)``, a bool mask (B,), is true (default: on every image), as a grader that times out would give.
+    Differentiable where ``inner`` is."""
+
+    preview_sigma = None
+
+    def __init__(self, inner=None, fails=every_image, *, name: str = "failing"):
+        self.inner = Brightness() if inner is None else inner
+        self.fails, self.name = fails, name
+        if getattr(self.inner, "score", None) is not None:
+            self.score = self._score
+
+    def __call__(self, images, targets, *, previews=None):
+        return self._failed(self.inner(images, targets, previews=previews), images, targets)
+
+    def _score(self, images, targets, *, previews=None):
+        return self._failed(self.inner.score(images, targets, previews=previews), images, targets)
+
+    def _failed(self, scores, images, targets):
+        return torch.where(self.fails(images, targets).to(scores.device), torch.nan, scores)
+
+
+def register_verifier(monkeypatch, name: str, make, *, domain: str | None = None) -> None:
+    """Put a factory of ``make()`` in the verifier registry as ``name`` (undone by ``monkeypatch``)."""
+    from noisesearch.verifiers import VERIFIERS
+
+    def factory(**_):
+        return make()
+
+    factory.domain = domain
+    monkeypatch.setitem(VERIFIERS, name, factory)

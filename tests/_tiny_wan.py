@@ -37,22 +37,6 @@ def _transformer(channels: int = 8):
     ).eval()
 
 
-def _umt5(vocab_size: int):
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    config = UMT5Config(
-        vocab_size=vocab_size,
-        d_model=16,
-        d_kv=8,
-        d_ff=24,
-        num_layers=2,
-        num_heads=2,
-        relative_attention_num_buckets=8,
-        dropout_rate=0.0,
-    )
-    return UMT5EncoderModel(config).eval()
-
-
 def wan(
     seed: int = 0,
     *,
@@ -80,7 +64,7 @@ def wan(
         ).eval()
         pipe = WanPipeline(
             tokenizer=tok,
-            text_encoder=_umt5(len(tok)),
+            text_encoder=tiny.umt5_encoder(len(tok), d_model=16, d_ff=24, num_heads=2),  # text_dim 16
             vae=vae,
             scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
             transformer=_transformer(channels),

@@ -9,7 +9,17 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(min(2, torch.get_num_threads()))  # OMP_NUM_THREADS=1 (the kernel reruns) keeps one
+
+
+def pytest_report_header(config):
+    """Which kernels and how many threads this run computes with (`make test` reruns the `numerics` tests under
+    others: see docs/TESTING.md)."""
+    kernels = {k: os.environ[k] for k in ("MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY") if k in os.environ}
+    return (
+        f"torch {torch.__version__}: {torch.get_num_threads()} thread(s), "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {kernels or 'default kernels'}"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from _configs import DROP, tiny_sweep
+from _tiny_verifiers import FailingVerifier, register_verifier
 from typer.testing import CliRunner
 
 from noisesearch.cli import app
@@ -277,12 +279,7 @@ def test_python_functions_refuse_the_same_inputs_before_any_work(tmp_path):
     from noisesearch.studies import compare_study, demo_study
     from noisesearch.sweep.config import validate_config
 
-    plain = {
-        "benchmark": {"name": "digits"},
-        "verifier": {"name": "classifier"},
-        "algorithms": [{"name": "random"}],
-        "budgets": [8],
-    }
+    plain = tiny_sweep(benchmark={"name": "digits"}, budgets=[8])
     bad_calls = [
         lambda: run(target=7, budget=64, seed=2**70, out=tmp_path / "a"),
         lambda: run(target=7, budget=10**12, out=tmp_path / "a"),
@@ -310,20 +307,7 @@ def test_python_functions_refuse_the_same_inputs_before_any_work(tmp_path):
 
 def test_a_verifier_failing_on_every_image_ends_generate_with_a_record_and_exit_1(tmp_path, monkeypatch):
     """All scores NaN: record.json (valid JSON, best_score null, nan_scores counted), no best.png, exit 1."""
-    from noisesearch import verifiers
-
-    class Failing:
-        name = "failing"
-        preview_sigma = None
-
-        def __call__(self, images, targets, *, previews=None):
-            return torch.full((len(images),), math.nan)
-
-    def failing():
-        return Failing()
-
-    failing.domain = None
-    monkeypatch.setitem(verifiers.VERIFIERS, "failing", failing)
+    register_verifier(monkeypatch, "failing", FailingVerifier)  # NaN on every image
     out = tmp_path / "out"
     result = runner.invoke(app, generate("--verifier", "failing", "--out", str(out)))
     assert result.exit_code == 1
@@ -368,17 +352,7 @@ def test_rerun_of_a_finished_study_says_all_rows_were_there(tmp_path):
     from noisesearch.studies import Study, run_study
     from noisesearch.sweep.config import validate_config
 
-    config = validate_config(
-        {
-            "benchmark": {"name": "digits", "per_class": 1},
-            "verifier": {"name": "classifier"},
-            "algorithms": [{"name": "random"}],
-            "budgets": [4],
-            "steps": 2,
-            "baseline_scored": False,
-        },
-        "x",
-    )
+    config = validate_config(tiny_sweep(budgets=[4], steps=2, baseline_scored=False, chunk=DROP, keep_images=DROP), "x")
     study = Study([(config, ".")])
     assert run_study(study, tmp_path, keep_cache=True) == {"written": 20, "already": 0, "sets": 2}
     assert any((tmp_path / "cache").rglob("*.safetensors")), "the sweep's replay cache was not used"
@@ -393,32 +367,20 @@ def test_rerun_of_a_finished_study_says_all_rows_were_there(tmp_path):
 
 def test_a_configuration_whose_verifier_fails_everywhere_is_counted_not_lost(tmp_path, monkeypatch):
     """A study goes on past a verifier that fails on every image: its searches are counted as failed."""
-    from noisesearch import verifiers
     from noisesearch.studies import Study, draw, run_study
     from noisesearch.sweep.config import validate_config
 
-    class Failing:
-        name = "failing"
-        preview_sigma = None
-
-        def __call__(self, images, targets, *, previews=None):
-            return torch.full((len(images),), math.nan)
-
-    def failing():
-        return Failing()
-
-    failing.domain = None
-    monkeypatch.setitem(verifiers.VERIFIERS, "failing", failing)
+    register_verifier(monkeypatch, "failing", FailingVerifier)  # NaN on every image
     config = validate_config(
-        {
-            "benchmark": {"name": "digits", "per_class": 1},
-            "verifier": {"name": "failing"},
-            "algorithms": [{"name": "random"}],
-            "budgets": [4],
-            "steps": 2,
-            "baseline_budgets": [2],
-            "baseline_scored": False,
-        },
+        tiny_sweep(
+            verifier={"name": "failing"},
+            budgets=[4],
+            steps=2,
+            baseline_budgets=[2],
+            baseline_scored=False,
+            chunk=DROP,
+            keep_images=DROP,
+        ),
         "x",
     )
     study = Study([(config, ".")])

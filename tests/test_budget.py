@@ -1,6 +1,8 @@
 """Exact NFE accounting and hard budgets: counted at the one accounting point, checked with hooks."""
 
 import pytest
+import torch
+from _tiny_verifiers import FailingVerifier
 
 from noisesearch.algorithms import ALGORITHMS
 from noisesearch.algorithms.random import RandomSearch
@@ -155,15 +157,11 @@ def test_candidates_are_batched_across_targets(digits, classifier):
 
 
 def test_nan_scores_are_recorded_and_never_ranked(digits):
-    class HalfNaN:
-        name, preview_sigma = "half-nan", None
+    def even_rows(images, targets):
+        return torch.arange(len(images)) % 2 == 0
 
-        def __call__(self, images, targets, *, previews=None):
-            s = images.mean(dim=(1, 2, 3))
-            s[::2] = float("nan")
-            return s
-
-    (r,) = run_search(digits, HalfNaN(), RandomSearch(), [4], seeds=[0], budget=32, steps=4)
+    half_nan = FailingVerifier(fails=even_rows, name="half-nan")  # brightness, NaN on rows 0, 2, 4...
+    (r,) = run_search(digits, half_nan, RandomSearch(), [4], seeds=[0], budget=32, steps=4)
     assert r.nan_scores == 4
     assert [c["score"] is None for c in r.candidates] == [True, False] * 4
     assert r.best_index % 2 == 1

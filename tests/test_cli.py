@@ -101,9 +101,9 @@ def test_generate_twice_gives_byte_identical_records_and_other_seeds_differ(tmp_
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
         assert invoke(*GENERATE[:-1], seed, "--out", tmp_path / name).exit_code == 0
     a, b, c = (without_wall_time(tmp_path / n / "record.json") for n in "abc")
-    assert a == b
+    assert a == b  # bit for bit: the same command in one process, same batches, threads and kernels
     assert a != c
-    assert (tmp_path / "a" / "best.png").read_bytes() == (tmp_path / "b" / "best.png").read_bytes()
+    assert (tmp_path / "a" / "best.png").read_bytes() == (tmp_path / "b" / "best.png").read_bytes()  # likewise
 
 
 def test_generate_zero_order_takes_its_parameters(tmp_path):

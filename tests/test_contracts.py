@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from _records import BatchRoundedToy, best_agrees, same_records, with_noises
 
 from noisesearch.algorithms import ALGORITHMS, SearchAlgorithm
 from noisesearch.driver import run_search
@@ -43,6 +44,7 @@ def test_model_contract(model):
     assert all(a > b for a, b in zip(sigmas, sigmas[1:]))
 
 
+@pytest.mark.numerics
 def test_model_rows_are_independent(model):
     """Row i's denoised output does not depend on the other rows of the batch."""
     cond = model.encode(targets_for(model))
@@ -77,6 +79,7 @@ def test_factories_that_need_weights_or_options_refuse_clearly_without_them(kind
         factory(**kwargs)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", [n for n in VERIFIERS if not getattr(VERIFIERS[n], "needs_setup", False)])
 def test_verifier_contract(name):
     verifier = VERIFIERS[name]()
@@ -122,7 +125,7 @@ def test_algorithm_contract(name, model_name, verifier_name):
 
     first, again, other = run(0), run(0), run(10)
     for a, b in zip(first, again):
-        assert a.candidates == b.candidates and a.best_score == b.best_score
+        assert a.candidates == b.candidates and a.best_score == b.best_score  # same run, same process: bit for bit
 
     def identities(result):
         return [(c["noise_seed"], c["noise_sha256"]) for c in result.candidates]
@@ -193,24 +196,32 @@ def test_integer_parameters_refuse_booleans(name):
             factory(**{key: True})
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_searches_of_one_run_are_independent_and_numbered_when_asked(name):
     """Vectorised across searches, an algorithm must not couple them: each search of a run of three gets the
-    records it gets alone; candidate indices run 0, 1, 2... per search in asked order."""
-    model, verifier = MODELS["toy"](), VERIFIERS["toy-distance"]()
+    records it gets alone, up to the rounding of another batch size; candidate indices run 0, 1, 2... per search
+    in asked order."""
+    # the toy rounding by its batch's size (as matrix products do on some CPUs), so the tolerance is used here too
+    model, verifier = BatchRoundedToy(), VERIFIERS["toy-distance"]()
 
     def run(targets, seeds):
-        return run_search(model, verifier, ALGORITHMS[name](), targets, seeds=seeds, budget=40, steps=4)
+        return with_noises(
+            lambda: run_search(model, verifier, ALGORITHMS[name](), targets, seeds=seeds, budget=40, steps=4)
+        )
 
-    together = run([0, 1, 0], [3, 4, 5])
-    for r, (t, s) in zip(together, [(0, 3), (1, 4), (0, 5)]):
-        (alone,) = run([t], [s])
+    together, noises = run([0, 1, 0], [3, 4, 5])
+    for i, (t, s) in enumerate([(0, 3), (1, 4), (0, 5)]):
+        (alone,), alone_noises = run([t], [s])
+        r = together[i]
         assert [c["index"] for c in r.candidates] == list(range(len(r.candidates)))
-        strip = [{k: v for k, v in c.items() if k != "score"} for c in r.candidates]
-        assert strip == [{k: v for k, v in c.items() if k != "score"} for c in alone.candidates]
-        got, want = [c["score"] for c in r.candidates], [c["score"] for c in alone.candidates]
-        assert got == pytest.approx(want, abs=1e-6)  # another batch size: float32 rounding only
-        assert (r.best_index, r.nfe_used) == (alone.best_index, alone.nfe_used)
+        assert r.nfe_used == alone.nfe_used
+        # another batch size: floats within float32 rounding, derived noises as tensors, up to the first candidate
+        # at the optimum 0 (after it a search's choices are set by rounding; random search makes none, so all of
+        # its records are compared): see tests/_records.py
+        optimum = None if name == "random" else 0.0
+        upto = same_records(r.candidates, alone.candidates, noises, alone_noises, search=(i, 0), optimum=optimum)
+        best_agrees(r, alone, upto=upto)
 
 
 @pytest.mark.parametrize("name", list(ALGORITHMS))

@@ -263,6 +263,7 @@ def test_problem_noises_fresh_jobs_and_budget_message():
 # --- driver + random search: every record re-derived outside the driver ---------------------------
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("budget,candidates,expected", [(20, None, 5), (23, None, 5), (20, 3, 3), (4, None, 1)])
 def test_random_search_records_exactly_what_was_run(toy, dist, budget, candidates, expected):
     (r,) = run_search(toy, dist, RandomSearch(candidates=candidates), [1], seeds=[5], budget=budget, steps=4)
@@ -477,6 +478,7 @@ class Spy:
         self.inner.tell(state, outcomes)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize(
     "budget,neighbours,iterations,rounds",
     [
@@ -672,6 +674,7 @@ def test_streams_are_successive_draws_held_whole_or_drawn_step_by_step(shape):
         whole.rows(5, 7)
 
 
+@pytest.mark.numerics
 def test_deferred_draws_are_drawn_only_for_the_rows_computed(tmp_path, toy, dist):
     """Random search asks with its noises undrawn; the driver draws the rows it computes (here, every row
     once), and a rerun replayed from the cache draws none but the best candidate's, with the same results."""
@@ -685,7 +688,7 @@ def test_deferred_draws_are_drawn_only_for_the_rows_computed(tmp_path, toy, dist
     cache = CandidateCache(tmp_path / "c")
     first = run_search(toy, dist, RandomSearch(candidates=6), [1, 0], seeds=[5, 6], budget=24, steps=4, cache=cache)
     again = run_search(toy, dist, RandomSearch(candidates=6), [1, 0], seeds=[5, 6], budget=24, steps=4, cache=cache)
-    assert [list(r.candidates) for r in first] == [list(r.candidates) for r in again]
+    assert [list(r.candidates) for r in first] == [list(r.candidates) for r in again]  # replayed: the stored bits
     for a, b in zip(first, again):
         assert torch.equal(a.best_noise, b.best_noise) and torch.equal(
             a.best_noise, gaussian((1,), by_hand_seed(a.seed, a.best_index))

@@ -26,6 +26,7 @@ def test_random_search_expected_best_score_rises_with_budget(digits, classifier)
     assert all(a < b for a, b in zip(means, means[1:])), means
 
 
+@pytest.mark.numerics
 def test_shared_seeds_make_the_first_candidate_the_no_search_sample(digits, classifier):
     """Common random numbers: candidate 0 of every search is the baseline sample for its seed."""
     (one,) = run_search(digits, classifier, RandomSearch(), [4], seeds=[9], budget=8, steps=8)

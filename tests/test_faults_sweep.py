@@ -4,7 +4,8 @@ Kill tests stop a tiny digits sweep at random moments (an exception or a full di
 random write in-process; a real ``kill -9`` of a ``noisesearch sweep`` subprocess, local and Ray),
 rerun it to completion and compare rows (minus wall times), ``sets.jsonl`` entries, and the bytes of
 ``samples/*.npz`` and the kept PNGs with an uninterrupted run. Everything runs on one torch thread
-(``OMP_NUM_THREADS=1`` in subprocesses, as Ray's actors), so every run computes the same bits.
+(``OMP_NUM_THREADS=1`` in subprocesses, as Ray's actors) on this machine with the same kernels, and a chunk
+is always searched whole, in the same batches: so every run computes the same bits (see ``same``).
 
 These runs turn the replay cache off (``cache=False``, ``--no-cache``): a chunk searched again after a
 crash would replay some candidates and compute the rest in a smaller batch, which moves the last bits of
@@ -29,6 +30,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _configs import tiny_sweep, write_config
+from _tiny_verifiers import FailingVerifier, register_verifier
 from typer.testing import CliRunner
 
 from noisesearch import _io
@@ -40,24 +43,8 @@ from noisesearch.sweep.config import load_config
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "model": "digits",
-    "benchmark": {"name": "digits", "per_class": 1},
-    "verifier": {"name": "classifier"},
-    "algorithms": [{"name": "random"}],
-    "budgets": [4, 8],
-    "seeds": [0],
-    "steps": 4,
-    "chunk": 3,
-    "keep_images": True,
-}
+TINY = tiny_sweep()  # digits, one image per class, random search at budgets 4 and 8, chunks of 3 (tests/_configs.py)
 ROWS = 4 * 10  # (baseline + random) x 2 budgets x 10 targets
-
-
-def write(folder: Path, config: dict, name: str = "sweep.yaml") -> Path:
-    path = folder / name
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +57,12 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def world(one_thread, tmp_path_factory):
-    return sweep_run.load_world(load_config(write(tmp_path_factory.mktemp("world"), TINY)))
+    return sweep_run.load_world(load_config(write_config(tmp_path_factory.mktemp("world"), TINY)))
 
 
 def run(folder: Path, config: dict, world, **kwargs) -> dict:
     """``run_sweep`` in this process with the module's loaded world (loading it is most of a tiny run)."""
-    cfg = load_config(write(folder.parent, config, f"{folder.name}.yaml"))
+    cfg = load_config(write_config(folder.parent, config, f"{folder.name}.yaml"))
     original = sweep_run.load_world
     sweep_run.load_world = lambda _config: world
     try:
@@ -111,6 +98,10 @@ def snapshot(folder: Path) -> dict:
 
 
 def same(got: dict, want: dict) -> None:
+    """Bit for bit, and that is a real promise here: the reference and every resumed run (this process, a
+    ``noisesearch sweep`` subprocess, a Ray actor) run on this machine, with these kernels (the environment is
+    inherited), on one thread, and a chunk cut by a crash is searched again whole, so every row is computed in the
+    same batch as in the reference. (Across machines, kernels or batch sizes only a tolerance would hold.)"""
     assert len(got["rows"]) == len(want["rows"]) == ROWS
     assert got["rows"] == want["rows"]  # exact: the same batches compute the same bits
     assert got["sets"] == want["sets"] and len(want["sets"]) == 4
@@ -234,7 +225,7 @@ def kill_after(proc: subprocess.Popen, folder: Path, rows: int, extra_s: float) 
 @pytest.mark.parametrize("rows,extra_s", [(1, 0.0), (7, 0.003), (23, 0.0), (39, 0.0)])
 def test_kill_9_of_a_local_sweep_then_a_rerun_gives_the_uninterrupted_result(tmp_path, world, reference, rows, extra_s):
     folder = tmp_path / "out"
-    proc = _sweep_process(write(tmp_path, TINY), folder)
+    proc = _sweep_process(write_config(tmp_path, TINY), folder)
     kill_after(proc, folder, rows, extra_s)
     counts = run(folder, TINY, world)
     assert counts["skipped"] + counts["written"] == ROWS
@@ -257,7 +248,7 @@ def test_kill_9_of_a_ray_sweep_then_a_ray_rerun_gives_the_uninterrupted_result(
     from noisesearch.sweep.ray_backend import RayExecutor
 
     folder = tmp_path / "out"
-    proc = _sweep_process(write(tmp_path, TINY), folder, "--backend", "ray")
+    proc = _sweep_process(write_config(tmp_path, TINY), folder, "--backend", "ray")
     seen = kill_after(proc, folder, rows, 0.0)
     assert 0 < seen < ROWS, seen  # killed mid-sweep
     start_ray()
@@ -293,7 +284,7 @@ def test_a_second_sweep_into_a_live_folder_is_refused_naming_the_owner(tmp_path)
     folder.mkdir()
     holder = _holder(folder, "hold")
     try:
-        result = runner.invoke(app, ["sweep", str(write(tmp_path, TINY)), "--out", str(folder)])
+        result = runner.invoke(app, ["sweep", str(write_config(tmp_path, TINY)), "--out", str(folder)])
     finally:
         holder.kill()
         holder.wait()
@@ -311,7 +302,7 @@ def test_a_stale_lock_of_a_dead_sweep_is_taken_over_with_a_message(tmp_path, wor
     dead = _holder(folder, "die")
     dead.wait()
     messages = []
-    cfg = load_config(write(tmp_path, {**TINY, "budgets": [4], "benchmark": {"name": "digits", "subset": [0, 1]}}))
+    cfg = load_config(write_config(tmp_path, tiny_sweep(budgets=[4], benchmark={"name": "digits", "subset": [0, 1]})))
     original = sweep_run.load_world
     sweep_run.load_world = lambda _config: world
     try:
@@ -334,29 +325,21 @@ def test_a_stale_lock_of_a_dead_sweep_is_taken_over_with_a_message(tmp_path, wor
 def test_a_search_whose_scores_all_fail_is_a_null_row_and_the_sweep_goes_on(tmp_path, monkeypatch, one_thread):
     from noisesearch.verifiers import VERIFIERS
 
+    def threes(images, targets):  # a grader that times out on every image of target 3
+        return torch.tensor([t == 3 for t in targets])
+
     classifier = VERIFIERS["classifier"]()
-
-    class FailsOnThrees:  # a grader that times out on every image of target 3
-        preview_sigma = None
-
-        def __call__(self, images, targets, *, previews=None):
-            scores = classifier(images, targets)
-            return torch.where(torch.tensor([t == 3 for t in targets]), torch.nan, scores)
-
-    def factory(**_):
-        return FailsOnThrees()
-
-    factory.domain = "digits"
-    monkeypatch.setitem(VERIFIERS, "fails-on-threes", factory)
-    config = {
-        **TINY,
-        "verifier": {"name": "fails-on-threes"},
-        "eval_verifiers": [{"name": "oracle-is"}],
-        "baseline": False,
-        "budgets": [8],
-    }
+    register_verifier(
+        monkeypatch,
+        "fails-on-threes",
+        lambda: FailingVerifier(classifier, threes, name="fails-on-threes"),
+        domain="digits",
+    )
+    config = tiny_sweep(
+        verifier={"name": "fails-on-threes"}, eval_verifiers=[{"name": "oracle-is"}], baseline=False, budgets=[8]
+    )
     folder = tmp_path / "out"
-    cfg = load_config(write(tmp_path, config))
+    cfg = load_config(write_config(tmp_path, config))
     counts = sweep_run.run_sweep(cfg, folder, note=lambda m: None)
     assert counts["written"] == 10 and counts["sets"] == 1
     rows = {r["target_index"]: r for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines())}
@@ -374,7 +357,7 @@ def test_a_search_whose_scores_all_fail_is_a_null_row_and_the_sweep_goes_on(tmp_
 
 
 def test_the_step_baseline_spends_its_budget_under_guidance_as_half_the_steps(tmp_path, world):
-    config = {**TINY, "guidance": 1.5, "steps": 2, "benchmark": {"name": "digits", "subset": [0, 1, 2]}}
+    config = tiny_sweep(guidance=1.5, steps=2, benchmark={"name": "digits", "subset": [0, 1, 2]})
     folder = tmp_path / "out"
     assert run(folder, config, world)["written"] == 4 * 3
     rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
@@ -384,13 +367,13 @@ def test_the_step_baseline_spends_its_budget_under_guidance_as_half_the_steps(tm
 
 
 def test_one_and_one_point_zero_are_one_configuration(tmp_path, world):
-    zero_order = {**TINY, "algorithms": [{"name": "zero-order", "params": {"neighbours": 1, "step_size": 1}}]}
+    zero_order = tiny_sweep(algorithms=[{"name": "zero-order", "params": {"neighbours": 1, "step_size": 1}}])
     zero_order["budgets"], zero_order["benchmark"] = [8], {"name": "digits", "subset": [0]}
     folder = tmp_path / "out"
     assert run(folder, zero_order, world)["written"] == 2
     again = {**zero_order, "algorithms": [{"name": "zero-order", "params": {"neighbours": 1.0, "step_size": 1.0}}]}
     assert run(folder, again, world) == {"written": 0, "skipped": 2, "cells": 2, "targets": 1, "sets": 0}
-    result = runner.invoke(app, ["sweep", str(write(tmp_path, again, "again.yaml")), "--out", str(folder)])
+    result = runner.invoke(app, ["sweep", str(write_config(tmp_path, again, "again.yaml")), "--out", str(folder)])
     assert result.exit_code == 0 and result.stdout == f"nothing to do: all 2 rows are in {folder / 'results.jsonl'}\n"
 
 
@@ -400,9 +383,9 @@ def test_a_first_run_that_wrote_no_row_does_not_block_a_corrected_config(tmp_pat
         inject(mp, 2, "kill")  # sweep.json and one part written, no row
         with pytest.raises(Killed):
             run(folder, TINY, world)
-    fixed = {**TINY, "budgets": [4], "benchmark": {"name": "digits", "subset": [0]}}
+    fixed = tiny_sweep(budgets=[4], benchmark={"name": "digits", "subset": [0]})
     messages = []
-    cfg = load_config(write(tmp_path, fixed))
+    cfg = load_config(write_config(tmp_path, fixed))
     monkeypatch.setattr(sweep_run, "load_world", lambda _config: world)
     assert sweep_run.run_sweep(cfg, folder, note=messages.append)["written"] == 2
     assert messages == [f"{folder / 'sweep.json'} held another config but no rows were written with it; replacing it"]
@@ -434,7 +417,7 @@ def test_a_ray_address_with_nothing_listening_fails_fast_in_one_line(tmp_path):
         app,
         [
             "sweep",
-            str(write(tmp_path, TINY)),
+            str(write_config(tmp_path, TINY)),
             "--out",
             str(tmp_path / "o"),
             "--backend",
@@ -470,7 +453,7 @@ def _file(tmp: Path, data: bytes) -> Path:
 
 
 def _config(**change):
-    return lambda tmp: write(tmp, {**TINY, **change}, "bad.yaml")
+    return lambda tmp: write_config(tmp, tiny_sweep(**change), "bad.yaml")
 
 
 SWEEP_BAD = {
@@ -570,7 +553,7 @@ CLI_BAD = {
 @pytest.mark.parametrize("name", CLI_BAD)
 def test_bad_sweep_options_get_one_line_and_exit_2(tmp_path, name):
     make, message = CLI_BAD[name]
-    result = runner.invoke(app, ["sweep", str(write(tmp_path, TINY)), *make(tmp_path)])
+    result = runner.invoke(app, ["sweep", str(write_config(tmp_path, TINY)), *make(tmp_path)])
     assert_one_line(result, message)
 
 

@@ -340,6 +340,7 @@ def test_evolution_finals_use_their_members_step_noises():
     assert jobs.sigmas == p.sigmas and torch.equal(jobs.noises[0], stream)
 
 
+@pytest.mark.numerics
 def test_evolution_records_are_the_same_with_streams_drawn_step_by_step(digits, classifier, monkeypatch):
     """With the stream cap at 0 a preview draws only the first row of each member's stream: the records
     equal those of streams drawn whole (the finals' streams are one-shot, drawn whole either way)."""
@@ -354,7 +355,7 @@ def test_evolution_records_are_the_same_with_streams_drawn_step_by_step(digits, 
     stepwise, stepwise_reads = records_at_stream_cap(monkeypatch, 0, EvolutionSearch(), run)
     # (128 - 2 finals x 8) // 2 = 56 previews: generations of 16, 16, 16, 8, then the finals; each asked twice
     assert held_reads == [False] * 10 and stepwise_reads == [True] * 8 + [False] * 2
-    assert [len(c) for c in whole] == [58] * 3 and stepwise == whole
+    assert [len(c) for c in whole] == [58] * 3 and stepwise == whole  # bit for bit: the same batches, the same draws
 
 
 def test_evolution_records_a_failed_preview_score_as_none():
@@ -388,10 +389,13 @@ def search_rows(asked, search):
 
 
 def same_rows(a, b):
-    """Rows equal bit for bit (the same draws and arithmetic per row, whichever other searches share the batch)."""
+    """The same rows whichever other searches share the batch: plans, seeds and notes equal, step noises (draws
+    of each row's own stream) bit for bit, start states (mutations computed over the whole batch, whose
+    vectorised loops may round a row by its place in it) within float32 rounding of O(1) values."""
     assert len(a) == len(b)
     for (*plain_a, x_a, noises_a), (*plain_b, x_b, noises_b) in zip(a, b):
-        assert plain_a == plain_b and torch.equal(x_a, x_b)
+        assert plain_a == plain_b
+        torch.testing.assert_close(x_a, x_b, rtol=1e-6, atol=1e-6)
         assert (noises_a is None) == (noises_b is None) and (noises_a is None or torch.equal(noises_a, noises_b))
 
 
@@ -401,6 +405,7 @@ def row_score(jobs):
     return torch.where(flat[:, 1] > 1, float("nan"), (2 * flat[:, 0]).round() / 2)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize(
     "name,kwargs,sampler",
     [

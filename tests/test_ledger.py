@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-import yaml
+from _configs import DROP, tiny_sweep, write_config
 from typer.testing import CliRunner
 
 import noisesearch as ns
@@ -82,6 +82,7 @@ def test_measuring_flops_changes_no_result_and_charges_no_nfe(digits, classifier
     measured = search(model, verifier)  # first call of each network counted under FlopCounterMode
     cached = search(model, verifier)  # counts read from the cache
     for a, b in zip(measured, cached):
+        # bit for bit: the same batches in one process (FlopCounterMode only watches the ops it counts)
         assert a.candidates == b.candidates and a.nfe_used == b.nfe_used == 40
         assert torch.equal(a.best_image, b.best_image)
         assert (
@@ -105,7 +106,7 @@ def test_analytic_flops_of_the_digits_networks_equal_the_flop_counters(model_nam
     analytic = search(model, verifier, guidance=guidance)
     keys = ("flops_per_nfe", "denoise_flops", "decode_flops", "verify_flops", "total_flops")
     for a, b in zip(counted, analytic):
-        assert a.candidates == b.candidates
+        assert a.candidates == b.candidates  # bit for bit: the same batches in one process, counted or not
         assert {k: a.ledger[k] for k in keys} == {k: b.ledger[k] for k in keys}
         assert a.ledger["verify_flops"] > 0 and a.ledger["flops_per_nfe"] > 0
 
@@ -155,22 +156,13 @@ def test_the_record_holds_the_ledger(digits):
     json.dumps(r.record)
 
 
-SWEEP = {
-    "model": "digits",
-    "benchmark": {"name": "digits", "subset": 3},
-    "verifier": {"name": "classifier"},
-    "algorithms": [{"name": "random"}],
-    "budgets": [4, 8],
-    "seeds": [0],
-    "steps": 2,
-    "baseline": False,
-}
+SWEEP = tiny_sweep(benchmark={"name": "digits", "subset": 3}, steps=2, baseline=False, chunk=DROP, keep_images=DROP)
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ledger")
-    (tmp / "sweep.yaml").write_text(yaml.safe_dump(SWEEP))
+    write_config(tmp, SWEEP)
     result = runner.invoke(app, ["sweep", str(tmp / "sweep.yaml"), "--out", str(tmp / "out")])
     assert result.exit_code == 0, result.output
     return tmp / "out"

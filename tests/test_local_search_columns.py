@@ -1,29 +1,27 @@
 """Zero-order and first-order search on the columnar contract: searches run together in one state as
 they run alone, and first-order's last round splits its rows into batches without reordering them."""
 
-import math
-
 import pytest
 import torch
 from _algo import outcomes_of, run_of
+from _records import BatchRoundedToy, best_agrees, same_records, with_noises
+from _tiny_verifiers import FailingVerifier
 
 from noisesearch.algorithms.base import derive_seed, gaussian
 from noisesearch.algorithms.first_order import FirstOrderSearch
 from noisesearch.algorithms.zero_order import ZeroOrderSearch
 from noisesearch.driver import run_search
-from noisesearch.models.toy import ToyDistanceVerifier, ToyModel
+from noisesearch.models.toy import ToyDistanceVerifier
 
 POINTS = torch.tensor([[-1.0, 0.5, 0.0], [1.0, -0.5, 0.5], [0.2, 0.9, -0.7]])  # 3 points in 3 dimensions
 
 
-class SometimesNaN(ToyDistanceVerifier):
-    """The toy distance, but NaN for an image whose first coordinate is above 0.7 (a failed score)."""
-
-    def score(self, images, targets, *, previews=None):
-        s = super().score(images, targets, previews=previews)
-        return torch.where(images.reshape(len(images), -1)[:, 0] > 0.7, math.nan, s)
+def bright_first(images, targets):
+    """Images whose first coordinate is above 0.7: their scores fail (NaN)."""
+    return images.reshape(len(images), -1)[:, 0] > 0.7
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize(
     "algorithm,sampler,budget",
     [
@@ -35,20 +33,26 @@ class SometimesNaN(ToyDistanceVerifier):
     ],
 )
 def test_searches_run_together_give_the_records_they_get_alone(algorithm, sampler, budget):
-    model, verifier = ToyModel(POINTS), SometimesNaN(POINTS)
+    model = BatchRoundedToy(POINTS)  # rounds by the batch size everywhere
+    verifier = FailingVerifier(ToyDistanceVerifier(POINTS), bright_first, name="toy-distance")
     targets, seeds = [0, 2, 1, 2, 0], [3, 14, 15, 92, 65]
 
     def run(ts, ss):
-        return run_search(model, verifier, algorithm, ts, seeds=ss, budget=budget, steps=4, sampler=sampler)
+        return with_noises(
+            lambda: run_search(model, verifier, algorithm, ts, seeds=ss, budget=budget, steps=4, sampler=sampler)
+        )
 
-    together = run(targets, seeds)
-    alone = [run([t], [s])[0] for t, s in zip(targets, seeds)]
+    together, noises = run(targets, seeds)
     assert sum(c["score"] is None for r in together for c in r.candidates) > 0  # NaN scores are exercised
-    for a, b in zip(together, alone):
-        assert len(a.candidates) > 3
-        assert list(a.candidates) == list(b.candidates)
-        assert (a.best_index, a.best_score, a.nfe_used) == (b.best_index, b.best_score, b.nfe_used)
-        assert (a.best_noise is None and b.best_noise is None) or torch.equal(a.best_noise, b.best_noise)
+    for i, (t, s) in enumerate(zip(targets, seeds)):
+        (alone,), alone_noises = run([t], [s])
+        joint = together[i]
+        assert len(joint.candidates) > 3 and joint.nfe_used == alone.nfe_used
+        # another batch size: scores, gradients and so the derived noises may differ in their last bits
+        # (the tolerance and its reason: tests/_records.py); noises are compared as tensors, not by hash,
+        # up to the first candidate at the optimum 0 (the reason: PLATEAU in tests/_records.py)
+        upto = same_records(joint.candidates, alone.candidates, noises, alone_noises, search=(i, 0), optimum=0.0)
+        best_agrees(joint, alone, upto=upto)
     assert sum(r.best_noise is not None for r in together) >= 3
 
 

@@ -24,6 +24,7 @@ from noisesearch.samplers import sample_euler
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_pipelines as tiny  # noqa: E402
+from _tiny_verifiers import Brightness, register_verifier  # noqa: E402
 
 FAMILIES = ["flux", "sd", "sdxl", "pixart-sigma"]
 SIZE = {"height": 32, "width": 32}
@@ -148,25 +149,6 @@ def test_resume_from_an_intermediate_state(models, name):
     torch.testing.assert_close(resumed, full, atol=1e-6, rtol=1e-6)
 
 
-class Brightness:
-    """A trivial verifier for tests: mean brightness."""
-
-    name = "brightness"
-    preview_sigma = None
-
-    def __call__(self, images, targets, *, previews=None):
-        return self.score(images, targets).detach()
-
-    def score(self, images, targets, *, previews=None):
-        """Differentiable (first-order search)."""
-        return images.mean(dim=(1, 2, 3))
-
-
-def brightness(*, path=None):
-    """Mean brightness (tests only)."""
-    return Brightness()
-
-
 @pytest.mark.parametrize("name", FAMILIES)
 def test_driver_nfes_equal_real_network_rows(models, name):
     model = models[name]
@@ -278,9 +260,7 @@ runner = CliRunner()
 
 
 def test_cli_generate_flux_end_to_end(folders, tmp_path, monkeypatch):
-    from noisesearch.verifiers import VERIFIERS
-
-    monkeypatch.setitem(VERIFIERS, "brightness", brightness)
+    register_verifier(monkeypatch, "brightness", Brightness)
     out = tmp_path / "out"
     args = [
         "generate",
@@ -323,9 +303,7 @@ def test_cli_generate_flux_end_to_end(folders, tmp_path, monkeypatch):
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(folders, tmp_path, monkeypatch, extra, message):
-    from noisesearch.verifiers import VERIFIERS
-
-    monkeypatch.setitem(VERIFIERS, "brightness", brightness)
+    register_verifier(monkeypatch, "brightness", Brightness)
     base = {"--model-path": str(folders["flux"]), "--prompt": PROMPT, "--dtype": "float32"}
     base.update(dict(zip(extra[::2], extra[1::2])))
     args = [

@@ -27,7 +27,7 @@ from noisesearch.samplers import sample_euler
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_pipelines as tiny  # noqa: E402
-from test_models_diffusers import Brightness, brightness  # noqa: E402
+from _tiny_verifiers import Brightness, register_verifier  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # (conftest.py)
 
@@ -71,6 +71,7 @@ def test_dit_reproduces_the_pipeline(dit, guidance):
     assert (images - reference).abs().max() < 1e-4
 
 
+@pytest.mark.numerics
 def test_dit_batch_row_equals_candidate_alone(dit):
     sigmas = dit.schedule(2)
     x = torch.randn(3, *dit.noise_shape, generator=torch.Generator().manual_seed(1))
@@ -212,9 +213,7 @@ runner = CliRunner()
 
 
 def test_cli_generate_dit_end_to_end(dit_folder, tmp_path, monkeypatch):
-    from noisesearch.verifiers import VERIFIERS
-
-    monkeypatch.setitem(VERIFIERS, "brightness", brightness)
+    register_verifier(monkeypatch, "brightness", Brightness)
     out = tmp_path / "out"
     args = [
         "generate",

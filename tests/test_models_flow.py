@@ -24,6 +24,7 @@ from noisesearch.samplers import sample_euler
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_flow as tiny  # noqa: E402
+from _tiny_verifiers import Brightness  # noqa: E402
 
 BUILD = {
     "sd3": tiny.sd3,
@@ -123,19 +124,6 @@ def test_batch_row_equals_candidate_alone(pipes, name):
     assert not torch.allclose(batch[0], batch[1])  # the prompt matters
     cond = model.encode([PROMPT, "a blue cat on the photo", PROMPT])
     assert torch.equal(cond["prompt_embeds"][0], cond["prompt_embeds"][2])  # one cache entry per prompt
-
-
-class Brightness:
-    """Mean brightness (tests only); differentiable for first-order search."""
-
-    name = "brightness"
-    preview_sigma = None
-
-    def __call__(self, images, targets, *, previews=None):
-        return self.score(images, targets).detach()
-
-    def score(self, images, targets, *, previews=None):
-        return images.mean(dim=(1, 2, 3))
 
 
 def hooked_rows(model):

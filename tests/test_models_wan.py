@@ -24,6 +24,7 @@ from noisesearch.samplers import sample_euler
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_wan as tiny  # noqa: E402
+from _tiny_verifiers import Brightness  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # (conftest.py)
 PROMPT = "a red cube"
@@ -126,20 +127,6 @@ def test_two_experts_split_at_the_boundary_with_their_own_guidance(pipes):
     reference = pipeline_videos(pipe, z, height=16, width=16, frames=5, steps=4, guidance=5.0, guidance_scale_2=0.0)
     assert (other - reference).abs().max() <= TOL
     assert (other - base).abs().max() > 5 * TOL  # the tiny random text path is weak, but well above rounding
-
-
-class Brightness:
-    """Mean brightness of images (B, C, H, W) (tests only); differentiable for first-order search."""
-
-    name = "brightness"
-    preview_sigma = None
-
-    def __call__(self, images, targets, *, previews=None):
-        return self.score(images, targets).detach()
-
-    def score(self, images, targets, *, previews=None):
-        assert images.dim() == 4  # frames, never videos
-        return images.mean(dim=(1, 2, 3))
 
 
 @pytest.mark.parametrize("guided", [False, True])

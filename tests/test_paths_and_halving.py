@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from _algo import outcomes_of, records_at_stream_cap, run_of, single
+from _records import best_agrees, same_records, with_noises
 
 from noisesearch.algorithms import ALGORITHMS, Problem
 from noisesearch.algorithms.base import STEP_NOISES, derive_seed, gaussian
@@ -204,6 +205,7 @@ def test_halving_keeps_each_searchs_best_ties_first_nan_last(sampler):
     assert algorithm.ask(state) == []
 
 
+@pytest.mark.numerics
 def test_halving_records_are_the_same_with_streams_drawn_step_by_step(digits, classifier, monkeypatch):
     """With the stream cap at 0 every candidate's step noises are drawn round by round, and the survivors'
     generators selected after each checkpoint: the records equal those of streams held whole."""
@@ -217,28 +219,31 @@ def test_halving_records_are_the_same_with_streams_drawn_step_by_step(digits, cl
     stepwise, stepwise_reads = records_at_stream_cap(monkeypatch, 0, HalvingSearch(), run)
     # 33, 9 and 3 candidates per search (no extra one): three rounds read their streams, each asked twice
     assert held_reads == [False] * 6 and stepwise_reads == [True] * 6
-    assert [len(c) for c in whole] == [45] * 3 and stepwise == whole
+    assert [len(c) for c in whole] == [45] * 3 and stepwise == whole  # bit for bit: the same batches, the same draws
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", ["paths", "halving"])
 @pytest.mark.parametrize("sampler", ["euler", "euler-sde"])
 def test_searches_run_together_get_the_records_they_get_alone(digits, classifier, name, sampler):
-    """Several searches in one state: each gets exactly the records (draws, plan, choices) it gets alone."""
+    """Several searches in one state: each gets the records (draws, plan, choices) it gets alone."""
     targets, seeds = [1, 4, 7], [0, 1, 2]
-    together = run_search(
-        digits, classifier, ALGORITHMS[name](), targets, seeds=seeds, budget=150, steps=8, sampler=sampler
-    )
-    for t, s, joint in zip(targets, seeds, together):
-        (alone,) = run_search(
-            digits, classifier, ALGORITHMS[name](), [t], seeds=[s], budget=150, steps=8, sampler=sampler
+
+    def run(ts, ss):
+        return with_noises(
+            lambda: run_search(
+                digits, classifier, ALGORITHMS[name](), ts, seeds=ss, budget=150, steps=8, sampler=sampler
+            )
         )
-        assert joint.nfe_used == alone.nfe_used and joint.best_index == alone.best_index
-        assert len(joint.candidates) == len(alone.candidates)
-        for a, b in zip(joint.candidates, alone.candidates):
-            a, b = dict(a), dict(b)
-            # the network ran these rows in another batch: scores agree to float32 rounding of a small CNN
-            assert a.pop("score") == pytest.approx(b.pop("score"), abs=1e-5)
-            assert a == b
+
+    together, noises = run(targets, seeds)
+    for i, (t, s) in enumerate(zip(targets, seeds)):
+        (alone,), alone_noises = run([t], [s])
+        joint = together[i]
+        assert joint.nfe_used == alone.nfe_used
+        # the network ran these rows in another batch: scores agree to float32 rounding of a small CNN
+        same_records(joint.candidates, alone.candidates, noises, alone_noises, search=(i, 0), atol=1e-5)
+        best_agrees(joint, alone, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from _algo import drive, outcomes_of, run_of
+from _records import same_records, with_noises
 
 from noisesearch.algorithms import ALGORITHMS, base
 from noisesearch.algorithms.base import Outcomes, derive_seed, gaussian
@@ -168,16 +169,24 @@ def test_epsilon_greedy_plans_paths_from_the_exact_cost():
 # --- seeds ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_result_other_seed_other_result(toy, toy_verifier, name):
     def run(seed):
-        return run_search(toy, toy_verifier, ALGORITHMS[name](), [1, 1], seeds=[seed, seed + 1], budget=48, steps=6)
+        return with_noises(
+            lambda: run_search(
+                toy, toy_verifier, ALGORITHMS[name](), [1, 1], seeds=[seed, seed + 1], budget=48, steps=6
+            )
+        )
 
-    first, again, other = run(3), run(3), run(4)
+    (first, noises), (again, _), (other, other_noises) = run(3), run(3), run(4)
     for a, b in zip(first, again):
-        assert a.candidates == b.candidates and a.best_score == b.best_score
+        assert a.candidates == b.candidates and a.best_score == b.best_score  # same run, same process: bit for bit
     assert [c["score"] for c in first[0].candidates] != [c["score"] for c in other[0].candidates]
-    assert first[1].candidates == other[0].candidates  # a search depends on its own seed only
+    # a search depends on its own seed only: seed 4 is row 1 of one run and row 0 of the other, whose rows may
+    # round differently (vectorised loops finish a batch's last elements in scalar code): within rounding, up to
+    # the first candidate at the optimum 0 (see tests/_records.py)
+    same_records(first[1].candidates, other[0].candidates, noises, other_noises, search=(1, 0), optimum=0.0)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -421,6 +430,7 @@ def _rows_of(batches, search):
     return got
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize(
     "algorithm,budget",
     [

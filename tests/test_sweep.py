@@ -9,31 +9,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from _configs import tiny_sweep, write_config
 from typer.testing import CliRunner
 
 from noisesearch.cli import app
 from noisesearch.ledger import drop_computed, drop_seconds
 
 runner = CliRunner()
-BASE = {
-    "model": "digits",
-    "benchmark": {"name": "digits", "per_class": 2},
-    "verifier": {"name": "classifier"},
-    "eval_verifiers": [{"name": "oracle-is"}],
-    "algorithms": [{"name": "random"}, {"name": "zero-order", "params": {"neighbours": 3}}],
-    "budgets": [16, 32],
-    "seeds": [0, 1],
-    "steps": 8,
-    "chunk": 8,
-    "keep_images": True,
-}
-
-
-def write(tmp_path, config, name="sweep.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(config))
-    return path
+BASE = tiny_sweep(
+    benchmark={"name": "digits", "per_class": 2},
+    eval_verifiers=[{"name": "oracle-is"}],
+    algorithms=[{"name": "random"}, {"name": "zero-order", "params": {"neighbours": 3}}],
+    budgets=[16, 32],
+    seeds=[0, 1],
+    steps=8,
+    chunk=8,
+)
 
 
 def sweep(*args):
@@ -61,7 +52,7 @@ def same_rows(a: list[dict], b: list[dict]) -> None:
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     out = tmp / "out"
-    result = sweep(write(tmp, BASE), "--out", out)
+    result = sweep(write_config(tmp, BASE), "--out", out)
     assert result.exit_code == 0, result.output
     return out
 
@@ -92,7 +83,7 @@ def test_class_conditional_sets_export_npz_and_metrics(finished):
 
 def test_rerun_resumes_and_repairs_a_crash(tmp_path, finished):
     out = tmp_path / "out"
-    config = write(tmp_path, BASE)
+    config = write_config(tmp_path, BASE)
     assert sweep(config, "--out", out).exit_code == 0
     lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
     # a crash: the last 50 rows never written and the 51st from the end cut in the middle
@@ -110,7 +101,7 @@ def test_a_different_config_in_the_same_folder_is_refused(tmp_path, finished):
     out = tmp_path / "out"
     shutil.copytree(finished, out)
     before = (out / "results.jsonl").read_bytes()
-    result = sweep(write(tmp_path, {**BASE, "budgets": [16, 64]}), "--out", out)
+    result = sweep(write_config(tmp_path, {**BASE, "budgets": [16, 64]}), "--out", out)
     assert result.exit_code == 2
     assert "holds results of a different config (budgets: [16, 32] -> [16, 64])" in result.output
     assert (out / "results.jsonl").read_bytes() == before
@@ -135,7 +126,7 @@ def test_a_different_config_in_the_same_folder_is_refused(tmp_path, finished):
     ],
 )
 def test_config_mistakes_name_their_place(tmp_path, change, message):
-    config = write(tmp_path, {**BASE, **change})
+    config = write_config(tmp_path, {**BASE, **change})
     result = sweep(config, "--out", tmp_path / "out")
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
@@ -145,18 +136,17 @@ def test_config_mistakes_name_their_place(tmp_path, change, message):
 
 def test_baseline_with_its_own_budgets_and_unscored(tmp_path):
     """``baseline_budgets`` give the step curve its own budgets; ``baseline_scored: false`` calls no verifier."""
-    config = {
-        **BASE,
-        "benchmark": {"name": "digits", "per_class": 1},
-        "algorithms": [{"name": "random"}],
-        "budgets": [16],
-        "seeds": [0],
-        "keep_images": False,
-        "baseline_budgets": [1, 2],
-        "baseline_scored": False,
-    }
+    config = tiny_sweep(
+        eval_verifiers=[{"name": "oracle-is"}],
+        budgets=[16],
+        steps=8,
+        chunk=8,
+        keep_images=False,
+        baseline_budgets=[1, 2],
+        baseline_scored=False,
+    )
     out = tmp_path / "out"
-    result = sweep(write(tmp_path, config), "--out", out)
+    result = sweep(write_config(tmp_path, config), "--out", out)
     assert result.exit_code == 0, result.output
     rows = rows_of(out)
     baseline = [r for r in rows if r["algorithm"] == "none"]
@@ -201,17 +191,11 @@ def test_report_builds_from_rows_only(finished, tmp_path):
 
 
 def test_keep_all_candidate_images_and_show_best_median_worst(tmp_path):
-    config = {
-        **BASE,
-        "algorithms": [{"name": "random"}],
-        "budgets": [32],
-        "seeds": [0],
-        "baseline": False,
-        "keep_images": "all",
-        "benchmark": {"name": "digits", "per_class": 1},
-    }
+    config = tiny_sweep(
+        eval_verifiers=[{"name": "oracle-is"}], budgets=[32], steps=8, chunk=8, baseline=False, keep_images="all"
+    )
     out = tmp_path / "out"
-    assert sweep(write(tmp_path, config), "--out", out).exit_code == 0
+    assert sweep(write_config(tmp_path, config), "--out", out).exit_code == 0
     rows = rows_of(out)
     assert len(rows) == 10
     for r in rows:
@@ -281,12 +265,19 @@ def local_ray():
     ray.shutdown()
 
 
-RAY_CONFIG = {**BASE, "algorithms": [{"name": "random"}], "seeds": [0], "keep_images": False, "chunk": 5}
+RAY_CONFIG = tiny_sweep(
+    benchmark={"name": "digits", "per_class": 2},
+    eval_verifiers=[{"name": "oracle-is"}],
+    budgets=[16, 32],
+    steps=8,
+    chunk=5,
+    keep_images=False,
+)
 
 
 @pytest.mark.slow
 def test_ray_backend_equals_local_row_for_row(tmp_path, local_ray):
-    config = write(tmp_path, RAY_CONFIG)
+    config = write_config(tmp_path, RAY_CONFIG)
     assert sweep(config, "--out", tmp_path / "local").exit_code == 0
     result = sweep(config, "--out", tmp_path / "ray", "--backend", "ray")
     assert result.exit_code == 0, result.output
@@ -299,7 +290,7 @@ def test_an_actor_killed_mid_sweep_loses_and_duplicates_no_row(tmp_path, local_r
     from noisesearch.sweep.ray_backend import RayExecutor
     from noisesearch.sweep.run import run_sweep
 
-    config = load_config(write(tmp_path, RAY_CONFIG))
+    config = load_config(write_config(tmp_path, RAY_CONFIG))
     executor = RayExecutor(workers=2)
     killed = []
 
@@ -311,7 +302,7 @@ def test_an_actor_killed_mid_sweep_loses_and_duplicates_no_row(tmp_path, local_r
 
     counts = run_sweep(config, tmp_path / "ray", executor=executor, progress=progress)
     assert killed and counts["written"] == 4 * 20
-    assert sweep(write(tmp_path, RAY_CONFIG, "local.yaml"), "--out", tmp_path / "local").exit_code == 0
+    assert sweep(write_config(tmp_path, RAY_CONFIG, "local.yaml"), "--out", tmp_path / "local").exit_code == 0
     same_rows(rows_of(tmp_path / "ray"), rows_of(tmp_path / "local"))
 
 

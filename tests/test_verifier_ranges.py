@@ -16,6 +16,7 @@ from noisesearch.verifiers import VERIFIERS
 from noisesearch.verifiers.clip import cosine
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("dim", [3, 64, 768, 1024])
 def test_cosine_of_identical_and_near_parallel_features_stays_in_bounds(dtype, dim):
@@ -31,6 +32,7 @@ def test_cosine_of_identical_and_near_parallel_features_stays_in_bounds(dtype, d
     torch.testing.assert_close(cosine(a, a).float(), torch.ones(64), atol=1e-2, rtol=0)  # bfloat16: 8-bit mantissa
 
 
+@pytest.mark.numerics
 def test_digits_verifiers_stay_in_range_on_identical_previews():
     from noisesearch.digits.train import load_data
 

@@ -24,26 +24,10 @@ from noisesearch.verifiers.video import FrameVerifier, keyframe_indices
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_wan as tiny  # noqa: E402
-from _tiny_verifiers import tiny_clip  # noqa: E402
+from _tiny_verifiers import Brightness, FailingVerifier, tiny_clip  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # (conftest.py)
 PROMPT = "a red cube"
-
-
-class Brightness:
-    """Mean brightness of each image (B, C, H, W); records the shape of every call (tests only)."""
-
-    name = "brightness"
-    preview_sigma = None
-    value_range = (0.0, 1.0)
-
-    def __init__(self):
-        self.calls: list[tuple] = []
-
-    def __call__(self, images, targets, *, previews=None):
-        assert len(targets) == len(images)
-        self.calls.append((tuple(images.shape), None if previews is None else tuple(previews.shape)))
-        return images.mean(dim=(1, 2, 3))
 
 
 # frame brightness of three hand-built videos of 5 frames: which is brightest depends on the frames chosen
@@ -90,14 +74,13 @@ def test_keyframes_are_evenly_spaced_with_both_ends():
 
 
 def test_a_failed_frame_fails_its_video_only():
-    class Failing(Brightness):
-        def __call__(self, images, targets, *, previews=None):
-            scores = super().__call__(images, targets)
-            scores[1] = float("nan")  # frame 1 of video 0 (frames are grouped video by video)
-            return scores
+    def frame_1(images, targets):  # frame 1 of video 0 (frames are grouped video by video)
+        return torch.arange(len(images)) == 1
 
     for combine in ("mean", "min"):
-        scores = FrameVerifier(Failing(), 5, frames="all", combine=combine)(videos(), ["a", "b", "c"])
+        scores = FrameVerifier(FailingVerifier(fails=frame_1), 5, frames="all", combine=combine)(
+            videos(), ["a", "b", "c"]
+        )
         assert torch.isnan(scores[0]) and not torch.isnan(scores[1:]).any()
 
 
