@@ -17,12 +17,22 @@ Every search of a run advances in lock step: states carry a leading search dimen
 mask per search), so searches never couple.
 
 ``smc`` (``SMCSearch``) computes what the reference implementation computes (the ``FKD`` class
-of github.com/zacharyhorvitz/Fk-Diffusion-Steering, text_to_image/fkd_diffusers/fkd_class.py):
+of github.com/zacharyhorvitz/Fk-Diffusion-Steering, text_to_image/fkd_diffusers/fkd_class.py, as
+its pipelines fkd_pipeline_sdxl.py and fkd_pipeline_sd.py call it):
 
-- the reward ``r_t`` of step ``t`` scores the x0-prediction made *before* the step (the one the
+- step indexing: the pipelines loop ``for i, t in enumerate(timesteps)`` over ``time_steps``
+  scheduler steps; step ``i`` evaluates the model at the current latents, takes the scheduler step,
+  then calls ``FKD.resample(sampling_idx=i)`` with the new latents and that evaluation's
+  x0-prediction. noisesearch's step ``t`` (``sigmas[t]`` to ``sigmas[t + 1]``) is the same step:
+  ``t = i`` and ``time_steps = steps``;
+- so the reward ``r_t`` of step ``t`` scores the x0-prediction made *before* the step (the one the
   step itself evaluates, so scoring is free: a particle costs exactly one plain trajectory);
-- resampling points are the steps ``t`` with ``(t + 1) % resample_every == 0``, and the final
-  step; rewards elsewhere are recorded but change nothing;
+- resampling points are the reference's grid ``arange(t_start, t_end + 1, resample_every)`` plus
+  the final step ``steps - 1`` (points past the last step never occur; ``t_end`` None: up to the
+  last step). ``t_start`` None is ``resample_every - 1``, noisesearch's earlier grid (the steps
+  with ``(t + 1) % resample_every == 0``: one step before the reference's runs, which start at
+  ``t_start = resample_frequency``, e.g. every 20 of 100 steps from 20 to 80 in launch.sh and
+  generate_samples_for_paper.py). Rewards elsewhere are recorded but change nothing;
 - at a resampling point the weight of a particle is the potential itself, with its carried value
   ``c`` (the last point's, inherited on resampling; ``reward_min`` at the start, see below):
 
@@ -35,6 +45,11 @@ of github.com/zacharyhorvitz/Fk-Diffusion-Steering, text_to_image/fkd_diffusers/
   potentials at which the particle's lineage was resampled (``P <- P[parent] * w[parent]`` on each
   resampling), so the resampled final population targets the tilted distribution
   ``p(x0) exp(lmbda r(x0))``; ``difference`` telescopes and needs no correction;
+- ``max_weight`` is the reference's clamp of the unnormalised weights (``min(w, 1e10)``, after the
+  final correction, before the ESS and the update of ``P``): log-weights above ``log(max_weight)``
+  are set to it, so results change exactly where the reference's clamp changes them (for 1e10,
+  where ``lmbda`` times the potential exceeds 23.03: all such particles then weigh the same). None
+  (the present default) clamps nothing;
 - ``adaptive`` (default True): resample only when the effective sample size is below
   ``ess_threshold * k`` (the reference's 0.5); otherwise the point is passed (carried values are
   updated, ``P`` is not). Not adaptive: resample at every point, and at the final step by the ESS
@@ -43,13 +58,23 @@ of github.com/zacharyhorvitz/Fk-Diffusion-Steering, text_to_image/fkd_diffusers/
   ``i``'s finished particles that survive it. The search's answer is, as for every algorithm, its best finished
   candidate; the final resampling only decides the returned population.
 
-Weights are computed in log space (softmax), so the reference's clamp of unnormalised weights at
-1e10 (an overflow guard, active only when ``lmbda * reward > 23``) is not needed. A NaN reward
-gives weight zero; all-zero weights are uniform. ``reward_min`` is the reference's
+Weights are computed in log space (softmax) in float64; where the reference's float32 ``exp``
+underflows (all weights 0: it then never resamples, or fails in ``torch.multinomial`` when not
+adaptive) or its ``P`` overflows, noisesearch keeps the exact values. A NaN reward gives weight
+zero, as in the reference; all-zero weights are uniform. ``reward_min`` is the reference's
 ``reward_min_value`` (its default 0.0): the carried value at the start. noisesearch's default
 None starts ``max`` at -inf and ``sum`` / ``difference`` at 0, because verifier scores here are
-often negative (log-probabilities), where a floor of 0 would make ``max`` flat; give
-``reward_min=0.0`` for the reference's exact numbers.
+often negative (log-probabilities), where a floor of 0 makes ``max`` flat (it never resamples);
+give ``reward_min=0.0`` for the reference's exact numbers.
+
+The stochastic sampler is ``sampler``, else the run's own sampler if it is stochastic, else
+``default_sampler`` (default "euler-sde", DDIM with eta 0.5). The reference's runs use diffusers'
+DDIMScheduler with eta 1.0 (launch_eval_runs.py's ``--eta`` default, generate_samples_for_paper.py),
+which is "euler-ancestral" here. The reference's other run settings (``num_particles`` 4, 100
+steps, ``lmbda`` 10 in launch.sh or 2 in generate_samples_for_paper.py, ``adaptive_resampling`` on
+in the paper's samples, off in launch_eval_runs.py) are per-run choices of its scripts; the
+``FKD`` class itself defaults only ``reward_min_value``. noisesearch sizes ``particles`` by the
+budget.
 
 ``smc-incremental`` (``IncrementalSMCSearch``) is noisesearch's earlier variant, kept under its
 own name. Each step ends with ``score_end``: the verifier scores the x0-prediction of the
@@ -339,13 +364,20 @@ class IncrementalSMCSearch:
 
 
 def fk_log_weights(
-    rewards: torch.Tensor, carried: torch.Tensor, log_product: torch.Tensor, kind: str, lmbda: float, final: bool
+    rewards: torch.Tensor,
+    carried: torch.Tensor,
+    log_product: torch.Tensor,
+    kind: str,
+    lmbda: float,
+    final: bool,
+    log_max: float = math.inf,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FK steering's unnormalised log-weights at one resampling point, and the new carried values (both
     shaped like ``rewards``, e.g. (S, k)).
 
     ``rewards`` of this point, ``carried`` from the last one, ``log_product`` the log of the potentials
-    applied along each lineage; per the module docstring (``smc``). NaN -> -inf.
+    applied along each lineage; per the module docstring (``smc``). Log-weights above ``log_max`` are
+    clamped to it (the reference's clamp of the weights at 1e10, after the final correction); NaN -> -inf.
     """
     r, c = rewards.double(), carried.double()
     if kind == "difference":
@@ -360,7 +392,25 @@ def fk_log_weights(
         raise ValueError(f"unknown potential {kind!r}")
     if final and kind != "difference":
         log_w = log_w - log_product
+    log_w = torch.clamp(log_w, max=log_max)  # NaN stays NaN
     return torch.nan_to_num(log_w, nan=-math.inf, posinf=math.inf), value
+
+
+def _is_finite_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _is_step(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_window(t_start, t_end) -> None:
+    """``t_start`` and ``t_end``: None or step indices (integers >= 0), ``t_end >= t_start``."""
+    if t_start is not None and not _is_step(t_start):
+        raise UserError(f"t_start must be an integer >= 0 or None, got {t_start!r}")
+    if t_end is not None and not (_is_step(t_end) and t_end >= (t_start or 0)):
+        bound = "0" if t_start is None else f"t_start ({t_start})"
+        raise UserError(f"t_end must be an integer >= {bound} or None, got {t_end!r}")
 
 
 @dataclass
@@ -387,18 +437,28 @@ class SMCSearch:
         adaptive: bool = True,
         ess_threshold: float = 0.5,
         reward_min: float | None = None,
+        t_start: int | None = None,
+        t_end: int | None = None,
+        max_weight: float | None = None,
+        default_sampler: str = "euler-sde",
     ):
         _check(particles, potential, lmbda, resample_every, ess_threshold)
         if not isinstance(adaptive, bool):
             raise UserError(f"adaptive must be true or false, got {adaptive!r}")
-        if reward_min is not None and (
-            isinstance(reward_min, bool) or not isinstance(reward_min, (int, float)) or not math.isfinite(reward_min)
-        ):
+        if reward_min is not None and not _is_finite_number(reward_min):
             raise UserError(f"reward_min must be a finite number or None, got {reward_min!r}")
+        _check_window(t_start, t_end)
+        if max_weight is not None and not (_is_finite_number(max_weight) and max_weight > 0):
+            raise UserError(f"max_weight must be a finite number > 0 or None, got {max_weight!r}")
+        if default_sampler is None:
+            raise UserError("default_sampler must be a stochastic sampler, got None")
         self.particles, self.sampler = particles, check_stochastic_sampler(sampler)
+        self.default_sampler = check_stochastic_sampler(default_sampler)
         self.potential, self.lmbda = potential, float(lmbda)
         self.resample_every, self.adaptive, self.ess_threshold = resample_every, adaptive, float(ess_threshold)
         self.reward_min = None if reward_min is None else float(reward_min)
+        self.t_start, self.t_end = t_start, t_end
+        self.max_weight = None if max_weight is None else float(max_weight)
 
     def params(self) -> dict:
         return {
@@ -410,14 +470,22 @@ class SMCSearch:
             "adaptive": self.adaptive,
             "ess_threshold": self.ess_threshold,
             "reward_min": self.reward_min,
+            "t_start": self.t_start,
+            "t_end": self.t_end,
+            "max_weight": self.max_weight,
+            "default_sampler": self.default_sampler,
         }
 
     def _points(self, steps: int) -> list[int]:
-        """Resampling points: every ``resample_every``-th step, and the final step."""
-        return [t for t in range(steps) if (t + 1) % self.resample_every == 0 or t == steps - 1]
+        """Resampling points (module docstring): ``t_start, t_start + resample_every, ...`` up to ``t_end``
+        (None: the last step; ``t_start`` None: ``resample_every - 1``), and the final step ``steps - 1``."""
+        start = self.resample_every - 1 if self.t_start is None else self.t_start
+        end = steps - 1 if self.t_end is None else min(self.t_end, steps - 1)
+        return sorted({*range(start, end + 1, self.resample_every), steps - 1})
 
     def init(self, problems: Problems) -> FKState:
-        sampler = resolve_sampler(self.sampler, problems)
+        # ``sampler``, else the run's own sampler if it is stochastic, else ``default_sampler``
+        sampler = self.sampler or (problems.sampler if problems.stochastic else self.default_sampler)
         sigmas = problems.sigmas
         cost = sum(problems.cost(sigmas[i : i + 2], sampler) for i in range(problems.steps))
         k = self.particles if self.particles is not None else max(problems.budget // cost, 2)
@@ -453,7 +521,8 @@ class SMCSearch:
         if t not in self._points(state.problems.steps):
             return  # not a resampling point: the reference does not even score here
         assert state.carried is not None and state.log_product is not None
-        log_w, value = fk_log_weights(r, state.carried, state.log_product, self.potential, self.lmbda, final)
+        log_max = math.inf if self.max_weight is None else math.log(self.max_weight)
+        log_w, value = fk_log_weights(r, state.carried, state.log_product, self.potential, self.lmbda, final, log_max)
         w = state.weights = normalise(log_w)  # (S, k)
         ess = effective_sample_size(w)  # (S,)
         if self.adaptive or final:
