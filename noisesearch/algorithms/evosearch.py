@@ -18,13 +18,54 @@ With ``n`` steps, the evolution steps ``e_0 < .. < e_{m-1}`` are ``round(f * n)`
    of the archive), mutated:
 
        at the start (sigma_0, a noise):  x' = sqrt(1 - beta^2) x + beta eps     (keeps N(0, I))
-       at an intermediate sigma_e:       x' = x + c_e eps
+       at an intermediate sigma = sigma_e, by ``intermediate_mutation``:
+         "add-noise"  (the reference's formula):  x' = x + c eps
+         "keep-level" (ours, keeps sigma):         x' = s + sqrt(1 - b^2) (x - s) + c eps,
+                                                   s = (1 - sigma) d,  b = c / sigma
 
-   with ``beta`` the mutation rate, ``eps`` ~ N(0, I) a fresh draw, and ``c_e`` the standard
-   deviation of the noise the stochastic sampler injected in the step that reached ``sigma_e``
-   (as the reference code does); then generation ``k + 1`` runs from ``e_k`` to sigma = 0 with
-   fresh per-step noises (elites included: each run is a new stochastic trajectory);
+   with ``beta`` the mutation rate, ``eps`` ~ N(0, I) a fresh draw, ``c`` the standard deviation
+   of the noise that the stochastic sampler injected in the step sigma_{e-1} -> sigma_e that reached
+   the state (the reference's scale: the std its scheduler step returns), and ``d`` the x0-prediction
+   of that step; then generation ``k + 1`` runs from ``e_k`` to sigma = 0 with fresh per-step noises
+   (elites included: each run is a new stochastic trajectory);
 4. the answer is the best finished sample of all generations.
+
+The reference (``SD2.1/evo_pipe.py`` at commit f2b6ba7, ``EvolStableDiffusion.evosearch``: archive at
+lines 531-542, mutation at 583-585; ``generate``: re-entry at 865-871; ``FLUX/flux_evol_pipe.py`` is the
+same loop) and where this differs:
+
+- One step offset. The reference's archive for evolution step ``e`` holds the *output* of its
+  scheduler step at timestep index ``e``, i.e. states at ``t_{e+1}``, with the std that this step
+  injected (``scheduling_ddim.py`` returns ``std_dev_t``); the next generation then re-enters the
+  denoising loop at index ``e``: it runs states of level ``t_{e+1}`` from ``t_e``, one step noisier
+  than they are (its elites too). Its ``x + std * eps`` roughly makes up for that step: ``std`` is
+  DDPM's posterior std of ``t_e -> t_{e+1}``, about the noise the forward process adds from
+  ``t_{e+1}`` back to ``t_e``, and on SD 2.1's schedule at 50 steps the mutated states' noise-to-signal
+  ratio is 0.98-0.99 of that of ``t_e`` (e = 0, 20, 30, 40). Generation 0's mutation acts the same
+  way on the states after step 0 (at ``t_1``), run again from ``t_0``.
+- Here the archive of ``e`` holds the states *at* sigma_e (those the step from sigma_e starts from)
+  and the next generation runs them from sigma_e: no offset, and the same steps paid (generation
+  ``k + 1`` runs ``n - e_k`` steps in both). Generation 0's mutation acts on the starting noises,
+  where ``sqrt(1 - beta^2) x + beta eps`` keeps N(0, I) exactly.
+- Without the offset the reference's formula ("add-noise") no longer matches the level a state is
+  run from: x = (1 - sigma) x0 + sigma n plus c eps has a noise of std sqrt(sigma^2 + c^2), i.e.
+  sqrt(1 + c^2 / sigma^2) - 1 = 28-30% more than sigma at 8 steps (e = 3, 5, 6, ``euler-ancestral``)
+  and 7.5-10% more at 50 steps (e = 20, 30, 40). The excess fades only over the next steps (on a
+  point mass at 8 steps: 1.30 sigma at e = 3, still 1.04-1.05 sigma at step 5) and adds up when such a
+  state is mutated again (1.31-1.32 sigma). "keep-level" removes it. The default is still
+  "add-noise", the reference's formula as written.
+
+"keep-level", derived. The stochastic step that reached x built it around the x0-prediction ``d`` of
+that step: x = s + sigma n with s = (1 - sigma) d and implied noise n = (x - s) / sigma =
+(sqrt(sigma^2 - c^2) h + c z) / sigma, where h is the step's direction (unit variance at a state of
+the right level) and z its injected noise; n has unit variance, (sigma^2 - c^2 + c^2) / sigma^2 = 1.
+The child keeps the signal ``s`` and turns the noise by a norm-preserving mix with fresh noise,
+n' = sqrt(1 - b^2) n + b eps, of variance (1 - b^2) + b^2 = 1, so x' = s + sigma n' is again at
+sigma. Taking b = c / sigma makes its fresh part sigma b eps = c eps, the reference's added noise,
+with the old noise part shrunk by sqrt(1 - b^2) to make room; b <= 1 because c <= sigma_e (the
+posterior std of a step to sigma_e is at most sigma_e, and eta <= 1). The x0-prediction comes free
+with the stretch that reached the state (``Outcomes.denoised``); "keep-level" archives it next to each
+state (twice the archive's memory). A child keeps its parent's ``d``.
 
 A run is cut into one batch row per stretch between evolution steps (unfinished stretches are scored on
 their free x0-preview, which nothing uses), so generation 0 costs ``p_0`` full trajectories and
@@ -61,11 +102,28 @@ MUTATION = 2**42  # path marker of the mutation draws
 TOURNAMENT = 2**43  # path marker of the tournament generators
 SHAPE = (42, 26, 30)  # the reference's population sizes: first generation, middle ones, last
 ETA = {"euler-sde": 0.5, "euler-ancestral": 1.0}  # noise level of each stochastic sampler
+INTERMEDIATE_MUTATIONS = ("add-noise", "keep-level")  # module docstring, step 3
 
 
 def mutate_noise(x: torch.Tensor, eps: torch.Tensor, beta: float) -> torch.Tensor:
     """EvoSearch's mutation of a starting noise: ``sqrt(1 - beta^2) x + beta eps`` (N(0, I) -> N(0, I))."""
     return math.sqrt(1.0 - beta**2) * x + beta * eps
+
+
+def add_noise(x: torch.Tensor, eps: torch.Tensor, c: float) -> torch.Tensor:
+    """The reference's mutation of an intermediate state: ``x + c eps`` (raises its noise std to sqrt(sigma^2 + c^2))."""
+    return x + c * eps
+
+
+def keep_level(x: torch.Tensor, denoised: torch.Tensor, eps: torch.Tensor, sigma: float, c: float) -> torch.Tensor:
+    """Mutation of a state ``x`` at ``sigma`` that keeps its noise level (module docstring, "keep-level").
+
+    With ``s = (1 - sigma) denoised`` the state's signal: ``s + sqrt(1 - b^2) (x - s) + c eps``, ``b = c / sigma``
+    (the implied noise ``(x - s) / sigma`` turned towards ``eps`` by a norm-preserving mix)."""
+    if not 0 <= c <= sigma * (1 + 1e-9):  # c = sigma up to rounding when the step came from sigma = 1
+        raise ValueError(f"keep_level needs 0 <= c <= sigma, got c = {c}, sigma = {sigma}")
+    signal = (1 - sigma) * denoised
+    return signal + math.sqrt(max(1 - (c / sigma) ** 2, 0.0)) * (x - signal) + c * eps
 
 
 def injected_std(sigma: float, sigma_next: float, eta: float) -> float:
@@ -82,7 +140,9 @@ class EvoState:
     step-noise streams of ``steps`` rows each, read from row ``at`` on (the rows before the generation's
     birth step are never read).
     ``archive[j]`` is (states (S, A, *noise_shape), fitness (S, A) float64, NaN: failed): the states at
-    ``steps[j]`` of every finished member that passed it, in (generation, member) order.
+    ``steps[j]`` of every finished member that passed it, in (generation, member) order; ``signals[j]``
+    (S, A, *noise_shape), kept for "keep-level" only, their x0-predictions (those of the steps that reached
+    them; zeros at a starting noise), row for row.
     """
 
     problems: Problems
@@ -93,9 +153,12 @@ class EvoState:
     streams: Streams  # S * p streams of ``steps`` rows
     seeds: list[int | None] | None  # generation 0's noise seeds (recorded for its first stretch)
     archive: list[tuple[torch.Tensor, torch.Tensor]]
+    signals: list[torch.Tensor] | None  # "keep-level": the archived states' x0-predictions
     generation: int = 0
     at: int = 0  # step index of ``x``: the start of the next stretch
+    denoised: torch.Tensor | None = None  # (S * p, ...) x0-prediction of the step that reached ``x``; None: a noise
     passed: dict[int, torch.Tensor] = field(default_factory=dict)  # evolution step j -> states there (S * p, ...)
+    passed_denoised: dict[int, torch.Tensor | None] = field(default_factory=dict)  # j -> their x0-predictions
     done: bool = False
 
 
@@ -113,6 +176,7 @@ class EvoSearch:
         elites: int = 5,
         tournament: float = 0.9,
         sampler: str | None = None,
+        intermediate_mutation: str = "add-noise",
     ):
         fractions = list(schedule) if isinstance(schedule, (list, tuple)) else None
         if (
@@ -135,10 +199,15 @@ class EvoSearch:
             raise UserError(f"elites must be an integer >= 0, got {elites!r}")
         if isinstance(tournament, bool) or not isinstance(tournament, (int, float)) or not 0 < tournament <= 1:
             raise UserError(f"tournament must be a fraction in (0, 1], got {tournament!r}")
+        if intermediate_mutation not in INTERMEDIATE_MUTATIONS:
+            raise UserError(
+                f"unknown intermediate_mutation {intermediate_mutation!r}; accepted: {', '.join(INTERMEDIATE_MUTATIONS)}"
+            )
         self.schedule = [float(f) for f in fractions]
         self.populations = None if populations is None else list(populations)
         self.mutation_rate, self.elites, self.tournament = float(mutation_rate), elites, float(tournament)
         self.sampler = check_stochastic_sampler(sampler)
+        self.intermediate_mutation = intermediate_mutation
 
     def params(self) -> dict:
         return {
@@ -148,6 +217,7 @@ class EvoSearch:
             "elites": self.elites,
             "tournament": self.tournament,
             "sampler": self.sampler,
+            "intermediate_mutation": self.intermediate_mutation,
         }
 
     # --- planning ---------------------------------------------------------------------------------
@@ -195,7 +265,8 @@ class EvoSearch:
             torch.empty((len(problems), 0, *problems.noise_shape), device=problems.device),
             torch.empty((len(problems), 0), dtype=torch.float64, device=problems.device),
         )
-        return EvoState(problems, sampler, steps, populations, x, streams, seeds, [empty] * len(steps))
+        signals = [empty[0]] * len(steps) if self.intermediate_mutation == "keep-level" else None
+        return EvoState(problems, sampler, steps, populations, x, streams, seeds, [empty] * len(steps), signals)
 
     def _next_stop(self, state: EvoState, at: int) -> int:
         return next((e for e in state.steps if e > at), state.problems.steps)
@@ -231,7 +302,9 @@ class EvoSearch:
         p = state.problems
         if state.at in state.steps:
             state.passed[state.steps.index(state.at)] = out.jobs.x
+            state.passed_denoised[state.steps.index(state.at)] = state.denoised
         state.x, state.at = out.x, self._next_stop(state, state.at)
+        state.denoised = out.denoised if state.signals is not None else None  # held for "keep-level" only
         if state.at < p.steps:
             return
         # finished: each member's score is the fitness of every state it left on the way
@@ -243,7 +316,11 @@ class EvoSearch:
                 torch.cat([kept, states.view(n_searches, -1, *p.noise_shape)], 1),
                 torch.cat([scores, fitness], 1),
             )
-        state.passed = {}
+            if state.signals is not None:
+                d = state.passed_denoised[j]
+                d = torch.zeros_like(states) if d is None else d  # a starting noise: no signal yet
+                state.signals[j] = torch.cat([state.signals[j], d.view(n_searches, -1, *p.noise_shape)], 1)
+        state.passed, state.passed_denoised = {}, {}
         k = state.generation
         if k == len(state.steps):
             state.done = True
@@ -260,17 +337,23 @@ class EvoSearch:
         kept = min(self.elites, size - 1, entries)
         winners = self._tournaments(p, k, entries, size - kept).to(order.device)  # (S, size - kept) ranks
         rows = torch.arange(n_searches, device=order.device)[:, None]
-        elites = pool[rows, order[:, :kept]]  # (S, kept, *noise_shape)
-        parents = pool[rows, torch.gather(order, 1, winners)]  # (S, size - kept, *noise_shape)
+        picked = torch.cat([order[:, :kept], torch.gather(order, 1, winners)], 1)  # (S, size): elites, parents
+        elites, parents = pool[rows, picked].split([kept, size - kept], 1)  # (S, kept | size - kept, *noise_shape)
         owners, js = p.grid(size - kept)
         eps = p.noise(owners, [(k + 1, j + kept, MUTATION) for j in js])[1].view(parents.shape)
+        signals = None if state.signals is None or at == 0 else state.signals[k][rows, picked]  # (S, size, ...)
         if at == 0:
             children = mutate_noise(parents, eps, self.mutation_rate)
         else:
-            c = injected_std(p.sigmas[at - 1], p.sigmas[at], ETA.get(state.sampler, 1.0))
-            children = parents + c * eps
+            sigma = p.sigmas[at]
+            c = injected_std(p.sigmas[at - 1], sigma, ETA.get(state.sampler, 1.0))
+            if signals is None:
+                children = add_noise(parents, eps, c)
+            else:
+                children = keep_level(parents, signals[:, kept:], eps, sigma, c)
         owners, js = p.grid(size)
         state.x = torch.cat([elites, children], 1).flatten(0, 1)  # (S * size, *noise_shape)
+        state.denoised = None if signals is None else signals.flatten(0, 1)  # a child keeps its parent's
         state.streams = p.streams(owners, [(k + 1, j) for j in js], p.steps)  # read from row ``at`` on
         state.seeds, state.generation, state.at = None, k + 1, at
 
