@@ -7,6 +7,7 @@ best reachable verifier score is 0.
 
 import pytest
 import torch
+from _algo import build
 
 from noisesearch.algorithms import ALGORITHMS
 from noisesearch.algorithms.random import RandomSearch
@@ -47,9 +48,7 @@ def test_random_search_success_rate_is_one_minus_two_to_minus_k(toy, toy_verifie
 def test_best_score_improves_with_budget_and_reaches_the_optimum(toy, toy_verifier, name):
     means = []
     for budget in (32, 96, 256):
-        results = run_search(
-            toy, toy_verifier, ALGORITHMS[name](), [0] * 200, seeds=list(range(200)), budget=budget, steps=8
-        )
+        results = run_search(toy, toy_verifier, build(name), [0] * 200, seeds=list(range(200)), budget=budget, steps=8)
         means.append(sum(r.best_score for r in results) / len(results))
     assert means[0] < means[1] < means[2] + 1e-9
     assert means[2] > -0.2  # at least 95% of searches reach the target point (score 0; a miss is -4)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _algo import build
 from _tiny_verifiers import FailingVerifier
 
 from noisesearch.algorithms import ALGORITHMS
@@ -72,7 +73,7 @@ def test_budget_used_exactly_as_counted_by_the_network(digits, classifier, name,
     """
     counter = RowCounter(digits.net)
     try:
-        results = run_search(digits, classifier, ALGORITHMS[name](), [1, 2], seeds=[5, 6], budget=budget, steps=8)
+        results = run_search(digits, classifier, build(name), [1, 2], seeds=[5, 6], budget=budget, steps=8)
     finally:
         counter.close()
     for r in results:
@@ -124,7 +125,7 @@ def test_accountant_backstop_catches_a_wrong_cost_formula(digits, classifier, mo
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_budget_below_one_round_is_a_clear_error(digits, classifier, name):
     with pytest.raises(UserError, match=r"budget 7 is smaller than .* give --budget >= \d+ or fewer --steps"):
-        run_search(digits, classifier, ALGORITHMS[name](), [1], seeds=[0], budget=7, steps=8)
+        run_search(digits, classifier, build(name), [1], seeds=[0], budget=7, steps=8)
 
 
 def test_candidates_are_batched_across_targets(digits, classifier):

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from _algo import build
 
 from noisesearch.accounting import Accountant
 from noisesearch.algorithms import ALGORITHMS
@@ -608,7 +609,7 @@ def test_every_registered_algorithm_spends_exactly_what_its_records_say(toy, dis
         if name == "first-order":
             continue  # its backward passes are NFE-equivalents, not denoiser rows (test_first_order_and_evolution)
         rows.clear()
-        spy = Spy(ALGORITHMS[name]())
+        spy = Spy(build(name))
         (r,) = run_search(model, dist, spy, [1], seeds=[0], budget=40, steps=4)
         assert spy.ended and all(type(b) is list and b for b in spy.jobs), f"{name}: ends with an empty list"
         assert r.nfe_used == sum(rows) == sum(c["nfe"] for c in r.candidates), name

@@ -10,6 +10,7 @@ plain tensor and back would arrive unmarked. Reads to the host (``.cpu()``, ``.t
 
 import pytest
 import torch
+from _algo import build
 from torch.overrides import TorchFunctionMode
 
 from noisesearch.accounting import Accountant
@@ -88,7 +89,7 @@ def device(monkeypatch):
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_search_states_stay_on_the_device(device, name):
     model, verifier = DeviceOnlyDigits(), VERIFIERS["classifier"]()
-    run = run_search(model, verifier, ALGORITHMS[name](), [1, 2], seeds=[0, 1], budget=48, steps=4)
+    run = run_search(model, verifier, build(name), [1, 2], seeds=[0, 1], budget=48, steps=4)
     assert all(r.best_image is not None for r in run)
     assert model.calls, "the model was called"
     # within one batch's trajectory (consecutive denoiser calls of one batch), nothing moved
@@ -155,7 +156,7 @@ def test_synchronized_timers_bracket_every_timed_call(monkeypatch):
 
     for name in ("random", "first-order"):
         log.clear()
-        run_search(Logged(), LoggedVerifier(), ALGORITHMS[name](), [1, 2], seeds=[0, 1], budget=32, steps=4)
+        run_search(Logged(), LoggedVerifier(), build(name), [1, 2], seeds=[0, 1], budget=32, steps=4)
         calls = [i for i, event in enumerate(log) if event != "sync"]
         events = [log[i] for i in calls]
         if name == "random":  # one batch of 2 x 8 candidates: 4 Euler steps, then one verifier call
@@ -179,7 +180,7 @@ def test_digits_search_on_cuda_matches_the_cpu(name):
     runs = {}
     for device in ("cpu", "cuda"):
         model, verifier = MODELS["digits"](device=device), VERIFIERS["classifier"]()
-        runs[device] = run_search(model, verifier, ALGORITHMS[name](), [1, 2, 3], seeds=[0, 1, 2], budget=48, steps=4)
+        runs[device] = run_search(model, verifier, build(name), [1, 2, 3], seeds=[0, 1, 2], budget=48, steps=4)
     for cpu, gpu in zip(runs["cpu"], runs["cuda"]):
         assert gpu.nfe_used == cpu.nfe_used
         first_cpu, first_gpu = cpu.candidates[0], gpu.candidates[0]

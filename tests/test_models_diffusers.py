@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _algo import build
 from typer.testing import CliRunner
 
 from noisesearch.algorithms import ALGORITHMS
@@ -382,7 +383,7 @@ def test_every_search_algorithm_runs_unchanged_on_the_adapters(models, name, alg
     (result,) = run_search(
         model,
         Brightness(),
-        ALGORITHMS[algorithm](),
+        build(algorithm),
         [PROMPT],
         seeds=[0],
         budget=budget,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _algo import build
 
 import noisesearch as ns
 from noisesearch.algorithms import ALGORITHMS
@@ -162,7 +163,7 @@ def test_every_algorithm_runs_within_its_budget(pipes, name, algorithm):
         (result,) = run_search(
             model,
             Brightness(),
-            ALGORITHMS[algorithm](),
+            build(algorithm),
             [PROMPT],
             seeds=[0],
             budget=budget,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _algo import build
 
 import noisesearch as ns
 from noisesearch.algorithms import ALGORITHMS
@@ -157,7 +158,7 @@ def test_every_algorithm_runs_within_its_budget(pipes, algorithm):
     rows, handles = expert_rows(model)
     try:
         (result,) = run_search(
-            model, Brightness(), ALGORITHMS[algorithm](), [PROMPT], seeds=[0], budget=budget, steps=4, guidance=5.0
+            model, Brightness(), build(algorithm), [PROMPT], seeds=[0], budget=budget, steps=4, guidance=5.0
         )
     finally:
         for h in handles:

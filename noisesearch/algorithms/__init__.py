@@ -2,7 +2,7 @@
 
 The paper's set first (Ma et al. 2025: random, zero-order, paths, first-order), then published
 alternatives (SMC / FK steering, epsilon-greedy noise-trajectory search, evolution / CEM, EvoSearch), then
-successive halving over noises.
+noisesearch's own: successive halving over noises and step-greedy (per-step best of fresh injected noises).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from noisesearch.algorithms.first_order import FirstOrderSearch
 from noisesearch.algorithms.halving import HalvingSearch
 from noisesearch.algorithms.paths import PathsSearch
 from noisesearch.algorithms.random import RandomSearch
+from noisesearch.algorithms.step_greedy import StepGreedySearch
 from noisesearch.algorithms.smc import IncrementalSMCSearch, SMCSearch
 from noisesearch.algorithms.zero_order import ZeroOrderSearch
 
@@ -40,6 +41,7 @@ ALGORITHMS: dict[str, Callable[..., SearchAlgorithm]] = {
     "evolution": EvolutionSearch,
     "evosearch": EvoSearch,
     "halving": HalvingSearch,
+    "step-greedy": StepGreedySearch,
 }
 
 __all__ = [

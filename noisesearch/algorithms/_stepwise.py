@@ -1,4 +1,4 @@
-"""Helpers shared by the step-wise algorithms (SMC, epsilon-greedy): one batch of rows per sampling step."""
+"""Helpers shared by the step-wise algorithms (SMC, epsilon-greedy, step-greedy): one batch of rows per sampling step."""
 
 from __future__ import annotations
 

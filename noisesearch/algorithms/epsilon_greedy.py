@@ -1,62 +1,85 @@
 """Epsilon-greedy search over the noise a stochastic sampler injects at each step.
 
-Ramesh and Mardani 2025, "Test-time Scaling of Diffusion Models via Noise Trajectory Search".
-Each of ``paths`` independent trajectories starts from the draw ``(p,)``. At every step it runs
-``candidates`` jobs from its current state, candidate ``c`` with its own step noise (row ``step``
-of the stream ``(p, c)``: ``Problems.streams`` with one row per schedule step, held as ``Streams``
-and read one row per step, so a large latent's streams are not held for every step), scored on the
-x0-prediction of the end state (``score_end``); it keeps the best one, or with probability
-``epsilon`` a uniformly random one, and the kept candidate's x0-prediction is passed as
-``denoised`` to the next step, so it is never paid twice. The final step's one job per path takes
-row ``steps - 1`` of its candidate 0's stream (a stochastic sampler needs one; it injects nothing).
+Ramesh and Mardani 2025, "Test-time Scaling of Diffusion Models via Noise Trajectory Search"
+(arXiv 2506.03164; reference code rvignav/diffusion-tts, ``edm/main.py`` and its Stable Diffusion
+pipeline). Denoising is treated as a sequence of contextual bandits, one per step. At each step
+``t`` from the kept state ``x_t``:
 
-One seeded uniform ``u`` per choice (the draw ``(p, EXPLORE, step)``) decides both: ``u < epsilon``
-explores, and then ``u / epsilon`` is again uniform and picks candidate ``floor(K u / epsilon)``.
-The step to sigma = 0 injects no noise (``noisesearch.samplers``), so the last real choice is the
-step before it, whose candidates' x0-predictions are already the final samples: that choice is
-always greedy (exploring there could only lose), and the final step is one free job per path that
-turns the kept state into a finished sample. Without ``paths``, trajectories with ``candidates``
-per step are started while the budget pays for them, and what is left goes to one narrower
-trajectory with as many candidates per step as it pays for.
+1. the pivot is a fresh draw ``pivot ~ N(0, I)`` (not scored);
+2. ``iterations`` times (K, 20 in the reference): make ``proposals`` candidate step noises (N, 4),
+   each, independently, with probability ``epsilon`` (0.4) a fresh draw ``N(0, I)`` (global
+   exploration), else a local move ``pivot + r * lam * sqrt(D) * u`` with ``r ~ U(0, 1)``, ``u`` a
+   uniformly random unit direction and ``D`` the number of elements of a noise (``lam`` =
+   ``step_size``, 0.15); run the step from ``x_t`` with each, score each on the x0-prediction of
+   its end state (``score_end``: one more denoiser evaluation) and make the best proposal of the
+   iteration the new pivot, whether or not it beats the previous pivot;
+3. the last pivot is the step's injected noise: its end state (and its end-state x0-prediction, as
+   the next step's known first evaluation) is kept.
 
-Every search of a run advances in lock step: kept states carry a leading search dimension (``x``
-(S, paths, ...)), and a step's rows are every candidate of every path of every search, search-major
-(within a search path-major, as the candidate indices go).
+The reference runs the kept step again with the last pivot; here the step is deterministic given
+the pivot, so the result of the proposal that became the pivot is kept instead (the same values,
+one evaluation fewer). The step to sigma = 0 injects no noise (``noisesearch.samplers``), so steps
+``0 .. steps - 2`` are searched and the final step is one job per trajectory (its noise row, the
+fresh pivot of that step, is read by nothing). Every proposal is charged: a step's proposal costs
+one evaluation at its end state, and on the first step also the evaluation at the start noise
+(the driver has no evaluate-only job, and no x0-prediction of the noise is known yet).
+
+A budget pays for ``trajectories = budget // cost(one trajectory)`` independent trajectories
+(trajectory ``q`` starts from the draw ``(q,)``; the driver keeps the best finished sample); with
+``iterations=None`` (noisesearch's option, for scaling curves) one trajectory takes as many
+iterations per step as the budget pays for. What is left (less than one trajectory, or one
+iteration) goes to extra independent full candidates with the run's sampler (random search:
+candidate ``k`` is the draw ``(EXTRA, k)``), as ``paths`` does, so the budget is used to within one
+candidate. The reference has a fixed cost per sample and no budget to fill. The reference draws one uniform per proposal for the
+whole batch; here each search draws its own, all from seeded paths: the choice and the radius of
+proposal ``j`` of iteration ``k`` at step ``t`` of trajectory ``q`` are the uniforms of the draws
+``(q, CHOICE, t, k, j)`` and ``(q, RADIUS, t, k, j)``, its fresh noise or direction the draw
+``(q, FRESH, t, k, j)`` or ``(q, DIRECTION, t, k, j)``, the pivot the draw ``(q, PIVOT, t)``.
+
+Every search of a run advances in lock step: a round is one iteration of one step, its rows every
+proposal of every trajectory of every search (search-major, then trajectory, then proposal).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, Streams, first_best, rank_values
+from noisesearch.algorithms._stepwise import check_stochastic_sampler, resolve_sampler
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems, first_best, is_count
 from noisesearch.errors import UserError
 
-_EXPLORE = 2**41  # path marker of the exploration uniforms
+# path markers of the draws (module docstring)
+PIVOT, CHOICE, RADIUS, FRESH, DIRECTION, EXTRA = (2**41 + k for k in range(6))
+
+
+def local_moves(pivot: torch.Tensor, direction: torch.Tensor, radius: torch.Tensor, step_size: float) -> torch.Tensor:
+    """``pivot + radius * step_size * sqrt(D) * direction / |direction|`` row by row.
+
+    ``pivot``, ``direction`` (B, *shape); ``radius`` (B,) in [0, 1); D = elements per row.
+    """
+    d = direction.flatten(1)
+    scale = radius.to(d.dtype) * step_size * math.sqrt(d.shape[1]) / d.norm(dim=1)  # (B,)
+    return pivot + direction * scale.view(-1, *([1] * (pivot.dim() - 1)))
 
 
 @dataclass
 class EpsilonGreedyState:
     problems: Problems
     sampler: str
-    widths: list[int]  # candidates per step of each path (P paths, C candidates per search and step in all)
-    x: torch.Tensor  # (S, P, *noise_shape) kept state of each path (the initial noises before step 0)
-    noise_seed: list[int | None]  # (S * P) seeds of the initial noises, search-major
-    candidate_seeds: list[int | None]  # (S * C) the seed of each candidate's path (its start at step 0)
-    streams: Streams  # (S * C) the step-noise stream of each (path, candidate), search-major; row t read at step t
-    # (for the final step: only each path's candidate 0's, S * P)
-    uniforms: torch.Tensor  # (S, P, steps) float64 exploration uniform of each choice (NaN: never explores)
-    plan: dict  # on the device, int64: "path" (C,) of each of a search's rows, "offset" (P,) first row of each path,
-    # "slot" (C,) place of each row in a (path, candidate) grid of P x max(widths), "width" (P,) float64; and on
-    # the CPU "finals" (S * P,) the streams of the final step (each path's candidate 0's)
-    info: dict  # CPU int64 columns (S * C): "owner", "path", "candidate", "step_noise_seed"
-    final_info: dict  # the same columns for the final step's rows (S * P): each path's candidate 0
-    step: int = 0  # the next step to run
-    denoised: torch.Tensor | None = None  # (S, P, *noise_shape) x0-predictions of the kept states (cached)
-    choices: torch.Tensor | None = None  # (S, P, choices made) int64 the candidate kept at each step
-    explored: torch.Tensor | None = None  # (S, P, choices made) bool whether that choice explored
+    trajectories: int  # T per search
+    iterations: int  # K per step
+    extra: int  # extra independent full candidates per search, paid by the leftover budget
+    x: torch.Tensor  # (S, T, *noise_shape) kept state of each trajectory at step ``step``
+    pivot: torch.Tensor  # (S, T, *noise_shape) the current pivot noise of the step being searched
+    start_seeds: list[int]  # (S * T) seeds of the starting noises, search-major
+    step: int = 0  # the step being searched (``steps - 1``: the final step; ``steps``: the extras; then done)
+    iteration: int = 0  # the next iteration of that step
+    denoised: torch.Tensor | None = None  # (S, T, *noise_shape) x0-prediction of the kept state (known)
+    best_x: torch.Tensor | None = None  # (S, T, *noise_shape) end state of the current pivot's step
+    best_denoised: torch.Tensor | None = None  # (S, T, *noise_shape) its end-state x0-prediction
 
     @property
     def searches(self) -> int:
@@ -64,161 +87,166 @@ class EpsilonGreedyState:
 
 
 class EpsilonGreedySearch:
-    """Per-step epsilon-greedy choice among injected noises (Ramesh and Mardani 2025)."""
+    """Per-step epsilon-greedy local search over injected noises (Ramesh and Mardani 2025)."""
 
     name = "epsilon-greedy"
 
     def __init__(
-        self, *, candidates: int = 4, epsilon: float = 0.1, sampler: str | None = None, paths: int | None = None
+        self,
+        *,
+        epsilon: float = 0.4,
+        iterations: int | None = 20,
+        proposals: int = 4,
+        step_size: float = 0.15,
+        sampler: str | None = None,
     ):
-        if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
-            raise UserError(f"candidates must be a positive integer, got {candidates!r}")
         if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon <= 1:
             raise UserError(f"epsilon must be a number in [0, 1], got {epsilon!r}")
-        if paths is not None and (not isinstance(paths, int) or isinstance(paths, bool) or paths < 1):
-            raise UserError(f"paths must be a positive integer, got {paths!r}")
-        self.candidates, self.epsilon = candidates, float(epsilon)
-        self.sampler, self.paths = check_stochastic_sampler(sampler), paths
+        if iterations is not None and not (is_count(iterations) and iterations >= 1):
+            raise UserError(
+                f"iterations must be a positive integer or null (as many as the budget pays), got {iterations!r}"
+            )
+        if not (is_count(proposals) and proposals >= 1):
+            raise UserError(f"proposals must be a positive integer, got {proposals!r}")
+        if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not 0 <= step_size < math.inf:
+            raise UserError(f"step_size must be a finite number >= 0, got {step_size!r}")
+        self.epsilon, self.iterations, self.proposals = float(epsilon), iterations, proposals
+        self.step_size, self.sampler = float(step_size), check_stochastic_sampler(sampler)
 
     def params(self) -> dict:
-        return {"candidates": self.candidates, "epsilon": self.epsilon, "sampler": self.sampler, "paths": self.paths}
+        return {
+            "epsilon": self.epsilon,
+            "iterations": self.iterations,
+            "proposals": self.proposals,
+            "step_size": self.step_size,
+            "sampler": self.sampler,
+        }
 
-    def widths(self, problems: Problems, sampler: str) -> list[int]:
-        """Candidates per step of each path, planned from the exact cost (module docstring)."""
-        costs = chain_step_costs(problems, sampler)
-        per_candidate, finish = sum(costs[:-1]), costs[-1]  # K candidates on every step but the last
+    def step_costs(self, problems: Problems, sampler: str) -> list[int]:
+        """Exact NFEs of one proposal at each searched step, then of the final step (one row each)."""
+        s, n = problems.sigmas, problems.steps
+        searched = [problems.cost(s[t : t + 2], sampler, denoised=t > 0, score_end=True) for t in range(n - 1)]
+        return [*searched, problems.cost(s[n - 1 :], sampler, denoised=n > 1)]
 
-        def cost(width: int) -> int:
-            return width * per_candidate + finish
-
-        if self.paths is not None:
-            widths = [self.candidates] * self.paths
+    def plan(self, problems: Problems, sampler: str) -> tuple[int, int, int]:
+        """(trajectories per search, iterations per step, extra candidates) from the exact cost (module docstring)."""
+        costs = self.step_costs(problems, sampler)
+        per_iteration, final = self.proposals * sum(costs[:-1]), costs[-1]
+        if problems.steps == 1:  # nothing to search: one trajectory per budget's worth of final steps
+            problems.require_budget(final, "one trajectory")
+            trajectories, iterations = problems.budget // final, 1
+        elif self.iterations is None:
+            problems.require_budget(per_iteration + final, "one trajectory with one iteration per step")
+            trajectories, iterations = 1, (problems.budget - final) // per_iteration
         else:
-            widths = [self.candidates] * (problems.budget // cost(self.candidates))
-            left = problems.budget - len(widths) * cost(self.candidates)
-            if per_candidate and left >= cost(1):
-                widths.append((left - finish) // per_candidate)  # < candidates, since left < cost(candidates)
-        if widths:
-            problems.require_budget(sum(cost(w) for w in widths), f"{len(widths)} trajectory(ies)")
-        else:
-            problems.require_budget(cost(1), "one trajectory with one candidate per step")
-        return widths
+            one = self.iterations * per_iteration + final
+            problems.require_budget(
+                one, f"one trajectory ({self.iterations} iterations of {self.proposals} proposals per step)"
+            )
+            trajectories, iterations = problems.budget // one, self.iterations
+        spent = trajectories * (iterations * per_iteration * (problems.steps > 1) + final)
+        return trajectories, iterations, (problems.budget - spent) // problems.cost()
 
     def init(self, problems: Problems) -> EpsilonGreedyState:
         sampler = resolve_sampler(self.sampler, problems)
-        widths = self.widths(problems, sampler)
-        S, P, n, device = len(problems), len(widths), problems.steps, problems.device
-        path_of = [p for p, w in enumerate(widths) for _ in range(w)]  # (C,) a search's rows
-        cand_of = [c for w in widths for c in range(w)]
-        owners = [i for i in range(S) for _ in path_of]  # (S * C,)
-        streams = problems.streams(owners, [(p, c) for _ in range(S) for p, c in zip(path_of, cand_of)], n)
-        seeds, x = problems.noise([i for i in range(S) for _ in range(P)], [(p,) for _ in range(S) for p in range(P)])
-        start_seeds: list[int | None] = list(seeds)
-        uniforms = torch.full((S, P, n), float("nan"), dtype=torch.float64, device=device)
-        explorable = list(range(n - 2)) if self.epsilon > 0 else []  # the last choice (step n - 2) is greedy
-        if explorable and P:
-            u = problems.uniforms(
-                [i for i in range(S) for _ in range(P) for _ in explorable],
-                [(p, _EXPLORE, t) for _ in range(S) for p in range(P) for t in explorable],
-            )
-            uniforms[:, :, explorable] = u.view(S, P, len(explorable))
-        offset = torch.tensor([0, *widths[:-1]], dtype=torch.int64).cumsum(0)  # (P,)
-        finals = (torch.arange(S)[:, None] * len(path_of) + offset).flatten()  # (S * P,) each path's candidate 0
-        info = {
-            "owner": torch.tensor(owners, dtype=torch.int64),
-            "path": torch.tensor(path_of, dtype=torch.int64).repeat(S),
-            "candidate": torch.tensor(cand_of, dtype=torch.int64).repeat(S),
-            "step_noise_seed": torch.tensor(streams.seeds, dtype=torch.int64),
-        }
+        T, K, extra = self.plan(problems, sampler)
+        S = len(problems)
+        owners = [i for i in range(S) for _ in range(T)]
+        seeds, x = problems.noise(owners, [(q,) for _ in range(S) for q in range(T)])
+        _, pivot = problems.noise(owners, [(q, PIVOT, 0) for _ in range(S) for q in range(T)])
+        shape = x.shape[1:]
         return EpsilonGreedyState(
-            problems,
-            sampler,
-            widths,
-            x.view(S, P, *x.shape[1:]),
-            start_seeds,
-            [start_seeds[i * P + q] for i in range(S) for q in path_of],
-            streams if n > 1 else streams.select(finals),  # a single step is the final one
-            uniforms,
-            plan={
-                "path": torch.tensor(path_of, dtype=torch.int64, device=device),
-                "offset": offset.to(device),
-                "slot": torch.tensor([q * max(widths) + c for q, c in zip(path_of, cand_of)], device=device),
-                "finals": finals,  # on the CPU: it picks streams (host generators when drawn step by step)
-                "width": torch.tensor(widths, dtype=torch.float64, device=device),
-            },
-            info=info,
-            final_info={key: column[finals] for key, column in info.items()},
+            problems, sampler, T, K, extra, x.view(S, T, *shape), pivot.view(S, T, *shape), list(seeds)
         )
 
+    def _proposals(self, state: EpsilonGreedyState) -> tuple[torch.Tensor, torch.Tensor]:
+        """(proposals (S * T * N, *noise_shape), fresh (S * T * N,) bool) of the current iteration."""
+        p, S, T, N = state.problems, state.searches, state.trajectories, self.proposals
+        t, k = state.step, state.iteration
+        owners = [i for i in range(S) for _ in range(T * N)]
+        where = [(q, t, k, j) for _ in range(S) for q in range(T) for j in range(N)]
+        u = p.uniforms(
+            owners * 2, [(q, CHOICE, t, k, j) for q, t, k, j in where] + [(q, RADIUS, t, k, j) for q, t, k, j in where]
+        )
+        choice, radius = u[: len(where)], u[len(where) :]
+        fresh = (choice < self.epsilon).cpu()
+        marks = [FRESH if f else DIRECTION for f in fresh.tolist()]
+        _, g = p.noise(owners, [(q, m, t, k, j) for (q, t, k, j), m in zip(where, marks)])
+        pivots = state.pivot.flatten(0, 1).repeat_interleave(N, dim=0)  # (S * T * N, *shape)
+        moved = local_moves(pivots, g, radius, self.step_size)
+        f = fresh.to(g.device).view(-1, *([1] * (g.dim() - 1)))
+        return torch.where(f, g, moved), fresh
+
     def ask(self, state: EpsilonGreedyState) -> list[Jobs]:
-        p, t = state.problems, state.step
-        n = p.steps
-        if t == n:
+        p, t, n = state.problems, state.step, state.problems.steps
+        if t == n:  # the leftover budget's extra candidates, then done
+            return (
+                [p.fresh(state.extra, EXTRA, info={"role": ["extra"] * (len(p) * state.extra)})] if state.extra else []
+            )
+        if t > n:
             return []
-        plan, info = state.plan, state.info
-        if t < n - 1:  # every candidate of every path: the plan's columns as they are
-            path = plan["path"]
-            x = state.x.index_select(1, path).flatten(0, 1)  # (S * C, *noise_shape) each starts at its path's state
-            denoised = None if state.denoised is None else state.denoised.index_select(1, path).flatten(0, 1)
-            seeds = state.candidate_seeds if t == 0 else None
-            columns = {key: info[key] for key in ("owner", "path", "candidate", "step_noise_seed")}
-            noises = state.streams.rows(t, t + 1)  # (S * C, 1, *noise_shape) row t of each stream
-        else:  # the final step injects no noise: one job per path, with its candidate 0's stream
-            x = state.x.flatten(0, 1)
-            denoised = None if state.denoised is None else state.denoised.flatten(0, 1)
-            seeds = state.noise_seed if t == 0 else None
-            columns = dict(state.final_info)
-            noises = state.streams.rows(t, t + 1)  # (S * P, 1, *noise_shape) each path's candidate 0's stream
-        owner = columns.pop("owner")
-        columns = {
-            "path": columns["path"],
-            "step": torch.full((len(owner),), t, dtype=torch.int64),
-            "candidate": columns["candidate"],
-            "step_noise_seed": columns["step_noise_seed"],
-        }
+        S, T, N = state.searches, state.trajectories, self.proposals
+        if t == n - 1:  # the final step: one job per trajectory, nothing injected
+            x, den = state.x.flatten(0, 1), None if state.denoised is None else state.denoised.flatten(0, 1)
+            return [
+                Jobs(
+                    torch.arange(S).repeat_interleave(T),
+                    x,
+                    p.sigmas[t:],
+                    noise_seed=state.start_seeds if t == 0 else None,
+                    info={
+                        "trajectory": torch.arange(T).repeat(S),
+                        "step": torch.full((S * T,), t, dtype=torch.int64),
+                    },
+                    sampler=state.sampler,
+                    noises=state.pivot.flatten(0, 1)[:, None],
+                    denoised=den,
+                )
+            ]
+        proposals, fresh = self._proposals(state)
+        x = state.x.flatten(0, 1).repeat_interleave(N, dim=0)
+        den = None if state.denoised is None else state.denoised.flatten(0, 1).repeat_interleave(N, dim=0)
+        seeds = [s for s in state.start_seeds for _ in range(N)] if t == 0 else None
+        rows = S * T * N
         return [
             Jobs(
-                owner,
+                torch.arange(S).repeat_interleave(T * N),
                 x,
                 p.sigmas[t : t + 2],
                 noise_seed=seeds,
-                info=columns,
+                info={
+                    "trajectory": torch.arange(T).repeat_interleave(N).repeat(S),
+                    "step": torch.full((rows,), t, dtype=torch.int64),
+                    "iteration": torch.full((rows,), state.iteration, dtype=torch.int64),
+                    "proposal": torch.arange(N).repeat(S * T),
+                    "fresh": fresh.to(torch.int64),
+                },
                 sampler=state.sampler,
-                noises=noises,
-                denoised=denoised,
-                score_end=t < n - 1,
+                noises=proposals[:, None],
+                denoised=den,
+                score_end=True,
             )
         ]
 
     def tell(self, state: EpsilonGreedyState, outcomes: list[Outcomes]) -> None:
         (out,) = outcomes
-        p, t = state.problems, state.step
-        n, S, P = p.steps, state.searches, len(state.widths)
-        state.step += 1
-        if t == n - 1:
+        p, t, n = state.problems, state.step, state.problems.steps
+        if t >= n - 1:
+            state.step = t + 1
             return  # finished samples: the driver keeps the best
-        if t == n - 2:  # the final step uses only each path's candidate 0's stream, from where it is now
-            state.streams = state.streams.select(state.plan["finals"])
+        S, T, N = state.searches, state.trajectories, self.proposals
         device = state.x.device
-        plan, C, K = state.plan, len(state.plan["path"]), max(state.widths)
-        scores = rank_values(out.score).to(device).view(S, C)  # NaN -> -inf: never wins
-        grid = torch.full((S, P * K), float("-inf"), dtype=torch.float64, device=device)
-        grid[:, plan["slot"]] = scores
-        choice = first_best(grid.view(S, P, K), dim=-1)  # (S, P) first best; missing candidates never win
-        explore = torch.zeros((S, P), dtype=torch.bool, device=device)
-        if t < n - 2 and self.epsilon > 0:  # the last choice (t = n - 2) is always greedy
-            u = state.uniforms[:, :, t]  # (S, P)
-            explore = u < self.epsilon
-            width = plan["width"]  # (P,)
-            picked = torch.minimum(torch.floor(width * u / self.epsilon), width - 1).long()  # floor(K u / epsilon)
-            choice = torch.where(explore, picked, choice)
-        kept = plan["offset"] + choice  # (S, P) row of the kept candidate within its search
-        rows = (torch.arange(S, device=device)[:, None] * C + kept).flatten()  # (S * P,) its row in the batch
-        state.x = out.x.index_select(0, rows.to(out.x.device)).view(S, P, *out.x.shape[1:])
-        state.denoised = out.denoised.index_select(0, rows.to(out.denoised.device)).view(S, P, *out.x.shape[1:])
-        state.choices = (
-            choice[..., None] if state.choices is None else torch.cat([state.choices, choice[..., None]], -1)
-        )
-        state.explored = (
-            explore[..., None] if state.explored is None else torch.cat([state.explored, explore[..., None]], -1)
-        )
+        best = first_best(out.score.to(device).view(S, T, N), dim=-1)  # (S, T) NaN never wins
+        rows = (torch.arange(S * T, device=device) * N + best.flatten()).to(out.x.device)
+        shape = state.x.shape[2:]
+        state.pivot = out.jobs.noises.index_select(0, rows.to(out.jobs.noises.device))[:, 0].view(S, T, *shape)
+        state.best_x = out.x.index_select(0, rows).view(S, T, *shape)
+        state.best_denoised = out.denoised.index_select(0, rows).view(S, T, *shape)
+        state.iteration += 1
+        if state.iteration < state.iterations:
+            return
+        state.x, state.denoised = state.best_x, state.best_denoised  # the last pivot is the step's noise
+        state.step, state.iteration = t + 1, 0
+        owners = [i for i in range(S) for _ in range(T)]
+        _, pivot = p.noise(owners, [(q, PIVOT, t + 1) for _ in range(S) for q in range(T)])
+        state.pivot = pivot.view(S, T, *shape)

@@ -1,4 +1,7 @@
-"""SMC (FK steering) and epsilon-greedy search: hand-computed maths, exact budgets, seeds, known answers."""
+"""SMC (FK steering) and step-greedy search: hand-computed maths, exact budgets, seeds, known answers.
+
+step-greedy is noisesearch's own per-step search (registered as epsilon-greedy before that name went to the
+source's method, which tests/test_epsilon_greedy_source.py holds to its reference)."""
 
 import json
 import math
@@ -10,7 +13,6 @@ from _records import same_records, with_noises
 
 from noisesearch.algorithms import ALGORITHMS, base
 from noisesearch.algorithms.base import Outcomes, derive_seed, gaussian
-from noisesearch.algorithms.epsilon_greedy import EpsilonGreedySearch
 from noisesearch.algorithms.random import RandomSearch
 from noisesearch.algorithms.smc import (
     IncrementalSMCSearch,
@@ -20,10 +22,11 @@ from noisesearch.algorithms.smc import (
     resampling_weights,
     systematic_resample,
 )
+from noisesearch.algorithms.step_greedy import StepGreedySearch
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
 
-NAMES = ["smc", "smc-incremental", "epsilon-greedy"]
+NAMES = ["smc", "smc-incremental", "step-greedy"]
 
 
 # --- the pure maths of SMC, against numbers computed by hand ---------------------------------------
@@ -154,9 +157,9 @@ def test_smc_particles_default_to_what_the_budget_pays_for(toy, toy_verifier):
     assert len(finals) == 11 and r.nfe_used == 44
 
 
-def test_epsilon_greedy_plans_paths_from_the_exact_cost():
+def test_step_greedy_plans_paths_from_the_exact_cost():
     def widths(budget, **kw):
-        return EpsilonGreedySearch(**kw).init(run_of(budget=budget, steps=8)).widths
+        return StepGreedySearch(**kw).init(run_of(budget=budget, steps=8)).widths
 
     # one trajectory with K candidates per step costs 2K + 6K + 0 = 8K
     assert widths(16) == [2]  # a narrower trajectory when the budget cannot pay K = 4
@@ -202,7 +205,7 @@ def test_every_draw_has_its_own_path(toy, toy_verifier, name):
 STEPWISE = {  # settings that resample / explore on these runs
     "smc": lambda: SMCSearch(particles=4, lmbda=30.0),
     "smc-incremental": lambda: IncrementalSMCSearch(particles=4, lmbda=30.0, ess_threshold=1.0),
-    "epsilon-greedy": lambda: EpsilonGreedySearch(candidates=3, epsilon=0.5, paths=2),
+    "step-greedy": lambda: StepGreedySearch(candidates=3, epsilon=0.5, paths=2),
 }
 
 
@@ -244,7 +247,7 @@ def test_streams_drawn_step_by_step_give_the_same_records(digits, classifier, mo
     lazy_records, lazy_batches = records(), batches()
     assert made and all(s.whole is None for s in made)  # every stream drawn step by step
     assert lazy_records == whole_records
-    if name != "epsilon-greedy":  # particles were resampled: the noises decided something
+    if name != "step-greedy":  # particles were resampled: the noises decided something
         assert any(c["info"]["parent"] != c["info"]["particle"] for r in whole_records for c in r)
     assert len(lazy_batches) == len(whole_batches) == 5
     for lazy, whole in zip(lazy_batches, whole_batches):
@@ -301,14 +304,14 @@ def test_smc_always_resampling_concentrates_particles_on_the_preferred_point(toy
     assert 0.35 < share_at_target(1e-9) < 0.65
 
 
-# --- epsilon-greedy choices, with made-up scores --------------------------------------------------
+# --- step-greedy choices, with made-up scores --------------------------------------------------
 
 
 def choices_made(epsilon, seeds, score=float):
-    """Drive epsilon-greedy by hand; candidate c scores ``score(c)``.
+    """Drive step-greedy by hand; candidate c scores ``score(c)``.
 
     Returns (choices before the last one, whether each explored, the last choices), over every search."""
-    algorithm = EpsilonGreedySearch(candidates=4, epsilon=epsilon, paths=2)
+    algorithm = StepGreedySearch(candidates=4, epsilon=epsilon, paths=2)
     seeds = list(seeds)
     state, _ = drive(
         algorithm,
@@ -340,10 +343,10 @@ def test_epsilon_explores_at_its_rate_and_uniformly():
     assert sum(c != 3 for c in choices) > 0
 
 
-def test_epsilon_greedy_paths_of_different_widths_choose_among_their_own_candidates():
+def test_step_greedy_paths_of_different_widths_choose_among_their_own_candidates():
     """Widths [3, 3, 2] (5 NFEs per candidate on 5 euler-sde steps, budget 40): candidate c scores c, so each
     path keeps its own last candidate, and exploring picks floor(width u / epsilon) within the path."""
-    algorithm = EpsilonGreedySearch(candidates=3, epsilon=0.5)
+    algorithm = StepGreedySearch(candidates=3, epsilon=0.5)
     state, asked = drive(
         algorithm, run_of([1, 1], [0, 1], budget=40, steps=5, sampler="euler-sde"), lambda jobs: jobs.info["candidate"]
     )
@@ -364,8 +367,8 @@ def test_epsilon_greedy_paths_of_different_widths_choose_among_their_own_candida
                 assert float(u[i, p, t]) == pytest.approx(0.5 * (1 + math.erf(z / math.sqrt(2))), abs=1e-15)
 
 
-def test_epsilon_greedy_continues_from_the_kept_candidate_and_its_cached_x0():
-    algorithm = EpsilonGreedySearch(candidates=3, epsilon=0.0, paths=1)
+def test_step_greedy_continues_from_the_kept_candidate_and_its_cached_x0():
+    algorithm = StepGreedySearch(candidates=3, epsilon=0.0, paths=1)
     state = algorithm.init(run_of(shape=(2,), steps=4))
     (jobs,) = algorithm.ask(state)
     assert len(jobs) == 3 and jobs.denoised is None
@@ -437,10 +440,10 @@ def _rows_of(batches, search):
         (SMCSearch(particles=4, lmbda=3.0), 10**6),
         (SMCSearch(particles=3, adaptive=False, potential="sum", resample_every=2), 10**6),
         (IncrementalSMCSearch(particles=4, lmbda=3.0), 10**6),
-        (EpsilonGreedySearch(candidates=3, epsilon=0.5, paths=2), 10**6),
-        (EpsilonGreedySearch(candidates=3, epsilon=0.5), 40),  # widths [3, 3, 2]: a narrower last path
+        (StepGreedySearch(candidates=3, epsilon=0.5, paths=2), 10**6),
+        (StepGreedySearch(candidates=3, epsilon=0.5), 40),  # widths [3, 3, 2]: a narrower last path
     ],
-    ids=["smc", "smc-every-other", "smc-incremental", "epsilon-greedy", "epsilon-greedy-narrow"],
+    ids=["smc", "smc-every-other", "smc-incremental", "step-greedy", "step-greedy-narrow"],
 )
 def test_searches_in_one_state_equal_each_search_alone(algorithm, budget):
     """Vectorising across searches couples nothing: each search's rows, decisions and diagnostics are those of
@@ -451,13 +454,13 @@ def test_searches_in_one_state_equal_each_search_alone(algorithm, budget):
         assert len(asked) == len(single_asked)
         for batches, single in zip(asked, single_asked):  # copied and row-wise data: bit for bit
             assert _rows_of(batches, i) == _rows_of(single, 0)
-        if isinstance(algorithm, EpsilonGreedySearch):
+        if isinstance(algorithm, StepGreedySearch):
             assert torch.equal(state.choices[i], single_state.choices[0])
             assert torch.equal(state.explored[i], single_state.explored[0])
         else:
             assert state.resamplings[i] == single_state.resamplings[0]
             assert torch.equal(state.ancestors[i], single_state.ancestors[0])
-    if isinstance(algorithm, EpsilonGreedySearch):
+    if isinstance(algorithm, StepGreedySearch):
         assert state.explored.any() and not state.explored.all()  # both kinds of choice were made
     else:
         counts = [len(r) for r in state.resamplings]
@@ -483,11 +486,11 @@ def test_searches_in_one_state_equal_each_search_alone(algorithm, budget):
             r"sampler must be a stochastic sampler \(euler-sde, euler-ancestral\), got 'euler'",
         ),
         (SMCSearch, {"sampler": "rk4"}, "unknown sampler 'rk4'; accepted: "),
-        (EpsilonGreedySearch, {"epsilon": 1.5}, r"epsilon must be a number in \[0, 1\], got 1.5"),
-        (EpsilonGreedySearch, {"epsilon": -0.1}, r"epsilon must be a number in \[0, 1\], got -0.1"),
-        (EpsilonGreedySearch, {"candidates": 0}, "candidates must be a positive integer, got 0"),
-        (EpsilonGreedySearch, {"paths": 0}, "paths must be a positive integer, got 0"),
-        (EpsilonGreedySearch, {"sampler": "heun"}, "sampler must be a stochastic sampler"),
+        (StepGreedySearch, {"epsilon": 1.5}, r"epsilon must be a number in \[0, 1\], got 1.5"),
+        (StepGreedySearch, {"epsilon": -0.1}, r"epsilon must be a number in \[0, 1\], got -0.1"),
+        (StepGreedySearch, {"candidates": 0}, "candidates must be a positive integer, got 0"),
+        (StepGreedySearch, {"paths": 0}, "paths must be a positive integer, got 0"),
+        (StepGreedySearch, {"sampler": "heun"}, "sampler must be a stochastic sampler"),
     ],
 )
 def test_bad_parameters_are_one_line_user_errors(factory, kwargs, message):
@@ -501,8 +504,8 @@ def test_bad_parameters_are_one_line_user_errors(factory, kwargs, message):
     [
         (SMCSearch(), 15, 16),  # at least 2 particles of 8 NFEs
         (SMCSearch(particles=4), 31, 32),
-        (EpsilonGreedySearch(), 7, 8),  # one trajectory with one candidate per step
-        (EpsilonGreedySearch(paths=3), 95, 96),
+        (StepGreedySearch(), 7, 8),  # one trajectory with one candidate per step
+        (StepGreedySearch(paths=3), 95, 96),
     ],
 )
 def test_budget_too_small_for_one_round_is_a_clear_error(digits, classifier, algorithm, budget, needed):
