@@ -109,11 +109,13 @@ def search(
             (then ``from_pipeline(model)``).
         targets: prompts (or class ids for class-conditional models); a single one may be given bare.
         verifier: a registry name (``noisesearch list``) or any callable ``f(images, prompts) -> scores``
-            (images (B, C, H, W) in [0, 1], scores (B,), higher is better; NaN = failed).
+            (images (B, C, H, W) in [0, 1], scores (B,), higher is better; a score that is not finite,
+            NaN, +inf or -inf, is a failed one: recorded as null, counted in ``nan_scores``, never the best).
         algorithm: a registry name; its hyperparameters come as ``**algorithm_params``.
         budget: hard NFE limit per target; ``steps``: denoising steps per candidate (default: the model's).
         seed: the search seed (every target's search uses it: common random numbers across targets).
-        pipeline_kwargs: extra pipeline ``__call__`` arguments applied to every candidate.
+        pipeline_kwargs: extra pipeline ``__call__`` arguments applied to every candidate, checked against its
+            signature and annotations (``models.generic.check_pipeline_kwargs``); an image argument may be a path.
         verifier_options: the verifier factory's keywords, or a callable's ``name``, ``batch``, ``device``,
             ``cache_key`` (a callable's scores are replayed from a cache only with a declared key); for a
             video model also ``frames`` (keyframes k, or "all") and ``combine`` ("mean", "min"): verifiers/video.py.
@@ -143,9 +145,6 @@ def search(
     guidance = check_guidance(guidance)
     factory = pick(ALGORITHMS, algorithm, "algorithm")
     check_options(factory, algorithm_params, "algorithm", algorithm)
-    from noisesearch.cache import open_cache
-
-    candidate_cache = open_cache(cache)
     algo = factory(**algorithm_params)  # cheap validation first
     if not callable(getattr(model, "schedule", None)):  # not a Model: a pipeline object, or refused in one line
         model = from_pipeline(model)
@@ -161,6 +160,9 @@ def search(
     targets = [targets] if isinstance(targets, (str, int)) else list(targets)
     if not targets:
         raise UserError("targets must hold at least one prompt or class id")
+    from noisesearch.cache import open_cache
+
+    candidate_cache = open_cache(cache)  # a folder is created only once everything else is accepted
     steps = model.default_steps if steps is None else steps
     guidance = model.default_guidance if guidance is None else float(guidance)
     started = time.perf_counter()

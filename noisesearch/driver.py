@@ -9,7 +9,8 @@
         for each batch, in chunks of at most max_batch rows:
             x = sampler(accountant.denoiser(...), start states, sigmas)
             scores = accountant.verify(verifier, decode(x or last x0-prediction), targets)
-        keep each search's best finished candidate (NaN never ranks); record the batches as columns
+        keep each search's best finished candidate (a failed score, NaN or +-inf, never ranks)
+        record the batches as columns
         algorithm.tell(state, outcomes)                # one Outcomes per Jobs, same rows
 
 Candidates are never generated one by one, and there is no Python object per candidate in this
@@ -37,6 +38,7 @@ from noisesearch.algorithms.base import (
     Outcomes,
     Problems,
     SearchAlgorithm,
+    failed_as_nan,
     gaussians,
     noise_hashes,
     rank_values,
@@ -241,7 +243,7 @@ class Candidates(Sequence[dict]):
 
 
 class _Best:
-    """Each search's best finished candidate so far, as tensors (a NaN never ranks; ties keep the earliest)."""
+    """Each search's best finished candidate so far, as tensors (a failed score never ranks; ties keep the earliest)."""
 
     def __init__(self, n: int):
         self.n = n
@@ -258,7 +260,7 @@ class _Best:
         if not jobs.final:
             return
         self.score, self.index = self.score.to(score.device), self.index.to(score.device)
-        ranked = rank_values(score)  # (n,) NaN -> -inf
+        ranked = rank_values(score)  # (n,) failed (NaN) -> -inf
         top = self.score.scatter_reduce(0, owner, ranked, "amax")  # (S,) best of the kept one and this batch's
         searches = (top > self.score).nonzero().flatten()  # (m,) strictly better; one copy of a small index
         if not len(searches):
@@ -480,7 +482,14 @@ class _Run:
         return x
 
     def run(self, jobs: Jobs, index: torch.Tensor) -> Outcomes:
-        """Outcomes of ``jobs``, run in chunks of at most ``max_batch`` rows."""
+        """Outcomes of ``jobs``, run in chunks of at most ``max_batch`` rows; a score that is not a finite number
+        (NaN, +inf, -inf) comes back as NaN, a failed score (``failed_as_nan``): best, records and algorithms
+        all see the same failed score."""
+        out = self._chunks(jobs, index)
+        out.score = failed_as_nan(out.score)
+        return out
+
+    def _chunks(self, jobs: Jobs, index: torch.Tensor) -> Outcomes:
         n = len(jobs)
         if n <= self.max_batch:
             return self._chunk(jobs, index)
@@ -551,7 +560,9 @@ class _Run:
             scores = acct.verify(self.verifier, images, targets, owners, previews=previews, grad=jobs.grad)
             if jobs.grad:
                 started = clock()
-                (grad,) = torch.autograd.grad(scores.nan_to_num(0.0).sum(), x_start)  # rows are independent
+                (grad,) = torch.autograd.grad(
+                    torch.where(torch.isfinite(scores), scores, 0.0).sum(), x_start
+                )  # rows apart
                 acct.charge_backward_seconds(owners, clock() - started)
                 acct.charge_backward(owners, problems.job_costs(jobs)[1])
         return Outcomes(

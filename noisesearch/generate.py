@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import platform
 import time
 from pathlib import Path
@@ -66,6 +67,42 @@ def build(
     ``model_options`` / ``verifier_options`` are keyword arguments of the factories (``device``,
     ``dtype``, ...); ``path`` is passed only when given.
     """
+    names = (model, verifier, algorithm)
+    model_factory, model_kwargs, verifier_factory, verifier_kwargs, video_options, algo = _checked(
+        *names, model_path, verifier_path, algorithm_params, model_options, verifier_options
+    )
+    m = model_factory(**model_kwargs)
+    domain = getattr(verifier_factory, "domain", None)
+    if domain is not None and domain != getattr(m, "domain", None):
+        raise UserError(f"verifier {verifier!r} scores {domain} images only; model {model!r} makes other images")
+    v = frames_of(verifier_factory(**verifier_kwargs), m, **video_options, domain=domain)
+    return m, v, algo
+
+
+def precheck(
+    model: str,
+    verifier: str,
+    algorithm: str,
+    *,
+    model_path=None,
+    verifier_path=None,
+    algorithm_params: dict | None = None,
+    model_options: dict | None = None,
+    verifier_options: dict | None = None,
+) -> None:
+    """``build``'s checks without building anything: names, options, the algorithm's parameters and the model
+    factory's own cheap checks (its ``precheck``; ``diffusers``: the pipeline folder and the pipeline arguments
+    against its class), so a mistake is refused before anything is opened, created or loaded."""
+    model_factory, model_kwargs, *_ = _checked(
+        model, verifier, algorithm, model_path, verifier_path, algorithm_params, model_options, verifier_options
+    )
+    check = getattr(model_factory, "precheck", None)
+    if check is not None:
+        check(**model_kwargs)
+
+
+def _checked(model, verifier, algorithm, model_path, verifier_path, algorithm_params, model_options, verifier_options):
+    """The factories and their keyword arguments, checked, and the algorithm (cheap: no weights)."""
     model_factory = pick(MODELS, model, "model")
     verifier_factory = pick(VERIFIERS, verifier, "verifier")
     algorithm_factory = pick(ALGORITHMS, algorithm, "algorithm")
@@ -82,12 +119,7 @@ def build(
         algo = algorithm_factory(**(algorithm_params or {}))
     except (TypeError, ValueError) as e:  # e.g. a word where a number goes: the knob's own check cannot compare it
         raise UserError(f"algorithm {algorithm!r}: bad parameter value in {algorithm_params!r} ({e})") from None
-    m = model_factory(**model_kwargs)
-    domain = getattr(verifier_factory, "domain", None)
-    if domain is not None and domain != getattr(m, "domain", None):
-        raise UserError(f"verifier {verifier!r} scores {domain} images only; model {model!r} makes other images")
-    v = frames_of(verifier_factory(**verifier_kwargs), m, **video_options, domain=domain)
-    return m, v, algo
+    return model_factory, model_kwargs, verifier_factory, verifier_kwargs, video_options, algo
 
 
 def versions() -> dict[str, str]:
@@ -221,24 +253,26 @@ def generate(
     out_dir = (
         None if out is None else check_out_dir(out, files=("best.png", "record.json", "best.webp", "keyframes.png"))
     )
-    from noisesearch.cache import open_cache
-
-    candidate_cache = open_cache(cache, max_mb=cache_max_mb, images=cache_images)
-    m, v, algo = build(
-        model,
-        verifier,
-        algorithm,
+    named = dict(
         model_path=model_path,
         verifier_path=verifier_path,
         algorithm_params=algorithm_params,
         model_options=model_options,
         verifier_options=verifier_options,
     )
+    precheck(model, verifier, algorithm, **named)  # names, options, a pipeline folder and its arguments: cheap
+    from noisesearch.cache import check_settings, open_cache
+
+    check_settings(cache_max_mb, cache_images)
+    if isinstance(cache, (str, os.PathLike)) and str(cache).strip():
+        check_out_dir(cache, what="--cache")  # could it be created? (without creating it: that waits for the model)
+    m, v, algo = build(model, verifier, algorithm, **named)
     if steps is None:
         steps = m.default_steps
         check_one_candidate(budget, steps)
     guidance = m.default_guidance if guidance is None else guidance
     m.check_target(target)  # before the search starts, not inside it
+    candidate_cache = open_cache(cache, max_mb=cache_max_mb, images=cache_images)  # created once all is accepted
     started = time.perf_counter()
     (result,) = run_search(
         m,

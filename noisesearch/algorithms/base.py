@@ -545,9 +545,9 @@ class Outcomes:
     ``x`` (n, *noise_shape): end states; ``denoised``: x0-predictions at the end states when the rows
     ended at sigma = 0 (then equal to ``x``) or asked ``score_end``, else those of their last evaluated
     step; ``image`` (n, C, H, W): decoded, what was scored; ``score`` (n,): the verifier's scores (NaN if
-    it failed), on the verifier's device; ``nfe``: NFEs charged per row; ``index`` (n,) int64: each row's
-    candidate number within its search (assigned when the jobs were asked); ``grad``: d score / d
-    ``jobs.x`` for ``grad`` jobs.
+    it failed, a +inf or -inf too: ``failed_as_nan``), on the verifier's device; ``nfe``: NFEs charged per
+    row; ``index`` (n,) int64: each row's candidate number within its search (assigned when the jobs were
+    asked); ``grad``: d score / d ``jobs.x`` for ``grad`` jobs.
     """
 
     jobs: Jobs
@@ -563,19 +563,34 @@ class Outcomes:
         return len(self.score)
 
 
+def failed_as_nan(scores: torch.Tensor) -> torch.Tensor:
+    """``scores`` with every value that is not a finite number (NaN, +inf, -inf) as NaN: a failed score.
+
+    A verifier's +inf or -inf measures nothing that can be ranked against other candidates (nor written
+    to a JSON record or the replay cache), so the driver treats it as a NaN: recorded as a failed score
+    (``null``), counted in ``nan_scores``, never the best. Autograd passes through the finite rows.
+    """
+    return torch.where(torch.isfinite(scores), scores, torch.nan)
+
+
 def rank_values(scores: torch.Tensor) -> torch.Tensor:
-    """``scores`` as float64 with NaN as -inf: a failed score ranks below every real one."""
-    return scores.double().nan_to_num(nan=-math.inf)
+    """``scores`` as float64 with every failed score (NaN, and +inf or -inf, see ``failed_as_nan``) as -inf:
+    a failed score ranks below every real one. (``nan_to_num(nan=-inf)`` alone would turn +inf into the
+    largest float, which would win.)"""
+    s = scores.double()
+    return torch.where(torch.isfinite(s), s, -math.inf)
 
 
 def first_best(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Index of the first maximum along ``dim`` of ``scores`` with NaN ranked lowest (ties: the earliest)."""
+    """Index of the first maximum along ``dim`` of ``scores`` with failed scores (NaN, +-inf) ranked lowest
+    (ties: the earliest)."""
     s = rank_values(scores)
     return torch.argmax((s == s.amax(dim=dim, keepdim=True)).to(torch.int8), dim=dim)
 
 
 def rank_order(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Indices that sort ``scores`` best first along ``dim``, NaN last, ties in their original order."""
+    """Indices that sort ``scores`` best first along ``dim``, failed scores (NaN, +-inf) last, ties in their
+    original order."""
     return torch.sort(rank_values(scores), dim=dim, descending=True, stable=True).indices
 
 

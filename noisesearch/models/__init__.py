@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from noisesearch.errors import UserError
 from noisesearch.models.base import Model, index_cond
 
 
@@ -258,13 +259,29 @@ def diffusers(
 ) -> Model:
     """Any diffusers pipeline folder: the step-level adapter of its class if registered (see PIPELINES), else generic."""
     from noisesearch.api import from_pipeline
-    from noisesearch.models._diffusers_common import load_any, load_image_arg
+    from noisesearch.models._diffusers_common import load_any
 
+    pipeline_kwargs = check_diffusers(path=path, pipeline_kwargs=pipeline_kwargs)  # image paths opened
     pipe = load_any(path, device=device, dtype=dtype, offload=offload)
-    pipeline_kwargs = {k: load_image_arg(v) for k, v in (pipeline_kwargs or {}).items()}  # a control image by path
     options = {k: v for k, v in (("decode_batch", decode_batch), ("batch", batch)) if v is not None}
     model = from_pipeline(pipe, adapter=adapter, height=height, width=width, pipeline_kwargs=pipeline_kwargs, **options)
     return model  # a video model's candidates are written as best.webp + keyframes.png (generate)
+
+
+def check_diffusers(*, path=None, pipeline_kwargs=None, **_) -> dict:
+    """``diffusers``'s cheap checks, before any weights load: the folder (``model_index.json`` and every component's
+    config readable JSON) and the pipeline arguments against its class's ``__call__`` (image paths opened).
+    The pipeline arguments are returned checked; for a hub id they are checked once it is loaded."""
+    from noisesearch.models._diffusers_common import pipeline_class
+    from noisesearch.models.generic import check_pipeline_kwargs
+
+    if path is None:
+        raise UserError("model 'diffusers' needs --model-path: a pipeline folder with model_index.json, or a hub id")
+    cls = pipeline_class(path)
+    return dict(pipeline_kwargs or {}) if cls is None else check_pipeline_kwargs(cls, pipeline_kwargs)
+
+
+diffusers.precheck = check_diffusers  # type: ignore[attr-defined]  # run by ``generate`` before it opens anything
 
 
 def _flux_pipeline(pipe, **options) -> Model:

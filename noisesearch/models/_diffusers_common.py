@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,23 +54,46 @@ def parse_device(device) -> torch.device:
     return dev
 
 
-def check_folder(folder: Path, classes: tuple[str, ...]) -> None:
-    """Refuse a local pipeline folder without ``model_index.json``, of another class, or missing a component."""
-    if not folder.is_dir():
-        raise UserError(f"model folder {str(folder)!r} is not a folder")
+def read_index(folder: Path) -> dict:
+    """A pipeline folder's ``model_index.json`` as a dict with a string ``_class_name``, else ``UserError``."""
     index_file = folder / "model_index.json"
     if not index_file.is_file():
         raise UserError(f"model folder {str(folder)!r} has no model_index.json")
+    index = _read_json_object(index_file)
+    if not isinstance(index.get("_class_name"), str):
+        raise UserError(f"{str(index_file)!r} names no pipeline class (a string '_class_name')")
+    return index
+
+
+def _read_json_object(file: Path) -> dict:
+    """The JSON object in ``file``, else ``UserError`` naming the file (unreadable, not JSON, not an object)."""
     try:
-        index = json.loads(index_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"model folder {str(folder)!r} has an unreadable model_index.json") from None
-    found = index.get("_class_name")
+        data = json.loads(file.read_bytes())
+    except OSError as e:
+        raise UserError(f"cannot read {str(file)!r}: {e.strerror or type(e).__name__}") from None
+    except (ValueError, RecursionError):  # JSONDecodeError, bytes that are not UTF-8, absurd nesting
+        raise UserError(f"{str(file)!r} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{str(file)!r} must hold a JSON object, not a {type(data).__name__}")
+    return data
+
+
+def check_folder(folder: Path, classes: tuple[str, ...]) -> None:
+    """Refuse a local pipeline folder without a readable ``model_index.json``, of another class, missing a component
+    or with a component config (``config.json``, ``scheduler_config.json``, ...) that is not a JSON object."""
+    if not folder.is_dir():
+        raise UserError(f"model folder {str(folder)!r} is not a folder")
+    index = read_index(folder)
+    found = index["_class_name"]
     if found not in classes:
         raise UserError(f"model folder {str(folder)!r} holds a {found}, expected {' or '.join(classes)}")
     for name, spec in index.items():
-        if not name.startswith("_") and isinstance(spec, list) and spec[0] is not None and not (folder / name).is_dir():
+        if name.startswith("_") or not isinstance(spec, list) or not spec or spec[0] is None:
+            continue
+        if not (folder / name).is_dir():
             raise UserError(f"model folder {str(folder)!r} is incomplete: no {name}/ component")
+        for config in sorted((folder / name).glob("*config.json")):
+            _read_json_object(config)
 
 
 @contextmanager
@@ -87,6 +111,33 @@ def _quiet_loading():
         for log, enabled in was:
             if enabled:
                 log.enable_progress_bar()
+
+
+# what diffusers and transformers raise for a folder they cannot build a pipeline from: a missing or unreadable
+# file, a config value of the wrong type (TypeError, RuntimeError from the layer constructors), no memory
+LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, IndexError, MemoryError)
+
+
+def load_error(cls: str, source: str, error: BaseException) -> str:
+    """One line for a pipeline that could not be loaded: the folder, the component being built if known, the cause."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    cause = f"{type(error).__name__}: {first}" if first else type(error).__name__
+    name = _failing_component(error)
+    where = "" if name is None else f" (building its {name}/ component)"
+    return f"cannot load {cls} from {source!r}{where}: {cause}"
+
+
+def _failing_component(error: BaseException) -> str | None:
+    """The pipeline component diffusers was building when ``error`` was raised (its ``load_sub_model`` frame's
+    ``name``), or None."""
+    tb = error.__traceback__
+    found = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "load_sub_model":
+            name = tb.tb_frame.f_locals.get("name")
+            found = name if isinstance(name, str) else found
+        tb = tb.tb_next
+    return found
 
 
 OFFLOAD = ("model", "sequential")
@@ -118,9 +169,8 @@ def load_pipeline(pipeline_cls, path, *, default: str, device, dtype, offload: s
             pipe = pipeline_cls.from_pretrained(
                 source, dtype=dt, trust_remote_code=False, use_safetensors=True, **kwargs
             )
-    except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load {pipeline_cls.__name__} from {source!r}: {first}") from None
+    except LOAD_ERRORS as e:  # a component config with values its class cannot take, a missing file, no memory
+        raise UserError(load_error(pipeline_cls.__name__, source, e)) from None
     pipe.set_progress_bar_config(disable=True)
     for part in pipe.components.values():
         if isinstance(part, torch.nn.Module):
@@ -147,14 +197,47 @@ def check_prompt(target) -> str:
 
 
 class PromptCache:
-    """Embeddings per distinct prompt, computed once by ``embed(prompts) -> dict of (N, ...)`` and reused."""
+    """Embeddings per distinct prompt, computed once by ``embed(prompts) -> dict of (N, ...)`` and reused while
+    the pipeline's text encoders stay the same.
 
-    def __init__(self, embed: Callable[[list[str]], dict[str, torch.Tensor]]):
+    With ``pipe``, the weights identity of its ``text_encoder*`` components (``noisesearch.cache.model_identity``,
+    the replay cache's own: weights of at most 64 MiB compared by their bytes, larger ones by their version
+    counters and data pointers) is taken on every call, and every kept embedding is dropped when it changed:
+    an in-place edit of an encoder's weights, a LoRA loaded on it, or another encoder put in its place after
+    ``from_pipeline``. Released encoders (``release_text_encoders``) leave the kept embeddings as they are.
+    """
+
+    def __init__(self, embed: Callable[[list[str]], dict[str, torch.Tensor]], pipe=None):
         self.embed = embed
+        self.pipe = pipe
         self.cache: dict[str, dict[str, torch.Tensor]] = {}
+        self.encoders_identity: tuple | None = None  # of the text encoders the kept embeddings came from
 
-    def __call__(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        """Batch-first embeddings for ``prompts`` (duplicates encoded once)."""
+    def text_encoders(self) -> list[torch.nn.Module]:
+        """The pipeline's text encoders now (components named ``text_encoder...``), by name."""
+        components = getattr(self.pipe, "components", None) or {}
+        return [
+            m for k, m in sorted(components.items()) if k.startswith("text_encoder") and isinstance(m, torch.nn.Module)
+        ]
+
+    def refresh(self) -> None:
+        """Drop every kept embedding if the text encoders are not the ones (or their weights not the ones) they came
+        from."""
+        encoders = self.text_encoders()
+        if not encoders:  # none, or released: the kept embeddings are all there is
+            return
+        from noisesearch.cache import model_identity
+
+        identity = tuple((id(m), model_identity(m)) for m in encoders)
+        if identity != self.encoders_identity:
+            self.cache.clear()
+            self.encoders_identity = identity
+
+    def __call__(self, prompts: list[str], *, refresh: bool = True) -> dict[str, torch.Tensor]:
+        """Batch-first embeddings for ``prompts`` (duplicates encoded once); ``refresh=False`` when the caller has
+        just called ``refresh``."""
+        if refresh:
+            self.refresh()
         new = list(dict.fromkeys(p for p in prompts if p not in self.cache))
         if new:
             with torch.no_grad():
@@ -344,17 +427,25 @@ def load_any(path, *, device="cpu", dtype="float32", offload: str | None = None)
 
     if path is None:
         raise UserError("model 'diffusers' needs --model-path: a pipeline folder with model_index.json, or a hub id")
-    local = Path(str(path)).expanduser()
-    cls = diffusers.DiffusionPipeline
-    if (local / "model_index.json").is_file():
-        try:
-            name = json.loads((local / "model_index.json").read_text()).get("_class_name")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            raise UserError(f"model folder {str(local)!r} has an unreadable model_index.json") from None
-        cls = getattr(diffusers, str(name), None)
-        if not (isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline)):
-            raise UserError(f"model folder {str(local)!r} names {name!r}, which is not a diffusers pipeline class")
+    cls = pipeline_class(path) or diffusers.DiffusionPipeline
     return load_pipeline(cls, path, default=str(path), device=device, dtype=dtype, offload=offload)
+
+
+def pipeline_class(path):
+    """The diffusers pipeline class of a local folder (``model_index.json``'s ``_class_name``), read without loading
+    any weights; the folder is checked as ``load_pipeline`` checks it (``check_folder``). None for anything
+    that is not a local folder with a ``model_index.json`` (a hub id: its class is known once it is loaded)."""
+    import diffusers
+
+    local = Path(str(path)).expanduser()
+    if not (local / "model_index.json").is_file():
+        return None
+    name = read_index(local)["_class_name"]
+    cls = getattr(diffusers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.DiffusionPipeline)):
+        raise UserError(f"model folder {str(local)!r} names {name!r}, which is not a diffusers pipeline class")
+    check_folder(local, (cls.__name__,))
+    return cls
 
 
 class StepKwargs:
@@ -383,23 +474,50 @@ class StepKwargs:
                 )
         new = copy.copy(self)
         new.pipeline_kwargs = kwargs
-        new.prompts = PromptCache(new._embed)  # type: ignore[attr-defined]
+        new.prompts = PromptCache(new._embed, new.pipe)  # type: ignore[attr-defined]
         if hasattr(new, "cfg_stack"):
             new.cfg_stack = CFGStack()
         return new
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+def open_image(value, key: str):
+    """The still image file at path ``value`` (argument ``key`` of a pipeline) as an RGB PIL image, opened safely.
 
+    The path must name a regular file that PIL identifies as an image it can decode, whole (a truncated
+    file is refused), of one frame (an animated GIF, PNG or WebP or a multi-page TIFF is refused: give
+    the frame wanted as a still image) and within PIL's decompression-bomb guard
+    (``PIL.Image.MAX_IMAGE_PIXELS`` pixels; its warning band counts as too large here too). Anything
+    else raises ``UserError`` naming ``key``, the path and what is accepted.
+    """
+    import warnings
 
-def load_image_arg(value):
-    """A pipeline argument as given, except a path to an image file, which is opened as an RGB PIL image."""
-    if isinstance(value, str) and value.lower().endswith(IMAGE_SUFFIXES):
-        from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-        try:
-            with Image.open(Path(value).expanduser()) as im:
-                return im.convert("RGB")
-        except (OSError, UnidentifiedImageError):
-            raise UserError(f"pipeline argument {value!r} is not a readable image file") from None
-    return value
+    text = str(value)
+    accepted = "accepted: a still image file (PNG, JPEG, WebP, BMP, ...)"
+    if not text.strip():
+        raise UserError(f"pipeline argument {key}= is empty; {accepted}")
+    path = Path(text).expanduser()
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else ("is not a regular file" if path.exists() else "does not exist")
+        raise UserError(f"pipeline argument {key}={text!r}: {what}; {accepted}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1:
+                    raise UserError(
+                        f"pipeline argument {key}={text!r} is a {im.format} of {frames} frames; {accepted} of one frame"
+                    )
+                return im.convert("RGB")  # decodes every pixel: a truncated file fails here, not in the pipeline
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(
+            f"pipeline argument {key}={text!r} is an image of more than {Image.MAX_IMAGE_PIXELS:,} pixels "
+            f"(PIL's decompression-bomb limit); {accepted}, smaller"
+        ) from None
+    except UserError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, MemoryError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"pipeline argument {key}={text!r} is not a readable image ({reason}); {accepted}") from None

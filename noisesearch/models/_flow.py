@@ -11,8 +11,9 @@ predicts a velocity ``v = noise - x0`` (Liu et al. 2022, arXiv 2209.03003; Esser
   pipeline's ``__call__`` passes (``schedule_args``: custom ``sigmas``, the resolution-dependent ``mu``),
   and its ``sigmas`` and ``timesteps`` are read back, so each sigma is fed to the transformer as the very
   timestep the pipeline feeds;
-- prompt embeddings computed once per distinct prompt (``PromptCache``), optionally releasing the text
-  encoders afterwards (``release_text_encoders=True``: new prompts are then refused in one line);
+- prompt embeddings computed once per distinct prompt (``PromptCache``; computed anew when the text encoders'
+  weights change), optionally releasing the text encoders afterwards (``release_text_encoders=True``: new
+  prompts are then refused in one line);
 - classifier-free guidance as one batch of ``[uncond; cond]`` rows (2 NFEs per step, stacks built once per
   condition by ``CFGStack``), the guided velocity combined in float32 (``combine``);
 - row chunking on CPUs and VAE decoding in image-sized slices (``_diffusers_common``).
@@ -115,7 +116,7 @@ class FlowModel(StepKwargs):
         self.latents_note = f"{type(pipe).__name__} takes latents (1, {', '.join(map(str, self.noise_shape))})"
         self.default_steps = int(call_default(pipe, "num_inference_steps", 28))
         self.default_guidance = float(call_default(pipe, self.guidance_arg, 1.0))
-        self.prompts = PromptCache(self._embed)
+        self.prompts = PromptCache(self._embed, pipe)  # dropped when the text encoders change
         self.cfg_stack = CFGStack()
         self.timesteps: dict[float, float] = {}  # sigma -> the pipeline's timestep, filled by schedule()
         self.setup()
@@ -178,13 +179,14 @@ class FlowModel(StepKwargs):
 
     def encode(self, targets: list) -> dict[str, torch.Tensor]:
         prompts = [self.check_target(t) for t in targets]
+        self.prompts.refresh()  # embeddings of text encoders edited since are dropped
         new = [p for p in prompts if p not in self.prompts.cache]
         if new and self.release_text_encoders and getattr(self, "released", False):
             raise UserError(
                 f"prompt {new[0]!r} was not encoded before the text encoders were released; "
                 "pass every prompt in the first encode, or release_text_encoders=false"
             )
-        cond = self.prompts(prompts)
+        cond = self.prompts(prompts, refresh=False)
         if self.release_text_encoders and not getattr(self, "released", False):
             self.release()
         return cond

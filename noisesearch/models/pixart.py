@@ -78,7 +78,7 @@ class PixArtSigmaModel(VPModel, StepKwargs):
         self.latent_shape = (1, *self.noise_shape)  # the pipeline's ``latents=`` as drawn
         self.latents_note = LATENTS_NOTE
         self.default_steps, self.default_guidance = 20, 4.5  # the pipeline's defaults
-        self.prompts = PromptCache(self._embed)
+        self.prompts = PromptCache(self._embed, pipe)  # dropped when the text encoders change
         self.cfg_stack = CFGStack()
 
     def check_target(self, target) -> str:

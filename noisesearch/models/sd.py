@@ -91,7 +91,7 @@ class StableDiffusionModel(VPModel, StepKwargs):
             self.time_ids = self.pipe._get_add_time_ids(
                 size, (0, 0), size, self.dtype, text_encoder_projection_dim=proj
             ).to(self.device)  # (1, 6)
-        self.prompts = PromptCache(self._embed)
+        self.prompts = PromptCache(self._embed, pipe)  # dropped when the text encoders change
         self.cfg_stack = CFGStack()
 
     def check_target(self, target) -> str:

@@ -6,8 +6,8 @@
   candidate's x0-prediction at the first sampling step with ``sigma <= preview_sigma``;
 - returns ``Tensor[B]`` float, **higher is better**, inside the verifier's stated range (its
   docstring's "Range:" line and ``value_range``; a value that the maths bounds, such as a cosine or a
-  log-probability, is clamped there against rounding). A NaN is a failed score: the driver records
-  it and never ranks it.
+  log-probability, is clamped there against rounding). A score that is not a finite number (NaN,
+  +inf, -inf) is a failed score: the driver records it as null and never ranks it.
 
 Optional parts, looked up with ``getattr`` by the code that uses them and declared with their types
 on ``VerifierExtras`` (instances) and ``VerifierFactory`` (registry entries):

@@ -2,9 +2,10 @@
 
 ``images`` (B, C, H, W) float in [0, 1] (with a video model: its chosen frames, ``verifiers/video.py``),
 ``prompts`` the B targets, ``scores`` anything ``torch.as_tensor`` takes, of shape (B,), **higher is
-better**; a NaN score is a failed one (recorded, never ranked). The wrapper names it, scores in batches
-of at most ``batch`` images, moves the images to ``device`` (a verifier on its own GPU), and refuses a
-wrong shape in one line.
+better**; a score that is not a finite number (NaN, +inf, -inf) is a failed one: the driver records it as
+``null``, counts it in ``nan_scores`` and never ranks it (``algorithms.base.failed_as_nan``). The wrapper
+names it, scores in batches of at most ``batch`` images, moves the images to ``device`` (a verifier on its
+own GPU), and refuses a wrong shape in one line.
 
 Example::
 
@@ -77,4 +78,4 @@ class CallableVerifier:
                 f"verifier {self.name!r} returned shape {tuple(scores.shape)} for {len(images)} images; "
                 f"it must return one score per image, shape ({len(images)},)"
             )
-        return scores.float().cpu()  # (b,); NaN = a failed score
+        return scores.float().cpu()  # (b,); NaN, +inf, -inf: a failed score
