@@ -26,8 +26,8 @@ from noisesearch.algorithms.first_order import FirstOrderSearch
 from noisesearch.algorithms.halving import HalvingSearch
 from noisesearch.algorithms.paths import PathsSearch
 from noisesearch.algorithms.random import RandomSearch
-from noisesearch.algorithms.step_greedy import StepGreedySearch
 from noisesearch.algorithms.smc import IncrementalSMCSearch, SMCSearch
+from noisesearch.algorithms.step_greedy import StepGreedySearch
 from noisesearch.algorithms.zero_order import ZeroOrderSearch
 
 ALGORITHMS: dict[str, Callable[..., SearchAlgorithm]] = {
