@@ -626,11 +626,13 @@ def test_smc_resamples_at_every_point_and_at_the_final_step_by_ess(toy, dist):
     """
     from noisesearch.algorithms.smc import SMCSearch
 
-    spy, states = Spy(SMCSearch(particles=3, ess_threshold=1.0, adaptive=False)), []
+    spy, states = Spy(SMCSearch(particles=3, ess_threshold=1.0, adaptive=False, t_start=0, sampler="euler-sde")), []
     spy.init = lambda p: states.append(spy.inner.init(p)) or states[-1]
     (r,) = run_search(toy, dist, spy, [1], seeds=[24], budget=12, steps=4)
     assert [x["step"] for x in states[0].resamplings[0]] == [0, 1, 2] and r.nfe_used == 12
-    every_other = Spy(SMCSearch(particles=3, ess_threshold=1.0, adaptive=False, resample_every=2))
+    every_other = Spy(
+        SMCSearch(particles=3, ess_threshold=1.0, adaptive=False, resample_every=2, t_start=1, sampler="euler-sde")
+    )
     states.clear()
     every_other.init = lambda p: states.append(every_other.inner.init(p)) or states[-1]
     run_search(toy, dist, every_other, [1], seeds=[24], budget=12, steps=4)

@@ -83,7 +83,7 @@ def test_fk_adaptive_passes_reset_the_weights():
     """difference, lambda 20: step 0 (rewards 0, .01, .02) has ESS 2.92 >= 1.5 and is passed; at step 1
     the weights are exp(20 (r_1 - r_0)) alone, not accumulated since the start (exp(20 r_1))."""
     r0, r1 = [0.0, 0.01, 0.02], [0.5, 0.41, 0.22]
-    state = drive(SMCSearch(particles=3, potential="difference", lmbda=20.0), [r0, r1, [0.0] * 3], 3)
+    state = drive(SMCSearch(particles=3, potential="difference", lmbda=20.0, t_start=0), [r0, r1, [0.0] * 3], 3)
     w = softmax([20 * (b - a) for a, b in zip(r0, r1)])  # exp(20 (.5, .4, .2))
     (resamplings,) = state.resamplings  # one search
     assert resamplings[0]["step"] == 1
@@ -94,7 +94,7 @@ def test_fk_adaptive_passes_reset_the_weights():
 def test_fk_final_step_corrects_max_by_the_applied_potentials_and_resamples():
     """Not adaptive: step 0 always resamples; at the final step w = exp(10 max) / P[lineage]."""
     r0, r1 = [0.0, 0.4, 0.1], [0.5, 0.4, 0.2]
-    state = drive(SMCSearch(particles=3, potential="max", adaptive=False, reward_min=0.0), [r0, r1], 2)
+    state = drive(SMCSearch(particles=3, potential="max", adaptive=False, reward_min=0.0, t_start=0), [r0, r1], 2)
     (resamplings,) = state.resamplings  # one search
     idx = resamplings[0]["indices"]
     assert resamplings[0]["step"] == 0
@@ -108,7 +108,7 @@ def test_fk_final_step_corrects_max_by_the_applied_potentials_and_resamples():
 
 
 def test_fk_high_temperature_final_population_is_the_best_particle():
-    state = drive(SMCSearch(particles=4, lmbda=100.0), [[0.0] * 4, [0.0, 0.3, 0.9, 0.1]], 2)
+    state = drive(SMCSearch(particles=4, lmbda=100.0, max_weight=None), [[0.0] * 4, [0.0, 0.3, 0.9, 0.1]], 2)
     assert state.population[0].tolist() == [2, 2, 2, 2] and state.resamplings[0][-1]["step"] == 1
     assert float(effective_sample_size(state.weights[0])) == pytest.approx(1.0, abs=1e-9)  # exp(-30) and less elsewhere
 

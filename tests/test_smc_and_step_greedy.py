@@ -203,7 +203,7 @@ def test_every_draw_has_its_own_path(toy, toy_verifier, name):
 
 
 STEPWISE = {  # settings that resample / explore on these runs
-    "smc": lambda: SMCSearch(particles=4, lmbda=30.0),
+    "smc": lambda: SMCSearch(particles=4, lmbda=30.0, t_start=0),
     "smc-incremental": lambda: IncrementalSMCSearch(particles=4, lmbda=30.0, ess_threshold=1.0),
     "step-greedy": lambda: StepGreedySearch(candidates=3, epsilon=0.5, paths=2),
 }

@@ -253,16 +253,17 @@ def test_earlier_grid_and_the_reference_runs_grid(steps, every):
     assert SMCSearch(resample_every=every, t_start=every)._points(steps) == reference_grid(steps, every, every, None)
 
 
-def test_present_defaults_differ_from_fk_steering_as_documented():
-    """The defaults as they stand (the lead flips them to FK's: reward_min 0.0, t_start None meaning
-    resample_every, max_weight 1e10, default_sampler euler-ancestral; this test changes with them)."""
+def test_the_defaults_are_fk_steerings_but_reward_min():
+    """FK's defaults: the grid starts at t_start = resample_frequency (every reference run), weights are clamped
+    at 1e10 (fkd_class.py), the sampler is DDIM eta 1 (euler-ancestral). reward_min stays None (documented:
+    with rewards <= 0 a floor of 0 makes ``max`` flat, so it would never resample)."""
     algorithm = SMCSearch(particles=2)
     params = algorithm.params()
     assert params["reward_min"] is None and params["t_start"] is None and params["t_end"] is None
-    assert params["max_weight"] is None and params["default_sampler"] == "euler-sde"
-    assert algorithm._points(8) == list(range(8))  # t_start None: resample_every - 1 = 0
-    assert SMCSearch(resample_every=3)._points(8) == [2, 5, 7]
-    assert algorithm.init(run_of(sampler="euler")).sampler == "euler-sde"
+    assert params["max_weight"] == 1e10 and params["default_sampler"] == "euler-ancestral"
+    assert algorithm._points(8) == list(range(1, 8))  # t_start None: resample_every = 1
+    assert SMCSearch(resample_every=3)._points(8) == [3, 6, 7]
+    assert algorithm.init(run_of(sampler="euler")).sampler == "euler-ancestral"
 
 
 def test_default_sampler_chooses_the_stochastic_sampler():

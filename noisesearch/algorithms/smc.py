@@ -29,10 +29,11 @@ its pipelines fkd_pipeline_sdxl.py and fkd_pipeline_sd.py call it):
   step itself evaluates, so scoring is free: a particle costs exactly one plain trajectory);
 - resampling points are the reference's grid ``arange(t_start, t_end + 1, resample_every)`` plus
   the final step ``steps - 1`` (points past the last step never occur; ``t_end`` None: up to the
-  last step). ``t_start`` None is ``resample_every - 1``, noisesearch's earlier grid (the steps
-  with ``(t + 1) % resample_every == 0``: one step before the reference's runs, which start at
-  ``t_start = resample_frequency``, e.g. every 20 of 100 steps from 20 to 80 in launch.sh and
-  generate_samples_for_paper.py). Rewards elsewhere are recorded but change nothing;
+  last step). ``t_start`` None is ``resample_every``, as every reference run sets it (``t_start =
+  resample_frequency``, e.g. every 20 of 100 steps from 20 to 80 in launch.sh and
+  generate_samples_for_paper.py); ``t_start = resample_every - 1`` gives noisesearch's earlier grid
+  (the steps with ``(t + 1) % resample_every == 0``, one step earlier). Rewards elsewhere are
+  recorded but change nothing;
 - at a resampling point the weight of a particle is the potential itself, with its carried value
   ``c`` (the last point's, inherited on resampling; ``reward_min`` at the start, see below):
 
@@ -48,8 +49,8 @@ its pipelines fkd_pipeline_sdxl.py and fkd_pipeline_sd.py call it):
 - ``max_weight`` is the reference's clamp of the unnormalised weights (``min(w, 1e10)``, after the
   final correction, before the ESS and the update of ``P``): log-weights above ``log(max_weight)``
   are set to it, so results change exactly where the reference's clamp changes them (for 1e10,
-  where ``lmbda`` times the potential exceeds 23.03: all such particles then weigh the same). None
-  (the present default) clamps nothing;
+  where ``lmbda`` times the potential exceeds 23.03: all such particles then weigh the same). The
+  default is the reference's 1e10; None clamps nothing;
 - ``adaptive`` (default True): resample only when the effective sample size is below
   ``ess_threshold * k`` (the reference's 0.5); otherwise the point is passed (carried values are
   updated, ``P`` is not). Not adaptive: resample at every point, and at the final step by the ESS
@@ -68,9 +69,9 @@ often negative (log-probabilities), where a floor of 0 makes ``max`` flat (it ne
 give ``reward_min=0.0`` for the reference's exact numbers.
 
 The stochastic sampler is ``sampler``, else the run's own sampler if it is stochastic, else
-``default_sampler`` (default "euler-sde", DDIM with eta 0.5). The reference's runs use diffusers'
-DDIMScheduler with eta 1.0 (launch_eval_runs.py's ``--eta`` default, generate_samples_for_paper.py),
-which is "euler-ancestral" here. The reference's other run settings (``num_particles`` 4, 100
+``default_sampler`` (default "euler-ancestral", DDIM with eta 1, as the reference's runs: diffusers'
+DDIMScheduler with eta 1.0, launch_eval_runs.py's ``--eta`` default and generate_samples_for_paper.py;
+"euler-sde" is eta 0.5). The reference's other run settings (``num_particles`` 4, 100
 steps, ``lmbda`` 10 in launch.sh or 2 in generate_samples_for_paper.py, ``adaptive_resampling`` on
 in the paper's samples, off in launch_eval_runs.py) are per-run choices of its scripts; the
 ``FKD`` class itself defaults only ``reward_min_value``. noisesearch sizes ``particles`` by the
@@ -439,8 +440,8 @@ class SMCSearch:
         reward_min: float | None = None,
         t_start: int | None = None,
         t_end: int | None = None,
-        max_weight: float | None = None,
-        default_sampler: str = "euler-sde",
+        max_weight: float | None = 1e10,
+        default_sampler: str = "euler-ancestral",
     ):
         _check(particles, potential, lmbda, resample_every, ess_threshold)
         if not isinstance(adaptive, bool):
@@ -478,8 +479,9 @@ class SMCSearch:
 
     def _points(self, steps: int) -> list[int]:
         """Resampling points (module docstring): ``t_start, t_start + resample_every, ...`` up to ``t_end``
-        (None: the last step; ``t_start`` None: ``resample_every - 1``), and the final step ``steps - 1``."""
-        start = self.resample_every - 1 if self.t_start is None else self.t_start
+        (None: the last step; ``t_start`` None: ``resample_every``, as every reference run sets it), and the final
+        step ``steps - 1``."""
+        start = self.resample_every if self.t_start is None else self.t_start
         end = steps - 1 if self.t_end is None else min(self.t_end, steps - 1)
         return sorted({*range(start, end + 1, self.resample_every), steps - 1})
 
