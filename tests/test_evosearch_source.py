@@ -244,8 +244,8 @@ def test_keep_level_runs_the_digits_model_within_its_plan(digits, classifier):
 # --- the option's values ---------------------------------------------------------------------------
 
 
-def test_the_option_defaults_to_the_reference_formula_and_rebuilds_from_params():
-    assert EvoSearch().params()["intermediate_mutation"] == "add-noise"
+def test_the_option_defaults_to_keeping_the_level_and_rebuilds_from_params():
+    assert EvoSearch().params()["intermediate_mutation"] == "keep-level"
     params = EvoSearch(intermediate_mutation="keep-level").params()
     assert EvoSearch(**params).params() == params
 

@@ -52,8 +52,9 @@ same loop) and where this differs:
   sqrt(1 + c^2 / sigma^2) - 1 = 28-30% more than sigma at 8 steps (e = 3, 5, 6, ``euler-ancestral``)
   and 7.5-10% more at 50 steps (e = 20, 30, 40). The excess fades only over the next steps (on a
   point mass at 8 steps: 1.30 sigma at e = 3, still 1.04-1.05 sigma at step 5) and adds up when such a
-  state is mutated again (1.31-1.32 sigma). "keep-level" removes it. The default is still
-  "add-noise", the reference's formula as written.
+  state is mutated again (1.31-1.32 sigma). "keep-level" (the default) removes it: it follows the
+  reference's effect (mutated states at the level they are run from) rather than its formula, which
+  without the offset would not; "add-noise" is the reference's formula as written.
 
 "keep-level", derived. The stochastic step that reached x built it around the x0-prediction ``d`` of
 that step: x = s + sigma n with s = (1 - sigma) d and implied noise n = (x - s) / sigma =
@@ -176,7 +177,7 @@ class EvoSearch:
         elites: int = 5,
         tournament: float = 0.9,
         sampler: str | None = None,
-        intermediate_mutation: str = "add-noise",
+        intermediate_mutation: str = "keep-level",
     ):
         fractions = list(schedule) if isinstance(schedule, (list, tuple)) else None
         if (
