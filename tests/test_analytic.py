@@ -47,7 +47,7 @@ def test_random_search_success_rate_is_one_minus_two_to_minus_k(toy, toy_verifie
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_best_score_improves_with_budget_and_reaches_the_optimum(toy, toy_verifier, name):
     means = []
-    for budget in (32, 96, 256):
+    for budget in (36, 96, 256) if name == "paths" else (32, 96, 256):  # paths' smallest: one path, 36 NFEs
         results = run_search(toy, toy_verifier, build(name), [0] * 200, seeds=list(range(200)), budget=budget, steps=8)
         means.append(sum(r.best_score for r in results) / len(results))
     assert means[0] < means[1] < means[2] + 1e-9

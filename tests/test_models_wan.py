@@ -154,7 +154,7 @@ def test_nfes_equal_transformer_rows(pipes, layout, guided):
 def test_every_algorithm_runs_within_its_budget(pipes, algorithm):
     """Wan 2.2 (both experts), guided (2 NFEs per evaluation): the NFEs charged are exactly the rows that ran."""
     model = adapter(pipes["2.2"])
-    budget = 64
+    budget = 80 if algorithm == "paths" else 64  # one guided path scored at its branches' ends costs 72
     rows, handles = expert_rows(model)
     try:
         (result,) = run_search(

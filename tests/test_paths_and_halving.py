@@ -27,8 +27,9 @@ def test_paths_rounds_follow_table_6_parameters():
     state = PathsSearch().init(problem(64))
     assert state.head == (1.0, 0.875, 0.75)
     assert state.rounds == [(0.875, 0.625), (0.75, 0.5), (0.625, 0.375), (0.5, 0.25), (0.375, 0.125), (0.25, 0.0)]
-    # per path: 2 head steps + 6 rounds x width 2 x 2 steps = 26 NFEs; 2 paths + 1 extra candidate = 60
-    assert state.initial == 2 and state.extra == 1
+    # per path: 2 head steps + 6 rounds x width 2 x (2 steps + 1 end-state evaluation, but none on the last
+    # round, which ends at sigma 0) = 2 + 5 x 2 x 3 + 2 x 2 = 36 NFEs; 1 path + 3 extra candidates = 60
+    assert state.initial == 1 and state.extra == 3
 
 
 def test_paths_branches_are_renoised_copies_of_kept_states(digits, classifier):
@@ -282,7 +283,7 @@ def test_halving_checkpoints_that_collapse_on_a_short_schedule():
         HalvingSearch().init(problem(64, steps=2))
 
 
-@pytest.mark.parametrize("name,needed", [("paths", 26), ("halving", 16)])
+@pytest.mark.parametrize("name,needed", [("paths", 36), ("halving", 16)])
 def test_budget_too_small_names_the_smallest_that_works(name, needed):
     with pytest.raises(UserError, match=rf"give --budget >= {needed} "):
         ALGORITHMS[name]().init(problem(needed - 1))

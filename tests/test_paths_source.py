@@ -182,8 +182,8 @@ def test_an_off_grid_start_sigma_with_forward_zero_runs(digits, classifier):
 
 
 def test_score_option():
-    """The paper's end-state score is an option today; the lead flips the default to "end" (see the report)."""
-    assert ALGORITHMS["paths"]().params()["score"] == "last-step"
+    """The paper's end-state score is the default; today's free preview is the option "last-step"."""
+    assert ALGORITHMS["paths"]().params()["score"] == "end"
     assert PathsSearch(score="end").params()["score"] == "end"
 
 

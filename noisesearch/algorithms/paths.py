@@ -13,7 +13,7 @@ forward step Delta f, path length L), in this package's sigma convention (``nois
 
 How a branch is scored in step 3 (``score``):
 
-- ``"end"`` (the paper's): the denoiser is evaluated once more at the branch's end state and the
+- ``"end"`` (the paper's, the default): the denoiser is evaluated once more at the branch's end state and the
   verifier scores that x0-prediction; +1 NFE per branch that ends above sigma 0 (a branch ending at
   sigma 0 is a finished sample, scored as it is). The paper's words, Sec. 3.2, as quoted verbatim by
   public reading notes of it: "Since the verifiers are typically not adapted to noisy input, we
@@ -95,7 +95,7 @@ class PathsSearch:
         backward: float = 0.25,
         forward: float = 0.125,
         path_length: int = 2,
-        score: str = "last-step",
+        score: str = "end",
     ):
         for name, value in (("width", width), ("path length", path_length)):
             if not is_count(value) or value < 1:
