@@ -27,18 +27,47 @@ into place, named by the digest of its bytes (checked on read). Two processes (R
 ``kill -9`` can leave at most an orphaned ``.tmp`` file, never a partial pack in use; a reader treats an
 unreadable, torn or missing file as a miss. With ``max_mb`` the least recently used files (by
 modification time, touched on every hit) are removed once the folder exceeds the cap.
+
+What the cache touches, and what it never does:
+
+- *Its own files* are the regular files (never a symbolic link, FIFO, socket, device or folder) named
+  ``packs/<32 hex>.safetensors``, ``scores/<24 hex>/<32 hex>.json`` and its writers' temporary files
+  ``.new-*.tmp`` in those folders. Nothing else in the folder is read, followed, changed or removed:
+  a reader checks a name and ``lstat`` before opening, opens with ``O_NOFOLLOW | O_NONBLOCK`` and checks
+  again (``fstat``) that it got a regular file, so a FIFO never blocks it; anything else there is a miss.
+- *A hit* is a key found in one of its own packs whose bytes match the digest in its name, of this
+  ``FORMAT``, holding the preview the run needs, and stored in a mode the run accepts: an entry stored
+  with ``images="uint8"`` (its image quantised) is a miss for a run in ``"exact"`` mode; an exact entry
+  is replayed as it is in either mode (it is the run's own image, as a fresh run would score it). Scores
+  are only ever stored for images a run computed or replayed exactly: scores a ``"uint8"`` run takes of
+  quantised replays are used in that run only, so a stored score is always the score of the exact image.
+- *Opening* checks before it writes anything (one temporary file is made and removed at once to probe
+  each folder that exists): the folder is a folder (or can be made), ``packs`` and ``scores`` are real
+  folders if present, and each can be written; otherwise one ``UserError`` naming the path, and nothing
+  is made. Only then are the missing folders made.
+- *Storing* is an optimisation, so it never fails a run: any ``OSError`` while storing or evicting
+  (a full disk or quota, a read-only folder, something that is not the cache's in the way of a file it
+  writes, which is never replaced) prints one ``warning:`` line naming the path, once per cache object,
+  and the run goes on without storing (``CandidateCache._storing``, the one place this is decided).
+- *Eviction* (``max_mb``) and ``remove_created`` remove only the cache's own files, and folders only when
+  empty (``os.rmdir``), never through a symbolic link.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import math
 import os
+import re
+import stat
+import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,8 +80,17 @@ from noisesearch.errors import UserError
 IMAGE_MODES = ("exact", "uint8")
 REHASH_BYTES = 64 * 2**20  # weights up to this size are kept as bytes and compared on every identity call
 MEMO_BYTES = 256 * 2**20  # packs kept in memory per process after their first read
-FORMAT = "2"  # bump when the entry layout changes: old entries then miss
+FORMAT = "3"  # bump when the entry layout changes: old entries then miss (3: no score of a quantised image)
 _SECRET_WORDS = ("key", "token", "secret", "password", "usage")  # never part of an identity (nor logged)
+_TEMP = r"\.new-[a-z0-9_]+\.tmp"  # what ``tempfile.mkstemp(prefix=".new-", suffix=".tmp")`` names
+PACK_NAME = re.compile(r"[0-9a-f]{32}\.safetensors")
+SCORE_NAME = re.compile(r"[0-9a-f]{32}\.json")
+VERIFIER_NAME = re.compile(r"[0-9a-f]{24}")
+_OWN_PACKS = re.compile(rf"{PACK_NAME.pattern}|{_TEMP}")
+_OWN_SCORES = re.compile(rf"{SCORE_NAME.pattern}|{_TEMP}")
+_NONBLOCKING_READ = (
+    os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+)
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -328,7 +366,9 @@ def _write(folder: Path, suffix: str, parts: list) -> str:
     """Write the concatenated ``parts`` (bytes-like) whole as ``folder/<digest><suffix>``; its name.
 
     The bytes go to a temporary file, hashed as they are written (no joined copy), which is then renamed
-    into place (no fsync, see ``CandidateCache``)."""
+    into place (no fsync, see ``CandidateCache``). A name taken by anything but a regular file (a folder,
+    a link, a FIFO: not the cache's) is never replaced: ``FileExistsError``. An ``OSError`` without a path
+    (a full disk while writing) gets ``folder`` as its path."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".new-", suffix=".tmp")
     h = hashlib.sha256()
     try:
@@ -337,11 +377,174 @@ def _write(folder: Path, suffix: str, parts: list) -> str:
                 h.update(part)
                 f.write(part)
         name = f"{h.hexdigest()[:32]}{suffix}"
-        os.replace(tmp, folder / name)
-    except BaseException:
+        target = folder / name
+        kind = _kind(target)
+        if kind not in (None, "a file"):
+            raise FileExistsError(errno.EEXIST, f"{kind} the cache did not write is in the way", str(target))
+        os.replace(tmp, target)
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(folder)
         raise
     return name
+
+
+def _kind(path: Path) -> str | None:
+    """What is at ``path`` without following a link ("a file", "a folder", "a symbolic link", ...); None: nothing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # missing, under a file, or not searchable: nothing this code could use
+        return None
+    for test, kind in (
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "a device"
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder itself (not a symbolic link to one)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _open_regular(path: Path):
+    """``path`` opened for reading (a binary file object), or None unless it is a regular file: a link is
+    not followed and a FIFO or device never opened for long (checked before and after a non-blocking open)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        fd = os.open(path, _NONBLOCKING_READ)
+    except OSError:
+        return None
+    f = os.fdopen(fd, "rb")
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return f
+    except OSError:
+        pass
+    f.close()
+    return None
+
+
+def _scan(folder: Path, names: re.Pattern) -> list[str]:
+    """The regular files in ``folder`` (itself a folder, not a link to one) whose whole name matches ``names``;
+    [] when it cannot be listed."""
+    if not _is_folder(folder):
+        return []
+    try:
+        with os.scandir(folder) as entries:
+            return [e.name for e in entries if names.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
+def _own_folders(root: Path) -> list[tuple[Path, re.Pattern | None]]:
+    """The cache's own folders under ``root`` that exist (``packs``, ``scores`` and ``scores/<verifier id>``,
+    none through a link) with the names of the files it writes there (None: none)."""
+    found: list[tuple[Path, re.Pattern | None]] = []
+    if _is_folder(root / "packs"):
+        found.append((root / "packs", _OWN_PACKS))
+    if _is_folder(root / "scores"):
+        found.append((root / "scores", None))
+        try:
+            with os.scandir(root / "scores") as entries:
+                ids = [e.name for e in entries if VERIFIER_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+        except OSError:
+            ids = []
+        found += [(root / "scores" / i, _OWN_SCORES) for i in sorted(ids)]
+    return found
+
+
+def _own_files(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """The cache's own regular files under ``root`` (see the module docstring) with their ``lstat``."""
+    for folder, names in _own_folders(root):
+        for name in _scan(folder, names) if names is not None else ():
+            try:
+                st = os.lstat(folder / name)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield folder / name, st
+
+
+def holds_entries(root) -> bool:
+    """Whether the cache folder ``root`` holds any file of the cache's own (a pack, a score file)."""
+    return any(not p.name.endswith(".tmp") for p, _ in _own_files(Path(root)))
+
+
+def cache_entries(root) -> set[Path]:
+    """The cache's own files and folders in the cache folder ``root`` now (``root`` itself included when it
+    is a folder): what ``remove_created`` keeps."""
+    root = Path(root)
+    found = {p for p, _ in _own_files(root)} | {folder for folder, _ in _own_folders(root)}
+    return found | ({root} if os.path.isdir(root) else set())
+
+
+def remove_created(root, before: set[Path]) -> None:
+    """Remove from the cache folder ``root`` the cache's own files that are not in ``before``
+    (``cache_entries`` taken earlier), then its own folders not in ``before`` that are left empty.
+
+    Anything that is not the cache's own (a user's file put there, even while the run wrote) stays,
+    and so do the folders holding it; a file that cannot be removed stays too."""
+    root = Path(root)
+    for path, _ in list(_own_files(root)):
+        if path not in before:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+    folders = [folder for folder, _ in _own_folders(root)] + [root]
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        if folder not in before:
+            try:
+                os.rmdir(folder)  # only an empty folder, never a link
+            except OSError:
+                pass
+
+
+def _probe(folder: Path) -> None:
+    """Make and remove one temporary file in ``folder``: OSError when it cannot be written."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".new-", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _check_folder(path: Path) -> None:
+    """Refuse, in one ``UserError`` line and writing nothing, a cache folder that cannot work: ``path`` not a
+    folder, ``packs`` or ``scores`` in it not real folders, or any of them (or, for a missing ``path``, its
+    nearest existing parent, where it would be made) not writable."""
+    text = str(path)
+    if os.path.exists(path) and not os.path.isdir(path):  # the folder named may be a link to one
+        raise UserError(f"cache {text!r} is {_kind(path) or 'not a folder'}; give a folder (it is created if missing)")
+    probes = [path]
+    for sub in ("packs", "scores"):
+        kind = _kind(path / sub)
+        if kind not in (None, "a folder"):
+            raise UserError(
+                f"cache {str(path / sub)!r} is {kind}, not a folder: the cache keeps its {sub} there; "
+                "move it away or give another cache folder"
+            )
+        if kind is not None:
+            probes.append(path / sub)
+    while not os.path.lexists(probes[0]) and probes[0] != probes[0].parent:
+        probes[0] = probes[0].parent
+    for folder in probes:
+        try:
+            if not os.path.isdir(folder):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            _probe(folder)
+        except OSError as e:
+            shown = text if folder == probes[0] else str(folder)
+            raise UserError(f"cannot write the cache folder {shown!r}: {e.strerror}; give a writable folder") from None
 
 
 _DTYPES = {
@@ -404,12 +607,21 @@ def _parse(data: bytearray) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def _header(path: Path) -> dict:
-    """The JSON header of a safetensors file (tensor names and metadata) without reading its data."""
-    with open(path, "rb") as f:
+    """The JSON header of a safetensors file (tensor names and metadata) without reading its data;
+    ValueError unless ``path`` is a regular file (``_open_regular``) holding one."""
+    f = _open_regular(path)
+    if f is None:
+        raise ValueError("not a regular file")
+    with f:
         n = int.from_bytes(f.read(8), "little")
         if not 0 < n < 2**26:
             raise ValueError("not a safetensors header")
         return json.loads(f.read(n))
+
+
+def _quantised(stored_uint8: bool, image_dtype: str) -> bool:
+    """Whether a pack's image was quantised (``images="uint8"``): stored as uint8 but decoded as another dtype."""
+    return stored_uint8 and image_dtype != "uint8"
 
 
 @dataclass
@@ -443,22 +655,19 @@ class CandidateCache:
         max_mb: size cap in MiB (None: unbounded); least recently used files go first.
         images: "exact" (the decoded image in its own dtype: a replay is bit-exact) or "uint8"
             (4x smaller for float32; a verifier scoring a replayed image then sees the quantised one).
+            An entry stored in "uint8" is a miss in "exact"; an exact one is replayed exactly in both.
     """
 
     def __init__(self, path, *, max_mb: float | None = None, images: str = "exact"):
         check_settings(max_mb, images)
         self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise UserError(f"cache {str(self.path)!r} is a file; give a folder (it is created if missing)")
+        _check_folder(self.path)  # before anything is made
         try:
-            (self.path / "packs").mkdir(parents=True, exist_ok=True)
-            (self.path / "scores").mkdir(exist_ok=True)
-            probe = self.path / "packs" / f".probe-{os.getpid()}.tmp"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
+            for sub in ("packs", "scores"):
+                self._folder(sub)
+        except OSError as e:  # a race with another process: as if the check had failed
             raise UserError(
-                f"cannot write the cache folder {str(self.path)!r}: {e.strerror}; give a writable folder"
+                f"cannot write the cache folder {str(e.filename or self.path)!r}: {e.strerror}; give a writable folder"
             ) from None
         self.max_mb, self.images = max_mb, images
         self._reset()
@@ -472,6 +681,8 @@ class CandidateCache:
         self._memo: dict[str, tuple] = {}  # pack name -> (tensors, metadata), least recently used first
         self._sizes: dict[str, int] = {}
         self._memo_bytes = 0
+        self._quantised: set[str] = set()  # keys last replayed here with a quantised image ("uint8" only)
+        self._stopped = False  # storing failed once: see ``_storing``
 
     def __getstate__(self) -> dict:  # sent to Ray actors: settings only
         return {"path": self.path, "max_mb": self.max_mb, "images": self.images}
@@ -484,23 +695,18 @@ class CandidateCache:
 
     def _refresh(self) -> None:
         """Index the packs written since the last look (by this or any other process)."""
-        try:
-            names = {p.name for p in os.scandir(self.path / "packs") if p.name.endswith(".safetensors")}
-        except OSError:
-            return
+        names = set(_scan(self.path / "packs", PACK_NAME))
         for gone in set(self._packs) - names:  # evicted
             self._forget(gone)
         for name in names - set(self._packs):
             try:
                 header = _header(self.path / "packs" / name)
-            except (OSError, ValueError):
-                continue
-            try:
                 order = json.loads(header["__metadata__"]["keys"])
-            except (KeyError, TypeError, ValueError):
+                quantised = _quantised(header["image"]["dtype"] == "U8", header["__metadata__"]["image_dtype"])
+            except (OSError, KeyError, TypeError, ValueError):
                 continue
             parts = {t for t in header if t != "__metadata__"}
-            keys = {key: parts for key in order}
+            keys = {} if quantised and self.images == "exact" else {key: parts for key in order}  # a miss
             self._packs[name] = keys
             for key in keys:
                 self._where.setdefault(key, []).append(name)
@@ -557,8 +763,12 @@ class CandidateCache:
             tensors, meta = loaded
             row_of = meta["row_of"]
             rows = [n for n in rows if keys[n] in row_of]
-            if not rows:
+            if not rows or (meta["quantised"] and self.images == "exact"):
                 continue
+            if meta["quantised"]:
+                self._quantised.update(keys[n] for n in rows)
+            else:
+                self._quantised.difference_update(keys[n] for n in rows)
             index = torch.tensor([row_of[keys[n]] for n in rows], dtype=torch.int64)
             dtype = getattr(torch, meta["image_dtype"])
             x = tensors["x"].index_select(0, index)
@@ -589,7 +799,10 @@ class CandidateCache:
             self._touch(path)
             return self._memo[name]
         try:
-            with open(path, "rb") as f:
+            f = _open_regular(path)
+            if f is None:
+                raise ValueError("not the cache's file")
+            with f:
                 data = bytearray(os.fstat(f.fileno()).st_size)
                 if f.readinto(data) != len(data):
                     raise ValueError("short read")
@@ -607,7 +820,8 @@ class CandidateCache:
             }
             if not {"x", "image"} <= tensors.keys() or any(len(t) != len(keys) for t in tensors.values()):
                 raise ValueError("rows do not match the keys")
-            os.utime(path)  # last used: the LRU order
+            meta["quantised"] = _quantised(tensors["image"].dtype == torch.uint8, raw["image_dtype"])
+            self._touch(path)  # last used: the LRU order
         except Exception:  # missing (evicted), torn or foreign: its keys miss, never an error
             self._forget(name)
             return None
@@ -620,10 +834,11 @@ class CandidateCache:
             self._memo_bytes -= self._sizes.pop(old)
         return tensors, meta
 
-    def _touch(self, path: Path) -> None:
+    @staticmethod
+    def _touch(path: Path) -> None:
         try:
-            os.utime(path)
-        except OSError:  # evicted by another process meanwhile: the memo still holds its bits
+            os.utime(path, follow_symlinks=False)
+        except (OSError, NotImplementedError):  # evicted by another process meanwhile, or read-only: no matter
             pass
 
     @staticmethod
@@ -651,13 +866,16 @@ class CandidateCache:
         folder = self.path / "scores" / verifier_id
         seen = self._score_files.setdefault(verifier_id, set())
         table = self._scores.setdefault(verifier_id, {})
-        try:
-            names = [p.name for p in os.scandir(folder) if p.name.endswith(".json") and p.name not in seen]
-        except OSError:
+        if not _is_folder(self.path / "scores"):
             return
+        names = [name for name in _scan(folder, SCORE_NAME) if name not in seen]
         for name in names:
+            f = _open_regular(folder / name)
+            if f is None:
+                continue
             try:
-                data = (folder / name).read_bytes()
+                with f:
+                    data = f.read()
                 if file_digest(data) != name.removesuffix(".json"):
                     continue
                 doc = json.loads(data)
@@ -667,7 +885,7 @@ class CandidateCache:
                 for key, score in zip(keys, scores):
                     table.setdefault(key, (score, flops))
                 seen.add(name)
-                os.utime(folder / name)
+                self._touch(folder / name)
             except (OSError, ValueError, KeyError, TypeError):  # unreadable or another layout: not scored
                 continue
 
@@ -684,8 +902,9 @@ class CandidateCache:
         decode_flops: float | None,
     ) -> None:
         """Write one pack: row n of the end states ``xs``, ``images`` and ``previews`` (by ``preview@step``,
-        each (B, ...)) is the entry of ``keys[n]``."""
-        if not keys:
+        each (B, ...)) is the entry of ``keys[n]``. Nothing is written once storing failed (``_storing``)."""
+        self._quantised.difference_update(keys)  # computed here: their images are exact
+        if not keys or self._stopped:
             return
         tensors = {"x": xs, "image": self._store(images), **{k: self._store(v) for k, v in previews.items()}}
         metadata = {
@@ -699,12 +918,16 @@ class CandidateCache:
             parts = _safetensors_parts(tensors, metadata)  # the tensors' own memory: written, never kept
         except ValueError:  # a dtype safetensors has no code for here: these candidates are not cached
             return
-        name = _write(self.path / "packs", ".safetensors", parts)
-        stored = {"x", "image", *previews}
-        self._packs[name] = {key: stored for key in keys}
-        for key in keys:
-            self._where.setdefault(key, []).append(name)
-        self._grow(sum(len(p) for p in parts))
+
+        def store() -> None:
+            name = _write(self._folder("packs"), ".safetensors", parts)
+            stored = {"x", "image", *previews}
+            self._packs[name] = {key: stored for key in keys}
+            for key in keys:
+                self._where.setdefault(key, []).append(name)
+            self._grow(sum(len(p) for p in parts))
+
+        self._storing(store)
 
     def _store(self, image: torch.Tensor) -> torch.Tensor:
         if self.images == "uint8":
@@ -712,32 +935,69 @@ class CandidateCache:
         return image
 
     def put_scores(self, keys: list[str], verifier_id: str, scores: list[float], verify_flops: float | None) -> None:
-        """Write one score file: ``scores`` of ``keys`` under ``verifier_id`` (NaN kept as null)."""
-        if not keys:
+        """Write one score file: ``scores`` of ``keys`` under ``verifier_id`` (NaN kept as null).
+
+        The scores of keys last replayed with a quantised image (``images="uint8"``) are left out: a stored
+        score is always that of the exact image. Nothing is written once storing failed (``_storing``)."""
+        if self._quantised:
+            rows = [n for n, key in enumerate(keys) if key not in self._quantised]
+            keys, scores = [keys[n] for n in rows], [scores[n] for n in rows]
+        if not keys or self._stopped:
             return
         flops = verify_flops if verify_flops is None or math.isfinite(verify_flops) else None
         kept = [s if math.isfinite(s) else None for s in scores]  # NaN: null
         doc = {"format": FORMAT, "verify_flops": flops, "keys": keys, "scores": kept}
         data = (json.dumps(doc, allow_nan=False) + "\n").encode()
-        folder = self.path / "scores" / verifier_id
-        folder.mkdir(exist_ok=True)
-        name = _write(folder, ".json", [data])
-        self._score_files.setdefault(verifier_id, set()).add(name)
-        mine = self._scores.setdefault(verifier_id, {})
-        for key, score in zip(keys, kept):
-            mine.setdefault(key, (score, flops))
-        self._grow(len(data))
+
+        def store() -> None:
+            name = _write(self._folder("scores", verifier_id), ".json", [data])
+            self._score_files.setdefault(verifier_id, set()).add(name)
+            mine = self._scores.setdefault(verifier_id, {})
+            for key, score in zip(keys, kept):
+                mine.setdefault(key, (score, flops))
+            self._grow(len(data))
+
+        self._storing(store)
+
+    def _folder(self, *names: str) -> Path:
+        """The cache's folder ``path/names...``, made if missing; NotADirectoryError when something else (a
+        file, a link) has its name."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        folder = self.path
+        for name in names:
+            folder = folder / name
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                pass
+            if not _is_folder(folder):
+                kind = _kind(folder) or "nothing"
+                raise NotADirectoryError(errno.ENOTDIR, f"{kind} is where the cache keeps a folder", str(folder))
+        return folder
+
+    def _storing(self, store: Callable[[], None]) -> None:
+        """Run ``store`` (a write into the folder, with its eviction): the one place where a failure to store
+        is handled. The cache is an optimisation, so on any ``OSError`` (a full disk or quota, a read-only
+        folder, something in the way) it prints one ``warning:`` line naming the path, the first time only,
+        and stores nothing more from this object; the run's results are those of a run without storing."""
+        if self._stopped:
+            return
+        try:
+            store()
+        except OSError as e:
+            self._stopped = True
+            where = str(e.filename or self.path)
+            print(
+                f"warning: cannot store in the replay cache at {where!r}: {e.strerror or e}; going on without "
+                "storing (results are unaffected)",
+                file=sys.stderr,
+            )
 
     # -- size ------------------------------------------------------------------------------------
 
     def _files(self) -> list[tuple[Path, os.stat_result]]:
-        found = []
-        for p in [*(self.path / "packs").glob("*"), *(self.path / "scores").glob("*/*")]:
-            try:
-                found.append((p, p.stat()))
-            except OSError:
-                pass
-        return found
+        """The cache's own files (packs, score files, temporary files) with their ``lstat``."""
+        return list(_own_files(self.path))
 
     def _grow(self, n: int) -> None:
         if self.max_mb is None:
@@ -755,7 +1015,9 @@ class CandidateCache:
     def trim(self) -> None:
         """Remove the least recently used files (packs and score files) until the folder fits ``max_mb``.
 
-        Also removes temporary files older than an hour (left by a killed writer).
+        Also removes its own temporary files older than an hour (left by a killed writer). Only the cache's
+        own files are ever removed (see the module docstring); an ``OSError`` other than a file already gone
+        is raised (to ``_storing``).
         """
         if self.max_mb is None:
             return

@@ -27,6 +27,7 @@ buys exactly (half as many under classifier-free guidance), not scored by the se
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,14 +225,20 @@ def run_study(
 ) -> dict:
     """Run (or resume) every sweep of ``study`` under ``out``; returns the rows written and already there.
 
-    Each sweep replays candidates from its ``cache/`` folder (the budgets share their candidates), and
-    that folder is deleted once the sweep has finished unless ``keep_cache``: on the full demo it is
-    about 170 MB that a finished study never reads again. A run that stops early keeps it, so that
-    the resume replays what was computed.
-    """
-    import shutil
+    Each sweep replays candidates from its ``cache/`` folder (the budgets share their candidates). Once
+    the sweep has finished, unless ``keep_cache``, the study removes what is its own there: on the full
+    demo it is about 170 MB that a finished study never reads again. Only the cache's own files and
+    folders are ever removed (``noisesearch.cache.remove_created``): a file put there by anyone else stays,
+    and so does its folder. Which of them are the study's (``_clear_cache``):
 
+    - a cache folder a run of the study made is the study's: a run that keeps it (``keep_cache``, or one
+      that stops early, so that the resume replays what was computed) marks it (``STUDY_MARK``), and the
+      next run that finishes removes all of it;
+    - in a cache folder that was there already, unmarked, only what this run wrote goes: everything it
+      held stays as it was.
+    """
     from noisesearch import _io
+    from noisesearch.cache import cache_entries, holds_entries, remove_created
     from noisesearch.checks import check_out_dir
     from noisesearch.sweep.run import run_sweep
 
@@ -239,13 +246,59 @@ def run_study(
     out = _io.ensure_out_dir(out)
     counts = {"written": 0, "already": 0, "sets": 0}
     for config, folder in study.sweeps:
-        got = run_sweep(config, out / folder, progress=progress)
-        if not keep_cache:
-            shutil.rmtree(out / folder / "cache", ignore_errors=True)
+        cache = out / folder / "cache"
+        before = cache_entries(cache)
+        made = cache not in before  # it did not exist: whatever this run leaves there is the study's
+        try:
+            got = run_sweep(config, out / folder, progress=progress)
+        except BaseException:
+            if made and holds_entries(cache):
+                _mark(cache)  # kept for the resume, which then removes it
+            elif made:
+                remove_created(cache, before)  # nothing cached (a refusal): no folder left behind
+            raise
+        if keep_cache:
+            if made:
+                _mark(cache)
+        else:
+            _clear_cache(cache, before)
         counts["written"] += got["written"]
         counts["already"] += got["skipped"]
         counts["sets"] += got["sets"]
     return counts
+
+
+STUDY_MARK = ".made-by-noisesearch-study"  # in a cache folder a study made and kept: the next run may remove it
+
+
+def _mark(cache: Path) -> None:
+    """Mark the cache folder ``cache`` (which this run made) as the study's; never over an existing file."""
+    try:
+        with open(cache / STUDY_MARK, "x") as f:
+            f.write("a noisesearch study made this replay cache; its next finished run removes the cache's files\n")
+    except OSError:  # no folder (nothing was cached), or the name is taken: left unmarked, so kept
+        pass
+
+
+def _clear_cache(cache: Path, before: set[Path]) -> None:
+    """Remove the study's own part of the cache folder ``cache`` after a finished sweep (see ``run_study``):
+    the cache's own files and folders not in ``before`` (``noisesearch.cache.cache_entries`` taken before
+    the sweep: empty when this run made the folder), or all of them when it holds the study's mark."""
+    import stat
+
+    from noisesearch.cache import remove_created
+
+    mark = cache / STUDY_MARK
+    try:
+        marked = stat.S_ISREG(os.lstat(mark).st_mode)
+    except OSError:
+        marked = False
+    if marked:
+        try:
+            mark.unlink()
+        except OSError:
+            return  # it stays the study's: the next run tries again
+    remove_created(cache, set() if marked else before)
 
 
 def read_study(study: Study, out: Path) -> tuple[list[dict], list[dict]]:
