@@ -94,8 +94,16 @@ def drive(algorithm, problems: Problems, score: Callable[[Jobs], Sequence[float]
 SMALL = {"epsilon-greedy": {"iterations": 1}}
 
 
-def build(name: str, **options):
-    """``ALGORITHMS[name]`` with ``SMALL``'s options for that entry (``options`` win)."""
+def build(name: str, model=None, **options):
+    """``ALGORITHMS[name]`` with ``SMALL``'s options for that entry (``options`` win). For a ``model`` (or a noise
+    shape) whose noise has one element (the toy model), zero-order takes the ``mix`` neighbourhood: its default,
+    the author's ``cosine``, needs at least two."""
+    import math
+
     from noisesearch.algorithms import ALGORITHMS
 
-    return ALGORITHMS[name](**{**SMALL.get(name, {}), **options})
+    defaults = dict(SMALL.get(name, {}))
+    shape = getattr(model, "noise_shape", model)
+    if name == "zero-order" and shape is not None and math.prod(shape) < 2:
+        defaults["neighbourhood"] = "mix"
+    return ALGORITHMS[name](**{**defaults, **options})

@@ -48,7 +48,9 @@ def test_random_search_success_rate_is_one_minus_two_to_minus_k(toy, toy_verifie
 def test_best_score_improves_with_budget_and_reaches_the_optimum(toy, toy_verifier, name):
     means = []
     for budget in (36, 96, 256) if name == "paths" else (32, 96, 256):  # paths' smallest: one path, 36 NFEs
-        results = run_search(toy, toy_verifier, build(name), [0] * 200, seeds=list(range(200)), budget=budget, steps=8)
+        results = run_search(
+            toy, toy_verifier, build(name, toy), [0] * 200, seeds=list(range(200)), budget=budget, steps=8
+        )
         means.append(sum(r.best_score for r in results) / len(results))
     assert means[0] < means[1] < means[2] + 1e-9
     assert means[2] > -0.2  # at least 95% of searches reach the target point (score 0; a miss is -4)
@@ -61,7 +63,7 @@ def test_zero_order_neighbours_stay_standard_normal():
     from noisesearch.algorithms.base import Problem, Problems
 
     problems = Problems.of(Problem(0, 0, 10**9, (20000,), (1.0, 0.0), "euler", 1))
-    algorithm = ZeroOrderSearch(neighbours=2, step_size=0.7)
+    algorithm = ZeroOrderSearch(neighbours=2, step_size=0.7, neighbourhood="mix", restart=False)
     state = algorithm.init(problems)
     (pivot_jobs,) = algorithm.ask(state)
     algorithm.tell(state, [outcomes_of(pivot_jobs, [0.0])])

@@ -127,12 +127,14 @@ def test_generate_zero_order_takes_its_parameters(tmp_path):
         "neighbours": 3,
         "step_size": 0.4,
         "iterations": None,
-        "neighbourhood": "mix",
+        "neighbourhood": "cosine",  # the author's (tt-scale-flux); step_size is a parameter of the others
         "cosine": 0.95,
+        "restart": True,
+        "rescore_pivot": False,
     }
     assert record["nfe_used"] == 96
     roles = [c["info"]["role"] for c in record["candidates"]]
-    assert roles == ["pivot"] + ["neighbour"] * 11
+    assert len(roles) == 12 and roles[0] == "pivot" and set(roles) <= {"pivot", "neighbour"}  # a restart: a pivot
 
 
 def test_list_shows_every_registered_name():
@@ -349,7 +351,7 @@ def test_compare_quick_rows_spread_and_skips(tmp_path):
         ("paths", 64, 1),
     }
     assert len(sets) == len(keys) and len((out / "results.jsonl").read_text().splitlines()) == 200 * len(keys)
-    assert "skipped paths at 16 NFEs" in result.output and "give --budget >= 26" in result.output
+    assert "skipped paths at 16 NFEs" in result.output and "give --budget >= 36" in result.output
     table = (out / "table.md").read_text()
     assert "| random, classifier | 64 | 64 | 2 |" in table and " ± " in table
     assert (out / "scaling.png").stat().st_size > 10_000

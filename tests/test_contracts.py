@@ -117,12 +117,12 @@ def test_digits_verifiers_reject_images_out_of_range(name):
 def test_algorithm_contract(name, model_name, verifier_name):
     """Every algorithm: ask/tell protocol, within budget, reproducible, seed-sensitive, finishes."""
     model, verifier = MODELS[model_name](), VERIFIERS[verifier_name]()
-    algorithm = build(name)
+    algorithm = build(name, model)
     assert isinstance(algorithm, SearchAlgorithm)
     assert isinstance(algorithm.params(), dict)
 
     def run(seed):
-        return run_search(model, verifier, build(name), [1, 1], seeds=[seed, seed + 1], budget=64, steps=4)
+        return run_search(model, verifier, build(name, model), [1, 1], seeds=[seed, seed + 1], budget=64, steps=4)
 
     first, again, other = run(0), run(0), run(10)
     for a, b in zip(first, again):
@@ -207,7 +207,9 @@ def test_searches_of_one_run_are_independent_and_numbered_when_asked(name):
     model, verifier = BatchRoundedToy(), VERIFIERS["toy-distance"]()
 
     def run(targets, seeds):
-        return with_noises(lambda: run_search(model, verifier, build(name), targets, seeds=seeds, budget=40, steps=4))
+        return with_noises(
+            lambda: run_search(model, verifier, build(name, model), targets, seeds=seeds, budget=40, steps=4)
+        )
 
     together, noises = run([0, 1, 0], [3, 4, 5])
     for i, (t, s) in enumerate([(0, 3), (1, 4), (0, 5)]):
@@ -230,7 +232,7 @@ def test_ask_reads_the_state_and_only_tell_advances_it(name):
     from noisesearch.samplers import schedule
 
     problems = Problems([0, 1], [3, 4], 40, (1,), schedule(4), "euler", 1)
-    algorithm = build(name)
+    algorithm = build(name, problems.noise_shape)
     state = algorithm.init(problems)
     for _ in range(3):  # the first rounds
         first, again = algorithm.ask(state), algorithm.ask(state)

@@ -492,7 +492,11 @@ class Spy:
 )
 def test_zero_order_trajectory_by_hand(toy, dist, budget, neighbours, iterations, rounds):
     step = 0.5
-    spy = Spy(ZeroOrderSearch(neighbours=neighbours, step_size=step, iterations=iterations))
+    spy = Spy(
+        ZeroOrderSearch(
+            neighbours=neighbours, step_size=step, iterations=iterations, neighbourhood="mix", restart=False
+        )
+    )
     (r,) = run_search(toy, dist, spy, [0], seeds=[4], budget=budget, steps=4)  # a bad pivot: neighbours win
     assert [len(batches) for batches in spy.jobs] == [1] * len(rounds)  # one batch per round
     asked = [batches[0] for batches in spy.jobs]
@@ -542,7 +546,7 @@ def test_zero_order_keeps_the_pivot_on_ties_and_checks_its_parameters(toy):
         def __call__(self, images, targets, *, previews=None):
             return torch.zeros(len(images))
 
-    spy = Spy(ZeroOrderSearch(neighbours=2))
+    spy = Spy(ZeroOrderSearch(neighbours=2, neighbourhood="mix", restart=False))
     (r,) = run_search(toy, Flat(), spy, [0], seeds=[1], budget=20, steps=4)
     assert {c["info"].get("pivot") for c in r.candidates[1:]} == {0}
     torch.testing.assert_close(
@@ -550,7 +554,7 @@ def test_zero_order_keeps_the_pivot_on_ties_and_checks_its_parameters(toy):
     )
     assert r.best_index == 0
     with pytest.raises(UserError, match=r"budget 7 is smaller than a pivot and one neighbour \(8 NFEs"):
-        run_search(toy, Flat(), ZeroOrderSearch(), [0], seeds=[1], budget=7, steps=4)
+        run_search(toy, Flat(), ZeroOrderSearch(neighbourhood="mix"), [0], seeds=[1], budget=7, steps=4)
     for kwargs, message in (
         ({"neighbours": 0}, "neighbours must be a positive integer, got 0"),
         ({"step_size": 0.0}, "step size must be a positive number, got 0.0"),
@@ -563,8 +567,10 @@ def test_zero_order_keeps_the_pivot_on_ties_and_checks_its_parameters(toy):
         "neighbours": 3,
         "step_size": 2.0,
         "iterations": 5,
-        "neighbourhood": "mix",
+        "neighbourhood": "cosine",
         "cosine": 0.95,
+        "restart": True,
+        "rescore_pivot": False,
     }
 
 
@@ -609,7 +615,7 @@ def test_every_registered_algorithm_spends_exactly_what_its_records_say(toy, dis
         if name == "first-order":
             continue  # its backward passes are NFE-equivalents, not denoiser rows (test_first_order_and_evolution)
         rows.clear()
-        spy = Spy(build(name))
+        spy = Spy(build(name, model))
         (r,) = run_search(model, dist, spy, [1], seeds=[0], budget=40, steps=4)
         assert spy.ended and all(type(b) is list and b for b in spy.jobs), f"{name}: ends with an empty list"
         assert r.nfe_used == sum(rows) == sum(c["nfe"] for c in r.candidates), name
@@ -704,7 +710,9 @@ def test_records_keep_no_states_or_images(toy, dist):
     """The run's records are columns of numbers: after the search, no end state or image is held for them (a
     diffusers run of thousands of candidates would otherwise keep every image), and start states only as the
     bounded copies of derived noises still to be hashed, which reading the records releases."""
-    run = run_search(toy, dist, ZeroOrderSearch(neighbours=3), [0, 1], seeds=[1, 2], budget=40, steps=4)
+    run = run_search(
+        toy, dist, ZeroOrderSearch(neighbours=3, neighbourhood="mix"), [0, 1], seeds=[1, 2], budget=40, steps=4
+    )
     table = run[0].candidates._table
 
     def held():

@@ -183,7 +183,7 @@ def test_zero_order_neighbourhood_parameters_are_checked():
         ZeroOrderSearch(neighbourhood="cosine", cosine=1.0)
     with pytest.raises(UserError, match="at least 2 elements"):
         zero_order_neighbours((1,), neighbourhood="cosine")
-    assert ZeroOrderSearch().params()["neighbourhood"] == "mix"  # the default
+    assert ZeroOrderSearch().params()["neighbourhood"] == "cosine"  # the default: the author's (tt-scale-flux)
 
 
 # --- IS: the standard protocol ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ reference transcribed by ``tests/test_zero_order_source.py``.
 
 Three neighbourhoods of pivot ``n`` (``eps ~ N(0, I)`` a fresh draw per neighbour):
 
-- ``"cosine"`` (the author's, tt-scale-flux's only one): ``y`` on the sphere of the pivot's norm at
+- ``"cosine"`` (the author's, tt-scale-flux's only one, and the default): ``y`` on the sphere of the pivot's norm at
   exactly cosine ``cosine`` (tt-scale-flux's ``threshold``, 0.95 in its README's configuration) to
   it: ``y = |n| (cosine * n / |n| + sqrt(1 - cosine**2) * v)`` with ``v`` the unit component of
   ``eps`` orthogonal to ``n``, computed in float64 as the reference does (needs noises of at least
@@ -21,7 +21,7 @@ Three neighbourhoods of pivot ``n`` (``eps ~ N(0, I)`` a fresh draw per neighbou
   ``lambda = step_size`` from the pivot (an absolute distance in noise units: a standard normal noise
   of ``D`` elements has norm about ``sqrt(D)``). Each accepted move adds about ``lambda**2`` to the
   squared norm, so long chains drift off the Gaussian shell.
-- ``"mix"`` (noisesearch's own, the current default): ``y = (n + step_size * eps) / sqrt(1 + step_size**2)``.
+- ``"mix"`` (noisesearch's own, the default before this package followed the author's code): ``y = (n + step_size * eps) / sqrt(1 + step_size**2)``.
   ``y`` is again standard normal when ``n`` is (the Gaussian marginal is kept), but it is at no fixed
   distance or angle: its expected cosine to ``n`` is ``1 / sqrt(1 + step_size**2)`` (0.71 at 1.0).
 
@@ -34,8 +34,8 @@ What happens on a round without improvement, and to the pivot's score, are optio
   rejected"): when no neighbour of round ``t`` beats the pivot, the old chain is dropped and the next
   pivot is a fresh draw, ``(t,)``, scored as a candidate in round ``t + 1`` together with its first
   neighbours (as the reference scores every base noise with its neighbours). tt-scale-flux seeds the
-  fresh noise from an unseeded global generator; ours is a seeded draw. Off (the current default),
-  the pivot stays and the next round draws new neighbours around it.
+  fresh noise from an unseeded global generator; ours is a seeded draw. On by default, as the
+  author's code; off, the pivot stays and the next round draws new neighbours around it.
 - ``rescore_pivot`` (tt-scale-flux scores its base noise again with the neighbours in every round,
   ``torch.cat([base_noise, neighbors])``): the pivot is re-run in every round, charged like any
   candidate and recorded as a ``"pivot"`` row, and its new score is the one that the round's
@@ -136,9 +136,9 @@ class ZeroOrderSearch:
         neighbours: int = 4,
         step_size: float = 1.0,
         iterations: int | None = None,
-        neighbourhood: str = "mix",
+        neighbourhood: str = "cosine",
         cosine: float = 0.95,
-        restart: bool = False,
+        restart: bool = True,
         rescore_pivot: bool = False,
     ):
         if not is_count(neighbours) or neighbours < 1:
@@ -166,9 +166,10 @@ class ZeroOrderSearch:
             "iterations": self.iterations,
             "neighbourhood": self.neighbourhood,
             "cosine": self.cosine,
+            "restart": self.restart,
+            "rescore_pivot": self.rescore_pivot,
         }
-        # listed only when on, so that records made before these options existed keep their identity
-        return params | {k: True for k in ("restart", "rescore_pivot") if getattr(self, k)}
+        return params
 
     def init(self, problems: Problems) -> ZeroOrderState:
         if self.neighbourhood == "cosine" and math.prod(problems.noise_shape) < 2:
