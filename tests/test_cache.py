@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _cache_runs import STEPS, plain, search
 from _configs import DROP, tiny_sweep, write_config
 from _records import close  # floats within a tolerance, also inside candidate records (see tests/_records.py)
 from typer.testing import CliRunner
@@ -22,7 +23,6 @@ from typer.testing import CliRunner
 from noisesearch import ledger
 from noisesearch.algorithms import ALGORITHMS
 from noisesearch.algorithms.base import Jobs, Problems
-from noisesearch.algorithms.random import RandomSearch
 from noisesearch.algorithms.zero_order import ZeroOrderSearch
 from noisesearch.cache import (
     FORMAT,
@@ -42,8 +42,6 @@ from noisesearch.verifiers.custom import CallableVerifier
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-TARGETS = [3, 5]
-STEPS = 4  # digits: 1 NFE per step without guidance, so a candidate costs 4 NFEs
 
 
 @pytest.fixture(autouse=True)
@@ -52,32 +50,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def search(model, verifier, cache, *, budget=32, algorithm=None, sampler="euler", steps=STEPS, keep_images=False):
-    return run_search(
-        model,
-        verifier,
-        algorithm or RandomSearch(),
-        TARGETS,
-        seeds=[0] * len(TARGETS),
-        budget=budget,
-        steps=steps,
-        sampler=sampler,
-        cache=cache,
-        keep_images=keep_images,
-    )
-
-
-def plain(result) -> dict:
-    """What a run with the cache and one without must agree on (no wall times, no computed counts)."""
-    return ledger.drop_computed(ledger.drop_seconds(dict(result.ledger))) | {
-        "candidates": result.candidates,
-        "best_index": result.best_index,
-        "best_score": result.best_score,
-        "nfe_used": result.nfe_used,
-        "verifier_calls": result.verifier_calls,
-    }
 
 
 def counts(result) -> tuple[int, int, int, int]:

@@ -28,20 +28,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from _cache_runs import STEPS, TARGETS, plain
+from _cache_runs import search as _search
 from _configs import tiny_sweep
+from _records import close  # floats within a tolerance, also inside candidate records
 from typer.testing import CliRunner
 
 from noisesearch import ledger
-from noisesearch.algorithms.random import RandomSearch
 from noisesearch.cache import CandidateCache, verifier_identity
 from noisesearch.cli import app
-from noisesearch.driver import run_search
 from noisesearch.verifiers import VERIFIERS
 
 runner = CliRunner()
-TARGETS = [3, 5]
-STEPS = 4  # digits: 1 NFE per step, so a budget of 16 is 4 candidates per target
-BUDGET = 16
+BUDGET = 16  # digits: 1 NFE per step at STEPS = 4, so 4 candidates per target
 CANDIDATES = len(TARGETS) * BUDGET // STEPS
 GENERATE = ["generate", "--model", "digits", "--target", "3", "--verifier", "classifier", "--algorithm", "random"]
 GENERATE += ["--budget", "16", "--steps", "4", "--seed", "0"]
@@ -83,43 +82,7 @@ def deadline(seconds: int = 30):
 
 
 def search(model, verifier, cache, *, keep_images: bool = False):
-    return run_search(
-        model,
-        verifier,
-        RandomSearch(),
-        TARGETS,
-        seeds=[0] * len(TARGETS),
-        budget=BUDGET,
-        steps=STEPS,
-        cache=cache,
-        keep_images=keep_images,
-    )
-
-
-def plain(result) -> dict:
-    """What a run with the cache must share with one without it (no wall times, no computed counts)."""
-    return ledger.drop_computed(ledger.drop_seconds(dict(result.ledger))) | {
-        "candidates": result.candidates,
-        "best_index": result.best_index,
-        "best_score": result.best_score,
-        "nfe_used": result.nfe_used,
-    }
-
-
-def close(a, b, where: str = "") -> None:
-    """Equal, floats within rel 1e-5: a candidate computed in a smaller batch can move a score's last bits."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for k in a:
-            close(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), where
-        for n, (x, y) in enumerate(zip(a, b)):
-            close(x, y, f"{where}[{n}]")
-    elif isinstance(a, float) and not isinstance(b, bool):
-        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), where
-    else:
-        assert a == b, where
+    return _search(model, verifier, cache, budget=BUDGET, keep_images=keep_images)
 
 
 def same_results(got, want) -> None:
