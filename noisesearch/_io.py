@@ -1,7 +1,15 @@
 """File helpers: atomic writes, append-only JSONL, safetensors weights, ADM-style .npz, PNG.
 
 Nothing here overwrites a finished file in place: every write goes to a temporary file in the same
-folder and is renamed over the target, so a crash leaves either the old file or the new one.
+folder and is renamed over the target, so a crash leaves either the old file or the new one. The
+temporary files are named in this program's own pattern (``.<name>.noisesearch-XXXXXXXX.tmp``,
+``is_own_temp``), so that a clean-up after a crash removes those and never a user's ``.x.tmp``.
+
+A write refused by the system (a full disk, a read-only folder) raises ``OSError`` naming the file
+written (never the temporary file): the command line prints it as one line.
+
+JSON read back here is at most ``MAX_DEPTH`` levels deep: a deeper document (``[[[[...]]]]`` 100,000
+deep) is a ``UserError``, never a ``RecursionError``.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -21,10 +30,45 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+TEMP_MARK = ".noisesearch-"  # temporary files of atomic writes: .<name>.noisesearch-<8 random characters>.tmp
+_OWN_TEMP = re.compile(r"\..+\.noisesearch-[a-z0-9_]{8}\.tmp")  # mkstemp's random part: 8 of [a-z0-9_]
+
+
+def is_own_temp(name: str) -> bool:
+    """Whether a file name is that of an atomic write's temporary file (``atomic_write_bytes``), exactly."""
+    return _OWN_TEMP.fullmatch(name) is not None
+
+
+def remove_own_temps(folder: Path) -> int:
+    """Remove the temporary files of interrupted atomic writes directly in ``folder`` (not below); their count.
+
+    Only names of this program's exact pattern (``is_own_temp``) go: nothing else is touched.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for path in folder.iterdir():
+        if is_own_temp(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """``e`` as an ``OSError`` that names ``path`` (the file the user knows, not a temporary one)."""
+    if e.errno is None:
+        return e
+    return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    """Write ``data`` to ``path`` through a temporary file and a rename; an ``OSError`` names ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMP_MARK}", suffix=".tmp")
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -32,8 +76,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
         raise
 
 
@@ -65,10 +111,64 @@ def write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
 
 
-def read_json(path: Path):
-    """A JSON file's content; ``UserError`` naming the file if it is not valid JSON."""
+MAX_DEPTH = 64  # nesting levels of JSON (and YAML configs) read back; a row or a config has a handful
+
+
+def too_deep(obj, limit: int = MAX_DEPTH) -> bool:
+    """Whether lists and dicts in ``obj`` nest more than ``limit`` levels (walked without recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def loads_bounded(data: bytes | str, where: str):
+    """``json.loads`` of ``data``, refusing nesting deeper than ``MAX_DEPTH`` with a ``UserError`` on ``where``.
+
+    ``json.JSONDecodeError`` and ``UnicodeDecodeError`` pass through (the callers name them).
+    """
+    deep = UserError(f"{where} is nested deeper than {MAX_DEPTH} levels; it is not data this program wrote")
     try:
-        return json.loads(Path(path).read_bytes())
+        obj = json.loads(data)
+    except RecursionError:
+        raise deep from None
+    brackets = (b"[", b"{") if isinstance(data, bytes) else ("[", "{")
+    if data.count(brackets[0]) + data.count(brackets[1]) > MAX_DEPTH and too_deep(obj):  # fewer cannot nest deeper
+        raise deep
+    return obj
+
+
+def os_error_of(e: BaseException | None) -> OSError | None:
+    """The ``OSError`` (with an errno) behind ``e``: ``e`` itself, or the one a wrapper carries.
+
+    Ray re-raises an actor's exception as ``RayTaskError(OSError)``, an ``OSError`` without its errno
+    whose ``cause`` holds the original; an exception raised ``from`` an ``OSError`` carries it too.
+    """
+    for _ in range(8):
+        if e is None:
+            return None
+        if isinstance(e, OSError) and e.errno is not None:
+            return e
+        e = getattr(e, "cause", None) or e.__cause__
+    return None
+
+
+READ_JSON_MAX_BYTES = 64 * 2**20  # a sweep.json holds a config of at most 1 MiB of YAML
+
+
+def read_json(path: Path):
+    """A JSON file's content; ``UserError`` naming the file if it is not a regular file of valid JSON."""
+    from noisesearch.checks import read_input_bytes
+
+    data = read_input_bytes(path, what="JSON file", max_bytes=READ_JSON_MAX_BYTES, hint="give a JSON file")
+    try:
+        return loads_bounded(data, repr(str(path)))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{str(path)!r} is not valid JSON") from None
 
@@ -80,26 +180,33 @@ def append_jsonl(path: Path, row: dict | list[dict]) -> None:
     row took most of a small sweep's time. A crash in the middle leaves at most one half line.
     """
     rows = row if isinstance(row, list) else [row]
-    with open(path, "a", encoding="utf-8") as f:
-        f.write("".join(dumps(r) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
+    text = "".join(dumps(r) + "\n" for r in rows)
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise _naming(e, path) from None
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file."""
+    """Rows of a JSONL file (each at most ``MAX_DEPTH`` levels deep)."""
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [loads_bounded(line, f"{str(path)!r} line {n}") for n, line in enumerate(f, start=1) if line.strip()]
 
 
 def read_jsonl_numbered(path: Path) -> tuple[list[tuple[int, dict]], bytes]:
     """(line number, row) of every row of an append-only JSONL file, and the unfinished last line.
 
     Only reads. A last line without its newline that is not valid JSON was never a finished row: it
-    is returned apart (``b""`` if none; ``repair_jsonl`` cuts it). A broken line anywhere else, or a
-    line that is JSON but not an object, is an error naming the line.
+    is returned apart (``b""`` if none; ``repair_jsonl`` cuts it). A broken line anywhere else, a
+    line that is JSON but not an object, or one nested deeper than ``MAX_DEPTH``, is an error naming
+    the line.
     """
-    path = Path(path)
+    from noisesearch.checks import check_input_file
+
+    path = check_input_file(path, what="rows file", max_bytes=2**62, hint="give a sweep's JSONL file")
     data = path.read_bytes()
     lines = data.split(b"\n")
     rows, half = [], b""
@@ -107,7 +214,9 @@ def read_jsonl_numbered(path: Path) -> tuple[list[tuple[int, dict]], bytes]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = loads_bounded(line, f"{str(path)!r} line {n}")
+        except UserError as e:
+            raise UserError(f"{e}; fix or remove that line") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             if n == len(lines):  # no newline after it: an interrupted append
                 half = line
@@ -136,21 +245,24 @@ def repair_jsonl(path: Path) -> bool:
         return False
     _, half = read_jsonl_rows(path)
     size = path.stat().st_size
-    if half:
-        with open(path, "r+b") as f:
-            f.truncate(size - len(half))
-            f.flush()
-            os.fsync(f.fileno())
-        return True
-    if size:
-        with open(path, "rb") as f:
-            f.seek(size - 1)
-            last = f.read(1)
-        if last != b"\n":
-            with open(path, "ab") as f:
-                f.write(b"\n")
+    try:
+        if half:
+            with open(path, "r+b") as f:
+                f.truncate(size - len(half))
                 f.flush()
                 os.fsync(f.fileno())
+            return True
+        if size:
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                last = f.read(1)
+            if last != b"\n":
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+    except OSError as e:
+        raise _naming(e, path) from None
     return False
 
 

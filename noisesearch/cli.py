@@ -5,10 +5,12 @@ User mistakes (``UserError``) print one line ``error: ...`` on stderr and exit w
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -73,15 +75,42 @@ app.add_typer(train_app, name="train")
 console = Console(stderr=True)
 
 
+# The system refused a file: one line naming it, as for a user mistake (a full disk, a read-only folder, a
+# file where a folder is needed). Any other OSError is a bug or a broken machine and keeps its traceback.
+CANNOT_WRITE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+CANNOT_ACCESS = frozenset({errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR})
+
+
+def environment_error(e: BaseException) -> str | None:
+    """The one line for an ``OSError`` (also one carried by a wrapper, e.g. Ray's) the user can act on, or None."""
+    from noisesearch._io import os_error_of
+
+    error = os_error_of(e)
+    if error is None or error.errno not in CANNOT_WRITE | CANNOT_ACCESS:
+        return None
+    verb = "write" if error.errno in CANNOT_WRITE else "access"
+    where = f" {error.filename}" if error.filename is not None else ""
+    also = f" (and {error.filename2})" if getattr(error, "filename2", None) is not None else ""
+    hint = "; free some space or give another folder" if error.errno in CANNOT_WRITE - {errno.EROFS} else ""
+    return f"cannot {verb}{where}{also}: {error.strerror or os.strerror(error.errno)}{hint}"
+
+
 def friendly(fn):
-    """Turn ``UserError`` and ``BudgetExceeded`` into one line on stderr and exit code 2."""
+    """Turn ``UserError``, ``BudgetExceeded`` and a refused file (``environment_error``) into one line and exit 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (UserError, BudgetExceeded) as e:
-            print(f"error: {e}", file=sys.stderr)
+            cause = getattr(e, "cause", None)  # raised in a Ray actor: the original, not Ray's traceback text
+            print(f"error: {cause if isinstance(cause, (UserError, BudgetExceeded)) else e}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except Exception as e:
+            line = environment_error(e)
+            if line is None:
+                raise
+            print(f"error: {line}", file=sys.stderr)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -336,8 +365,8 @@ def compare(
 @app.command()
 @friendly
 def sweep(
-    config: Path = typer.Argument(..., help="YAML sweep config (see examples/digits-sweep.yaml)."),
-    out: Path = typer.Option(..., help="Output folder; rerunning the same command resumes."),
+    config: str = typer.Argument(..., help="YAML sweep config (see examples/digits-sweep.yaml)."),
+    out_text: str = typer.Option(..., "--out", help="Output folder; rerunning the same command resumes."),
     backend: str = typer.Option("local", help="local, or ray (one actor per GPU or CPU slot)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
     cache: Optional[str] = typer.Option(
@@ -354,13 +383,19 @@ def sweep(
     some configuration cannot spend (it is refused, never skipped); also for a folder another sweep
     is writing.
     """
+    from noisesearch.cache import check_settings
     from noisesearch.sweep.config import load_config
-    from noisesearch.sweep.run import run_sweep
+    from noisesearch.sweep.run import FILES, run_sweep
 
+    # every option, the folders and the config before anything is created (run_sweep checks them again)
     if backend not in ("local", "ray"):
         raise UserError(f"unknown backend {backend!r}; accepted: local, ray")
     if no_cache and cache is not None:
         raise UserError("give --cache DIR or --no-cache, not both")
+    out = check_out_dir(out_text, files=FILES)  # str: an empty --out is not '.'
+    check_settings(cache_max_mb, cache_images)
+    if cache is not None:
+        check_out_dir(cache, what="--cache")
     cfg = load_config(config)
     executor = None
     if backend == "ray":
@@ -397,7 +432,7 @@ def sweep(
 @app.command()
 @friendly
 def report(
-    folder: Path = typer.Argument(..., help="A sweep's output folder."),
+    folder: str = typer.Argument(..., help="A sweep's output folder."),
     budget: Optional[int] = typer.Option(None, help="Budget of the tables (default: the largest)."),
     x: str = typer.Option("nfe", "--x", help="Cost axis of the curves: nfe, flops, seconds or dollars (per sample)."),
 ):
@@ -411,13 +446,16 @@ def report(
 @app.command()
 @friendly
 def paper(
-    out: Path = typer.Option(..., help="Output folder: figN.png, figN.jsonl and sweeps/; rerunning resumes."),
+    out_text: str = typer.Option(
+        ..., "--out", help="Output folder: figN.png, figN.jsonl and sweeps/; rerunning resumes."
+    ),
     quick: bool = typer.Option(False, help="2 targets per class, one seed, budgets up to 128: about 2 minutes."),
     figures: Optional[str] = typer.Option(None, help="Comma-separated subset, e.g. fig1,fig5 (default: all)."),
 ):
     """Ma et al. 2025 figure by figure on the digits world (shipped sweeps; docs/PAPER.md reads them)."""
     from noisesearch.paper import pick_figures, run_paper
 
+    out = check_out_dir(out_text)  # str: an empty --out is not '.'
     result = run_paper(out, quick=quick, figures=pick_figures(figures))
     print(f"{len(result['figures'])} figures in {out}: " + ", ".join(p.name for p in result["figures"]))
 

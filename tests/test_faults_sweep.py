@@ -155,7 +155,8 @@ def inject(monkeypatch, at: int, mode: str) -> None:
         if next(calls) == at:
             if mode == "enospc":
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            (Path(path).parent / f".{Path(path).name}.killed.tmp").write_bytes(data[: len(data) // 2])
+            # a half temporary file in this program's own pattern (_io.is_own_temp), as a crash leaves it
+            (Path(path).parent / f".{Path(path).name}.noisesearch-killed00.tmp").write_bytes(data[: len(data) // 2])
             raise Killed
         atomic(path, data)
 

@@ -144,7 +144,7 @@ def run_paper(
     bad = [f for f in figures if f not in FIGURES]
     if bad:
         raise UserError(f"unknown figure {bad[0]!r}; accepted: {', '.join(FIGURES)}")
-    out = check_out_dir(out)
+    out = check_out_dir(out, files=tuple(f"{fig}{ext}" for fig in figures for ext in (".png", ".jsonl")))
     cfgs = configs(quick=quick, **(sizes or {}))
     needed = [s for s in SWEEPS if any(s in FIGURES[f] for f in figures)]
     out = _io.ensure_out_dir(out)

@@ -117,34 +117,51 @@ def _where(loc: tuple) -> str:
 
 
 MAX_YAML_NODES = 100_000  # YAML nodes after expanding aliases; a real sweep config has a few hundred
+CONFIG_MAX_BYTES = 2**20  # a real sweep config is a few hundred bytes; a prompt list belongs in a prompt file
+PROMPT_FILE_MAX_BYTES = 64 * 2**20
+CONFIG_HINT = "give a YAML config file"
 
 
-def _read_yaml(path: Path):
-    """Parse a YAML file as UTF-8 with the safe loader, refusing alias expansions beyond ``MAX_YAML_NODES``."""
+class _TooDeep(Exception):
+    """A YAML document nested deeper than ``_io.MAX_DEPTH`` (with its aliases expanded when ``aliases``)."""
+
+    def __init__(self, aliases: bool):
+        self.aliases = aliases
+
+
+def _read_yaml(path: Path | str):
+    """Parse a YAML config with the safe loader, after every check that needs no parsing at length.
+
+    The one reader of YAML configs (``sweep``, ``paper``, the studies): the file must be a regular
+    file (never opened if a FIFO or a device) of at most ``CONFIG_MAX_BYTES``, UTF-8 without NUL
+    bytes, nested at most ``_io.MAX_DEPTH`` levels (scanned event by event, without recursion, before
+    the document is built; again with anchors and aliases expanded), with at most ``MAX_YAML_NODES``
+    nodes once its aliases are expanded.
+    """
     import yaml
 
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read config {str(path)!r}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(
-            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the config as UTF-8"
-        ) from None
+    from noisesearch._io import MAX_DEPTH
+    from noisesearch.checks import read_input_text
+
+    text = read_input_text(path, what="config", max_bytes=CONFIG_MAX_BYTES, hint=CONFIG_HINT)
     loader = yaml.SafeLoader(text)
     try:
+        _check_depth(text)
         node = loader.get_single_node()
         if node is None:
             return None
-        size = _expanded_size(node, {}, set())
+        size, _ = _expanded(node, {}, set(), 0)
         if size > MAX_YAML_NODES:
             raise UserError(
                 f"{path}: anchors and aliases expand to {size:,} YAML nodes, more than the {MAX_YAML_NODES:,} a "
                 "config may have; write the values out"
             )
         return loader.construct_document(node)
+    except (_TooDeep, RecursionError) as e:
+        aliases = " once its aliases are expanded" if getattr(e, "aliases", False) else ""
+        raise UserError(
+            f"{path}: the config is nested deeper than {MAX_DEPTH} levels{aliases}; a sweep config needs a few"
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -154,24 +171,54 @@ def _read_yaml(path: Path):
         loader.dispose()
 
 
-def _expanded_size(node, sizes: dict, open_: set) -> int:
-    """Nodes in ``node`` with every alias expanded (counted, never built: memoised per node)."""
+def _check_depth(text: str) -> None:
+    """Raise ``_TooDeep`` if the YAML text nests deeper than ``MAX_DEPTH`` (the event parser does not recurse)."""
     import yaml
 
+    from noisesearch._io import MAX_DEPTH
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _TooDeep(aliases=False)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _expanded(node, memo: dict, open_: set, outer: int) -> tuple[int, int]:
+    """(nodes, nesting height) of ``node`` with every alias expanded; counted, never built, memoised per node.
+
+    ``outer``: the collections around ``node``. Raises ``_TooDeep`` past ``MAX_DEPTH`` levels, so the
+    recursion here stays as shallow as that.
+    """
+    import yaml
+
+    from noisesearch._io import MAX_DEPTH
+
     key = id(node)
-    if key in sizes:
-        return sizes[key]
-    if key in open_:
-        raise UserError("the config has an alias inside its own anchor (a recursive structure)")
-    open_.add(key)
-    size = 1
-    if isinstance(node, yaml.SequenceNode):
-        size += sum(_expanded_size(child, sizes, open_) for child in node.value)
-    elif isinstance(node, yaml.MappingNode):
-        size += sum(_expanded_size(k, sizes, open_) + _expanded_size(v, sizes, open_) for k, v in node.value)
-    open_.discard(key)
-    sizes[key] = min(size, MAX_YAML_NODES + 1)  # cap: the answer is only compared with the limit
-    return sizes[key]
+    if key in memo:
+        size, height = memo[key]
+    elif not isinstance(node, yaml.CollectionNode):
+        return 1, 0
+    else:
+        if key in open_:
+            raise UserError("the config has an alias inside its own anchor (a recursive structure)")
+        if outer + 1 > MAX_DEPTH:
+            raise _TooDeep(aliases=True)
+        open_.add(key)
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+        size, height = 1, 1
+        for child in children:
+            child_size, child_height = _expanded(child, memo, open_, outer + 1)
+            size, height = size + child_size, max(height, child_height + 1)
+        open_.discard(key)
+        size = min(size, MAX_YAML_NODES + 1)  # cap: the answer is only compared with the limit
+        memo[key] = size, height
+    if outer + height > MAX_DEPTH:
+        raise _TooDeep(aliases=True)
+    return size, height
 
 
 def load_config(path: Path | str) -> SweepConfig:
@@ -180,8 +227,8 @@ def load_config(path: Path | str) -> SweepConfig:
     The config that comes back is canonical: algorithm parameters are normalised to their declared
     types (``1`` for a float parameter is ``1.0``), so one configuration always has one key.
     """
-    path = Path(path)
-    return validate_config(_read_yaml(path), path)
+    data = _read_yaml(path)  # the path as given: an empty one is refused, not read as "."
+    return validate_config(data, Path(path))
 
 
 def validate_config(data, path) -> SweepConfig:
@@ -193,11 +240,117 @@ def validate_config(data, path) -> SweepConfig:
     except ValidationError as e:
         lines = [f"{path}: {_where(err['loc'])}: {err['msg']}" for err in e.errors()]
         raise UserError("\n".join(lines)) from None
+    check_counts(config, path)
     check_numbers(config, path)
     config = normalise(config)
     check_names(config, path)
     check_duplicates(config, path)
     return config
+
+
+# Ceilings on every count a config names (checked before any list of targets is built); each far above a real
+# study: the paper's largest sweeps have tens of thousands of targets, a dozen budgets and a few seeds.
+MAX_PER_CLASS = 10_000
+MAX_TARGETS = 1_000_000
+MAX_SEARCHES = 10_000_000  # targets x configurations: rows the folder holds and a resume reads back
+MAX_KEPT_IMAGES = 1_000_000  # PNG files of keep_images
+MAX_BATCH = 2**20
+MAX_LISTED = {"budgets": 256, "seeds": 1000, "algorithms": 100, "eval_verifiers": 32, "splits": 32}
+
+
+def check_counts(config: SweepConfig, path) -> None:
+    """The ceiling of every count the config names (list lengths, per_class, subset, chunk, max_batch).
+
+    Checked first, from the numbers alone: ``per_class: 1000000000`` is refused before a list of a
+    billion targets is built. The totals (searches, kept images) follow in ``check_names``, once the
+    benchmark's targets are counted.
+    """
+    from noisesearch.checks import check_list_length, check_positive_int
+
+    b = config.benchmark
+    lists = [
+        (config.budgets, "budgets", MAX_LISTED["budgets"]),
+        (config.baseline_budgets, "baseline_budgets", MAX_LISTED["budgets"]),
+        *((spec.budgets, f"algorithms.{k}.budgets", MAX_LISTED["budgets"]) for k, spec in enumerate(config.algorithms)),
+        (config.seeds, "seeds", MAX_LISTED["seeds"]),
+        (config.algorithms, "algorithms", MAX_LISTED["algorithms"]),
+        (config.eval_verifiers, "eval_verifiers", MAX_LISTED["eval_verifiers"]),
+        (b.splits, "benchmark.splits", MAX_LISTED["splits"]),
+        (b.subset if isinstance(b.subset, list) else None, "benchmark.subset", MAX_TARGETS),
+    ]
+    problems = []
+    for values, where, most in lists:
+        try:
+            check_list_length(values, what=where, most=most)
+        except UserError as e:
+            problems.append(f"{path}: {e}")
+    numbers = [
+        (b.per_class, "benchmark.per_class", "per_class", MAX_PER_CLASS),
+        (config.chunk, "chunk", "chunk", MAX_TARGETS),
+        (config.max_batch, "max_batch", "max_batch", MAX_BATCH),
+    ]
+    for value, where, what, most in numbers:
+        try:
+            check_positive_int(value, what=what, most=most)
+        except UserError as e:
+            problems.append(f"{path}: {where}: {e}")
+    if isinstance(b.subset, int) and b.subset > MAX_TARGETS:  # a count (a list of indices is checked above)
+        problems.append(f"{path}: benchmark.subset: subset must be at most {MAX_TARGETS:,}, got {b.subset:,}")
+    if problems:
+        raise UserError("\n".join(problems))
+
+
+def cell_count(config: SweepConfig) -> int:
+    """Configurations x seeds: the cells of ``run.cells_of``, counted without listing them."""
+    per_seed = len(config.step_budgets) + sum(
+        len(config.budgets if spec.budgets is None else spec.budgets) for spec in config.algorithms
+    )
+    return per_seed * len(config.seeds)
+
+
+def kept_images(config: SweepConfig, targets: int) -> int:
+    """About how many PNG files ``keep_images`` writes: one per search, and with "all" one per candidate too.
+
+    A search's candidates are estimated as its budget over the NFEs of one plain sample (``steps``).
+    """
+    if not config.keep_images:
+        return 0
+    every = config.keep_images == "all"
+    per_seed = sum(2 if every else 1 for _ in config.step_budgets)  # the baseline has one candidate
+    for spec in config.algorithms:
+        for budget in config.budgets if spec.budgets is None else spec.budgets:
+            per_seed += 1 + (max(1, budget // (config.steps * guided_nfe_per_call(config))) if every else 0)
+    return per_seed * len(config.seeds) * targets
+
+
+def _check_totals(config: SweepConfig, path) -> list[str]:
+    """Targets, searches and kept images against their ceilings; the benchmark is counted before it is built whole."""
+    from noisesearch.benchmarks import BENCHMARKS
+
+    b = config.benchmark
+    options = {"splits": b.splits} if b.splits else {}
+    try:
+        once = len(BENCHMARKS[b.name](subset=b.subset, per_class=1, path=b.path, **options))
+        if once * b.per_class > MAX_TARGETS:  # at most this many: a per_class benchmark repeats each item
+            return [
+                f"{path}: benchmark: {once:,} targets x per_class {b.per_class:,} is more than the "
+                f"{MAX_TARGETS:,} targets a sweep may have"
+            ]
+        targets = len(BENCHMARKS[b.name](subset=b.subset, per_class=b.per_class, path=b.path, **options))
+    except UserError as e:
+        return [f"{path}: benchmark: {e}"]
+    cells, images = cell_count(config), kept_images(config, targets)
+    if targets * cells > MAX_SEARCHES:
+        return [
+            f"{path}: the sweep has {targets * cells:,} searches ({targets:,} targets x {cells:,} configurations); "
+            f"at most {MAX_SEARCHES:,} are accepted: split it into several sweeps"
+        ]
+    if images > MAX_KEPT_IMAGES:
+        return [
+            f"{path}: keep_images: {config.keep_images} keeps about {images:,} images; at most "
+            f"{MAX_KEPT_IMAGES:,} are accepted (keep_images: best keeps one per search, false none)"
+        ]
+    return []
 
 
 def check_numbers(config: SweepConfig, path) -> None:
@@ -318,15 +471,20 @@ def check_names(config: SweepConfig, path) -> None:
                 ALGORITHMS[spec.name](**spec.params)
             except UserError as e:
                 problems.append(f"{path}: algorithms.{i}.params: {e}")
-    if not problems:
-        problems += _check_budgets(config, path)
+    if not problems and config.benchmark.path is not None:
+        from noisesearch.checks import check_input_file
+
         try:
-            b = config.benchmark
-            BENCHMARKS[b.name](
-                subset=b.subset, per_class=b.per_class, path=b.path, **({"splits": b.splits} if b.splits else {})
+            check_input_file(
+                config.benchmark.path,
+                what="prompt file",
+                max_bytes=PROMPT_FILE_MAX_BYTES,
+                hint="give a text file of prompts, one a line",
             )
         except UserError as e:
             problems.append(f"{path}: benchmark: {e}")
+    if not problems:
+        problems += _check_totals(config, path) + _check_budgets(config, path)
     if problems:
         raise UserError("\n".join(problems))
 

@@ -5,7 +5,9 @@ averaged over seeds and targets with a 95% confidence interval (normal approxima
 1.96 standard errors); set metrics from ``sets.jsonl`` (FID, IS, ... on the digits models) over
 seeds. The HTML page embeds its plots and images (base64) and escapes every piece of user text.
 
-A report only reads the rows: a half-written last line (a sweep that crashed mid-write) is left out
+A report only reads the rows and writes only ``FOLDER/report`` (checked before any work: a folder,
+or missing and creatable; a report that fails on a full disk removes the files it wrote into a
+``report`` folder it made, and the folder). A half-written last line (a sweep that crashed mid-write) is left out
 with a warning, and only the next ``sweep`` repairs the file. A search without a best image (all
 its scores failed) has ``best_score: null``; the tables count such searches per configuration
 (``failed searches``); an unscored baseline's rows (``scored: false``) have ``best_score: null`` too
@@ -371,12 +373,43 @@ def build_report(
     """
     if x not in AXES:
         raise UserError(f"--x {x!r} is not an axis; accepted: {', '.join(AXES)}")
-    from noisesearch.sweep.run import read_rows, read_sets
+    from noisesearch.checks import check_out_dir
 
+    if not str(folder if folder is not None else "").strip():
+        raise UserError("the sweep folder is empty; give a sweep's output folder")
     folder = Path(folder)
     path = folder / "results.jsonl"
     if not path.is_file():
         raise UserError(f"{str(folder)!r} has no results.jsonl; run `noisesearch sweep CONFIG --out {folder}` first")
+    report = check_out_dir(folder / "report", what="the report folder", files=REPORT_FILES)
+    made = not report.exists()
+    written: list[Path] = []
+    try:
+        return _build(folder, report, budget, x, warn, written)
+    except Exception:
+        if made:  # a report that could not be finished leaves no half report behind in a folder it made
+            for done in written:
+                done.unlink(missing_ok=True)
+            try:
+                report.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+REPORT_FILES = ("index.html", "tables.md", "per_target.png", "sets.png")
+
+
+def _build(folder: Path, report: Path, budget, x: str, warn, written: list[Path]) -> Path:
+    """``build_report`` after its checks; each file written is added to ``written``."""
+    from noisesearch.sweep.run import read_rows, read_sets
+
+    path = folder / "results.jsonl"
+
+    def write(name: str, data: bytes) -> None:
+        atomic_write_bytes(report / name, data)
+        written.append(report / name)
+
     rows = read_rows(path, warn=warn)
     if not rows:
         raise UserError(f"{str(path)!r} has no rows yet")
@@ -386,12 +419,11 @@ def build_report(
     budget = budget if budget is not None else budgets[-1]
     if budget not in budgets:
         raise UserError(f"--budget {budget} is not one of the sweep's budgets {budgets}")
-    report = folder / "report"
     report.mkdir(exist_ok=True)
     metrics = per_target_metrics(rows)
     primary = metrics[1] if len(metrics) > 1 else metrics[0]
     target_png = plot(rows, metrics, "per-target scores (mean, 95% CI over seeds and targets)", x)
-    atomic_write_bytes(report / "per_target.png", target_png)
+    write("per_target.png", target_png)
     sections = [f"<h2>Scaling curves</h2>{_img(target_png, 'per-target scaling curves')}"]
     markdown = [
         f"# Sweep report: {folder.name}\n",
@@ -402,7 +434,7 @@ def build_report(
     if set_metrics:
         set_rows = sets_as_rows(rows, sets, x)
         set_png = plot(set_rows, set_metrics, "sample-set metrics (mean, 95% CI over seeds)", x)
-        atomic_write_bytes(report / "sets.png", set_png)
+        write("sets.png", set_png)
         sections.append(_img(set_png, "sample-set scaling curves"))
         markdown += [
             f"## Sample-set metrics at budget {budget}\n",
@@ -439,6 +471,6 @@ def build_report(
         f"<style>{STYLE}</style></head><body><h1>noisesearch sweep report</h1><p>{config_note}</p>"
         f"{''.join(sections)}</body></html>"
     )
-    atomic_write_bytes(report / "index.html", page.encode())
-    atomic_write_bytes(report / "tables.md", "\n".join(markdown).encode())
+    write("index.html", page.encode())
+    write("tables.md", "\n".join(markdown).encode())
     return report / "index.html"

@@ -20,6 +20,13 @@ wall times:
   target order into ``samples/<cell>.npz`` (atomic, same bytes every time), then one
   ``sets.jsonl`` entry is appended (checked before: never twice) and the parts are removed.
 
+A run removes only what it made. The temporary files of atomic writes a crash left are found by
+their exact name (``_io.is_own_temp``) in the folders the sweep writes, never elsewhere; a merged
+cell's part folder loses only its ``chunk-*.npz`` parts. A run refused before its first search
+result (a cache option, a model that does not load, a full disk) removes what it created so far:
+its ``sweep.json`` and ``sweep.lock`` if they were not there before, and the folders it made (the
+output folder, the cache's) if they are empty; the tree is then as before the command.
+
 A search whose candidates all got a failed score (NaN: a grader that timed out) has no best
 image. Its row says so (``best_score: null``, ``nan_scores``, ``image: null``, every ``eval_*``
 null) and the sweep goes on. Its target is left out of the cell's sample set: the set holds the
@@ -39,7 +46,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import shutil
+import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -52,10 +60,15 @@ import torch
 
 from noisesearch import _io
 from noisesearch.algorithms import ALGORITHMS, RandomSearch, derive_seed
+from noisesearch.checks import check_out_dir
 from noisesearch.driver import run_search
 from noisesearch.errors import UserError
 from noisesearch.sweep.config import SweepConfig, baseline_steps
-from noisesearch.sweep.lock import FolderLock
+from noisesearch.sweep.lock import LOCK_NAME, FolderLock
+
+FILES = ("results.jsonl", "sets.jsonl", "sweep.json", LOCK_NAME)  # what a sweep writes directly in its folder
+_PART = re.compile(r"chunk-\d{6,}\.npz")  # a cell's sample part (``_part_path``)
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _stderr(message: str) -> None:
@@ -207,8 +220,12 @@ def run_sweep(
     -> iterator of (cell, rows, images)`` in any order (``noisesearch.sweep.ray_backend``), whose
     results are written here as they arrive.
 
-    A full disk (or quota) while writing is a ``UserError`` saying to free space and rerun: the
-    rerun resumes as after any crash.
+    Everything is checked before anything is created: ``out`` (``checks.check_out_dir``: not empty,
+    not a file, writable), the cache options and folder. A failure before the first search result
+    leaves the tree as it was (see the module docstring).
+
+    A full disk (or quota) while writing is a ``UserError`` naming the file, saying to free space and
+    rerun: the rerun resumes as after any crash.
 
     ``cache``: the replay cache (``noisesearch.cache``): True (default) keeps it in ``out/cache``, a
     folder puts it there (share one between sweeps, e.g. to add a verifier), False or None turns it
@@ -216,30 +233,109 @@ def run_sweep(
     same with or without it apart from ``nfe_computed``, ``replayed``, ``decode_computed`` and
     ``verify_computed`` (``ledger.drop_computed``) and wall times.
     """
-    from noisesearch.cache import open_cache
+    from noisesearch.cache import check_settings, open_cache
 
-    out = _io.ensure_out_dir(out)
+    out = check_out_dir(out, files=FILES)
+    check_settings(cache_max_mb, cache_images)
+    cache_dir = out / "cache" if cache is True else _cache_dir(cache)
+    scaffold = _Scaffold(out, cache_dir)
     try:
+        _io.ensure_out_dir(out)
         with FolderLock(out, note=note):  # the cache folder is made only by the folder's one writer
-            candidate_cache = open_cache(
-                out / "cache" if cache is True else cache, max_mb=cache_max_mb, images=cache_images
-            )
-            return _run_locked(config, out, progress, executor, note, candidate_cache)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            try:
+                candidate_cache = open_cache(cache_dir or cache, max_mb=cache_max_mb, images=cache_images)
+                return _run_locked(config, out, progress, executor, note, candidate_cache, scaffold)
+            except Exception:
+                scaffold.remove_files()  # while the lock is held
+                raise
+    except Exception as e:
+        scaffold.remove_folders()
+        error = _io.os_error_of(e)
+        if error is not None and error.errno in _FULL:
             raise UserError(
-                f"cannot write into {str(out)!r}: {e.strerror}; free some space, then rerun the same command "
-                "to resume (nothing written so far is lost)"
+                f"cannot write {error.filename or str(out)}: {error.strerror}; free some space, then rerun the same "
+                "command to resume (nothing written so far is lost)"
             ) from None
         raise
 
 
-def _run_locked(config: SweepConfig, out: Path, progress, executor, note, cache=None) -> dict:
+def _cache_dir(cache) -> Path | None:
+    """The cache folder a ``cache`` argument names (checked like an output folder), or None."""
+    if isinstance(cache, (str, os.PathLike)):
+        return check_out_dir(cache, what="cache folder")
+    return None  # off (None, False) or a CandidateCache object (its folder exists)
+
+
+def _missing(path: Path) -> list[Path]:
+    """``path`` and each of its parents that does not exist yet (what ``mkdir(parents=True)`` would make)."""
+    missing = []
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+class _Scaffold:
+    """What a run creates before its first search result, to remove again if it fails before then.
+
+    Only paths that did not exist when the run began: its ``sweep.json`` and lock file, and the
+    folders it made (the output folder and its missing parents, the cache folder and its two
+    subfolders), each removed only if empty (``rmdir`` never deletes a file).
+    """
+
+    def __init__(self, out: Path, cache_dir: Path | None):
+        folders = _missing(out)
+        if cache_dir is not None:
+            folders += _missing(cache_dir / "packs") + _missing(cache_dir / "scores")
+        self.folders = sorted(set(folders), key=lambda p: len(p.parts), reverse=True)  # deepest first
+        self.files = [p for p in (out / "sweep.json", out / LOCK_NAME) if not os.path.lexists(p)]
+        self.started = False  # set when the first search result arrives: from then on, a rerun resumes
+
+    def remove_files(self) -> None:
+        if not self.started:
+            for path in self.files:
+                path.unlink(missing_ok=True)
+
+    def remove_folders(self) -> None:
+        if not self.started:
+            for folder in self.folders:
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty (or gone): left as it is
+                    pass
+
+
+def _remove_stale_temps(out: Path, cells: list[Cell]) -> None:
+    """Remove the temporary files of atomic writes a crash interrupted, in the folders the sweep writes only."""
+    folders = [out, out / "samples"]
+    for cell in cells:
+        folders += [out / "sets" / cell.slug, out / "images" / cell.slug]
+        images = out / "images" / cell.slug
+        if images.is_dir():  # keep_images: all writes each search's candidates in a folder of its target
+            folders += [p for p in images.iterdir() if p.is_dir() and re.fullmatch(r"\d{6,}", p.name)]
+    for folder in folders:
+        _io.remove_own_temps(folder)
+
+
+def _remove_parts(parts: Path) -> None:
+    """Remove a merged cell's part folder: its ``chunk-*.npz`` parts (and temporary files), then it if empty."""
+    if not parts.is_dir():
+        return
+    for path in parts.iterdir():
+        if (_PART.fullmatch(path.name) or _io.is_own_temp(path.name)) and path.is_file():
+            path.unlink(missing_ok=True)
+    try:
+        parts.rmdir()
+    except OSError:  # a file of the user's is in it: left with it
+        pass
+
+
+def _run_locked(config: SweepConfig, out: Path, progress, executor, note, cache=None, scaffold=None) -> dict:
     from noisesearch.benchmarks import BENCHMARKS
 
     results_path, sets_path = out / "results.jsonl", out / "sets.jsonl"
-    for stale in out.rglob(".*.tmp"):  # temporary files of atomic writes a crash interrupted
-        stale.unlink(missing_ok=True)
+    cells = cells_of(config)
+    _remove_stale_temps(out, cells)
     for path in (results_path, sets_path):
         if _io.repair_jsonl(path):
             note(f"cut the unfinished last line of {path} (a crash mid-write); its row is written again")
@@ -251,7 +347,6 @@ def _run_locked(config: SweepConfig, out: Path, progress, executor, note, cache=
     done = {(r["cell"], r["target_index"]) for r in rows}
     sets_done = {r["cell"] for r in read_sets(sets_path)} if sets_path.exists() else set()
     class_conditional = any(isinstance(item.target, int) for item in items)
-    cells = cells_of(config)
     chunks = [list(range(k, min(k + config.chunk, len(items)))) for k in range(0, len(items), config.chunk)]
     tasks = []
     for cell in cells:
@@ -273,6 +368,8 @@ def _run_locked(config: SweepConfig, out: Path, progress, executor, note, cache=
     else:
         results = iter(())
     for cell, chunk_rows, images in results:
+        if scaffold is not None:
+            scaffold.started = True  # a search ran: from here on a failure leaves what a rerun resumes from
         new = _file_chunk(config, out, cell, chunk_rows, images, class_conditional, done, results_path)
         written += len(new)
         nfe += sum(r["nfe_used"] for r in new)
@@ -280,6 +377,8 @@ def _run_locked(config: SweepConfig, out: Path, progress, executor, note, cache=
         if progress:
             progress(len(done), total, f"{nfe:,} NFEs, best {best:.4g}, {cell.slug}")
     sets = 0
+    if scaffold is not None:
+        scaffold.started = True
     if class_conditional:
         sets = _finish_sets(config, out, cells, items, chunks, done, sets_done, world)
     return {"written": written, "skipped": skipped, "cells": len(cells), "targets": len(items), "sets": sets}
@@ -498,7 +597,7 @@ def _finish_sets(config, out: Path, cells, items, chunks, done: set, sets_done: 
     for cell in cells:
         parts = out / "sets" / cell.slug
         if cell.key in sets_done:
-            shutil.rmtree(parts, ignore_errors=True)  # left by a crash after the entry was written
+            _remove_parts(parts)  # left by a crash after the entry was written
             continue
         if any((cell.key, i) not in done for i in range(len(items))):
             continue  # not finished (an interrupted run resumes it)
@@ -532,5 +631,5 @@ def _finish_sets(config, out: Path, cells, items, chunks, done: set, sets_done: 
         _io.append_jsonl(out / "sets.jsonl", row)
         sets_done.add(cell.key)
         written += 1
-        shutil.rmtree(parts, ignore_errors=True)
+        _remove_parts(parts)
     return written
