@@ -238,7 +238,7 @@ def generate(
         )
     if record["best_score"] is None:  # a verifier that failed on every image: say so, exit 1
         print(
-            f"error: every candidate's score failed ({record['nan_scores']} NaN scores); "
+            f"error: every candidate's score failed ({record['nan_scores']} NaN or infinite scores); "
             f"{out_dir / 'record.json'} written, no best.png",
             file=sys.stderr,
         )

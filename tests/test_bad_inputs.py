@@ -312,7 +312,7 @@ def test_a_verifier_failing_on_every_image_ends_generate_with_a_record_and_exit_
     result = runner.invoke(app, generate("--verifier", "failing", "--out", str(out)))
     assert result.exit_code == 1
     assert result.stderr.strip() == (
-        f"error: every candidate's score failed (8 NaN scores); {out / 'record.json'} written, no best.png"
+        f"error: every candidate's score failed (8 NaN or infinite scores); {out / 'record.json'} written, no best.png"
     )
     record = json.loads((out / "record.json").read_text())  # strict JSON: NaN would not parse back as null
     assert record["best_score"] is None and record["nan_scores"] == 8 and len(record["candidates"]) == 8

@@ -386,7 +386,7 @@ def test_cli_with_an_infinite_score_everywhere_exits_1_with_an_honest_record(tmp
     out = tmp_path / "out"
     args = ["generate", "--target", "7", "--budget", "64", "--steps", "8", "--verifier", "infinite", "--out", str(out)]
     result = runner.invoke(app, args)
-    assert result.exit_code == 1 and "every candidate's score failed (8 NaN scores)" in result.stderr
+    assert result.exit_code == 1 and "every candidate's score failed (8 NaN or infinite scores)" in result.stderr
     text = (out / "record.json").read_text()
     record = json.loads(text)
     assert record["best_score"] is None and record["nan_scores"] == 8 and "e+308" not in text
