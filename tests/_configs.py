@@ -47,3 +47,20 @@ def write_config(folder: Path, config: dict, name: str = "sweep.yaml") -> Path:
     path = Path(folder) / name
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+# One well-formed results.jsonl row of a tiny random-search sweep, for the tests that feed `report` rows by hand.
+GOOD_ROW = {
+    "cell": "c",
+    "target_index": 0,
+    "target": 0,
+    "category": "0",
+    "algorithm": "random",
+    "params": {},
+    "verifier": "classifier",
+    "budget": 4,
+    "seed": 0,
+    "nfe_used": 4,
+    "best_score": -0.5,
+    "nan_scores": 0,
+}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _configs import tiny_sweep, write_config
+from _configs import GOOD_ROW, tiny_sweep, write_config
 from test_bad_inputs import check_one_error_line, snapshot
 from typer.testing import CliRunner
 
@@ -190,7 +190,7 @@ def _fifo_sweep_json(tmp: Path) -> list:
 
 
 def _fifo_sets(tmp: Path) -> list:
-    folder = _rows_folder(tmp, json.dumps(ROW))
+    folder = _rows_folder(tmp, json.dumps(GOOD_ROW))
     os.mkfifo(folder / "sets.jsonl")
     return ["report", folder]
 
@@ -354,22 +354,6 @@ def test_an_empty_out_folder_is_refused_not_read_as_the_current_folder(tmp_path,
     assert snapshot(tmp_path) == before
 
 
-ROW = {
-    "cell": "c",
-    "target_index": 0,
-    "target": 0,
-    "category": "0",
-    "algorithm": "random",
-    "params": {},
-    "verifier": "classifier",
-    "budget": 4,
-    "seed": 0,
-    "nfe_used": 4,
-    "best_score": -0.5,
-    "nan_scores": 0,
-}
-
-
 def _rows_folder(tmp: Path, *lines: str) -> Path:
     folder = tmp / "sweep"
     folder.mkdir()
@@ -378,7 +362,7 @@ def _rows_folder(tmp: Path, *lines: str) -> Path:
 
 
 def test_report_where_report_is_a_file_is_one_line(tmp_path):
-    folder = _rows_folder(tmp_path, json.dumps(ROW))
+    folder = _rows_folder(tmp_path, json.dumps(GOOD_ROW))
     (folder / "report").write_text("my notes")
     before = snapshot(tmp_path)
     refused(["report", folder], "is a file; give a folder")
@@ -386,7 +370,7 @@ def test_report_where_report_is_a_file_is_one_line(tmp_path):
 
 
 def test_report_into_a_read_only_folder_is_one_line(tmp_path, monkeypatch):
-    folder = _rows_folder(tmp_path, json.dumps(ROW))
+    folder = _rows_folder(tmp_path, json.dumps(GOOD_ROW))
     folder.chmod(0o555)
     if os.geteuid() == 0:  # root writes into a 0555 folder anyway: answer as the kernel does for a user
         real_mkstemp, real_mkdir = tempfile.mkstemp, Path.mkdir
@@ -415,12 +399,12 @@ def test_report_into_a_read_only_folder_is_one_line(tmp_path, monkeypatch):
     "line",
     [
         "[" * 100_000 + "]" * 100_000,
-        json.dumps({**ROW, "params": {"x": 1}})[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        json.dumps({**GOOD_ROW, "params": {"x": 1}})[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}",
     ],
     ids=["a list", "inside a row"],
 )
 def test_a_row_nested_100000_deep_is_one_line_naming_file_and_line(tmp_path, line):
-    folder = _rows_folder(tmp_path, json.dumps(ROW), line, json.dumps(ROW))
+    folder = _rows_folder(tmp_path, json.dumps(GOOD_ROW), line, json.dumps(GOOD_ROW))
     before = snapshot(tmp_path)
     refused(["report", folder], f"{str(folder / 'results.jsonl')!r} line 2 is nested deeper than")
     assert snapshot(tmp_path) == before
@@ -458,7 +442,7 @@ def test_a_full_disk_under_sweep_out_is_one_line_naming_the_path_and_leaves_noth
 
 
 def test_a_full_disk_under_report_is_one_line_naming_the_path(tmp_path, monkeypatch):
-    folder = _rows_folder(tmp_path, json.dumps(ROW))
+    folder = _rows_folder(tmp_path, json.dumps(GOOD_ROW))
     before = snapshot(tmp_path)
     _full_disk(monkeypatch)
     refused(["report", folder], f"error: cannot write {folder / 'report' / 'per_target.png'}: No space left on device")
@@ -484,7 +468,7 @@ def test_the_root_handler_names_the_path_of_any_refused_write(tmp_path, monkeypa
         raise OSError(code, os.strerror(code), str(path))
 
     monkeypatch.setattr(report, "atomic_write_bytes", refuse)
-    folder = _rows_folder(tmp_path, json.dumps(ROW))
+    folder = _rows_folder(tmp_path, json.dumps(GOOD_ROW))
     refused(["report", folder], f"{words} {folder / 'report' / 'per_target.png'}: {os.strerror(code)}")
 
 
@@ -531,7 +515,7 @@ def test_other_os_errors_keep_their_traceback(tmp_path, monkeypatch):
         raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
 
     monkeypatch.setattr(report, "atomic_write_bytes", broken)
-    result = runner.invoke(app, ["report", str(_rows_folder(tmp_path, json.dumps(ROW)))])
+    result = runner.invoke(app, ["report", str(_rows_folder(tmp_path, json.dumps(GOOD_ROW)))])
     assert isinstance(result.exception, OSError) and result.exception.errno == errno.EIO
 
 

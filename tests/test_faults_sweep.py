@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from _configs import tiny_sweep, write_config
+from _configs import GOOD_ROW, tiny_sweep, write_config
 from _tiny_verifiers import FailingVerifier, register_verifier
 from typer.testing import CliRunner
 
@@ -556,22 +556,6 @@ def test_bad_sweep_options_get_one_line_and_exit_2(tmp_path, name):
     make, message = CLI_BAD[name]
     result = runner.invoke(app, ["sweep", str(write_config(tmp_path, TINY)), *make(tmp_path)])
     assert_one_line(result, message)
-
-
-GOOD_ROW = {
-    "cell": "c",
-    "target_index": 0,
-    "target": 0,
-    "category": "0",
-    "algorithm": "random",
-    "params": {},
-    "verifier": "classifier",
-    "budget": 4,
-    "seed": 0,
-    "nfe_used": 4,
-    "best_score": -0.5,
-    "nan_scores": 0,
-}
 
 
 def _rows(*rows, sets=None):
