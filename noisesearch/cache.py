@@ -75,6 +75,7 @@ from typing import Any
 import torch
 
 from noisesearch import _io
+from noisesearch.checks import file_kind
 from noisesearch.errors import UserError
 
 IMAGE_MODES = ("exact", "uint8")
@@ -393,19 +394,9 @@ def _write(folder: Path, suffix: str, parts: list) -> str:
 def _kind(path: Path) -> str | None:
     """What is at ``path`` without following a link ("a file", "a folder", "a symbolic link", ...); None: nothing."""
     try:
-        mode = os.lstat(path).st_mode
+        return file_kind(os.lstat(path).st_mode)
     except OSError:  # missing, under a file, or not searchable: nothing this code could use
         return None
-    for test, kind in (
-        (stat.S_ISREG, "a file"),
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "a device"
 
 
 def _is_folder(path: Path) -> bool:

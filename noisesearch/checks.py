@@ -125,10 +125,13 @@ def check_list_length(values, *, what: str, most: int) -> None:
         raise UserError(f"{what}: {len(values):,} listed; at most {most:,} are accepted")
 
 
-def _kind(mode: int) -> str:
-    """What a non-regular file is, in words."""
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, in words ("a file" for a regular one; ``os.lstat``'s mode may
+    also say "a symbolic link")."""
     for test, name in (
+        (stat.S_ISREG, "a file"),
         (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link"),
         (stat.S_ISFIFO, "a FIFO"),
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
@@ -155,7 +158,7 @@ def check_input_file(path, *, what: str, max_bytes: int, hint: str) -> Path:
     if stat.S_ISDIR(st.st_mode):
         raise UserError(f"{what} {text!r} is a folder; {hint}")
     if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{what} {text!r} is not a regular file ({_kind(st.st_mode)}); {hint}")
+        raise UserError(f"{what} {text!r} is not a regular file ({file_kind(st.st_mode)}); {hint}")
     if st.st_size > max_bytes:
         raise UserError(
             f"{what} {text!r} is {st.st_size / 2**20:,.1f} MiB; a {what} may be at most {max_bytes / 2**20:g} MiB"
@@ -226,7 +229,7 @@ def check_out_dir(path, *, what: str = "--out", files: tuple[str, ...] = ()) -> 
             if (path / name).is_dir():
                 raise UserError(f"{what} {text!r} holds a folder named {name!r} where a file is written; move it")
             if (path / name).exists() and not (path / name).is_file():
-                kind = _kind(os.stat(path / name).st_mode)
+                kind = file_kind(os.stat(path / name).st_mode)
                 raise UserError(f"{what} {text!r} holds {name!r}, which is {kind}, where a file is written; move it")
         fd, tmp = tempfile.mkstemp(dir=probe, prefix=".noisesearch-write-test-")
         os.close(fd)

@@ -69,7 +69,12 @@ def build(
     """
     names = (model, verifier, algorithm)
     model_factory, model_kwargs, verifier_factory, verifier_kwargs, video_options, algo = _checked(
-        *names, model_path, verifier_path, algorithm_params, model_options, verifier_options
+        *names,
+        model_path=model_path,
+        verifier_path=verifier_path,
+        algorithm_params=algorithm_params,
+        model_options=model_options,
+        verifier_options=verifier_options,
     )
     m = model_factory(**model_kwargs)
     domain = getattr(verifier_factory, "domain", None)
@@ -79,29 +84,28 @@ def build(
     return m, v, algo
 
 
-def precheck(
-    model: str,
-    verifier: str,
-    algorithm: str,
+def precheck(model: str, verifier: str, algorithm: str, **options) -> None:
+    """``build``'s checks without building anything (``options``: ``build``'s keywords): names, options, the
+    algorithm's parameters and the model factory's own cheap checks (its ``precheck``; ``diffusers``: the pipeline
+    folder and the pipeline arguments against its class), so a mistake is refused before anything is opened,
+    created or loaded."""
+    model_factory, model_kwargs, *_ = _checked(model, verifier, algorithm, **options)
+    check = getattr(model_factory, "precheck", None)
+    if check is not None:
+        check(**model_kwargs)
+
+
+def _checked(
+    model,
+    verifier,
+    algorithm,
     *,
     model_path=None,
     verifier_path=None,
     algorithm_params: dict | None = None,
     model_options: dict | None = None,
     verifier_options: dict | None = None,
-) -> None:
-    """``build``'s checks without building anything: names, options, the algorithm's parameters and the model
-    factory's own cheap checks (its ``precheck``; ``diffusers``: the pipeline folder and the pipeline arguments
-    against its class), so a mistake is refused before anything is opened, created or loaded."""
-    model_factory, model_kwargs, *_ = _checked(
-        model, verifier, algorithm, model_path, verifier_path, algorithm_params, model_options, verifier_options
-    )
-    check = getattr(model_factory, "precheck", None)
-    if check is not None:
-        check(**model_kwargs)
-
-
-def _checked(model, verifier, algorithm, model_path, verifier_path, algorithm_params, model_options, verifier_options):
+):
     """The factories and their keyword arguments, checked, and the algorithm (cheap: no weights)."""
     model_factory = pick(MODELS, model, "model")
     verifier_factory = pick(VERIFIERS, verifier, "verifier")
