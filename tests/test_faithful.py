@@ -412,3 +412,27 @@ def test_incremental_smc_with_threshold_one_resamples_even_uniform_weights():
     algorithm.tell(state, [outcomes_of(jobs, [0.5] * 3)])  # equal rewards
     (resamplings,) = state.resamplings  # one search
     assert [x["step"] for x in resamplings] == [0] and resamplings[0]["ess"] == pytest.approx(3.0)
+
+
+# --- the self-supervised verifier: the paper's preview sigma ---------------------------------------
+
+
+def test_feature_similarity_compares_the_x0_preview_at_the_papers_sigma():
+    """Ma et al. 2025 compare the x-prediction at sigma 0.4 (late in sampling) with the final sample."""
+    from noisesearch.driver import _preview_step
+    from noisesearch.verifiers import VERIFIERS
+
+    v = VERIFIERS["feature-similarity"]()
+    assert v.preview_sigma == 0.4
+    # 8 Euler steps: sigmas 1, 0.875, ..., 0.375 is the first at or below 0.4 (step 5), not 0.5 (step 4)
+    assert _preview_step(tuple(schedule(8)), v.preview_sigma) == 5
+    assert VERIFIERS["feature-similarity"](preview_sigma=0.7).preview_sigma == 0.7
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.2, "0.4", True, None])
+def test_preview_sigma_outside_the_open_unit_interval_is_one_user_error(bad):
+    from noisesearch.errors import UserError
+    from noisesearch.verifiers import VERIFIERS
+
+    with pytest.raises(UserError, match="preview_sigma must be a number strictly between 0 and 1"):
+        VERIFIERS["feature-similarity"](preview_sigma=bad)

@@ -19,11 +19,11 @@ def classifier(*, path=None) -> Verifier:
     return ClassifierVerifier(path=path)
 
 
-def feature_similarity(*, path=None) -> Verifier:
-    """Self-supervised: cosine similarity of label-free features, early x0-preview vs final sample."""
+def feature_similarity(*, path=None, preview_sigma=0.4) -> Verifier:
+    """Self-supervised: cosine similarity of label-free features, x0-preview at sigma 0.4 vs final sample."""
     from noisesearch.verifiers.digits import FeatureSimilarityVerifier
 
-    return FeatureSimilarityVerifier(path=path)
+    return FeatureSimilarityVerifier(path=path, preview_sigma=preview_sigma)
 
 
 def oracle_is(*, path=None) -> Verifier:

@@ -71,6 +71,13 @@ class VerifierFactory(Protocol):
         """A verifier built with ``options`` (``path=...`` and its own keywords)."""
 
 
+def check_preview_sigma(value: Any) -> float:
+    """``value`` as the sigma of an x0-preview, strictly between 0 (data) and 1 (noise); a ``UserError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        raise UserError(f"preview_sigma must be a number strictly between 0 and 1 (data 0, noise 1), got {value!r}")
+    return float(value)
+
+
 def check_images(images: torch.Tensor, *, channels: int | None = None) -> None:
     """Raise ``UserError`` unless ``images`` is a float batch (B, C, H, W) with values in [0, 1]."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or not images.is_floating_point():

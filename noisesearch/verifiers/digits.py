@@ -3,8 +3,9 @@
 - ``classifier``: log p(target | image) from a pixel MLP trained with labels on 80% of the digits
   (the supervised verifier; the paper uses CLIP / DINO classification logits);
 - ``feature-similarity``: cosine similarity between a label-free encoder's features of the
-  x0-prediction at ``preview_sigma`` and of the final sample (the self-supervised verifier; it
-  ignores the target);
+  x0-prediction at ``preview_sigma`` (0.4, the paper's: late in sampling, 60% of the way from
+  noise at sigma 1 to data at 0) and of the final sample (the self-supervised verifier; it ignores
+  the target);
 - ``oracle-is``: log p(target | image) from the evaluation network itself, the network behind
   FID and IS (the paper's oracle Inception Score verifier);
 - ``oracle-fid-digits``: minus the FID of the one-image set {image} against the evaluation
@@ -22,7 +23,7 @@ import torch
 
 from noisesearch.digits import nets
 from noisesearch.digits.train import WEIGHTS_DIR
-from noisesearch.verifiers.base import check_images
+from noisesearch.verifiers.base import check_images, check_preview_sigma
 
 
 def _load(path, default: str, kind: str):
@@ -74,16 +75,16 @@ class ClassifierVerifier:
 
 
 class FeatureSimilarityVerifier:
-    """Cosine similarity of label-free features: early x0-preview vs final sample (self-supervised).
+    """Cosine similarity of label-free features: x0-preview at sigma 0.4 vs final sample (self-supervised).
 
     Range: [-1, 1] (a cosine; clamped, since rounding can carry near-parallel features past 1).
     """
 
     value_range = (-1.0, 1.0)
 
-    def __init__(self, *, path: Path | str | None = None, preview_sigma: float = 0.5):
+    def __init__(self, *, path: Path | str | None = None, preview_sigma: float = 0.4):
         self.name = "feature-similarity"
-        self.preview_sigma = preview_sigma
+        self.preview_sigma = check_preview_sigma(preview_sigma)
         self.encoder = _load(path, "encoder.safetensors", "encoder")
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ import torch
 
 from noisesearch.errors import UserError
 from noisesearch.verifiers._hf import Scorer, load, load_tensors
+from noisesearch.verifiers.base import check_preview_sigma
 from noisesearch.verifiers.clip import _labels, cosine
 
 BACKBONES = {
@@ -55,9 +56,7 @@ class FeatureSimilarityVerifier(Scorer):
 
     def __init__(self, *, path=None, device="cpu", dtype="float32", backbone="auto", preview_sigma=0.4):
         self.name = "feature-similarity-real"
-        if not 0 < float(preview_sigma) < 1:
-            raise UserError(f"{self.name}: preview_sigma must be in (0, 1), got {preview_sigma}")
-        self.preview_sigma = float(preview_sigma)
+        self.preview_sigma = check_preview_sigma(preview_sigma)
         self.loaded = load(path, what=self.name, example="facebook/dinov2-base", device=device, dtype=dtype)
         _check_backbone(self.loaded, backbone, self.name)
 
