@@ -177,7 +177,9 @@ def test_zero_order_neighbourhood_parameters_are_checked():
     from noisesearch.algorithms.zero_order import ZeroOrderSearch
     from noisesearch.errors import UserError
 
-    with pytest.raises(UserError, match="unknown neighbourhood 'ball'; accepted: mix, distance, cosine"):
+    with pytest.raises(
+        UserError, match=r"unknown neighbourhood 'ball'; accepted: mix, euclidean, cosine, distance \(= euclidean\)"
+    ):
         ZeroOrderSearch(neighbourhood="ball")
     with pytest.raises(UserError, match=r"cosine must be a number in \(-1, 1\), got 1.0"):
         ZeroOrderSearch(neighbourhood="cosine", cosine=1.0)

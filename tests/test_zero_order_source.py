@@ -357,3 +357,9 @@ def test_the_defaults_are_the_authors():
     params = ZeroOrderSearch().params()
     assert params["neighbourhood"] == "cosine" and params["cosine"] == 0.95 and params["restart"] is True
     assert params["rescore_pivot"] is False  # documented departure: a deterministic re-run only spends NFEs
+
+
+def test_the_euclidean_neighbourhood_is_recorded_by_its_name_and_distance_still_accepted():
+    """Records name the neighbourhood for what it is (``euclidean``); ``distance``, the older name, means the same."""
+    old, new = ZeroOrderSearch(neighbourhood="distance"), ZeroOrderSearch(neighbourhood="euclidean")
+    assert old.params()["neighbourhood"] == new.params()["neighbourhood"] == "euclidean"

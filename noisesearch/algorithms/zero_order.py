@@ -15,8 +15,8 @@ Three neighbourhoods of pivot ``n`` (``eps ~ N(0, I)`` a fresh draw per neighbou
   ``eps`` orthogonal to ``n``, computed in float64 as the reference does (needs noises of at least
   2 elements). A neighbour keeps the pivot's norm, so no chain of moves leaves the shell it started
   on. ``step_size`` is not used.
-- ``"euclidean"``, also ``"distance"`` (two names of one neighbourhood; records still say
-  ``"distance"``, the older name): one reading of the paper's set, with ``d`` the Euclidean distance,
+- ``"euclidean"`` (recorded so; ``"distance"``, its older name, is still accepted and means the
+  same): one reading of the paper's set, with ``d`` the Euclidean distance,
   not the author's code. ``y = n + step_size * eps / |eps|``, exactly at Euclidean distance
   ``lambda = step_size`` from the pivot (an absolute distance in noise units: a standard normal noise
   of ``D`` elements has norm about ``sqrt(D)``). Each accepted move adds about ``lambda**2`` to the
@@ -74,8 +74,8 @@ import torch
 from noisesearch.algorithms.base import Jobs, Outcomes, Problems, is_count, rank_values
 from noisesearch.errors import UserError
 
-NEIGHBOURHOODS = ("mix", "distance", "cosine")  # the names recorded
-RENAMED = {"euclidean": "distance"}  # also accepted: name -> the recorded one it means
+NEIGHBOURHOODS = ("mix", "euclidean", "cosine")  # the names recorded
+RENAMED = {"distance": "euclidean"}  # also accepted (older names): name -> the recorded one it means
 
 
 def make_neighbours(pivot: torch.Tensor, eps: torch.Tensor, kind: str, step_size: float, cosine: float) -> torch.Tensor:
@@ -88,7 +88,7 @@ def make_neighbours(pivot: torch.Tensor, eps: torch.Tensor, kind: str, step_size
     kind = RENAMED.get(kind, kind)
     if kind == "mix":
         return (pivot + step_size * eps) / math.sqrt(1.0 + step_size**2)
-    if kind == "distance":
+    if kind == "euclidean":
         return pivot + step_size * eps / per_row(eps.flatten(1).norm(dim=1))
     if kind == "cosine":
         n = pivot.double()
