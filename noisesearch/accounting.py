@@ -1,8 +1,11 @@
 """The one accounting point: every denoiser and verifier call of a search goes through here.
 
 NFE = one denoiser evaluation for one sample. A ``denoise`` call on a batch of B rows costs
-``model.nfe_per_call(guidance)`` NFEs for each row (2 with classifier-free guidance, 1 without or
-for guidance-distilled models), charged to the search that owns the row. Verifier calls are
+``nfe_per_call(model, guidance, convention)`` NFEs for each row, charged to the search that owns the row:
+under the ``"rows"`` convention (the default) ``model.nfe_per_call(guidance)`` (2 with classifier-free
+guidance, 1 without or for guidance-distilled models: one NFE per model row); under ``"steps"`` 1,
+whatever the guidance (one NFE per denoising step, as the paper's figures count). FLOPs stay exact
+either way: ``flops_per_nfe`` is then the FLOPs of every model row of one step. Verifier calls are
 counted separately, as images scored. Budgets are hard limits: the driver refuses a round whose
 planned cost would overspend, and the accountant raises ``BudgetExceeded`` the moment an actual
 call takes any search past its budget (so a wrong cost formula cannot hide).
@@ -23,6 +26,29 @@ import torch
 from noisesearch import ledger
 from noisesearch.errors import BudgetExceeded, UserError
 from noisesearch.models.base import Model
+
+NFE_CONVENTIONS = ("rows", "steps")  # what one NFE is: one model row (CFG: 2 per step), or one denoising step
+
+
+def check_nfe_convention(convention, *, what: str = "nfe convention") -> str:
+    """``convention`` if it is one of ``NFE_CONVENTIONS``, else a ``UserError`` naming it and the accepted ones."""
+    if not isinstance(convention, str) or convention not in NFE_CONVENTIONS:
+        raise UserError(f"{what} {convention!r} is not accepted; accepted: {', '.join(NFE_CONVENTIONS)}")
+    return convention
+
+
+def nfe_per_call(model, guidance: float, convention: str = "rows") -> int:
+    """NFEs one denoiser call costs per sample under ``convention``: the one place this cost is decided.
+
+    ``"rows"``: the model's rows per call (``model.nfe_per_call(guidance)``, 2 with CFG); ``"steps"``: 1.
+    """
+    return model.nfe_per_call(guidance) if check_nfe_convention(convention) == "rows" else 1
+
+
+def rows_per_nfe(model, guidance: float, convention: str = "rows") -> int:
+    """Model rows that one NFE stands for under ``convention`` (1 under "rows"; 2 for a CFG step under "steps")."""
+    return model.nfe_per_call(guidance) // nfe_per_call(model, guidance, convention)
+
 
 SYNC_TIMERS = False  # True: the timers wait for an accelerator's queued work (see ``clock``)
 
@@ -48,9 +74,11 @@ class Accountant:
 
     Args:
         budgets: NFE budget per search (index = search id).
+        nfe_convention: what one NFE is (``NFE_CONVENTIONS``; see the module docstring).
     """
 
-    def __init__(self, budgets: list[int]):
+    def __init__(self, budgets: list[int], nfe_convention: str = "rows"):
+        self.nfe_convention = check_nfe_convention(nfe_convention)
         self.budgets = torch.tensor(budgets, dtype=torch.int64)
         self.nfe = torch.zeros(len(budgets), dtype=torch.int64)
         self.verifier_calls = torch.zeros(len(budgets), dtype=torch.int64)
@@ -80,6 +108,11 @@ class Accountant:
         if len(owners):
             counter += torch.bincount(owners, minlength=len(counter)).double() * (amount / len(owners))
 
+    def extend(self, owners: torch.Tensor, nfe: int) -> None:
+        """Raise the NFE limit of each search in ``owners`` by ``nfe`` (a final render's exact cost, outside the
+        budget of the search): the limit stays hard, so a render that spends more than planned still raises."""
+        self._charge(self.budgets, owners, nfe)
+
     def left(self, search: int) -> int:
         """NFEs that search ``search`` may still spend."""
         return int(self.budgets[search] - self.nfe[search])
@@ -100,7 +133,8 @@ class Accountant:
 
     def denoiser(self, model: Model, cond, owners: torch.Tensor, *, guidance: float, grad: bool = False):
         """A ``denoise(x, sigma)`` for the samplers that charges each row of ``owners`` per call."""
-        cost = model.nfe_per_call(guidance)
+        cost = nfe_per_call(model, guidance, self.nfe_convention)
+        rows = model.nfe_per_call(guidance)  # model rows per sample and call (the FLOP counter's key)
         fn: Callable[..., torch.Tensor] = model.denoise
         if grad:
             grad_fn = getattr(model, "denoise_grad", None)
@@ -108,9 +142,9 @@ class Accountant:
                 raise UserError(f"model {model.name!r} cannot be differentiated (no denoise_grad)")
             fn = grad_fn
 
-        analytic = getattr(model, "flops_per_nfe", None)
+        analytic = getattr(model, "flops_per_nfe", None)  # FLOPs of one model row
         if analytic is not None:
-            self.flops_per_nfe = float(analytic())
+            self.flops_per_nfe = float(analytic()) * rows / cost
 
         def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
             self._charge(self.nfe, owners, cost)
@@ -120,7 +154,7 @@ class Accountant:
             try:
                 if analytic is not None:
                     return fn(x, sigma, cond, guidance=guidance)
-                key = ("denoise", tuple(x.shape[1:]), cost, grad)
+                key = ("denoise", tuple(x.shape[1:]), rows, grad)
                 out, per_row = ledger.counted(model, key, len(x), lambda: fn(x, sigma, cond, guidance=guidance))
                 self.flops_per_nfe = per_row / cost
                 return out
@@ -135,10 +169,11 @@ class Accountant:
         """A ``run(x, targets) -> images`` for whole-trajectory models (``models.generic``): each row of
         ``owners`` is one full candidate costing ``cost`` NFEs, charged before the call; the model's
         hook refuses any forward past that plan, and a call that ran other rows than charged raises."""
-        planned = cost * len(owners)
+        planned = cost * len(owners)  # NFEs under the convention
+        rows = rows_per_nfe(model, guidance, self.nfe_convention)
         analytic = getattr(model, "flops_per_nfe", None)  # a whole pipeline call has no per-NFE count otherwise
         if analytic is not None:
-            self.flops_per_nfe = float(analytic())
+            self.flops_per_nfe = float(analytic()) * rows
 
         def run(x: torch.Tensor, targets: list) -> torch.Tensor:
             self._charge(self.nfe, owners, cost)
@@ -146,7 +181,7 @@ class Accountant:
             self._check()
             start = clock()
             try:
-                images, rows = model.trajectories(x, targets, steps=steps, guidance=guidance, rows=planned)
+                images, ran = model.trajectories(x, targets, steps=steps, guidance=guidance, rows=planned * rows)
             finally:
                 elapsed = clock() - start
                 self.denoise_seconds += elapsed
@@ -154,8 +189,10 @@ class Accountant:
             # the pipeline decodes each candidate itself, inside the timed call: counted, FLOPs unknown
             self._charge(self.decodes, owners, 1)
             self.decode_flops_known = False
-            if rows != planned:
-                raise BudgetExceeded(f"{model.name} ran {rows} denoiser rows where {planned} were planned and charged")
+            if ran != planned * rows:
+                raise BudgetExceeded(
+                    f"{model.name} ran {ran} denoiser rows where {planned * rows} were planned and charged"
+                )
             return images
 
         return run

@@ -100,6 +100,8 @@ def search(
     keep_images: bool = False,
     progress=None,
     cache=None,
+    final_steps: int | None = None,
+    nfe_convention: str = "rows",
     **algorithm_params,
 ) -> list[SearchResult]:
     """Search the noises of ``model`` for each target within ``budget`` NFEs each; one result per target.
@@ -122,6 +124,10 @@ def search(
         cache: a folder or a ``noisesearch.cache.CandidateCache``: candidates found there are replayed
             instead of computed (the budget is still charged; the ledger's ``nfe_computed`` and
             ``replayed`` say what was saved); None (default) computes everything.
+        final_steps: "search cheap, render once": denoise each best noise again with this many steps; the
+            render is ``best_image`` (``final_score``, ``nfe_final``); the budget bounds the search only.
+        nfe_convention: "rows" (default: a CFG step costs 2 NFEs, one per model row) or "steps" (1 NFE per
+            denoising step whatever the guidance, as the paper's figures count).
 
     Returns:
         One ``SearchResult`` per target: ``best_image`` (C, H, W) in [0, 1], ``best_score``,
@@ -135,17 +141,21 @@ def search(
         (result,) = ns.search(model, "a red cube", verifier=lambda im, p: im.mean(dim=(1, 2, 3)), budget=120, steps=30)
         result.best_image.shape                  # (3, H, W)
     """
+    from noisesearch.accounting import check_nfe_convention
     from noisesearch.algorithms import ALGORITHMS
     from noisesearch.checks import check_budget, check_guidance, check_seed, check_steps
+    from noisesearch.driver import check_final_steps, final_schedule
     from noisesearch.generate import check_options, make_record, pick
     from noisesearch.verifiers import as_verifier
 
     budget, seed = check_budget(budget), check_seed(seed)  # numbers first: one line each, before any work
     steps = None if steps is None else check_steps(steps)
     guidance = check_guidance(guidance)
+    check_nfe_convention(nfe_convention)
     factory = pick(ALGORITHMS, algorithm, "algorithm")
     check_options(factory, algorithm_params, "algorithm", algorithm)
     algo = factory(**algorithm_params)  # cheap validation first
+    check_final_steps(final_steps, algo, sampler)
     if not callable(getattr(model, "schedule", None)):  # not a Model: a pipeline object, or refused in one line
         model = from_pipeline(model)
     if pipeline_kwargs:
@@ -160,11 +170,14 @@ def search(
     targets = [targets] if isinstance(targets, (str, int)) else list(targets)
     if not targets:
         raise UserError("targets must hold at least one prompt or class id")
+    steps = model.default_steps if steps is None else steps
+    guidance = model.default_guidance if guidance is None else float(guidance)
+    if final_steps is not None:  # what needs the model: a whole-trajectory pipeline, the render's schedule start
+        check_final_steps(final_steps, algo, sampler, whole=getattr(model, "whole_trajectory", False))
+        final_schedule(model, steps, final_steps)
     from noisesearch.cache import open_cache
 
     candidate_cache = open_cache(cache)  # a folder is created only once everything else is accepted
-    steps = model.default_steps if steps is None else steps
-    guidance = model.default_guidance if guidance is None else float(guidance)
     started = time.perf_counter()
     results = run_search(
         model,
@@ -180,6 +193,8 @@ def search(
         progress=progress,
         keep_images=keep_images,
         cache=candidate_cache,
+        final_steps=final_steps,
+        nfe_convention=nfe_convention,
     )
     wall = time.perf_counter() - started
     for r in results:
@@ -200,6 +215,8 @@ def search(
             guidance=guidance,
             wall=wall / len(results),
             pipeline_kwargs=describe(pipeline_kwargs or {}),
+            final_steps=final_steps,
+            nfe_convention=nfe_convention,
         )
     return results
 

@@ -183,6 +183,12 @@ def generate(
     cache: Optional[str] = typer.Option(None, help="Replay-cache folder: candidates found there are not recomputed."),
     cache_max_mb: Optional[float] = typer.Option(None, help="Size cap of --cache in MiB (least recently used go)."),
     cache_images: str = typer.Option("exact", help="Images in --cache: exact (bit-exact replays) or uint8."),
+    final_steps: Optional[int] = typer.Option(
+        None, help="Search cheap, render once: denoise the best noise again with this many steps (outside --budget)."
+    ),
+    nfe_convention: str = typer.Option(
+        "rows", help="What one NFE is: rows (a guided step costs 2) or steps (1 per step, as the paper plots)."
+    ),
 ):
     """Search for the best sample of one target within a budget; write best.png and record.json."""
     # the numbers first, before torch is even imported: a typo costs a second, not a model load
@@ -192,12 +198,16 @@ def generate(
         check_steps(steps)
     check_seed(seed)
     check_guidance(guidance, what="--guidance")
+    if final_steps is not None:
+        check_steps(final_steps, what="--final-steps")
     if (target is None) == (prompt is None):
         raise UserError("give exactly one of --target (class-conditional models) and --prompt (text models)")
     if prompt is not None:
         check_prompt(prompt, what="--prompt")
+    from noisesearch.accounting import check_nfe_convention
     from noisesearch.generate import generate as run
 
+    check_nfe_convention(nfe_convention, what="--nfe-convention")
     params = parse_params(param, "--param")
     for key, value in (("neighbours", neighbours), ("step_size", step_size)):
         if value is not None:
@@ -235,6 +245,8 @@ def generate(
             cache=cache,
             cache_max_mb=cache_max_mb,
             cache_images=cache_images,
+            final_steps=final_steps,
+            nfe_convention=nfe_convention,
         )
     if record["best_score"] is None:  # a verifier that failed on every image: say so, exit 1
         print(
@@ -243,9 +255,13 @@ def generate(
             file=sys.stderr,
         )
         raise typer.Exit(1)
+    final = ""
+    if final_steps is not None:
+        shown = "failed" if record["final_score"] is None else f"{record['final_score']:.4f}"
+        final = f"; rendered again with {final_steps} steps ({record['nfe_final']} NFEs), score {shown}"
     print(
         f"{len(record['candidates'])} candidates, {record['nfe_used']}/{budget} NFEs, best {verifier} score "
-        f"{record['best_score']:.4f} -> {out_dir / record.get('video', {}).get('path', 'best.png')}, "
+        f"{record['best_score']:.4f}{final} -> {out_dir / record.get('video', {}).get('path', 'best.png')}, "
         f"{out_dir / 'record.json'}"
     )
 

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, overload
 
 import torch
 
-from noisesearch.accounting import Accountant, clock
+from noisesearch.accounting import Accountant, check_nfe_convention, clock, nfe_per_call, rows_per_nfe
 from noisesearch.algorithms.base import (
     Jobs,
     Outcomes,
@@ -59,6 +59,11 @@ class SearchResult:
     ``candidates`` holds one flat dict per evaluated job, in candidate-index order (built from the
     run's columns when first read); ``images`` maps candidate index -> image (C, H, W) for every
     finished candidate when ``run_search(keep_images=True)``.
+
+    With ``run_search(final_steps=...)`` the best noise is denoised again with that many steps:
+    ``best_image`` is then that final render, ``final_score`` the verifier's score of it (None without a
+    render, or when its score failed), and ``nfe_final`` its NFEs (0 without one); ``nfe_used`` stays the
+    search's NFEs (at most ``budget``), ``best_score`` the search's best score, and the ledger counts both.
     """
 
     target: Any
@@ -75,6 +80,8 @@ class SearchResult:
     images: dict[int, torch.Tensor] = field(default_factory=dict)  # finished candidates' images, if kept
     record: dict = field(default_factory=dict)  # the JSON-ready record (``noisesearch.search`` fills it)
     ledger: dict = field(default_factory=dict)  # its costs, flat (``Accountant.ledger``): FLOPs, decodes, seconds
+    nfe_final: int = 0  # NFEs of the final render (``final_steps``), outside the budget
+    final_score: float | None = None  # the verifier's score of the final render
 
 
 @dataclass
@@ -314,6 +321,8 @@ def run_search(
     progress: Callable[[int, int, float], None] | None = None,
     keep_images: bool = False,
     cache=None,
+    final_steps: int | None = None,
+    nfe_convention: str = "rows",
 ) -> SearchRun:
     """Run one search per target within ``budget`` NFEs each (see the module docstring).
 
@@ -328,6 +337,12 @@ def run_search(
         cache: a ``noisesearch.cache.CandidateCache`` (or None): cacheable jobs found there are
             replayed (charged to the budget as if computed, counted as ``replayed`` in the ledger),
             the others computed and stored.
+        final_steps: "search cheap, render once": after the search, each search's best starting noise is
+            denoised again with this many steps of ``sampler`` and scored; that render becomes the
+            result's ``best_image`` (``check_final_steps`` says which algorithms and samplers allow it).
+            Its NFEs are charged in the ledger but not against ``budget``, which bounds the search only.
+        nfe_convention: what one NFE is (``accounting.NFE_CONVENTIONS``): "rows" (one model row; a CFG
+            step costs 2) or "steps" (one denoising step whatever the guidance, as the paper plots).
 
     Returns:
         A ``SearchRun``: one ``SearchResult`` per target, in order, and the run's ``stats``.
@@ -340,10 +355,13 @@ def run_search(
         raise UserError(f"max batch must be a positive integer, got {max_batch!r}")
     started = time.perf_counter()
     get_sampler(sampler)  # a clear error for an unknown name before any work
+    check_nfe_convention(nfe_convention)
     verifier = frames_of(verifier, model)  # a video model's image verifier scores frames (verifiers/video.py)
     whole = getattr(model, "whole_trajectory", False)  # a pipeline run whole (models.generic)
+    check_final_steps(final_steps, algorithm, sampler, whole=whole)
     if whole:
         check_whole_trajectory(model, algorithm, sampler, verifier)
+    final_sigmas = None if final_steps is None else final_schedule(model, steps, final_steps)
     guidance = model.default_guidance if guidance is None else float(guidance)
     targets = [model.check_target(t) for t in targets]
     device = torch.device(getattr(model, "device", None) or "cpu")
@@ -354,14 +372,14 @@ def run_search(
         tuple(model.noise_shape),
         model.schedule(steps),
         sampler,
-        model.nfe_per_call(guidance),
+        nfe_per_call(model, guidance, nfe_convention),
         device,
     )
     state = algorithm.init(problems)
     run = _Run(
         model,
         verifier,
-        Accountant([budget] * len(targets)),
+        Accountant([budget] * len(targets), nfe_convention),
         model.encode(targets),  # encoded once per target, reused for every candidate
         problems,
         guidance,
@@ -397,10 +415,15 @@ def run_search(
         stats.rounds += 1
 
     acct = run.acct
+    nfe = acct.nfe.tolist()  # the search's NFEs (the final render's are outside the budget)
+    final_scores: list[float | None] = [None] * len(targets)
+    if final_sigmas is not None:
+        final_scores = _render_finals(run, best, final_sigmas)
     wall = time.perf_counter() - started
     timed = float(sum(v.sum() for v in acct.seconds.values()))
     best_score, best_index, nans = best.score.tolist(), best.index.tolist(), best.nans.tolist()
-    nfe, calls = acct.nfe.tolist(), acct.verifier_calls.tolist()
+    calls = acct.verifier_calls.tolist()
+    nfe_final = [total - search for total, search in zip(acct.nfe.tolist(), nfe)]
     # each search's best image and noise: rows of one copy of the stacks to the CPU (none when already there)
     best_images = [None] * len(targets) if best.image is None else list(best.image.cpu().unbind(0))
     best_noises = [None] * len(targets) if best.noise is None else list(best.noise.cpu().unbind(0))
@@ -423,6 +446,7 @@ def run_search(
             images[i],
         )
         result.ledger = ledgers[i]
+        result.nfe_final, result.final_score = nfe_final[i], final_scores[i]
         results.append(result)
     stats.wall_seconds = time.perf_counter() - started
     stats.denoise_seconds, stats.verify_seconds = acct.denoise_seconds, acct.verify_seconds
@@ -430,6 +454,79 @@ def run_search(
     stats.decode_seconds = acct.decode_seconds
     stats.draw_seconds = problems.draw_seconds
     return SearchRun(results, stats)
+
+
+def check_final_steps(final_steps, algorithm, sampler: str | None, *, whole: bool = False) -> int | None:
+    """``final_steps`` (None: no final render), refused as a ``UserError`` where a render cannot stand for the search.
+
+    ``algorithm``: a registry name or an algorithm; it must declare ``renders_from_noise`` (its best candidate is
+    a full trajectory from its noise). The sampler must be deterministic (a stochastic trajectory is not a
+    function of its noise alone) and the model must run steps (``whole``: a whole-trajectory pipeline cannot).
+    ``algorithm`` or ``sampler`` None: not checked here (a sweep checks its one sampler once, then each algorithm).
+    Cheap: every entrance calls it before any work (the schedule's start is checked by ``final_schedule``).
+    """
+    if final_steps is None:
+        return None
+    from noisesearch.algorithms import ALGORITHMS
+    from noisesearch.checks import check_steps
+
+    check_steps(final_steps, what="final steps")
+    name = algorithm if isinstance(algorithm, str) else getattr(algorithm, "name", type(algorithm).__name__)
+    declared = ALGORITHMS.get(algorithm) if isinstance(algorithm, str) else algorithm
+    if algorithm is not None and getattr(declared, "renders_from_noise", False) is not True:
+        accepted = [n for n, factory in ALGORITHMS.items() if getattr(factory, "renders_from_noise", False) is True]
+        raise UserError(
+            f"final steps {final_steps}: algorithm {name!r} does not end in a full trajectory from a starting noise, "
+            f"so its best noise cannot be denoised again; accepted with final steps: {', '.join(accepted)}"
+        )
+    if sampler is not None and get_sampler(sampler).stochastic:
+        from noisesearch.samplers import SAMPLERS
+
+        accepted = [n for n, s in SAMPLERS.items() if not s.stochastic]
+        raise UserError(
+            f"final steps {final_steps}: sampler {sampler!r} is stochastic, so a noise does not fix its sample; "
+            f"accepted with final steps: {', '.join(accepted)}"
+        )
+    if whole:
+        raise UserError(
+            f"final steps {final_steps}: a whole-trajectory (generic) pipeline runs only full candidates at the "
+            "search's steps; use a step-level adapter (see `noisesearch list`) or leave out final steps"
+        )
+    return final_steps
+
+
+def final_schedule(model, steps: int, final_steps: int) -> tuple[float, ...]:
+    """The model's schedule of ``final_steps`` steps; a ``UserError`` if it starts at another sigma than the
+    search's schedule of ``steps`` (the best starting noise is reused as the render's start state)."""
+    sigmas = tuple(float(s) for s in model.schedule(final_steps))
+    start = float(model.schedule(steps)[0])
+    if sigmas[0] != start:
+        raise UserError(
+            f"final steps {final_steps}: {model.name}'s schedule of {final_steps} steps starts at sigma {sigmas[0]:.6g}, "
+            f"its schedule of {steps} steps at {start:.6g}, so the searched noise cannot start the render; "
+            f"accepted: final steps whose schedule starts where the search's does (e.g. {steps})"
+        )
+    return sigmas
+
+
+def _render_finals(run: _Run, best: _Best, sigmas: tuple[float, ...]) -> list[float | None]:
+    """Denoise each search's best starting noise again along ``sigmas``, score it, and make it the best image.
+
+    One batch of every search that has a best candidate (run in chunks of ``max_batch`` through ``_Run``, so the
+    accountant counts every NFE, decode and verifier call); each such search's NFE limit is first raised by the
+    render's exact cost (``Accountant.extend``), outside its budget. Returns each search's final score (None
+    without a render, or for a failed score)."""
+    scores: list[float | None] = [None] * best.n
+    found = (best.index >= 0).nonzero().flatten().cpu()
+    if not len(found) or best.noise is None or best.image is None:
+        return scores
+    jobs = Jobs(found, best.noise[found.to(best.noise.device)], sigmas)
+    run.acct.extend(found, run.problems.job_cost(jobs))
+    out = run.run(jobs, torch.full((len(found),), -1, dtype=torch.int64))
+    best.image[found.to(best.image.device)] = out.image.detach().to(best.image.device, best.image.dtype)
+    for i, score in zip(found.tolist(), out.score.tolist()):
+        scores[i] = None if math.isnan(score) else score
+    return scores
 
 
 def _assign(owner: torch.Tensor, next_index: torch.Tensor) -> torch.Tensor:
@@ -608,6 +705,11 @@ class _Replay:
         model_id = model_identity(model)
         return None if model_id is None else cls(cache, model_id, verifier_identity(verifier))
 
+    @staticmethod
+    def rows_per_nfe(run: _Run) -> int:
+        """Model rows per NFE of the run: the cache stores FLOPs per model row, whatever the NFE convention."""
+        return rows_per_nfe(run.model, run.guidance, run.acct.nfe_convention)
+
     def takes(self, jobs: Jobs, problems: Problems) -> bool:
         from noisesearch.cache import cacheable
 
@@ -639,7 +741,7 @@ class _Replay:
                 computed["x"],
                 computed["image"],
                 {} if computed["preview"] is None else {f"preview@{preview_at}": computed["preview"]},
-                flops_per_nfe=acct.flops_per_nfe,
+                flops_per_nfe=None if acct.flops_per_nfe is None else acct.flops_per_nfe / self.rows_per_nfe(run),
                 decode_flops=ledger.cached(run.model, ("decode", tuple(computed["x"].shape[1:]))),
             )
         if hits is None:
@@ -671,7 +773,7 @@ class _Replay:
                 cost,
                 decodes=decodes,
                 decode_flops=hits.decode_flops,
-                flops_per_nfe=hits.flops_per_nfe,
+                flops_per_nfe=None if hits.flops_per_nfe is None else hits.flops_per_nfe * self.rows_per_nfe(run),
             )
         scores: list[Any] = [None] * n  # float per row once known
         if self.verifier_id is not None and hit:

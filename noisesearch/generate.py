@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from noisesearch._io import ensure_out_dir, save_png, write_json
+from noisesearch.accounting import check_nfe_convention, nfe_per_call
 from noisesearch.algorithms import ALGORITHMS
 from noisesearch.checks import (
     PROMPT_MAX_CHARS,
@@ -22,7 +23,7 @@ from noisesearch.checks import (
     check_seed,
     check_steps,
 )
-from noisesearch.driver import SearchResult, run_search
+from noisesearch.driver import SearchResult, check_final_steps, final_schedule, run_search
 from noisesearch.errors import UserError
 from noisesearch.models import MODELS
 from noisesearch.samplers import get_sampler
@@ -169,8 +170,15 @@ def make_record(
     guidance: float,
     wall: float,
     pipeline_kwargs: dict | None = None,
+    final_steps: int | None = None,
+    nfe_convention: str = "rows",
 ) -> dict:
-    """The JSON-ready record of one search (``generate`` and ``noisesearch.search`` write the same one)."""
+    """The JSON-ready record of one search (``generate`` and ``noisesearch.search`` write the same one).
+
+    ``nfe_used`` (also ``nfe_search``) counts the search's NFEs, ``nfe_final`` those of the final render
+    (``final_steps``; 0 without), both in the unit of ``nfe_convention``; ``best_score`` is the search's best
+    score and ``final_score`` the verifier's score of the render (``best.png`` then shows the render).
+    """
     return {
         "model": model,
         "model_path": str(model_path) if model_path else None,
@@ -189,8 +197,14 @@ def make_record(
         "steps": steps,
         "sampler": sampler,
         "guidance": guidance,
-        "nfe_per_full_candidate": get_sampler(sampler).nfe(m.schedule(steps)) * m.nfe_per_call(guidance),
+        "nfe_convention": nfe_convention,
+        "nfe_per_full_candidate": get_sampler(sampler).nfe(m.schedule(steps))
+        * nfe_per_call(m, guidance, nfe_convention),
         "nfe_used": result.nfe_used,
+        "nfe_search": result.nfe_used,
+        "final_steps": final_steps,
+        "nfe_final": result.nfe_final,
+        "final_score": result.final_score,
         "verifier_calls": result.verifier_calls,
         "best_score": None if result.best_image is None else result.best_score,
         "best_index": result.best_index,
@@ -226,6 +240,8 @@ def generate(
     cache: Path | str | None = None,
     cache_max_mb: float | None = None,
     cache_images: str = "exact",
+    final_steps: int | None = None,
+    nfe_convention: str = "rows",
 ) -> tuple[SearchResult, dict]:
     """Search for the best sample of ``target`` within ``budget`` NFEs; write it if ``out`` is given.
 
@@ -236,6 +252,10 @@ def generate(
     ``cache``: a replay-cache folder (``noisesearch.cache``; off when None) with an optional size cap
     ``cache_max_mb`` and ``cache_images`` "exact" or "uint8"; a replay changes only the record's
     ``nfe_computed``, ``replayed``, ``decode_computed`` and ``verify_computed``.
+
+    ``final_steps``: denoise the best noise again with that many steps (``run_search``): ``best.png`` is that
+    render, and the record adds ``nfe_final`` and ``final_score``; the budget bounds the search only.
+    ``nfe_convention``: "rows" (a CFG step costs 2 NFEs) or "steps" (1 NFE per step, as the paper plots).
 
     Every argument is checked before any work (and ``out`` before anything is written there): a
     bad one raises ``UserError`` naming it. A search whose candidates all score NaN (a failing
@@ -251,6 +271,7 @@ def generate(
     guidance = check_guidance(guidance)
     check_positive_int(max_batch, what="max batch")
     get_sampler(sampler)
+    check_nfe_convention(nfe_convention)
     check_target_text(target)
     if steps is not None:
         check_one_candidate(budget, steps)
@@ -265,6 +286,7 @@ def generate(
         verifier_options=verifier_options,
     )
     precheck(model, verifier, algorithm, **named)  # names, options, a pipeline folder and its arguments: cheap
+    check_final_steps(final_steps, algorithm, sampler)
     from noisesearch.cache import check_settings, open_cache
 
     check_settings(cache_max_mb, cache_images)
@@ -276,6 +298,9 @@ def generate(
         check_one_candidate(budget, steps)
     guidance = m.default_guidance if guidance is None else guidance
     m.check_target(target)  # before the search starts, not inside it
+    if final_steps is not None:  # what needs the model: a whole-trajectory pipeline, the render's schedule start
+        check_final_steps(final_steps, algo, sampler, whole=getattr(m, "whole_trajectory", False))
+        final_schedule(m, steps, final_steps)
     candidate_cache = open_cache(cache, max_mb=cache_max_mb, images=cache_images)  # created once all is accepted
     started = time.perf_counter()
     (result,) = run_search(
@@ -291,6 +316,8 @@ def generate(
         max_batch=max_batch,
         progress=progress,
         cache=candidate_cache,
+        final_steps=final_steps,
+        nfe_convention=nfe_convention,
     )
     wall = time.perf_counter() - started
     record = make_record(
@@ -309,6 +336,8 @@ def generate(
         sampler=sampler,
         guidance=guidance,
         wall=wall,
+        final_steps=final_steps,
+        nfe_convention=nfe_convention,
     )
     if out_dir is not None:
         ensure_out_dir(out_dir)  # created only now: a refused run leaves nothing behind

@@ -31,7 +31,7 @@ import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -596,9 +596,16 @@ def rank_order(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 @runtime_checkable
 class SearchAlgorithm(Protocol):
-    """Proposes candidates for the searches of a run through explicit state (see module docstring)."""
+    """Proposes candidates for the searches of a run through explicit state (see module docstring).
+
+    ``renders_from_noise``: True when every finished candidate is a full trajectory of the run's
+    sampler from a starting noise at the schedule's first sigma, so the best one is a function of its
+    noise alone and may be denoised again with other steps (``run_search(final_steps=...)``); False
+    when a finished candidate may start from an intermediate state or depend on injected noises.
+    """
 
     name: str
+    renders_from_noise: ClassVar[bool]
 
     def params(self) -> dict:
         """Hyperparameters, as recorded."""
@@ -618,7 +625,8 @@ class SearchAlgorithmFactory(Protocol):
 
     The CLI checks ``--param`` names against the factory's signature before building it, and the
     algorithm's ``params()`` must rebuild it: ``factory(**algorithm.params())``. Nothing optional is
-    looked up on an algorithm: the driver uses only ``name``, ``init``, ``ask`` and ``tell``.
+    looked up on an algorithm: the driver uses only ``name``, ``renders_from_noise`` (for ``final_steps``),
+    ``init``, ``ask`` and ``tell``.
     """
 
     def __call__(self, **hyperparameters: Any) -> SearchAlgorithm:

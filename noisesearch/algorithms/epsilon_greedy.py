@@ -90,6 +90,7 @@ class EpsilonGreedySearch:
     """Per-step epsilon-greedy local search over injected noises (Ramesh and Mardani 2025)."""
 
     name = "epsilon-greedy"
+    renders_from_noise = False  # final_steps: a trajectory depends on the step noises it searched
 
     def __init__(
         self,

@@ -104,6 +104,7 @@ class EvolutionSearch:
     """Cross-entropy method over the noise on cheap previews (as Spectral Evolution Search, arXiv:2602.03208)."""
 
     name = "evolution"
+    renders_from_noise = True  # final_steps: previews never finish; final runs go from the noise to sigma 0
 
     def __init__(
         self,

@@ -167,6 +167,7 @@ class EvoSearch:
     """Evolutionary search over noises and intermediate states (He et al. 2025; module docstring)."""
 
     name = "evosearch"
+    renders_from_noise = False  # final_steps: later generations start from intermediate states, with injected noises
 
     def __init__(
         self,

@@ -97,6 +97,7 @@ class FirstOrderSearch:
     """Normalised gradient ascent on the starting noise (first-order search, Ma et al. 2025, Sec. 3.2)."""
 
     name = "first-order"
+    renders_from_noise = True  # final_steps: gradient and plain runs both integrate the full schedule from the noise
 
     def __init__(self, *, learning_rate: float = 0.1, starts: int = 1, backward_cost: float = 3.0, shell: bool = True):
         if not _is_number(learning_rate) or learning_rate <= 0:

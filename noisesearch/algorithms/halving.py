@@ -53,6 +53,7 @@ class HalvingSearch:
     """Successive halving over candidates scored on x0-previews (see the module docstring)."""
 
     name = "halving"
+    renders_from_noise = False  # final_steps: a survivor finishes from an intermediate state, not its noise
 
     def __init__(
         self,

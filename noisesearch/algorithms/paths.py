@@ -85,6 +85,7 @@ class PathsSearch:
     """Search over paths (see the module docstring for the algorithm and its parameters)."""
 
     name = "paths"
+    renders_from_noise = False  # final_steps: branches finish from re-noised intermediate states
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ class RandomSearch:
     """Best-of-N over independent Gaussian noises (candidate k uses the draw ``(k,)``)."""
 
     name = "random"
+    renders_from_noise = True  # final_steps: every candidate is a full trajectory from its drawn noise
 
     def __init__(self, *, candidates: int | None = None):
         if candidates is not None and (not is_count(candidates) or candidates < 1):

@@ -294,6 +294,7 @@ class IncrementalSMCSearch:
     """noisesearch's incremental SMC: rewards on the new state, weights accumulated between resamplings."""
 
     name = "smc-incremental"
+    renders_from_noise = False  # final_steps: particles depend on injected noises and resampling, step by step
 
     def __init__(
         self,
@@ -426,6 +427,7 @@ class SMCSearch:
     """Feynman-Kac steering as the reference computes it (Singhal et al. 2025; module docstring)."""
 
     name = "smc"
+    renders_from_noise = False  # final_steps: particles depend on injected noises and resampling, step by step
 
     def __init__(
         self,

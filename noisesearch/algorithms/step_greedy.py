@@ -70,6 +70,7 @@ class StepGreedySearch:
     """Per-step choice among fresh injected noises: the best, or with probability ``epsilon`` a random one."""
 
     name = "step-greedy"
+    renders_from_noise = False  # final_steps: a trajectory depends on the step noises it chose
 
     def __init__(
         self, *, candidates: int = 4, epsilon: float = 0.1, sampler: str | None = None, paths: int | None = None

@@ -129,6 +129,7 @@ class ZeroOrderSearch:
     """Greedy local search around a pivot noise (see the module docstring)."""
 
     name = "zero-order"
+    renders_from_noise = True  # final_steps: pivots and neighbours each run the full schedule from their noise
 
     def __init__(
         self,

@@ -18,6 +18,9 @@ Example (``examples/digits-sweep.yaml``)::
     baseline_scored: true  # false: the baseline's samples are not scored by the verifier (best_score null)
     keep_images: false     # true / "best": each search's best image as PNG; "all": every finished candidate's
                            # (class-conditional sets always go to .npz)
+    final_steps: null      # search cheap, render once: each best noise denoised again with this many steps
+                           # (outside the budget; random, zero-order, first-order, evolution; a deterministic sampler)
+    nfe_convention: rows   # what one NFE is: rows (a guided step costs 2) or steps (1 per step, as the paper plots)
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ class SweepConfig(_Strict):
     keep_images: bool | Literal["best", "all"] = False
     max_batch: int = Field(4096, ge=1)
     chunk: int = Field(256, ge=1, description="targets searched together and appended together")
+    final_steps: int | None = None  # the best noise of every search denoised again with this many steps
+    nfe_convention: Literal["rows", "steps"] = "rows"  # what one NFE is (accounting.NFE_CONVENTIONS)
 
     @field_validator("budgets", "baseline_budgets")
     @classmethod
@@ -109,6 +114,10 @@ class SweepConfig(_Strict):
             del data["baseline_budgets"]
         if data["baseline_scored"]:
             del data["baseline_scored"]
+        if data["final_steps"] is None:
+            del data["final_steps"]
+        if data["nfe_convention"] == "rows":
+            del data["nfe_convention"]
         return data
 
 
@@ -377,6 +386,8 @@ def check_numbers(config: SweepConfig, path) -> None:
     if config.baseline_budgets is not None and not config.baseline:
         problems.append(f"{path}: baseline_budgets: given with baseline: false; drop one of them")
     run(check_steps, config.steps, "steps", "steps")
+    if config.final_steps is not None:
+        run(check_steps, config.final_steps, "final_steps", "final steps")
     run(check_guidance, config.guidance, "guidance", "guidance")
     if problems:
         raise UserError("\n".join(problems))
@@ -471,6 +482,8 @@ def check_names(config: SweepConfig, path) -> None:
                 ALGORITHMS[spec.name](**spec.params)
             except UserError as e:
                 problems.append(f"{path}: algorithms.{i}.params: {e}")
+    if not problems:
+        problems += _check_final(config, path)
     if not problems and config.benchmark.path is not None:
         from noisesearch.checks import check_input_file
 
@@ -487,6 +500,25 @@ def check_names(config: SweepConfig, path) -> None:
         problems += _check_totals(config, path) + _check_budgets(config, path)
     if problems:
         raise UserError("\n".join(problems))
+
+
+def _check_final(config: SweepConfig, path) -> list[str]:
+    """``final_steps`` against every algorithm and the sampler (``driver.check_final_steps``), one line each."""
+    from noisesearch.driver import check_final_steps
+
+    if config.final_steps is None:
+        return []
+    problems = []
+    try:
+        check_final_steps(config.final_steps, None, config.sampler)
+    except UserError as e:
+        problems.append(f"{path}: final_steps (sampler): {e}")
+    for i, spec in enumerate(config.algorithms):
+        try:
+            check_final_steps(config.final_steps, spec.name, None)
+        except UserError as e:
+            problems.append(f"{path}: final_steps (algorithms.{i}): {e}")
+    return problems
 
 
 def _check_budgets(config: SweepConfig, path) -> list[str]:
@@ -526,12 +558,13 @@ def cannot_spend(name: str, params: dict, budget: int, steps: int, sampler: str,
 
 
 def guided_nfe_per_call(config: SweepConfig) -> int:
-    """NFEs per denoiser call as the config's check sees it: 2 with classifier-free guidance (not 1 or None).
+    """NFEs per denoiser call as the config's check sees it: 2 with classifier-free guidance (not 1 or None)
+    under ``nfe_convention: rows``, always 1 under ``steps`` (one NFE per denoising step).
 
-    The real number is the model's ``nfe_per_call(guidance)`` (a guidance-distilled model pays 1);
+    The real number is ``accounting.nfe_per_call`` of the model (a guidance-distilled model pays 1);
     the sweep uses that one when it runs (``baseline_steps`` again) and refuses a mismatch there.
     """
-    return 1 if config.guidance in (None, 1.0) else 2
+    return 1 if config.nfe_convention == "steps" or config.guidance in (None, 1.0) else 2
 
 
 def baseline_steps(budget: int, sampler: str, nfe_per_call: int) -> int | None:

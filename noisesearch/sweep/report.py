@@ -34,9 +34,10 @@ from noisesearch._io import atomic_write_bytes
 from noisesearch.errors import UserError
 
 SET_METRICS = ("fid", "is", "precision", "recall", "accuracy", "diversity")
-# --x name -> (the row's field, axis label): the cost a curve is drawn against, per sample (rows' ledger)
+# --x name -> (the row's field, axis label): the cost a curve is drawn against, per sample (rows' ledger);
+# "nfe" is the search's NFEs plus the final render's (``nfe_final``, from ``final_steps``), as the paper plots
 AXES = {
-    "nfe": ("nfe_used", "NFEs per sample"),
+    "nfe": ("nfe_used", "NFEs per sample (search + final render)"),
     "flops": ("total_flops", "FLOPs per sample (denoiser + decode + verifier)"),
     "seconds": ("seconds_total", "wall seconds per sample"),
     "dollars": ("api_cost_usd", "API cost per sample (USD)"),
@@ -55,6 +56,17 @@ def check_axis(rows: list[dict], x: str) -> str:
             f"that is unknown for this model or verifier); use another axis, e.g. --x nfe"
         )
     return key
+
+
+def nfe_per_sample(row: dict) -> float:
+    """A row's NFEs on the "nfe" axis: the search's (``nfe_used``, else its budget) plus its final render's
+    (``nfe_final``; 0 for a row without one, e.g. from before ``final_steps``)."""
+    return row.get("nfe_used", row["budget"]) + (row.get("nfe_final") or 0)
+
+
+def cost(row: dict, x: str) -> float:
+    """A row's cost per sample on axis ``x`` (see ``AXES``)."""
+    return nfe_per_sample(row) if x == "nfe" else row[AXES[x][0]]
 
 
 def label(row: dict) -> str:
@@ -86,15 +98,14 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 
 def curves(rows: list[dict], metric: str, x: str = "nfe") -> dict[str, list[tuple[float, float, float]]]:
     """Label -> [(cost per sample on axis ``x`` (see ``AXES``), mean, CI half-width)] sorted by budget."""
-    key = AXES[x][0]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if metric in r:
             groups.setdefault((label(r), r["budget"]), []).append(r)
     out: dict[str, list] = {}
-    for (name, budget), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        cost = statistics.fmean(g.get(key, budget) if x == "nfe" else g[key] for g in group)
-        out.setdefault(name, []).append((cost, *mean_ci([g[metric] for g in group])))
+    for (name, _), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        spent = statistics.fmean(cost(g, x) for g in group)
+        out.setdefault(name, []).append((spent, *mean_ci([g[metric] for g in group])))
     return out
 
 
@@ -318,18 +329,23 @@ def _cell_mean(rows: list[dict], cell: str, key: str) -> float:
 def sets_as_rows(rows: list[dict], sets: list[dict], x: str = "nfe") -> list[dict]:
     """``sets.jsonl`` entries as rows ``curves`` and ``table`` read: the verifier, and the cost on axis ``x``.
 
-    The cost of a set is its budget in NFEs, or the mean over its cell's per-target rows on another axis.
+    The cost of a set is its budget in NFEs plus the mean final-render NFEs of its cell's rows (``nfe_final``),
+    or the mean over its cell's per-target rows on another axis.
     """
     key = AXES[x][0]
-    return [
-        {
-            **s,
-            "verifier": next((r["verifier"] for r in rows if r["cell"] == s["cell"]), "?"),
-            "nfe_used": s["budget"],
-            **({} if x == "nfe" else {key: _cell_mean(rows, s["cell"], key)}),
-        }
-        for s in sets
-    ]
+    out = []
+    for s in sets:
+        mine = [r for r in rows if r["cell"] == s["cell"]]
+        out.append(
+            {
+                **s,
+                "verifier": mine[0]["verifier"] if mine else "?",
+                "nfe_used": s["budget"],
+                "nfe_final": statistics.fmean(r.get("nfe_final") or 0 for r in mine) if mine else 0,
+                **({} if x == "nfe" else {key: _cell_mean(rows, s["cell"], key)}),
+            }
+        )
+    return out
 
 
 def points_table(
@@ -346,7 +362,7 @@ def points_table(
             groups.setdefault((label(r), r["budget"]), {"sets": [], "rows": []})[kind].append(r)
     lines = [["configuration", "budget", "NFEs per sample", "seeds", *set_metrics, *target_metrics]]
     for (name, budget), group in sorted(groups.items()):
-        nfe = statistics.fmean(r["nfe_used"] for r in group["rows"]) if group["rows"] else budget
+        nfe = statistics.fmean(nfe_per_sample(r) for r in group["rows"] or group["sets"])  # sets: budget + final
         seeds = len({r["seed"] for r in group["sets"] + group["rows"]})
         cells = []
         for kind, metrics in (("sets", set_metrics), ("rows", target_metrics)):

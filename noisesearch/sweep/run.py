@@ -36,7 +36,10 @@ below ``MIN_SET`` samples).
 
 The more-steps baseline (``algorithm: none``) spends each budget on one sample with as many steps
 as the budget buys exactly: ``budget`` Euler steps, ``budget / 2`` under classifier-free guidance
-(the config refuses budgets it cannot spend exactly); its rows give the ``steps`` used. It spends
+(under ``nfe_convention: rows``; the config refuses budgets it cannot spend exactly); its rows give
+the ``steps`` used. With ``final_steps`` every search's best noise is denoised again (``run_search``):
+its rows carry ``nfe_search`` (= ``nfe_used``), ``nfe_final``, ``final_steps`` and ``final_score``, and
+the kept image is the render; the baseline is its own render (``nfe_final`` 0). It spends
 ``baseline_budgets`` when the config gives them (else ``budgets``). With ``baseline_scored: false``
 its one candidate is not scored by the search verifier (``Unscored``): its rows have
 ``best_score: null``, ``verifier: null`` and ``scored: false``, and it is no failed search.
@@ -59,6 +62,7 @@ import numpy as np
 import torch
 
 from noisesearch import _io
+from noisesearch.accounting import nfe_per_call
 from noisesearch.algorithms import ALGORITHMS, RandomSearch, derive_seed
 from noisesearch.checks import check_out_dir
 from noisesearch.driver import run_search
@@ -465,7 +469,7 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
     steps = cell.steps
     if cell.algorithm == "none":
         guidance = model.default_guidance if config.guidance is None else config.guidance
-        per_call = model.nfe_per_call(guidance)
+        per_call = nfe_per_call(model, guidance, config.nfe_convention)
         steps = baseline_steps(cell.budget, config.sampler, per_call)
         if steps is None:
             raise UserError(
@@ -489,6 +493,8 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
         max_batch=config.max_batch,
         keep_images=config.keep_images == "all",
         cache=cache,
+        final_steps=None if cell.algorithm == "none" else config.final_steps,  # the baseline is its own render
+        nfe_convention=config.nfe_convention,
     )
     wall = (time.perf_counter() - started) / len(chunk)
     images = [r.best_image for r in results]  # (C, H, W) each, None for a search without a real score
@@ -520,6 +526,11 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
                 "seed": cell.seed,
                 "search_seed": seeds[n],
                 "nfe_used": r.nfe_used,
+                "nfe_search": r.nfe_used,
+                "nfe_final": r.nfe_final,
+                "final_steps": None if cell.algorithm == "none" else config.final_steps,
+                "final_score": r.final_score if scored else None,
+                "nfe_convention": config.nfe_convention,
                 "verifier_calls": r.verifier_calls,
                 "candidates": len(r.candidates),
                 "best_score": r.best_score if r.best_image is not None and scored else None,
