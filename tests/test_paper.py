@@ -18,11 +18,14 @@ def test_shipped_configs_load_validate_and_quick_cuts_them():
     full, quick = configs(), configs(quick=True)
     assert list(full) == list(SWEEPS) == list(quick)
     assert sorted({s for used in FIGURES.values() for s in used}) == sorted(SWEEPS)  # every sweep feeds a figure
-    assert full["main"].budgets == [8, 16, 32, 64, 128, 256, 512] and full["main"].seeds == [0]
+    assert full["main"].budgets == [8, 16, 32, 64, 128, 256, 512] and full["main"].seeds == [0, 1, 2]
     assert full["main"].benchmark.per_class == 20
     assert quick["main"].budgets == [8, 16, 32, 64, 128] and quick["main"].seeds == [0]
     assert quick["main"].benchmark.per_class == 2
     assert quick["paths"].budgets == [256, 512]  # none is <= 128: the two smallest are kept
+    assert [a.budgets for a in quick["paths"].algorithms][:2] == [[64, 128], [128, 256]]  # an algorithm's own, alike
+    assert quick["table2-ensemble"].algorithms[0].budgets == [16, 32, 64, 128]
+    assert quick["fig7"] == full["fig7"]  # four named targets, one seed: never cut
     assert quick["steps-16"].budgets == [32, 128]
     assert [full[f"guidance-{g}"].guidance for g in ("135", "15")] == [1.35, 1.5]
     assert [full[f"steps-{n}"].steps for n in (2, 4, 16)] == [2, 4, 16]
@@ -81,10 +84,17 @@ def test_tiny_run_draws_every_figure_and_resumes_without_work(tmp_path):
     first = run_paper(tmp_path, sizes=sizes, note=lambda m: None)
     assert set(first["written"]) == set(SWEEPS) and all(n > 0 for n in first["written"].values())
     assert first["drawn"] == list(FIGURES)
-    for fig in FIGURES:
+    assert first["tables"] == [tmp_path / "table2.md"] and len(first["figures"]) == len(FIGURES) - 1
+    for fig in (f for f in FIGURES if f.startswith("fig")):
         assert (tmp_path / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         points = [json.loads(line) for line in (tmp_path / f"{fig}.jsonl").read_text().splitlines()]
-        assert points and all(p["figure"] == fig for p in points)
+        assert points and all(p.get("figure") == fig for p in points)
+        is_panels = {p["panel"] for p in points if p["metric"] == "is_single_split"}
+        ceilings = {p["panel"]: p["mean"] for p in points if p["metric"] == "is_ceiling"}
+        assert set(ceilings) == is_panels  # every IS axis draws its ceiling
+        assert all(v == pytest.approx(10.0, rel=1e-9) for v in ceilings.values())  # 10 balanced classes, one split
+    fig12 = [json.loads(line) for line in (tmp_path / "fig12.jsonl").read_text().splitlines()]
+    assert len({p["series"] for p in fig12 if p["panel"] == 0}) == 3  # lambda 2, 4, 8 (Euclidean neighbourhood)
     fig1 = [json.loads(line) for line in (tmp_path / "fig1.jsonl").read_text().splitlines()]
     assert {(p["series"], p["x"]) for p in fig1 if p["metric"] == "fid"} == {
         (name, x) for name in ("more denoising steps (no search)", "random, classifier") for x in (8, 16)
