@@ -465,7 +465,7 @@ def paper(
     out_text: str = typer.Option(
         ..., "--out", help="Output folder: figN.png, figN.jsonl and sweeps/; rerunning resumes."
     ),
-    quick: bool = typer.Option(False, help="2 targets per class, one seed, budgets up to 128: about 2 minutes."),
+    quick: bool = typer.Option(False, help="2 targets per class, one seed, budgets up to 128: about a minute."),
     figures: Optional[str] = typer.Option(None, help="Comma-separated subset, e.g. fig1,fig5 (default: all)."),
 ):
     """Ma et al. 2025 figure by figure on the digits world (shipped sweeps; docs/PAPER.md reads them)."""
@@ -474,6 +474,9 @@ def paper(
     out = check_out_dir(out_text)  # str: an empty --out is not '.'
     result = run_paper(out, quick=quick, figures=pick_figures(figures))
     print(f"{len(result['figures'])} figures in {out}: " + ", ".join(p.name for p in result["figures"]))
+    if result.get("tables"):
+        n = len(result["tables"])
+        print(f"{n} table{'s' if n != 1 else ''} in {out}: " + ", ".join(p.name for p in result["tables"]))
 
 
 @app.command("list")

@@ -26,9 +26,13 @@ def test_shipped_configs_load_validate_and_quick_cuts_them():
     assert [a.budgets for a in quick["paths"].algorithms][:2] == [[64, 128], [128, 256]]  # an algorithm's own, alike
     assert quick["table2-ensemble"].algorithms[0].budgets == [16, 32, 64, 128]
     assert quick["fig7"] == full["fig7"]  # four named targets, one seed: never cut
-    assert quick["steps-16"].budgets == [32, 128]
+    assert quick["steps-16"].budgets == [32, 64, 128]
     assert [full[f"guidance-{g}"].guidance for g in ("135", "15")] == [1.35, 1.5]
-    assert [full[f"steps-{n}"].steps for n in (2, 4, 16)] == [2, 4, 16]
+    # Fig. 4's guided sweeps count one NFE per denoising step, as the paper plots every scale on one grid
+    assert {full[n].nfe_convention for n in full if full[n].guidance not in (None, 1.0)} == {"steps"}
+    # Fig. 10 as the paper: NFEs per search iteration vary, the final denoising (16 steps) is fixed
+    assert [full[f"steps-{n}"].steps for n in (2, 4, 8, 16)] == [2, 4, 8, 16]
+    assert {full[f"steps-{n}"].final_steps for n in (2, 4, 8, 16)} == {16}
     assert full["large"].model == "digits-large" and full["selfsup"].verifier.name == "feature-similarity"
 
 
@@ -95,6 +99,10 @@ def test_tiny_run_draws_every_figure_and_resumes_without_work(tmp_path):
         assert all(v == pytest.approx(10.0, rel=1e-9) for v in ceilings.values())  # 10 balanced classes, one split
     fig12 = [json.loads(line) for line in (tmp_path / "fig12.jsonl").read_text().splitlines()]
     assert len({p["series"] for p in fig12 if p["panel"] == 0}) == 3  # lambda 2, 4, 8 (Euclidean neighbourhood)
+    fig10 = [json.loads(line) for line in (tmp_path / "fig10.jsonl").read_text().splitlines()]
+    budgets = configs(**sizes)["steps-2"].budgets
+    # the paper's x-axis: search NFEs plus the fixed final denoising (16 steps, one NFE each without guidance)
+    assert sorted({p["x"] for p in fig10 if p["metric"] == "fid"}) == [b + 16 for b in budgets]
     fig1 = [json.loads(line) for line in (tmp_path / "fig1.jsonl").read_text().splitlines()]
     assert {(p["series"], p["x"]) for p in fig1 if p["metric"] == "fid"} == {
         (name, x) for name in ("more denoising steps (no search)", "random, classifier") for x in (8, 16)

@@ -39,7 +39,8 @@ The items, and the digits analogue of each (see docs/PAPER.md for the readings):
   each verifier (classifier, feature-similarity, oracle-is, oracle-fid-digits, and the ensemble of
   the first two);
 - fig9: the same gains for random search with the ensemble, against NFEs;
-- fig10: random search with 2, 4, 8 and 16 NFEs per candidate at the same total budgets;
+- fig10: random search with 2, 4, 8 and 16 NFEs per candidate at the same total budgets, the best noise
+  then denoised again with a fixed 16 steps (``final_steps``), as the paper's fixed final denoising;
 - fig11: ``digits`` vs ``digits-large`` against FLOPs per sample (the compute ledger's ``total_flops``);
 - fig12: zero-order search's step size lambda (the Euclidean neighbourhood, N = 4) and the path
   length L of search over paths (N = 4);
@@ -84,6 +85,7 @@ SWEEPS = (
     "selfsup-15",
     "steps-2",
     "steps-4",
+    "steps-8",
     "steps-16",
     "large",
     "table2-classifier",
@@ -104,7 +106,7 @@ FIGURES: dict[str, tuple[str, ...]] = {  # item -> the sweeps it is drawn from, 
     "fig7": ("fig7",),
     "fig8": _TABLE2,
     "fig9": ("table2-ensemble",),
-    "fig10": ("main", "steps-2", "steps-4", "steps-16"),
+    "fig10": ("steps-2", "steps-4", "steps-8", "steps-16"),
     "fig11": ("main", "large"),
     "fig12": ("variants", "paths"),
     "fig13": ("main", "oracle-is"),

@@ -11,7 +11,6 @@ line, recorded with metric ``is_ceiling``.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,23 +41,16 @@ def rows_of(out: Path, sweep: str) -> list[dict]:
 
 
 def sets_of(out: Path, sweep: str, x: str = "nfe") -> list[dict]:
-    """The sweep's sample sets as rows ``report.curves`` reads: the verifier, and the cost on axis ``x``."""
-    from noisesearch.sweep.report import AXES
+    """The sweep's sample sets as rows ``report.curves`` reads (``report.sets_as_rows``: the verifier, and the
+    cost on axis ``x``, final-render NFEs included); sets of a cell without per-target rows are left out."""
+    from noisesearch.sweep.report import sets_as_rows
     from noisesearch.sweep.run import read_sets
 
     path = out / "sweeps" / sweep / "sets.jsonl"
-    sets = read_sets(path) if path.exists() else []
-    key = AXES[x][0]
-    by_cell: dict[str, list[dict]] = {}
-    for r in rows_of(out, sweep):
-        by_cell.setdefault(r["cell"], []).append(r)
-    result = []
-    for s in sets:
-        group = by_cell.get(s["cell"], [])
-        if group:
-            cost = {} if x == "nfe" else {key: statistics.fmean(g[key] for g in group)}
-            result.append({**s, "verifier": group[0]["verifier"], "nfe_used": s["budget"], **cost})
-    return result
+    rows = rows_of(out, sweep)
+    cells = {r["cell"] for r in rows}
+    sets = [s for s in (read_sets(path) if path.exists() else []) if s["cell"] in cells]
+    return sets_as_rows(rows, sets, x)
 
 
 def series_of(rows: list[dict], metric: str, x: str = "nfe", *, tag: str = "", keep=None) -> dict[str, list]:
@@ -198,7 +190,9 @@ def _fig3(out: Path) -> Path:
 
 
 def _fig4(out: Path) -> Path:
-    f = Figure("fig4", 6, "Fig. 4: classifier verifier at guidance 1.0 / 1.35 / 1.5 (CFG: 2 NFEs per model call)")
+    f = Figure(
+        "fig4", 6, "Fig. 4: classifier verifier at guidance 1.0 / 1.35 / 1.5 (one NFE per denoising step, as the paper)"
+    )
     for col, (g, suffix) in enumerate(GUIDANCE):
         sets = sets_of(out, BASE[suffix])
         for row, metric in enumerate(("fid", IS)):
@@ -278,8 +272,12 @@ def _fig6(out: Path) -> Path:
 
 
 def _fig10(out: Path) -> Path:
-    f = Figure("fig10", 2, "Fig. 10: NFEs per candidate (denoising steps) at the same total budgets, random search")
-    plan = (("steps-2", 2), ("steps-4", 4), ("main", 8), ("steps-16", 16))
+    f = Figure(
+        "fig10",
+        2,
+        "Fig. 10: NFEs per search iteration at a fixed final denoising (16 steps), random search; x: search + final NFEs",
+    )
+    plan = (("steps-2", 2), ("steps-4", 4), ("steps-8", 8), ("steps-16", 16))
     every = {sweep: sets_of(out, sweep) for sweep, _ in plan}
     for k, metric in enumerate(("fid", IS)):
         series: dict = {}
