@@ -287,7 +287,7 @@ def demo(
     lines = draw(
         study,
         out,
-        metrics=["fid", "is"],
+        metrics=["fid", "is", "is_single_split"],
         title="digits: more steps vs noise search (FID/IS from the evaluation network)",
     )
     _print_table(
@@ -368,7 +368,7 @@ def compare(
     lines = draw(
         study,
         out,
-        metrics=["fid", "is", "diversity"],
+        metrics=["fid", "is", "is_single_split", "diversity"],
         title=f"{model}: search algorithms vs more steps at matched NFEs ({verifier} verifier)",
     )
     _print_table(lines, f"noisesearch compare ({model}): mean ± 95% CI over seeds")

@@ -105,3 +105,16 @@ def test_small_run_writes_table2_and_figs_7_8_9_from_one_shared_cache(tmp_path):
     replayed = json.loads((tmp_path / "sweeps" / "table2-oracle-is" / "results.jsonl").read_text().splitlines()[0])
     assert replayed["algorithm"] == "random" and replayed["nfe_computed"] == 0 and replayed["replayed"] > 0
     assert not (tmp_path / "sweeps" / "table2-oracle-is" / "cache").exists()
+
+
+def test_report_draws_each_is_protocols_ceiling_from_the_sets():
+    """Every IS axis of ``report.plot`` (report, demo, compare) gets its protocol's ceiling; other metrics none."""
+    from noisesearch.sweep.report import METRIC_NAMES, SET_METRICS, protocol_ceiling
+
+    sets = [
+        {"is": 8.1, "is_ceiling": 8.2, "is_single_split": 9.6, "is_single_split_ceiling": 10.0, "fid": 20.0},
+        {"is": 8.0, "is_ceiling": 8.25, "is_single_split": 9.5, "is_single_split_ceiling": 10.0, "fid": 21.0},
+    ]
+    assert protocol_ceiling(sets, "is") == 8.25 and protocol_ceiling(sets, "is_single_split") == 10.0
+    assert protocol_ceiling(sets, "fid") is None and protocol_ceiling([{"is": 8.0}], "is") is None
+    assert "is_single_split" in SET_METRICS and METRIC_NAMES["is_single_split"] == "IS (whole set)"

@@ -40,7 +40,7 @@ SEARCH_STEPS = 8  # Euler steps per search candidate (where the step curve has f
 DEMO_QUICK = {"per_class": 30, "baseline_steps": [1, 2, 4, 8, 16, 32], "budgets": [16, 32, 64, 128, 256]}
 COMPARE_QUICK = {"per_class": 20, "budgets": [64, 128, 256]}
 SEEDS_MAX = 1000  # each seed is a whole study; more would run for weeks
-SET_METRICS = ["fid", "is", "precision", "recall", "accuracy", "diversity"]
+SET_METRICS = ["fid", "is", "is_single_split", "precision", "recall", "accuracy", "diversity"]
 
 
 @dataclass
@@ -167,8 +167,8 @@ def compare_study(
     Budgets an algorithm cannot spend are dropped from its own budgets and listed in ``skipped``.
     """
     from noisesearch.algorithms import ALGORITHMS
-    from noisesearch.generate import pick
     from noisesearch.models import digits_models
+    from noisesearch.registry import pick
     from noisesearch.verifiers import VERIFIERS
 
     if model not in digits_models():

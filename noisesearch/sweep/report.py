@@ -33,7 +33,12 @@ from pathlib import Path
 from noisesearch._io import atomic_write_bytes
 from noisesearch.errors import UserError
 
-SET_METRICS = ("fid", "is", "precision", "recall", "accuracy", "diversity")
+SET_METRICS = ("fid", "is", "is_single_split", "precision", "recall", "accuracy", "diversity")
+# An IS protocol's ceiling (``metrics.inception_score_ceiling``: a perfect set's score; sets.jsonl key ``<metric>_ceiling``),
+# drawn on every IS axis so that a reader sees how far the score can still move. ``is``: mean over 10 splits;
+# ``is_single_split``: the whole set at once (its ceiling is the number of classes for a balanced set).
+CEILINGS = {"is": "is_ceiling", "is_single_split": "is_single_split_ceiling"}
+METRIC_NAMES = {"is": "IS (mean of 10 splits)", "is_single_split": "IS (whole set)"}
 # --x name -> (the row's field, axis label): the cost a curve is drawn against, per sample (rows' ledger);
 # "nfe" is the search's NFEs plus the final render's (``nfe_final``, from ``final_steps``), as the paper plots
 AXES = {
@@ -168,6 +173,13 @@ def per_target_metrics(rows: list[dict]) -> list[str]:
     return ["best_score"] + sorted({k for r in rows for k in r if k.startswith("eval_")})
 
 
+def protocol_ceiling(rows: list[dict], metric: str) -> float | None:
+    """The largest ceiling of ``metric``'s protocol over ``rows`` (sample sets; ``CEILINGS``), or None (no such key)."""
+    key = CEILINGS.get(metric)
+    values = [r[key] for r in rows if key is not None and isinstance(r.get(key), (int, float))]
+    return max(values) if values else None
+
+
 def plot(rows: list[dict], metrics: list[str], title: str, x: str = "nfe") -> bytes:
     """PNG bytes: one panel per metric against cost axis ``x`` (log scale), error bars = 95% CI."""
     import matplotlib
@@ -202,8 +214,14 @@ def plot(rows: list[dict], metrics: list[str], title: str, x: str = "nfe") -> by
                 peaks = True
         if positive:  # a free verifier costs 0 dollars: no log axis then
             ax.set_xscale("log", base=2 if x == "nfe" else 10)
+        ceiling = protocol_ceiling(rows, metric)
+        if ceiling is not None:
+            ax.axhline(ceiling, linestyle=":", color="grey")
+            ax.annotate(
+                f"a perfect set: {ceiling:.3f}", (0.01, ceiling), xycoords=("axes fraction", "data"), fontsize=7
+            )
         ax.set_xlabel(AXES[x][1])
-        ax.set_ylabel(metric)
+        ax.set_ylabel(METRIC_NAMES.get(metric, metric))
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if peaks:
