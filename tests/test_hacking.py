@@ -74,6 +74,6 @@ def test_table_cells_state_an_interval_only_where_there_is_one():
 
     assert cell([]) == "-" and cell([None, math.nan]) == "-"
     assert cell([2.5]) == "2.5" and cell([2.5, None]) == "2.5"
-    # two values 1 and 3: mean 2, stdev sqrt(2), half-width 1.96 * sqrt(2) / sqrt(2) = 1.96
-    assert cell([1.0, 3.0]) == "2 ± 2"
-    assert cell([1.0, 3.0, None]) == "2 ± 2"
+    # two values 1 and 3: mean 2, stdev sqrt(2), half-width t(0.975, 1) * sqrt(2) / sqrt(2) = 12.71 (Student's t)
+    assert cell([1.0, 3.0]) == "2 ± 13"
+    assert cell([1.0, 3.0, None]) == "2 ± 13"

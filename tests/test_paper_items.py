@@ -118,3 +118,16 @@ def test_report_draws_each_is_protocols_ceiling_from_the_sets():
     assert protocol_ceiling(sets, "is") == 8.25 and protocol_ceiling(sets, "is_single_split") == 10.0
     assert protocol_ceiling(sets, "fid") is None and protocol_ceiling([{"is": 8.0}], "is") is None
     assert "is_single_split" in SET_METRICS and METRIC_NAMES["is_single_split"] == "IS (whole set)"
+
+
+def test_confidence_intervals_are_students_t_at_95_percent():
+    """Three seeds: t(0.975, 2) = 4.3027 standard errors (the normal 1.96 would be a 78% interval); many: about 1.96."""
+    import math
+
+    from noisesearch.sweep.report import mean_ci
+
+    mean, half = mean_ci([1.0, 2.0, 3.0])  # sd 1, se 1/sqrt(3)
+    assert mean == 2.0 and half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    mean, half = mean_ci([0.0, 1.0] * 500)  # sd 0.50025, se 0.015820
+    assert half == pytest.approx(1.962344 * 0.5002501 / math.sqrt(1000), rel=1e-5)
+    assert mean_ci([5.0]) == (5.0, 0.0) and all(math.isnan(v) for v in mean_ci([None, float("nan")]))
