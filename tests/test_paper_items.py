@@ -8,7 +8,7 @@ import torch
 
 from noisesearch.metrics import DigitsEvaluator, inception_score, inception_score_ceiling
 from noisesearch.paper import FIGURES, FIXED, SWEEPS, configs, run_paper
-from noisesearch.paper.items import ALGORITHMS, TABLE2, gains
+from noisesearch.paper.items import ALGORITHMS, ENSEMBLE_MEMBERS, TABLE2, gains
 
 
 def test_is_ceiling_of_a_balanced_set_in_one_split_is_the_number_of_classes():
@@ -87,13 +87,16 @@ def test_small_run_writes_table2_and_figs_7_8_9_from_one_shared_cache(tmp_path):
         (v, a) for v, _ in TABLE2 for a, _ in ALGORITHMS
     }
     for r in records:
-        assert r["held_out"] == (r["column"] != r["verifier"])  # the diagonal is not held out
+        took_part = r["column"] == r["verifier"] or (r["verifier"] == "ensemble" and r["column"] in ENSEMBLE_MEMBERS)
+        assert r["held_out"] == (not took_part)  # the diagonal, and the ensemble's members, are not held out
         assert r["budget"] == (8 if r["algorithm"] == "none" else 128)
         if r["column"] in ("classifier", "oracle-is", "fid", "is_single_split"):
             assert r["mean"] is not None, r  # every cell scored by the verifiers that score finished images
     table = (tmp_path / "table2.md").read_text().splitlines()
     assert sum(line.startswith("| ") for line in table) == 1 + len(rows)  # header + a line per row
-    assert sum(line.count(" * |") for line in table) == len(TABLE2) * len(ALGORITHMS)
+    # one `*` per searched row (its own verifier), plus the ensemble rows' scores by its classifier member
+    # (feature-similarity cannot score another search: "-")
+    assert sum(line.count(" * |") for line in table) == (len(TABLE2) + 1) * len(ALGORITHMS)
     fig8 = [json.loads(line) for line in (tmp_path / "fig8.jsonl").read_text().splitlines()]
     assert {p["series"] for p in fig8} == {v for v, _ in TABLE2} and all(p["mean"] is not None for p in fig8)
     fig9 = [json.loads(line) for line in (tmp_path / "fig9.jsonl").read_text().splitlines()]
@@ -131,3 +134,14 @@ def test_confidence_intervals_are_students_t_at_95_percent():
     mean, half = mean_ci([0.0, 1.0] * 500)  # sd 0.50025, se 0.015820
     assert half == pytest.approx(1.962344 * 0.5002501 / math.sqrt(1000), rel=1e-5)
     assert mean_ci([5.0]) == (5.0, 0.0) and all(math.isnan(v) for v in mean_ci([None, float("nan")]))
+
+
+def test_the_ensembles_members_are_not_held_out_in_table2_and_fig8():
+    """Table 2 / Fig. 8 mark a score as held out only if its verifier took no part in the search."""
+    from noisesearch.paper import configs
+    from noisesearch.paper.items import scores_its_own_search
+
+    assert tuple(configs()["table2-ensemble"].verifier.options["members"]) == ENSEMBLE_MEMBERS
+    assert scores_its_own_search("ensemble", "classifier") and scores_its_own_search("classifier", "classifier")
+    assert not scores_its_own_search("ensemble", "oracle-is") and not scores_its_own_search("oracle-is", "classifier")
+    assert not scores_its_own_search(None, "classifier")  # the no-search row: everything is held out
