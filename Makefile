@@ -23,7 +23,7 @@ demo: venv
 demo-quick: venv
 	$(BIN)/noisesearch demo --quick --out demo-out-quick
 
-# Lint, formatting and types first (seconds), then the suite in a random order (pytest-randomly
+# Lint, formatting, types and the import layers (pyproject.toml's [tool.importlinter]) first (seconds), then the suite in a random order (pytest-randomly
 # prints the seed: rerun one order with `make test PYTEST_ARGS=--randomly-seed=N`), then the tests marked
 # `numerics` (they compare floats recomputed in other batches, with or without the cache) again under
 # other CPU kernels: MKL limited to AVX2, then to SSE4.2 (Intel CPUs; MKL ignores these elsewhere), then
@@ -33,6 +33,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 NUMERICS := $(BIN)/python -m pytest -q -p no:randomly -m numerics
 

@@ -15,7 +15,7 @@ The parts, by contract (see docs/ARCHITECTURE.md):
   ``compare`` (``noisesearch.studies``) and ``noisesearch.paper``
 """
 
-__version__ = "0.1.0"
+from noisesearch._version import __version__ as __version__  # re-exported: the version lives apart
 
 __all__ = ["from_pipeline", "search"]
 

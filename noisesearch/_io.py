@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from noisesearch.errors import UserError
+from noisesearch.keyframes import keyframe_strip
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -314,10 +315,7 @@ def save_png(path: Path, image: torch.Tensor, *, scale: int = 1) -> None:
     from PIL import Image
 
     if image.dim() == 4:
-        from noisesearch.verifiers.video import DEFAULT_KEYFRAMES, keyframe_indices
-
-        image = torch.cat([image[:, i] for i in keyframe_indices(image.shape[1], DEFAULT_KEYFRAMES)], dim=2)
-
+        image = keyframe_strip(image)
     arr = images_to_uint8(image[None])[0]  # (H, W, C)
     if scale > 1:
         arr = arr.repeat(scale, axis=0).repeat(scale, axis=1)

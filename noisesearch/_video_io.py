@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from noisesearch._io import atomic_write_bytes, images_to_uint8, save_png
-from noisesearch.verifiers.video import DEFAULT_KEYFRAMES, keyframe_indices
+from noisesearch.keyframes import DEFAULT_KEYFRAMES, keyframe_indices, keyframe_strip
 
 DEFAULT_FPS = 16  # Wan's frame rate; a model may set ``fps``
 
@@ -35,11 +35,6 @@ def save_webp(path: Path, video: torch.Tensor, *, fps: int = DEFAULT_FPS) -> Non
         quality=100,
     )
     atomic_write_bytes(path, buf.getvalue())
-
-
-def keyframe_strip(video: torch.Tensor, indices: list[int]) -> torch.Tensor:
-    """Frames ``indices`` of a video (C, F, H, W) side by side: one image (C, H, k W)."""
-    return torch.cat([video[:, i] for i in indices], dim=2)
 
 
 def write_video_outputs(out_dir: Path, result, verifier, *, fps: int = DEFAULT_FPS) -> dict:

@@ -1,4 +1,5 @@
-"""The Python front door: ``from_pipeline`` (any diffusers pipeline object -> a ``Model``) and ``search``.
+"""The Python front door: ``from_pipeline`` (any diffusers pipeline object -> a ``Model``; defined with the
+registry of adapters in ``noisesearch.models``) and ``search``.
 
 Example::
 
@@ -17,70 +18,7 @@ import torch
 
 from noisesearch.driver import SearchResult, run_search
 from noisesearch.errors import UserError
-from noisesearch.models import PIPELINES, Model, generic_pipeline
-
-ADAPTERS = ("auto", "step", "generic")
-
-
-def from_pipeline(
-    pipe,
-    *,
-    adapter: str = "auto",
-    height: int | None = None,
-    width: int | None = None,
-    pipeline_kwargs: dict | None = None,
-    **options,
-) -> Model:
-    """The adapter for a diffusers pipeline object, built around it (never reloaded, moved or cast).
-
-    ``adapter``: "auto" (the step-level adapter of ``type(pipe).__name__`` in ``PIPELINES``, else the
-    generic one), "step" or "generic". ``height``/``width``: image size (default: the pipeline's).
-    ``pipeline_kwargs``: extra ``__call__`` arguments applied to every candidate (the generic adapter
-    passes any; a step-level one the few its loop honours). ``options``: the adapter's own keywords
-    (``decode_batch``, ``max_sequence_length``; the generic adapter's ``batch``).
-
-    Example::
-
-        pipe = FluxPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", torch_dtype=torch.bfloat16).to("cuda")
-        model = from_pipeline(pipe, height=512, width=512)            # FluxModel around this very object
-        model = from_pipeline(pipe, adapter="generic")                # or run through pipe.__call__ itself
-    """
-    size = {k: v for k, v in (("height", height), ("width", width)) if v is not None}
-    if adapter not in ADAPTERS:
-        raise UserError(f"unknown adapter {adapter!r}; accepted: {', '.join(ADAPTERS)}")
-    try:
-        from diffusers import DiffusionPipeline
-    except ImportError:  # pragma: no cover
-        raise UserError("from_pipeline needs diffusers: pip install diffusers") from None
-    if not isinstance(pipe, DiffusionPipeline):
-        raise UserError(f"from_pipeline takes a diffusers pipeline object, got a {type(pipe).__name__}")
-    cls = type(pipe).__name__
-    step = PIPELINES.get(cls)
-    if adapter == "step" and step is None:
-        raise UserError(f"{cls} has no step-level adapter; those with one: {', '.join(PIPELINES)}")
-    if step is not None and adapter != "generic":
-        build, options = step, {**size, **options}
-    else:
-        build, options = generic_pipeline, {"pipeline_kwargs": {**size, **(pipeline_kwargs or {})}, **options}
-    accepted = adapter_options(build)
-    for key in options:
-        if key not in accepted:
-            kind = "generic" if build is generic_pipeline else "step-level"
-            raise UserError(f"the {kind} adapter for {cls} takes no option {key!r}; accepted: {', '.join(accepted)}")
-    model = build(pipe, **options)
-    if build is not generic_pipeline and pipeline_kwargs:
-        model = model.with_pipeline_kwargs(pipeline_kwargs)
-    return model
-
-
-def adapter_options(build) -> list[str]:
-    """Keyword options of the adapter class behind a ``PIPELINES`` factory (its ``adapter_class``)."""
-    import importlib
-    import inspect
-
-    module, name = build.adapter_class.split(":")
-    params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
-    return [k for k, v in params.items() if v.kind is v.KEYWORD_ONLY]
+from noisesearch.models import from_pipeline
 
 
 def search(
@@ -117,7 +55,7 @@ def search(
         budget: hard NFE limit per target; ``steps``: denoising steps per candidate (default: the model's).
         seed: the search seed (every target's search uses it: common random numbers across targets).
         pipeline_kwargs: extra pipeline ``__call__`` arguments applied to every candidate, checked against its
-            signature and annotations (``models.generic.check_pipeline_kwargs``); an image argument may be a path.
+            signature and annotations (``models._pipeline_args.check_pipeline_kwargs``); an image argument may be a path.
         verifier_options: the verifier factory's keywords, or a callable's ``name``, ``batch``, ``device``,
             ``cache_key`` (a callable's scores are replayed from a cache only with a declared key); for a
             video model also ``frames`` (keyframes k, or "all") and ``combine`` ("mean", "min"): verifiers/video.py.
@@ -145,7 +83,8 @@ def search(
     from noisesearch.algorithms import ALGORITHMS
     from noisesearch.checks import check_budget, check_guidance, check_seed, check_steps
     from noisesearch.driver import check_final_steps, final_schedule
-    from noisesearch.generate import check_options, make_record, pick
+    from noisesearch.generate import make_record
+    from noisesearch.registry import check_options, pick
     from noisesearch.verifiers import as_verifier
 
     budget, seed = check_budget(budget), check_seed(seed)  # numbers first: one line each, before any work

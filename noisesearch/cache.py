@@ -246,17 +246,16 @@ def model_identity(model) -> str | None:
 def verifier_identity(verifier) -> str | None:
     """A short identity of the verifier's scores, or None when its scores must never be replayed.
 
-    None for a batch-dependent verifier (``batch_dependent``: the rank ensemble) and for a callable
-    wrapped by ``verifiers.custom`` without a declared ``cache_key``; a declared ``cache_key`` wins.
+    None for a batch-dependent verifier (``batch_dependent``: the rank ensemble) and for one that declares
+    ``needs_cache_key`` (a callable wrapped by ``verifiers.custom``: nothing but a key can name what its code
+    computes) without a declared ``cache_key``; a declared ``cache_key`` wins.
     """
     if getattr(verifier, "batch_dependent", False):
         return None
     declared = getattr(verifier, "cache_key", None)
     if isinstance(declared, str) and declared:
         return hashlib.sha256(f"verifier:{declared}".encode()).hexdigest()[:24]
-    from noisesearch.verifiers.custom import CallableVerifier
-
-    if isinstance(verifier, CallableVerifier):
+    if getattr(verifier, "needs_cache_key", False):
         return None
     members = getattr(verifier, "members", None)
     if isinstance(members, (list, tuple)):  # an ensemble: its members' identities too

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import platform
 import time
@@ -12,6 +11,7 @@ from typing import Any
 import torch
 
 from noisesearch._io import ensure_out_dir, save_png, write_json
+from noisesearch._version import __version__
 from noisesearch.accounting import check_nfe_convention, nfe_per_call
 from noisesearch.algorithms import ALGORITHMS
 from noisesearch.checks import (
@@ -26,30 +26,13 @@ from noisesearch.checks import (
 from noisesearch.driver import SearchResult, check_final_steps, final_schedule, run_search
 from noisesearch.errors import UserError
 from noisesearch.models import MODELS
+from noisesearch.registry import check_options, pick
 from noisesearch.samplers import get_sampler
 from noisesearch.verifiers import VERIFIERS
 from noisesearch.verifiers.video import for_model as frames_of
 from noisesearch.verifiers.video import split_options as split_video_options
 
 PNG_SCALE = {"digits": 8}  # 8x8 digits are written enlarged 8x (nearest neighbour) to be visible
-
-
-def pick(registry: dict, name: str, what: str):
-    """The factory registered as ``name``, or a clear error listing the accepted names."""
-    if not isinstance(name, str) or name not in registry:
-        raise UserError(f"unknown {what} {name!r}; accepted: {', '.join(registry)}")
-    return registry[name]
-
-
-def check_options(factory, options: dict, what: str, name: str) -> None:
-    """Refuse keyword options that ``factory`` does not take, naming the ones it does."""
-    if not isinstance(options, dict):
-        raise UserError(f"{what} options must be a dict of keyword arguments, got {options!r}")
-    params = inspect.signature(factory).parameters
-    accepted = [p for p, v in params.items() if p != "self" and v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)]
-    for key in options:
-        if not isinstance(key, str) or key not in accepted:
-            raise UserError(f"{what} {name!r} takes no parameter {key!r}; accepted: {', '.join(accepted) or 'none'}")
 
 
 def build(
@@ -129,8 +112,6 @@ def _checked(
 
 def versions() -> dict[str, str]:
     """Versions that a record needs to be redone."""
-    from noisesearch import __version__
-
     return {"noisesearch": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 

@@ -1,6 +1,7 @@
 """Model registries: ``MODELS`` name -> factory ``(*, path=None, ...) -> Model`` (see ``noisesearch.models.base``),
 and ``PIPELINES`` diffusers pipeline class name -> step-level adapter ``(pipe, **options) -> Model`` built
-around a pipeline object (``noisesearch.from_pipeline``, ``--model diffusers``, ``noisesearch list``)."""
+around a pipeline object (``from_pipeline``, here and as ``noisesearch.from_pipeline``; ``--model diffusers``,
+``noisesearch list``)."""
 
 from __future__ import annotations
 
@@ -258,7 +259,6 @@ def diffusers(
     pipeline_kwargs=None,
 ) -> Model:
     """Any diffusers pipeline folder: the step-level adapter of its class if registered (see PIPELINES), else generic."""
-    from noisesearch.api import from_pipeline
     from noisesearch.models._diffusers_common import load_any
 
     pipeline_kwargs = check_diffusers(path=path, pipeline_kwargs=pipeline_kwargs)  # image paths opened
@@ -273,7 +273,7 @@ def check_diffusers(*, path=None, pipeline_kwargs=None, **_) -> dict:
     config readable JSON) and the pipeline arguments against its class's ``__call__`` (image paths opened).
     The pipeline arguments are returned checked; for a hub id they are checked once it is loaded."""
     from noisesearch.models._diffusers_common import pipeline_class
-    from noisesearch.models.generic import check_pipeline_kwargs
+    from noisesearch.models._pipeline_args import check_pipeline_kwargs
 
     if path is None:
         raise UserError("model 'diffusers' needs --model-path: a pipeline folder with model_index.json, or a hub id")
@@ -380,4 +380,68 @@ def digits_models() -> list[str]:
     return [name for name in MODELS if domain_of(name) == "digits"]
 
 
-__all__ = ["MODELS", "PIPELINES", "Model", "digits_models", "domain_of", "index_cond"]
+ADAPTERS = ("auto", "step", "generic")  # ``from_pipeline``'s choices of adapter
+
+
+def from_pipeline(
+    pipe,
+    *,
+    adapter: str = "auto",
+    height: int | None = None,
+    width: int | None = None,
+    pipeline_kwargs: dict | None = None,
+    **options,
+) -> Model:
+    """The adapter for a diffusers pipeline object, built around it (never reloaded, moved or cast).
+
+    ``adapter``: "auto" (the step-level adapter of ``type(pipe).__name__`` in ``PIPELINES``, else the
+    generic one), "step" or "generic". ``height``/``width``: image size (default: the pipeline's).
+    ``pipeline_kwargs``: extra ``__call__`` arguments applied to every candidate (the generic adapter
+    passes any; a step-level one the few its loop honours). ``options``: the adapter's own keywords
+    (``decode_batch``, ``max_sequence_length``; the generic adapter's ``batch``).
+
+    Example::
+
+        pipe = FluxPipeline.from_pretrained("black-forest-labs/FLUX.1-dev", torch_dtype=torch.bfloat16).to("cuda")
+        model = from_pipeline(pipe, height=512, width=512)            # FluxModel around this very object
+        model = from_pipeline(pipe, adapter="generic")                # or run through pipe.__call__ itself
+    """
+    size = {k: v for k, v in (("height", height), ("width", width)) if v is not None}
+    if adapter not in ADAPTERS:
+        raise UserError(f"unknown adapter {adapter!r}; accepted: {', '.join(ADAPTERS)}")
+    try:
+        from diffusers import DiffusionPipeline
+    except ImportError:  # pragma: no cover
+        raise UserError("from_pipeline needs diffusers: pip install diffusers") from None
+    if not isinstance(pipe, DiffusionPipeline):
+        raise UserError(f"from_pipeline takes a diffusers pipeline object, got a {type(pipe).__name__}")
+    cls = type(pipe).__name__
+    step = PIPELINES.get(cls)
+    if adapter == "step" and step is None:
+        raise UserError(f"{cls} has no step-level adapter; those with one: {', '.join(PIPELINES)}")
+    if step is not None and adapter != "generic":
+        build, options = step, {**size, **options}
+    else:
+        build, options = generic_pipeline, {"pipeline_kwargs": {**size, **(pipeline_kwargs or {})}, **options}
+    accepted = adapter_options(build)
+    for key in options:
+        if key not in accepted:
+            kind = "generic" if build is generic_pipeline else "step-level"
+            raise UserError(f"the {kind} adapter for {cls} takes no option {key!r}; accepted: {', '.join(accepted)}")
+    model = build(pipe, **options)
+    if build is not generic_pipeline and pipeline_kwargs:
+        model = model.with_pipeline_kwargs(pipeline_kwargs)
+    return model
+
+
+def adapter_options(build) -> list[str]:
+    """Keyword options of the adapter class behind a ``PIPELINES`` factory (its ``adapter_class``)."""
+    import importlib
+    import inspect
+
+    module, name = build.adapter_class.split(":")
+    params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
+    return [k for k, v in params.items() if v.kind is v.KEYWORD_ONLY]
+
+
+__all__ = ["MODELS", "PIPELINES", "Model", "digits_models", "domain_of", "from_pipeline", "index_cond"]

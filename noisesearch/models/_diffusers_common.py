@@ -1,4 +1,5 @@
-"""Shared plumbing for the diffusers adapters: loading, dtype/device parsing, prompt caching, VAE decoding.
+"""Shared plumbing for the diffusers adapters: loading, prompt caching, VAE decoding (dtype and device names are
+parsed by ``noisesearch.devices``).
 
 Loading follows diffusers' ``DiffusionPipeline.from_pretrained`` (https://huggingface.co/docs/diffusers/
 api/pipelines/overview) with ``trust_remote_code=False`` and safetensors only: a local folder must
@@ -10,48 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from noisesearch.devices import parse_device, parse_dtype
 from noisesearch.errors import UserError
+from noisesearch.models._pipeline_args import check_pipeline_kwargs
 
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def parse_dtype(dtype) -> torch.dtype:
-    """``torch.dtype`` from a name such as ``"float32"`` or ``"bf16"`` (or a dtype itself)."""
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype.lower() in DTYPES:
-        return DTYPES[dtype.lower()]
-    raise UserError(f"unknown dtype {dtype!r}; accepted: float32, float16, bfloat16")
-
-
-def parse_device(device) -> torch.device:
-    """``torch.device`` from a name such as ``"cpu"`` or ``"cuda:0"``, refused if not available here."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UserError(f"unknown device {device!r}; accepted: cpu, cuda, cuda:N, mps") from None
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise UserError(f"device {device!r} is not available on this machine")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"device {device!r} is not available on this machine")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"unsupported device {device!r}; accepted: cpu, cuda, cuda:N, mps")
-    return dev
 
 
 def read_index(folder: Path) -> dict:
@@ -462,8 +432,6 @@ class StepKwargs:
         """A copy of this adapter (same pipeline) that applies ``kwargs`` to every candidate."""
         import copy
 
-        from noisesearch.models.generic import check_pipeline_kwargs
-
         kwargs = check_pipeline_kwargs(self.pipe, kwargs)  # type: ignore[attr-defined]
         for key in kwargs:
             if key not in self.step_kwargs:
@@ -478,46 +446,3 @@ class StepKwargs:
         if hasattr(new, "cfg_stack"):
             new.cfg_stack = CFGStack()
         return new
-
-
-def open_image(value, key: str):
-    """The still image file at path ``value`` (argument ``key`` of a pipeline) as an RGB PIL image, opened safely.
-
-    The path must name a regular file that PIL identifies as an image it can decode, whole (a truncated
-    file is refused), of one frame (an animated GIF, PNG or WebP or a multi-page TIFF is refused: give
-    the frame wanted as a still image) and within PIL's decompression-bomb guard
-    (``PIL.Image.MAX_IMAGE_PIXELS`` pixels; its warning band counts as too large here too). Anything
-    else raises ``UserError`` naming ``key``, the path and what is accepted.
-    """
-    import warnings
-
-    from PIL import Image
-
-    text = str(value)
-    accepted = "accepted: a still image file (PNG, JPEG, WebP, BMP, ...)"
-    if not text.strip():
-        raise UserError(f"pipeline argument {key}= is empty; {accepted}")
-    path = Path(text).expanduser()
-    if not path.is_file():
-        what = "is a folder" if path.is_dir() else ("is not a regular file" if path.exists() else "does not exist")
-        raise UserError(f"pipeline argument {key}={text!r}: {what}; {accepted}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                frames = getattr(im, "n_frames", 1)
-                if frames > 1:
-                    raise UserError(
-                        f"pipeline argument {key}={text!r} is a {im.format} of {frames} frames; {accepted} of one frame"
-                    )
-                return im.convert("RGB")  # decodes every pixel: a truncated file fails here, not in the pipeline
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UserError(
-            f"pipeline argument {key}={text!r} is an image of more than {Image.MAX_IMAGE_PIXELS:,} pixels "
-            f"(PIL's decompression-bomb limit); {accepted}, smaller"
-        ) from None
-    except UserError:
-        raise
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, MemoryError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"pipeline argument {key}={text!r} is not a readable image ({reason}); {accepted}") from None

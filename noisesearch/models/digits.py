@@ -10,6 +10,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from noisesearch._io import load_weights
+from noisesearch.devices import parse_device
 from noisesearch.digits import nets
 from noisesearch.digits.train import WEIGHTS_DIR
 from noisesearch.errors import UserError
@@ -100,8 +101,6 @@ class DigitsModel:
     default_guidance = 1.0  # as the paper's SiT-XL setting: no classifier-free guidance
 
     def __init__(self, name: str = "digits", *, path: Path | str | None = None, device: str | None = None):
-        from noisesearch.models._diffusers_common import parse_device  # torch only: no diffusers import
-
         dev = parse_device("cpu" if device is None else device)  # a clear error before loading anything
         self.name = name
         file = "flow.safetensors" if name == "digits" else "flow-large.safetensors"

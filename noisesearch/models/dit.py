@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from noisesearch.devices import parse_device, parse_dtype
 from noisesearch.errors import UserError
 from noisesearch.models._diffusers_common import (
     VPModel,
@@ -37,8 +38,6 @@ from noisesearch.models._diffusers_common import (
     guide,
     in_chunks,
     load_pipeline,
-    parse_device,
-    parse_dtype,
 )
 from noisesearch.models.sd import vae_decode
 from noisesearch.samplers import schedule as uniform_schedule

@@ -456,8 +456,8 @@ def check_names(config: SweepConfig, path) -> None:
     """Registry names and algorithm parameters, checked before any work (``path`` for the messages)."""
     from noisesearch.algorithms import ALGORITHMS
     from noisesearch.benchmarks import BENCHMARKS
-    from noisesearch.generate import check_options
     from noisesearch.models import MODELS
+    from noisesearch.registry import check_options
     from noisesearch.samplers import SAMPLERS
     from noisesearch.verifiers import VERIFIERS
 

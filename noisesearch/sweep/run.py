@@ -170,7 +170,8 @@ class World:
 
 
 def load_world(config: SweepConfig) -> World:
-    from noisesearch.generate import build, pick
+    from noisesearch.generate import build
+    from noisesearch.registry import pick
     from noisesearch.verifiers import VERIFIERS
 
     model, verifier, _ = build(
@@ -400,7 +401,7 @@ ROW_TYPES: dict[str, tuple[type, ...]] = {
     "params": (dict,),
 }
 _NUMBER = (int, float, type(None))
-_SCORES = ("fid", "is", "precision", "recall", "accuracy", "diversity")
+_SCORES = ("fid", "is", "is_single_split", "precision", "recall", "accuracy", "diversity")
 SET_TYPES: dict[str, tuple[type, ...]] = {"cell": (str,), "algorithm": (str,), "budget": (int,), "seed": (int,)}
 
 

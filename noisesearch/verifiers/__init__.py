@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from noisesearch.registry import check_options
 from noisesearch.verifiers.base import Verifier, check_images
 
 
@@ -90,7 +91,9 @@ def ensemble(*, members="", weights=None, mode="rank", standardize=True, device=
     """Ensemble: mean within-batch rank (or weighted sum) of member verifiers; batch-dependent (Ma et al. Sec. 5.1)."""
     from noisesearch.verifiers.ensemble import EnsembleVerifier
 
-    return EnsembleVerifier(members=members, weights=weights, mode=mode, standardize=standardize, device=device)
+    return EnsembleVerifier(
+        members=members, weights=weights, mode=mode, standardize=standardize, device=device, registry=VERIFIERS
+    )
 
 
 def llm_grader(
@@ -237,8 +240,6 @@ def as_verifier(verifier, **options) -> Verifier:
     if isinstance(verifier, str):
         if verifier not in VERIFIERS:
             raise UserError(f"unknown verifier {verifier!r}; accepted: {', '.join(VERIFIERS)}, or a callable")
-        from noisesearch.generate import check_options
-
         check_options(VERIFIERS[verifier], options, "verifier", verifier)
         return VERIFIERS[verifier](**options)
     if isinstance(verifier, Verifier) and not options:

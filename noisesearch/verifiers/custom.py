@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import torch
 
+from noisesearch.devices import parse_device
 from noisesearch.errors import UserError
 
 
@@ -35,6 +36,7 @@ class CallableVerifier:
     """
 
     preview_sigma = None
+    needs_cache_key = True  # its scores are its code's: replayed from a cache only under a declared ``cache_key``
 
     def __init__(
         self,
@@ -53,11 +55,7 @@ class CallableVerifier:
             raise UserError(f"verifier cache_key must be a non-empty string, got {cache_key!r}")
         self.fn, self.batch, self.cache_key = fn, batch, cache_key
         self.name = name or getattr(fn, "__name__", None) or type(fn).__name__
-        if device is not None:
-            from noisesearch.models._diffusers_common import parse_device
-
-            device = parse_device(device)
-        self.device = device
+        self.device = None if device is None else parse_device(device)
 
     def __call__(self, images: torch.Tensor, targets: list, *, previews: torch.Tensor | None = None) -> torch.Tensor:
         n = len(images)

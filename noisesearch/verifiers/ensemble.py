@@ -58,19 +58,23 @@ def _split(value) -> list:
     raise UserError(f"ensemble: expected a comma-separated string or a list, got {value!r}")
 
 
-def _member(spec, device):
-    """A verifier from a registry name, a dict {"name", "path", ...options} or a verifier object."""
-    from noisesearch.verifiers import VERIFIERS
-
+def _member(spec, device, registry: dict | None):
+    """A verifier from a name or a dict {"name", "path", ...options} in ``registry`` (the ``VERIFIERS`` that
+    builds this ensemble), or a verifier object."""
     if not isinstance(spec, (str, dict)):
         return spec  # an already built verifier (Python API)
+    if registry is None:
+        raise UserError(
+            f"ensemble: member {spec!r} is a registry entry; give verifier objects, "
+            "or build the ensemble by name: as_verifier('ensemble', members=...)"
+        )
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = spec.pop("name", None)
-    if name not in VERIFIERS or name == "ensemble":
+    if name not in registry or name == "ensemble":
         raise UserError(
-            f"ensemble: unknown member {name!r}; accepted: {', '.join(n for n in VERIFIERS if n != 'ensemble')}"
+            f"ensemble: unknown member {name!r}; accepted: {', '.join(n for n in registry if n != 'ensemble')}"
         )
-    factory = VERIFIERS[name]
+    factory = registry[name]
     accepted = inspect.signature(factory).parameters
     if "device" in accepted:
         spec.setdefault("device", device)
@@ -87,13 +91,15 @@ class EnsembleVerifier:
         members: registry names ("clipscore,aesthetic"), or a list of names, of dicts
             ``{"name": ..., "path": ..., **options}`` or of verifier objects;
         weights: one non-negative weight per member (comma-separated or a list); default equal;
-        mode: "rank" or "weighted-sum"; standardize: z-score members within the batch (weighted-sum).
+        mode: "rank" or "weighted-sum"; standardize: z-score members within the batch (weighted-sum);
+        registry: the verifier registry that member names are looked up in (the ``ensemble`` entry of
+            ``VERIFIERS`` passes itself; without it members must be verifier objects).
 
     Range: [0, 1] in rank mode (a weighted mean of ranks scaled to [0, 1], clamped against rounding of
     the weights); any real number in weighted-sum mode. NaN where a member failed.
     """
 
-    def __init__(self, *, members, weights=None, mode="rank", standardize=True, device="cpu"):
+    def __init__(self, *, members, weights=None, mode="rank", standardize=True, device="cpu", registry=None):
         self.name = "ensemble"
         if mode not in MODES:
             raise UserError(f"ensemble: unknown mode {mode!r}; accepted: {', '.join(MODES)}")
@@ -103,7 +109,7 @@ class EnsembleVerifier:
         weights = [1.0] * len(specs) if weights is None else [float(w) for w in _split(weights) if w != ""]
         if len(weights) != len(specs) or any(w < 0 for w in weights) or sum(weights) <= 0:
             raise UserError(f"ensemble: need {len(specs)} non-negative weights (not all 0), got {weights}")
-        self.members = [_member(s, device) for s in specs]
+        self.members = [_member(s, device, registry) for s in specs]
         sigmas = {m.preview_sigma for m in self.members if m.preview_sigma is not None}
         if len(sigmas) > 1:
             raise UserError(

@@ -25,20 +25,10 @@ from __future__ import annotations
 import torch
 
 from noisesearch.errors import UserError
+from noisesearch.keyframes import DEFAULT_KEYFRAMES, keyframe_indices
 
 COMBINE = ("mean", "min")
-DEFAULT_KEYFRAMES = 4
 OPTIONS = ("frames", "combine")  # verifier options that belong to this wrapper, not to the verifier's factory
-
-
-def keyframe_indices(n_frames: int, k: int | str) -> list[int]:
-    """``k`` evenly spaced frame indices of ``n_frames`` (first and last included; one keyframe: the middle),
-    or every index for ``"all"``."""
-    if k == "all" or k >= n_frames:
-        return list(range(n_frames))
-    if k == 1:
-        return [(n_frames - 1) // 2]
-    return [round(i * (n_frames - 1) / (k - 1)) for i in range(k)]
 
 
 def check_options(frames, combine) -> None:
