@@ -9,7 +9,7 @@ search with the same stochastic sampler. The streams are held as ``Streams`` and
 round (a large latent's streams are then drawn step by step, not held for every step at once). The step noises belong to the slot ``j``, not to the
 lineage: a copied particle takes its parent's state and history, then its own slot's noises.
 Resampling is systematic with one seeded uniform per search and resampling point (the draw
-``(_RESAMPLE, t)``; Kitagawa 1996; the reference draws multinomially, which has the same
+``(RESAMPLE, t)``; Kitagawa 1996; the reference draws multinomially, which has the same
 expectation and more variance).
 
 Every search of a run advances in lock step: states carry a leading search dimension (``x`` (S, k,
@@ -97,178 +97,37 @@ window makes the weight zero. If the effective sample size is below ``ess_thresh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 import torch
 
+from noisesearch.algorithms._smc_particles import Particles, gather, initial_fields
+from noisesearch.algorithms._smc_weights import (
+    POTENTIALS,
+    effective_sample_size,
+    fk_log_weights,
+    log_potentials,
+    normalise,
+    resampling_weights,
+    systematic_resample,
+)
 from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, Streams
+from noisesearch.algorithms.base import Jobs, Outcomes, Problems
 from noisesearch.errors import UserError
 
-POTENTIALS = ("difference", "max", "sum")
-_RESAMPLE = 2**41  # path marker of the resampling uniforms
-
-
-def log_potentials(rewards: torch.Tensor, kind: str, lmbda: float) -> torch.Tensor:
-    """log G_t (..., k, T) for reward histories (..., k, T), per the module docstring (FK steering, Sec. 3)."""
-    rewards = rewards.double()
-    if kind == "difference":
-        previous = torch.cat([torch.zeros_like(rewards[..., :1]), rewards[..., :-1]], dim=-1)  # r_{-1} = 0
-        return lmbda * (rewards - previous)
-    if kind == "max":
-        return lmbda * torch.cummax(rewards, dim=-1).values  # NaN propagates
-    if kind == "sum":
-        return lmbda * torch.cumsum(rewards, dim=-1)
-    raise ValueError(f"unknown potential {kind!r}")
-
-
-def normalise(log_w: torch.Tensor) -> torch.Tensor:
-    """softmax of log-weights (..., k) along the last dim; a row of all -inf gives uniform weights."""
-    dead = torch.isneginf(log_w).all(dim=-1, keepdim=True)  # (..., 1)
-    return torch.where(dead, 1.0 / log_w.shape[-1], torch.softmax(log_w, dim=-1))
-
-
-def resampling_weights(rewards: torch.Tensor, since: int | torch.Tensor, kind: str, lmbda: float) -> torch.Tensor:
-    """Normalised weights (..., k) at the last column of ``rewards`` (..., k, T), last resampled at
-    ``since`` (an int, or a tensor (...) of steps per search; -1: never).
-
-    FK steering (Singhal et al. 2025, Alg. 1); NaN weights are zero, and all-zero weights uniform.
-    """
-    log_g = log_potentials(rewards, kind, lmbda)  # (..., k, T)
-    tau = torch.as_tensor(since, dtype=torch.int64, device=log_g.device)[..., None, None]  # (..., 1, 1)
-    if kind == "difference":
-        window = torch.arange(log_g.shape[-1], device=log_g.device) > tau  # (..., 1, T) steps after tau
-        log_w = torch.where(window, log_g, 0.0).sum(dim=-1)  # (..., k) product of the incremental potentials
-    else:
-        at_tau = log_g.gather(-1, tau.clamp(min=0).expand(*log_g.shape[:-1], 1)).squeeze(-1)  # (..., k) G_tau
-        log_w = log_g[..., -1] - torch.where(tau[..., 0] >= 0, at_tau, 0.0)  # (..., k) G_t / G_tau
-    return normalise(torch.nan_to_num(log_w, nan=-math.inf, posinf=math.inf))
-
-
-def effective_sample_size(weights: torch.Tensor) -> torch.Tensor:
-    """(sum w)^2 / sum w^2 along the last dim, float64 (...): k for equal weights, 1 when one particle
-    holds all (Kong et al. 1994)."""
-    w = weights.double()
-    return w.sum(dim=-1) ** 2 / (w**2).sum(dim=-1)
-
-
-def systematic_resample(weights: torch.Tensor, u: float | torch.Tensor) -> torch.Tensor:
-    """Indices (..., k) of systematic resampling of weights (..., k) with uniforms ``u`` (a float, or (...)):
-    particle ``i`` is picked for every position ``(u + m) / k`` that falls in its slice of the cumulative
-    weights (Kitagawa 1996)."""
-    k = weights.shape[-1]
-    cdf = torch.cumsum(weights.double(), dim=-1)  # (..., k)
-    cdf = cdf / cdf[..., -1:]
-    u = torch.as_tensor(u, dtype=torch.float64, device=cdf.device)[..., None]  # (..., 1)
-    positions = (u + torch.arange(k, dtype=torch.float64, device=cdf.device)) / k  # (..., k) in [0, 1)
-    return torch.searchsorted(cdf, positions.expand_as(cdf).contiguous(), right=True).clamp(max=k - 1)
-
-
-@dataclass
-class _Particles:
-    """What both SMC variants keep for the S searches of a run, k particles each (slot-major per search)."""
-
-    problems: Problems
-    sampler: str
-    particles: int
-    x: torch.Tensor  # (S, k, *noise_shape) current states (the initial noises before step 0)
-    noise_seed: list[int | None]  # (S * k) seeds of the initial noises, search-major
-    streams: Streams  # (S * k) slot j's step-noise stream of ``steps`` rows, search-major; row t read at step t
-    uniforms: torch.Tensor  # (S, steps) float64 resampling uniform of each search and step (NaN: no point)
-    info: dict  # plan columns (S * k), CPU int64: "owner", "particle", "step_noise_seed"
-    ancestors: torch.Tensor  # (S, k) int64 initial particle of each slot's lineage
-    parents: torch.Tensor  # (S, k) int64 slot each particle was copied from at the last step
-    step: int = 0  # the next step to run
-    rewards: torch.Tensor | None = None  # (S, k, steps told) float64 rewards per slot, reordered with the particles
-    events: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    # (step, resampled (S,) bool, ess (S,), indices (S, k)) per resampling point reached (``resamplings`` reads it)
-
-    @property
-    def searches(self) -> int:
-        return self.x.shape[0]
-
-    @property
-    def resamplings(self) -> list[list[dict]]:
-        """Per search, {"step", "ess", "indices"} of each of its resamplings (read from the device once)."""
-        out: list[list[dict]] = [[] for _ in range(self.searches)]
-        for t, done, ess, idx in self.events:
-            for i, (d, e, ix) in enumerate(zip(done.tolist(), ess.tolist(), idx.tolist())):
-                if d:
-                    out[i].append({"step": t, "ess": e, "indices": ix})
-        return out
-
-    def resample(self, t: int, weights: torch.Tensor, ess: torch.Tensor, resampled: torch.Tensor) -> torch.Tensor:
-        """Systematic indices (S, k) of the searches ``resampled`` (S,) (identity elsewhere); sets parents and
-        ancestors and records the event."""
-        k = self.particles
-        keep = torch.arange(k, device=weights.device).expand_as(weights)  # (S, k)
-        idx = torch.where(resampled[:, None], systematic_resample(weights, self.uniforms[:, t]), keep)  # (S, k)
-        self.parents = idx
-        self.ancestors = self.ancestors.gather(1, idx)
-        self.events.append((t, resampled, ess, idx))
-        return idx
-
-    def jobs(self, denoised: torch.Tensor | None, score_end: bool) -> Jobs:
-        """The rows of step ``self.step``: every particle of every search, search-major."""
-        p, t = self.problems, self.step
-        info = {
-            "particle": self.info["particle"],
-            "step": torch.full((len(self.noise_seed),), t, dtype=torch.int64),
-            "ancestor": self.ancestors.flatten(),  # data-dependent: tensor columns on the device
-            "parent": self.parents.flatten(),
-            "step_noise_seed": self.info["step_noise_seed"],
-        }
-        return Jobs(
-            self.info["owner"],
-            self.x.flatten(0, 1),  # (S * k, *noise_shape)
-            p.sigmas[t : t + 2],
-            noise_seed=self.noise_seed if t == 0 else None,
-            info=info,
-            sampler=self.sampler,
-            noises=self.streams.rows(t, t + 1),  # (S * k, 1, *noise_shape) row t of each slot's stream
-            denoised=denoised,
-            score_end=score_end,
-        )
-
-
-def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``x[i, idx[i, j]]`` for x (S, k, ...) and idx (S, k) (one ``index_select`` of the flattened rows)."""
-    S, k = idx.shape
-    rows = (torch.arange(S, device=idx.device)[:, None] * k + idx).flatten()  # (S * k,)
-    return x.flatten(0, 1).index_select(0, rows).view(x.shape)
-
-
-def _particles(problems: Problems, sampler: str, k: int, points: list[int], **fields) -> dict:
-    """The shared initial fields: noises, streams, resampling uniforms at ``points``, plan columns."""
-    S, device = len(problems), problems.device
-    owners, slots = problems.grid(k)
-    paths = [(j,) for j in slots]
-    seeds, x = problems.noise(owners, paths)
-    streams = problems.streams(owners, paths, problems.steps)
-    uniforms = torch.full((S, problems.steps), math.nan, dtype=torch.float64, device=device)
-    if points:
-        u = problems.uniforms(
-            [i for i in range(S) for _ in points], [(_RESAMPLE, t) for _ in range(S) for t in points]
-        )  # (S * len(points),)
-        uniforms[:, points] = u.view(S, len(points))
-    slot = torch.arange(k, device=device)
-    return dict(
-        problems=problems,
-        sampler=sampler,
-        particles=k,
-        x=x.view(S, k, *x.shape[1:]),
-        noise_seed=seeds,
-        streams=streams,
-        uniforms=uniforms,
-        info={
-            "owner": torch.tensor(owners, dtype=torch.int64),
-            "particle": torch.tensor(slots, dtype=torch.int64),
-            "step_noise_seed": torch.tensor(streams.seeds, dtype=torch.int64),
-        },
-        ancestors=slot.expand(S, k).clone(),
-        parents=slot.expand(S, k).clone(),
-        **fields,
-    )
+__all__ = [
+    "POTENTIALS",
+    "FKState",
+    "IncrementalSMCSearch",
+    "SMCSearch",
+    "SMCState",
+    "effective_sample_size",
+    "fk_log_weights",
+    "log_potentials",
+    "normalise",
+    "resampling_weights",
+    "systematic_resample",
+]
 
 
 def _check(particles, potential, lmbda, resample_every, ess_threshold) -> None:
@@ -285,7 +144,7 @@ def _check(particles, potential, lmbda, resample_every, ess_threshold) -> None:
 
 
 @dataclass
-class SMCState(_Particles):
+class SMCState(Particles):
     denoised: torch.Tensor | None = None  # (S, k, *noise_shape) x0-predictions of the states (cached)
     since: torch.Tensor | None = None  # (S,) int64 step of each search's last resampling (-1: none yet)
 
@@ -331,7 +190,7 @@ class IncrementalSMCSearch:
         k = self.particles if self.particles is not None else max(problems.budget // cost, 2)
         problems.require_budget(k * cost, f"{k} SMC particles")
         since = torch.full((len(problems),), -1, dtype=torch.int64, device=problems.device)
-        return SMCState(**_particles(problems, sampler, k, self._points(problems.steps), since=since))
+        return SMCState(**initial_fields(problems, sampler, k, self._points(problems.steps), since=since))
 
     def ask(self, state: SMCState) -> list[Jobs]:
         n = state.problems.steps
@@ -360,42 +219,9 @@ class IncrementalSMCSearch:
         else:
             resampled = torch.ones(S, dtype=torch.bool, device=device)
         idx = state.resample(t, w, ess, resampled)  # (S, k)
-        state.x, state.denoised = _gather(state.x, idx), _gather(state.denoised, idx)
-        state.rewards = _gather(state.rewards, idx)
+        state.x, state.denoised = gather(state.x, idx), gather(state.denoised, idx)
+        state.rewards = gather(state.rewards, idx)
         state.since = torch.where(resampled, t, state.since)  # type: ignore[arg-type]
-
-
-def fk_log_weights(
-    rewards: torch.Tensor,
-    carried: torch.Tensor,
-    log_product: torch.Tensor,
-    kind: str,
-    lmbda: float,
-    final: bool,
-    log_max: float = math.inf,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """FK steering's unnormalised log-weights at one resampling point, and the new carried values (both
-    shaped like ``rewards``, e.g. (S, k)).
-
-    ``rewards`` of this point, ``carried`` from the last one, ``log_product`` the log of the potentials
-    applied along each lineage; per the module docstring (``smc``). Log-weights above ``log_max`` are
-    clamped to it (the reference's clamp of the weights at 1e10, after the final correction); NaN -> -inf.
-    """
-    r, c = rewards.double(), carried.double()
-    if kind == "difference":
-        value, log_w = r, lmbda * (r - c)
-    elif kind == "max":
-        value = torch.maximum(r, c)  # NaN propagates
-        log_w = lmbda * value
-    elif kind == "sum":
-        value = r + c
-        log_w = lmbda * value
-    else:
-        raise ValueError(f"unknown potential {kind!r}")
-    if final and kind != "difference":
-        log_w = log_w - log_product
-    log_w = torch.clamp(log_w, max=log_max)  # NaN stays NaN
-    return torch.nan_to_num(log_w, nan=-math.inf, posinf=math.inf), value
 
 
 def _is_finite_number(value) -> bool:
@@ -416,68 +242,56 @@ def _check_window(t_start, t_end) -> None:
 
 
 @dataclass
-class FKState(_Particles):
+class FKState(Particles):
     carried: torch.Tensor | None = None  # (S, k) float64 value carried from the last resampling point
     log_product: torch.Tensor | None = None  # (S, k) float64 log of the potentials applied along each lineage
     population: torch.Tensor | None = None  # (S, k) int64 finished slots kept by the final resampling
     weights: torch.Tensor | None = None  # (S, k) normalised weights at the last resampling point (passed or not)
 
 
+@dataclass(kw_only=True, eq=False)
 class SMCSearch:
-    """Feynman-Kac steering as the reference computes it (Singhal et al. 2025; module docstring)."""
+    """Feynman-Kac steering as the reference computes it (Singhal et al. 2025; module docstring).
+
+    Its hyperparameters are the keyword-only fields below (their meaning: the module docstring), checked and
+    normalised on construction; ``params()`` gives them back in this order.
+    """
 
     name = "smc"
     renders_from_noise = False  # final_steps: particles depend on injected noises and resampling, step by step
 
-    def __init__(
-        self,
-        *,
-        particles: int | None = None,
-        sampler: str | None = None,
-        potential: str = "max",
-        lmbda: float = 10.0,
-        resample_every: int = 1,
-        adaptive: bool = True,
-        ess_threshold: float = 0.5,
-        reward_min: float | None = None,
-        t_start: int | None = None,
-        t_end: int | None = None,
-        max_weight: float | None = 1e10,
-        default_sampler: str = "euler-ancestral",
-    ):
-        _check(particles, potential, lmbda, resample_every, ess_threshold)
-        if not isinstance(adaptive, bool):
-            raise UserError(f"adaptive must be true or false, got {adaptive!r}")
-        if reward_min is not None and not _is_finite_number(reward_min):
-            raise UserError(f"reward_min must be a finite number or None, got {reward_min!r}")
-        _check_window(t_start, t_end)
-        if max_weight is not None and not (_is_finite_number(max_weight) and max_weight > 0):
-            raise UserError(f"max_weight must be a finite number > 0 or None, got {max_weight!r}")
-        if default_sampler is None:
+    particles: int | None = None  # None: as many as the budget pays for (at least 2)
+    sampler: str | None = None  # None: the run's sampler if stochastic, else ``default_sampler``
+    potential: str = "max"
+    lmbda: float = 10.0
+    resample_every: int = 1
+    adaptive: bool = True
+    ess_threshold: float = 0.5
+    reward_min: float | None = None
+    t_start: int | None = None
+    t_end: int | None = None
+    max_weight: float | None = 1e10
+    default_sampler: str = "euler-ancestral"
+
+    def __post_init__(self) -> None:
+        _check(self.particles, self.potential, self.lmbda, self.resample_every, self.ess_threshold)
+        if not isinstance(self.adaptive, bool):
+            raise UserError(f"adaptive must be true or false, got {self.adaptive!r}")
+        if self.reward_min is not None and not _is_finite_number(self.reward_min):
+            raise UserError(f"reward_min must be a finite number or None, got {self.reward_min!r}")
+        _check_window(self.t_start, self.t_end)
+        if self.max_weight is not None and not (_is_finite_number(self.max_weight) and self.max_weight > 0):
+            raise UserError(f"max_weight must be a finite number > 0 or None, got {self.max_weight!r}")
+        if self.default_sampler is None:
             raise UserError("default_sampler must be a stochastic sampler, got None")
-        self.particles, self.sampler = particles, check_stochastic_sampler(sampler)
-        self.default_sampler = check_stochastic_sampler(default_sampler)
-        self.potential, self.lmbda = potential, float(lmbda)
-        self.resample_every, self.adaptive, self.ess_threshold = resample_every, adaptive, float(ess_threshold)
-        self.reward_min = None if reward_min is None else float(reward_min)
-        self.t_start, self.t_end = t_start, t_end
-        self.max_weight = None if max_weight is None else float(max_weight)
+        self.sampler = check_stochastic_sampler(self.sampler)
+        self.default_sampler = check_stochastic_sampler(self.default_sampler)
+        self.lmbda, self.ess_threshold = float(self.lmbda), float(self.ess_threshold)
+        self.reward_min = None if self.reward_min is None else float(self.reward_min)
+        self.max_weight = None if self.max_weight is None else float(self.max_weight)
 
     def params(self) -> dict:
-        return {
-            "particles": self.particles,
-            "sampler": self.sampler,
-            "potential": self.potential,
-            "lmbda": self.lmbda,
-            "resample_every": self.resample_every,
-            "adaptive": self.adaptive,
-            "ess_threshold": self.ess_threshold,
-            "reward_min": self.reward_min,
-            "t_start": self.t_start,
-            "t_end": self.t_end,
-            "max_weight": self.max_weight,
-            "default_sampler": self.default_sampler,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def _points(self, steps: int) -> list[int]:
         """Resampling points (module docstring): ``t_start, t_start + resample_every, ...`` up to ``t_end``
@@ -501,7 +315,7 @@ class SMCSearch:
         carried = torch.full((S, k), start, dtype=torch.float64, device=device)
         zeros = torch.zeros((S, k), dtype=torch.float64, device=device)
         return FKState(
-            **_particles(problems, sampler, k, self._points(problems.steps), carried=carried, log_product=zeros)
+            **initial_fields(problems, sampler, k, self._points(problems.steps), carried=carried, log_product=zeros)
         )
 
     def ask(self, state: FKState) -> list[Jobs]:
@@ -535,7 +349,7 @@ class SMCSearch:
             resampled = torch.ones(S, dtype=torch.bool, device=device)
         idx = state.resample(t, w, ess, resampled)  # (S, k)
         # passed: carried values move on, the applied product does not
-        state.x, state.rewards = _gather(state.x, idx), _gather(state.rewards, idx)
+        state.x, state.rewards = gather(state.x, idx), gather(state.rewards, idx)
         state.carried = value.gather(1, idx)  # identity where passed
         applied = state.log_product.gather(1, idx) + torch.nan_to_num(log_w.gather(1, idx), neginf=0.0)
         state.log_product = torch.where(resampled[:, None], applied, state.log_product)

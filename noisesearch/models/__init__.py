@@ -5,9 +5,11 @@ around a pipeline object (``from_pipeline``, here and as ``noisesearch.from_pipe
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from noisesearch.errors import UserError
+from noisesearch.models._factories import LOAD_OPTIONS, PipelineFactory, keyword_options, step_adapter
 from noisesearch.models.base import Model, index_cond
 
 
@@ -32,85 +34,33 @@ def toy(*, path=None) -> Model:
     return ToyModel(path=path)
 
 
-def flux(
-    *,
-    path=None,
-    device="cpu",
-    dtype="float32",
-    offload=None,
-    height=None,
-    width=None,
-    max_sequence_length=512,
-    decode_batch=None,
-) -> Model:
-    """FLUX.1 text-to-image rectified flow via diffusers (default black-forest-labs/FLUX.1-dev; 1 NFE per step)."""
-    from noisesearch.models.flux import FluxModel, load
-
-    return FluxModel(
-        load(path, device=device, dtype=dtype, offload=offload),
-        height=height,
-        width=width,
-        max_sequence_length=max_sequence_length,
-        decode_batch=decode_batch,
-    )
-
-
-def sd(*, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None, decode_batch=None) -> Model:
-    """Stable Diffusion 1.x/2.x via diffusers, DDIM in the RF convention, CFG 2 NFEs per step (default SD 1.5)."""
-    from noisesearch.models.sd import StableDiffusionModel, load
-
-    return StableDiffusionModel(
-        load("sd", path, device=device, dtype=dtype, offload=offload),
-        "sd",
-        height=height,
-        width=width,
-        decode_batch=decode_batch,
-    )
-
-
-def sdxl(
-    *, path=None, device="cpu", dtype="float32", offload=None, height=None, width=None, decode_batch=None
-) -> Model:
-    """Stable Diffusion XL base (or a fine-tune such as DPO-SDXL) via diffusers, DDIM, CFG 2 NFEs per step."""
-    from noisesearch.models.sd import StableDiffusionModel, load
-
-    return StableDiffusionModel(
-        load("sdxl", path, device=device, dtype=dtype, offload=offload),
-        "sdxl",
-        height=height,
-        width=width,
-        decode_batch=decode_batch,
-    )
-
-
-def pixart_sigma(
-    *,
-    path=None,
-    device="cpu",
-    dtype="float32",
-    offload=None,
-    height=None,
-    width=None,
-    max_sequence_length=300,
-    decode_batch=None,
-) -> Model:
-    """PixArt-Sigma text-to-image DiT via diffusers, DDIM in the RF convention, CFG 2 NFEs per step."""
-    from noisesearch.models.pixart import PixArtSigmaModel, load
-
-    return PixArtSigmaModel(
-        load(path, device=device, dtype=dtype, offload=offload),
-        height=height,
-        width=width,
-        max_sequence_length=max_sequence_length,
-        decode_batch=decode_batch,
-    )
-
-
-def dit(*, path=None, device="cpu", dtype="float32", offload=None, decode_batch=None) -> Model:
-    """Class-conditional ImageNet DiT via diffusers' DiTPipeline, DDIM in the RF convention, CFG 2 NFEs per step."""
-    from noisesearch.models.dit import DiTModel, load
-
-    return DiTModel(load(path, device=device, dtype=dtype, offload=offload), decode_batch=decode_batch)
+flux = PipelineFactory(
+    "flux",
+    "flux:FluxModel",
+    "FLUX.1 text-to-image rectified flow via diffusers (default black-forest-labs/FLUX.1-dev; 1 NFE per step).",
+)
+sd = PipelineFactory(
+    "sd",
+    "sd:StableDiffusionModel",
+    "Stable Diffusion 1.x/2.x via diffusers, DDIM in the RF convention, CFG 2 NFEs per step (default SD 1.5).",
+    variant="sd",
+)
+sdxl = PipelineFactory(
+    "sdxl",
+    "sd:StableDiffusionModel",
+    "Stable Diffusion XL base (or a fine-tune such as DPO-SDXL) via diffusers, DDIM, CFG 2 NFEs per step.",
+    variant="sdxl",
+)
+pixart_sigma = PipelineFactory(
+    "pixart_sigma",
+    "pixart:PixArtSigmaModel",
+    "PixArt-Sigma text-to-image DiT via diffusers, DDIM in the RF convention, CFG 2 NFEs per step.",
+)
+dit = PipelineFactory(
+    "dit",
+    "dit:DiTModel",
+    "Class-conditional ImageNet DiT via diffusers' DiTPipeline, DDIM in the RF convention, CFG 2 NFEs per step.",
+)
 
 
 def sit(
@@ -139,85 +89,12 @@ def sit(
     )
 
 
-def wan(
-    *,
-    path=None,
-    device="cpu",
-    dtype="float32",
-    offload=None,
-    height=None,
-    width=None,
-    num_frames=None,
-    max_sequence_length=None,
-    decode_batch=None,
-    release_text_encoders=False,
-    vae_tiling=False,
-    guidance_2=None,
-    negative_prompt="",
-) -> Model:
-    """Wan 2.1 / 2.2 text-to-video (two experts with boundary_ratio) via diffusers, CFG 2 NFEs per step; videos."""
-    from noisesearch.models.wan import WanModel, load
-
-    return WanModel(
-        load(path, device=device, dtype=dtype, offload=offload),
-        height=height,
-        width=width,
-        num_frames=num_frames,
-        max_sequence_length=max_sequence_length,
-        decode_batch=decode_batch,
-        release_text_encoders=release_text_encoders,
-        vae_tiling=vae_tiling,
-        guidance_2=guidance_2,
-        negative_prompt=negative_prompt,
-    )
-
-
-wan.needs_setup = True  # type: ignore[attr-defined]
-
-
-def _flow_factory(module: str, cls: str, doc: str) -> Callable[..., Model]:
-    """A MODELS factory for a ``FlowModel`` family: its module's ``load`` (folder or hub id) then the adapter,
-    the same constructor ``from_pipeline`` uses."""
-
-    def factory(
-        *,
-        path=None,
-        device="cpu",
-        dtype="float32",
-        offload=None,
-        height=None,
-        width=None,
-        max_sequence_length=None,
-        decode_batch=None,
-        release_text_encoders=False,
-    ) -> Model:
-        import importlib
-
-        mod = importlib.import_module(f"noisesearch.models.{module}")
-        return getattr(mod, cls)(
-            mod.load(path, device=device, dtype=dtype, offload=offload),
-            height=height,
-            width=width,
-            max_sequence_length=max_sequence_length,
-            decode_batch=decode_batch,
-            release_text_encoders=release_text_encoders,
-        )
-
-    factory.__doc__ = doc
-    factory.__name__ = module
-    return factory
-
-
-def _flow_pipeline(module: str, cls: str) -> Callable[..., Model]:
-    """A PIPELINES factory ``(pipe, **options) -> Model`` for a ``FlowModel`` family."""
-
-    def build(pipe, **options) -> Model:
-        import importlib
-
-        return getattr(importlib.import_module(f"noisesearch.models.{module}"), cls)(pipe, **options)
-
-    build.adapter_class = f"noisesearch.models.{module}:{cls}"  # type: ignore[attr-defined]
-    return build
+wan = PipelineFactory(
+    "wan",
+    "wan:WanModel",
+    "Wan 2.1 / 2.2 text-to-video (two experts with boundary_ratio) via diffusers, CFG 2 NFEs per step; videos.",
+    domain="video",
+)
 
 
 # the rectified-flow families on the shared base (models/_flow.py): registry name -> (module, adapter class, summary)
@@ -245,35 +122,34 @@ FLOW_PIPELINES = {
 }
 
 
-def diffusers(
-    *,
-    path=None,
-    device="cpu",
-    dtype="float32",
-    offload=None,
-    adapter="auto",
-    height=None,
-    width=None,
-    batch=None,
-    decode_batch=None,
-    pipeline_kwargs=None,
-) -> Model:
+def diffusers(*, path=None, device="cpu", dtype="float32", offload=None, **options) -> Model:
     """Any diffusers pipeline folder: the step-level adapter of its class if registered (see PIPELINES), else generic."""
     from noisesearch.models._diffusers_common import load_any
 
-    pipeline_kwargs = check_diffusers(path=path, pipeline_kwargs=pipeline_kwargs)  # image paths opened
+    DIFFUSERS_SIGNATURE.bind(**options)  # an option it does not take: TypeError, before anything is opened
+    pipeline_kwargs = check_diffusers(path=path, pipeline_kwargs=options.pop("pipeline_kwargs", None))  # images opened
     pipe = load_any(path, device=device, dtype=dtype, offload=offload)
-    options = {k: v for k, v in (("decode_batch", decode_batch), ("batch", batch)) if v is not None}
-    model = from_pipeline(pipe, adapter=adapter, height=height, width=width, pipeline_kwargs=pipeline_kwargs, **options)
-    return model  # a video model's candidates are written as best.webp + keyframes.png (generate)
+    given = {k: v for k, v in options.items() if v is not None or k not in ("batch", "decode_batch")}
+    return from_pipeline(pipe, pipeline_kwargs=pipeline_kwargs, **given)  # a video's candidates: best.webp + keyframes
+
+
+# ``diffusers``'s options: the loading ones, then those it hands to ``from_pipeline``: the adapter, the image size,
+# the generic adapter's rows per pipeline call, a step-level adapter's VAE decode slice, extra ``__call__`` arguments
+DIFFUSERS_SIGNATURE = inspect.Signature(
+    [
+        *LOAD_OPTIONS,
+        *keyword_options(adapter="auto", height=None, width=None, batch=None, decode_batch=None, pipeline_kwargs=None),
+    ]
+)
+diffusers.__signature__ = DIFFUSERS_SIGNATURE  # type: ignore[attr-defined]  # what registry.check_options reads
 
 
 def check_diffusers(*, path=None, pipeline_kwargs=None, **_) -> dict:
     """``diffusers``'s cheap checks, before any weights load: the folder (``model_index.json`` and every component's
     config readable JSON) and the pipeline arguments against its class's ``__call__`` (image paths opened).
     The pipeline arguments are returned checked; for a hub id they are checked once it is loaded."""
-    from noisesearch.models._diffusers_common import pipeline_class
     from noisesearch.models._pipeline_args import check_pipeline_kwargs
+    from noisesearch.models._pipeline_folder import pipeline_class
 
     if path is None:
         raise UserError("model 'diffusers' needs --model-path: a pipeline folder with model_index.json, or a hub id")
@@ -284,73 +160,29 @@ def check_diffusers(*, path=None, pipeline_kwargs=None, **_) -> dict:
 diffusers.precheck = check_diffusers  # type: ignore[attr-defined]  # run by ``generate`` before it opens anything
 
 
-def _flux_pipeline(pipe, **options) -> Model:
-    from noisesearch.models.flux import FluxModel
-
-    return FluxModel(pipe, **options)
-
-
-def _sd_pipeline(pipe, **options) -> Model:
-    from noisesearch.models.sd import StableDiffusionModel
-
-    return StableDiffusionModel(pipe, "sd", **options)
-
-
-def _sdxl_pipeline(pipe, **options) -> Model:
-    from noisesearch.models.sd import StableDiffusionModel
-
-    return StableDiffusionModel(pipe, "sdxl", **options)
-
-
-def _pixart_sigma_pipeline(pipe, **options) -> Model:
-    from noisesearch.models.pixart import PixArtSigmaModel
-
-    return PixArtSigmaModel(pipe, **options)
-
-
-def _dit_pipeline(pipe, **options) -> Model:
-    from noisesearch.models.dit import DiTModel
-
-    return DiTModel(pipe, **options)
-
-
-def generic_pipeline(pipe, **options) -> Model:
-    from noisesearch.models.generic import GenericModel
-
-    return GenericModel(pipe, **options)
-
-
-for _factory, _cls in (
-    (_flux_pipeline, "flux:FluxModel"),
-    (_sd_pipeline, "sd:StableDiffusionModel"),
-    (_sdxl_pipeline, "sd:StableDiffusionModel"),
-    (_pixart_sigma_pipeline, "pixart:PixArtSigmaModel"),
-    (_dit_pipeline, "dit:DiTModel"),
-    (generic_pipeline, "generic:GenericModel"),
-):
-    _factory.adapter_class = f"noisesearch.models.{_cls}"  # whose keyword options the factory takes
+generic_pipeline = step_adapter("generic:GenericModel")  # any pipeline, through its own ``__call__``
 
 # diffusers pipeline class name -> step-level adapter ``(pipe, **options) -> Model`` (``from_pipeline``, the CLI)
 PIPELINES: dict[str, Callable[..., Model]] = {
-    "FluxPipeline": _flux_pipeline,
-    "StableDiffusionPipeline": _sd_pipeline,
-    "StableDiffusionXLPipeline": _sdxl_pipeline,
-    "PixArtSigmaPipeline": _pixart_sigma_pipeline,
-    "DiTPipeline": _dit_pipeline,
+    "FluxPipeline": step_adapter("flux:FluxModel"),
+    "StableDiffusionPipeline": step_adapter("sd:StableDiffusionModel", variant="sd"),
+    "StableDiffusionXLPipeline": step_adapter("sd:StableDiffusionModel", variant="sdxl"),
+    "PixArtSigmaPipeline": step_adapter("pixart:PixArtSigmaModel"),
+    "DiTPipeline": step_adapter("dit:DiTModel"),
 }
-PIPELINES.update({cls: _flow_pipeline(*FLOW_FAMILIES[name][:2]) for cls, name in FLOW_PIPELINES.items()})
-PIPELINES["WanPipeline"] = _flow_pipeline("wan", "WanModel")  # video, on FlowModel (models/wan.py)
-_flow_models = {name: _flow_factory(*spec) for name, spec in FLOW_FAMILIES.items()}
-for _factory in (flux, sd, sdxl, pixart_sigma, dit, sit, diffusers, *_flow_models.values()):
-    _factory.needs_setup = True  # loads a pipeline (hub id or --model-path); not built from nothing
+PIPELINES.update({cls: step_adapter(":".join(FLOW_FAMILIES[name][:2])) for cls, name in FLOW_PIPELINES.items()})
+PIPELINES["WanPipeline"] = step_adapter("wan:WanModel")  # video, on FlowModel (models/wan.py)
+_flow_models = {
+    name: PipelineFactory(module, f"{module}:{cls}", doc) for name, (module, cls, doc) in FLOW_FAMILIES.items()
+}
+for _factory in (sit, diffusers):
+    _factory.needs_setup = True  # loads weights (a file, a hub id or --model-path); not built from nothing
 # the family of images each entry's model makes, known without building it (a built model carries the same
 # ``domain``; tests hold the two equal): what decides which verifiers fit and where the digits set metrics apply
 for _factory in (digits, digits_large):
     _factory.domain = "digits"
 toy.domain = "toy"
-for _factory in (flux, sd, sdxl, pixart_sigma, dit, sit, *_flow_models.values()):
-    _factory.domain = "rgb"
-wan.domain = "video"
+sit.domain = "rgb"  # the PipelineFactory entries name their own (wan: "video", the others "rgb")
 diffusers.domain = None  # an image or a video pipeline: known only once it is loaded
 
 MODELS: dict[str, Callable[..., Model]] = {
@@ -437,7 +269,6 @@ def from_pipeline(
 def adapter_options(build) -> list[str]:
     """Keyword options of the adapter class behind a ``PIPELINES`` factory (its ``adapter_class``)."""
     import importlib
-    import inspect
 
     module, name = build.adapter_class.split(":")
     params = inspect.signature(getattr(importlib.import_module(module), name).__init__).parameters
