@@ -24,8 +24,9 @@ from collections.abc import Callable
 import torch
 
 from noisesearch import ledger
+from noisesearch.cache import verifier_info
 from noisesearch.errors import BudgetExceeded, UserError
-from noisesearch.models.base import Model
+from noisesearch.models.base import Model, model_info
 
 NFE_CONVENTIONS = ("rows", "steps")  # what one NFE is: one model row (CFG: 2 per step), or one denoising step
 
@@ -135,14 +136,14 @@ class Accountant:
         """A ``denoise(x, sigma)`` for the samplers that charges each row of ``owners`` per call."""
         cost = nfe_per_call(model, guidance, self.nfe_convention)
         rows = model.nfe_per_call(guidance)  # model rows per sample and call (the FLOP counter's key)
+        info = model_info(model)
         fn: Callable[..., torch.Tensor] = model.denoise
         if grad:
-            grad_fn = getattr(model, "denoise_grad", None)
-            if grad_fn is None:
+            if info.denoise_grad is None:
                 raise UserError(f"model {model.name!r} cannot be differentiated (no denoise_grad)")
-            fn = grad_fn
+            fn = info.denoise_grad
 
-        analytic = getattr(model, "flops_per_nfe", None)  # FLOPs of one model row
+        analytic = info.flops_per_nfe  # FLOPs of one model row
         if analytic is not None:
             self.flops_per_nfe = float(analytic()) * rows / cost
 
@@ -155,7 +156,9 @@ class Accountant:
                 if analytic is not None:
                     return fn(x, sigma, cond, guidance=guidance)
                 key = ("denoise", tuple(x.shape[1:]), rows, grad)
-                out, per_row = ledger.counted(model, key, len(x), lambda: fn(x, sigma, cond, guidance=guidance))
+                out, per_row = ledger.counted(
+                    model, key, len(x), lambda: fn(x, sigma, cond, guidance=guidance), info.flops_per_row
+                )
                 self.flops_per_nfe = per_row / cost
                 return out
             finally:
@@ -171,7 +174,7 @@ class Accountant:
         hook refuses any forward past that plan, and a call that ran other rows than charged raises."""
         planned = cost * len(owners)  # NFEs under the convention
         rows = rows_per_nfe(model, guidance, self.nfe_convention)
-        analytic = getattr(model, "flops_per_nfe", None)  # a whole pipeline call has no per-NFE count otherwise
+        analytic = model_info(model).flops_per_nfe  # a whole pipeline call has no per-NFE count otherwise
         if analytic is not None:
             self.flops_per_nfe = float(analytic()) * rows
 
@@ -202,7 +205,9 @@ class Accountant:
         self._charge(self.decodes, owners, 1)
         start = clock()
         try:
-            images, per_row = ledger.counted(model, ("decode", tuple(x0.shape[1:])), len(x0), lambda: model.decode(x0))
+            key = ("decode", tuple(x0.shape[1:]))
+            analytic = model_info(model).flops_per_row
+            images, per_row = ledger.counted(model, key, len(x0), lambda: model.decode(x0), analytic)
         finally:
             elapsed = clock() - start
             self.decode_seconds += elapsed
@@ -255,17 +260,22 @@ class Accountant:
         With ``grad`` the scores keep their autograd graph (the verifier's differentiable ``score``).
         """
         self._charge(self.verifier_calls, owners, 1)
-        usage = getattr(verifier, "usage", None)  # an API grader: tokens and cost, FLOPs unknown
-        before = dict(usage) if usage is not None else None
+        info = verifier_info(verifier)
+        before = dict(info.usage) if info.usage is not None else None  # an API grader: tokens and cost, no FLOPs
         start = clock()
         try:
-            if usage is not None:
-                scores = self._verify(verifier, images, targets, previews, grad)
+            if info.metered:
+                scores = self._verify(verifier, info.score, images, targets, previews, grad)
             else:
-                preview_shape = None if previews is None else tuple(getattr(previews, "shape", ())[1:])
+                shown = previews.shape[1:] if isinstance(previews, torch.Tensor) else ()
+                preview_shape = None if previews is None else tuple(shown)
                 key = ("verify", tuple(images.shape[1:]), preview_shape, grad)
                 scores, per_row = ledger.counted(
-                    verifier, key, len(images), lambda: self._verify(verifier, images, targets, previews, grad)
+                    verifier,
+                    key,
+                    len(images),
+                    lambda: self._verify(verifier, info.score, images, targets, previews, grad),
+                    info.flops_per_row,
                 )
                 self._share(self.verify_flops, owners, per_row * len(owners))
         finally:
@@ -274,7 +284,7 @@ class Accountant:
             self._share(self.seconds["verify"], owners, elapsed)
         if before is not None:
             self.verify_flops_known = False
-            after = dict(getattr(verifier, "usage", {}) or {})
+            after = dict(verifier_info(verifier).usage or {})  # the counters now (a fresh read)
             tokens = sum(after.get(k, 0) - before.get(k, 0) for k in ("prompt_tokens", "completion_tokens"))
             self._share(self.api_tokens, owners, float(tokens))
             if "cost" in after:
@@ -288,9 +298,9 @@ class Accountant:
         return scores.float() if grad else scores.detach().float()
 
     @staticmethod
-    def _verify(verifier, images, targets, previews, grad):
+    def _verify(verifier, score, images, targets, previews, grad):
+        """``verifier``'s scores, through its declared differentiable ``score`` with ``grad``."""
         if grad:
-            score = getattr(verifier, "score", None)
             if score is None:
                 raise UserError(
                     f"verifier {verifier.name!r} is not differentiable; first-order search needs "

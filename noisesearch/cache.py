@@ -154,17 +154,23 @@ def _describe(value: Any, depth: int = 0) -> Any:
     return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
+def _fields(obj: Any) -> dict[str, Any]:
+    """``obj``'s own instance fields (``vars``; none for an object without a ``__dict__``): what an identity hashes."""
+    return vars(obj) if hasattr(obj, "__dict__") else {}
+
+
 def _modules_and_tensors(obj: Any) -> list[tuple[str, Any]]:
     """(name, module or tensor) one level inside ``obj``, plus a diffusers pipeline's components."""
     found: list[tuple[str, Any]] = []
     if isinstance(obj, torch.nn.Module):
         found.append(("self", obj))
-    for name, value in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else ():
+    fields = _fields(obj)
+    for name, value in sorted(fields.items()):
         if isinstance(value, (torch.nn.Module, torch.Tensor)) and value is not obj:
             found.append((name, value))
         elif isinstance(value, (list, tuple)):
             found += [(f"{name}.{i}", v) for i, v in enumerate(value) if isinstance(v, (torch.nn.Module, torch.Tensor))]
-    components = getattr(getattr(obj, "pipe", None), "components", None)
+    components = getattr(fields.get("pipe"), "components", None)  # a diffusers pipeline's, when it holds one
     if isinstance(components, dict):
         found += [(f"pipe.{k}", v) for k, v in sorted(components.items()) if isinstance(v, torch.nn.Module)]
     return found
@@ -202,7 +208,7 @@ def _identity(obj: Any, kind: str) -> str | None:
         marks = tuple((id(t), t._version, 0 if t.device.type == "meta" else t.data_ptr()) for _, t in weights)
     options = {
         k: _describe(v)
-        for k, v in sorted(getattr(obj, "__dict__", {}).items())
+        for k, v in sorted(_fields(obj).items())
         if not k.startswith("_") and not any(w in k.lower() for w in _SECRET_WORDS)
     }
     head = _io.dumps({"kind": kind, "class": f"{type(obj).__module__}.{type(obj).__qualname__}", **options})
@@ -232,13 +238,100 @@ def _identity(obj: Any, kind: str) -> str | None:
     return identity
 
 
+# -- declared contracts: what the engine reads of a model, verifier or algorithm beyond its protocol's methods.
+# Each is declared with its default on an info record (``models.base.ModelInfo``, ``VerifierInfo`` below, kept
+# here because the accountant and the verifiers both read it, ``algorithms.base.AlgorithmInfo``, ``Identity``)
+# and read only through ``declared``, so an object that leaves a declaration out (a user's own) gets the default.
+
+
+def declared(obj: Any, name: str, default: Any) -> Any:
+    """``obj``'s declared attribute ``name``, or ``default`` where it declares none (absent, or None).
+
+    The one place a declared capability is looked up; callers are the info builders (``model_info``,
+    ``verifier_info``, ``algorithm_info``, ``declared_identity``), never the engine directly.
+    """
+    value = getattr(obj, name, None)
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a model or verifier declares about its identity in the cache, each name's default here.
+
+    ``cache_key``: a name standing for its weights and options (e.g. one whose weights live elsewhere);
+    ``batch_dependent``: its scores depend on the other images of the batch (the rank ensemble): never replayed;
+    ``needs_cache_key``: only a declared ``cache_key`` can name what it computes (a wrapped callable);
+    ``members``: an ensemble's verifiers, whose identities are part of its own.
+    """
+
+    cache_key: str | None = None
+    batch_dependent: bool = False
+    needs_cache_key: bool = False
+    members: tuple = ()
+
+
+def declared_identity(obj: Any) -> Identity:
+    """``obj``'s ``Identity`` declarations, each left out falling back to its default (``model_info`` and
+    ``verifier_info`` take theirs from here)."""
+    key, members = declared(obj, "cache_key", None), declared(obj, "members", ())
+    return Identity(
+        cache_key=key if isinstance(key, str) else None,
+        batch_dependent=bool(declared(obj, "batch_dependent", False)),
+        needs_cache_key=bool(declared(obj, "needs_cache_key", False)),
+        members=tuple(members) if isinstance(members, (list, tuple)) else (),
+    )
+
+
+@dataclass(frozen=True)
+class VerifierInfo:
+    """A verifier's declared capabilities: each is the verifier's attribute of that name, or the default here.
+
+    Built by ``verifier_info`` (the one place they are read). ``usage`` is the verifier's live counters (the
+    accountant reads a fresh info after a call to see what it cost).
+    """
+
+    preview_sigma: float | None = None  # the sigma of the x0-previews it wants (None: none)
+    value_range: tuple[float, float] | None = None  # (lo, hi) bounding every finite score (None: not stated)
+    domain: str | None = None  # the model family whose images it understands (None: any)
+    video: bool = False  # it scores whole videos (B, C, F, H, W) itself
+    takes_frames: bool = True  # False: a video's frames cannot be scored one by one
+    usage: dict | None = None  # an API grader's counters (None: not metered, FLOPs measured)
+    score: Callable[..., torch.Tensor] | None = None  # VerifierExtras.score (None: not differentiable)
+    flops_per_row: Callable[[tuple], float | None] | None = None  # VerifierExtras.flops_per_row (None: measured)
+    identity: Identity = Identity()  # what the replay cache keys its scores by
+
+    @property
+    def metered(self) -> bool:
+        """An API grader: it counts tokens and cost in ``usage``, and its FLOPs are unknown."""
+        return self.usage is not None
+
+
+def verifier_info(verifier: Any) -> VerifierInfo:
+    """``verifier``'s declared capabilities (``VerifierInfo``), each left out falling back to its default.
+
+    The only place the engine looks up a verifier attribute outside the ``Verifier`` protocol (``name``,
+    ``__call__``); the types are ``verifiers.base.VerifierExtras``'s.
+    """
+    return VerifierInfo(
+        preview_sigma=declared(verifier, "preview_sigma", None),
+        value_range=declared(verifier, "value_range", None),
+        domain=declared(verifier, "domain", None),
+        video=bool(declared(verifier, "video", False)),
+        takes_frames=declared(verifier, "takes_frames", True) is not False,
+        usage=declared(verifier, "usage", None),
+        score=declared(verifier, "score", None),
+        flops_per_row=declared(verifier, "flops_per_row", None),
+        identity=declared_identity(verifier),
+    )
+
+
 def model_identity(model) -> str | None:
     """A hash of the model's weights and output-changing options; None when it has no readable weights.
 
     A model may declare ``cache_key`` (a string) instead, e.g. one whose weights live elsewhere.
     """
-    declared = getattr(model, "cache_key", None)
-    if isinstance(declared, str):
+    declared = declared_identity(model).cache_key
+    if declared is not None:
         return hashlib.sha256(f"model:{declared}".encode()).hexdigest()
     return _identity(model, "model")
 
@@ -250,25 +343,19 @@ def verifier_identity(verifier) -> str | None:
     ``needs_cache_key`` (a callable wrapped by ``verifiers.custom``: nothing but a key can name what its code
     computes) without a declared ``cache_key``; a declared ``cache_key`` wins.
     """
-    if getattr(verifier, "batch_dependent", False):
+    declared = declared_identity(verifier)
+    if declared.batch_dependent:
         return None
-    declared = getattr(verifier, "cache_key", None)
-    if isinstance(declared, str) and declared:
-        return hashlib.sha256(f"verifier:{declared}".encode()).hexdigest()[:24]
-    if getattr(verifier, "needs_cache_key", False):
+    if declared.cache_key:
+        return hashlib.sha256(f"verifier:{declared.cache_key}".encode()).hexdigest()[:24]
+    if declared.needs_cache_key:
         return None
-    members = getattr(verifier, "members", None)
-    if isinstance(members, (list, tuple)):  # an ensemble: its members' identities too
-        ids = [verifier_identity(m) for m in members]
-        if any(i is None for i in ids):
-            return None
-    else:
-        ids = []
+    ids = [verifier_identity(m) for m in declared.members]  # an ensemble: its members' identities too
+    if any(i is None for i in ids):
+        return None
     own = _identity(verifier, "verifier")
     if own is None:  # no weights: class, name and options only
-        options = {
-            k: _describe(v) for k, v in sorted(getattr(verifier, "__dict__", {}).items()) if not k.startswith("_")
-        }
+        options = {k: _describe(v) for k, v in sorted(_fields(verifier).items()) if not k.startswith("_")}
         options = {k: v for k, v in options.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
         own = hashlib.sha256(_io.dumps({"class": type(verifier).__qualname__, **options}).encode()).hexdigest()
     return hashlib.sha256(_io.dumps([own, ids]).encode()).hexdigest()[:24]

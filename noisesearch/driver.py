@@ -2,8 +2,10 @@
 
 ``run_search`` runs one search per target, all in lock step, and is this loop::
 
+    check_run(model, algorithm, sampler, verifier, final_steps)   # the one compatibility check, before any work
     state = algorithm.init(problems)                   # every search of the run
-    executor = step-level, whole-trajectory, or step-level behind the replay cache   (chosen once)
+    executor = step-level (a StepModel), whole-trajectory (a WholeTrajectoryModel), or step-level behind the
+               replay cache: chosen once, from the model's declared protocol (ModelInfo)
     while batches := algorithm.ask(state):             # a list of Jobs (columns, rows of any searches)
         executor.plan(batches)                         # refuse the round if any search's rows cost more than
                                                        # its NFEs left (BudgetExceeded), before any work
@@ -40,13 +42,14 @@ import torch
 
 from noisesearch.accounting import Accountant, check_nfe_convention, nfe_per_call
 from noisesearch.algorithms.base import Jobs, Outcomes, Problems, SearchAlgorithm
-from noisesearch.engine.checks import check_final_steps, check_whole_trajectory, final_schedule
+from noisesearch.cache import verifier_info
+from noisesearch.engine.checks import check_final_steps, check_run, check_whole_trajectory, final_schedule
 from noisesearch.engine.executors import Executor, RunContext, StepExecutor, WholeExecutor, preview_step
 from noisesearch.engine.replay import ReplayCache
 from noisesearch.engine.results import RunStats, SearchResult, SearchRun
 from noisesearch.engine.table import HASH_LATER_BYTES, Best, Candidates, CandidateTable
 from noisesearch.errors import UserError
-from noisesearch.models.base import Model
+from noisesearch.models.base import Model, ModelInfo, WholeTrajectoryModel, model_info
 from noisesearch.samplers import get_sampler
 from noisesearch.verifiers.base import Verifier
 from noisesearch.verifiers.video import for_model as frames_of
@@ -61,6 +64,7 @@ __all__ = [
     "SearchResult",
     "SearchRun",
     "check_final_steps",
+    "check_run",
     "check_whole_trajectory",
     "final_schedule",
     "run_search",
@@ -68,7 +72,7 @@ __all__ = [
 
 
 def run_search(
-    model: Model,
+    model: Model | WholeTrajectoryModel,
     verifier: Verifier,
     algorithm: SearchAlgorithm,
     targets: Sequence,
@@ -112,7 +116,7 @@ def run_search(
     started = time.perf_counter()
     spec = _Spec(seeds, budget, steps, sampler, guidance, max_batch, cache, final_steps, nfe_convention)
     run = _start(model, verifier, algorithm, targets, spec)
-    tally = _Tally(run.ctx.problems, getattr(model, "latent_shape", None), keep_images, HASH_LATER_BYTES)
+    tally = _Tally(run.ctx.problems, run.ctx.info.latent_shape, keep_images, HASH_LATER_BYTES)
     tick = (
         None if progress is None else lambda: progress(int(run.ctx.acct.nfe.sum()), budget * len(targets), tally.top())
     )
@@ -162,30 +166,30 @@ def _check_counts(targets: Sequence, seeds: Sequence[int], budget, max_batch) ->
         raise UserError(f"max batch must be a positive integer, got {max_batch!r}")
 
 
-def _start(model: Model, verifier, algorithm: SearchAlgorithm, targets: Sequence, spec: _Spec) -> _Started:
-    """Check the options against the model (before any work), build the run's problems, state and executor."""
+def _start(
+    model: Model | WholeTrajectoryModel, verifier, algorithm: SearchAlgorithm, targets: Sequence, spec: _Spec
+) -> _Started:
+    """Check the run's parts and options (before any work), build the run's problems, state and executor."""
     get_sampler(spec.sampler)  # a clear error for an unknown name before any work
     check_nfe_convention(spec.nfe_convention)
+    check_run(model, algorithm, spec.sampler, verifier, spec.final_steps)
+    info = model_info(model)  # read once: the protocol (and so the executor), start_scale, latent shape, ...
     verifier = frames_of(verifier, model)  # a video model's image verifier scores frames (verifiers/video.py)
-    whole = getattr(model, "whole_trajectory", False)  # a pipeline run whole (models.generic)
-    check_final_steps(spec.final_steps, algorithm, spec.sampler, whole=whole)
-    if whole:
-        check_whole_trajectory(model, algorithm, spec.sampler, verifier)
     final_sigmas = None if spec.final_steps is None else final_schedule(model, spec.steps, spec.final_steps)
     guidance = model.default_guidance if spec.guidance is None else float(spec.guidance)
     checked = [model.check_target(t) for t in targets]
-    problems = _problems(model, checked, spec, guidance)
+    problems = _problems(model, info, checked, spec, guidance)
     state = algorithm.init(problems)
     acct = Accountant([spec.budget] * len(checked), spec.nfe_convention)
     cond = model.encode(checked)  # encoded once per target, reused for every candidate
-    preview_sigma = getattr(verifier, "preview_sigma", None)
-    ctx = RunContext(model, verifier, acct, cond, problems, guidance, preview_sigma, algorithm.name)
-    return _Started(ctx, state, _executor(ctx, spec, whole), final_sigmas)
+    preview_sigma = verifier_info(verifier).preview_sigma
+    ctx = RunContext(model, verifier, acct, cond, problems, guidance, preview_sigma, algorithm.name, info)
+    return _Started(ctx, state, _executor(ctx, spec), final_sigmas)
 
 
-def _problems(model: Model, targets: list, spec: _Spec, guidance: float) -> Problems:
+def _problems(model, info: ModelInfo, targets: list, spec: _Spec, guidance: float) -> Problems:
     """The run's searches: one per (checked) target, sharing budget, schedule, sampler and cost per call."""
-    device = torch.device(getattr(model, "device", None) or "cpu")
+    device = torch.device(info.device or "cpu")
     nfe = nfe_per_call(model, guidance, spec.nfe_convention)
     seeds = [int(s) for s in spec.seeds]
     return Problems(
@@ -193,9 +197,10 @@ def _problems(model: Model, targets: list, spec: _Spec, guidance: float) -> Prob
     )
 
 
-def _executor(ctx: RunContext, spec: _Spec, whole: bool) -> Executor:
-    """The run's one executor: a whole pipeline, else step-level, behind the replay cache when there is one."""
-    if whole:
+def _executor(ctx: RunContext, spec: _Spec) -> Executor:
+    """The run's one executor, chosen by the model's declared protocol: a ``WholeTrajectoryModel``'s pipeline run
+    whole, else step-level (a ``StepModel``), behind the replay cache when there is one."""
+    if ctx.info.whole_trajectory:
         return WholeExecutor(ctx, spec.max_batch)  # not cached (docs/ARCHITECTURE.md, the replay cache)
     step = StepExecutor(ctx, spec.max_batch)
     return step if spec.cache is None else ReplayCache.around(step, spec.cache)

@@ -6,9 +6,10 @@ cost in its ``usage`` instead), and wall seconds split into denoise / decode / v
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products, convolutions
 and attention; element-wise operations count 0) on the *real* first call of a network at an input
 shape, divided by its rows: no extra forward, no NFE charged, no result changed (the counter only
-watches the operators). Later calls at that shape read the cache. A model may instead provide
-``flops_per_nfe()``, an analytic count, which is used as is; and any owner may provide
-``flops_per_row(key)``, the analytic count of its call ``key`` (None where it has none). The
+watches the operators). Later calls at that shape read the cache. A model may instead declare
+``flops_per_nfe()``, an analytic count, which is used as is; and any owner may declare
+``flops_per_row(key)``, the analytic count of its call ``key`` (None where it has none), which the
+accountant passes here as ``analytic`` (read from ``ModelInfo`` / ``VerifierInfo``). The
 built-in digits networks do (exact, tested equal to the counter's): the counter's first use imports
 ``torch._dynamo``, 2.4 s and a few hundred thousand objects in every process.
 """
@@ -37,13 +38,16 @@ def cached(owner: Any, key: tuple) -> float | None:
     return table.get(prefix + key)
 
 
-def counted(owner: Any, key: tuple, rows: int, call: Callable[[], Any]) -> tuple[Any, float]:
+def counted(
+    owner: Any, key: tuple, rows: int, call: Callable[[], Any], analytic: Callable[[tuple], Any] | None = None
+) -> tuple[Any, float]:
     """Run ``call()`` (the real call over ``rows`` rows), counting its FLOPs the first time for ``key``.
 
+    ``analytic``: the owner's declared ``flops_per_row`` (None: none), asked before anything is measured.
     Returns the call's result and the FLOPs per row (from the cache when already measured).
     """
     known = cached(owner, key)
-    if known is None and (analytic := getattr(owner, "flops_per_row", None)) is not None:
+    if known is None and analytic is not None:
         known = analytic(key)
         if known is not None:
             table, prefix = _table(owner)

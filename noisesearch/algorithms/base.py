@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
+from noisesearch.cache import declared
 from noisesearch.errors import UserError
 from noisesearch.samplers import get_sampler
 
@@ -602,6 +603,7 @@ class SearchAlgorithm(Protocol):
     sampler from a starting noise at the schedule's first sigma, so the best one is a function of its
     noise alone and may be denoised again with other steps (``run_search(final_steps=...)``); False
     when a finished candidate may start from an intermediate state or depend on injected noises.
+    Its other declarations (``AlgorithmInfo``) are optional and read through ``algorithm_info``.
     """
 
     name: str
@@ -625,9 +627,35 @@ class SearchAlgorithmFactory(Protocol):
 
     The CLI checks ``--param`` names against the factory's signature before building it, and the
     algorithm's ``params()`` must rebuild it: ``factory(**algorithm.params())``. Nothing optional is
-    looked up on an algorithm: the driver uses only ``name``, ``renders_from_noise`` (for ``final_steps``),
-    ``init``, ``ask`` and ``tell``.
+    looked up on an algorithm outside ``AlgorithmInfo``: the driver uses ``init``, ``ask``, ``tell`` and
+    ``algorithm_info`` (declared on the class, so a factory that is the class is read the same way).
     """
 
     def __call__(self, **hyperparameters: Any) -> SearchAlgorithm:
         """An algorithm with these hyperparameters (``UserError`` for a bad value)."""
+
+
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    """What the compatibility check reads of an algorithm (or of its registry factory, the class), defaults here.
+
+    ``full_candidates_only``: it only chooses starting noises of full candidates at the run's steps and
+    sampler, so a whole-trajectory model can run it. ``needs_gradients``: it asks for ``grad`` jobs, so the
+    model must declare ``denoise_grad`` and the verifier ``score``.
+    """
+
+    name: str
+    renders_from_noise: bool = False
+    full_candidates_only: bool = False
+    needs_gradients: bool = False
+
+
+def algorithm_info(algorithm: Any) -> AlgorithmInfo:
+    """``algorithm``'s declarations (an algorithm or its factory), each left out falling back to its default."""
+    name = declared(algorithm, "name", None)
+    return AlgorithmInfo(
+        name=name if isinstance(name, str) else type(algorithm).__name__,
+        renders_from_noise=declared(algorithm, "renders_from_noise", False) is True,
+        full_candidates_only=declared(algorithm, "full_candidates_only", False) is True,
+        needs_gradients=bool(declared(algorithm, "needs_gradients", False)),
+    )

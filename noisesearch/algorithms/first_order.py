@@ -98,6 +98,7 @@ class FirstOrderSearch:
 
     name = "first-order"
     renders_from_noise = True  # final_steps: gradient and plain runs both integrate the full schedule from the noise
+    needs_gradients = True  # it asks for grad jobs: the model must declare denoise_grad, the verifier score
 
     def __init__(self, *, learning_rate: float = 0.1, starts: int = 1, backward_cost: float = 3.0, shell: bool = True):
         if not _is_number(learning_rate) or learning_rate <= 0:

@@ -24,6 +24,7 @@ class RandomSearch:
 
     name = "random"
     renders_from_noise = True  # final_steps: every candidate is a full trajectory from its drawn noise
+    full_candidates_only = True  # it only picks starting noises of full candidates: whole-trajectory models run it
 
     def __init__(self, *, candidates: int | None = None):
         if candidates is not None and (not is_count(candidates) or candidates < 1):

@@ -130,6 +130,7 @@ class ZeroOrderSearch:
 
     name = "zero-order"
     renders_from_noise = True  # final_steps: pivots and neighbours each run the full schedule from their noise
+    full_candidates_only = True  # it only picks starting noises of full candidates: whole-trajectory models run it
 
     def __init__(
         self,

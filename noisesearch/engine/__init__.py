@@ -5,5 +5,6 @@
 - ``replay``: ``ReplayCache``, the replay cache as a decorator around a step executor;
 - ``table``: ``CandidateTable`` / ``Candidates`` (the records as columns) and ``Best`` (each search's best);
 - ``results``: ``SearchResult``, ``RunStats``, ``SearchRun``;
-- ``checks``: refusals before any work (``check_final_steps``, ``final_schedule``, ``check_whole_trajectory``).
+- ``checks``: refusals before any work: ``check_run`` (the one compatibility check of model, algorithm, sampler,
+  verifier and final steps, from their declared infos), ``check_final_steps``, ``final_schedule``.
 """

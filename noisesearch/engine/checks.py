@@ -1,9 +1,39 @@
-"""Refusals a run makes before any work: a final render it cannot make, a whole-trajectory model's limits."""
+"""Refusals a run makes before any work: ``check_run``, the one compatibility check of a run's parts.
+
+``check_run(model, algorithm, sampler, verifier, final_steps)`` reads only what each part declares (``ModelInfo``,
+``AlgorithmInfo``, ``VerifierInfo``; no model call, no probe) and refuses, in one ``UserError`` line, a video
+model with a verifier that cannot score its frames, a final render the algorithm or sampler cannot make, a
+whole-trajectory model with what needs step-level control, and a gradient search without gradients. The driver
+calls it first; an entrance may call it (or ``check_final_steps`` alone, before a model is built) earlier.
+"""
 
 from __future__ import annotations
 
+from noisesearch.algorithms.base import AlgorithmInfo, algorithm_info
+from noisesearch.cache import VerifierInfo, verifier_info
 from noisesearch.errors import UserError
+from noisesearch.models.base import ModelInfo, model_info
 from noisesearch.samplers import get_sampler
+from noisesearch.verifiers.video import check_pairing
+
+
+def check_run(model, algorithm, sampler: str, verifier, final_steps: int | None = None) -> None:
+    """Refuse (one ``UserError``) a run whose model, algorithm, sampler, verifier and final steps do not fit.
+
+    ``algorithm``: an algorithm, its registry factory or its registry name. Cheap and side-effect free: call it
+    before any work.
+    """
+    from noisesearch.algorithms import ALGORITHMS
+
+    get_sampler(sampler)  # a clear error for an unknown name
+    declared = ALGORITHMS.get(algorithm, algorithm) if isinstance(algorithm, str) else algorithm
+    m, a, v = model_info(model), algorithm_info(declared), verifier_info(verifier)
+    check_pairing(model, verifier)
+    check_final_steps(final_steps, algorithm, sampler, whole=m.whole_trajectory)
+    if m.whole_trajectory:
+        _check_whole(model.name, a, sampler, verifier.name, v)
+    if a.needs_gradients:
+        _check_gradients(model.name, m, a, verifier.name, v)
 
 
 def check_final_steps(final_steps, algorithm, sampler: str | None, *, whole: bool = False) -> int | None:
@@ -21,10 +51,10 @@ def check_final_steps(final_steps, algorithm, sampler: str | None, *, whole: boo
     from noisesearch.checks import check_steps
 
     check_steps(final_steps, what="final steps")
-    name = algorithm if isinstance(algorithm, str) else getattr(algorithm, "name", type(algorithm).__name__)
+    name = algorithm if isinstance(algorithm, str) else algorithm_info(algorithm).name
     declared = ALGORITHMS.get(algorithm) if isinstance(algorithm, str) else algorithm
-    if algorithm is not None and getattr(declared, "renders_from_noise", False) is not True:
-        accepted = [n for n, factory in ALGORITHMS.items() if getattr(factory, "renders_from_noise", False) is True]
+    if algorithm is not None and not algorithm_info(declared).renders_from_noise:
+        accepted = [n for n, factory in ALGORITHMS.items() if algorithm_info(factory).renders_from_noise]
         raise UserError(
             f"final steps {final_steps}: algorithm {name!r} does not end in a full trajectory from a starting noise, "
             f"so its best noise cannot be denoised again; accepted with final steps: {', '.join(accepted)}"
@@ -61,15 +91,33 @@ def final_schedule(model, steps: int, final_steps: int) -> tuple[float, ...]:
 
 def check_whole_trajectory(model, algorithm, sampler: str, verifier) -> None:
     """Refuse what a whole-trajectory model cannot run: step-level algorithms, other samplers, x0-previews."""
-    from noisesearch.models import PIPELINES
-    from noisesearch.models.generic import WHOLE_TRAJECTORY_ALGORITHMS
+    _check_whole(model.name, algorithm_info(algorithm), sampler, verifier.name, verifier_info(verifier))
 
-    if algorithm.name not in WHOLE_TRAJECTORY_ALGORITHMS:
+
+def _check_whole(model: str, a: AlgorithmInfo, sampler: str, verifier: str, v: VerifierInfo) -> None:
+    from noisesearch.algorithms import ALGORITHMS
+    from noisesearch.models import PIPELINES
+
+    if not a.full_candidates_only:
+        accepted = [n for n, factory in ALGORITHMS.items() if algorithm_info(factory).full_candidates_only]
         raise UserError(
-            f"algorithm {algorithm.name!r} needs step-level control, which {model.name} (generic adapter) lacks; "
-            f"accepted here: {', '.join(WHOLE_TRAJECTORY_ALGORITHMS)}; step-level adapters: {', '.join(PIPELINES)}"
+            f"algorithm {a.name!r} needs step-level control, which {model} (generic adapter) lacks; "
+            f"accepted here: {', '.join(accepted)}; step-level adapters: {', '.join(PIPELINES)}"
         )
     if sampler != "euler":
-        raise UserError(f"sampler {sampler!r} cannot be chosen for {model.name}: the pipeline's own scheduler runs")
-    if getattr(verifier, "preview_sigma", None) is not None:
-        raise UserError(f"verifier {verifier.name!r} needs x0-previews, which {model.name} (generic adapter) has not")
+        raise UserError(f"sampler {sampler!r} cannot be chosen for {model}: the pipeline's own scheduler runs")
+    if v.preview_sigma is not None:
+        raise UserError(f"verifier {verifier!r} needs x0-previews, which {model} (generic adapter) has not")
+
+
+def _check_gradients(model: str, m: ModelInfo, a: AlgorithmInfo, verifier: str, v: VerifierInfo) -> None:
+    """Refuse a gradient search (``needs_gradients``) with a model or a verifier that cannot be differentiated."""
+    if m.denoise_grad is None:
+        raise UserError(
+            f"algorithm {a.name!r} follows gradients, but model {model!r} cannot be differentiated (no denoise_grad)"
+        )
+    if v.score is None:
+        raise UserError(
+            f"algorithm {a.name!r} follows gradients, but verifier {verifier!r} is not differentiable; it needs "
+            "one with a score() method (the digits, toy and CLIP-based verifiers have one)"
+        )

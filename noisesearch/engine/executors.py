@@ -10,14 +10,14 @@ replay cache. What every batch needs (model, verifier, accountant, conditions, .
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import torch
 
 from noisesearch.accounting import Accountant, clock
 from noisesearch.algorithms.base import Jobs, Outcomes, Problems, failed_as_nan
 from noisesearch.errors import BudgetExceeded, UserError
-from noisesearch.models.base import Model, index_cond
+from noisesearch.models.base import Model, ModelInfo, WholeTrajectoryModel, index_cond
 from noisesearch.samplers import get_sampler
 
 
@@ -37,7 +37,7 @@ class Executor(Protocol):
 class RunContext:
     """What every batch of a run needs: the run state that ``run_search`` builds once."""
 
-    model: Model
+    model: Model | WholeTrajectoryModel  # which one: ``info.whole_trajectory``, and so the executor
     verifier: Any
     acct: Accountant
     cond: Any  # every target's condition, rows selected per batch
@@ -45,6 +45,7 @@ class RunContext:
     guidance: float
     preview_sigma: float | None
     algorithm: str  # its name, for errors
+    info: ModelInfo  # the model's declared capabilities, read once per run
 
     def plan(self, batches: list[Jobs]) -> None:
         """Refuse a round that would take any search past its budget, before any work."""
@@ -61,8 +62,8 @@ class RunContext:
             )
 
     def start_state(self, jobs: Jobs, x: torch.Tensor) -> torch.Tensor:
-        """The model's state at ``jobs.sigmas[0]``: a noise is scaled by ``model.start_scale`` (VP models)."""
-        start_scale = getattr(self.model, "start_scale", None)
+        """The model's state at ``jobs.sigmas[0]``: a noise is scaled by the declared ``start_scale`` (VP models)."""
+        start_scale = self.info.start_scale
         if start_scale is not None and self.problems.starts_at_noise(jobs):
             return x * start_scale(jobs.sigmas[0])
         return x
@@ -151,6 +152,7 @@ class StepExecutor(Chunked):
         """Integrate one chunk and decode its images (and x0-previews when the verifier takes them), unscored;
         gradients flow where the caller enables them."""
         ctx = self.ctx
+        model = cast(Model, ctx.model)  # a StepModel: the driver picks this executor for one only
         sampler = get_sampler(jobs.sampler or ctx.problems.sampler)
         if sampler.stochastic != (jobs.noises is not None):
             need = "needs per-step noises" if sampler.stochastic else "is deterministic and takes no noises"
@@ -165,9 +167,7 @@ class StepExecutor(Chunked):
             if step == preview_at:
                 seen["preview"] = denoised
 
-        denoise = ctx.acct.denoiser(
-            ctx.model, index_cond(ctx.cond, owners), owners, guidance=ctx.guidance, grad=jobs.grad
-        )
+        denoise = ctx.acct.denoiser(model, index_cond(ctx.cond, owners), owners, guidance=ctx.guidance, grad=jobs.grad)
         if jobs.denoised is not None:
             denoise = _first_call_known(denoise, jobs.denoised)
         x = ctx.problems.start_states(jobs)
@@ -179,11 +179,11 @@ class StepExecutor(Chunked):
             end_denoised = denoise(x_end, jobs.sigmas[-1])
         else:
             end_denoised = seen["last"]
-        images = ctx.acct.decode(ctx.model, end_denoised, owners)  # (B, C, H, W)
+        images = ctx.acct.decode(model, end_denoised, owners)  # (B, C, H, W)
         # a job too short to reach the preview sigma shows its end state's x0-prediction instead
         previews = None
         if ctx.preview_sigma is not None:
-            previews = ctx.acct.decode(ctx.model, seen.get("preview", end_denoised), owners)
+            previews = ctx.acct.decode(model, seen.get("preview", end_denoised), owners)
         return Rendered(x_start, x_end, end_denoised, images, previews)
 
     def _backward(self, jobs: Jobs, scores: torch.Tensor, x_start: torch.Tensor) -> torch.Tensor:

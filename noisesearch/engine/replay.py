@@ -15,6 +15,7 @@ import torch
 
 from noisesearch.accounting import rows_per_nfe
 from noisesearch.algorithms.base import Jobs, Outcomes
+from noisesearch.cache import verifier_info
 from noisesearch.engine.executors import Chunked, Executor, Rendered, RunContext, preview_step
 
 
@@ -163,7 +164,7 @@ class ReplayCache(Chunked):
             got = ctx.acct.verify(ctx.verifier, batch, ctx.targets(scored), scored, previews=shown)
         if self.verifier_id is not None:
             key = ("verify", tuple(batch.shape[1:]), None if shown is None else tuple(shown.shape[1:]), False)
-            flops = None if getattr(ctx.verifier, "usage", None) is not None else ledger.cached(ctx.verifier, key)
+            flops = None if verifier_info(ctx.verifier).metered else ledger.cached(ctx.verifier, key)
             self.cache.put_scores([keys[r] for r in need], self.verifier_id, got.tolist(), flops)
         return got
 

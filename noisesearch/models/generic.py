@@ -20,8 +20,8 @@ from the pipeline's first sigma to 0, with the pipeline's own scheduler, guidanc
 
 A scheduler that injects noise at every step (ancestral, SDE) draws it inside the pipeline, from
 its own generator: such candidates are not reproducible one by one; use a deterministic scheduler.
-Only algorithms that choose starting noises work here (``WHOLE_TRAJECTORY_ALGORITHMS``); the
-driver refuses the others in one line naming the pipeline classes with step-level adapters.
+Only algorithms that choose starting noises of full candidates work here (those that declare
+``full_candidates_only``: random and zero-order search); the driver refuses the others in one line naming the pipeline classes with step-level adapters.
 
 Example::
 
@@ -43,7 +43,6 @@ from noisesearch.models._pipeline_args import call_parameters, check_pipeline_kw
 from noisesearch.samplers import schedule as uniform_schedule
 
 DENOISERS = ("transformer", "transformer_2", "unet", "prior")
-WHOLE_TRAJECTORY_ALGORITHMS = ("random", "zero-order")  # they only choose starting noises of full candidates
 PROBE_STEPS = 2
 
 

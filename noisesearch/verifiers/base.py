@@ -9,14 +9,21 @@
   log-probability, is clamped there against rounding). A score that is not a finite number (NaN,
   +inf, -inf) is a failed score: the driver records it as null and never ranks it.
 
-Optional parts, looked up with ``getattr`` by the code that uses them and declared with their types
-on ``VerifierExtras`` (instances) and ``VerifierFactory`` (registry entries):
+Everything else the engine reads of a verifier is declared on ``VerifierInfo`` with its default and read
+only through ``verifier_info(verifier)``, so any object with ``name`` and ``__call__`` (a user's own) works:
 
+- ``preview_sigma``: the sigma of the x0-previews it wants (None: no previews);
 - ``score(images, targets, *, previews)``: ``__call__`` with autograd kept (first-order search);
-- ``usage``: a dict of counters (tokens, requests, cost) that ``generate`` copies into the record;
+- ``usage``: a dict of counters (tokens, requests, cost) that ``generate`` copies into the record; a verifier
+  with one is metered (an API grader: its FLOPs are unknown);
 - ``value_range``: ``(lo, hi)`` bounding every finite score (``-inf``/``inf`` where unbounded);
-- on the factory: ``domain`` (the model family whose images it understands, None for any) and
-  ``needs_setup`` (weights or options are not shipped; construction without them raises ``UserError``).
+- ``domain``: the model family whose images it understands (None: any); ``video``: it scores whole videos
+  itself; ``takes_frames``: False when it cannot score a video's frames one by one (``verifiers/video.py``);
+- ``flops_per_row(key)``: analytic FLOPs of one scored image (``ledger.counted``);
+- its cache identity (``noisesearch.cache.Identity``): ``cache_key``, ``batch_dependent``, ``needs_cache_key``,
+  ``members``;
+- on the factory (``VerifierFactory``): ``domain`` and ``needs_setup`` (weights or options are not shipped;
+  construction without them raises ``UserError``).
 
 Verifiers are called only through ``noisesearch.accounting.Accountant``, which counts the images
 scored. Image i's score must not depend on the other images in the batch.
@@ -33,7 +40,18 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from noisesearch.cache import VerifierInfo, verifier_info  # defined below the accountant, which reads them too
 from noisesearch.errors import UserError
+
+__all__ = [
+    "Verifier",
+    "VerifierExtras",
+    "VerifierFactory",
+    "VerifierInfo",
+    "check_images",
+    "check_preview_sigma",
+    "verifier_info",
+]
 
 
 @runtime_checkable
@@ -41,15 +59,15 @@ class Verifier(Protocol):
     """Scores images against their targets (see the module docstring)."""
 
     name: str
-    preview_sigma: float | None  # None: no previews; else the sigma of the x0-previews it wants (the driver
-    # also reads it with getattr(verifier, "preview_sigma", None), so a verifier may leave it out)
+    preview_sigma: float | None  # None: no previews; else the sigma of the x0-previews it wants (read through
+    # verifier_info, so a verifier may leave it out)
 
     def __call__(self, images: torch.Tensor, targets: list, *, previews: torch.Tensor | None = None) -> torch.Tensor:
         """Scores (B,), higher is better."""
 
 
 class VerifierExtras(Protocol):
-    """The optional parts of a verifier (any subset may be present; callers use ``getattr(v, name, None)``).
+    """The types of a verifier's optional parts (declared on ``VerifierInfo``, read through ``verifier_info``).
 
     Not runtime-checkable on purpose: a verifier without them is still a ``Verifier``.
     """
@@ -59,6 +77,9 @@ class VerifierExtras(Protocol):
 
     def score(self, images: torch.Tensor, targets: list, *, previews: torch.Tensor | None = None) -> torch.Tensor:
         """``__call__`` with the autograd graph kept, for first-order search (``Accountant.verify(grad=True)``)."""
+
+    def flops_per_row(self, key: tuple) -> float | None:
+        """Analytic FLOPs per image of the accountant's call ``key`` (``ledger.counted``), None: measure them."""
 
 
 class VerifierFactory(Protocol):

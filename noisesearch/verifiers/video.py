@@ -7,7 +7,8 @@ in **one** call (targets and previews repeated and sliced alike), and combines e
 ``combine`` (``"mean"`` or ``"min"``; a NaN frame score makes the video's score NaN, a failed score). So every
 image verifier works on video unchanged, and image i's score still depends on video i alone.
 
-Declared by verifiers (looked up with ``getattr``):
+Declared by verifiers (``VerifierInfo``, read through ``verifier_info``) and by models (``ModelInfo``: ``domain``,
+``frames``):
 
 - ``video = True``: the verifier scores whole videos (B, C, F, H, W) itself and is used as it is;
 - ``takes_frames = False``: it cannot score a video's frames one by one (say it judges a set of images, or
@@ -24,8 +25,10 @@ from __future__ import annotations
 
 import torch
 
+from noisesearch.cache import verifier_info
 from noisesearch.errors import UserError
 from noisesearch.keyframes import DEFAULT_KEYFRAMES, keyframe_indices
+from noisesearch.models.base import model_info
 
 COMBINE = ("mean", "min")
 OPTIONS = ("frames", "combine")  # verifier options that belong to this wrapper, not to the verifier's factory
@@ -63,23 +66,24 @@ class FrameVerifier:
 
     def __init__(self, inner, n_frames: int | None, *, frames: int | str | None = None, combine: str | None = None):
         check_options(frames, combine)
+        declared = verifier_info(inner)
         self.inner = inner
         self.name = inner.name
-        self.preview_sigma = getattr(inner, "preview_sigma", None)
+        self.preview_sigma = declared.preview_sigma
         self.frames = frames if frames is not None else min(DEFAULT_KEYFRAMES, n_frames or DEFAULT_KEYFRAMES)
         if n_frames is not None and self.frames != "all" and self.frames > n_frames:
             raise UserError(f"verifier option frames={self.frames} asks for more keyframes than the {n_frames} frames")
         self.combine = combine or "mean"
         self.n_frames = n_frames  # None: read from each batch (the generic adapter's videos)
         self.indices = None if n_frames is None else keyframe_indices(n_frames, self.frames)
-        if getattr(inner, "value_range", None) is not None:
-            self.value_range = inner.value_range
-        if getattr(inner, "score", None) is not None:
+        if declared.value_range is not None:
+            self.value_range = declared.value_range
+        if declared.score is not None:
             self.score = self._score  # differentiable only if the image verifier is
 
     @property
     def usage(self):
-        return getattr(self.inner, "usage", None)  # an API grader's counters, read by the accountant
+        return verifier_info(self.inner).usage  # an API grader's counters, read by the accountant
 
     def describe(self) -> dict:
         """The record's note of how videos were scored."""
@@ -117,20 +121,32 @@ class FrameVerifier:
 
 def for_model(verifier, model, *, frames=None, combine=None, domain: str | None = None):
     """The verifier to use with ``model``: wrapped in ``FrameVerifier`` if the model makes videos and the verifier
-    scores images; as it is otherwise. ``domain``: the registry factory's, if known. Refusals are one line."""
-    if getattr(model, "domain", None) != "video":
+    scores images; as it is otherwise. ``domain``: the registry factory's, if known. Refusals are one line
+    (``check_pairing``)."""
+    check_pairing(model, verifier, frames=frames, combine=combine, domain=domain)
+    m, v = model_info(model), verifier_info(verifier)
+    if m.domain != "video" or v.video:
+        return verifier
+    return FrameVerifier(verifier, m.frames, frames=frames, combine=combine)
+
+
+def check_pairing(model, verifier, *, frames=None, combine=None, domain: str | None = None) -> None:
+    """Refuse (one ``UserError``) a verifier that cannot score ``model``'s videos, or frame options without videos.
+
+    Only declarations are read (``ModelInfo``, ``VerifierInfo``): cheap, before any work."""
+    m, v = model_info(model), verifier_info(verifier)
+    if m.domain != "video":
         if frames is not None or combine is not None:
             raise UserError(f"verifier options frames/combine are for video models; {model.name} makes images")
-        return verifier
-    if getattr(verifier, "video", False):
+        return
+    if v.video:
         if frames is not None or combine is not None:
             raise UserError(f"verifier {verifier.name!r} scores whole videos; frames/combine do not apply")
-        return verifier
-    declared = getattr(verifier, "domain", None) or domain
+        return
+    declared = v.domain or domain
     if declared is not None:
         raise UserError(f"verifier {verifier.name!r} scores {declared} images only; {model.name} makes videos")
-    if getattr(verifier, "takes_frames", True) is False:
+    if not v.takes_frames:
         raise UserError(
             f"verifier {verifier.name!r} cannot score a video's frames one by one ({model.name} makes videos)"
         )
-    return FrameVerifier(verifier, getattr(model, "frames", None), frames=frames, combine=combine)
