@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import time
 
-import torch
-
-from noisesearch.driver import SearchResult, run_search
+from noisesearch.driver import SearchResult
 from noisesearch.errors import UserError
 from noisesearch.models import from_pipeline
 
@@ -79,22 +77,29 @@ def search(
         (result,) = ns.search(model, "a red cube", verifier=lambda im, p: im.mean(dim=(1, 2, 3)), budget=120, steps=30)
         result.best_image.shape                  # (3, H, W)
     """
-    from noisesearch.accounting import check_nfe_convention
-    from noisesearch.algorithms import ALGORITHMS
-    from noisesearch.checks import check_budget, check_guidance, check_seed, check_steps
-    from noisesearch.driver import check_final_steps, final_schedule
-    from noisesearch.generate import make_record
-    from noisesearch.registry import check_options, pick
+    from noisesearch.records import record
+    from noisesearch.spec import RunSpec, run
     from noisesearch.verifiers import as_verifier
+    from noisesearch.verifiers.video import for_model, split_options
 
-    budget, seed = check_budget(budget), check_seed(seed)  # numbers first: one line each, before any work
-    steps = None if steps is None else check_steps(steps)
-    guidance = check_guidance(guidance)
-    check_nfe_convention(nfe_convention)
-    factory = pick(ALGORITHMS, algorithm, "algorithm")
-    check_options(factory, algorithm_params, "algorithm", algorithm)
-    algo = factory(**algorithm_params)  # cheap validation first
-    check_final_steps(final_steps, algo, sampler)
+    spec = RunSpec(
+        model=model,
+        verifier=verifier,
+        algorithm=algorithm,
+        algorithm_params=algorithm_params,
+        budget=budget,
+        targets=[targets] if isinstance(targets, (str, int)) else list(targets),
+        seed=seed,
+        steps=steps,
+        sampler=sampler,
+        guidance=guidance,
+        pipeline_kwargs=pipeline_kwargs,
+        verifier_options=verifier_options,
+        max_batch=max_batch,
+        keep_images=keep_images,
+        final_steps=final_steps,
+        nfe_convention=nfe_convention,
+    ).validate()  # every cheap check, before any work
     if not callable(getattr(model, "schedule", None)):  # not a Model: a pipeline object, or refused in one line
         model = from_pipeline(model)
     if pipeline_kwargs:
@@ -102,79 +107,23 @@ def search(
         if with_kwargs is None:
             raise UserError(f"model {model.name!r} takes no pipeline_kwargs (it is not a diffusers pipeline)")
         model = with_kwargs(pipeline_kwargs)
-    from noisesearch.verifiers.video import for_model, split_options
-
     options, video_options = split_options(verifier_options)  # frames/combine: scoring a video's frames
     v = for_model(as_verifier(verifier, **options), model, **video_options)
-    targets = [targets] if isinstance(targets, (str, int)) else list(targets)
-    if not targets:
-        raise UserError("targets must hold at least one prompt or class id")
-    steps = model.default_steps if steps is None else steps
-    guidance = model.default_guidance if guidance is None else float(guidance)
-    if final_steps is not None:  # what needs the model: a whole-trajectory pipeline, the render's schedule start
-        check_final_steps(final_steps, algo, sampler, whole=getattr(model, "whole_trajectory", False))
-        final_schedule(model, steps, final_steps)
+    spec = spec.resolved(model)
     from noisesearch.cache import open_cache
 
     candidate_cache = open_cache(cache)  # a folder is created only once everything else is accepted
     started = time.perf_counter()
-    results = run_search(
-        model,
-        v,
-        algo,
-        targets,
-        seeds=[seed] * len(targets),
-        budget=budget,
-        steps=steps,
-        sampler=sampler,
-        guidance=guidance,
-        max_batch=max_batch,
-        progress=progress,
-        keep_images=keep_images,
-        cache=candidate_cache,
-        final_steps=final_steps,
-        nfe_convention=nfe_convention,
-    )
+    algo = spec.parts.algorithm
+    results = run(spec, model, v, algo, progress=progress, cache=candidate_cache)
     wall = time.perf_counter() - started
     for r in results:
-        r.record = make_record(
-            r,
-            model,
-            v,
-            algo,
-            model=model.name,
-            model_path=None,
-            model_options={},
-            verifier=v.name,
-            verifier_path=None,
-            verifier_options=describe(verifier_options or {}),
-            algorithm=algorithm,
-            steps=steps,
-            sampler=sampler,
-            guidance=guidance,
-            wall=wall / len(results),
-            pipeline_kwargs=describe(pipeline_kwargs or {}),
-            final_steps=final_steps,
-            nfe_convention=nfe_convention,
-        )
+        r.record = record(spec, r, model, v, algo, wall=wall / len(results))
     return results
 
 
 def describe(options: dict) -> dict:
-    """``options`` as JSON-ready values: numbers, strings and containers as they are, others by type (and shape)."""
+    """``options`` as JSON-ready values (``records.describe``)."""
+    from noisesearch.records import describe as describe_options
 
-    def one(v):
-        if v is None or isinstance(v, (bool, int, float, str)):
-            return v
-        if isinstance(v, (list, tuple)):
-            return [one(x) for x in v]
-        if isinstance(v, dict):
-            return {str(k): one(x) for k, x in v.items()}
-        shape = getattr(v, "shape", None) or getattr(v, "size", None)
-        return (
-            f"<{type(v).__name__} {tuple(shape)}>"
-            if isinstance(shape, (tuple, torch.Size))
-            else f"<{type(v).__name__}>"
-        )
-
-    return {k: one(v) for k, v in options.items()}
+    return describe_options(options)

@@ -24,7 +24,7 @@ try:  # typer >= 0.26 carries its own copy of click
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-from noisesearch.checks import check_budget, check_guidance, check_out_dir, check_prompt, check_seed, check_steps
+from noisesearch.checks import check_guidance, check_out_dir, check_prompt, check_seed
 from noisesearch.errors import BudgetExceeded, UserError
 
 
@@ -151,6 +151,9 @@ def parse_params(pairs: list[str], flag: str) -> dict:
     return params
 
 
+FLAG_NAMES = {"guidance": "--guidance", "final_steps": "--final-steps", "nfe_convention": "--nfe-convention"}
+
+
 @app.command()
 @friendly
 def generate(
@@ -191,23 +194,12 @@ def generate(
     ),
 ):
     """Search for the best sample of one target within a budget; write best.png and record.json."""
-    # the numbers first, before torch is even imported: a typo costs a second, not a model load
+    # a translation of the flags into a RunSpec; execute() checks it (numbers first, before torch is imported)
     out_dir = check_out_dir(out, files=("best.png", "record.json"))  # str: an empty --out is not '.'
-    check_budget(budget)
-    if steps is not None:
-        check_steps(steps)
-    check_seed(seed)
-    check_guidance(guidance, what="--guidance")
-    if final_steps is not None:
-        check_steps(final_steps, what="--final-steps")
     if (target is None) == (prompt is None):
         raise UserError("give exactly one of --target (class-conditional models) and --prompt (text models)")
     if prompt is not None:
         check_prompt(prompt, what="--prompt")
-    from noisesearch.accounting import check_nfe_convention
-    from noisesearch.generate import generate as run
-
-    check_nfe_convention(nfe_convention, what="--nfe-convention")
     params = parse_params(param, "--param")
     for key, value in (("neighbours", neighbours), ("step_size", step_size)):
         if value is not None:
@@ -218,35 +210,43 @@ def generate(
             model_options[key] = value
     if pipeline_param:  # an image path is opened by the model factory, so the record keeps the path
         model_options["pipeline_kwargs"] = parse_params(pipeline_param, "--pipeline-param")
+    from noisesearch.spec import RunSpec
+
+    spec = RunSpec(
+        model=model,
+        verifier=verifier,
+        algorithm=algorithm,
+        algorithm_params=params,
+        budget=budget,
+        targets=(target if prompt is None else prompt,),
+        seed=seed,
+        steps=steps,
+        sampler=sampler,
+        guidance=guidance,
+        model_path=model_path,
+        verifier_path=verifier_path,
+        model_options=model_options,
+        verifier_options=parse_params(verifier_param, "--verifier-param"),
+        max_batch=max_batch,
+        final_steps=final_steps,
+        nfe_convention=nfe_convention,
+    )
+    from noisesearch.generate import execute
+
     with _progress() as bar:
         task = bar.add_task("searching", total=budget, extra="")
 
         def progress(spent, total, best):
             bar.update(task, completed=spent, extra=f"best {best:.4g}")
 
-        result, record = run(
-            model=model,
-            target=target if prompt is None else prompt,
-            verifier=verifier,
-            algorithm=algorithm,
-            algorithm_params=params,
-            budget=budget,
-            steps=steps,
-            sampler=sampler,
-            guidance=guidance,
-            seed=seed,
-            model_path=model_path,
-            verifier_path=verifier_path,
-            model_options=model_options,
-            verifier_options=parse_params(verifier_param, "--verifier-param"),
+        result, record = execute(
+            spec,
             out=out_dir,
-            max_batch=max_batch,
             progress=progress,
             cache=cache,
             cache_max_mb=cache_max_mb,
             cache_images=cache_images,
-            final_steps=final_steps,
-            nfe_convention=nfe_convention,
+            names=FLAG_NAMES,
         )
     if record["best_score"] is None:  # a verifier that failed on every image: say so, exit 1
         print(
@@ -260,7 +260,7 @@ def generate(
         shown = "failed" if record["final_score"] is None else f"{record['final_score']:.4f}"
         final = f"; rendered again with {final_steps} steps ({record['nfe_final']} NFEs), score {shown}"
     print(
-        f"{len(record['candidates'])} candidates, {record['nfe_used']}/{budget} NFEs, best {verifier} score "
+        f"{record['candidates_count']} candidates, {record['nfe_used']}/{budget} NFEs, best {verifier} score "
         f"{record['best_score']:.4f}{final} -> {out_dir / record.get('video', {}).get('path', 'best.png')}, "
         f"{out_dir / 'record.json'}"
     )

@@ -346,7 +346,7 @@ def test_a_search_whose_scores_all_fail_is_a_null_row_and_the_sweep_goes_on(tmp_
     rows = {r["target_index"]: r for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines())}
     three = rows[3]
     assert three["best_score"] is None and three["image"] is None and three["eval_oracle-is"] is None
-    assert three["nan_scores"] == three["candidates"] == 2 and three["nfe_used"] == 8  # 2 candidates x 4 steps
+    assert three["nan_scores"] == three["candidates_count"] == 2 and three["nfe_used"] == 8  # 2 candidates x 4 steps
     assert all(r["best_score"] is not None and r["nan_scores"] == 0 for i, r in rows.items() if i != 3)
     (entry,) = map(json.loads, (folder / "sets.jsonl").read_text().splitlines())
     assert (entry["n_samples"], entry["failed_searches"], entry["missing_targets"]) == (9, 1, [3])
@@ -475,7 +475,7 @@ SWEEP_BAD = {
     "seed -1": (_config(seeds=[-1]), "seeds.0: seed must be an integer from 0 to 2**63-1"),
     "seed 2**64": (_config(seeds=[2**64]), "seeds.0: seed must be an integer from 0 to 2**63-1"),
     "steps 10**12": (_config(steps=10**12), "steps: steps 1000000000000 is more than this machine's memory"),
-    "budget 0": (_config(budgets=[0]), "budgets must be positive NFE counts"),
+    "budget 0": (_config(budgets=[0]), "budget must be a positive integer"),
     "no budgets": (_config(budgets=[]), "budgets: List should have at least 1 item"),
     "duplicate budget": (_config(budgets=[4, 8, 4]), "budgets.2: 4 is already budgets.0"),
     "duplicate seed": (_config(seeds=[0, 1, 0]), "seeds.2: 0 is already seeds.0"),

@@ -68,7 +68,7 @@ def test_one_row_per_target_configuration_and_seed(finished):
         assert r["nfe_used"] == r["budget"] and r["category"] == str(r["target"])
         assert math.isfinite(r["eval_oracle-is"]) and (finished / r["image"]).is_file()
     baseline = [r for r in rows if r["algorithm"] == "none"]
-    assert {r["steps"] for r in baseline} == {16, 32} and all(r["candidates"] == 1 for r in baseline)
+    assert {r["steps"] for r in baseline} == {16, 32} and all(r["candidates_count"] == 1 for r in baseline)
 
 
 def test_class_conditional_sets_export_npz_and_metrics(finished):

@@ -35,7 +35,7 @@ BASE = {"": "main", "-135": "guidance-135", "-15": "guidance-15"}  # per guidanc
 
 def rows_of(out: Path, sweep: str) -> list[dict]:
     """The per-target rows of ``sweep`` (``out/sweeps/<sweep>/results.jsonl``)."""
-    from noisesearch.sweep.run import read_rows
+    from noisesearch.records import read_rows
 
     return read_rows(out / "sweeps" / sweep / "results.jsonl")
 
@@ -43,8 +43,8 @@ def rows_of(out: Path, sweep: str) -> list[dict]:
 def sets_of(out: Path, sweep: str, x: str = "nfe") -> list[dict]:
     """The sweep's sample sets as rows ``report.curves`` reads (``report.sets_as_rows``: the verifier, and the
     cost on axis ``x``, final-render NFEs included); sets of a cell without per-target rows are left out."""
+    from noisesearch.records import read_sets
     from noisesearch.sweep.report import sets_as_rows
-    from noisesearch.sweep.run import read_sets
 
     path = out / "sweeps" / sweep / "sets.jsonl"
     rows = rows_of(out, sweep)

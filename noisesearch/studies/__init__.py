@@ -303,8 +303,8 @@ def _clear_cache(cache: Path, before: set[Path]) -> None:
 
 def read_study(study: Study, out: Path) -> tuple[list[dict], list[dict]]:
     """The per-target rows and the sample sets (as ``report.sets_as_rows``) of every sweep of ``study``."""
+    from noisesearch.records import read_rows, read_sets
     from noisesearch.sweep.report import sets_as_rows
-    from noisesearch.sweep.run import read_rows, read_sets
 
     rows, sets = [], []
     for _, folder in study.sweeps:

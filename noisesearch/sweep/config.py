@@ -29,7 +29,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from noisesearch._io import dumps
 from noisesearch.errors import UserError
@@ -84,14 +84,6 @@ class SweepConfig(_Strict):
     chunk: int = Field(256, ge=1, description="targets searched together and appended together")
     final_steps: int | None = None  # the best noise of every search denoised again with this many steps
     nfe_convention: Literal["rows", "steps"] = "rows"  # what one NFE is (accounting.NFE_CONVENTIONS)
-
-    @field_validator("budgets", "baseline_budgets")
-    @classmethod
-    def _positive_budgets(cls, budgets: list[int] | None) -> list[int] | None:
-        bad = [b for b in budgets or () if b < 1]
-        if bad:
-            raise ValueError(f"budgets must be positive NFE counts, got {bad}")
-        return budgets
 
     @property
     def step_budgets(self) -> list[int]:
@@ -363,32 +355,32 @@ def _check_totals(config: SweepConfig, path) -> list[str]:
 
 
 def check_numbers(config: SweepConfig, path) -> None:
-    """Budgets, steps, seeds and guidance through ``noisesearch.checks`` (memory ceilings, seed range, finite)."""
-    from noisesearch.checks import check_budget, check_guidance, check_seed, check_steps
+    """Budgets, steps, seeds and guidance, each checked as every run's are (``spec.check_value``: memory
+    ceilings, seed range, finite), named by its place in the config."""
+    from noisesearch.spec import check_value
 
     problems = []
 
-    def run(check, value, where, what):
+    def run(name, value, where):
         try:
-            check(value, what=what)
+            check_value(name, value)
         except UserError as e:
             problems.append(f"{path}: {where}: {e}")
 
     for i, budget in enumerate(config.budgets):
-        run(check_budget, budget, f"budgets.{i}", "budget")
+        run("budget", budget, f"budgets.{i}")
     for i, budget in enumerate(config.baseline_budgets or ()):
-        run(check_budget, budget, f"baseline_budgets.{i}", "budget")
+        run("budget", budget, f"baseline_budgets.{i}")
     for k, spec in enumerate(config.algorithms):
         for i, budget in enumerate(spec.budgets or ()):
-            run(check_budget, budget, f"algorithms.{k}.budgets.{i}", "budget")
+            run("budget", budget, f"algorithms.{k}.budgets.{i}")
     for i, seed in enumerate(config.seeds):
-        run(check_seed, seed, f"seeds.{i}", "seed")
+        run("seed", seed, f"seeds.{i}")
     if config.baseline_budgets is not None and not config.baseline:
         problems.append(f"{path}: baseline_budgets: given with baseline: false; drop one of them")
-    run(check_steps, config.steps, "steps", "steps")
-    if config.final_steps is not None:
-        run(check_steps, config.final_steps, "final_steps", "final steps")
-    run(check_guidance, config.guidance, "guidance", "guidance")
+    run("steps", config.steps, "steps")
+    run("final_steps", config.final_steps, "final_steps")
+    run("guidance", config.guidance, "guidance")
     if problems:
         raise UserError("\n".join(problems))
 

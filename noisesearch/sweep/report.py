@@ -444,7 +444,7 @@ REPORT_FILES = ("index.html", "tables.md", "per_target.png", "sets.png")
 
 def _build(folder: Path, report: Path, budget, x: str, warn, written: list[Path]) -> Path:
     """``build_report`` after its checks; each file written is added to ``written``."""
-    from noisesearch.sweep.run import read_rows, read_sets
+    from noisesearch.records import read_rows, read_sets
 
     path = folder / "results.jsonl"
 

@@ -63,12 +63,15 @@ import torch
 
 from noisesearch import _io
 from noisesearch.accounting import nfe_per_call
-from noisesearch.algorithms import ALGORITHMS, RandomSearch, derive_seed
+from noisesearch.algorithms import derive_seed
 from noisesearch.checks import check_out_dir
-from noisesearch.driver import run_search
 from noisesearch.errors import UserError
+from noisesearch.records import ROW_TYPES, SET_TYPES, read_rows, read_sets, sweep_row
+from noisesearch.spec import RunSpec, run
 from noisesearch.sweep.config import SweepConfig, baseline_steps
 from noisesearch.sweep.lock import LOCK_NAME, FolderLock
+
+__all__ = ["ROW_TYPES", "SET_TYPES", "cells_of", "load_world", "read_rows", "read_sets", "run_chunk", "run_sweep"]
 
 FILES = ("results.jsonl", "sets.jsonl", "sweep.json", LOCK_NAME)  # what a sweep writes directly in its folder
 _PART = re.compile(r"chunk-\d{6,}\.npz")  # a cell's sample part (``_part_path``)
@@ -389,83 +392,11 @@ def _run_locked(config: SweepConfig, out: Path, progress, executor, note, cache=
     return {"written": written, "skipped": skipped, "cells": len(cells), "targets": len(items), "sets": sets}
 
 
-ROW_TYPES: dict[str, tuple[type, ...]] = {
-    "cell": (str,),
-    "target_index": (int,),
-    "algorithm": (str,),
-    "budget": (int,),
-    "seed": (int,),
-    "nfe_used": (int,),
-    "best_score": (int, float, type(None)),
-    "category": (str,),
-    "params": (dict,),
-}
-_NUMBER = (int, float, type(None))
-_SCORES = ("fid", "is", "is_single_split", "precision", "recall", "accuracy", "diversity")
-SET_TYPES: dict[str, tuple[type, ...]] = {"cell": (str,), "algorithm": (str,), "budget": (int,), "seed": (int,)}
-
-
-def _check_row(path: Path, n: int, row: dict, types: dict) -> None:
-    for key, accepted in types.items():
-        if key not in row:
-            raise UserError(f"{str(path)!r} line {n} has no {key!r}; it is not a sweep row (fix or remove that line)")
-        value = row[key]
-        if isinstance(value, bool) or not isinstance(value, accepted):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in accepted)
-            raise UserError(
-                f"{str(path)!r} line {n}: {key!r} is {_io.dumps(value)[:40]}, expected {names} (fix or remove that line)"
-            )
-    for key, value in row.items():
-        number = key.startswith("eval_") or key in _SCORES
-        if (number and (isinstance(value, bool) or not isinstance(value, _NUMBER))) or (
-            key == "image" and not isinstance(value, (str, type(None)))
-        ):
-            expected = "a number or null" if number else "a path or null"
-            raise UserError(
-                f"{str(path)!r} line {n}: {key!r} is {_io.dumps(value)[:40]}, expected {expected} "
-                "(fix or remove that line)"
-            )
-
-
-def read_rows(path: Path, *, warn: Callable[[str], None] | None = None) -> list[dict]:
-    """A sweep's rows, each checked for the keys and types the sweep and report use; only reads.
-
-    A half-written last line is left out (with ``warn``); a row written twice (by an older version)
-    counts once.
-    """
-    numbered, half = _io.read_jsonl_numbered(path)
-    if half and warn is not None:
-        warn(f"{path}: the last line is unfinished (a crash mid-write) and is ignored; the next sweep repairs it")
-    rows, seen = [], set()
-    for n, row in numbered:
-        _check_row(path, n, row, ROW_TYPES)
-        if (row["cell"], row["target_index"]) not in seen:
-            seen.add((row["cell"], row["target_index"]))
-            rows.append(row)
-    return rows
-
-
-def read_sets(path: Path, *, warn: Callable[[str], None] | None = None) -> list[dict]:
-    """``sets.jsonl`` entries, checked like rows; one per cell (the first)."""
-    numbered, half = _io.read_jsonl_numbered(path)
-    if half and warn is not None:
-        warn(f"{path}: the last line is unfinished (a crash mid-write) and is ignored; the next sweep repairs it")
-    sets, seen = [], set()
-    for n, row in numbered:
-        _check_row(path, n, row, SET_TYPES)
-        if row["cell"] not in seen:
-            seen.add(row["cell"])
-            sets.append(row)
-    return sets
-
-
 def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[int], *, cache=None):
     """Search every target of ``chunk`` for ``cell``; returns (cell, rows, best images or None).
 
     ``cache``: a ``noisesearch.cache.CandidateCache`` to replay candidates from, or None.
     """
-    from noisesearch.generate import versions
-
     model = world.model
     steps = cell.steps
     if cell.algorithm == "none":
@@ -477,26 +408,13 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
                 f"the step baseline cannot spend budget {cell.budget} exactly: {config.model} costs {per_call} NFEs "
                 f"per call at guidance {guidance}; use budgets it can, or baseline: false"
             )
-    algorithm = RandomSearch(candidates=1) if cell.algorithm == "none" else ALGORITHMS[cell.algorithm](**cell.params)
     scored = cell.algorithm != "none" or config.baseline_scored
     seeds = [derive_seed(cell.seed, i) for i in chunk]
+    spec = cell_spec(config, cell, [items[i].target for i in chunk], seeds, steps).resolved(model)
+    algorithm = spec.parts.algorithm
+    verifier = world.verifier if scored else Unscored()
     started = time.perf_counter()
-    results = run_search(
-        model,
-        world.verifier if scored else Unscored(),
-        algorithm,
-        [items[i].target for i in chunk],
-        seeds=seeds,
-        budget=cell.budget,
-        steps=steps,
-        sampler=config.sampler,
-        guidance=config.guidance,
-        max_batch=config.max_batch,
-        keep_images=config.keep_images == "all",
-        cache=cache,
-        final_steps=None if cell.algorithm == "none" else config.final_steps,  # the baseline is its own render
-        nfe_convention=config.nfe_convention,
-    )
+    results = run(spec, model, verifier, algorithm, cache=cache)
     wall = (time.perf_counter() - started) / len(chunk)
     images = [r.best_image for r in results]  # (C, H, W) each, None for a search without a real score
     present = [n for n, image in enumerate(images) if image is not None]
@@ -509,44 +427,47 @@ def run_chunk(config: SweepConfig, world: World, items, cell: Cell, chunk: list[
                 evals[name][n] = value
     rows = []
     for n, (i, r) in enumerate(zip(chunk, results)):
-        rows.append(
-            {
-                "cell": cell.key,
-                "target_index": i,
-                "target": r.target,
-                "category": items[i].category,
-                "model": config.model,
-                "benchmark": config.benchmark.name,
-                "algorithm": cell.algorithm,
-                "params": cell.params,
-                "verifier": config.verifier.name if scored else None,
-                "budget": cell.budget,
-                "steps": steps,
-                "sampler": config.sampler,
-                "guidance": config.guidance,
-                "seed": cell.seed,
-                "search_seed": seeds[n],
-                "nfe_used": r.nfe_used,
-                "nfe_search": r.nfe_used,
-                "nfe_final": r.nfe_final,
-                "final_steps": None if cell.algorithm == "none" else config.final_steps,
-                "final_score": r.final_score if scored else None,
-                "nfe_convention": config.nfe_convention,
-                "verifier_calls": r.verifier_calls,
-                "candidates": len(r.candidates),
-                "best_score": r.best_score if r.best_image is not None and scored else None,
-                "nan_scores": r.nan_scores,
-                **{f"eval_{name}": values[n] for name, values in evals.items()},
-                "wall_time_s": round(wall, 4),
-                **r.ledger,  # costs: FLOPs, decodes, verifier FLOPs, API tokens and cost, seconds by kind
-                "versions": versions(),
-                **({} if scored else {"scored": False}),
-            }
-        )
+        columns = {
+            "cell": cell.key,
+            "target_index": i,
+            "category": items[i].category,
+            "benchmark": config.benchmark.name,
+            "algorithm": cell.algorithm,
+            "params": cell.params,
+            **{f"eval_{name}": values[n] for name, values in evals.items()},
+        }
+        rows.append(sweep_row(spec, r, model, verifier, algorithm, wall=wall, scored=scored, columns=columns))
         if r.images:  # every finished candidate, with its score (keep_images: all)
             scores = {c["index"]: c["score"] for c in r.candidates}
             rows[-1]["_candidates"] = [(k, scores[k], image) for k, image in sorted(r.images.items())]
     return cell, rows, images
+
+
+def cell_spec(config: SweepConfig, cell: Cell, targets: list, seeds: list[int], steps: int) -> RunSpec:
+    """The ``RunSpec`` of a chunk of ``cell``'s targets (the baseline: one candidate of ``steps`` steps, no
+    final render); checked (``RunSpec.validate``) as every entrance's run is."""
+    baseline = cell.algorithm == "none"
+    return RunSpec(
+        model=config.model,
+        model_path=config.model_path,
+        model_options=config.model_options,
+        verifier=config.verifier.name,
+        verifier_path=config.verifier.path,
+        verifier_options=config.verifier.options,
+        algorithm="random" if baseline else cell.algorithm,
+        algorithm_params={"candidates": 1} if baseline else cell.params,
+        budget=cell.budget,
+        targets=targets,
+        seed=cell.seed,
+        seeds=seeds,
+        steps=steps,
+        sampler=config.sampler,
+        guidance=config.guidance,
+        max_batch=config.max_batch,
+        keep_images=config.keep_images == "all",
+        final_steps=None if baseline else config.final_steps,  # the baseline is its own render
+        nfe_convention=config.nfe_convention,
+    ).validate()
 
 
 def _part_path(out: Path, cell: Cell, chunk: list[int]) -> Path:
