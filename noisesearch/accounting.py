@@ -24,9 +24,9 @@ from collections.abc import Callable
 import torch
 
 from noisesearch import ledger
-from noisesearch.cache import verifier_info
+from noisesearch.contracts import model_info, verifier_info
 from noisesearch.errors import BudgetExceeded, UserError
-from noisesearch.models.base import Model, model_info
+from noisesearch.models.base import Model
 
 NFE_CONVENTIONS = ("rows", "steps")  # what one NFE is: one model row (CFG: 2 per step), or one denoising step
 

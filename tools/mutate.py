@@ -61,8 +61,13 @@ TESTS: dict[str, list[str]] = {
         "tests/test_budget.py",
         "tests/test_analytic.py::test_ideal_denoiser_flow_lands_on_the_point_of_the_noise_sign",
     ],
+    "noisesearch/engine/executors.py": ["tests/test_core_exact.py", "tests/test_engine_executors.py"],
+    "noisesearch/engine/table.py": ["tests/test_core_exact.py", "tests/test_budget.py"],
     "noisesearch/samplers.py": ["tests/test_core_exact.py", "tests/test_samplers.py"],
     "noisesearch/algorithms/base.py": ["tests/test_core_exact.py", "tests/test_budget.py", "tests/test_samplers.py"],
+    "noisesearch/algorithms/_jobs.py": ["tests/test_core_exact.py", "tests/test_budget.py"],
+    "noisesearch/algorithms/_draws.py": ["tests/test_core_exact.py", "tests/test_budget.py", "tests/test_samplers.py"],
+    "noisesearch/algorithms/_ranking.py": ["tests/test_core_exact.py", "tests/test_faithful.py"],
     "noisesearch/algorithms/random.py": [
         "tests/test_core_exact.py",
         "tests/test_budget.py",
@@ -76,9 +81,12 @@ TESTS: dict[str, list[str]] = {
     ],
     "noisesearch/algorithms/smc.py": [
         "tests/test_core_exact.py",
-        "tests/test_smc_and_epsilon_greedy.py",
+        "tests/test_smc_and_step_greedy.py",
+        "tests/test_smc_source.py",
         "tests/test_faithful.py",
     ],
+    "noisesearch/algorithms/_smc_weights.py": ["tests/test_smc_source.py", "tests/test_faithful.py"],
+    "noisesearch/algorithms/_smc_particles.py": ["tests/test_smc_and_step_greedy.py", "tests/test_smc_source.py"],
 }
 
 CMP_SWAP = {

@@ -9,10 +9,8 @@ calls it first; an entrance may call it (or ``check_final_steps`` alone, before 
 
 from __future__ import annotations
 
-from noisesearch.algorithms.base import AlgorithmInfo, algorithm_info
-from noisesearch.cache import VerifierInfo, verifier_info
+from noisesearch.contracts import AlgorithmInfo, ModelInfo, VerifierInfo, algorithm_info, model_info, verifier_info
 from noisesearch.errors import UserError
-from noisesearch.models.base import ModelInfo, model_info
 from noisesearch.samplers import get_sampler
 from noisesearch.verifiers.video import check_pairing
 

@@ -16,8 +16,9 @@ import torch
 
 from noisesearch.accounting import Accountant, clock
 from noisesearch.algorithms.base import Jobs, Outcomes, Problems, failed_as_nan
+from noisesearch.contracts import ModelInfo
 from noisesearch.errors import BudgetExceeded, UserError
-from noisesearch.models.base import Model, ModelInfo, WholeTrajectoryModel, index_cond
+from noisesearch.models.base import Model, WholeTrajectoryModel, index_cond
 from noisesearch.samplers import get_sampler
 
 

@@ -15,7 +15,7 @@ import torch
 
 from noisesearch.accounting import rows_per_nfe
 from noisesearch.algorithms.base import Jobs, Outcomes
-from noisesearch.cache import verifier_info
+from noisesearch.contracts import verifier_info
 from noisesearch.engine.executors import Chunked, Executor, Rendered, RunContext, preview_step
 
 

@@ -22,8 +22,8 @@ True``: ``trajectories(x, targets, *, steps, guidance, rows) -> (images, rows ru
 from their noises; it has no step-level ``denoise``/``decode``.
 
 Everything else the engine reads of a model is declared on ``ModelInfo`` with its default, and read only
-through ``model_info(model)``: a model (a user's own object too) that leaves a declaration out gets the
-default. ``ModelExtras`` gives the types of the optional methods. ``start_scale(sigma)``: a job that starts
+through ``model_info(model)`` (both defined in ``noisesearch.contracts``, re-exported here): a model (a user's
+own object too) that leaves a declaration out gets the default. ``ModelExtras`` gives the types of the optional methods. ``start_scale(sigma)``: a job that starts
 at the first sigma of the model's schedule starts from a *noise*; the driver turns it into the model's
 state there as ``start_scale(sigma) * noise`` (default 1: flow models start at sigma = 1, where the state
 is the noise). VP models (SD, PixArt) start their DDIM schedule below sigma = 1 and use it to start
@@ -40,14 +40,22 @@ Example::
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from noisesearch.cache import declared, declared_identity
+from noisesearch.contracts import ModelInfo, model_info
+
+__all__ = [
+    "Cond",
+    "Model",
+    "ModelExtras",
+    "ModelInfo",
+    "StepModel",
+    "WholeTrajectoryModel",
+    "index_cond",
+    "model_info",
+]
 
 Cond = Any  # a tensor or a dict of tensors, batch first
 
@@ -132,66 +140,6 @@ class ModelExtras(Protocol):
 
     def flops_per_row(self, key: tuple) -> float | None:
         """Analytic FLOPs per row of the accountant's call ``key`` (``ledger.counted``), None where it has none."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """A model's declared capabilities: each is the model's attribute of that name, or the default here.
-
-    Built by ``model_info`` (the one place they are read). ``latent_shape`` is read on first use only: a
-    whole-trajectory adapter probes its pipeline (denoiser calls) to know it, which the compatibility check
-    must not cause.
-    """
-
-    whole_trajectory: bool = False  # True: a WholeTrajectoryModel, else a StepModel
-    domain: str | None = None  # the family of images it makes ("digits", "toy", "rgb", "video")
-    adapter: str = "step"  # "step" or "generic" (recorded)
-    device: str | torch.device | None = None  # where its states live (None: the CPU)
-    frames: int | None = None  # frames of each video (video models; None: read from each batch)
-    fps: int = 16  # frames per second of the videos written
-    latents_note: str | None = None  # how its pipeline takes a drawn noise as ``latents=`` (recorded)
-    cache_key: str | None = None  # a declared identity for the replay cache (else its weights' hash)
-    start_scale: Callable[[float], float] | None = None  # ModelExtras.start_scale (None: 1)
-    denoise_grad: Callable[..., torch.Tensor] | None = None  # ModelExtras.denoise_grad (None: not differentiable)
-    flops_per_nfe: Callable[[], float] | None = None  # ModelExtras.flops_per_nfe (None: measured)
-    flops_per_row: Callable[[tuple], float | None] | None = None  # ModelExtras.flops_per_row (None: measured)
-    source: Any = field(default=None, repr=False, compare=False)  # the model, for ``latent_shape``
-
-    @property
-    def protocol(self) -> str:
-        """ "whole" for a ``WholeTrajectoryModel``, "step" for a ``StepModel``."""
-        return "whole" if self.whole_trajectory else "step"
-
-    @functools.cached_property
-    def latent_shape(self) -> tuple[int, ...] | None:
-        """The shape of one seeded draw as its pipeline takes it (``latents=``), recorded per candidate; None
-        where the model declares none (read on first use: see the class docstring)."""
-        shape = declared(self.source, "latent_shape", None)
-        return None if shape is None else tuple(int(n) for n in shape)
-
-
-_CALLABLES = ("start_scale", "denoise_grad", "flops_per_nfe", "flops_per_row")
-
-
-def model_info(model: Any) -> ModelInfo:
-    """``model``'s declared capabilities (``ModelInfo``), each left out falling back to its default.
-
-    The only place the engine looks up a model attribute outside the ``StepModel`` / ``WholeTrajectoryModel``
-    protocols; cheap (no probe, no denoiser call), so a run reads it once before any work.
-    """
-    defaults = ModelInfo()
-    values = {
-        name: declared(model, name, getattr(defaults, name))
-        for name in ("domain", "adapter", "device", "frames", "fps", "latents_note")
-    }
-    callables = {name: declared(model, name, None) for name in _CALLABLES}
-    return ModelInfo(
-        whole_trajectory=bool(declared(model, "whole_trajectory", False)),
-        cache_key=declared_identity(model).cache_key,
-        source=model,
-        **values,
-        **callables,
-    )
 
 
 def index_cond(cond: Cond, idx: torch.Tensor) -> Cond:

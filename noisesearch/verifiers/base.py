@@ -20,7 +20,7 @@ only through ``verifier_info(verifier)``, so any object with ``name`` and ``__ca
 - ``domain``: the model family whose images it understands (None: any); ``video``: it scores whole videos
   itself; ``takes_frames``: False when it cannot score a video's frames one by one (``verifiers/video.py``);
 - ``flops_per_row(key)``: analytic FLOPs of one scored image (``ledger.counted``);
-- its cache identity (``noisesearch.cache.Identity``): ``cache_key``, ``batch_dependent``, ``needs_cache_key``,
+- its cache identity (``noisesearch.contracts.Identity``): ``cache_key``, ``batch_dependent``, ``needs_cache_key``,
   ``members``;
 - on the factory (``VerifierFactory``): ``domain`` and ``needs_setup`` (weights or options are not shipped;
   construction without them raises ``UserError``).
@@ -40,7 +40,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from noisesearch.cache import VerifierInfo, verifier_info  # defined below the accountant, which reads them too
+from noisesearch.contracts import VerifierInfo, verifier_info  # defined below the accountant, which reads them too
 from noisesearch.errors import UserError
 
 __all__ = [
