@@ -166,7 +166,6 @@ def compare_study(
     2 NFEs, so the step baseline at budget B runs B/2 steps (and every budget must be even).
     Budgets an algorithm cannot spend are dropped from its own budgets and listed in ``skipped``.
     """
-    from noisesearch.algorithms import ALGORITHMS
     from noisesearch.models import digits_models
     from noisesearch.registry import pick
     from noisesearch.verifiers import VERIFIERS
@@ -179,13 +178,39 @@ def compare_study(
     if algorithms is not None and not algorithms:
         raise UserError("--algorithms is empty; give a comma-separated subset, e.g. random,zero-order")
     data = _load("compare")
+    names = _algorithm_names(data, algorithms)
+    check_positive_int(seeds, what="--seeds", most=SEEDS_MAX)
+    guidance = check_guidance(guidance, what="--guidance")
+    budgets = _compare_budgets(data, budgets, quick, guidance)
+    per_step = nfe_per_step(guidance)
+    data.update(budgets=sorted(budgets), algorithms=[{"name": name} for name in names])
+    skipped = _fit_budgets(data, per_step)
+    if not data["algorithms"]:
+        reasons = {a: f"{a} at {b} NFEs: {r}" for a, b, r in reversed(skipped)}
+        raise UserError("nothing to compare: every search configuration is impossible; " + "; ".join(reasons.values()))
+    data.update(model=model, verifier={"name": verifier}, guidance=guidance)
+    data["seeds"] = list(range(seeds))
+    if quick:
+        data["benchmark"] = {**data["benchmark"], "per_class": COMPARE_QUICK["per_class"]}
+        data["chunk"] = 10 * COMPARE_QUICK["per_class"]
+    return Study([(_validate(data, "compare"), ".")], skipped)
+
+
+def _algorithm_names(data: dict, algorithms: list[str] | None) -> list[str]:
+    """The algorithms compare runs: the config's (``algorithms`` None), else the ones given, each registered, once."""
+    from noisesearch.algorithms import ALGORITHMS
+    from noisesearch.registry import pick
+
     names = [spec["name"] for spec in data["algorithms"]] if algorithms is None else list(algorithms)
     for n, name in enumerate(names):
         pick(ALGORITHMS, name, "algorithm")
         if name in names[:n]:
             raise UserError(f"--algorithms: {name!r} is given twice")
-    check_positive_int(seeds, what="--seeds", most=SEEDS_MAX)
-    guidance = check_guidance(guidance, what="--guidance")
+    return names
+
+
+def _compare_budgets(data: dict, budgets: list[int] | None, quick: bool, guidance: float | None) -> list[int]:
+    """compare's budgets (the config's, or ``--quick``'s, when None), each valid, once, and spendable in whole steps."""
     if budgets is None:
         budgets = list(COMPARE_QUICK["budgets"] if quick else data["budgets"])
     budgets = list(budgets)
@@ -207,17 +232,7 @@ def compare_study(
             f"--budgets {odd[0]} cannot be spent exactly with --guidance {guidance:g}: every step costs "
             f"{per_step} NFEs, so budgets must be even"
         )
-    data.update(budgets=sorted(budgets), algorithms=[{"name": name} for name in names])
-    skipped = _fit_budgets(data, per_step)
-    if not data["algorithms"]:
-        reasons = {a: f"{a} at {b} NFEs: {r}" for a, b, r in reversed(skipped)}
-        raise UserError("nothing to compare: every search configuration is impossible; " + "; ".join(reasons.values()))
-    data.update(model=model, verifier={"name": verifier}, guidance=guidance)
-    data["seeds"] = list(range(seeds))
-    if quick:
-        data["benchmark"] = {**data["benchmark"], "per_class": COMPARE_QUICK["per_class"]}
-        data["chunk"] = 10 * COMPARE_QUICK["per_class"]
-    return Study([(_validate(data, "compare"), ".")], skipped)
+    return budgets
 
 
 def run_study(

@@ -5,7 +5,7 @@ process dies (``kill -9`` included), so a lock is held exactly while its owner r
 sweep into a live folder is refused naming the owner; a lock file left by a dead process is taken
 over with a message. On a clean exit the file is emptied (it stays, so the lock is never deleted
 under another process that just opened it). The one exception: a lock file this run created, while
-it is still held, when the run fails before its first result (``run._Scaffold``: the folder is left
+it is still held, when the run fails before its first result (``scaffold.Scaffold``: the folder is left
 as it was found) or when writing the owner fails (a full disk).
 """
 

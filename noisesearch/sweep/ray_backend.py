@@ -18,8 +18,8 @@ class _Worker:
     def __init__(self, config: dict, items: list, cache=None):
         import torch
 
+        from noisesearch.sweep.chunk import load_world
         from noisesearch.sweep.config import SweepConfig
-        from noisesearch.sweep.run import load_world
 
         torch.set_num_threads(1)  # one actor per CPU slot
         self.config = SweepConfig.model_validate(config)
@@ -28,7 +28,7 @@ class _Worker:
         self.cache = cache  # a CandidateCache (its settings; every actor writes the shared folder)
 
     def run(self, task):
-        from noisesearch.sweep.run import run_chunk
+        from noisesearch.sweep.chunk import run_chunk
 
         cell, chunk = task
         return run_chunk(self.config, self.world, self.items, cell, chunk, cache=self.cache)
