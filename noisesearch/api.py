@@ -13,33 +13,16 @@ Example::
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from noisesearch.driver import SearchResult
 from noisesearch.errors import UserError
+from noisesearch.keywords import accepted, declare, split
 from noisesearch.models import from_pipeline
 
 
-def search(
-    model,
-    targets,
-    *,
-    verifier,
-    algorithm: str = "random",
-    budget: int,
-    steps: int | None = None,
-    seed: int = 0,
-    guidance: float | None = None,
-    sampler: str = "euler",
-    pipeline_kwargs: dict | None = None,
-    verifier_options: dict | None = None,
-    max_batch: int = 4096,
-    keep_images: bool = False,
-    progress=None,
-    cache=None,
-    final_steps: int | None = None,
-    nfe_convention: str = "rows",
-    **algorithm_params,
-) -> list[SearchResult]:
+def search(model, targets, **keywords) -> list[SearchResult]:
     """Search the noises of ``model`` for each target within ``budget`` NFEs each; one result per target.
 
     Args:
@@ -49,7 +32,8 @@ def search(
         verifier: a registry name (``noisesearch list``) or any callable ``f(images, prompts) -> scores``
             (images (B, C, H, W) in [0, 1], scores (B,), higher is better; a score that is not finite,
             NaN, +inf or -inf, is a failed one: recorded as null, counted in ``nan_scores``, never the best).
-        algorithm: a registry name; its hyperparameters come as ``**algorithm_params``.
+        algorithm: a registry name; its hyperparameters come as ``**algorithm_params``: every keyword that is not
+            one of ``SearchOptions`` (the keywords documented here).
         budget: hard NFE limit per target; ``steps``: denoising steps per candidate (default: the model's).
         seed: the search seed (every target's search uses it: common random numbers across targets).
         pipeline_kwargs: extra pipeline ``__call__`` arguments applied to every candidate, checked against its
@@ -77,29 +61,67 @@ def search(
         (result,) = ns.search(model, "a red cube", verifier=lambda im, p: im.mean(dim=(1, 2, 3)), budget=120, steps=30)
         result.best_image.shape                  # (3, H, W)
     """
+    options, algorithm_params = split(SearchOptions, keywords, where="search")
+    spec = _spec(model, targets, options, algorithm_params).validate()  # every cheap check, before any work
+    model = _model(model, options.pipeline_kwargs)
+    from noisesearch.cache import open_cache
     from noisesearch.records import record
-    from noisesearch.spec import RunSpec, run
-    from noisesearch.verifiers import as_verifier
-    from noisesearch.verifiers.video import for_model, split_options
+    from noisesearch.spec import run
 
-    spec = RunSpec(
+    verifier = _verifier(options, model)
+    spec = spec.resolved(model)
+    candidate_cache = open_cache(options.cache)  # a folder is created only once everything else is accepted
+    started = time.perf_counter()
+    algo = spec.parts.algorithm
+    results = run(spec, model, verifier, algo, progress=options.progress, cache=candidate_cache)
+    wall = time.perf_counter() - started
+    for r in results:
+        r.record = record(spec, r, model, verifier, algo, wall=wall / len(results))
+    return results
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOptions:
+    """``search``'s keywords (documented there); any other keyword is a parameter of the algorithm."""
+
+    verifier: Any
+    algorithm: str = "random"
+    budget: int
+    steps: int | None = None
+    seed: int = 0
+    guidance: float | None = None
+    sampler: str = "euler"
+    pipeline_kwargs: dict | None = None
+    verifier_options: dict | None = None
+    max_batch: int = 4096
+    keep_images: bool = False
+    progress: Any = None
+    cache: Any = None
+    final_steps: int | None = None
+    nfe_convention: str = "rows"
+
+
+declare(search, SearchOptions, rest="algorithm_params")
+
+# the run's fields of ``search``'s keywords (``progress`` and ``cache`` are how it runs, not what)
+_SPEC_FIELDS = [name for name in accepted(SearchOptions) if name not in ("progress", "cache")]
+
+
+def _spec(model, targets, options: SearchOptions, algorithm_params: dict):
+    """The ``RunSpec`` of a ``search`` call (not validated yet)."""
+    from noisesearch.spec import RunSpec
+
+    return RunSpec(
         model=model,
-        verifier=verifier,
-        algorithm=algorithm,
-        algorithm_params=algorithm_params,
-        budget=budget,
         targets=[targets] if isinstance(targets, (str, int)) else list(targets),
-        seed=seed,
-        steps=steps,
-        sampler=sampler,
-        guidance=guidance,
-        pipeline_kwargs=pipeline_kwargs,
-        verifier_options=verifier_options,
-        max_batch=max_batch,
-        keep_images=keep_images,
-        final_steps=final_steps,
-        nfe_convention=nfe_convention,
-    ).validate()  # every cheap check, before any work
+        algorithm_params=algorithm_params,
+        **{name: getattr(options, name) for name in _SPEC_FIELDS},
+    )
+
+
+def _model(model, pipeline_kwargs: dict | None):
+    """``model`` as a ``Model``: a pipeline object through ``from_pipeline`` (or refused in one line), with the
+    pipeline arguments applied to every candidate."""
     if not callable(getattr(model, "schedule", None)):  # not a Model: a pipeline object, or refused in one line
         model = from_pipeline(model)
     if pipeline_kwargs:
@@ -107,19 +129,16 @@ def search(
         if with_kwargs is None:
             raise UserError(f"model {model.name!r} takes no pipeline_kwargs (it is not a diffusers pipeline)")
         model = with_kwargs(pipeline_kwargs)
-    options, video_options = split_options(verifier_options)  # frames/combine: scoring a video's frames
-    v = for_model(as_verifier(verifier, **options), model, **video_options)
-    spec = spec.resolved(model)
-    from noisesearch.cache import open_cache
+    return model
 
-    candidate_cache = open_cache(cache)  # a folder is created only once everything else is accepted
-    started = time.perf_counter()
-    algo = spec.parts.algorithm
-    results = run(spec, model, v, algo, progress=progress, cache=candidate_cache)
-    wall = time.perf_counter() - started
-    for r in results:
-        r.record = record(spec, r, model, v, algo, wall=wall / len(results))
-    return results
+
+def _verifier(options: SearchOptions, model):
+    """The verifier of a ``search`` call: a registry name or a callable, scoring a video model's frames."""
+    from noisesearch.verifiers import as_verifier
+    from noisesearch.verifiers.video import for_model, split_options
+
+    verifier_options, video_options = split_options(options.verifier_options)  # frames/combine: a video's frames
+    return for_model(as_verifier(options.verifier, **verifier_options), model, **video_options)
 
 
 def describe(options: dict) -> dict:

@@ -49,6 +49,7 @@ from noisesearch.engine.replay import ReplayCache
 from noisesearch.engine.results import RunStats, SearchResult, SearchRun
 from noisesearch.engine.table import HASH_LATER_BYTES, Best, Candidates, CandidateTable
 from noisesearch.errors import UserError
+from noisesearch.keywords import bind, declare
 from noisesearch.models.base import Model, ModelInfo, WholeTrajectoryModel, model_info
 from noisesearch.samplers import get_sampler
 from noisesearch.verifiers.base import Verifier
@@ -62,6 +63,7 @@ __all__ = [
     "Candidates",
     "RunStats",
     "SearchResult",
+    "RunOptions",
     "SearchRun",
     "check_final_steps",
     "check_run",
@@ -72,27 +74,13 @@ __all__ = [
 
 
 def run_search(
-    model: Model | WholeTrajectoryModel,
-    verifier: Verifier,
-    algorithm: SearchAlgorithm,
-    targets: Sequence,
-    *,
-    seeds: Sequence[int],
-    budget: int,
-    steps: int,
-    sampler: str = "euler",
-    guidance: float | None = None,
-    max_batch: int = 4096,
-    progress: Callable[[int, int, float], None] | None = None,
-    keep_images: bool = False,
-    cache=None,
-    final_steps: int | None = None,
-    nfe_convention: str = "rows",
+    model: Model | WholeTrajectoryModel, verifier: Verifier, algorithm: SearchAlgorithm, targets: Sequence, **options
 ) -> SearchRun:
     """Run one search per target within ``budget`` NFEs each (see the module docstring).
 
     Args:
         targets: one target per search (class ids or prompts); ``seeds``: one seed per search.
+        options: the keywords of ``RunOptions`` (``seeds``, ``budget``, ``steps`` required), below.
         budget: hard NFE limit per search; ``steps``: sampling steps of a full candidate.
         sampler: a name in ``noisesearch.samplers.SAMPLERS``; ``guidance``: CFG scale
             (default: the model's).
@@ -112,14 +100,12 @@ def run_search(
     Returns:
         A ``SearchRun``: one ``SearchResult`` per target, in order, and the run's ``stats``.
     """
-    _check_counts(targets, seeds, budget, max_batch)
+    spec = bind(RunOptions, options, where="run_search")
+    _check_counts(targets, spec.seeds, spec.budget, spec.max_batch)
     started = time.perf_counter()
-    spec = _Spec(seeds, budget, steps, sampler, guidance, max_batch, cache, final_steps, nfe_convention)
     run = _start(model, verifier, algorithm, targets, spec)
-    tally = _Tally(run.ctx.problems, run.ctx.info.latent_shape, keep_images, HASH_LATER_BYTES)
-    tick = (
-        None if progress is None else lambda: progress(int(run.ctx.acct.nfe.sum()), budget * len(targets), tally.top())
-    )
+    tally = _Tally(run.ctx.problems, run.ctx.info.latent_shape, spec.keep_images, HASH_LATER_BYTES)
+    tick = _ticker(spec.progress, run.ctx.acct, spec.budget * len(targets), tally)
     while batches := algorithm.ask(run.state):
         run.executor.plan(batches)
         indices = [_assign(jobs.owner, tally.next_index) for jobs in batches]
@@ -131,19 +117,31 @@ def run_search(
     return _assemble(run.ctx, tally, nfe, _render_finals(run, tally.best), started)
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """A run's options, as ``run_search`` was given them (frozen: the problem description never changes)."""
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """``run_search``'s keywords, as it was given them (frozen: the problem description never changes)."""
 
     seeds: Sequence[int]
     budget: int
     steps: int
-    sampler: str
-    guidance: float | None
-    max_batch: int
-    cache: object
-    final_steps: int | None
-    nfe_convention: str
+    sampler: str = "euler"
+    guidance: float | None = None
+    max_batch: int = 4096
+    progress: Callable[[int, int, float], None] | None = None
+    keep_images: bool = False
+    cache: object = None
+    final_steps: int | None = None
+    nfe_convention: str = "rows"
+
+
+declare(run_search, RunOptions)
+
+
+def _ticker(progress, acct: Accountant, total: int, tally: _Tally) -> Callable[[], None] | None:
+    """What reports progress after each batch: (NFEs spent, NFEs budgeted, best score so far); None without."""
+    if progress is None:
+        return None
+    return lambda: progress(int(acct.nfe.sum()), total, tally.top())
 
 
 @dataclass
@@ -167,7 +165,7 @@ def _check_counts(targets: Sequence, seeds: Sequence[int], budget, max_batch) ->
 
 
 def _start(
-    model: Model | WholeTrajectoryModel, verifier, algorithm: SearchAlgorithm, targets: Sequence, spec: _Spec
+    model: Model | WholeTrajectoryModel, verifier, algorithm: SearchAlgorithm, targets: Sequence, spec: RunOptions
 ) -> _Started:
     """Check the run's parts and options (before any work), build the run's problems, state and executor."""
     get_sampler(spec.sampler)  # a clear error for an unknown name before any work
@@ -187,7 +185,7 @@ def _start(
     return _Started(ctx, state, _executor(ctx, spec), final_sigmas)
 
 
-def _problems(model, info: ModelInfo, targets: list, spec: _Spec, guidance: float) -> Problems:
+def _problems(model, info: ModelInfo, targets: list, spec: RunOptions, guidance: float) -> Problems:
     """The run's searches: one per (checked) target, sharing budget, schedule, sampler and cost per call."""
     device = torch.device(info.device or "cpu")
     nfe = nfe_per_call(model, guidance, spec.nfe_convention)
@@ -197,7 +195,7 @@ def _problems(model, info: ModelInfo, targets: list, spec: _Spec, guidance: floa
     )
 
 
-def _executor(ctx: RunContext, spec: _Spec) -> Executor:
+def _executor(ctx: RunContext, spec: RunOptions) -> Executor:
     """The run's one executor, chosen by the model's declared protocol: a ``WholeTrajectoryModel``'s pipeline run
     whole, else step-level (a ``StepModel``), behind the replay cache when there is one."""
     if ctx.info.whole_trajectory:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from noisesearch import records
 from noisesearch._io import ensure_out_dir, save_png, write_json
 from noisesearch.checks import check_budget, check_out_dir
 from noisesearch.driver import SearchResult
+from noisesearch.keywords import accepted, bind, declare
 from noisesearch.records import versions
 from noisesearch.spec import RunSpec, check_one_candidate, check_target_text, run
 from noisesearch.spec import build as build_spec
@@ -75,31 +77,7 @@ def make_record(result: SearchResult, m, v, algo, spec: RunSpec, *, wall: float)
     return records.record(spec, result, m, v, algo, wall=wall)
 
 
-def generate(
-    *,
-    model: str = "digits",
-    target: Any,
-    verifier: str = "classifier",
-    algorithm: str = "random",
-    algorithm_params: dict | None = None,
-    budget: int,
-    steps: int | None = None,
-    sampler: str = "euler",
-    guidance: float | None = None,
-    seed: int = 0,
-    model_path: str | None = None,
-    verifier_path: str | None = None,
-    model_options: dict | None = None,
-    verifier_options: dict | None = None,
-    out: Path | str | None = None,
-    max_batch: int = 4096,
-    progress=None,
-    cache: Path | str | None = None,
-    cache_max_mb: float | None = None,
-    cache_images: str = "exact",
-    final_steps: int | None = None,
-    nfe_convention: str = "rows",
-) -> tuple[SearchResult, dict]:
+def generate(**keywords) -> tuple[SearchResult, dict]:
     """Search for the best sample of ``target`` within ``budget`` NFEs; write it if ``out`` is given.
 
     Returns the ``SearchResult`` and the record (a JSON-ready dict). With ``out``, writes
@@ -122,26 +100,52 @@ def generate(
 
         result, record = generate(target=7, budget=64, steps=8, seed=0)
     """
-    spec = RunSpec(
-        model=model,
-        verifier=verifier,
-        algorithm=algorithm,
-        algorithm_params=algorithm_params,
-        budget=budget,
-        targets=(target,),
-        seed=seed,
-        steps=steps,
-        sampler=sampler,
-        guidance=guidance,
-        model_path=model_path,
-        verifier_path=verifier_path,
-        model_options=model_options,
-        verifier_options=verifier_options,
-        max_batch=max_batch,
-        final_steps=final_steps,
-        nfe_convention=nfe_convention,
+    options = bind(GenerateOptions, keywords, where="generate")
+    spec = RunSpec(targets=(options.target,), **{name: getattr(options, name) for name in _SPEC_FIELDS})
+    return execute(
+        spec,
+        out=options.out,
+        progress=options.progress,
+        cache=options.cache,
+        cache_max_mb=options.cache_max_mb,
+        cache_images=options.cache_images,
     )
-    return execute(spec, out=out, progress=progress, cache=cache, cache_max_mb=cache_max_mb, cache_images=cache_images)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateOptions:
+    """``generate``'s keywords (documented there), in its signature's order: the run's (``RunSpec``'s fields,
+    ``target`` its one target) and how it runs (``out``, ``progress``, the replay cache's ``cache*``: ``_HOW``)."""
+
+    model: str = "digits"
+    target: Any
+    verifier: str = "classifier"
+    algorithm: str = "random"
+    algorithm_params: dict | None = None
+    budget: int
+    steps: int | None = None
+    sampler: str = "euler"
+    guidance: float | None = None
+    seed: int = 0
+    model_path: str | None = None
+    verifier_path: str | None = None
+    model_options: dict | None = None
+    verifier_options: dict | None = None
+    out: Path | str | None = None
+    max_batch: int = 4096
+    progress: Any = None
+    cache: Path | str | None = None
+    cache_max_mb: float | None = None
+    cache_images: str = "exact"
+    final_steps: int | None = None
+    nfe_convention: str = "rows"
+
+
+declare(generate, GenerateOptions)
+
+# the run's fields of ``generate``'s keywords (``target`` becomes the one-target ``targets``; the others say how it runs)
+_HOW = ("target", "out", "progress", "cache", "cache_max_mb", "cache_images")
+_SPEC_FIELDS = [name for name in accepted(GenerateOptions) if name not in _HOW]
 
 
 OUT_FILES = ("best.png", "record.json", "best.webp", "keyframes.png")  # what generate writes in its folder

@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 
 from noisesearch.errors import UserError
+from noisesearch.keywords import bind, declare
 from noisesearch.models._diffusers_common import decode_rows, decode_slices, guide, load_pipeline
 from noisesearch.models._flow import FlowModel, call_default
 
@@ -72,6 +74,71 @@ def check_scheduler(pipe) -> str | None:
     )
 
 
+FLOW_OPTIONS = ("height", "width", "max_sequence_length", "decode_batch", "release_text_encoders")  # FlowModel's
+
+
+@dataclass(frozen=True, kw_only=True)
+class WanOptions:
+    """The Wan adapter's keyword options (``WanModel(pipe, **options)``; ``from_pipeline`` and ``MODELS["wan"]``
+    read them from its signature): ``FLOW_OPTIONS`` go to ``FlowModel``; ``num_frames`` (``4k + 1``, default: the
+    pipeline's), ``vae_tiling`` (tiled VAE decoding), ``guidance_2`` (Wan 2.2's low-noise expert's scale, default:
+    ``guidance``) and ``negative_prompt`` (``""``) are Wan's own."""
+
+    height: int | None = None
+    width: int | None = None
+    num_frames: int | None = None
+    max_sequence_length: int | None = None
+    decode_batch: int | None = None
+    release_text_encoders: bool = False
+    vae_tiling: bool = False
+    guidance_2: float | None = None
+    negative_prompt: str = ""
+
+    def checked_guidance_2(self, boundary: float | None) -> float | None:
+        """``guidance_2`` as a float (None: ``guidance``); only for a two-expert pipeline (a ``boundary``)."""
+        value = self.guidance_2
+        if value is None:
+            return None
+        if boundary is None:
+            raise UserError("guidance_2 is for a two-expert Wan 2.2 pipeline (boundary_ratio set); this has one")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"guidance_2 must be a finite number, got {value!r}")
+        return float(value)
+
+    def checked_negative_prompt(self) -> str:
+        """``negative_prompt``, refused unless a string."""
+        if not isinstance(self.negative_prompt, str):
+            raise UserError(f"negative_prompt must be a string, got {self.negative_prompt!r}")
+        return self.negative_prompt
+
+    def checked_vae_tiling(self) -> bool:
+        """``vae_tiling``, refused unless true or false."""
+        if not isinstance(self.vae_tiling, bool):
+            raise UserError(f"vae_tiling must be true or false, got {self.vae_tiling!r}")
+        return self.vae_tiling
+
+
+def expert_boundary(pipe) -> float | None:
+    """Wan 2.2's expert boundary as a timestep (``boundary_ratio * num_train_timesteps``); None for one expert."""
+    ratio = pipe.config.get("boundary_ratio")
+    if ratio is None:
+        return None
+    if getattr(pipe, "transformer_2", None) is None:
+        raise UserError(f"WanPipeline has boundary_ratio {ratio} but no transformer_2 (its low-noise expert)")
+    return float(ratio) * pipe.scheduler.config.get("num_train_timesteps", 1000)
+
+
+def check_frames(pipe, num_frames, stride: int) -> int:
+    """The frame count (default: the pipeline's ``num_frames``), refused unless ``stride * k + 1``."""
+    frames = int(call_default(pipe, "num_frames", 81)) if num_frames is None else num_frames
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1 or (frames - 1) % stride:
+        raise UserError(
+            f"num_frames {frames!r} is not {stride}k + 1 frames (the Wan VAE's temporal stride {stride}); "
+            f"accepted: 1, {stride + 1}, {2 * stride + 1}, ..."
+        )
+    return frames
+
+
 class WanModel(FlowModel):
     """Wan 2.1 / 2.2 text-to-video adapter: prompts in, videos (B, 3, F, H, W) in [0, 1] out."""
 
@@ -82,68 +149,23 @@ class WanModel(FlowModel):
     default_max_sequence_length = 512
     size_note = ", and WanPipeline's multiple of 16"
 
-    def __init__(
-        self,
-        pipe,
-        *,
-        height: int | None = None,
-        width: int | None = None,
-        num_frames: int | None = None,
-        max_sequence_length: int | None = None,
-        decode_batch: int | None = None,
-        release_text_encoders: bool = False,
-        vae_tiling: bool = False,
-        guidance_2: float | None = None,
-        negative_prompt: str = "",
-    ):
+    def __init__(self, pipe, **options):
+        o = bind(WanOptions, options, where="WanModel.__init__")
         if getattr(pipe, "transformer", None) is None:
             raise UserError("the Wan adapter needs the pipeline's transformer (the high-noise expert of Wan 2.2)")
-        self.boundary = None
-        ratio = pipe.config.get("boundary_ratio")
-        if ratio is not None:
-            if getattr(pipe, "transformer_2", None) is None:
-                raise UserError(f"WanPipeline has boundary_ratio {ratio} but no transformer_2 (its low-noise expert)")
-            self.boundary = float(ratio) * pipe.scheduler.config.get("num_train_timesteps", 1000)
-        if guidance_2 is not None:
-            if self.boundary is None:
-                raise UserError("guidance_2 is for a two-expert Wan 2.2 pipeline (boundary_ratio set); this has one")
-            if (
-                isinstance(guidance_2, bool)
-                or not isinstance(guidance_2, (int, float))
-                or not math.isfinite(guidance_2)
-            ):
-                raise UserError(f"guidance_2 must be a finite number, got {guidance_2!r}")
-            guidance_2 = float(guidance_2)
-        self.guidance_2 = guidance_2
-        if not isinstance(negative_prompt, str):
-            raise UserError(f"negative_prompt must be a string, got {negative_prompt!r}")
-        self.negative_prompt = negative_prompt
-        if not isinstance(vae_tiling, bool):
-            raise UserError(f"vae_tiling must be true or false, got {vae_tiling!r}")
+        self.boundary = expert_boundary(pipe)
+        self.guidance_2 = o.checked_guidance_2(self.boundary)
+        self.negative_prompt, self.vae_tiling = o.checked_negative_prompt(), o.checked_vae_tiling()
         self.scheduler_warning = check_scheduler(pipe)
-        super().__init__(
-            pipe,
-            height=height,
-            width=width,
-            max_sequence_length=max_sequence_length,
-            decode_batch=decode_batch,
-            release_text_encoders=release_text_encoders,
-        )
+        super().__init__(pipe, **{name: getattr(o, name) for name in FLOW_OPTIONS})
         stride = int(pipe.vae_scale_factor_temporal)
-        frames = int(call_default(pipe, "num_frames", 81)) if num_frames is None else num_frames
-        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1 or (frames - 1) % stride:
-            raise UserError(
-                f"num_frames {frames!r} is not {stride}k + 1 frames (the Wan VAE's temporal stride {stride}); "
-                f"accepted: 1, {stride + 1}, {2 * stride + 1}, ..."
-            )
-        self.frames = frames
+        self.frames = frames = check_frames(pipe, o.num_frames, stride)
         c, h, w = self.noise_shape
         self.noise_shape = (c, (frames - 1) // stride + 1, h, w)  # (C, F', H/8, W/8)
         self.latent_shape = (1, *self.noise_shape)  # what the pipeline takes as latents=
         self.latents_note = f"WanPipeline takes latents (1, {', '.join(map(str, self.noise_shape))})"
-        if vae_tiling:
+        if self.vae_tiling:
             pipe.vae.enable_tiling()
-        self.vae_tiling = vae_tiling
         self.fps = 24 if pipe.config.get("expand_timesteps") else 16  # Wan 2.2 TI2V-5B makes 24 fps, the others 16
         if self.scheduler_warning:
             warnings.warn(self.scheduler_warning, UserWarning, stacklevel=2)
@@ -217,3 +239,6 @@ class WanModel(FlowModel):
             return (video.float() / 2 + 0.5).clamp(0, 1).cpu()  # (b, 3, F, H, W)
 
         return decode_slices(one, x0, decode_rows(self.decode_batch, self.frames * self.height * self.width))
+
+
+declare(WanModel.__init__, WanOptions)  # its keywords, as from_pipeline and MODELS["wan"] read them

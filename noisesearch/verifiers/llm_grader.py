@@ -31,11 +31,13 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from noisesearch.errors import UserError
+from noisesearch.keywords import bind, declare
 from noisesearch.verifiers._hf import check_prompts, require
 from noisesearch.verifiers.base import check_images
 
@@ -95,6 +97,37 @@ class _Failure(Exception):
         self.kind, self.reason, self.wait = kind, reason, wait
 
 
+@dataclass(frozen=True, kw_only=True)
+class GraderSettings:
+    """``LLMGrader``'s keywords (documented there), in the order its signature shows them."""
+
+    url: str | None = None
+    model: str | None = None
+    key_env: str = "OPENAI_API_KEY"
+    metric: str = "overall_score"
+    cache_dir: str | Path | None = None
+    workers: int = 8
+    timeout: float = 60.0
+    retries: int = 3
+    backoff: float = 1.0
+    max_tokens: int = 1024
+    price_prompt: float | None = None
+    price_completion: float | None = None
+
+    def check(self) -> None:
+        """Refuse a missing endpoint or model name, an unknown metric and a price that is not a number >= 0."""
+        if not self.url or not self.model:
+            raise UserError(
+                "llm-grader needs url=<OpenAI-compatible endpoint> and model=<model name>, "
+                "or backend=local with path=<VLM folder or hub id>"
+            )
+        if self.metric not in METRICS:
+            raise UserError(f"llm-grader: unknown metric {self.metric!r}; accepted: {', '.join(METRICS)}")
+        prices = (self.price_prompt, self.price_completion)
+        if any(p is not None and not (isinstance(p, (int, float)) and p >= 0) for p in prices):
+            raise UserError(f"llm-grader: prices per million tokens must be numbers >= 0, got {prices}")
+
+
 class LLMGrader:
     """Scores images by a multimodal chat model's grading (0-10) of ``metric`` (Ma et al. 2025, Fig. 16).
 
@@ -114,46 +147,24 @@ class LLMGrader:
 
     preview_sigma = None
 
-    def __init__(
-        self,
-        *,
-        url=None,
-        model=None,
-        key_env="OPENAI_API_KEY",
-        metric="overall_score",
-        cache_dir=None,
-        workers=8,
-        timeout=60.0,
-        retries=3,
-        backoff=1.0,
-        max_tokens=1024,
-        price_prompt=None,
-        price_completion=None,
-    ):
+    def __init__(self, **settings):
+        o = bind(GraderSettings, settings, where="LLMGrader.__init__")
         self.name = "llm-grader"
-        if not url or not model:
-            raise UserError(
-                "llm-grader needs url=<OpenAI-compatible endpoint> and model=<model name>, "
-                "or backend=local with path=<VLM folder or hub id>"
-            )
-        if metric not in METRICS:
-            raise UserError(f"llm-grader: unknown metric {metric!r}; accepted: {', '.join(METRICS)}")
-        url = str(url).rstrip("/")
+        o.check()
+        url = str(o.url).rstrip("/")
         self.url = url if url.endswith("/chat/completions") else url + "/chat/completions"
-        self.model, self.key_env, self.metric = str(model), str(key_env or ""), metric
+        self.model, self.key_env, self.metric = str(o.model), str(o.key_env or ""), o.metric
         self.workers, self.timeout, self.retries, self.backoff = (
-            int(workers),
-            float(timeout),
-            int(retries),
-            float(backoff),
+            int(o.workers),
+            float(o.timeout),
+            int(o.retries),
+            float(o.backoff),
         )
-        self.max_tokens = int(max_tokens)
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.max_tokens = int(o.max_tokens)
+        self.cache_dir = Path(o.cache_dir).expanduser() if o.cache_dir else None
         self.Grading = grading_model()
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "cached": 0}
-        self.prices = (price_prompt, price_completion)  # per million tokens (the provider's currency)
-        if any(p is not None and not (isinstance(p, (int, float)) and p >= 0) for p in self.prices):
-            raise UserError(f"llm-grader: prices per million tokens must be numbers >= 0, got {self.prices}")
+        self.prices = (o.price_prompt, o.price_completion)  # per million tokens (the provider's currency)
         if all(p is not None for p in self.prices):
             self.usage["cost"] = 0.0
         self._lock = threading.Lock()
@@ -297,6 +308,9 @@ class LLMGrader:
     def __call__(self, images: torch.Tensor, targets: list, *, previews=None) -> torch.Tensor:
         """Scores (B,) in [0, 10]: the chosen grade; NaN where no valid grading was obtained."""
         return scores_of(self.gradings(images, targets), self.metric)
+
+
+declare(LLMGrader.__init__, GraderSettings)
 
 
 def scores_of(gradings: list, metric: str) -> torch.Tensor:
