@@ -1,4 +1,5 @@
-"""Search-algorithm registry: name -> factory ``(**keyword hyperparameters) -> SearchAlgorithm``.
+"""Search-algorithm registry: name -> ``Entry`` (a declared record, called as its factory, the algorithm class:
+``(**keyword hyperparameters) -> SearchAlgorithm``).
 
 The paper's set first (Ma et al. 2025: random, zero-order, paths, first-order), then published
 alternatives (SMC / FK steering, epsilon-greedy noise-trajectory search, evolution / CEM, EvoSearch), then
@@ -6,8 +7,6 @@ noisesearch's own: successive halving over noises and step-greedy (per-step best
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from noisesearch.algorithms.base import (
     Jobs,
@@ -29,20 +28,23 @@ from noisesearch.algorithms.random import RandomSearch
 from noisesearch.algorithms.smc import IncrementalSMCSearch, SMCSearch
 from noisesearch.algorithms.step_greedy import StepGreedySearch
 from noisesearch.algorithms.zero_order import ZeroOrderSearch
+from noisesearch.registry import Entry, registry_of
 
-ALGORITHMS: dict[str, Callable[..., SearchAlgorithm]] = {
-    "random": RandomSearch,
-    "zero-order": ZeroOrderSearch,
-    "paths": PathsSearch,
-    "first-order": FirstOrderSearch,
-    "smc": SMCSearch,
-    "smc-incremental": IncrementalSMCSearch,
-    "epsilon-greedy": EpsilonGreedySearch,
-    "evolution": EvolutionSearch,
-    "evosearch": EvoSearch,
-    "halving": HalvingSearch,
-    "step-greedy": StepGreedySearch,
-}
+# one declared record each; what an algorithm declares (``AlgorithmInfo``: ``renders_from_noise``, ...) is on its
+# class, the factory, and read through the entry
+ALGORITHMS: dict[str, Entry] = registry_of(
+    Entry("random", RandomSearch),
+    Entry("zero-order", ZeroOrderSearch),
+    Entry("paths", PathsSearch),
+    Entry("first-order", FirstOrderSearch),
+    Entry("smc", SMCSearch),
+    Entry("smc-incremental", IncrementalSMCSearch),
+    Entry("epsilon-greedy", EpsilonGreedySearch),
+    Entry("evolution", EvolutionSearch),
+    Entry("evosearch", EvoSearch),
+    Entry("halving", HalvingSearch),
+    Entry("step-greedy", StepGreedySearch),
+)
 
 __all__ = [
     "ALGORITHMS",

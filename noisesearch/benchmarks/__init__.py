@@ -1,4 +1,5 @@
-"""Benchmark registry: name -> loader ``(*, subset=None, per_class=..., path=None) -> list[Item]``.
+"""Benchmark registry: name -> ``Entry`` (a declared record, called as its loader ``(*, subset=None,
+per_class=..., path=None) -> list[Item]``).
 
 An ``Item`` is one target of a sweep: the class id or prompt the model is conditioned on, and the
 category a report groups it by. The prompt sets ship inside the package (``data/``, sources and
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from noisesearch.errors import UserError
+from noisesearch.registry import Entry, registry_of
 
 DATA = Path(__file__).parent / "data"
 T2I_COMPBENCH_SPLITS = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "3d_spatial", "numeracy")
@@ -108,12 +109,12 @@ def prompt_file(*, subset=None, per_class: int = 1, path=None) -> list[Item]:
     return _select(items, subset, "file")
 
 
-BENCHMARKS: dict[str, Callable[..., list[Item]]] = {
-    "digits": digits,
-    "imagenet": imagenet,
-    "drawbench": drawbench,
-    "t2i-compbench": t2i_compbench,
-    "geneval": geneval,
-    "partiprompts": partiprompts,
-    "file": prompt_file,
-}
+BENCHMARKS: dict[str, Entry] = registry_of(
+    Entry("digits", digits),
+    Entry("imagenet", imagenet),
+    Entry("drawbench", drawbench),
+    Entry("t2i-compbench", t2i_compbench),
+    Entry("geneval", geneval),
+    Entry("partiprompts", partiprompts),
+    Entry("file", prompt_file),
+)

@@ -1,16 +1,19 @@
-"""Model registries: ``MODELS`` name -> factory ``(*, path=None, ...) -> Model`` (see ``noisesearch.models.base``),
-and ``PIPELINES`` diffusers pipeline class name -> step-level adapter ``(pipe, **options) -> Model`` built
-around a pipeline object (``from_pipeline``, here and as ``noisesearch.from_pipeline``; ``--model diffusers``,
+"""Model registries: ``MODELS`` name -> ``ModelEntry`` (a declared record, called as its factory
+``(*, path=None, ...) -> Model``: see ``noisesearch.models.base`` and ``noisesearch.registry``), and
+``PIPELINES`` diffusers pipeline class name -> step-level adapter ``(pipe, **options) -> Model`` built around a
+pipeline object (``from_pipeline``, here and as ``noisesearch.from_pipeline``; ``--model diffusers``,
 ``noisesearch list``)."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from noisesearch.errors import UserError
-from noisesearch.models._factories import LOAD_OPTIONS, PipelineFactory, keyword_options, step_adapter
+from noisesearch.keywords import bind, declare
+from noisesearch.models._factories import ModelEntry, PipelineFactory, StepAdapter
 from noisesearch.models.base import Model, index_cond
+from noisesearch.registry import Entry, registry_of
 
 
 def digits(*, path=None, device=None) -> Model:
@@ -32,35 +35,6 @@ def toy(*, path=None) -> Model:
     from noisesearch.models.toy import ToyModel
 
     return ToyModel(path=path)
-
-
-flux = PipelineFactory(
-    "flux",
-    "flux:FluxModel",
-    "FLUX.1 text-to-image rectified flow via diffusers (default black-forest-labs/FLUX.1-dev; 1 NFE per step).",
-)
-sd = PipelineFactory(
-    "sd",
-    "sd:StableDiffusionModel",
-    "Stable Diffusion 1.x/2.x via diffusers, DDIM in the RF convention, CFG 2 NFEs per step (default SD 1.5).",
-    variant="sd",
-)
-sdxl = PipelineFactory(
-    "sdxl",
-    "sd:StableDiffusionModel",
-    "Stable Diffusion XL base (or a fine-tune such as DPO-SDXL) via diffusers, DDIM, CFG 2 NFEs per step.",
-    variant="sdxl",
-)
-pixart_sigma = PipelineFactory(
-    "pixart_sigma",
-    "pixart:PixArtSigmaModel",
-    "PixArt-Sigma text-to-image DiT via diffusers, DDIM in the RF convention, CFG 2 NFEs per step.",
-)
-dit = PipelineFactory(
-    "dit",
-    "dit:DiTModel",
-    "Class-conditional ImageNet DiT via diffusers' DiTPipeline, DDIM in the RF convention, CFG 2 NFEs per step.",
-)
 
 
 def sit(
@@ -89,59 +63,32 @@ def sit(
     )
 
 
-wan = PipelineFactory(
-    "wan",
-    "wan:WanModel",
-    "Wan 2.1 / 2.2 text-to-video (two experts with boundary_ratio) via diffusers, CFG 2 NFEs per step; videos.",
-    domain="video",
-)
+@dataclass(frozen=True, kw_only=True)
+class DiffusersOptions:
+    """``diffusers``'s options after the loading ones, those it hands to ``from_pipeline``: the adapter, the image
+    size, the generic adapter's rows per pipeline call, a step-level adapter's VAE decode slice, extra ``__call__``
+    arguments."""
 
-
-# the rectified-flow families on the shared base (models/_flow.py): registry name -> (module, adapter class, summary)
-FLOW_FAMILIES = {
-    "sd3": ("sd3", "SD3Model", "Stable Diffusion 3 / 3.5 (MMDiT rectified flow) via diffusers, CFG 2 NFEs per step."),
-    "z-image": (
-        "z_image",
-        "ZImageModel",
-        "Z-Image / Z-Image-Turbo via diffusers; guidance 0 (Turbo) 1 NFE per step, else 2.",
-    ),
-    "sana": ("sana", "SanaModel", "SANA (linear DiT on a 32x DC-AE) via diffusers, CFG 2 NFEs per step."),
-    "qwen-image": (
-        "qwen_image",
-        "QwenImageModel",
-        "Qwen-Image via diffusers; guidance is true_cfg_scale (negative prompt ' ', norm-rescaled), 2 NFEs per step.",
-    ),
-    "flux2": ("flux2", "Flux2Model", "FLUX.2 (Mistral-3 prompts) via diffusers; guidance-distilled, 1 NFE per step."),
-}
-FLOW_PIPELINES = {
-    "StableDiffusion3Pipeline": "sd3",
-    "ZImagePipeline": "z-image",
-    "SanaPipeline": "sana",
-    "QwenImagePipeline": "qwen-image",
-    "Flux2Pipeline": "flux2",
-}
+    adapter: str = "auto"
+    height: int | None = None
+    width: int | None = None
+    batch: int | None = None
+    decode_batch: int | None = None
+    pipeline_kwargs: dict | None = None
 
 
 def diffusers(*, path=None, device="cpu", dtype="float32", offload=None, **options) -> Model:
     """Any diffusers pipeline folder: the step-level adapter of its class if registered (see PIPELINES), else generic."""
     from noisesearch.models._diffusers_common import load_any
 
-    DIFFUSERS_SIGNATURE.bind(**options)  # an option it does not take: TypeError, before anything is opened
+    bind(DiffusersOptions, options, where="diffusers")  # an option it does not take: TypeError, before any work
     pipeline_kwargs = check_diffusers(path=path, pipeline_kwargs=options.pop("pipeline_kwargs", None))  # images opened
     pipe = load_any(path, device=device, dtype=dtype, offload=offload)
     given = {k: v for k, v in options.items() if v is not None or k not in ("batch", "decode_batch")}
     return from_pipeline(pipe, pipeline_kwargs=pipeline_kwargs, **given)  # a video's candidates: best.webp + keyframes
 
 
-# ``diffusers``'s options: the loading ones, then those it hands to ``from_pipeline``: the adapter, the image size,
-# the generic adapter's rows per pipeline call, a step-level adapter's VAE decode slice, extra ``__call__`` arguments
-DIFFUSERS_SIGNATURE = inspect.Signature(
-    [
-        *LOAD_OPTIONS,
-        *keyword_options(adapter="auto", height=None, width=None, batch=None, decode_batch=None, pipeline_kwargs=None),
-    ]
-)
-diffusers.__signature__ = DIFFUSERS_SIGNATURE  # type: ignore[attr-defined]  # what registry.check_options reads
+declare(diffusers, DiffusersOptions)  # its signature: the loading options, then DiffusersOptions'
 
 
 def check_diffusers(*, path=None, pipeline_kwargs=None, **_) -> dict:
@@ -157,47 +104,119 @@ def check_diffusers(*, path=None, pipeline_kwargs=None, **_) -> dict:
     return dict(pipeline_kwargs or {}) if cls is None else check_pipeline_kwargs(cls, pipeline_kwargs)
 
 
-diffusers.precheck = check_diffusers  # type: ignore[attr-defined]  # run by ``generate`` before it opens anything
+# every model, one declared record each: the family of images it makes, known without building it (a built model
+# carries the same ``domain``; tests hold the two equal), which decides which verifiers fit and where the digits
+# set metrics apply; whether it loads weights not shipped (``needs_setup``); its cost per denoiser call
+MODELS: dict[str, Entry] = registry_of(
+    ModelEntry("digits", digits, domain="digits", cfg="guidance != 1", default_guidance=1.0),
+    ModelEntry("digits-large", digits_large, domain="digits", cfg="guidance != 1", default_guidance=1.0),
+    ModelEntry("toy", toy, domain="toy", cfg="never", default_guidance=1.0),
+    ModelEntry(
+        "flux",
+        PipelineFactory("flux:FluxModel", pipeline="FluxPipeline"),
+        "FLUX.1 text-to-image rectified flow via diffusers (default black-forest-labs/FLUX.1-dev; 1 NFE per step).",
+        domain="rgb",
+        needs_setup=True,
+        cfg="never",
+    ),
+    ModelEntry(
+        "sd",
+        PipelineFactory("sd:StableDiffusionModel", variant="sd", pipeline="StableDiffusionPipeline"),
+        "Stable Diffusion 1.x/2.x via diffusers, DDIM in the RF convention, CFG 2 NFEs per step (default SD 1.5).",
+        domain="rgb",
+        needs_setup=True,
+        cfg="guidance != 1",
+        default_guidance=7.5,
+    ),
+    ModelEntry(
+        "sdxl",
+        PipelineFactory("sd:StableDiffusionModel", variant="sdxl", pipeline="StableDiffusionXLPipeline"),
+        "Stable Diffusion XL base (or a fine-tune such as DPO-SDXL) via diffusers, DDIM, CFG 2 NFEs per step.",
+        domain="rgb",
+        needs_setup=True,
+        cfg="guidance != 1",
+        default_guidance=5.0,
+    ),
+    ModelEntry(
+        "pixart-sigma",
+        PipelineFactory("pixart:PixArtSigmaModel", pipeline="PixArtSigmaPipeline"),
+        "PixArt-Sigma text-to-image DiT via diffusers, DDIM in the RF convention, CFG 2 NFEs per step.",
+        domain="rgb",
+        needs_setup=True,
+        cfg="guidance != 1",
+        default_guidance=4.5,
+    ),
+    ModelEntry(
+        "dit",
+        PipelineFactory("dit:DiTModel", pipeline="DiTPipeline"),
+        "Class-conditional ImageNet DiT via diffusers' DiTPipeline, DDIM in the RF convention, CFG 2 NFEs per step.",
+        domain="rgb",
+        needs_setup=True,
+        cfg="guidance != 1",
+        default_guidance=4.0,
+    ),
+    ModelEntry("sit", sit, domain="rgb", needs_setup=True, cfg="guidance != 1", default_guidance=1.0),
+    # the rectified-flow families on the shared base (models/_flow.py); their default guidance is the pipeline's
+    ModelEntry(
+        "sd3",
+        PipelineFactory("sd3:SD3Model", pipeline="StableDiffusion3Pipeline"),
+        "Stable Diffusion 3 / 3.5 (MMDiT rectified flow) via diffusers, CFG 2 NFEs per step.",
+        domain="rgb",
+        needs_setup=True,
+        cfg="guidance > 1",
+    ),
+    ModelEntry(
+        "z-image",
+        PipelineFactory("z_image:ZImageModel", pipeline="ZImagePipeline"),
+        "Z-Image / Z-Image-Turbo via diffusers; guidance 0 (Turbo) 1 NFE per step, else 2.",
+        domain="rgb",
+        needs_setup=True,
+        cfg="guidance > 0",
+    ),
+    ModelEntry(
+        "sana",
+        PipelineFactory("sana:SanaModel", pipeline="SanaPipeline"),
+        "SANA (linear DiT on a 32x DC-AE) via diffusers, CFG 2 NFEs per step.",
+        domain="rgb",
+        needs_setup=True,
+        cfg="guidance > 1",
+    ),
+    ModelEntry(
+        "qwen-image",
+        PipelineFactory("qwen_image:QwenImageModel", pipeline="QwenImagePipeline"),
+        "Qwen-Image via diffusers; guidance is true_cfg_scale (negative prompt ' ', norm-rescaled), 2 NFEs per step.",
+        domain="rgb",
+        needs_setup=True,
+        cfg="guidance > 1",
+    ),
+    ModelEntry(
+        "flux2",
+        PipelineFactory("flux2:Flux2Model", pipeline="Flux2Pipeline"),
+        "FLUX.2 (Mistral-3 prompts) via diffusers; guidance-distilled, 1 NFE per step.",
+        domain="rgb",
+        needs_setup=True,
+        cfg="never",
+    ),
+    ModelEntry(
+        "wan",
+        PipelineFactory("wan:WanModel", pipeline="WanPipeline"),
+        "Wan 2.1 / 2.2 text-to-video (two experts with boundary_ratio) via diffusers, CFG 2 NFEs per step; videos.",
+        domain="video",
+        needs_setup=True,
+        cfg="guidance > 1",
+    ),
+    # an image or a video pipeline, its cost too: known only once it is loaded
+    ModelEntry("diffusers", diffusers, needs_setup=True, precheck=check_diffusers),
+)
 
+generic_pipeline = StepAdapter("generic:GenericModel")  # any pipeline, through its own ``__call__``
 
-generic_pipeline = step_adapter("generic:GenericModel")  # any pipeline, through its own ``__call__``
-
-# diffusers pipeline class name -> step-level adapter ``(pipe, **options) -> Model`` (``from_pipeline``, the CLI)
-PIPELINES: dict[str, Callable[..., Model]] = {
-    "FluxPipeline": step_adapter("flux:FluxModel"),
-    "StableDiffusionPipeline": step_adapter("sd:StableDiffusionModel", variant="sd"),
-    "StableDiffusionXLPipeline": step_adapter("sd:StableDiffusionModel", variant="sdxl"),
-    "PixArtSigmaPipeline": step_adapter("pixart:PixArtSigmaModel"),
-    "DiTPipeline": step_adapter("dit:DiTModel"),
-}
-PIPELINES.update({cls: step_adapter(":".join(FLOW_FAMILIES[name][:2])) for cls, name in FLOW_PIPELINES.items()})
-PIPELINES["WanPipeline"] = step_adapter("wan:WanModel")  # video, on FlowModel (models/wan.py)
-_flow_models = {
-    name: PipelineFactory(module, f"{module}:{cls}", doc) for name, (module, cls, doc) in FLOW_FAMILIES.items()
-}
-for _factory in (sit, diffusers):
-    _factory.needs_setup = True  # loads weights (a file, a hub id or --model-path); not built from nothing
-# the family of images each entry's model makes, known without building it (a built model carries the same
-# ``domain``; tests hold the two equal): what decides which verifiers fit and where the digits set metrics apply
-for _factory in (digits, digits_large):
-    _factory.domain = "digits"
-toy.domain = "toy"
-sit.domain = "rgb"  # the PipelineFactory entries name their own (wan: "video", the others "rgb")
-diffusers.domain = None  # an image or a video pipeline: known only once it is loaded
-
-MODELS: dict[str, Callable[..., Model]] = {
-    "digits": digits,
-    "digits-large": digits_large,
-    "toy": toy,
-    "flux": flux,
-    "sd": sd,
-    "sdxl": sdxl,
-    "pixart-sigma": pixart_sigma,
-    "dit": dit,
-    "sit": sit,
-    **_flow_models,
-    "wan": wan,
-    "diffusers": diffusers,
+# diffusers pipeline class name -> step-level adapter ``(pipe, **options) -> Model`` (``from_pipeline``, the CLI):
+# read off the ``MODELS`` entries, so a family is declared once
+PIPELINES: dict[str, StepAdapter] = {
+    e.factory.pipeline: e.factory.step_adapter()
+    for e in MODELS.values()
+    if isinstance(e.factory, PipelineFactory) and e.factory.pipeline is not None
 }
 
 
@@ -205,6 +224,14 @@ def domain_of(name: str) -> str | None:
     """The family of images registry entry ``name`` makes ("digits", "toy", "rgb", "video"), without building
     it; None for an unknown name or one known only once loaded (``diffusers``)."""
     return getattr(MODELS.get(name), "domain", None)
+
+
+def nfe_per_call_of(name: str, guidance: float | None) -> int | None:
+    """NFEs one denoiser call of registry entry ``name`` costs per sample at ``guidance`` (None: its default
+    guidance), without building it (``ModelEntry.nfe_per_call``); None for an unknown name or a cost known only
+    once loaded (``diffusers``, a flow family at its pipeline's default guidance)."""
+    entry = MODELS.get(name)
+    return entry.nfe_per_call(guidance) if isinstance(entry, ModelEntry) else None
 
 
 def digits_models() -> list[str]:
@@ -275,4 +302,14 @@ def adapter_options(build) -> list[str]:
     return [k for k, v in params.items() if v.kind is v.KEYWORD_ONLY]
 
 
-__all__ = ["MODELS", "PIPELINES", "Model", "digits_models", "domain_of", "from_pipeline", "index_cond"]
+__all__ = [
+    "MODELS",
+    "PIPELINES",
+    "Model",
+    "ModelEntry",
+    "digits_models",
+    "domain_of",
+    "from_pipeline",
+    "index_cond",
+    "nfe_per_call_of",
+]

@@ -1,10 +1,12 @@
-"""``MODELS`` entries that load a diffusers pipeline and wrap it in its step-level adapter.
+"""The records behind ``MODELS`` and ``PIPELINES``: ``ModelEntry`` (a registry ``Entry`` that also declares what
+one denoiser call costs), ``PipelineFactory`` (the factory of an entry that loads a diffusers pipeline and wraps
+it in its step-level adapter) and ``StepAdapter`` (a ``PIPELINES`` entry: the adapter around a pipeline object).
 
-Such an entry takes the loading options (``path``, ``device``, ``dtype``, ``offload``: its family module's
-``load``) and then the adapter class's own keyword-only options, read from the adapter (the ones
-``from_pipeline`` takes), so each option is declared once, where it is used. ``inspect.signature`` of the
-entry lists both groups in that order, which is what ``registry.check_options`` checks ``--model-param``
-names against; a call with an option outside them is refused before anything is loaded.
+A ``PipelineFactory`` takes the loading options (``path``, ``device``, ``dtype``, ``offload``: its family
+module's ``load``) and then the adapter class's own keyword-only options, read from the adapter (the ones
+``from_pipeline`` takes), so each option is declared once, where it is used. ``inspect.signature`` of it
+lists both groups in that order, which is what ``registry.check_options`` checks ``--model-param`` names
+against; a call with an option outside them is refused before anything is loaded.
 """
 
 from __future__ import annotations
@@ -12,8 +14,47 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from noisesearch.models.base import Model
+from noisesearch.registry import Entry
+
+# when one denoiser call also runs classifier-free guidance's unconditional rows (2 rows per sample, else 1):
+# the adapters' own rule (``nfe_per_call``/``guided``), written where it is known without weights
+CFG_RULES: dict[str, Callable[[float], bool]] = {
+    "never": lambda g: False,  # guidance-distilled (the scale is an input) or unguided
+    "guidance != 1": lambda g: g != 1.0,  # the VP/DDIM adapters, the class-conditional ones, digits
+    "guidance > 1": lambda g: g > 1.0,  # the rectified-flow pipelines' ``do_classifier_free_guidance``
+    "guidance > 0": lambda g: g > 0.0,  # Z-Image (guidance 0: Turbo's conditional prediction)
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry(Entry):
+    """A ``MODELS`` entry: an ``Entry`` that also declares its cost per denoiser call where it is known
+    without weights (tests hold it equal to the built model's ``nfe_per_call``).
+
+    ``cfg``: when a call runs the unconditional rows too, one of ``CFG_RULES`` (None: known once loaded);
+    ``default_guidance``: the guidance of a run that gives none (None: the loaded pipeline's own).
+    """
+
+    cfg: str | None = field(default=None, kw_only=True)
+    default_guidance: float | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cfg is not None and self.cfg not in CFG_RULES:
+            raise TypeError(f"model entry {self.name!r}: cfg {self.cfg!r} is none of {', '.join(CFG_RULES)}")
+
+    def nfe_per_call(self, guidance: float | None) -> int | None:
+        """NFEs (model rows) one denoiser call costs per sample at ``guidance`` (None: the model's default), as
+        the built model counts them; None where only a loaded model knows (a rule or a default not declared)."""
+        if self.cfg is None:
+            return None
+        g = self.default_guidance if guidance is None else float(guidance)
+        if g is None:
+            return 1 if self.cfg == "never" else None
+        return 2 if CFG_RULES[self.cfg](g) else 1
 
 
 def keyword_options(**defaults) -> tuple[inspect.Parameter, ...]:
@@ -34,29 +75,37 @@ def adapter_class(target: str) -> type:
     return getattr(family_module(target), target.split(":")[1])
 
 
-def step_adapter(target: str, *, variant: str | None = None) -> Callable[..., Model]:
-    """A ``PIPELINES`` factory ``(pipe, **options) -> Model``: the adapter ``target`` (``"module:Class"``) around
-    a pipeline object; its ``adapter_class`` names the class whose keyword options it takes."""
-    first = () if variant is None else (variant,)
+@dataclass(frozen=True)
+class StepAdapter:
+    """A ``PIPELINES`` entry ``(pipe, **options) -> Model``: the adapter ``target`` (``"module:Class"`` under
+    ``noisesearch.models``) around a pipeline object, after ``variant`` where the adapter takes one first."""
 
-    def build(pipe, **options) -> Model:
-        return adapter_class(target)(pipe, *first, **options)
+    target: str
+    variant: str | None = None
 
-    build.adapter_class = f"noisesearch.models.{target}"  # type: ignore[attr-defined]
-    return build
+    @property
+    def adapter_class(self) -> str:
+        """The adapter class whose keyword options it takes, ``"noisesearch.models.module:Class"``."""
+        return f"noisesearch.models.{self.target}"
+
+    def __call__(self, pipe, **options) -> Model:
+        first = () if self.variant is None else (self.variant,)
+        return adapter_class(self.target)(pipe, *first, **options)
 
 
+@dataclass(frozen=True)
 class PipelineFactory:
     """A ``MODELS`` factory: ``load`` of the adapter's module (a folder or hub id), then the adapter around the
-    pipeline, with the adapter's keyword options."""
+    pipeline, with the adapter's keyword options.
 
-    needs_setup = True  # loads a pipeline (hub id or --model-path); not built from nothing
+    ``target``: the adapter, ``"module:Class"`` under ``noisesearch.models``; ``variant``: a first argument
+    that both the module's ``load`` and the adapter take (Stable Diffusion's "sd" or "sdxl"); ``pipeline``:
+    the diffusers pipeline class the adapter is for (its ``PIPELINES`` entry), None for none.
+    """
 
-    def __init__(self, name: str, target: str, doc: str, *, variant: str | None = None, domain: str = "rgb"):
-        """``target``: the adapter, ``"module:Class"`` under ``noisesearch.models``; ``variant``: a first argument
-        that both the module's ``load`` and the adapter take (Stable Diffusion's "sd" or "sdxl")."""
-        self.__name__, self.__doc__ = name, doc
-        self.target, self.variant, self.domain = target, variant, domain
+    target: str
+    variant: str | None = None
+    pipeline: str | None = None
 
     @property
     def __signature__(self) -> inspect.Signature:
@@ -71,5 +120,6 @@ class PipelineFactory:
         pipe = family_module(self.target).load(*first, load.pop("path"), **load)
         return adapter_class(self.target)(pipe, *first, **options)
 
-    def __repr__(self) -> str:
-        return f"<model factory {self.__name__} ({self.target})>"
+    def step_adapter(self) -> StepAdapter:
+        """Its adapter around a pipeline object already loaded (the ``PIPELINES`` entry of ``pipeline``)."""
+        return StepAdapter(self.target, self.variant)

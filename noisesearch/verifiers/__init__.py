@@ -1,16 +1,19 @@
-"""Verifier registry: name -> factory ``(*, path=None, ...) -> Verifier`` (see ``noisesearch.verifiers.base``).
+"""Verifier registry: name -> ``Entry`` (a declared record, called as its factory ``(*, path=None, ...) ->
+Verifier``: see ``noisesearch.verifiers.base`` and ``noisesearch.registry``).
 
-Each factory carries ``domain``: the model family whose images it understands (``"digits"``), or
-None for any. Factories with ``needs_setup = True`` load weights that are not shipped (a folder
-written by ``save_pretrained``, or a hub id) and raise ``UserError`` without ``path``.
+Each entry declares ``domain``: the model family whose images it understands (``"digits"``), or None for
+any. Entries with ``needs_setup=True`` load weights that are not shipped (a folder written by
+``save_pretrained``, or a hub id) and raise ``UserError`` without ``path``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
-from noisesearch.registry import check_options
+from noisesearch.keywords import accepted, bind, declare
+from noisesearch.registry import Entry, check_options, registry_of
 from noisesearch.verifiers.base import Verifier, check_images
+from noisesearch.verifiers.llm_grader import GraderSettings, LLMGrader
 
 
 def classifier(*, path=None) -> Verifier:
@@ -96,62 +99,50 @@ def ensemble(*, members="", weights=None, mode="rank", standardize=True, device=
     )
 
 
-def llm_grader(
-    *,
-    url=None,
-    model=None,
-    key_env="OPENAI_API_KEY",
-    metric="overall_score",
-    cache_dir=None,
-    workers=8,
-    timeout=60.0,
-    retries=3,
-    backoff=1.0,
-    max_tokens=1024,
-    price_prompt=None,
-    price_completion=None,
-    backend=None,
-    path=None,
-    device="cpu",
-    dtype="float32",
-    max_new_tokens=512,
-) -> Verifier:
+@dataclass(frozen=True, kw_only=True)
+class GraderOptions(GraderSettings):
+    """``llm-grader``'s keyword options: the API back end's (``LLMGrader``'s own, first), ``backend``, then the
+    local back end's; ``registry.check_options`` lists them in this order."""
+
+    backend: str | None = None
+    path: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    max_new_tokens: int = 512
+
+    def only(self, *names: str) -> dict:
+        """The options ``names`` by name (what one back end takes)."""
+        return {name: getattr(self, name) for name in names}
+
+
+_LOCAL_OPTIONS = ("path", "device", "dtype", "metric", "cache_dir", "max_new_tokens")  # what LocalLLMGrader takes
+
+
+def llm_grader(**options) -> Verifier:
     """Text-image: a multimodal chat model's 0-10 grading (5 aspects + overall), over an OpenAI-compatible API or local.
 
-    ``backend="api"`` (the default, with ``url`` and ``model``) or ``backend="local"`` (the default when
-    only ``path`` is given: a transformers vision-language model; ``device``, ``dtype``, ``max_new_tokens``).
+    ``options``: ``GraderOptions``. ``backend="api"`` (the default, with ``url`` and ``model``) or
+    ``backend="local"`` (the default when only ``path`` is given: a transformers vision-language model;
+    ``device``, ``dtype``, ``max_new_tokens``).
     """
     from noisesearch.errors import UserError
 
-    backend = backend or ("local" if path is not None and not url else "api")
+    o = bind(GraderOptions, options, where="llm_grader")
+    backend = o.backend or ("local" if o.path is not None and not o.url else "api")
     if backend == "local":
-        if url:
+        if o.url:
             raise UserError("llm-grader: backend=local takes path=<VLM folder or hub id>, not url=...")
         from noisesearch.verifiers.llm_local import LocalLLMGrader
 
-        return LocalLLMGrader(
-            path=path, device=device, dtype=dtype, metric=metric, cache_dir=cache_dir, max_new_tokens=max_new_tokens
-        )
+        return LocalLLMGrader(**o.only(*_LOCAL_OPTIONS))
     if backend != "api":
         raise UserError(f"llm-grader: unknown backend {backend!r}; accepted: api, local")
-    if path is not None:
+    if o.path is not None:
         raise UserError("llm-grader: path=... is for backend=local; the api back end takes url=... and model=...")
-    from noisesearch.verifiers.llm_grader import LLMGrader
+    return LLMGrader(**o.only(*accepted(GraderSettings)))
 
-    return LLMGrader(
-        url=url,
-        model=model,
-        key_env=key_env,
-        metric=metric,
-        cache_dir=cache_dir,
-        workers=workers,
-        timeout=timeout,
-        retries=retries,
-        backoff=backoff,
-        max_tokens=max_tokens,
-        price_prompt=price_prompt,
-        price_completion=price_completion,
-    )
+
+declare(llm_grader, GraderOptions)  # its signature: every keyword of GraderOptions, as check_options reads it
 
 
 def imagereward(*, path=None, device="cpu", dtype="float32") -> Verifier:
@@ -189,44 +180,29 @@ def oracle_fid(*, path=None, device="cpu", reference=None, metric="fid1", eps=1e
     return OracleFIDVerifier(path=path, device=device, reference=reference, metric=metric, eps=eps, size=size)
 
 
-llm_grader.domain = None
-llm_grader.needs_setup = True  # needs url=... and model=..., or path=... (backend=local)
-
-ensemble.domain = None  # the members' domains apply
-ensemble.needs_setup = True  # needs members=...; has no path of its own
-
-REAL = (clipscore, clip_zeroshot, feature_similarity_real, dino_linear, aesthetic)
-for _factory in REAL:
-    _factory.domain = None  # any RGB (or grey) images in [0, 1]
-    _factory.needs_setup = True  # weights are not shipped: construction without path raises UserError
-
-for _factory in (imagereward, pickscore, hpsv2, oracle_is_imagenet, oracle_fid):
-    _factory.domain = None  # any RGB (or grey) images in [0, 1]; the oracles expect ImageNet class ids
-    _factory.needs_setup = True  # weights (and oracle-fid's reference statistics) are not shipped
-
-for _factory in (classifier, feature_similarity, oracle_is, oracle_fid_digits):
-    _factory.domain = "digits"
-toy_distance.domain = "toy"
-
-VERIFIERS: dict[str, Callable[..., Verifier]] = {
-    "classifier": classifier,
-    "feature-similarity": feature_similarity,
-    "oracle-is": oracle_is,
-    "oracle-fid-digits": oracle_fid_digits,
-    "toy-distance": toy_distance,
-    "clipscore": clipscore,
-    "clip-zeroshot": clip_zeroshot,
-    "feature-similarity-real": feature_similarity_real,
-    "dino-linear": dino_linear,
-    "aesthetic": aesthetic,
-    "imagereward": imagereward,
-    "pickscore": pickscore,
-    "hpsv2": hpsv2,
-    "oracle-is-imagenet": oracle_is_imagenet,
-    "oracle-fid": oracle_fid,
-    "ensemble": ensemble,
-    "llm-grader": llm_grader,
-}
+# every verifier, one declared record each: the family of images it understands (None: any RGB or grey images in
+# [0, 1]; the ImageNet oracles expect ImageNet class ids), and whether its weights (or options) are not shipped,
+# so that construction without them raises ``UserError``
+VERIFIERS: dict[str, Entry] = registry_of(
+    Entry("classifier", classifier, domain="digits"),
+    Entry("feature-similarity", feature_similarity, domain="digits"),
+    Entry("oracle-is", oracle_is, domain="digits"),
+    Entry("oracle-fid-digits", oracle_fid_digits, domain="digits"),
+    Entry("toy-distance", toy_distance, domain="toy"),
+    Entry("clipscore", clipscore, domain=None, needs_setup=True),
+    Entry("clip-zeroshot", clip_zeroshot, domain=None, needs_setup=True),
+    Entry("feature-similarity-real", feature_similarity_real, domain=None, needs_setup=True),
+    Entry("dino-linear", dino_linear, domain=None, needs_setup=True),
+    Entry("aesthetic", aesthetic, domain=None, needs_setup=True),
+    Entry("imagereward", imagereward, domain=None, needs_setup=True),
+    Entry("pickscore", pickscore, domain=None, needs_setup=True),
+    Entry("hpsv2", hpsv2, domain=None, needs_setup=True),
+    Entry("oracle-is-imagenet", oracle_is_imagenet, domain=None, needs_setup=True),
+    Entry("oracle-fid", oracle_fid, domain=None, needs_setup=True),  # and its reference statistics
+    Entry("ensemble", ensemble, needs_setup=True),  # needs members=... (their domains apply); no path of its own
+    # needs url=... and model=..., or path=... (backend=local)
+    Entry("llm-grader", llm_grader, needs_setup=True),
+)
 
 
 def as_verifier(verifier, **options) -> Verifier:
