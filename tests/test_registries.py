@@ -252,3 +252,20 @@ def test_llm_grader_takes_every_keyword_it_took_in_that_order():
     grader = entry(url="http://127.0.0.1:1/v1", model="m", workers=3, price_prompt=1.0, price_completion=2.0)
     assert grader.url == "http://127.0.0.1:1/v1/chat/completions" and grader.workers == 3
     assert grader.prices == (1.0, 2.0) and grader.usage["cost"] == 0.0
+
+
+def test_sweep_cost_planning_asks_the_model_entry_not_a_guess():
+    """Before anything loads, a sweep plans with the entry's declared cost: a guidance-distilled model pays 1 NFE
+    per call at any guidance, an SD model 2 at its default guidance; under ``nfe_convention: steps`` always 1."""
+    from types import SimpleNamespace
+
+    from noisesearch.sweep.costs import guided_nfe_per_call
+
+    def cost(model, guidance, convention="rows"):
+        return guided_nfe_per_call(SimpleNamespace(model=model, guidance=guidance, nfe_convention=convention))
+
+    assert cost("flux", 3.5) == 1 and cost("flux2", 4.0) == 1  # guidance-distilled: the old guess said 2
+    assert cost("sd", None) == 2  # CFG at its default guidance: the old guess said 1
+    assert cost("digits", None) == 1 and cost("digits", 1.5) == 2
+    assert cost("sd", None, "steps") == 1
+    assert cost("diffusers", 2.0) == 2  # only a loaded pipeline knows: the rule of thumb stands

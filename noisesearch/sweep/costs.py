@@ -67,13 +67,21 @@ def cannot_spend(name: str, params: dict, budget: int, steps: int, sampler: str,
 
 
 def guided_nfe_per_call(config: SweepConfig) -> int:
-    """NFEs per denoiser call as the config's check sees it: 2 with classifier-free guidance (not 1 or None)
-    under ``nfe_convention: rows``, always 1 under ``steps`` (one NFE per denoising step).
-
-    The real number is ``accounting.nfe_per_call`` of the model (a guidance-distilled model pays 1);
-    the sweep uses that one when it runs (``baseline_steps`` again) and refuses a mismatch there.
+    """NFEs per denoiser call as the config's check sees it, before anything loads: always 1 under
+    ``nfe_convention: steps`` (one NFE per denoising step); under ``rows`` the model entry's declared cost
+    (``models.nfe_per_call_of``: its CFG rule at this guidance, e.g. 1 for a guidance-distilled model), and where
+    only a loaded model knows it (``diffusers``, a flow family at its pipeline's default guidance), 2 with a
+    guidance other than 1 or None. The sweep checks the loaded model's real cost again when it runs
+    (``baseline_steps``) and refuses a mismatch there.
     """
-    return 1 if config.nfe_convention == "steps" or config.guidance in (None, 1.0) else 2
+    from noisesearch.models import nfe_per_call_of
+
+    if config.nfe_convention == "steps":
+        return 1
+    declared = nfe_per_call_of(config.model, config.guidance)
+    if declared is not None:
+        return declared
+    return 1 if config.guidance in (None, 1.0) else 2
 
 
 def baseline_steps(budget: int, sampler: str, nfe_per_call: int) -> int | None:
