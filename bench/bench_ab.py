@@ -114,9 +114,14 @@ def main() -> None:
                     print(f"{name} {model}: {row[2]:,.0f} -> {row[3]:,.0f} / {row[5]:,.0f} cand/s", flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT, check=False)
-    lines = [
+    title = (
         "## Before and after the columnar driver (candidates per second, measured in one run)"
-        + ("" if args.section == "bench_ab" else f": {', '.join(names)} on {', '.join(args.models)}"),
+        if args.section == "bench_ab"
+        else f"## {args.before} against {head.strip()} (candidates per second, measured in one run): "
+        f"{', '.join(names)} on {', '.join(args.models)}"
+    )
+    lines = [
+        title,
         "",
         f"Measured by `bench/bench_ab.py` on {platform.machine()}: revision {args.before} (before) and "
         f"{head.strip()} (after), each in fresh subprocesses, alternating, best of {args.repeats}; "
