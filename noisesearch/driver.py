@@ -300,7 +300,7 @@ def _stats(stats: RunStats, acct: Accountant, problems: Problems, started: float
     stats.denoise_seconds, stats.verify_seconds = acct.denoise_seconds, acct.verify_seconds
     stats.backward_seconds, stats.denoise_calls = acct.backward_seconds, acct.denoise_calls
     stats.decode_seconds = acct.decode_seconds
-    stats.draw_seconds = problems.draw_seconds
+    stats.draw_seconds = problems.clock.seconds
     return stats
 
 

@@ -12,9 +12,12 @@ import math
 import struct
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from noisesearch.noise_identity import RECORD_HEX, noise_digests
 
 
 def derive_seed(seed: int, *path: int) -> int:
@@ -52,22 +55,38 @@ def gaussians(shape: tuple[int, ...], seeds: Sequence[int]) -> torch.Tensor:
 
 
 def noise_hash(x: torch.Tensor) -> str:
-    """First 16 hex digits of the SHA-256 of a tensor's float32 bytes (identifies a noise)."""
+    """First 16 hex digits of the SHA-256 of a tensor's float32 bytes (identifies a noise: ``noise_identity``)."""
     return noise_hashes(x[None])[0]
 
 
 def noise_hashes(x: torch.Tensor) -> list[str]:
-    """``noise_hash`` of each row of ``x`` (B, ...): one copy to the CPU for the batch."""
-    rows = x.detach().float().contiguous().cpu().numpy()
-    return [hashlib.sha256(row.tobytes()).hexdigest()[:16] for row in rows]
+    """``noise_hash`` of each row of ``x`` (B, ...): one copy to the CPU for the batch (``noise_digests``)."""
+    return [digest[:RECORD_HEX] for digest in noise_digests(x)]
+
+
+@dataclass
+class DrawClock:
+    """Wall time spent drawing seeded noise (the per-candidate cost that cannot go): the one thing that changes
+    while a run draws, held apart from its frozen description (``Problems.clock``)."""
+
+    seconds: float = 0.0
+
+    def since(self, start: float) -> None:
+        """Add the time from ``start`` (a ``time.perf_counter()`` reading) to now."""
+        self.seconds += time.perf_counter() - start
 
 
 class DrawSource(Protocol):
     """What ``Streams`` reads of the run it draws for (``algorithms.base.Problems``): the noise shape, the
     model's device (``to_device``) and the clock of drawing time it adds to."""
 
-    noise_shape: tuple[int, ...]
-    draw_seconds: float
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """The shape of one noise."""
+
+    @property
+    def clock(self) -> DrawClock:
+        """The run's drawing-time clock."""
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` on the model's device."""
@@ -116,7 +135,7 @@ class Streams:
                     g.manual_seed(seed)
                     for row in rows.unbind(0):
                         row.normal_(generator=g)
-            problems.draw_seconds += time.perf_counter() - start
+            problems.clock.since(start)
             self.whole = problems.to_device(drawn)
         else:
             self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -155,7 +174,7 @@ class Streams:
             for row in rows.unbind(0):
                 row.normal_(generator=g)
         self.next = stop
-        self.problems.draw_seconds += time.perf_counter() - t0
+        self.problems.clock.since(t0)
         block = self.problems.to_device(out)
         self.last = (start, stop, block)
         return block

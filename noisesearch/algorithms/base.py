@@ -38,12 +38,11 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
-from noisesearch.algorithms._draws import Streams, derive_seed, gaussian, gaussians, noise_hash, noise_hashes
+from noisesearch.algorithms import _cost
+from noisesearch.algorithms._draws import DrawClock, Streams, derive_seed, gaussian, gaussians, noise_hash, noise_hashes
 from noisesearch.algorithms._jobs import Jobs, Outcomes, plain_cost
 from noisesearch.algorithms._ranking import failed_as_nan, first_best, rank_order, rank_values
 from noisesearch.contracts import AlgorithmInfo, algorithm_info
-from noisesearch.errors import UserError
-from noisesearch.samplers import get_sampler
 
 __all__ = [
     "STEP_NOISES",
@@ -103,24 +102,34 @@ class Problem:
         return seed, gaussian(self.noise_shape, seed)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Problems:
     """The searches of one run: ``targets[i]`` and ``seeds[i]`` for search ``i``; everything else shared.
 
     The budget, schedule, sampler and cost per call are the same for every search of a run, so an
     algorithm plans once and runs every search in lock step (rows of all searches in one ``Jobs``).
-    ``device`` is where the model computes: draws are moved there once per batch.
+    ``device`` is where the model computes: draws are moved there once per batch. The description is
+    frozen (targets and seeds are held as tuples); the time spent drawing goes to its ``clock``.
     """
 
-    targets: list
-    seeds: list[int]
+    targets: Sequence
+    seeds: Sequence[int]
     budget: int
     noise_shape: tuple[int, ...]
     sigmas: tuple[float, ...]
     sampler: str
     nfe_per_call: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    draw_seconds: float = 0.0  # wall time spent drawing seeded noise (the per-candidate cost that cannot go)
+    clock: DrawClock = field(default_factory=DrawClock, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("targets", "seeds", "noise_shape", "sigmas"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def draw_seconds(self) -> float:
+        """Wall time spent drawing seeded noise so far (``clock``)."""
+        return self.clock.seconds
 
     @classmethod
     def of(cls, *problems: Problem, device: torch.device | None = None) -> Problems:
@@ -154,62 +163,38 @@ class Problems:
             self.targets[i], self.seeds[i], self.budget, self.noise_shape, self.sigmas, self.sampler, self.nfe_per_call
         )
 
+    # ---- costs: pure functions of the run's schedule, sampler and NFEs per call (``_cost``) -----------------
     @property
     def steps(self) -> int:
         """Steps of a full candidate."""
-        return len(self.sigmas) - 1
+        return _cost.steps(self.sigmas)
 
     @property
     def stochastic(self) -> bool:
         """Whether the run's sampler injects noise at every step."""
-        return get_sampler(self.sampler).stochastic
+        return _cost.stochastic(self.sampler)
 
     def starts_at_noise(self, jobs: Jobs) -> bool:
-        """Whether the rows of ``jobs`` start from a *noise*: they start at the schedule's first sigma.
+        """Whether the rows of ``jobs`` start from a noise, at the schedule's first sigma (``_cost.starts_at_noise``)."""
+        return _cost.starts_at_noise(self.sigmas, jobs)
 
-        The one place this rule is written: such a row is turned into the model's state by
-        ``start_scale`` (VP models), identified in its record by its seed or a hash of it, and may be
-        replayed from the cache; a row starting anywhere else starts from an intermediate state.
-        """
-        return jobs.sigmas[0] == self.sigmas[0]
-
-    # ---- costs -------------------------------------------------------------------------------
     def cost(self, sigmas: Sequence[float] | None = None, sampler: str | None = None, **options: Any) -> int:
         """Exact NFEs of one row along ``sigmas`` (default: a full candidate) with ``sampler`` (default
         the run's) and the ``Jobs`` options given (``denoised``, ``score_end``, ``grad``, ``backward_cost``)."""
-        forward, backward = plain_cost(
-            tuple(sigmas) if sigmas is not None else self.sigmas, sampler or self.sampler, self.nfe_per_call, **options
-        )
-        return forward + backward
+        schedule = self.sigmas if sigmas is None else sigmas
+        return _cost.cost(schedule, sampler or self.sampler, self.nfe_per_call, **options)
 
     def job_costs(self, jobs: Jobs) -> tuple[int, int]:
         """(forward NFEs, backward-pass NFE-equivalents) of one row of ``jobs``."""
-        return plain_cost(
-            jobs.sigmas,
-            jobs.sampler or self.sampler,
-            self.nfe_per_call,
-            denoised=jobs.denoised is not None,
-            score_end=jobs.score_end,
-            grad=jobs.grad,
-            backward_cost=jobs.backward_cost,
-        )
+        return _cost.job_costs(jobs, self.sampler, self.nfe_per_call)
 
     def job_cost(self, jobs: Jobs) -> int:
         """Exact NFEs that each row of ``jobs`` will be charged."""
-        return sum(self.job_costs(jobs))
+        return _cost.job_cost(jobs, self.sampler, self.nfe_per_call)
 
     def require_budget(self, needed: int, what: str) -> None:
-        """Raise a clear ``UserError`` when the budget cannot pay for ``needed`` NFEs.
-
-        Every algorithm refuses a too-small budget through here, so the message always ends with
-        ``give --budget >= N ...`` (the smallest budget that works).
-        """
-        if self.budget < needed:
-            raise UserError(
-                f"budget {self.budget} is smaller than {what} ({needed} NFEs with {self.steps} "
-                f"steps at {self.nfe_per_call} NFE(s) per evaluation); "
-                f"give --budget >= {needed} or fewer --steps"
-            )
+        """Raise a clear ``UserError`` when the run's budget cannot pay for ``needed`` NFEs (``_cost.require_budget``)."""
+        _cost.require_budget(self.budget, needed, what, self.steps, self.nfe_per_call)
 
     # ---- draws -------------------------------------------------------------------------------
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,7 +222,7 @@ class Problems:
         start = time.perf_counter()
         seeds = self.seeds_of(owners, paths)
         drawn = gaussians(self.noise_shape, seeds)
-        self.draw_seconds += time.perf_counter() - start
+        self.clock.since(start)
         return seeds, self.to_device(drawn)
 
     def step_noises(
@@ -264,7 +249,7 @@ class Problems:
             cap_bytes = STREAM_CAP_BYTES
         start = time.perf_counter()
         seeds = self.seeds_of(owners, [(*p, STEP_NOISES) for p in paths])
-        self.draw_seconds += time.perf_counter() - start
+        self.clock.since(start)
         return Streams(self, seeds, n_steps, cap_bytes=cap_bytes)
 
     def uniforms(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> torch.Tensor:
@@ -275,14 +260,13 @@ class Problems:
         # normal_ (its Box-Muller fills blocks of 16 from the first 16 uniforms), so a large latent is not drawn
         size = math.prod(self.noise_shape)
         z = gaussians((size if size < 16 else 16,), self.seeds_of(owners, paths))[:, 0].double()  # (n,)
-        self.draw_seconds += time.perf_counter() - start
+        self.clock.since(start)
         u = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
         return self.to_device(u.clamp(max=1.0 - 2.0**-53))
 
     def grid(self, per_search: int) -> tuple[list[int], list[int]]:
         """(owners, k): ``per_search`` rows per search, search-major: row ``i * per_search + k``."""
-        n = len(self)
-        return [i for i in range(n) for _ in range(per_search)], [k for _ in range(n) for k in range(per_search)]
+        return _cost.grid(len(self), per_search)
 
     def fresh(self, per_search: int, *prefix: int, info: dict | None = None, deferred: bool = False) -> Jobs:
         """Full candidates: ``per_search`` per search, candidate k from the draw ``(*prefix, k)`` (and,
@@ -295,7 +279,7 @@ class Problems:
         if deferred:
             start = time.perf_counter()
             seeds = self.seeds_of(owners, paths)
-            self.draw_seconds += time.perf_counter() - start
+            self.clock.since(start)
         else:
             seeds, x = self.noise(owners, paths)
         noises = self.step_noises(owners, paths, self.steps)[1] if self.stochastic else None
@@ -311,7 +295,7 @@ class Problems:
                 raise ValueError("a batch without start states must have a seeded draw on every row")
             start = time.perf_counter()
             drawn = gaussians(self.noise_shape, seeds)  # type: ignore[arg-type]
-            self.draw_seconds += time.perf_counter() - start
+            self.clock.since(start)
             jobs.x = self.to_device(drawn)
         return jobs.x
 

@@ -371,5 +371,5 @@ class EvoSearch:
         for seed in problems.seeds:  # one generator per search, drawn in order: the unavoidable cost
             g.manual_seed(derive_seed(seed, TOURNAMENT, k))
             perms += [torch.randperm(entries, generator=g) for _ in range(count)]
-        problems.draw_seconds += time.perf_counter() - start  # seeded draws: counted with the noises'
+        problems.clock.since(start)  # seeded draws: counted with the noises'
         return torch.stack(perms)[:, :entrants].amin(1).view(len(problems), count)  # (S, count)

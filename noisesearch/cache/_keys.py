@@ -1,7 +1,8 @@
 """The content address of a job (``job_keys``), and which jobs have one (``cacheable``).
 
 A key is a head (format, model identity, sampler, schedule, guidance, noise shape and dtype, target) followed by
-the starting noise: its seed when it is a seeded draw, else a hash of its bytes (see ``noisesearch.cache``).
+the starting noise: its seed when it is a seeded draw, else the digest of its bytes that its record carries too
+(``noisesearch.noise_identity``; see ``noisesearch.cache``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from noisesearch import _io
 from noisesearch.cache._packs import FORMAT
+from noisesearch.noise_identity import EXACT_DTYPES, KEY_HEX, noise_digests
 
 
 def _simple(value: Any) -> Any:
@@ -45,6 +47,7 @@ def cacheable(jobs, problems) -> bool:
         and not jobs.grad
         and not jobs.score_end
         and not get_sampler(jobs.sampler or problems.sampler).stochastic
+        and (jobs.x is None or jobs.x.dtype in EXACT_DTYPES)  # a noise named by its float32 bytes exactly
     )
 
 
@@ -87,16 +90,13 @@ def job_keys(model_id: str, jobs, problems, guidance: float) -> list[str]:
     seeds = jobs.noise_seed or [None] * len(owners)
     if None not in seeds:
         return [f"{heads[i]}s{seed:d}" for i, seed in zip(owners, seeds)]
-    raw = _row_bytes(problems.start_states(jobs))  # (n, bytes per row): one copy of the batch to the host
+    x = problems.start_states(jobs)
+    unseeded = x[torch.tensor([s is None for s in seeds], device=x.device)]
+    digests = iter(noise_digests(unseeded))  # the one noise identity (noisesearch.noise_identity), as records have it
     return [
-        f"{heads[i]}s{seed:d}" if seed is not None else f"{heads[i]}h{hashlib.sha256(raw[r]).hexdigest()[:32]}"
-        for r, (i, seed) in enumerate(zip(owners, seeds))
+        f"{heads[i]}s{seed:d}" if seed is not None else f"{heads[i]}h{next(digests)[:KEY_HEX]}"
+        for i, seed in zip(owners, seeds)
     ]
-
-
-def _row_bytes(x: torch.Tensor):
-    """The raw bytes of each row of ``x`` (B, ...) as a (B, bytes) uint8 array: row r's are ``_tensor_bytes(x[r])``."""
-    return x.detach().contiguous().reshape(len(x), -1).cpu().view(torch.uint8).numpy()
 
 
 def job_key(model_id: str, jobs, problems, guidance: float) -> str:

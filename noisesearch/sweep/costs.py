@@ -90,10 +90,10 @@ def baseline_steps(budget: int, sampler: str, nfe_per_call: int) -> int | None:
     Euler without guidance: ``budget`` steps; with CFG (2 NFEs per call): ``budget / 2`` steps, and
     an odd budget has none. A sampler's cost is linear in its steps (``a * steps + b``).
     """
-    from noisesearch.samplers import SAMPLERS
+    from noisesearch.algorithms import _cost
 
     def cost(steps: int) -> int:
-        return SAMPLERS[sampler].nfe((1.0,) * steps + (0.0,)) * nfe_per_call  # only length and end matter
+        return _cost.cost((1.0,) * steps + (0.0,), sampler, nfe_per_call)  # only length and end matter
 
     a, b = cost(2) - cost(1), 2 * cost(1) - cost(2)
     steps, rest = divmod(budget - b, a)
