@@ -126,11 +126,16 @@ def main() -> None:
         f"Measured by `bench/bench_ab.py` on {platform.machine()}: revision {args.before} (before) and "
         f"{head.strip()} (after), each in fresh subprocesses, alternating, best of {args.repeats}; "
         f"{args.targets} targets, budget {args.budget} NFEs, {args.steps} Euler steps, classifier verifier, "
-        "default parameters; a `gc.collect()` before each timed run. *Before* builds every record inside "
-        "`run_search`; *after* builds them only when read: *search* is `run_search` alone (what a sweep, which "
-        "never reads them, pays) and *+ records* adds reading every record (what `generate` pays). Each process "
-        "runs the same search once untimed first, so both sides are timed warm (as every search of a sweep but its "
-        "first).",
+        "default parameters; a `gc.collect()` before each timed run. *Before* is timed with every record read; "
+        "*search* is the after side's `run_search` alone, *+ records* adds reading every record, so the *+ records* "
+        "ratio compares like with like"
+        + (
+            " (before the columnar driver, records were built inside `run_search`; since, only when read)"
+            if args.section == "bench_ab"
+            else ""
+        )
+        + ". Each process runs the same search once untimed first, so both sides are timed warm (as every search of "
+        "a sweep but its first).",
         "",
         "*Outside*: the after search's share of time outside denoiser and verifier calls. *Ceiling*: the before "
         "run's time over the after search's time inside those calls alone, in the same run: the ratio the after "
