@@ -546,3 +546,20 @@ def test_a_study_refused_before_it_cached_anything_leaves_no_cache_folder(tmp_pa
     with pytest.raises(UserError):
         studies.run_study(tiny_study(tmp_path), out)
     assert not (out / "cache").exists()
+
+
+@pytest.mark.parametrize("keys", ["[[1, 2]]", "{}", "7", '["ok", {"a": 1}]'])
+def test_a_pack_whose_keys_are_not_a_list_of_strings_is_a_miss(tmp_path, digits, classifier, keys):
+    """A well-formed safetensors file under a pack's name whose header ``keys`` are foreign: a miss, no traceback."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    path = filled(tmp_path, digits, classifier)
+    (pack,) = packs(path)
+    with safe_open(str(pack), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    save_file(tensors, str(pack), metadata={**meta, "keys": keys})
+    want = search(digits, classifier, None)
+    got = search(digits, classifier, CandidateCache(path))
+    same_results(got, want)
+    assert computed(got) == computed(want) and replayed(got) == 0

@@ -112,12 +112,20 @@ class Hits:
     decode_flops: float | None
 
 
+def _keys_of(text: str) -> list[str]:
+    """A pack header's ``keys``: a JSON list of strings; ValueError for anything else (a foreign or damaged file)."""
+    keys = json.loads(text)
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ValueError("pack keys are not a list of strings")
+    return keys
+
+
 def pack_index(path: Path, images: str) -> dict[str, set[str]] | None:
     """The keys of the pack at ``path``, each with the names of its tensors, from its header alone; no key when
     its images were quantised and ``images`` is "exact" (each then misses); None when it has no readable header."""
     try:
         header = _header(path)
-        order = json.loads(header["__metadata__"]["keys"])
+        order = _keys_of(header["__metadata__"]["keys"])
         quantised = _quantised(header["image"]["dtype"] == "U8", header["__metadata__"]["image_dtype"])
     except (OSError, KeyError, TypeError, ValueError):
         return None
@@ -133,7 +141,7 @@ def decode_pack(data: bytearray, name: str) -> tuple[dict[str, torch.Tensor], di
     tensors, raw = _parse(data)
     if raw.get("format") != FORMAT:
         raise ValueError("another format")
-    keys = json.loads(raw["keys"])
+    keys = _keys_of(raw["keys"])
     meta = {
         "row_of": {key: r for r, key in enumerate(keys)},
         "image_dtype": raw["image_dtype"],
