@@ -563,3 +563,18 @@ def test_a_pack_whose_keys_are_not_a_list_of_strings_is_a_miss(tmp_path, digits,
     got = search(digits, classifier, CandidateCache(path))
     same_results(got, want)
     assert computed(got) == computed(want) and replayed(got) == 0
+
+
+def test_a_video_verifier_around_a_keyless_callable_is_never_replayed():
+    """Scoring frames with a callable that declares no ``cache_key`` must not give the wrapper an identity: the
+    callable's code could change between runs and its old scores would be replayed."""
+    from noisesearch.verifiers.custom import CallableVerifier
+    from noisesearch.verifiers.video import FrameVerifier
+
+    def fn(images, prompts):
+        return images.mean(dim=(1, 2, 3))
+
+    assert verifier_identity(FrameVerifier(CallableVerifier(fn), 5)) is None
+    keyed = FrameVerifier(CallableVerifier(fn, cache_key="mean-v1"), 5)
+    assert verifier_identity(keyed) is not None
+    assert verifier_identity(keyed) != verifier_identity(FrameVerifier(CallableVerifier(fn, cache_key="mean-v2"), 5))

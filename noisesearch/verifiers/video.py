@@ -68,6 +68,7 @@ class FrameVerifier:
         check_options(frames, combine)
         declared = verifier_info(inner)
         self.inner = inner
+        self.members = (inner,)  # its identity includes the image verifier's (None for a keyless callable: no replay)
         self.name = inner.name
         self.preview_sigma = declared.preview_sigma
         self.frames = frames if frames is not None else min(DEFAULT_KEYFRAMES, n_frames or DEFAULT_KEYFRAMES)
