@@ -176,21 +176,25 @@ class AlgorithmInfo:
 
     ``full_candidates_only``: it only chooses starting noises of full candidates at the run's steps and
     sampler, so a whole-trajectory model can run it. ``needs_gradients``: it asks for ``grad`` jobs, so the
-    model must declare ``denoise_grad`` and the verifier ``score``.
+    model must declare ``denoise_grad`` and the verifier ``score``. ``budget_needed``: its budget rule, ``(costs,
+    budget) -> (NFEs, what for)`` (``SearchAlgorithm.budget_needed``; None: one full candidate), bound when read
+    from an algorithm rather than its factory.
     """
 
     name: str
     renders_from_noise: bool = False
     full_candidates_only: bool = False
     needs_gradients: bool = False
+    budget_needed: Callable[..., tuple[int, str]] | None = None
 
 
 def algorithm_info(algorithm: Any) -> AlgorithmInfo:
     """``algorithm``'s declarations (an algorithm or its factory), each left out falling back to its default."""
-    name = declared(algorithm, "name", None)
+    name, rule = declared(algorithm, "name", None), declared(algorithm, "budget_needed", None)
     return AlgorithmInfo(
         name=name if isinstance(name, str) else type(algorithm).__name__,
         renders_from_noise=declared(algorithm, "renders_from_noise", False) is True,
         full_candidates_only=declared(algorithm, "full_candidates_only", False) is True,
         needs_gradients=bool(declared(algorithm, "needs_gradients", False)),
+        budget_needed=rule if callable(rule) else None,
     )

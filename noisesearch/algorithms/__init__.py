@@ -9,11 +9,13 @@ noisesearch's own: successive halving over noises and step-greedy (per-step best
 from __future__ import annotations
 
 from noisesearch.algorithms.base import (
+    CostModel,
     Jobs,
     Outcomes,
     Problem,
     Problems,
     SearchAlgorithm,
+    budget_needed_by,
     derive_seed,
     gaussian,
     noise_hash,
@@ -48,11 +50,13 @@ ALGORITHMS: dict[str, Entry] = registry_of(
 
 __all__ = [
     "ALGORITHMS",
+    "CostModel",
     "Jobs",
     "Outcomes",
     "Problem",
     "Problems",
     "SearchAlgorithm",
+    "budget_needed_by",
     "derive_seed",
     "gaussian",
     "noise_hash",

@@ -7,6 +7,7 @@ the same functions without a run: one rule for the exact NFEs of a row, written 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from noisesearch.algorithms._jobs import Jobs, plain_cost
@@ -60,18 +61,64 @@ def job_cost(jobs: Jobs, sampler: str, nfe_per_call: int) -> int:
     return sum(job_costs(jobs, sampler, nfe_per_call))
 
 
-def require_budget(budget: int, needed: int, what: str, n_steps: int, nfe_per_call: int) -> None:
-    """Raise a clear ``UserError`` when ``budget`` cannot pay for ``needed`` NFEs.
+def shortfall(budget: int, needed: int, what: str, n_steps: int, nfe_per_call: int) -> str | None:
+    """Why ``budget`` cannot pay for ``needed`` NFEs of ``what``, or None when it can.
 
-    Every algorithm refuses a too-small budget through here, so the message always ends with
+    Every algorithm refuses a too-small budget with this message, so it always ends with
     ``give --budget >= N ...`` (the smallest budget that works).
     """
-    if budget < needed:
-        raise UserError(
-            f"budget {budget} is smaller than {what} ({needed} NFEs with {n_steps} "
-            f"steps at {nfe_per_call} NFE(s) per evaluation); "
-            f"give --budget >= {needed} or fewer --steps"
-        )
+    if budget >= needed:
+        return None
+    return (
+        f"budget {budget} is smaller than {what} ({needed} NFEs with {n_steps} "
+        f"steps at {nfe_per_call} NFE(s) per evaluation); "
+        f"give --budget >= {needed} or fewer --steps"
+    )
+
+
+def require_budget(budget: int, needed: int, what: str, n_steps: int, nfe_per_call: int) -> None:
+    """Raise a clear ``UserError`` (``shortfall``'s message) when ``budget`` cannot pay for ``needed`` NFEs."""
+    reason = shortfall(budget, needed, what, n_steps, nfe_per_call)
+    if reason is not None:
+        raise UserError(reason)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """What a run's rows cost, known before anything loads: its schedule ``sigmas`` (of one full candidate),
+    ``sampler`` and NFEs per denoiser call. An algorithm's budget rule (``budget_needed``) reads only this and
+    the budget, so a run (``Problems.costs``) and a sweep's planning (``sweep.costs``) ask the same rule."""
+
+    sigmas: tuple[float, ...]
+    sampler: str
+    nfe_per_call: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sigmas", tuple(self.sigmas))
+
+    @property
+    def steps(self) -> int:
+        """Steps of a full candidate."""
+        return steps(self.sigmas)
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the sampler injects noise at every step."""
+        return stochastic(self.sampler)
+
+    def cost(self, sigmas: Sequence[float] | None = None, sampler: str | None = None, **options: Any) -> int:
+        """Exact NFEs of one row along ``sigmas`` (default: a full candidate) with ``sampler`` (default the
+        run's) and the ``Jobs`` options given."""
+        return cost(self.sigmas if sigmas is None else sigmas, sampler or self.sampler, self.nfe_per_call, **options)
+
+    def shortfall(self, budget: int, needed: int, what: str) -> str | None:
+        """Why ``budget`` cannot pay for ``needed`` NFEs of ``what`` on this schedule, or None (``shortfall``)."""
+        return shortfall(budget, needed, what, self.steps, self.nfe_per_call)
+
+
+def one_candidate(costs: CostModel, budget: int) -> tuple[int, str]:
+    """The default budget rule of a search algorithm: no minimum beyond one full candidate."""
+    return costs.cost(), "one candidate"
 
 
 def grid(searches: int, per_search: int) -> tuple[list[int], list[int]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from noisesearch.algorithms.base import Problems
+from noisesearch.algorithms.base import CostModel
 from noisesearch.errors import UserError
 from noisesearch.samplers import SAMPLERS, get_sampler
 
@@ -15,13 +15,13 @@ def check_stochastic_sampler(name: str | None) -> str | None:
     return name
 
 
-def resolve_sampler(name: str | None, problems: Problems) -> str:
+def resolve_sampler(name: str | None, costs: CostModel) -> str:
     """The sampler to use: ``name``, else the run's sampler if it is stochastic, else euler-sde."""
-    return name or (problems.sampler if problems.stochastic else "euler-sde")
+    return name or (costs.sampler if costs.stochastic else "euler-sde")
 
 
-def chain_step_costs(problems: Problems, sampler: str) -> list[int]:
-    """Exact NFEs of one row per step along ``problems.sigmas`` when every step but the last asks
+def chain_step_costs(costs: CostModel, sampler: str) -> list[int]:
+    """Exact NFEs of one row per step along ``costs.sigmas`` when every step but the last asks
     ``score_end`` and every step but the first reuses the cached x0-prediction."""
-    sigmas, n = problems.sigmas, problems.steps
-    return [problems.cost(sigmas[i : i + 2], sampler, denoised=i > 0, score_end=i < n - 1) for i in range(n)]
+    sigmas, n = costs.sigmas, costs.steps
+    return [costs.cost(sigmas[i : i + 2], sampler, denoised=i > 0, score_end=i < n - 1) for i in range(n)]

@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 
 from noisesearch.algorithms import _cost
+from noisesearch.algorithms._cost import CostModel
 from noisesearch.algorithms._draws import DrawClock, Streams, derive_seed, gaussian, gaussians, noise_hash, noise_hashes
 from noisesearch.algorithms._jobs import Jobs, Outcomes, plain_cost
 from noisesearch.algorithms._ranking import failed_as_nan, first_best, rank_order, rank_values
@@ -54,8 +55,10 @@ __all__ = [
     "Problems",
     "SearchAlgorithm",
     "SearchAlgorithmFactory",
+    "CostModel",
     "Streams",
     "algorithm_info",
+    "budget_needed_by",
     "derive_seed",
     "failed_as_nan",
     "first_best",
@@ -164,6 +167,11 @@ class Problems:
         )
 
     # ---- costs: pure functions of the run's schedule, sampler and NFEs per call (``_cost``) -----------------
+    @property
+    def costs(self) -> CostModel:
+        """The run's ``CostModel`` (schedule, sampler, NFEs per call): what an algorithm's budget rule reads."""
+        return CostModel(self.sigmas, self.sampler, self.nfe_per_call)
+
     @property
     def steps(self) -> int:
         """Steps of a full candidate."""
@@ -317,6 +325,13 @@ class SearchAlgorithm(Protocol):
     def params(self) -> dict:
         """Hyperparameters, as recorded."""
 
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        """(NFEs, what for) of the plan that ``budget`` buys on ``costs``' schedule, sampler and cost per call: its
+        minimum-budget rule, pure (``init`` refuses through it: ``problems.require_budget(*needed)``, and a sweep
+        asks it before anything loads). Raises ``UserError`` where no plan fits the schedule at all. Optional, read
+        through ``budget_needed_by``; the default: no minimum beyond one full candidate."""
+        return _cost.one_candidate(costs, budget)
+
     def init(self, problems: Problems) -> Any:
         """Fresh state for the searches ``problems``; raises ``UserError`` if the budget cannot pay one round."""
 
@@ -325,6 +340,13 @@ class SearchAlgorithm(Protocol):
 
     def tell(self, state: Any, outcomes: list[Outcomes]) -> None:
         """Advance ``state`` with the outcomes of the last ``ask``, one ``Outcomes`` per ``Jobs``, in order."""
+
+
+def budget_needed_by(algorithm: Any, costs: CostModel, budget: int) -> tuple[int, str]:
+    """(NFEs, what for) that ``algorithm``'s plan at ``budget`` needs on ``costs``: its declared ``budget_needed``
+    (``AlgorithmInfo``), else one full candidate. Raises ``UserError`` where no plan fits the schedule."""
+    rule = algorithm_info(algorithm).budget_needed
+    return _cost.one_candidate(costs, budget) if rule is None else rule(costs, budget)
 
 
 class SearchAlgorithmFactory(Protocol):

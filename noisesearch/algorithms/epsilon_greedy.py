@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from noisesearch.algorithms._stepwise import check_stochastic_sampler, resolve_sampler
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, first_best, is_count
+from noisesearch.algorithms.base import CostModel, Jobs, Outcomes, Problems, first_best, is_count
 from noisesearch.errors import UserError
 
 # path markers of the draws (module docstring)
@@ -123,33 +123,43 @@ class EpsilonGreedySearch:
             "sampler": self.sampler,
         }
 
-    def step_costs(self, problems: Problems, sampler: str) -> list[int]:
+    def step_costs(self, costs: CostModel | Problems, sampler: str) -> list[int]:
         """Exact NFEs of one proposal at each searched step, then of the final step (one row each)."""
-        s, n = problems.sigmas, problems.steps
-        searched = [problems.cost(s[t : t + 2], sampler, denoised=t > 0, score_end=True) for t in range(n - 1)]
-        return [*searched, problems.cost(s[n - 1 :], sampler, denoised=n > 1)]
+        s, n = costs.sigmas, costs.steps
+        searched = [costs.cost(s[t : t + 2], sampler, denoised=t > 0, score_end=True) for t in range(n - 1)]
+        return [*searched, costs.cost(s[n - 1 :], sampler, denoised=n > 1)]
+
+    def _one_trajectory(self, costs: CostModel, sampler: str) -> tuple[int, str]:
+        """(NFEs, what for) of one trajectory: the least a plan needs (with ``iterations`` None, one per step)."""
+        steps = self.step_costs(costs, sampler)
+        per_iteration, final = self.proposals * sum(steps[:-1]), steps[-1]
+        if costs.steps == 1:  # nothing to search: one trajectory per budget's worth of final steps
+            return final, "one trajectory"
+        if self.iterations is None:
+            return per_iteration + final, "one trajectory with one iteration per step"
+        what = f"one trajectory ({self.iterations} iterations of {self.proposals} proposals per step)"
+        return self.iterations * per_iteration + final, what
+
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        return self._one_trajectory(costs, resolve_sampler(self.sampler, costs))
 
     def plan(self, problems: Problems, sampler: str) -> tuple[int, int, int]:
         """(trajectories per search, iterations per step, extra candidates) from the exact cost (module docstring)."""
         costs = self.step_costs(problems, sampler)
         per_iteration, final = self.proposals * sum(costs[:-1]), costs[-1]
-        if problems.steps == 1:  # nothing to search: one trajectory per budget's worth of final steps
-            problems.require_budget(final, "one trajectory")
+        one, what = self._one_trajectory(problems.costs, sampler)
+        problems.require_budget(one, what)
+        if problems.steps == 1:
             trajectories, iterations = problems.budget // final, 1
         elif self.iterations is None:
-            problems.require_budget(per_iteration + final, "one trajectory with one iteration per step")
             trajectories, iterations = 1, (problems.budget - final) // per_iteration
         else:
-            one = self.iterations * per_iteration + final
-            problems.require_budget(
-                one, f"one trajectory ({self.iterations} iterations of {self.proposals} proposals per step)"
-            )
             trajectories, iterations = problems.budget // one, self.iterations
         spent = trajectories * (iterations * per_iteration * (problems.steps > 1) + final)
         return trajectories, iterations, (problems.budget - spent) // problems.cost()
 
     def init(self, problems: Problems) -> EpsilonGreedyState:
-        sampler = resolve_sampler(self.sampler, problems)
+        sampler = resolve_sampler(self.sampler, problems.costs)
         T, K, extra = self.plan(problems, sampler)
         S = len(problems)
         owners = [i for i in range(S) for _ in range(T)]

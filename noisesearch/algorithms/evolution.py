@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, is_count, rank_order
+from noisesearch.algorithms.base import CostModel, Jobs, Outcomes, Problems, is_count, rank_order
 from noisesearch.errors import UserError
 
 
@@ -145,20 +145,24 @@ class EvolutionSearch:
             "std_floor": self.std_floor,
         }
 
-    def init(self, problems: Problems) -> EvolutionState:
-        steps = problems.steps
+    def _preview_sigmas(self, costs: CostModel) -> tuple[float, ...]:
+        """The preview schedule: every (steps / preview_steps)-th sigma of the run's own schedule (so VP models
+        start where their schedule does), stopping before sigma = 0 (the x0-prediction there is scored)."""
+        steps = costs.steps
         if self.preview_steps >= steps:
             raise UserError(f"preview steps must be fewer than the run's {steps} steps, got {self.preview_steps}")
-        # every (steps / preview_steps)-th sigma of the run's own schedule (so VP models start where
-        # their schedule does); stop before sigma = 0 and score the x0-prediction there
-        preview_sigmas = tuple(
-            problems.sigmas[round(i * steps / self.preview_steps)] for i in range(self.preview_steps)
-        )
+        return tuple(costs.sigmas[round(i * steps / self.preview_steps)] for i in range(self.preview_steps))
+
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        preview_cost = costs.cost(self._preview_sigmas(costs), score_end=True)
+        needed = self.final * costs.cost() + self.final * preview_cost
+        return needed, f"{self.final} preview(s) and {self.final} full run(s)"
+
+    def init(self, problems: Problems) -> EvolutionState:
+        problems.require_budget(*self.budget_needed(problems.costs, problems.budget))
+        preview_sigmas = self._preview_sigmas(problems.costs)
         preview_cost = problems.cost(preview_sigmas, score_end=True)
         reserved = self.final * problems.cost()
-        problems.require_budget(
-            reserved + self.final * preview_cost, f"{self.final} preview(s) and {self.final} full run(s)"
-        )
         n, device, shape = len(problems), problems.device, problems.noise_shape
         state = EvolutionState(
             problems,

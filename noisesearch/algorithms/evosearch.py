@@ -96,7 +96,7 @@ from dataclasses import dataclass, field
 import torch
 
 from noisesearch.algorithms._stepwise import check_stochastic_sampler
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, Streams, derive_seed, rank_order
+from noisesearch.algorithms.base import CostModel, Jobs, Outcomes, Problems, Streams, derive_seed, rank_order
 from noisesearch.errors import UserError
 
 MUTATION = 2**42  # path marker of the mutation draws
@@ -224,24 +224,45 @@ class EvoSearch:
 
     # --- planning ---------------------------------------------------------------------------------
 
-    def plan_cost(self, problems: Problems, sampler: str, steps: list[int], populations: list[int]) -> int:
+    def plan_cost(self, costs: CostModel | Problems, sampler: str, steps: list[int], populations: list[int]) -> int:
         """Exact NFEs (per search) of generations of ``populations`` evolving at ``steps``."""
         starts = [0] + steps  # generation k >= 1 is born at e_{k-1}
-        return sum(p * problems.cost(problems.sigmas[s:], sampler) for p, s in zip(populations, starts))
+        return sum(p * costs.cost(costs.sigmas[s:], sampler) for p, s in zip(populations, starts))
 
-    def plan(self, problems: Problems, sampler: str) -> tuple[list[int], list[int]]:
-        """(evolution steps, population sizes) for the run's budget and schedule (module docstring)."""
-        n = problems.steps
+    def _sampler(self, costs: CostModel) -> str:
+        """``sampler``, else the run's own if it is stochastic, else euler-ancestral."""
+        return self.sampler or (costs.sampler if costs.stochastic else "euler-ancestral")
+
+    def _evolution_steps(self, costs: CostModel, sampler: str, budget: int) -> list[int]:
+        """The steps the generations evolve at: the ``schedule``'s, less those ``budget`` cannot pay for with
+        populations of 2 (with ``populations`` given: all, each a different step)."""
+        n = costs.steps
         steps = sorted({min(round(f * n), n - 1) for f in self.schedule})
         if self.populations is not None:
             if len(steps) != len(self.schedule):
                 raise UserError(f"schedule {self.schedule} repeats a step at {n} steps; give fewer fractions")
-            needed = self.plan_cost(problems, sampler, steps, self.populations)
-            problems.require_budget(needed, f"EvoSearch with populations {self.populations}")
-            return steps, self.populations
-        while len(steps) > 1 and self.plan_cost(problems, sampler, steps, [2] * (len(steps) + 1)) > problems.budget:
+            return steps
+        while len(steps) > 1 and self.plan_cost(costs, sampler, steps, [2] * (len(steps) + 1)) > budget:
             steps = steps[:-1]
-        problems.require_budget(self.plan_cost(problems, sampler, steps, [2, 2]), "two EvoSearch generations of 2")
+        return steps
+
+    def _needed(self, costs: CostModel, sampler: str, steps: list[int]) -> tuple[int, str]:
+        """(NFEs, what for) of the least plan evolving at ``steps``."""
+        if self.populations is not None:
+            what = f"EvoSearch with populations {self.populations}"
+            return self.plan_cost(costs, sampler, steps, self.populations), what
+        return self.plan_cost(costs, sampler, steps, [2, 2]), "two EvoSearch generations of 2"
+
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        sampler = self._sampler(costs)
+        return self._needed(costs, sampler, self._evolution_steps(costs, sampler, budget))
+
+    def plan(self, problems: Problems, sampler: str) -> tuple[list[int], list[int]]:
+        """(evolution steps, population sizes) for the run's budget and schedule (module docstring)."""
+        steps = self._evolution_steps(problems.costs, sampler, problems.budget)
+        problems.require_budget(*self._needed(problems.costs, sampler, steps))
+        if self.populations is not None:
+            return steps, self.populations
 
         def sizes(c: float) -> list[int]:
             shape = [SHAPE[0]] + [SHAPE[1]] * (len(steps) - 1) + [SHAPE[2]]
@@ -256,7 +277,7 @@ class EvoSearch:
     # --- ask / tell -------------------------------------------------------------------------------
 
     def init(self, problems: Problems) -> EvoState:
-        sampler = self.sampler or (problems.sampler if problems.stochastic else "euler-ancestral")
+        sampler = self._sampler(problems.costs)
         steps, populations = self.plan(problems, sampler)
         owners, js = problems.grid(populations[0])
         paths = [(0, j) for j in js]

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, plain_cost, rank_order, rank_values
+from noisesearch.algorithms.base import CostModel, Jobs, Outcomes, Problems, plain_cost, rank_order, rank_values
 from noisesearch.errors import UserError
 
 
@@ -122,14 +122,18 @@ class FirstOrderSearch:
             "shell": self.shell,
         }
 
+    def _step_cost(self, costs: CostModel) -> tuple[int, int]:
+        """(forward NFEs, backward-pass NFE-equivalents) of one gradient step of one start."""
+        return plain_cost(costs.sigmas, costs.sampler, costs.nfe_per_call, grad=True, backward_cost=self.backward_cost)
+
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        forward, backward = self._step_cost(costs)
+        what = f"one gradient step of {self.starts} start(s), {forward} forward + {backward} backward NFEs each"
+        return self.starts * (forward + backward), what
+
     def init(self, problems: Problems) -> FirstOrderState:
-        forward, backward = plain_cost(
-            problems.sigmas, problems.sampler, problems.nfe_per_call, grad=True, backward_cost=self.backward_cost
-        )
-        problems.require_budget(
-            self.starts * (forward + backward),
-            f"one gradient step of {self.starts} start(s), {forward} forward + {backward} backward NFEs each",
-        )
+        problems.require_budget(*self.budget_needed(problems.costs, problems.budget))
+        forward, backward = self._step_cost(problems.costs)
         n, m = len(problems), self.starts
         first = problems.fresh(m)  # start s of search i is its draw (s,), row i * m + s
         assert first.noise_seed is not None

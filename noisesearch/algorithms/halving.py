@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, Streams, is_count, rank_order
+from noisesearch.algorithms.base import CostModel, Jobs, Outcomes, Problems, Streams, is_count, rank_order
 from noisesearch.errors import UserError
 
 _EXTRA = 2**20  # path marker of the extra independent candidates
@@ -102,27 +102,36 @@ class HalvingSearch:
             sizes.append(min(sizes[-1], max(self.final, math.ceil(sizes[-1] / self.eta))))
         return sizes
 
-    def _cost(self, problems: Problems, segments: list[tuple[float, ...]], sizes: list[int]) -> int:
+    def _cost(self, costs: CostModel | Problems, segments: list[tuple[float, ...]], sizes: list[int]) -> int:
         """NFEs of one search: round r runs ``sizes[r]`` rows along ``segments[r]``, each but the first
         reusing the checkpoint evaluation, each but the last scoring its end state (+1 evaluation)."""
         last = len(segments) - 1
         return sum(
-            n * problems.cost(segment, denoised=r > 0, score_end=r < last)
+            n * costs.cost(segment, denoised=r > 0, score_end=r < last)
             for r, (segment, n) in enumerate(zip(segments, sizes))
         )
 
-    def init(self, problems: Problems) -> HalvingState:
-        segments = self._segments(problems.sigmas)
+    def _initial(self, costs: CostModel, segments: list[tuple[float, ...]], budget: int) -> int:
+        """n0: ``initial``, or the most candidates whose halving ``budget`` pays for (at least ``final``)."""
         if self.initial is not None:
-            n0 = self.initial
-        else:
-            n0 = self.final
-            while self._cost(problems, segments, self._sizes(n0 + 1)) <= problems.budget:
-                n0 += 1
+            return self.initial
+        n0 = self.final
+        while self._cost(costs, segments, self._sizes(n0 + 1)) <= budget:
+            n0 += 1
+        return n0
+
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        segments = self._segments(costs.sigmas)
+        n0 = self._initial(costs, segments, budget)
+        what = f"successive halving from {n0} candidate(s) to {self.final}"
+        return self._cost(costs, segments, self._sizes(n0)), what
+
+    def init(self, problems: Problems) -> HalvingState:
+        problems.require_budget(*self.budget_needed(problems.costs, problems.budget))
+        segments = self._segments(problems.sigmas)
+        n0 = self._initial(problems.costs, segments, problems.budget)
         sizes = self._sizes(n0)
-        needed = self._cost(problems, segments, sizes)
-        problems.require_budget(needed, f"successive halving from {n0} candidate(s) to {self.final}")
-        extra = (problems.budget - needed) // problems.cost()
+        extra = (problems.budget - self._cost(problems.costs, segments, sizes)) // problems.cost()
         state = HalvingState(problems, segments, sizes, extra)
         if problems.stochastic:  # every candidate's full stream, read round by round; survivors read on
             owners, ks = problems.grid(n0)

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, is_count, rank_order
+from noisesearch.algorithms.base import CostModel, Jobs, Outcomes, Problems, is_count, rank_order
 from noisesearch.errors import UserError
 from noisesearch.samplers import renoise
 
@@ -152,17 +152,29 @@ class PathsSearch:
         denoised = [False] + [score_end[r - 1] and same[r] for r in range(1, len(ends))]
         return [{"score_end": s, "denoised": d} for s, d in zip(score_end, denoised)]
 
-    def init(self, problems: Problems) -> PathsState:
-        head = tuple(s for s in problems.sigmas if s > self.start_sigma) + (self.start_sigma,)
+    def _head(self, sigmas: tuple[float, ...]) -> tuple[float, ...]:
+        """The schedule of the initial paths: the run's sigmas above ``start_sigma``, then ``start_sigma``."""
+        return tuple(s for s in sigmas if s > self.start_sigma) + (self.start_sigma,)
+
+    def _plan(self, costs: CostModel, budget: int) -> tuple[int, int]:
+        """(paths per search, NFEs of one path with all its rounds) at ``budget``."""
         rounds = self._rounds()
         options = self._options(rounds)
-        per_path = problems.cost(head, **options[0]) + sum(
-            self.width * problems.cost(self._segment(u, d), **o) for (u, d), o in zip(rounds, options[1:])
+        per_path = costs.cost(self._head(costs.sigmas), **options[0]) + sum(
+            self.width * costs.cost(self._segment(u, d), **o) for (u, d), o in zip(rounds, options[1:])
         )
-        n = self.initial if self.initial is not None else max(problems.budget // per_path, 1)
-        problems.require_budget(n * per_path, f"{n} path(s) of {len(rounds)} rounds of width {self.width}")
+        return (self.initial if self.initial is not None else max(budget // per_path, 1)), per_path
+
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        n, per_path = self._plan(costs, budget)
+        return n * per_path, f"{n} path(s) of {len(self._rounds())} rounds of width {self.width}"
+
+    def init(self, problems: Problems) -> PathsState:
+        problems.require_budget(*self.budget_needed(problems.costs, problems.budget))
+        n, per_path = self._plan(problems.costs, problems.budget)
+        rounds = self._rounds()
         extra = (problems.budget - n * per_path) // problems.cost()
-        return PathsState(problems, n, head, rounds, extra, options)
+        return PathsState(problems, n, self._head(problems.sigmas), rounds, extra, self._options(rounds))
 
     def ask(self, state: PathsState) -> list[Jobs]:
         p, n_searches, n = state.problems, len(state.problems), state.initial

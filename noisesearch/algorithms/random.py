@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, is_count
+from noisesearch.algorithms.base import CostModel, Jobs, Outcomes, Problems, is_count
 from noisesearch.errors import UserError
 
 
@@ -34,11 +34,17 @@ class RandomSearch:
     def params(self) -> dict:
         return {"candidates": self.candidates}
 
+    def _count(self, costs: CostModel, budget: int) -> int:
+        """N: ``candidates``, or as many full candidates as ``budget`` pays for (0 when it pays for none)."""
+        return self.candidates if self.candidates is not None else budget // costs.cost()
+
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        n = max(self._count(costs, budget), 1)
+        return n * costs.cost(), f"{n} candidate(s)"
+
     def init(self, problems: Problems) -> RandomState:
-        cost = problems.cost()
-        n = self.candidates if self.candidates is not None else problems.budget // cost
-        problems.require_budget(max(n, 1) * cost, f"{max(n, 1)} candidate(s)")
-        return RandomState(problems, n)
+        problems.require_budget(*self.budget_needed(problems.costs, problems.budget))
+        return RandomState(problems, self._count(problems.costs, problems.budget))
 
     def ask(self, state: RandomState) -> list[Jobs]:
         if state.asked:

@@ -112,7 +112,7 @@ from noisesearch.algorithms._smc_weights import (
     systematic_resample,
 )
 from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems
+from noisesearch.algorithms.base import CostModel, Jobs, Outcomes, Problems
 from noisesearch.errors import UserError
 
 __all__ = [
@@ -128,6 +128,11 @@ __all__ = [
     "resampling_weights",
     "systematic_resample",
 ]
+
+
+def _particles(particles: int | None, cost: int, budget: int) -> int:
+    """Particles per search: ``particles``, or as many chains of ``cost`` NFEs as ``budget`` pays for (at least 2)."""
+    return particles if particles is not None else max(budget // cost, 2)
 
 
 def _check(particles, potential, lmbda, resample_every, ess_threshold) -> None:
@@ -184,11 +189,19 @@ class IncrementalSMCSearch:
         """Steps after which a search may resample: every ``resample_every``-th, never the final one."""
         return [t for t in range(steps - 1) if (t + 1) % self.resample_every == 0]
 
+    def _plan(self, costs: CostModel, budget: int) -> tuple[str, int, int]:
+        """(sampler, particles, NFEs of one particle's chain) at ``budget``."""
+        sampler = resolve_sampler(self.sampler, costs)
+        cost = sum(chain_step_costs(costs, sampler))
+        return sampler, _particles(self.particles, cost, budget), cost
+
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        _, k, cost = self._plan(costs, budget)
+        return k * cost, f"{k} SMC particles"
+
     def init(self, problems: Problems) -> SMCState:
-        sampler = resolve_sampler(self.sampler, problems)
-        cost = sum(chain_step_costs(problems, sampler))
-        k = self.particles if self.particles is not None else max(problems.budget // cost, 2)
-        problems.require_budget(k * cost, f"{k} SMC particles")
+        problems.require_budget(*self.budget_needed(problems.costs, problems.budget))
+        sampler, k, _ = self._plan(problems.costs, problems.budget)
         since = torch.full((len(problems),), -1, dtype=torch.int64, device=problems.device)
         return SMCState(**initial_fields(problems, sampler, k, self._points(problems.steps), since=since))
 
@@ -301,13 +314,20 @@ class SMCSearch:
         end = steps - 1 if self.t_end is None else min(self.t_end, steps - 1)
         return sorted({*range(start, end + 1, self.resample_every), steps - 1})
 
+    def _plan(self, costs: CostModel, budget: int) -> tuple[str, int, int]:
+        """(sampler, particles, NFEs of one particle's chain) at ``budget``: ``sampler``, else the run's own
+        sampler if it is stochastic, else ``default_sampler``."""
+        sampler = self.sampler or (costs.sampler if costs.stochastic else self.default_sampler)
+        cost = sum(costs.cost(costs.sigmas[i : i + 2], sampler) for i in range(costs.steps))
+        return sampler, _particles(self.particles, cost, budget), cost
+
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        _, k, cost = self._plan(costs, budget)
+        return k * cost, f"{k} SMC particles"
+
     def init(self, problems: Problems) -> FKState:
-        # ``sampler``, else the run's own sampler if it is stochastic, else ``default_sampler``
-        sampler = self.sampler or (problems.sampler if problems.stochastic else self.default_sampler)
-        sigmas = problems.sigmas
-        cost = sum(problems.cost(sigmas[i : i + 2], sampler) for i in range(problems.steps))
-        k = self.particles if self.particles is not None else max(problems.budget // cost, 2)
-        problems.require_budget(k * cost, f"{k} SMC particles")
+        problems.require_budget(*self.budget_needed(problems.costs, problems.budget))
+        sampler, k, _ = self._plan(problems.costs, problems.budget)
         start = self.reward_min
         if start is None:
             start = -math.inf if self.potential == "max" else 0.0

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from noisesearch.algorithms._stepwise import chain_step_costs, check_stochastic_sampler, resolve_sampler
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, Streams, first_best, rank_values
+from noisesearch.algorithms.base import CostModel, Jobs, Outcomes, Problems, Streams, first_best, rank_values
 from noisesearch.errors import UserError
 
 _EXPLORE = 2**41  # path marker of the exploration uniforms (unchanged: records stay comparable across the rename)
@@ -87,10 +87,10 @@ class StepGreedySearch:
     def params(self) -> dict:
         return {"candidates": self.candidates, "epsilon": self.epsilon, "sampler": self.sampler, "paths": self.paths}
 
-    def widths(self, problems: Problems, sampler: str) -> list[int]:
-        """Candidates per step of each path, planned from the exact cost (module docstring)."""
-        costs = chain_step_costs(problems, sampler)
-        per_candidate, finish = sum(costs[:-1]), costs[-1]  # K candidates on every step but the last
+    def _plan(self, costs: CostModel, budget: int, sampler: str) -> tuple[list[int], tuple[int, str]]:
+        """(candidates per step of each path, (NFEs, what for) they need) at ``budget`` (module docstring)."""
+        steps = chain_step_costs(costs, sampler)
+        per_candidate, finish = sum(steps[:-1]), steps[-1]  # K candidates on every step but the last
 
         def cost(width: int) -> int:
             return width * per_candidate + finish
@@ -98,18 +98,25 @@ class StepGreedySearch:
         if self.paths is not None:
             widths = [self.candidates] * self.paths
         else:
-            widths = [self.candidates] * (problems.budget // cost(self.candidates))
-            left = problems.budget - len(widths) * cost(self.candidates)
+            widths = [self.candidates] * (budget // cost(self.candidates))
+            left = budget - len(widths) * cost(self.candidates)
             if per_candidate and left >= cost(1):
                 widths.append((left - finish) // per_candidate)  # < candidates, since left < cost(candidates)
         if widths:
-            problems.require_budget(sum(cost(w) for w in widths), f"{len(widths)} trajectory(ies)")
-        else:
-            problems.require_budget(cost(1), "one trajectory with one candidate per step")
+            return widths, (sum(cost(w) for w in widths), f"{len(widths)} trajectory(ies)")
+        return widths, (cost(1), "one trajectory with one candidate per step")
+
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        return self._plan(costs, budget, resolve_sampler(self.sampler, costs))[1]
+
+    def widths(self, problems: Problems, sampler: str) -> list[int]:
+        """Candidates per step of each path, planned from the exact cost (module docstring)."""
+        widths, needed = self._plan(problems.costs, problems.budget, sampler)
+        problems.require_budget(*needed)
         return widths
 
     def init(self, problems: Problems) -> StepGreedyState:
-        sampler = resolve_sampler(self.sampler, problems)
+        sampler = resolve_sampler(self.sampler, problems.costs)
         widths = self.widths(problems, sampler)
         S, P, n, device = len(problems), len(widths), problems.steps, problems.device
         path_of = [p for p, w in enumerate(widths) for _ in range(w)]  # (C,) a search's rows

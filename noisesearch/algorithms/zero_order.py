@@ -71,7 +71,7 @@ from dataclasses import dataclass
 
 import torch
 
-from noisesearch.algorithms.base import Jobs, Outcomes, Problems, is_count, rank_values
+from noisesearch.algorithms.base import CostModel, Jobs, Outcomes, Problems, is_count, rank_values
 from noisesearch.errors import UserError
 
 NEIGHBOURHOODS = ("mix", "euclidean", "cosine")  # the names recorded
@@ -173,13 +173,16 @@ class ZeroOrderSearch:
         }
         return params
 
+    def budget_needed(self, costs: CostModel, budget: int) -> tuple[int, str]:
+        return 2 * costs.cost(), "a pivot and one neighbour"
+
     def init(self, problems: Problems) -> ZeroOrderState:
         if self.neighbourhood == "cosine" and math.prod(problems.noise_shape) < 2:
             raise UserError(
                 f"the cosine neighbourhood needs noises of at least 2 elements, got {problems.noise_shape}; "
                 "use the neighbourhood 'mix' or 'euclidean'"
             )
-        problems.require_budget(2 * problems.cost(), "a pivot and one neighbour")
+        problems.require_budget(*self.budget_needed(problems.costs, problems.budget))
         n = len(problems)
         return ZeroOrderState(
             problems,

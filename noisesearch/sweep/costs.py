@@ -54,16 +54,20 @@ def budget_problems(config: SweepConfig, path) -> list[str]:
 
 
 def cannot_spend(name: str, params: dict, budget: int, steps: int, sampler: str, nfe_per_call: int) -> str | None:
-    """Why algorithm ``name`` cannot spend ``budget`` (planned on the plain schedule of ``steps``), or None."""
-    from noisesearch.algorithms import ALGORITHMS, Problems
+    """Why algorithm ``name`` cannot spend ``budget`` (planned on the plain schedule of ``steps``), or None.
+
+    Asks the algorithm's own budget rule (``budget_needed``, the one its ``init`` refuses through) with the
+    sweep's schedule, sampler and NFEs per call: no run, target, seed or noise shape is made up.
+    """
+    from noisesearch.algorithms import ALGORITHMS, CostModel, budget_needed_by
     from noisesearch.samplers import schedule
 
-    problems = Problems([0], [0], budget, (1, 8, 8), schedule(steps), sampler, nfe_per_call)
+    costs = CostModel(schedule(steps), sampler, nfe_per_call)
     try:
-        ALGORITHMS[name](**params).init(problems)
-    except UserError as e:
+        needed, what = budget_needed_by(ALGORITHMS[name](**params), costs, budget)
+    except UserError as e:  # a bad hyperparameter, or no plan fits the schedule
         return str(e)
-    return None
+    return costs.shortfall(budget, needed, what)
 
 
 def guided_nfe_per_call(config: SweepConfig) -> int:
