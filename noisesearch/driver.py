@@ -42,20 +42,17 @@ import torch
 
 from noisesearch.accounting import Accountant, check_nfe_convention, nfe_per_call
 from noisesearch.algorithms.base import Jobs, Outcomes, Problems, SearchAlgorithm
-from noisesearch.cache import verifier_info
-from noisesearch.engine.checks import check_final_steps, check_run, check_whole_trajectory, final_schedule
-from noisesearch.engine.executors import Executor, RunContext, StepExecutor, WholeExecutor, preview_step
+from noisesearch.contracts import verifier_info
+from noisesearch.engine.checks import check_final_steps, check_run, final_schedule
+from noisesearch.engine.executors import Executor, RunContext, StepExecutor, WholeExecutor
 from noisesearch.engine.replay import ReplayCache
 from noisesearch.engine.results import RunStats, SearchResult, SearchRun
 from noisesearch.engine.table import HASH_LATER_BYTES, Best, Candidates, CandidateTable
 from noisesearch.errors import UserError
 from noisesearch.keywords import bind, declare
 from noisesearch.models.base import Model, ModelInfo, WholeTrajectoryModel, model_info
-from noisesearch.samplers import get_sampler
 from noisesearch.verifiers.base import Verifier
 from noisesearch.verifiers.video import for_model as frames_of
-
-_Best, _preview_step = Best, preview_step  # the names the tests know
 
 __all__ = [
     "HASH_LATER_BYTES",
@@ -67,7 +64,6 @@ __all__ = [
     "SearchRun",
     "check_final_steps",
     "check_run",
-    "check_whole_trajectory",
     "final_schedule",
     "run_search",
 ]
@@ -157,7 +153,7 @@ class _Started:
 def _check_counts(targets: Sequence, seeds: Sequence[int], budget, max_batch) -> None:
     """Refuse mismatched seeds, a budget or a batch size that is not a positive integer."""
     if len(seeds) != len(targets):
-        raise ValueError(f"{len(targets)} targets but {len(seeds)} seeds")
+        raise UserError(f"{len(targets)} targets but {len(seeds)} seeds")
     if not isinstance(budget, int) or budget < 1:
         raise UserError(f"budget must be a positive integer number of NFEs, got {budget!r}")
     if not isinstance(max_batch, int) or max_batch < 1:
@@ -168,7 +164,6 @@ def _start(
     model: Model | WholeTrajectoryModel, verifier, algorithm: SearchAlgorithm, targets: Sequence, spec: RunOptions
 ) -> _Started:
     """Check the run's parts and options (before any work), build the run's problems, state and executor."""
-    get_sampler(spec.sampler)  # a clear error for an unknown name before any work
     check_nfe_convention(spec.nfe_convention)
     check_run(model, algorithm, spec.sampler, verifier, spec.final_steps)
     info = model_info(model)  # read once: the protocol (and so the executor), start_scale, latent shape, ...

@@ -31,7 +31,8 @@ from noisesearch.algorithms.base import (
 )
 from noisesearch.algorithms.random import RandomSearch
 from noisesearch.algorithms.zero_order import ZeroOrderSearch
-from noisesearch.driver import _preview_step, run_search
+from noisesearch.driver import run_search
+from noisesearch.engine.executors import preview_step as _preview_step
 from noisesearch.errors import BudgetExceeded, UserError
 from noisesearch.models.toy import ToyDistanceVerifier, ToyModel
 from noisesearch.samplers import SAMPLERS, sample_euler, schedule
@@ -769,7 +770,7 @@ def test_the_best_of_each_search_over_batches_by_hand():
     """Strictly better replaces, a tie keeps the earlier, NaN never ranks (but is counted), unfinished rows never win."""
     from types import SimpleNamespace
 
-    from noisesearch.driver import _Best
+    from noisesearch.engine.table import Best as _Best
 
     best, nan = _Best(3), float("nan")
 

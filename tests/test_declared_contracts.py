@@ -22,7 +22,7 @@ import torch
 import noisesearch as ns
 from noisesearch.algorithms import ALGORITHMS
 from noisesearch.algorithms.base import AlgorithmInfo, algorithm_info
-from noisesearch.cache import Identity, declared_identity
+from noisesearch.contracts import Identity, declared_identity
 from noisesearch.driver import run_search
 from noisesearch.engine.checks import check_run
 from noisesearch.errors import UserError

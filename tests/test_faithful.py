@@ -421,7 +421,7 @@ def test_incremental_smc_with_threshold_one_resamples_even_uniform_weights():
 
 def test_feature_similarity_compares_the_x0_preview_at_the_papers_sigma():
     """Ma et al. 2025 compare the x-prediction at sigma 0.4 (late in sampling) with the final sample."""
-    from noisesearch.driver import _preview_step
+    from noisesearch.engine.executors import preview_step as _preview_step
     from noisesearch.verifiers import VERIFIERS
 
     v = VERIFIERS["feature-similarity"]()

@@ -31,7 +31,7 @@ def test_is_ceiling_is_the_score_of_one_hot_confident_logits_under_the_same_spli
     assert inception_score_ceiling(labels, 10) == pytest.approx(8.2355, abs=1e-4)  # the cap of 10 splits of 20
 
 
-def test_the_evaluator_reports_both_ceilings_and_whole_set_is_stays_under_its_own():
+def test_the_evaluator_reports_both_ceilings_of_its_own_protocols():
     from noisesearch.digits.train import load_data
 
     data = load_data()
@@ -41,7 +41,6 @@ def test_the_evaluator_reports_both_ceilings_and_whole_set_is_stays_under_its_ow
     assert metrics["is_single_split_ceiling"] == pytest.approx(
         inception_score_ceiling(labels, 10, splits=1, shuffle=False)
     )
-    assert metrics["is_single_split"] <= metrics["is_single_split_ceiling"] + 1e-9
 
 
 def test_every_paper_sweep_runs_three_seeds_and_quick_one():

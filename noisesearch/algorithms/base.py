@@ -34,6 +34,7 @@ import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -44,6 +45,7 @@ from noisesearch.algorithms._draws import DrawClock, Streams, derive_seed, gauss
 from noisesearch.algorithms._jobs import Jobs, Outcomes, plain_cost
 from noisesearch.algorithms._ranking import failed_as_nan, first_best, rank_order, rank_values
 from noisesearch.contracts import AlgorithmInfo, algorithm_info
+from noisesearch.errors import UserError
 
 __all__ = [
     "STEP_NOISES",
@@ -167,20 +169,21 @@ class Problems:
         )
 
     # ---- costs: pure functions of the run's schedule, sampler and NFEs per call (``_cost``) -----------------
-    @property
+    @cached_property
     def costs(self) -> CostModel:
-        """The run's ``CostModel`` (schedule, sampler, NFEs per call): what an algorithm's budget rule reads."""
+        """The run's ``CostModel`` (schedule, sampler, NFEs per call): what an algorithm's budget rule reads, and
+        what the cost methods below delegate to."""
         return CostModel(self.sigmas, self.sampler, self.nfe_per_call)
 
     @property
     def steps(self) -> int:
         """Steps of a full candidate."""
-        return _cost.steps(self.sigmas)
+        return self.costs.steps
 
     @property
     def stochastic(self) -> bool:
         """Whether the run's sampler injects noise at every step."""
-        return _cost.stochastic(self.sampler)
+        return self.costs.stochastic
 
     def starts_at_noise(self, jobs: Jobs) -> bool:
         """Whether the rows of ``jobs`` start from a noise, at the schedule's first sigma (``_cost.starts_at_noise``)."""
@@ -189,8 +192,7 @@ class Problems:
     def cost(self, sigmas: Sequence[float] | None = None, sampler: str | None = None, **options: Any) -> int:
         """Exact NFEs of one row along ``sigmas`` (default: a full candidate) with ``sampler`` (default
         the run's) and the ``Jobs`` options given (``denoised``, ``score_end``, ``grad``, ``backward_cost``)."""
-        schedule = self.sigmas if sigmas is None else sigmas
-        return _cost.cost(schedule, sampler or self.sampler, self.nfe_per_call, **options)
+        return self.costs.cost(sigmas, sampler, **options)
 
     def job_costs(self, jobs: Jobs) -> tuple[int, int]:
         """(forward NFEs, backward-pass NFE-equivalents) of one row of ``jobs``."""
@@ -201,8 +203,10 @@ class Problems:
         return _cost.job_cost(jobs, self.sampler, self.nfe_per_call)
 
     def require_budget(self, needed: int, what: str) -> None:
-        """Raise a clear ``UserError`` when the run's budget cannot pay for ``needed`` NFEs (``_cost.require_budget``)."""
-        _cost.require_budget(self.budget, needed, what, self.steps, self.nfe_per_call)
+        """Raise a clear ``UserError`` when the run's budget cannot pay for ``needed`` NFEs (``CostModel.shortfall``'s message)."""
+        reason = self.costs.shortfall(self.budget, needed, what)
+        if reason is not None:
+            raise UserError(reason)
 
     # ---- draws -------------------------------------------------------------------------------
     def to_device(self, x: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ What the cache touches, and what it never does:
 The package: the identities are here (``model_identity``, ``verifier_identity``; what they hash in
 ``_hashing``); ``_keys`` derives a job's key; ``_files`` names, reads and writes the cache's own files safely;
 ``_packs`` is their layout; ``_removal`` is all it ever deletes; ``_store`` is ``CandidateCache``, the API.
-The declared identities (``Identity``) and infos are ``noisesearch.contracts``'s, re-exported here.
+The declared identities (``Identity``, ``declared_identity``) are ``noisesearch.contracts``'s.
 """
 
 from __future__ import annotations
@@ -64,12 +64,12 @@ import hashlib
 
 from noisesearch import _io
 from noisesearch.cache._files import PACK_NAME, SCORE_NAME, VERIFIER_NAME, file_digest
-from noisesearch.cache._hashing import _SECRET_WORDS, _describe, _fields, _identity
+from noisesearch.cache._hashing import _identity, public_options
 from noisesearch.cache._keys import cacheable, job_key, job_keys
 from noisesearch.cache._packs import FORMAT, MEMO_BYTES, Hits
 from noisesearch.cache._removal import cache_entries, holds_entries, remove_created
 from noisesearch.cache._store import IMAGE_MODES, CandidateCache, check_settings, open_cache
-from noisesearch.contracts import Identity, VerifierInfo, declared, declared_identity, verifier_info
+from noisesearch.contracts import declared_identity
 
 __all__ = [
     "FORMAT",
@@ -81,13 +81,9 @@ __all__ = [
     "VERIFIER_NAME",
     "CandidateCache",
     "Hits",
-    "Identity",
-    "VerifierInfo",
     "cache_entries",
     "cacheable",
     "check_settings",
-    "declared",
-    "declared_identity",
     "file_digest",
     "holds_entries",
     "job_key",
@@ -96,7 +92,6 @@ __all__ = [
     "open_cache",
     "remove_created",
     "verifier_identity",
-    "verifier_info",
 ]
 
 REHASH_BYTES = 64 * 2**20  # weights up to this size are kept as bytes and compared on every identity call
@@ -132,7 +127,6 @@ def verifier_identity(verifier) -> str | None:
         return None
     own = _identity(verifier, "verifier", REHASH_BYTES)
     if own is None:  # no weights: class, name and options only
-        options = {k: _describe(v) for k, v in sorted(_fields(verifier).items()) if not k.startswith("_")}
-        options = {k: v for k, v in options.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
+        options = public_options(verifier)
         own = hashlib.sha256(_io.dumps({"class": type(verifier).__qualname__, **options}).encode()).hexdigest()
     return hashlib.sha256(_io.dumps([own, ids]).encode()).hexdigest()[:24]

@@ -102,6 +102,15 @@ def _weights(found: list[tuple[str, Any]]) -> list[tuple[str, torch.Tensor]]:
 _IDENTITIES: weakref.WeakKeyDictionary[Any, tuple[tuple, str, str | None, list[bytes]]] = weakref.WeakKeyDictionary()
 
 
+def public_options(obj) -> dict:
+    """``obj``'s own fields as they enter its identity: described, sorted, none private or secret (``_SECRET_WORDS``)."""
+    return {
+        k: _describe(v)
+        for k, v in sorted(_fields(obj).items())
+        if not k.startswith("_") and not any(w in k.lower() for w in _SECRET_WORDS)
+    }
+
+
 def _identity(obj: Any, kind: str, rehash_bytes: int) -> str | None:
     """Class, name, public options and weights hash of ``obj``; None without any weight.
 
@@ -117,11 +126,7 @@ def _identity(obj: Any, kind: str, rehash_bytes: int) -> str | None:
         marks = tuple((name, id(t), t.dtype, tuple(t.shape)) for name, t in weights)
     else:  # an in-place edit bumps the version, a new tensor (``p.data = t``) moves the data pointer
         marks = tuple((id(t), t._version, 0 if t.device.type == "meta" else t.data_ptr()) for _, t in weights)
-    options = {
-        k: _describe(v)
-        for k, v in sorted(_fields(obj).items())
-        if not k.startswith("_") and not any(w in k.lower() for w in _SECRET_WORDS)
-    }
+    options = public_options(obj)
     head = _io.dumps({"kind": kind, "class": f"{type(obj).__module__}.{type(obj).__qualname__}", **options})
     try:
         known = _IDENTITIES.get(obj)

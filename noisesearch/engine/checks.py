@@ -24,6 +24,8 @@ def check_run(model, algorithm, sampler: str, verifier, final_steps: int | None 
     from noisesearch.algorithms import ALGORITHMS
 
     get_sampler(sampler)  # a clear error for an unknown name
+    if isinstance(algorithm, str) and algorithm not in ALGORITHMS:
+        raise UserError(f"unknown algorithm {algorithm!r}; accepted: {', '.join(ALGORITHMS)}")
     declared = ALGORITHMS.get(algorithm, algorithm) if isinstance(algorithm, str) else algorithm
     m, a, v = model_info(model), algorithm_info(declared), verifier_info(verifier)
     check_pairing(model, verifier)
@@ -85,11 +87,6 @@ def final_schedule(model, steps: int, final_steps: int) -> tuple[float, ...]:
             f"accepted: final steps whose schedule starts where the search's does (e.g. {steps})"
         )
     return sigmas
-
-
-def check_whole_trajectory(model, algorithm, sampler: str, verifier) -> None:
-    """Refuse what a whole-trajectory model cannot run: step-level algorithms, other samplers, x0-previews."""
-    _check_whole(model.name, algorithm_info(algorithm), sampler, verifier.name, verifier_info(verifier))
 
 
 def _check_whole(model: str, a: AlgorithmInfo, sampler: str, verifier: str, v: VerifierInfo) -> None:

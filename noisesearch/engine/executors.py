@@ -78,8 +78,8 @@ class RunContext:
 class Chunked:
     """An executor that runs a batch in chunks of at most ``max_batch`` rows, each through ``batch``."""
 
-    ctx: RunContext
-    max_batch: int
+    def __init__(self, ctx: RunContext, max_batch: int):
+        self.ctx, self.max_batch = ctx, max_batch
 
     def plan(self, batches: list[Jobs]) -> None:
         """Refuse an overspending round (``RunContext.plan``)."""
@@ -130,9 +130,6 @@ class Rendered(NamedTuple):
 
 class StepExecutor(Chunked):
     """Jobs integrated step by step through the sampler with ``Accountant.denoiser``, decoded and scored."""
-
-    def __init__(self, ctx: RunContext, max_batch: int):
-        self.ctx, self.max_batch = ctx, max_batch
 
     def batch(self, jobs: Jobs, index: torch.Tensor) -> Outcomes:
         """Integrate one chunk of jobs, decode and score it (and take the score's gradient for ``grad`` jobs)."""
@@ -199,9 +196,6 @@ class StepExecutor(Chunked):
 
 class WholeExecutor(Chunked):
     """Full candidates through a whole-trajectory model (a pipeline's own ``__call__``), scored."""
-
-    def __init__(self, ctx: RunContext, max_batch: int):
-        self.ctx, self.max_batch = ctx, max_batch
 
     def batch(self, jobs: Jobs, index: torch.Tensor) -> Outcomes:
         """One chunk of full candidates through the pipeline (``Accountant.trajectories``), scored."""

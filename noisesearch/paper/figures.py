@@ -15,13 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from noisesearch import _io
+from noisesearch.sweep.tables import CEILINGS, METRIC_NAMES, protocol_ceiling
 
 IS = "is_single_split"  # the IS every figure plots: the whole set in one split
-CEILINGS = {IS: "is_single_split_ceiling", "is": "is_ceiling"}  # set metric -> its perfect-set value
 NAMES = {
     "fid": "FID (lower is better)",
-    IS: "IS (whole set)",
-    "is": "IS (mean over 10 splits)",
+    **METRIC_NAMES,
     "precision": "precision",
     "recall": "recall",
     "best_score": "search verifier score",
@@ -145,10 +144,9 @@ class Figure:
         """The dashed line of a perfect set's score of ``metric`` (the largest over ``sets``), and its record."""
         if sets is None:
             raise ValueError(f"{self.name} panel {k}: an IS panel needs the sets it is drawn from (sets=...)")
-        values = [s[CEILINGS[metric]] for s in sets if s.get(CEILINGS[metric]) is not None]
-        if not values:  # sets of an older version, without the ceiling
+        top = protocol_ceiling(sets, metric)
+        if top is None:  # sets of an older version, without the ceiling
             return
-        top = max(values)
         self.axes[k].axhline(top, linestyle="--", linewidth=1, color="grey", label="perfect set (protocol ceiling)")
         self.record(
             panel=k, metric="is_ceiling", of=metric, series="perfect set", x=None, mean=top, ci=None, sweep=sweep

@@ -23,6 +23,7 @@ from pathlib import Path
 from noisesearch import _io
 from noisesearch.paper.figures import IS, NAMES, Figure, rows_of, sets_of
 from noisesearch.sweep.report import mean_ci
+from noisesearch.sweep.tables import LOWER_IS_BETTER
 
 TABLE2 = (  # search verifier -> its sweep
     ("classifier", "table2-classifier"),
@@ -34,7 +35,6 @@ TABLE2 = (  # search verifier -> its sweep
 ALGORITHMS = (("random", {}), ("zero-order", {"neighbours": 2}), ("paths", {"initial": 2}))
 NO_SEARCH = "table2-classifier"  # the sweep whose 8-step baseline is Table 2's first row
 SET_COLUMNS = ("fid", IS, "precision", "recall")
-LOWER_IS_BETTER = frozenset({"fid"})
 GAIN_METRICS = ("eval_classifier", "eval_oracle-is", "eval_oracle-fid-digits", *SET_COLUMNS)
 ENSEMBLE_MEMBERS = ("classifier", "feature-similarity")  # table2-ensemble.yaml's members (a test holds them equal)
 

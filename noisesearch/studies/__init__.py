@@ -34,13 +34,14 @@ from pathlib import Path
 
 from noisesearch.checks import check_budget, check_guidance, check_positive_int, check_seed
 from noisesearch.errors import UserError
+from noisesearch.sweep.tables import SET_METRICS as SET_METRIC_NAMES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SEARCH_STEPS = 8  # Euler steps per search candidate (where the step curve has flattened); the configs' `steps`
 DEMO_QUICK = {"per_class": 30, "baseline_steps": [1, 2, 4, 8, 16, 32], "budgets": [16, 32, 64, 128, 256]}
 COMPARE_QUICK = {"per_class": 20, "budgets": [64, 128, 256]}
 SEEDS_MAX = 1000  # each seed is a whole study; more would run for weeks
-SET_METRICS = ["fid", "is", "is_single_split", "precision", "recall", "accuracy", "diversity"]
+SET_METRICS = list(SET_METRIC_NAMES)  # the set metrics of sets.jsonl, as the report knows them
 
 
 @dataclass

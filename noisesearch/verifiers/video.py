@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from noisesearch.cache import verifier_info
+from noisesearch.contracts import verifier_info
 from noisesearch.errors import UserError
 from noisesearch.keyframes import DEFAULT_KEYFRAMES, keyframe_indices
 from noisesearch.models.base import model_info
