@@ -298,3 +298,14 @@ def test_the_whole_trajectory_algorithms_are_the_ones_that_declare_it():
     full = {n for n, f in ALGORITHMS.items() if algorithm_info(f).full_candidates_only}
     grads = {n for n, f in ALGORITHMS.items() if algorithm_info(f).needs_gradients}
     assert full == {"random", "zero-order"} and grads == {"first-order"}
+
+
+def test_an_unknown_algorithm_name_and_mismatched_seeds_are_one_user_error(digits, classifier):
+    from noisesearch.driver import run_search
+    from noisesearch.engine.checks import check_run
+    from noisesearch.errors import UserError
+
+    with pytest.raises(UserError, match=r"^unknown algorithm 'nope'; accepted: random, zero-order"):
+        check_run(digits, "nope", "euler", classifier, None)
+    with pytest.raises(UserError, match=r"^2 targets but 1 seeds$"):
+        run_search(digits, classifier, ALGORITHMS["random"](), [1, 2], seeds=[0], budget=8, steps=8)
