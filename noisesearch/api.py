@@ -139,10 +139,3 @@ def _verifier(options: SearchOptions, model):
 
     verifier_options, video_options = split_options(options.verifier_options)  # frames/combine: a video's frames
     return for_model(as_verifier(options.verifier, **verifier_options), model, **video_options)
-
-
-def describe(options: dict) -> dict:
-    """``options`` as JSON-ready values (``records.describe``)."""
-    from noisesearch.records import describe as describe_options
-
-    return describe_options(options)

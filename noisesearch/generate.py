@@ -14,14 +14,13 @@ from typing import Any
 
 from noisesearch import records
 from noisesearch._io import ensure_out_dir, save_png, write_json
-from noisesearch.checks import check_budget, check_out_dir
+from noisesearch.checks import check_out_dir
 from noisesearch.driver import SearchResult
 from noisesearch.keywords import accepted, bind, declare
-from noisesearch.records import versions
-from noisesearch.spec import RunSpec, check_one_candidate, check_target_text, run
+from noisesearch.spec import RunSpec, run
 from noisesearch.spec import build as build_spec
 
-__all__ = ["build", "check_one_candidate", "check_target_text", "execute", "generate", "precheck", "versions"]
+__all__ = ["build", "execute", "generate"]
 
 PNG_SCALE = {"digits": 8}  # 8x8 digits are written enlarged 8x (nearest neighbour) to be visible
 
@@ -47,16 +46,8 @@ def build(
     )
 
 
-def precheck(model: str, verifier: str, algorithm: str, **options) -> None:
-    """``build``'s checks without building anything (``options``: ``build``'s keywords): names, options, the
-    algorithm's parameters and the model factory's own cheap checks (``RunSpec.validate``), so a mistake is
-    refused before anything is opened, created or loaded."""
-    keys = ("model_path", "verifier_path", "algorithm_params", "model_options", "verifier_options")
-    _named(model, verifier, algorithm, *(options.get(k) for k in keys)).validate()
-
-
 def _named(model, verifier, algorithm, model_path, verifier_path, algorithm_params, model_options, verifier_options):
-    """A one-target ``RunSpec`` of registry names, for ``build`` and ``precheck`` (budget and target do not matter)."""
+    """A one-target ``RunSpec`` of registry names, for ``build`` (budget and target do not matter)."""
     return RunSpec(
         model=model,
         verifier=verifier,
@@ -66,15 +57,9 @@ def _named(model, verifier, algorithm, model_path, verifier_path, algorithm_para
         algorithm_params=algorithm_params,
         model_options=model_options,
         verifier_options=verifier_options,
-        budget=check_budget(1),
+        budget=1,
         targets=(None,),
     )
-
-
-def make_record(result: SearchResult, m, v, algo, spec: RunSpec, *, wall: float) -> dict:
-    """The JSON-ready record of one search (``records.record``: ``generate`` and ``noisesearch.search`` write the
-    same one)."""
-    return records.record(spec, result, m, v, algo, wall=wall)
 
 
 def generate(**keywords) -> tuple[SearchResult, dict]:

@@ -17,6 +17,7 @@ Every entrance translates its own input into a ``RunSpec``: the CLI's flags and 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -226,6 +227,10 @@ class RunSpec:
         for flag, value in (("--model-path", self.model_path), ("--verifier-path", self.verifier_path)):
             if value is not None and not str(value).strip():
                 raise UserError(f"{flag} is empty; give a weights file, a local folder or a hub id")
+        for what, kwargs in (("model", model_kwargs), ("verifier", verifier_kwargs)):
+            path = kwargs.get("path")
+            if path is not None and not isinstance(path, (str, os.PathLike)):
+                raise UserError(f"{what} option path={path!r} is not a path; give a file, folder or hub id as text")
         try:  # validate cheap knobs before loading weights
             algo = algorithm_factory(**params)
         except (TypeError, ValueError) as e:  # e.g. a word where a number goes: the knob's own check cannot compare it

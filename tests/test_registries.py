@@ -269,3 +269,21 @@ def test_sweep_cost_planning_asks_the_model_entry_not_a_guess():
     assert cost("digits", None) == 1 and cost("digits", 1.5) == 2
     assert cost("sd", None, "steps") == 1
     assert cost("diffusers", 2.0) == 2  # only a loaded pipeline knows: the rule of thumb stands
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"workers": "abc"}, "workers must be a positive integer, got 'abc'"),
+        ({"max_tokens": 0}, "max_tokens must be a positive integer, got 0"),
+        ({"retries": -2}, "retries must be an integer >= 0, got -2"),
+        ({"timeout": -1}, "timeout must be a finite number of seconds >= 0, got -1"),
+        ({"backoff": float("inf")}, "backoff must be a finite number of seconds >= 0, got inf"),
+    ],
+)
+def test_llm_grader_numbers_are_one_user_error_before_any_request(option, message):
+    from noisesearch.errors import UserError
+    from noisesearch.verifiers import VERIFIERS
+
+    with pytest.raises(UserError, match=f"^llm-grader: {message}$"):
+        VERIFIERS["llm-grader"](url="http://127.0.0.1:9", model="m", **option)

@@ -98,7 +98,8 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except (UserError, BudgetExceeded) as e:
             cause = getattr(e, "cause", None)  # raised in a Ray actor: the original, not Ray's traceback text
-            print(f"error: {cause if isinstance(cause, (UserError, BudgetExceeded)) else e}", file=sys.stderr)
+            text = str(cause if isinstance(cause, (UserError, BudgetExceeded)) else e)
+            print("error: " + "; ".join(line.strip() for line in text.splitlines() if line.strip()), file=sys.stderr)
             raise typer.Exit(2) from None
         except Exception as e:
             line = environment_error(e)

@@ -24,6 +24,7 @@ import http.client
 import io
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from noisesearch.checks import check_positive_int
 from noisesearch.errors import UserError
 from noisesearch.keywords import bind, declare
 from noisesearch.verifiers._hf import check_prompts, require
@@ -126,6 +128,14 @@ class GraderSettings:
         prices = (self.price_prompt, self.price_completion)
         if any(p is not None and not (isinstance(p, (int, float)) and p >= 0) for p in prices):
             raise UserError(f"llm-grader: prices per million tokens must be numbers >= 0, got {prices}")
+        for name in ("workers", "max_tokens"):
+            check_positive_int(getattr(self, name), what=f"llm-grader: {name}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise UserError(f"llm-grader: retries must be an integer >= 0, got {self.retries!r}")
+        for name, low in (("timeout", 0.0), ("backoff", 0.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < math.inf:
+                raise UserError(f"llm-grader: {name} must be a finite number of seconds >= 0, got {value!r}")
 
 
 class LLMGrader:
