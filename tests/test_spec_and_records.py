@@ -165,3 +165,35 @@ def test_a_bad_budget_is_refused_in_the_same_words_by_every_entrance_before_any_
     with pytest.raises(UserError, match=f"budgets.0: {BAD_BUDGET}"):
         load_config(write_config(tmp_path, tiny_sweep(budgets=[0])))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.yaml"]  # nothing written
+
+
+def test_a_path_option_that_is_not_text_is_one_error_line_and_nothing_is_written(tmp_path):
+    from typer.testing import CliRunner
+
+    from noisesearch.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["generate", "--target", "3", "--budget", "8", "--out", str(out), "--model-param", "path=3"]
+    )
+    assert result.exit_code == 2 and not out.exists()
+    assert result.output.strip().splitlines() == [
+        "error: model option path=3 is not a path; give a file, folder or hub id as text"
+    ]
+
+
+def test_a_refusal_of_several_lines_prints_as_one_error_line(capsys):
+    import typer
+
+    from noisesearch.cli._app import friendly
+    from noisesearch.errors import UserError
+
+    @friendly
+    def refuse():
+        raise UserError("sweep.yaml: 2 problems\n  verifier: Field required\n  budgets: Field required")
+
+    with pytest.raises(typer.Exit):
+        refuse()
+    assert capsys.readouterr().err.splitlines() == [
+        "error: sweep.yaml: 2 problems; verifier: Field required; budgets: Field required"
+    ]
